@@ -1,0 +1,74 @@
+"""The backend contract: one required method, ``stream(messages, **options) -> Iterator[str]``.
+
+A blocking reply is the join of the stream; the async twin runs the stream in a worker thread
+unless a backend overrides it. A backend also says how it counts tokens and how large its
+context window is, so the packer can fill the prompt exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+from ..config import DEFAULT_CONTEXT_WINDOW
+from ..tokens import TiktokenCounter, TokenCounter
+from ..types import Message
+
+_DONE = object()
+
+
+class Backend(ABC):
+    """A language model that streams a reply to a list of chat messages."""
+
+    name: str = "backend"
+    context_window: int = DEFAULT_CONTEXT_WINDOW
+
+    @abstractmethod
+    def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
+        """Yield the reply in chunks. Options: temperature, max_tokens, stop (list of strings)."""
+
+    def complete(self, messages: Sequence[Message], **options: Any) -> str:
+        """The whole reply: the join of the stream."""
+        return "".join(self.stream(messages, **options))
+
+    async def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream``: runs the blocking stream in a worker thread."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def pump() -> None:
+            try:
+                for chunk in self.stream(messages, **options):
+                    if stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+            except BaseException as exc:  # handed to the consumer, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        worker = threading.Thread(target=pump, daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    async def acomplete(self, messages: Sequence[Message], **options: Any) -> str:
+        """Async twin of ``complete``."""
+        return "".join([chunk async for chunk in self.astream(messages, **options)])
+
+    def token_counter(self) -> TokenCounter:
+        """The counter that matches what this backend is sent (tiktoken unless overridden)."""
+        return TiktokenCounter()
+
+    def close(self) -> None:
+        """Release connections or model memory; the default does nothing."""

@@ -1,0 +1,241 @@
+"""The ``openai`` backend: any OpenAI-compatible chat API, through the official ``openai`` SDK.
+
+Besides OpenAI itself it talks to local servers; point ``base_url`` (or ``OPENAI_BASE_URL``) at:
+
+    vLLM               http://localhost:8000/v1
+    Ollama             http://localhost:11434/v1
+    llama.cpp server   http://localhost:8080/v1
+
+Settings come from the keyword arguments, else the environment read when the backend is built
+(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``CHATHARUHI_MODEL``), else the defaults in ``config``.
+Local servers need no key, so a placeholder is sent when none is given; the real OpenAI endpoint
+without a key is a ``MissingAPIKey`` error.
+
+Retries are the SDK's own: ``max_retries`` is handed to the client, which retries connection
+errors, timeouts and 408/409/429/5xx answers with exponential backoff (0.5 s doubling to 8 s, with
+jitter, or the server's ``Retry-After``). SDK errors become chatharuhi's typed ``BackendError``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import contextmanager
+from typing import Any, AsyncIterator, Iterator, Sequence
+from urllib.parse import urlparse
+
+from ..config import (
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_OPENAI_MODEL,
+    DEFAULT_TIMEOUT_S,
+    ENV_MODEL,
+    ENV_OPENAI_API_KEY,
+    ENV_OPENAI_BASE_URL,
+)
+from ..errors import BackendConnectionError, BackendError, BackendResponseError, BackendTimeout, MissingAPIKey
+from ..tokens import TiktokenCounter, TokenCounter
+from ..types import Message
+from .base import Backend
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+PLACEHOLDER_API_KEY = "not-needed"  # vLLM, Ollama and llama.cpp accept any key
+
+# Context windows of known OpenAI models, longest prefix first so "gpt-4o" is not read as "gpt-4".
+KNOWN_CONTEXT_WINDOWS = (
+    ("gpt-4o-mini", 128_000),
+    ("gpt-4o", 128_000),
+    ("gpt-4.1", 128_000),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-3.5-turbo", 16_385),
+    ("gpt-4", 8_192),
+)
+_OPTION_KEYS = ("temperature", "max_tokens", "top_p", "stop")
+
+
+def known_context_window(model: str) -> int:
+    """The context window of a known OpenAI model, else ``DEFAULT_CONTEXT_WINDOW``."""
+    name = model.lower().rsplit("/", 1)[-1]
+    for prefix, window in KNOWN_CONTEXT_WINDOWS:
+        if name == prefix or name.startswith(prefix + "-"):
+            return window
+    return DEFAULT_CONTEXT_WINDOW
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """An httpx/httpcore error (older SDKs let these escape from a stream being read)."""
+    roots = {cls.__module__.split(".")[0] for cls in type(exc).__mro__}
+    return bool(roots & {"httpx", "httpx2", "httpcore", "httpcore2"})
+
+
+def _translate(exc: Exception, base_url: str, timeout: float, streaming: bool = False) -> BackendError:
+    """Map an SDK or transport error to chatharuhi's error tree, saying what to check."""
+    import openai
+
+    early = "stream ended early: " if streaming else ""
+    if isinstance(exc, openai.APITimeoutError):
+        return BackendTimeout(f"{early}{base_url} did not answer within {timeout} s; raise timeout= or check it")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        what = "the connection dropped" if streaming else "cannot connect (is the server running?)"
+        return BackendConnectionError(f"{early}{base_url}: {what}: {cause}")
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = body.get("message") or exc.message
+        if isinstance(exc, openai.AuthenticationError):
+            return BackendResponseError(f"{base_url} rejected the API key (401), check OPENAI_API_KEY: {detail}", 401)
+        return BackendResponseError(f"{base_url} answered {exc.status_code}: {detail}", exc.status_code)
+    if isinstance(exc, openai.APIError):
+        return BackendResponseError(f"{early}{base_url} reported an error: {exc.message}")
+    if _is_transport_error(exc):
+        return BackendConnectionError(f"{early}{base_url}: {type(exc).__name__}: {exc}")
+    return BackendError(f"{base_url}: {type(exc).__name__}: {exc}")
+
+
+class OpenAIBackend(Backend):
+    """Streams chat replies from an OpenAI-compatible API (OpenAI, vLLM, Ollama, llama.cpp server)."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        top_p: float | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        context_window: int | None = None,
+        client: Any = None,
+        async_client: Any = None,
+        extra_body: dict[str, Any] | None = None,
+        **_ignored: Any,
+    ):
+        self.model = model or os.environ.get(ENV_MODEL) or DEFAULT_OPENAI_MODEL
+        self.base_url = (base_url or os.environ.get(ENV_OPENAI_BASE_URL) or OPENAI_BASE_URL).rstrip("/")
+        self.api_key = api_key or os.environ.get(ENV_OPENAI_API_KEY) or PLACEHOLDER_API_KEY
+        is_openai = urlparse(self.base_url).hostname == "api.openai.com"
+        if self.api_key == PLACEHOLDER_API_KEY and client is None and is_openai:
+            raise MissingAPIKey(f"No API key: pass api_key= or set {ENV_OPENAI_API_KEY}")
+        self.temperature, self.max_tokens, self.top_p = temperature, max_tokens, top_p
+        self.timeout, self.max_retries = timeout, max_retries
+        self.extra_body = dict(extra_body or {})
+        self.context_window = context_window or known_context_window(self.model)
+        self._client, self._owns_client = client, client is None
+        self._async_client = async_client
+        self._async_loop: asyncio.AbstractEventLoop | None = None  # the loop our own async client belongs to
+
+    def _client_options(self) -> dict[str, Any]:
+        return dict(api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries)
+
+    @property
+    def client(self) -> Any:
+        """The ``openai.OpenAI`` client, built on first use unless one was injected."""
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(**self._client_options())
+        return self._client
+
+    def _aclient(self) -> Any:
+        """The ``openai.AsyncOpenAI`` client; our own is rebuilt per event loop, as its pool is bound to one."""
+        loop = asyncio.get_running_loop()
+        if self._async_client is None or (self._async_loop is not None and self._async_loop is not loop):
+            import openai
+
+            self._async_client = openai.AsyncOpenAI(**self._client_options())
+            self._async_loop = loop
+        return self._async_client
+
+    def _params(self, messages: Sequence[Message], options: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": options.get("model") or self.model,
+            "messages": [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages],
+        }
+        for key in _OPTION_KEYS:
+            value = options.get(key, getattr(self, key, None))
+            if value is not None:
+                params[key] = value
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
+
+    @contextmanager
+    def _errors(self, streaming: bool = False) -> Iterator[None]:
+        try:
+            yield
+        except BackendError:
+            raise
+        except Exception as exc:
+            import openai
+
+            if isinstance(exc, openai.OpenAIError) or _is_transport_error(exc):
+                raise _translate(exc, self.base_url, self.timeout, streaming) from exc
+            raise
+
+    @staticmethod
+    def _read(chunk: Any) -> tuple[str, bool]:
+        """The text of one stream chunk (first choice only) and whether it carried a finish reason."""
+        choice = next((c for c in chunk.choices or () if c.index == 0), None)
+        if choice is None:  # e.g. the usage chunk at the end
+            return "", False
+        return (choice.delta.content if choice.delta else None) or "", bool(choice.finish_reason)
+
+    def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
+        """Yield the reply as the server streams it. Options: temperature, max_tokens, stop, top_p, model."""
+        params = self._params(messages, options)
+        with self._errors():
+            response = self.client.chat.completions.create(stream=True, **params)
+        finished = False
+        try:
+            with self._errors(streaming=True):
+                for chunk in response:
+                    piece, done = self._read(chunk)
+                    finished = finished or done
+                    if piece:
+                        yield piece
+        finally:
+            response.close()
+        if not finished:  # a clean EOF without a finish_reason is a dropped stream too
+            raise BackendConnectionError(f"stream ended early: {self.base_url} closed it before a finish_reason")
+
+    def complete(self, messages: Sequence[Message], **options: Any) -> str:
+        """The whole reply from one non-streaming request."""
+        with self._errors():
+            response = self.client.chat.completions.create(stream=False, **self._params(messages, options))
+        if not response.choices:
+            raise BackendResponseError(f"{self.base_url} answered with no choices")
+        return response.choices[0].message.content or ""
+
+    async def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream`` on ``openai.AsyncOpenAI``."""
+        params = self._params(messages, options)
+        with self._errors():
+            response = await self._aclient().chat.completions.create(stream=True, **params)
+        finished = False
+        try:
+            with self._errors(streaming=True):
+                async for chunk in response:
+                    piece, done = self._read(chunk)
+                    finished = finished or done
+                    if piece:
+                        yield piece
+        finally:
+            await response.close()
+        if not finished:
+            raise BackendConnectionError(f"stream ended early: {self.base_url} closed it before a finish_reason")
+
+    def token_counter(self) -> TokenCounter:
+        """tiktoken with the model's encoding."""
+        return TiktokenCounter(model=self.model)
+
+    def close(self) -> None:
+        """Close the HTTP connections of the client we built (an injected client is left open)."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"

@@ -1,0 +1,194 @@
+"""Character folders: ``system_prompt.txt``, ``texts/*.txt`` (one scene per file) and an optional
+``character.toml`` manifest, parsed into a ``Character``.
+
+The scene parser accepts what real files contain: ``名字:「台词」`` and ``名字：「台词」``, text after
+the closing bracket (a stage direction), narration lines without brackets (``旁白:…``), lines in no
+known format (kept as narration and counted), a BOM, CRLF line endings and blank lines.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config import DEFAULT_NARRATORS, MANIFEST_FILE, MAX_SPEAKER_CHARS, SYSTEM_PROMPT_FILE, TEXTS_DIR
+from .errors import InvalidCharacter
+from .types import Line, Scene
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_SPEECH = re.compile(rf"^(?P<speaker>[^:：「」\n]{{0,{MAX_SPEAKER_CHARS}}}?)\s*[:：]\s*「(?P<text>.*)」(?P<action>[^」]*)$")
+_LABELLED = re.compile(rf"^(?P<speaker>[^:：「」\n]{{1,{MAX_SPEAKER_CHARS}}}?)\s*[:：]\s*(?P<text>[^「].*)$")
+
+
+class Manifest(BaseModel):
+    """The optional ``character.toml``: every field is optional and unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str | None = None
+    display_name: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    language: str = "zh"
+    speaker: str | None = None  # the character's name inside the scene files
+    user_role: str | None = None  # default in-story name of the user
+    narrators: list[str] = Field(default_factory=lambda: list(DEFAULT_NARRATORS))
+    greeting: str | None = None
+    description: str | None = None
+    source: str | None = None
+    license: str | None = None
+    rights_note: str | None = None
+
+
+@dataclass(frozen=True)
+class ParseStats:
+    """Counts of each kind of line in a character's scenes."""
+
+    speech: int = 0
+    narration: int = 0
+    other: int = 0
+
+
+def parse_line(raw: str, lineno: int = 0, narrators: frozenset[str] = frozenset(DEFAULT_NARRATORS)) -> Line | None:
+    """Parse one scene line; ``None`` for a blank line."""
+    text = raw.strip().lstrip("\ufeff")
+    if not text:
+        return None
+    m = _SPEECH.match(text)
+    if m:
+        speaker = m["speaker"].strip()
+        kind = "narration" if speaker in narrators else "speech"
+        return Line(kind, m["text"].strip(), speaker, m["action"].strip(), lineno)
+    m = _LABELLED.match(text)
+    if m and m["speaker"].strip() in narrators:
+        return Line("narration", m["text"].strip(), m["speaker"].strip(), "", lineno)
+    return Line("other", text, "", "", lineno)
+
+
+def read_text(path: Path) -> str:
+    """Read a UTF-8 file (BOM and CRLF tolerated); a decoding error names the file and line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InvalidCharacter(
+            f"not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8", path=path, line=line
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def parse_scene(scene_id: str, text: str, narrators: frozenset[str] = frozenset(DEFAULT_NARRATORS)) -> Scene:
+    """Parse a scene's text into lines, keeping the text (minus surrounding blank lines)."""
+    lines = tuple(
+        line for n, raw in enumerate(text.split("\n"), start=1) if (line := parse_line(raw, n, narrators)) is not None
+    )
+    return Scene(id=scene_id, text=text.strip(), lines=lines)
+
+
+@dataclass
+class Character:
+    """A loaded character: its manifest, system prompt and scenes."""
+
+    name: str  # the folder name, or the manifest's name
+    path: Path
+    system_prompt: str
+    scenes: list[Scene]
+    manifest: Manifest = field(default_factory=Manifest)
+
+    @property
+    def display_name(self) -> str:
+        """The human-facing name."""
+        return self.manifest.display_name or self.name
+
+    @property
+    def aliases(self) -> list[str]:
+        """Every name the character can be looked up by."""
+        return [self.name, *self.manifest.aliases]
+
+    @property
+    def language(self) -> str:
+        """Language code of the character's scenes (``zh``, ``en``, ...)."""
+        return self.manifest.language
+
+    @cached_property
+    def speaker(self) -> str:
+        """The character's own name in the scene files: the manifest's, else the most frequent speaker."""
+        if self.manifest.speaker:
+            return self.manifest.speaker
+        counts: dict[str, int] = {}
+        for scene in self.scenes:
+            for line in scene.lines:
+                if line.kind == "speech" and line.speaker:
+                    counts[line.speaker] = counts.get(line.speaker, 0) + 1
+        return max(counts, key=lambda s: (counts[s], s)) if counts else self.display_name
+
+    @property
+    def user_role(self) -> str:
+        """The user's default in-story name."""
+        return self.manifest.user_role or ("用户" if self.language.startswith("zh") else "User")
+
+    @cached_property
+    def stats(self) -> ParseStats:
+        """How many speech, narration and unformatted lines the scenes hold."""
+        kinds = [line.kind for scene in self.scenes for line in scene.lines]
+        return ParseStats(kinds.count("speech"), kinds.count("narration"), kinds.count("other"))
+
+    def scene(self, scene_id: str) -> Scene:
+        """The scene with this id."""
+        for scene in self.scenes:
+            if scene.id == scene_id:
+                return scene
+        raise KeyError(scene_id)
+
+
+def load_manifest(folder: Path) -> Manifest:
+    """Read and validate ``character.toml``; a bad file raises ``InvalidCharacter`` naming the field."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return Manifest()
+    try:
+        data = tomllib.loads(read_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise InvalidCharacter(f"malformed TOML: {exc}", path=path, line=line) from None
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
+        allowed = ", ".join(Manifest.model_fields)
+        raise InvalidCharacter(f"invalid manifest: {problems} (allowed keys: {allowed})", path=path) from None
+
+
+def load_character(folder: str | Path) -> Character:
+    """Load a character folder; a broken folder raises ``InvalidCharacter`` naming the file."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise InvalidCharacter("not a folder", path=folder)
+    manifest = load_manifest(folder)
+    prompt_path = folder / SYSTEM_PROMPT_FILE
+    if not prompt_path.is_file():
+        raise InvalidCharacter(f"missing {SYSTEM_PROMPT_FILE}: add the character's system prompt", path=folder)
+    system_prompt = read_text(prompt_path).strip()
+    if not system_prompt:
+        raise InvalidCharacter(f"{SYSTEM_PROMPT_FILE} is empty", path=prompt_path)
+    texts = folder / TEXTS_DIR
+    if not texts.is_dir():
+        raise InvalidCharacter(f"missing {TEXTS_DIR}/ folder: add one scene per .txt file", path=folder)
+    narrators = frozenset(manifest.narrators)
+    scenes = []
+    for path in sorted(texts.rglob("*.txt")):
+        scene = parse_scene(path.relative_to(texts).as_posix(), read_text(path), narrators)
+        if scene.lines:  # empty scenes are reported by validate, not loaded
+            scenes.append(scene)
+    if not scenes:
+        raise InvalidCharacter(f"no non-empty scenes in {TEXTS_DIR}/", path=texts)
+    return Character(manifest.name or folder.name, folder, system_prompt, scenes, manifest)

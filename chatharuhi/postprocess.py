@@ -1,0 +1,107 @@
+"""Keep the character's own words: strip its speaker tag and brackets, cut where another speaker starts.
+
+Models asked to answer as ``春日:「……」`` often go on to write the user's next line (``阿虚:「……」``)
+or narration. ``ReplyFilter`` works on a stream: it emits text as soon as it is certain to stay,
+holds back what may still change (an undecided line start, a possible closing bracket, trailing
+space), and reports ``stopped`` when another speaker begins, so the caller can close the stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .config import MAX_SPEAKER_CHARS
+
+_TAG = re.compile(rf"^\s*(?P<name>[^:：「」\n]{{0,{MAX_SPEAKER_CHARS}}}?)\s*[:：]\s*(?P<open>「?)")
+_OPEN, _CLOSE = "「", "」"
+
+
+class ReplyFilter:
+    """Streaming post-processor for one reply."""
+
+    def __init__(self, own_names: Iterable[str], other_names: Iterable[str] = (), skip_names: Iterable[str] = ()):
+        self.own = {n.strip().casefold() for n in own_names if n.strip()}
+        self.others = {n.strip().casefold() for n in other_names if n.strip()} - self.own
+        self.skip = {n.strip().casefold() for n in skip_names if n.strip()} - self.own  # narration lines
+        self._raw = ""
+        self._emitted = ""
+        self.stopped = False
+
+    def _line(self, line: str, complete: bool) -> tuple[str | None, bool]:
+        """Clean one line: (text or None while undecided, whether another speaker starts here)."""
+        m = _TAG.match(line)
+        decided = complete or (m is not None and (m["open"] or len(line) > m.end())) or _OPEN in line
+        decided = decided or len(line) > MAX_SPEAKER_CHARS + 2
+        if not decided:
+            return None, False
+        quoted = False
+        if m is not None:
+            name = m["name"].strip().casefold()
+            if name in self.own:
+                line, quoted = line[m.end() :], bool(m["open"])
+            elif name in self.skip:
+                return ("" if complete else None), False
+            elif m["open"] or name in self.others:
+                return "", True
+        if not quoted and line.lstrip().startswith(_OPEN):
+            line, quoted = line.lstrip()[1:], True
+        if quoted:
+            close = line.rfind(_CLOSE)
+            if close >= 0:
+                line = line[:close] + line[close + 1 :] if complete else line[:close]
+        return line, False
+
+    def _clean(self, final: bool) -> str:
+        lines = self._raw.lstrip().split("\n")
+        out: list[str] = []
+        for i, line in enumerate(lines):
+            complete = final or i < len(lines) - 1
+            text, stop = self._line(line, complete)
+            if stop and not any(out):  # a reply that opens as someone else is kept whole, not emptied
+                if not complete:
+                    break
+                text, stop = line, False
+            if stop:
+                self.stopped = True
+                break
+            if text is None:
+                break
+            if complete and not text.strip() and (not out or not out[-1]):
+                continue  # no blank lines at the start, none doubled
+            out.append(text.strip() if complete else text.lstrip())
+        cleaned = "\n".join(out)
+        return cleaned.strip() if final or self.stopped else cleaned.rstrip()
+
+    def feed(self, chunk: str) -> str:
+        """Add a chunk of the raw reply; return the new text that is safe to show."""
+        if self.stopped:
+            return ""
+        self._raw += chunk
+        return self._advance(self._clean(final=False))
+
+    def finish(self) -> str:
+        """The raw reply is complete: return the rest of the clean text."""
+        delta = "" if self.stopped else self._advance(self._clean(final=True))
+        if not self._emitted and self._raw.strip():  # nothing survived: better the raw reply than none
+            delta = self._emitted = self._raw.strip()
+        return delta
+
+    def _advance(self, cleaned: str) -> str:
+        if not cleaned.startswith(self._emitted):  # cannot happen by construction; never re-emit
+            return ""
+        delta, self._emitted = cleaned[len(self._emitted) :], cleaned
+        return delta
+
+    @property
+    def text(self) -> str:
+        """The clean text emitted so far."""
+        return self._emitted
+
+
+def clean_reply(raw: str, own_names: Iterable[str], other_names: Iterable[str] = (), skip_names: Iterable[str] = ()) -> str:
+    """Post-process a whole reply at once."""
+    f = ReplyFilter(own_names, other_names, skip_names)
+    f.feed(raw)
+    f.finish()
+    return f.text

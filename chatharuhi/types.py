@@ -1,0 +1,112 @@
+"""Small value types shared by the pipeline: lines, scenes, turns, messages and the packing trace."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+LineKind = Literal["speech", "narration", "other"]
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One parsed line of a scene: a speaker's words, narration, or text in no known format."""
+
+    kind: LineKind
+    text: str
+    speaker: str = ""
+    action: str = ""  # stage direction after the closing bracket
+    lineno: int = 0
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One canonical scene of a character: the raw text and its parsed lines."""
+
+    id: str  # file name relative to texts/, unique within a character
+    text: str
+    lines: tuple[Line, ...] = ()
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the scene text: the key of its cached embedding."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def speakers(self) -> set[str]:
+        """Names that speak in this scene."""
+        return {line.speaker for line in self.lines if line.kind == "speech" and line.speaker}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message as sent to a backend."""
+
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The OpenAI wire form ``{"role": ..., "content": ...}``."""
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One completed exchange: what the user said (as ``user_role``) and the character's reply."""
+
+    user_role: str
+    text: str
+    reply: str
+
+
+@dataclass(frozen=True)
+class ScoredScene:
+    """A retrieved scene with its hybrid score and the two scores it was made of."""
+
+    scene: Scene
+    score: float
+    dense: float = 0.0
+    lexical: float = 0.0
+
+
+@dataclass
+class PartTrace:
+    """What happened to one candidate scene or history turn during packing."""
+
+    id: str
+    tokens: int
+    included: bool
+    reason: str = ""  # why it was dropped: "over budget", "near-duplicate", ...
+    score: float | None = None
+
+
+@dataclass
+class Trace:
+    """Where every token of a packed prompt went, and what was left out and why."""
+
+    budget: int  # prompt tokens allowed (context window minus reply reserve)
+    total_tokens: int = 0  # exact count of the packed messages by the backend's counter
+    parts: dict[str, int] = field(default_factory=dict)  # part name -> tokens
+    story_budget: int = 0
+    history_budget: int = 0
+    scenes: list[PartTrace] = field(default_factory=list)
+    turns: list[PartTrace] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # embed / retrieve / pack
+
+    @property
+    def included_scenes(self) -> list[str]:
+        """Ids of the scenes that made it into the prompt, in prompt order."""
+        return [s.id for s in self.scenes if s.included]
+
+    @property
+    def story_fill(self) -> float:
+        """Fraction of the story budget that was used."""
+        return self.parts.get("story", 0) / self.story_budget if self.story_budget else 0.0
+
+    def as_dict(self) -> dict:
+        """A JSON-ready copy."""
+        data = asdict(self)
+        data["included_scenes"] = self.included_scenes
+        data["story_fill"] = self.story_fill
+        return data

@@ -1,0 +1,96 @@
+"""Check a character folder and report every problem with file and line.
+
+Errors stop the character from loading (missing or empty system prompt, no scenes, a malformed
+manifest, a file that is not UTF-8); warnings do not (an empty scene file, a line in no known
+format, a scene larger than the story budget).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .character import load_manifest, parse_scene, read_text
+from .config import DEFAULT_STORY_TOKENS, SYSTEM_PROMPT_FILE, TEXTS_DIR
+from .discovery import is_character_folder
+from .errors import InvalidCharacter
+from .tokens import TiktokenCounter, TokenCounter
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: where it is and what to do about it."""
+
+    severity: Literal["error", "warning"]
+    path: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.severity}: {self.message}"
+
+
+def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS,
+                    counter: TokenCounter | None = None) -> list[Problem]:
+    """Every problem in one character folder."""
+    folder = Path(folder).expanduser()
+    problems: list[Problem] = []
+
+    def add(severity, path, line, message):
+        problems.append(Problem(severity, path, line, message))
+
+    if not folder.is_dir():
+        return [Problem("error", folder, None, "not a folder")]
+    try:
+        manifest = load_manifest(folder)
+    except InvalidCharacter as exc:
+        add("error", exc.path or folder, exc.line, str(exc).split(": ", 1)[-1] if exc.path else str(exc))
+        manifest = None
+    narrators = frozenset(manifest.narrators) if manifest else frozenset()
+    prompt = folder / SYSTEM_PROMPT_FILE
+    if not prompt.is_file():
+        add("error", prompt, None, f"missing {SYSTEM_PROMPT_FILE}: write the character's system prompt there")
+    else:
+        try:
+            if not read_text(prompt).strip():
+                add("error", prompt, None, "the system prompt is empty")
+        except InvalidCharacter as exc:
+            add("error", prompt, exc.line, "not valid UTF-8; re-save the file as UTF-8")
+    texts = folder / TEXTS_DIR
+    files = sorted(texts.rglob("*.txt")) if texts.is_dir() else []
+    if not files:
+        add("error", texts, None, f"no scenes: add one scene per .txt file under {TEXTS_DIR}/")
+    counter = counter or TiktokenCounter()
+    usable = 0
+    for path in files:
+        try:
+            text = read_text(path)
+        except InvalidCharacter as exc:
+            add("error", path, exc.line, "not valid UTF-8; re-save the file as UTF-8")
+            continue
+        scene = parse_scene(path.name, text, narrators or frozenset({"旁白", "Narrator", ""}))
+        if not scene.lines:
+            add("warning", path, None, "empty scene (skipped)")
+            continue
+        usable += 1
+        for line in scene.lines:
+            if line.kind == "other":
+                add("warning", path, line.lineno, f"line in no known format, kept as narration: {line.text[:40]!r} "
+                    "(expected 名字:「台词」 or 旁白:叙述)")
+        tokens = counter.count(scene.text)
+        if tokens > story_tokens:
+            add("warning", path, None, f"scene is {tokens} tokens, larger than the story budget of {story_tokens}: "
+                "it can never be retrieved; split it into smaller scenes")
+    if files and not usable:
+        add("error", texts, None, "every scene file is empty")
+    return problems
+
+
+def validate_path(path: str | Path, **options) -> dict[Path, list[Problem]]:
+    """Validate a character folder, or every character folder inside a folder."""
+    path = Path(path).expanduser()
+    if is_character_folder(path) or not path.is_dir():
+        return {path: validate_folder(path, **options)}
+    return {sub: validate_folder(sub, **options) for sub in sorted(path.iterdir()) if is_character_folder(sub)}

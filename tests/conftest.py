@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated environment and home folder for every test, and the real fixture data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures" / "chatharuhi"
+PACKAGED = SHARED / "fixtures" / "chatharuhi-packaged"
+FIXTURE_NAMES = ["haruhi", "Sheldon", "liyunlong", "zhongli", "wangduoyu"]
+
+_ISOLATED_PREFIXES = ("CHATHARUHI_", "OPENAI_")
+
+
+@pytest.fixture(scope="session")
+def tiktoken_cache(tmp_path_factory) -> Path:
+    """One seeded tiktoken cache for the whole run (seeding is tested on its own)."""
+    from chatharuhi.tokens import ensure_tiktoken_cache
+
+    path = tmp_path_factory.mktemp("tiktoken")
+    old = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(path)
+    ensure_tiktoken_cache()
+    if old is None:
+        del os.environ["TIKTOKEN_CACHE_DIR"]
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch, tmp_path, tiktoken_cache):
+    """No backend or home folder leaks in from the developer's environment."""
+    for name in list(os.environ):
+        if name.startswith(_ISOLATED_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CHATHARUHI_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tiktoken_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    """The real ChatHaruhi character folders (non-commercial test data; never shipped)."""
+    if not FIXTURES.is_dir():
+        pytest.fail(f"fixture data missing: {FIXTURES} (the shared/ folder must sit beside the checkout)")
+    return FIXTURES

@@ -57,6 +57,13 @@ class ParseStats:
     other: int = 0
 
 
+def detect_language(text: str) -> str:
+    """``zh`` when CJK characters outnumber latin letters, else ``en``."""
+    cjk = sum("\u4e00" <= ch <= "\u9fff" for ch in text)
+    latin = sum(ch.isascii() and ch.isalpha() for ch in text)
+    return "zh" if cjk >= latin else "en"
+
+
 def parse_line(raw: str, lineno: int = 0, narrators: frozenset[str] = frozenset(DEFAULT_NARRATORS)) -> Line | None:
     """Parse one scene line; ``None`` for a blank line."""
     text = raw.strip().lstrip("\ufeff")
@@ -114,10 +121,12 @@ class Character:
         """Every name the character can be looked up by."""
         return [self.name, *self.manifest.aliases]
 
-    @property
+    @cached_property
     def language(self) -> str:
-        """Language code of the character's scenes (``zh``, ``en``, ...)."""
-        return self.manifest.language
+        """Language code: the manifest's, else ``zh`` when the scenes are mostly CJK, else ``en``."""
+        if "language" in self.manifest.model_fields_set:
+            return self.manifest.language
+        return detect_language(" ".join(s.text for s in self.scenes[:50]))
 
     @cached_property
     def speaker(self) -> str:
@@ -129,7 +138,10 @@ class Character:
             for line in scene.lines:
                 if line.kind == "speech" and line.speaker:
                     counts[line.speaker] = counts.get(line.speaker, 0) + 1
-        return max(counts, key=lambda s: (counts[s], s)) if counts else self.display_name
+        if not counts:
+            return self.display_name
+        named = [s for s in counts if s in self.system_prompt]  # the prompt usually names its character
+        return max(named or counts, key=lambda s: (counts[s], -len(s), s))
 
     @property
     def user_role(self) -> str:

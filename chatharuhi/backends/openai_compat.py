@@ -1,6 +1,6 @@
 """The ``openai`` backend: any OpenAI-compatible chat API, through the official ``openai`` SDK.
 
-Besides OpenAI itself it talks to local servers; point ``base_url`` (or ``OPENAI_BASE_URL``) at:
+Besides OpenAI it talks to local servers; point ``base_url`` (or ``OPENAI_BASE_URL``) at:
 
     vLLM               http://localhost:8000/v1
     Ollama             http://localhost:11434/v1
@@ -8,8 +8,7 @@ Besides OpenAI itself it talks to local servers; point ``base_url`` (or ``OPENAI
 
 Settings come from the keyword arguments, else the environment read when the backend is built
 (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``CHATHARUHI_MODEL``), else the defaults in ``config``.
-Local servers need no key, so a placeholder is sent when none is given; the real OpenAI endpoint
-without a key is a ``MissingAPIKey`` error.
+Local servers need no key (a placeholder is sent); api.openai.com without one is ``MissingAPIKey``.
 
 Retries are the SDK's own: ``max_retries`` is handed to the client, which retries connection
 errors, timeouts and 408/409/429/5xx answers with exponential backoff (0.5 s doubling to 8 s, with
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, AsyncIterator, Iterator, Sequence
 from urllib.parse import urlparse
 
@@ -43,7 +42,6 @@ PLACEHOLDER_API_KEY = "not-needed"  # vLLM, Ollama and llama.cpp accept any key
 
 # Context windows of known OpenAI models, longest prefix first so "gpt-4o" is not read as "gpt-4".
 KNOWN_CONTEXT_WINDOWS = (
-    ("gpt-4o-mini", 128_000),
     ("gpt-4o", 128_000),
     ("gpt-4.1", 128_000),
     ("gpt-4-turbo", 128_000),
@@ -68,17 +66,16 @@ def _is_transport_error(exc: BaseException) -> bool:
     return bool(roots & {"httpx", "httpx2", "httpcore", "httpcore2"})
 
 
-def _translate(exc: Exception, base_url: str, timeout: float, streaming: bool = False) -> BackendError:
-    """Map an SDK or transport error to chatharuhi's error tree, saying what to check."""
+def _translate(exc: Exception, base_url: str, timeout: float, streaming: bool = False) -> BackendError | None:
+    """Map an SDK or transport error to chatharuhi's error tree, saying what to check; None for others."""
     import openai
 
     early = "stream ended early: " if streaming else ""
     if isinstance(exc, openai.APITimeoutError):
         return BackendTimeout(f"{early}{base_url} did not answer within {timeout} s; raise timeout= or check it")
     if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
         what = "the connection dropped" if streaming else "cannot connect (is the server running?)"
-        return BackendConnectionError(f"{early}{base_url}: {what}: {cause}")
+        return BackendConnectionError(f"{early}{base_url}: {what}: {exc.__cause__ or exc}")
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
         detail = body.get("message") or exc.message
@@ -89,7 +86,7 @@ def _translate(exc: Exception, base_url: str, timeout: float, streaming: bool = 
         return BackendResponseError(f"{early}{base_url} reported an error: {exc.message}")
     if _is_transport_error(exc):
         return BackendConnectionError(f"{early}{base_url}: {type(exc).__name__}: {exc}")
-    return BackendError(f"{base_url}: {type(exc).__name__}: {exc}")
+    return BackendError(f"{base_url}: {exc}") if isinstance(exc, openai.OpenAIError) else None
 
 
 class OpenAIBackend(Backend):
@@ -115,10 +112,10 @@ class OpenAIBackend(Backend):
     ):
         self.model = model or os.environ.get(ENV_MODEL) or DEFAULT_OPENAI_MODEL
         self.base_url = (base_url or os.environ.get(ENV_OPENAI_BASE_URL) or OPENAI_BASE_URL).rstrip("/")
-        self.api_key = api_key or os.environ.get(ENV_OPENAI_API_KEY) or PLACEHOLDER_API_KEY
-        is_openai = urlparse(self.base_url).hostname == "api.openai.com"
-        if self.api_key == PLACEHOLDER_API_KEY and client is None and is_openai:
+        key = api_key or os.environ.get(ENV_OPENAI_API_KEY)
+        if not key and client is None and urlparse(self.base_url).hostname == "api.openai.com":
             raise MissingAPIKey(f"No API key: pass api_key= or set {ENV_OPENAI_API_KEY}")
+        self.api_key = key or PLACEHOLDER_API_KEY
         self.temperature, self.max_tokens, self.top_p = temperature, max_tokens, top_p
         self.timeout, self.max_retries = timeout, max_retries
         self.extra_body = dict(extra_body or {})
@@ -127,26 +124,30 @@ class OpenAIBackend(Backend):
         self._async_client = async_client
         self._async_loop: asyncio.AbstractEventLoop | None = None  # the loop our own async client belongs to
 
-    def _client_options(self) -> dict[str, Any]:
-        return dict(api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries)
+    def _new_client(self, kind: str) -> Any:
+        import openai
+
+        factory = getattr(openai, kind)  # OpenAI or AsyncOpenAI; the SDK does the retrying
+        return factory(api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries)
 
     @property
     def client(self) -> Any:
         """The ``openai.OpenAI`` client, built on first use unless one was injected."""
         if self._client is None:
-            import openai
-
-            self._client = openai.OpenAI(**self._client_options())
+            self._client = self._new_client("OpenAI")
         return self._client
 
-    def _aclient(self) -> Any:
-        """The ``openai.AsyncOpenAI`` client; our own is rebuilt per event loop, as its pool is bound to one."""
+    async def _aclient(self) -> Any:
+        """The ``openai.AsyncOpenAI`` client; ours is rebuilt per event loop, as its pool is bound to one."""
         loop = asyncio.get_running_loop()
-        if self._async_client is None or (self._async_loop is not None and self._async_loop is not loop):
-            import openai
-
-            self._async_client = openai.AsyncOpenAI(**self._client_options())
-            self._async_loop = loop
+        if self._async_client is not None and self._async_loop in (None, loop):  # injected, or built here
+            return self._async_client
+        if self._async_client is not None:
+            # Close the stale client now: left to the garbage collector it would try to close
+            # connections of a finished loop from inside this one, and log "Event loop is closed".
+            with suppress(Exception):
+                await self._async_client.close()
+        self._async_client, self._async_loop = self._new_client("AsyncOpenAI"), loop
         return self._async_client
 
     def _params(self, messages: Sequence[Message], options: dict[str, Any]) -> dict[str, Any]:
@@ -166,19 +167,16 @@ class OpenAIBackend(Backend):
     def _errors(self, streaming: bool = False) -> Iterator[None]:
         try:
             yield
-        except BackendError:
-            raise
         except Exception as exc:
-            import openai
-
-            if isinstance(exc, openai.OpenAIError) or _is_transport_error(exc):
-                raise _translate(exc, self.base_url, self.timeout, streaming) from exc
-            raise
+            error = _translate(exc, self.base_url, self.timeout, streaming)
+            if error is None:
+                raise
+            raise error from exc
 
     @staticmethod
     def _read(chunk: Any) -> tuple[str, bool]:
         """The text of one stream chunk (first choice only) and whether it carried a finish reason."""
-        choice = next((c for c in chunk.choices or () if c.index == 0), None)
+        choice = next((c for c in chunk.choices or () if c.index in (0, None)), None)
         if choice is None:  # e.g. the usage chunk at the end
             return "", False
         return (choice.delta.content if choice.delta else None) or "", bool(choice.finish_reason)
@@ -213,7 +211,7 @@ class OpenAIBackend(Backend):
         """Async twin of ``stream`` on ``openai.AsyncOpenAI``."""
         params = self._params(messages, options)
         with self._errors():
-            response = await self._aclient().chat.completions.create(stream=True, **params)
+            response = await (await self._aclient()).chat.completions.create(stream=True, **params)
         finished = False
         try:
             with self._errors(streaming=True):
@@ -237,5 +235,9 @@ class OpenAIBackend(Backend):
             self._client.close()
             self._client = None
 
-    def __repr__(self) -> str:
-        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+    async def aclose(self) -> None:
+        """Close the clients we built, the async one too (call it in the loop that used ``astream``)."""
+        self.close()
+        if self._async_loop is not None and self._async_client is not None:
+            await self._async_client.close()
+            self._async_client = self._async_loop = None

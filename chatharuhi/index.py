@@ -1,0 +1,367 @@
+"""Scene vectors, their disk cache, and hybrid (dense + BM25) nearest-scene search.
+
+Vectors are cached per (character, embedder id) in one ``.npz`` holding ``hashes`` (the scenes'
+content hashes) and ``vectors``; a restart embeds nothing and an edited scene re-embeds alone.
+``shared_index`` keeps one index per character in memory for every chatbot of the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+import warnings
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import (
+    DEFAULT_DENSE_WEIGHT,
+    DEFAULT_DUPLICATE_THRESHOLD,
+    DEFAULT_EMBED_BATCH,
+    DEFAULT_LEXICAL_WEIGHT,
+    DEFAULT_TOP_K,
+    cache_dir,
+)
+from .embeddings import Embedder
+from .errors import EmbedderError
+from .lexical import BM25
+from .types import Scene, ScoredScene
+
+PROGRESS_MIN_TEXTS = 64  # below this a progress bar is noise
+CANDIDATE_FACTOR = 4  # candidates ranked per wanted scene before near-duplicates are dropped
+
+
+class SearchResult(list):
+    """The ranked ``ScoredScene`` list, plus ``duplicates``: ``(dropped id, id it duplicates)`` pairs."""
+
+    def __init__(self, hits: Sequence[ScoredScene] = (), duplicates: Sequence[tuple[str, str]] = ()):
+        super().__init__(hits)
+        self.duplicates = list(duplicates)
+
+
+class SceneIndex:
+    """A character's scenes with their unit vectors; ``search`` ranks them for one user message."""
+
+    def __init__(self, scenes: Sequence[Scene], vectors: np.ndarray, embedder: Embedder, *, bm25: BM25 | None = None):
+        self.scenes = list(scenes)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.vectors.shape != (len(self.scenes), embedder.dim):
+            raise EmbedderError(f"{len(self.scenes)} scenes but vectors of shape {self.vectors.shape} "
+                                f"(embedder {embedder.id} has dim {embedder.dim})")
+        self.embedder = embedder
+        self.embedder_id = embedder.id
+        self.positions = {scene.id: i for i, scene in enumerate(self.scenes)}
+        self._bm25 = bm25
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    @property
+    def bm25(self) -> BM25:
+        """The lexical index over the scene texts, built on first use."""
+        if self._bm25 is None:
+            with self._lock:
+                if self._bm25 is None:
+                    self._bm25 = BM25(s.text for s in self.scenes)
+        return self._bm25
+
+    @classmethod
+    def build(cls, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | None = None,
+              progress: bool = False, batch_size: int = DEFAULT_EMBED_BATCH) -> SceneIndex:
+        """Embed the scenes not in ``cache_file`` (all of them without one), update the cache, index."""
+        scenes = list(scenes)
+        hashes = [s.content_hash for s in scenes]
+        cached = _load_cache(cache_file, embedder) if cache_file is not None else {}
+        first: dict[str, int] = {}
+        for i, h in enumerate(hashes):
+            if h not in cached:
+                first.setdefault(h, i)  # identical scenes are embedded once
+        missing = list(first.values())
+        vectors = np.zeros((len(scenes), embedder.dim), dtype=np.float32)
+        for i, h in enumerate(hashes):
+            if h in cached:
+                vectors[i] = cached[h]
+        if missing:
+            fresh = _embed(embedder, [scenes[i].text for i in missing], progress, batch_size)
+            for i, vec in zip(missing, fresh):
+                cached[hashes[i]] = vec
+            for i, h in enumerate(hashes):
+                vectors[i] = cached[h]
+        if cache_file is not None and (missing or set(cached) != set(hashes)):
+            _save_cache(cache_file, embedder, hashes, vectors)
+        index = cls(scenes, vectors, embedder)
+        _ = index.bm25  # built now, so the first turn does not pay for it
+        return index
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """The user's bare text as a unit vector (time it apart from the search)."""
+        return self.embedder.embed_query(text)
+
+    def search(self, query: str, top_k: int = DEFAULT_TOP_K, *, exclude: Collection[str] = (),
+               dense_weight: float = DEFAULT_DENSE_WEIGHT, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+               duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+               query_vector: np.ndarray | None = None) -> SearchResult:
+        """The ``top_k`` best scenes for the user's bare text, best first, near-duplicates dropped."""
+        if query_vector is None:
+            query_vector = self.embed_query(query) if dense_weight else np.zeros(self.vectors.shape[1], np.float32)
+        return self.search_vector(query_vector, top_k, text=query, exclude=exclude, dense_weight=dense_weight,
+                                  lexical_weight=lexical_weight, duplicate_threshold=duplicate_threshold)
+
+    def search_vector(self, query_vector: np.ndarray, top_k: int = DEFAULT_TOP_K, *, text: str = "",
+                      exclude: Collection[str] = (), dense_weight: float = DEFAULT_DENSE_WEIGHT,
+                      lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+                      duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> SearchResult:
+        """Like ``search`` with the query already embedded; ``text`` feeds the lexical score."""
+        n = len(self.scenes)
+        if top_k <= 0 or n == 0:
+            return SearchResult()
+        dense = self.vectors @ np.asarray(query_vector, dtype=np.float32)
+        lexical = self.bm25.normalized_scores(text) if lexical_weight and text else None
+        score = dense * dense_weight if lexical is None else dense * dense_weight + lexical * lexical_weight
+        allowed = n
+        if exclude:
+            drop = [self.positions[i] for i in set(exclude) if i in self.positions]
+            score[drop] = -np.inf
+            allowed -= len(drop)
+        hits: list[ScoredScene] = []
+        duplicates: list[tuple[str, str]] = []
+        chosen: list[int] = []
+        done: set[int] = set()
+        pool = min(allowed, top_k * CANDIDATE_FACTOR)
+        while len(hits) < top_k and len(done) < allowed:
+            # argpartition picks the pool in O(n); only the pool is sorted. Widen it if duplicates ate it.
+            part = np.argpartition(-score, pool - 1)[:pool] if pool < n else np.arange(n)
+            ranked = part[np.lexsort((part, -score[part]))][:pool]
+            for pos in ranked:
+                if len(hits) == top_k:
+                    break
+                if pos in done:
+                    continue
+                done.add(int(pos))
+                if chosen and duplicate_threshold < 1.0:
+                    sims = self.vectors[chosen] @ self.vectors[pos]
+                    j = int(np.argmax(sims))
+                    if sims[j] > duplicate_threshold:
+                        duplicates.append((self.scenes[pos].id, self.scenes[chosen[j]].id))
+                        continue
+                chosen.append(int(pos))
+                hits.append(ScoredScene(self.scenes[pos], float(score[pos]), float(dense[pos]),
+                                        float(lexical[pos]) if lexical is not None else 0.0))
+            pool = min(allowed, pool * 2)
+        return SearchResult(hits, duplicates)
+
+
+def _embed(embedder: Embedder, texts: list[str], progress: bool, batch_size: int) -> np.ndarray:
+    batch_size = max(1, batch_size)
+    bar = None
+    if progress and len(texts) > PROGRESS_MIN_TEXTS:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(texts), desc=f"embedding scenes ({embedder.id})", unit="scene")
+    parts = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            out = np.asarray(embedder.embed_documents(chunk), dtype=np.float32)
+            if out.shape != (len(chunk), embedder.dim):
+                raise EmbedderError(f"{embedder.id} returned shape {out.shape} for {len(chunk)} texts "
+                                    f"(expected ({len(chunk)}, {embedder.dim}))")
+            parts.append(out)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.concatenate(parts)
+
+
+def _load_cache(path: Path, embedder: Embedder) -> dict[str, np.ndarray]:
+    """Cached vectors by content hash; a missing, foreign or corrupt file gives ``{}`` (with a warning)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            hashes, vectors = data["hashes"], data["vectors"]
+            stored_id = str(data["embedder_id"]) if "embedder_id" in data.files else embedder.id
+        if stored_id != embedder.id:
+            raise ValueError(f"made by embedder {stored_id!r}, not {embedder.id!r}")
+        if vectors.ndim != 2 or vectors.shape != (len(hashes), embedder.dim) or not np.isfinite(vectors).all():
+            raise ValueError(f"vectors of shape {vectors.shape} for {len(hashes)} hashes, dim {embedder.dim}")
+    except Exception as exc:  # noqa: BLE001 - a bad cache is rebuilt, never fatal
+        warnings.warn(f"ignoring embedding cache {path}: {exc}; re-embedding", RuntimeWarning, stacklevel=3)
+        return {}
+    return {str(h): v for h, v in zip(hashes, vectors.astype(np.float32))}
+
+
+def _save_cache(path: Path, embedder: Embedder, hashes: list[str], vectors: np.ndarray) -> None:
+    """Write the cache atomically (temp file + ``os.replace``); failure to write only warns."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, hashes=np.array(hashes, dtype="U64"), vectors=vectors.astype(np.float32),
+                     embedder_id=np.array(embedder.id))
+        os.replace(tmp, path)
+    except OSError as exc:
+        warnings.warn(f"could not write embedding cache {path}: {exc}", RuntimeWarning, stacklevel=3)
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "x"
+
+
+def default_cache_file(character_key: str, embedder_id: str) -> Path:
+    """Where a character's vectors for one embedder are cached under the chatharuhi home."""
+    digest = hashlib.sha256(character_key.encode("utf-8")).hexdigest()[:10]
+    tail = os.path.basename(character_key.rstrip("/\\")) or character_key
+    return cache_dir("embeddings", f"{_safe(tail)}-{digest}") / f"{_safe(embedder_id)}.npz"
+
+
+def scenes_fingerprint(scenes: Sequence[Scene]) -> str:
+    """A hash of every scene's id and content: it changes when any scene is added, removed or edited."""
+    h = hashlib.sha256()
+    for s in scenes:
+        h.update(f"{s.id}\0{s.content_hash}\n".encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+_indexes: dict[tuple[str, str, str], SceneIndex] = {}
+_build_locks: dict[tuple[str, str], threading.Lock] = {}
+_indexes_lock = threading.Lock()
+
+
+def shared_index(key: str, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | None = None,
+                 *, progress: bool = False) -> SceneIndex:
+    """The process-wide index for ``key``; rebuilt (from the cache) when the scenes change."""
+    scenes = list(scenes)
+    full = (key, embedder.id, scenes_fingerprint(scenes))
+    with _indexes_lock:
+        index = _indexes.get(full)
+        if index is not None:
+            return index
+        build_lock = _build_locks.setdefault(full[:2], threading.Lock())
+    with build_lock:  # one build per character; other characters are not blocked
+        with _indexes_lock:
+            index = _indexes.get(full)
+        if index is None:
+            index = SceneIndex.build(scenes, embedder, cache_file, progress=progress)
+            with _indexes_lock:
+                for stale in [k for k in _indexes if k[:2] == full[:2]]:
+                    del _indexes[stale]  # an edited folder replaces its old index
+                _indexes[full] = index
+        return index
+
+
+def index_for(character: Any, embedder: Embedder, *, progress: bool = False) -> SceneIndex:
+    """The shared, disk-cached index of a loaded ``Character``."""
+    key = os.fspath(getattr(character, "path", "") or "") or character.name
+    key = os.path.abspath(key) if os.path.sep in key or os.path.exists(key) else key
+    return shared_index(key, character.scenes, embedder, default_cache_file(key, embedder.id), progress=progress)
+
+
+def clear_shared_indexes() -> None:
+    """Forget every shared index (tests, or to free memory)."""
+    with _indexes_lock:
+        _indexes.clear()
+        _build_locks.clear()
+
+
+def _chroma_embedding_function(embedder: Embedder) -> Any:
+    """Wrap our embedder for chromadb, whose default function downloads a model (and fails offline)."""
+    from chromadb.api.types import EmbeddingFunction
+
+    class ChatHaruhiEmbeddingFunction(EmbeddingFunction):
+        def __init__(self, inner: Embedder):
+            self.inner = inner
+
+        def __call__(self, input: Any) -> Any:  # noqa: A002 - chromadb's parameter name
+            return list(self.inner.embed_documents(list(input)))
+
+        def embed_query(self, input: Any) -> Any:  # noqa: A002
+            return [self.inner.embed_query(t) for t in input]
+
+        @staticmethod
+        def name() -> str:
+            return "chatharuhi"
+
+        def get_config(self) -> dict[str, Any]:
+            return {"embedder_id": self.inner.id}
+
+        @staticmethod
+        def build_from_config(config: dict[str, Any]) -> Any:
+            raise EmbedderError(f"open this collection through chatharuhi (embedder {config.get('embedder_id')})")
+
+    return ChatHaruhiEmbeddingFunction(embedder)
+
+
+class ChromaIndex(SceneIndex):
+    """``SceneIndex`` whose dense search runs in a persistent chromadb collection (the ``[chroma]`` extra).
+
+    Vectors come from our embedder (and are stored in chromadb, which is their cache); the lexical
+    score and near-duplicate filter are computed here over the candidates chromadb returns.
+    """
+
+    def __init__(self, scenes: Sequence[Scene], embedder: Embedder, path: str | os.PathLike, collection: str):
+        try:
+            import chromadb
+        except ImportError as exc:
+            raise EmbedderError("chromadb is not installed: pip install 'chatharuhi[chroma]'") from exc
+        scenes = list(scenes)
+        client = chromadb.PersistentClient(path=os.fspath(path))
+        name = _safe(f"{collection}-{embedder.id}")[:60].strip("._-") or "scenes"
+        self.collection = client.get_or_create_collection(
+            name, embedding_function=_chroma_embedding_function(embedder), metadata={"hnsw:space": "cosine"})
+        ids = [s.id for s in scenes]
+        hashes = [s.content_hash for s in scenes]
+        stored = self.collection.get(ids=ids, include=["metadatas", "embeddings"]) if ids else {"ids": []}
+        have = {i: (m or {}).get("hash") for i, m in zip(stored["ids"], stored.get("metadatas") or [])}
+        todo = [k for k, (i, h) in enumerate(zip(ids, hashes)) if have.get(i) != h]
+        if todo:
+            vecs = _embed(embedder, [scenes[k].text for k in todo], False, DEFAULT_EMBED_BATCH)
+            self.collection.upsert(ids=[ids[k] for k in todo], embeddings=vecs,
+                                   metadatas=[{"hash": hashes[k]} for k in todo])
+        gone = [i for i in self.collection.get(include=[])["ids"] if i not in set(ids)]
+        if gone:
+            self.collection.delete(ids=gone)
+        got = self.collection.get(ids=ids, include=["embeddings"]) if ids else {"ids": [], "embeddings": []}
+        by_id = dict(zip(got["ids"], got["embeddings"]))
+        vectors = np.array([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), embedder.dim)
+        super().__init__(scenes, vectors, embedder)
+
+    def search_vector(self, query_vector: np.ndarray, top_k: int = DEFAULT_TOP_K, *, text: str = "",
+                      exclude: Collection[str] = (), dense_weight: float = DEFAULT_DENSE_WEIGHT,
+                      lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+                      duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> SearchResult:
+        """Ask chromadb for the nearest candidates, then rank them as ``SceneIndex`` does."""
+        n = len(self.scenes)
+        if top_k <= 0 or n == 0:
+            return SearchResult()
+        want = min(n, (top_k + len(exclude)) * CANDIDATE_FACTOR)
+        found = self.collection.query(query_embeddings=[np.asarray(query_vector, np.float32)], n_results=want,
+                                      include=["distances"])
+        keep = [self.positions[i] for i in found["ids"][0] if i in self.positions]
+        sub = SceneIndex([self.scenes[k] for k in keep], self.vectors[keep], self.embedder)
+        sub._bm25 = None if not (lexical_weight and text) else _SubBM25(self.bm25, keep)
+        return sub.search_vector(query_vector, top_k, text=text, exclude=exclude, dense_weight=dense_weight,
+                                 lexical_weight=lexical_weight, duplicate_threshold=duplicate_threshold)
+
+
+class _SubBM25:
+    """The full index's BM25, normalised over all scenes, read at a subset of positions."""
+
+    def __init__(self, bm25: BM25, positions: list[int]):
+        self._bm25, self._positions = bm25, positions
+
+    def normalized_scores(self, query: str) -> np.ndarray:
+        return self._bm25.normalized_scores(query)[self._positions]

@@ -1,0 +1,167 @@
+"""The packer: exact budgets, skipped (not stopped) scenes, whole newest turns, typed errors."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatharuhi.character import load_character
+from chatharuhi.errors import BudgetError
+from chatharuhi.packing import Budget, HistoryTurn, SceneUnit, pack
+from chatharuhi.tokens import CharCounter, TiktokenCounter
+
+HEADER = "以下是经典桥段："
+
+
+def units(*texts):
+    return [SceneUnit(f"s{i}", f"###\n{t}", 1.0 - i / 100) for i, t in enumerate(texts)]
+
+
+def turns(*pairs):
+    return [HistoryTurn(str(i), u, a) for i, (u, a) in enumerate(pairs)]
+
+
+def test_layout_system_scenes_history_query():
+    p = pack("你是春日。", HEADER, units("甲:「一」", "乙:「二」"), turns(("阿虚:「早」", "春日:「早！」")),
+             "阿虚:「走吧」", CharCounter())
+    roles = [m.role for m in p.messages]
+    assert roles == ["system", "user", "assistant", "user"]
+    system = p.messages[0].content
+    assert system.startswith("你是春日。\n\n" + HEADER)
+    assert system.index("甲:「一」") < system.index("乙:「二」")
+    assert p.messages[-1].content == "阿虚:「走吧」"
+    assert p.trace.included_scenes == ["s0", "s1"]
+
+
+def test_oversize_scene_is_skipped_not_a_stop():
+    counter = CharCounter()
+    p = pack("系统", HEADER, units("大" * 500, "小一", "小二"), [], "问", counter,
+             Budget(context_window=2000, reply_reserve=100, story_tokens=100, history_tokens=100))
+    assert p.trace.included_scenes == ["s1", "s2"]
+    big = p.trace.scenes[0]
+    assert not big.included and "larger than the story budget" in big.reason
+    assert p.trace.parts["story"] <= 100
+
+
+def test_story_fills_past_a_scene_that_does_not_fit():
+    p = pack("系统", HEADER, units("a" * 60, "b" * 60, "c" * 10), [], "问", CharCounter(),
+             Budget(context_window=2000, reply_reserve=0, story_tokens=91, history_tokens=0))
+    # 91 = "\n\n" (2) + header line (9) + "###\n" + 60 chars + "\n" (65) + "###\n" + 10 chars + "\n" (15)
+    assert p.trace.included_scenes == ["s0", "s2"]
+    assert p.trace.scenes[1].reason == "over the story budget"
+
+
+def test_history_keeps_newest_whole_turns_within_share():
+    hist = turns(*[(f"阿虚:「第{i}句」", "春日:「" + "嗯" * 40 + "」") for i in range(10)])
+    p = pack("系统", HEADER, [], hist, "问", CharCounter(),
+             Budget(context_window=5000, reply_reserve=0, story_tokens=0, history_tokens=200))
+    kept = [t.id for t in p.trace.turns if t.included]
+    assert kept == ["7", "8", "9"]  # newest, contiguous
+    assert p.trace.parts["history"] <= 200
+    contents = [m.content for m in p.messages]
+    assert "阿虚:「第9句」" in contents and "阿虚:「第6句」" not in contents
+
+
+def test_newest_turn_larger_than_share_adds_no_history():
+    # ChatHaruhi adds the entire history in this case; we add none.
+    hist = turns(("阿虚:「短」", "春日:「短」"), ("阿虚:「长」", "春日:「" + "长" * 500 + "」"))
+    p = pack("系统", HEADER, [], hist, "问", CharCounter(), Budget(5000, 0, 0, 100))
+    assert [m.role for m in p.messages] == ["system", "user"]
+    assert p.trace.parts["history"] == 0
+
+
+def test_shares_never_exceed_the_window():
+    counter = CharCounter()
+    p = pack("系统", HEADER, units(*["景" * 50] * 40), turns(*[("阿虚:「问」", "春日:「答」")] * 40), "问", counter,
+             Budget(context_window=600, reply_reserve=100, story_tokens=1500, history_tokens=1200))
+    assert counter.count_messages(p.messages) <= 500
+    mandatory = 2 + (4 + 2) + (4 + 1)  # priming + system message + query message
+    assert p.trace.story_budget + p.trace.history_budget == 500 - mandatory
+    assert p.trace.story_budget == (500 - mandatory) * 1500 // 2700  # scaled down in proportion
+
+
+def test_query_longer_than_budget_raises_naming_the_part():
+    with pytest.raises(BudgetError) as err:
+        pack("系统", HEADER, [], [], "长" * 1000, CharCounter(), Budget(500, 100, 100, 100))
+    assert err.value.part == "query" and "shorten the message" in str(err.value)
+
+
+def test_system_prompt_too_long_raises():
+    with pytest.raises(BudgetError) as err:
+        pack("系" * 1000, HEADER, [], [], "问", CharCounter(), Budget(500, 100, 100, 100))
+    assert err.value.part == "system_prompt" and "system_prompt.txt" in str(err.value)
+
+
+def test_reserve_larger_than_window_raises():
+    with pytest.raises(BudgetError, match="reply_reserve"):
+        pack("系统", HEADER, [], [], "问", CharCounter(), Budget(100, 100, 0, 0))
+
+
+def test_deterministic():
+    args = ("系统", HEADER, units("甲", "乙" * 30, "丙"), turns(("u", "a")), "问", CharCounter(), Budget(300, 50, 60, 60))
+    a, b = pack(*args), pack(*args)
+    assert a.messages == b.messages and a.trace == b.trace
+
+
+def test_trace_parts_sum_to_exact_total_on_real_character(fixtures_dir):
+    c = load_character(fixtures_dir / "haruhi")
+    counter = TiktokenCounter()
+    p = pack(c.system_prompt, HEADER, [SceneUnit(s.id, "###\n" + s.text) for s in c.scenes[:20]],
+             turns(*[("阿虚:「你好」", "春日:「哼」")] * 50), "阿虚:「我们去找外星人吧」", counter)
+    assert sum(p.trace.parts.values()) == p.trace.total_tokens == counter.count_messages(p.messages)
+    assert p.trace.parts["story"] <= 1500 and p.trace.parts["history"] <= 1200
+    assert p.trace.story_fill > 0.9  # skipping instead of stopping fills the story block
+
+
+# -- property: the packed prompt never exceeds the budget by the backend's exact count -------------
+
+_text = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), min_size=0, max_size=300)
+_lines = st.lists(_text, min_size=1, max_size=6).map("\n".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    system=_lines.filter(str.strip),
+    scenes=st.lists(_lines.filter(str.strip), max_size=12),
+    history=st.lists(st.tuples(_text, _text), max_size=8),
+    query=_text.filter(str.strip),
+    window=st.integers(50, 4000),
+    reserve=st.integers(0, 500),
+    story=st.integers(0, 2000),
+    hist=st.integers(0, 2000),
+    encoding=st.sampled_from(["cl100k_base", "o200k_base"]),
+)
+def test_never_over_budget_by_exact_count(system, scenes, history, query, window, reserve, story, hist, encoding):
+    counter = TiktokenCounter(encoding=encoding)
+    budget = Budget(window, reserve, story, hist)
+    try:
+        p = pack(system, HEADER, [SceneUnit(str(i), "###\n" + s) for i, s in enumerate(scenes)],
+                 [HistoryTurn(str(i), f"阿虚:「{u}」", f"春日:「{a}」") for i, (u, a) in enumerate(history)],
+                 f"阿虚:「{query}」", counter, budget)
+    except BudgetError as exc:
+        assert exc.part in {"query", "system_prompt", "reply_reserve"}
+        return
+    exact = counter.count_messages(p.messages)
+    assert exact == p.trace.total_tokens  # the additive count is the exact count
+    assert exact <= budget.prompt_tokens
+    assert p.trace.parts["story"] <= p.trace.story_budget
+    assert p.trace.parts["history"] <= p.trace.history_budget
+
+
+class _NonAdditive(CharCounter):
+    """Counts one extra token for every message boundary after the first: forces the exact recount path."""
+
+    additive = False
+
+    def count_messages(self, messages):
+        return super().count_messages(messages) + 7 * max(0, len(messages) - 1)
+
+
+def test_non_additive_counter_is_fitted_by_exact_recount():
+    counter = _NonAdditive()
+    hist = turns(*[("阿虚:「问」", "春日:「答」")] * 20)
+    p = pack("系统", HEADER, units(*["景" * 20] * 10), hist, "问", counter, Budget(360, 0, 150, 150))
+    assert counter.count_messages(p.messages) <= 360
+    assert p.trace.total_tokens == counter.count_messages(p.messages)
+    assert any(t.reason == "dropped after the exact count" for t in p.trace.scenes + p.trace.turns)

@@ -1,0 +1,52 @@
+"""Post-processing keeps the character's own words, whole or streamed in any chunking."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chatharuhi.postprocess import ReplyFilter, clean_reply
+
+OWN, OTHERS, SKIP = ["春日", "凉宫春日", "Holmes"], ["阿虚", "Watson"], ["旁白"]
+
+CASES = [
+    ("春日:「好啊！我们明天就出发！」", "好啊！我们明天就出发！", False),
+    ("春日：「无聊死了」(趴在桌上)\n阿虚:「那就回家吧」\n春日:「不要」", "无聊死了(趴在桌上)", True),
+    ("「直接说」", "直接说", False),
+    ("春日:「第一行」\n\n\n春日:「第二行」", "第一行\n\n第二行", False),
+    ("注意：这不是说话人标签的句子", "注意：这不是说话人标签的句子", False),
+    ("旁白:春日站起来\n春日:「走！」", "走！", False),
+    ("Holmes:「Elementary.」\nWatson:「Indeed.」", "Elementary.", True),
+    ("阿虚:「我替你说」", "阿虚:「我替你说」", False),  # a reply that opens as someone else is kept, not emptied
+    ("春日:「好」\n古泉:「我也来」", "好", True),  # any bracketed speaker ends the reply
+    ("  \n春日:「前面有空行」  ", "前面有空行", False),
+]
+
+
+@pytest.mark.parametrize("raw, expected, stopped", CASES)
+def test_clean_reply(raw, expected, stopped):
+    f = ReplyFilter(OWN, OTHERS, SKIP)
+    f.feed(raw)
+    f.finish()
+    assert f.text == expected
+    assert f.stopped == stopped
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=st.sampled_from(CASES), cuts=st.lists(st.integers(1, 6), min_size=1, max_size=40))
+def test_streaming_equals_whole_for_any_chunking(case, cuts):
+    raw, expected, _ = case
+    f, out, pos, i = ReplyFilter(OWN, OTHERS, SKIP), [], 0, 0
+    while pos < len(raw) and not f.stopped:
+        step = cuts[i % len(cuts)]
+        out.append(f.feed(raw[pos : pos + step]))
+        pos, i = pos + step, i + 1
+    out.append(f.finish())
+    assert "".join(out) == expected == clean_reply(raw, OWN, OTHERS, SKIP)
+
+
+def test_nothing_is_emitted_before_the_speaker_tag_is_decided():
+    f = ReplyFilter(OWN, OTHERS)
+    assert f.feed("阿") == "" and f.feed("虚") == ""
+    assert f.feed(":「") == "" and f.stopped is False  # first line: held until the line ends

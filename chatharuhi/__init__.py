@@ -5,34 +5,55 @@
     print(bot.chat(text="我们去找外星人吧", role="阿虚"))
 """
 
-from .backends.base import Backend
-from .backends.registry import available_backends, get_backend, register_backend
-from .character import Character, Manifest, load_character
-from .chatbot import ChatHaruhi, Plan, Reply
-from .discovery import find_character, list_characters
-from .embeddings import Embedder, get_embedder
-from .errors import (
-    BackendConnectionError,
-    BackendError,
-    BackendResponseError,
-    BackendTimeout,
-    BackendUnavailable,
-    BudgetError,
-    CharacterError,
-    CharacterNotFound,
-    ChatHaruhiError,
-    EmbedderError,
-    InputError,
-    InvalidCharacter,
-    MissingAPIKey,
-    SessionError,
-    TemplateError,
-    UnknownBackend,
-)
-from .packing import Budget, pack
-from .types import Line, Message, Scene, ScoredScene, Trace, Turn
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public names -> the module that defines them; imported on first use so ``import chatharuhi`` stays
+# fast (numpy, pydantic and the backends load only when needed).
+_EXPORTS = {
+    "Backend": ".backends.base",
+    "BackendConnectionError": ".errors",
+    "BackendError": ".errors",
+    "BackendResponseError": ".errors",
+    "BackendTimeout": ".errors",
+    "BackendUnavailable": ".errors",
+    "Budget": ".packing",
+    "BudgetError": ".errors",
+    "Character": ".character",
+    "CharacterError": ".errors",
+    "CharacterNotFound": ".errors",
+    "ChatHaruhi": ".chatbot",
+    "ChatHaruhiError": ".errors",
+    "Embedder": ".embeddings",
+    "EmbedderError": ".errors",
+    "InputError": ".errors",
+    "InvalidCharacter": ".errors",
+    "Line": ".types",
+    "Manifest": ".character",
+    "Message": ".types",
+    "MissingAPIKey": ".errors",
+    "Plan": ".chatbot",
+    "Reply": ".chatbot",
+    "Scene": ".types",
+    "ScoredScene": ".types",
+    "SessionError": ".errors",
+    "TemplateError": ".errors",
+    "Trace": ".types",
+    "Turn": ".types",
+    "UnknownBackend": ".errors",
+    "available_backends": ".backends.registry",
+    "find_character": ".discovery",
+    "get_backend": ".backends.registry",
+    "get_embedder": ".embeddings",
+    "list_characters": ".discovery",
+    "load_character": ".character",
+    "pack": ".packing",
+    "register_backend": ".backends.registry",
+}
 
 __all__ = [
     "Backend",
@@ -74,3 +95,45 @@ __all__ = [
     "pack",
     "register_backend",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chatharuhi' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from .backends.base import Backend
+    from .backends.registry import available_backends, get_backend, register_backend
+    from .character import Character, Manifest, load_character
+    from .chatbot import ChatHaruhi, Plan, Reply
+    from .discovery import find_character, list_characters
+    from .embeddings import Embedder, get_embedder
+    from .errors import (
+        BackendConnectionError,
+        BackendError,
+        BackendResponseError,
+        BackendTimeout,
+        BackendUnavailable,
+        BudgetError,
+        CharacterError,
+        CharacterNotFound,
+        ChatHaruhiError,
+        EmbedderError,
+        InputError,
+        InvalidCharacter,
+        MissingAPIKey,
+        SessionError,
+        TemplateError,
+        UnknownBackend,
+    )
+    from .packing import Budget, pack
+    from .types import Line, Message, Scene, ScoredScene, Trace, Turn

@@ -300,7 +300,7 @@ def _chroma_embedding_function(embedder: Embedder) -> Any:
 
         @staticmethod
         def build_from_config(config: dict[str, Any]) -> Any:
-            raise EmbedderError(f"open this collection through chatharuhi (embedder {config.get('embedder_id')})")
+            return ChatHaruhiEmbeddingFunction(embedder)
 
     return ChatHaruhiEmbeddingFunction(embedder)
 

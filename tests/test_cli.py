@@ -1,0 +1,91 @@
+"""The command line, in-process and as a real subprocess (``python -m chatharuhi``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from chatharuhi.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_builtins_and_dropped_in_folders(capsys, fixtures_dir):
+    code, out, _ = run(capsys, "list", "--characters-dir", str(fixtures_dir))
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()]
+    assert {"haruhi", "sherlock", "wukong", "zhongli", "Sheldon"} <= set(names)
+
+
+def test_list_reports_broken_folder_and_keeps_going(capsys, tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "character.toml").write_text("nope = 1", encoding="utf-8")
+    code, out, err = run(capsys, "list", "--characters-dir", str(tmp_path))
+    assert code == 0 and "haruhi" in out and "bad" in err and "nope" in err
+
+
+def test_ask_with_scripted_backend(capsys):
+    code, out, _ = run(capsys, "ask", "haruhi", "你好", "--backend", "scripted", "--embedder", "hash")
+    assert code == 0 and out.strip() == "echo: 阿虚:「你好」"
+
+
+def test_ask_json_has_trace(capsys):
+    code, out, _ = run(capsys, "ask", "haruhi", "棒球", "--backend", "scripted", "--embedder", "hash", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["trace"]["included_scenes"] and data["trace"]["total_tokens"] > 0
+
+
+def test_unknown_character_is_one_clear_line(capsys):
+    code, _, err = run(capsys, "ask", "harhui", "你好", "--backend", "scripted", "--embedder", "hash")
+    assert code == 2 and err.startswith("error: Unknown character 'harhui'; did you mean 'haruhi'")
+    assert "Traceback" not in err
+
+
+def test_no_backend_is_one_clear_message(capsys):
+    code, _, err = run(capsys, "ask", "haruhi", "你好", "--embedder", "hash")
+    assert code == 2 and "OPENAI_API_KEY" in err
+
+
+def test_validate_exit_codes(capsys, tmp_path, fixtures_dir):
+    assert run(capsys, "validate", str(fixtures_dir / "haruhi"))[0] == 0
+    (tmp_path / "x" / "texts").mkdir(parents=True)
+    code, out, _ = run(capsys, "validate", str(tmp_path / "x"))
+    assert code == 1 and "missing system_prompt.txt" in out and "FAILED" in out
+
+
+def test_index_builds_and_caches(capsys):
+    code, out, _ = run(capsys, "index", "haruhi", "--embedder", "hash")
+    assert code == 0 and "haruhi:" in out and "scenes indexed" in out
+
+
+def _cli(*args, stdin="", env_extra=None, tmp_path=None):
+    env = {k: v for k, v in os.environ.items()}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "chatharuhi", *args], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_interactive_chat_subprocess():
+    r = _cli("chat", "haruhi", "--backend", "scripted", "--embedder", "hash",
+             stdin="我们去找外星人吧\n/trace\n/reset\n/quit\n")
+    assert r.returncode == 0, r.stderr
+    assert "echo: 阿虚:「我们去找外星人吧」" in r.stdout
+    assert '"included_scenes"' in r.stdout and "(conversation cleared)" in r.stdout
+
+
+def test_chat_subprocess_ends_cleanly_on_eof():
+    r = _cli("chat", "sherlock", "--backend", "scripted", "--embedder", "hash", "--role", "Lestrade", stdin="Hello\n")
+    assert r.returncode == 0 and "echo: Lestrade:「Hello」" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["chat"], ["nonsense"]])
+def test_bad_arguments_exit_non_zero(args):
+    assert _cli(*args).returncode != 0

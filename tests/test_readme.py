@@ -1,0 +1,50 @@
+"""The README's set-up commands and Python snippets stay true."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    bash = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    assert bash[0].startswith("# 1. install and run the main job") and "chatharuhi chat haruhi" in bash[0]
+    assert bash[1].startswith("# 2. install and run the tests") and "pytest" in bash[1]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "# 2\\. install and run the tests" in ci and "README.md" in ci
+
+
+def test_first_python_snippet_runs(tmp_path):
+    """The snippet runs as written: the real embedder, a scripted backend from the environment."""
+    home = tmp_path / "user"
+    char = home / "my_characters" / "my_char"
+    (char / "texts").mkdir(parents=True)
+    (char / "system_prompt.txt").write_text("你是小明，一个喜欢猫的高中生。", encoding="utf-8")
+    (char / "texts" / "1.txt").write_text("小明:「我家的猫又胖了」\n小红:「那就少喂点」", encoding="utf-8")
+    env = {**os.environ, "HOME": str(home), "CHATHARUHI_BACKEND": "scripted", "PYTHONPATH": str(ROOT)}
+    snippet = python_blocks()[0] + "\nprint('\\nOK', bot2.character.name, len(bot.history))\n"
+    r = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "echo: 阿虚:「我们去找外星人吧」" in r.stdout
+    assert "echo: 阿虚:「今天的活动是什么？」" in r.stdout
+    assert r.stdout.strip().endswith("OK my_char 2")
+
+
+def test_backend_snippet_builds_without_network():
+    from chatharuhi import ChatHaruhi
+
+    namespace = {"ChatHaruhi": ChatHaruhi}
+    exec(python_blocks()[1], namespace)  # builds an openai backend for Ollama; no request is made
+    bot = namespace["bot"]
+    assert bot.backend.name == "openai" and "11434" in str(bot.backend.base_url)

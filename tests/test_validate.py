@@ -1,0 +1,52 @@
+"""``validate`` reports every problem with file:line and fails only on errors."""
+
+from __future__ import annotations
+
+from chatharuhi.validate import validate_folder, validate_path
+
+
+def make(tmp_path, files: dict[str, bytes | str]):
+    folder = tmp_path / "c"
+    for rel, body in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body if isinstance(body, bytes) else body.encode("utf-8"))
+    return folder
+
+
+def test_every_problem_is_reported_with_file_and_line(tmp_path):
+    folder = make(tmp_path, {
+        "texts/a.txt": "甲:「好」\n这一行没有格式\n",
+        "texts/b.txt": "\n",
+        "texts/c.txt": "甲:「" + "长" * 3000 + "」",
+        "texts/d.txt": "甲:「好」\n".encode() + "乙:「坏」".encode("gbk"),
+    })
+    problems = validate_folder(folder)
+    text = "\n".join(map(str, problems))
+    assert "system_prompt.txt: error: missing system_prompt.txt" in text
+    assert f"{folder / 'texts/a.txt'}:2: warning: line in no known format" in text
+    assert f"{folder / 'texts/b.txt'}: warning: empty scene" in text
+    assert "c.txt: warning: scene is" in text and "larger than the story budget" in text
+    assert f"{folder / 'texts/d.txt'}:2: error: not valid UTF-8" in text
+
+
+def test_clean_folder_has_no_problems(tmp_path):
+    folder = make(tmp_path, {"system_prompt.txt": "你是甲。", "texts/a.txt": "甲:「好」\n旁白:天黑了\n"})
+    assert validate_folder(folder) == []
+
+
+def test_bad_manifest_is_an_error(tmp_path):
+    folder = make(tmp_path, {"system_prompt.txt": "p", "texts/a.txt": "甲:「好」", "character.toml": "colour = 1\n"})
+    (problem,) = validate_folder(folder)
+    assert problem.severity == "error" and "colour" in problem.message and problem.path.name == "character.toml"
+
+
+def test_builtin_and_fixture_characters_have_no_errors(fixtures_dir):
+    from chatharuhi.config import builtin_characters_dir
+
+    for results in (validate_path(builtin_characters_dir()), validate_path(fixtures_dir)):
+        assert len(results) >= 3
+        for folder, problems in results.items():
+            assert not [p for p in problems if p.severity == "error"], folder
+    builtin = validate_path(builtin_characters_dir())
+    assert all(problems == [] for problems in builtin.values())  # our own data is clean

@@ -25,7 +25,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_SPEECH = re.compile(rf"^(?P<speaker>[^:：「」\n]{{0,{MAX_SPEAKER_CHARS}}}?)\s*[:：]\s*「(?P<text>.*)」(?P<action>[^」]*)$")
+_NAME = rf"(?P<speaker>[^:：「」\n]{{0,{MAX_SPEAKER_CHARS}}}?)\s*[:：]\s*"
+_SPEECH = re.compile(rf"^{_NAME}「(?P<text>.*)」(?P<action>[^」]*)$")
 _LABELLED = re.compile(rf"^(?P<speaker>[^:：「」\n]{{1,{MAX_SPEAKER_CHARS}}}?)\s*[:：]\s*(?P<text>[^「].*)$")
 
 

@@ -33,7 +33,7 @@ from .index import index_for
 from .packing import Budget, HistoryTurn, SceneUnit, pack
 from .postprocess import ReplyFilter
 from .prompts import PromptSet
-from .types import Message, Trace, Turn
+from .types import Message, PartTrace, Trace, Turn
 
 CONVERSATION_FORMAT = "chatharuhi.conversation/1"
 
@@ -203,6 +203,8 @@ class ChatHaruhi:
         packed = pack(self.character.system_prompt, self._header, units, history,
                       self._line(user_role, text), self.counter, self.budget)
         t3 = perf_counter()
+        for dropped, kept in getattr(hits, "duplicates", ()):
+            packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))
         packed.trace.timings_ms = {"embed": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "pack": (t3 - t2) * 1e3}
         return Plan(packed.messages, packed.trace, user_role, text)
 

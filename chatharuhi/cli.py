@@ -32,7 +32,8 @@ def _add_bot_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="chatharuhi", description="Role-play chatbots grounded in a character's scenes.")
+    parser = argparse.ArgumentParser(prog="chatharuhi",
+                                     description="Role-play chatbots grounded in a character's scenes.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the characters that can be found")
     _add_character_dir(p)
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _bot(args: argparse.Namespace):
     from .chatbot import ChatHaruhi
 
-    llm_options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
+    given = {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}
+    llm_options = {k: v for k, v in given.items() if v}
     budget = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
     return ChatHaruhi(args.name, llm=args.backend, embedder=args.embedder, characters_dir=args.characters_dir,
                       user_role=args.user_role, **budget, **llm_options)
@@ -162,7 +164,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     embedder = get_embedder(args.embedder)
     start = time.perf_counter()
     index = index_for(character, embedder, progress=True)
-    print(f"{character.name}: {len(index.scenes)} scenes indexed with {embedder.id} in {time.perf_counter() - start:.2f} s")
+    took = time.perf_counter() - start
+    print(f"{character.name}: {len(index.scenes)} scenes indexed with {embedder.id} in {took:.2f} s")
     return 0
 
 

@@ -9,7 +9,7 @@ its terms, so scoring stays in the low milliseconds for 100k documents.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -99,7 +99,9 @@ class ReplyFilter:
         return self._emitted
 
 
-def clean_reply(raw: str, own_names: Iterable[str], other_names: Iterable[str] = (), skip_names: Iterable[str] = ()) -> str:
+def clean_reply(
+    raw: str, own_names: Iterable[str], other_names: Iterable[str] = (), skip_names: Iterable[str] = ()
+) -> str:
     """Post-process a whole reply at once."""
     f = ReplyFilter(own_names, other_names, skip_names)
     f.feed(raw)

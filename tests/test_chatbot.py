@@ -240,3 +240,18 @@ def test_folder_character_by_path(tmp_path):
     (folder / "texts" / "1.txt").write_text("小明:「我喜欢猫」\n小红:「我也是」", encoding="utf-8")
     b = ChatHaruhi(role=Path(folder), llm=ScriptedBackend(["小明:「喵」"]), embedder="hash")
     assert b.chat("猫") == "喵" and b.character.speaker == "小明"
+
+
+def test_near_duplicate_scenes_are_dropped_and_traced(tmp_path):
+    from pathlib import Path
+
+    folder = tmp_path / "dup"
+    (folder / "texts").mkdir(parents=True)
+    (folder / "system_prompt.txt").write_text("你是小明。", encoding="utf-8")
+    for name in ("a.txt", "b.txt"):
+        (folder / "texts" / name).write_text("小明:「我喜欢猫」\n小红:「我也是」", encoding="utf-8")
+    (folder / "texts" / "c.txt").write_text("小明:「今天下雨」", encoding="utf-8")
+    b = ChatHaruhi(role=Path(folder), llm=ScriptedBackend(["小明:「喵」"]), embedder="hash")
+    b.chat("猫")
+    reasons = {s.id: s.reason for s in b.last_trace.scenes}
+    assert reasons["b.txt"] == "near-duplicate of a.txt" and "a.txt" in b.last_trace.included_scenes

@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-from openai_stub import StubOpenAIServer
 
 from chatharuhi.embeddings import (
     Embedder,
@@ -18,6 +17,7 @@ from chatharuhi.embeddings import (
     normalize,
 )
 from chatharuhi.errors import EmbedderError
+from openai_stub import StubOpenAIServer
 
 
 def _check_contract(emb: Embedder, texts: list[str]) -> None:

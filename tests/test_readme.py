@@ -24,14 +24,15 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "# 2\\. install and run the tests" in ci and "README.md" in ci
 
 
-def test_first_python_snippet_runs(tmp_path):
+def test_first_python_snippet_runs(tmp_path, shared_home):
     """The snippet runs as written: the real embedder, a scripted backend from the environment."""
     home = tmp_path / "user"
     char = home / "my_characters" / "my_char"
     (char / "texts").mkdir(parents=True)
     (char / "system_prompt.txt").write_text("你是小明，一个喜欢猫的高中生。", encoding="utf-8")
     (char / "texts" / "1.txt").write_text("小明:「我家的猫又胖了」\n小红:「那就少喂点」", encoding="utf-8")
-    env = {**os.environ, "HOME": str(home), "CHATHARUHI_BACKEND": "scripted", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HOME": str(home), "CHATHARUHI_BACKEND": "scripted", "PYTHONPATH": str(ROOT),
+           "CHATHARUHI_HOME": str(shared_home)}
     snippet = python_blocks()[0] + "\nprint('\\nOK', bot2.character.name, len(bot.history))\n"
     r = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=tmp_path,
                        timeout=300)
@@ -41,9 +42,10 @@ def test_first_python_snippet_runs(tmp_path):
     assert r.stdout.strip().endswith("OK my_char 2")
 
 
-def test_backend_snippet_builds_without_network():
+def test_backend_snippet_builds_without_network(monkeypatch, shared_home):
     from chatharuhi import ChatHaruhi
 
+    monkeypatch.setenv("CHATHARUHI_HOME", str(shared_home))
     namespace = {"ChatHaruhi": ChatHaruhi}
     exec(python_blocks()[1], namespace)  # builds an openai backend for Ollama; no request is made
     bot = namespace["bot"]

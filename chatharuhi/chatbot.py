@@ -101,6 +101,13 @@ class Reply:
         return self.text()
 
 
+def _warm_in_background(embedder: Embedder) -> None:
+    """Load the embedder's model in a daemon thread, if it loads lazily (its lock prevents a double load)."""
+    warm = getattr(embedder, "warm", None)
+    if callable(warm) and getattr(embedder, "_model", True) is None:
+        threading.Thread(target=warm, name="chatharuhi-warm-embedder", daemon=True).start()
+
+
 class ChatHaruhi:
     """A role-play chatbot that speaks as one character, grounded in the character's scenes."""
 
@@ -138,6 +145,8 @@ class ChatHaruhi:
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
         self.index = index_for(character, self.embedder)
+        if top_k > 0:
+            _warm_in_background(self.embedder)  # the first turn should not pay for loading the model
         self.user_role = user_role or character.user_role
         self.top_k = top_k
         self.weights = {"dense_weight": dense_weight, "lexical_weight": lexical_weight,

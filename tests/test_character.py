@@ -15,7 +15,9 @@ FIXTURE_COUNTS = {
     "zhongli": (270, 1273, 29, 157),
     "wangduoyu": (46, 296, 3, 8),
 }
-FIXTURE_SPEAKERS = {"haruhi": "春日", "Sheldon": "Sheldon", "liyunlong": "李云龙", "zhongli": "钟离", "wangduoyu": "王多鱼"}
+FIXTURE_SPEAKERS = {
+    "haruhi": "春日", "Sheldon": "Sheldon", "liyunlong": "李云龙", "zhongli": "钟离", "wangduoyu": "王多鱼",
+}
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURE_COUNTS))
@@ -72,12 +74,13 @@ def _write_character(root, name="x", prompt="你是测试角色。", scenes=None
 
 
 def test_bom_crlf_blank_lines_and_unicode_file_names(tmp_path):
-    folder = _write_character(tmp_path, raw={"……凉宫 春日.txt": "\ufeff春日:「一」\r\n\r\n阿虚：「二」\r\n旁白:三\r\n".encode()})
+    raw = "\ufeff春日:「一」\r\n\r\n阿虚：「二」\r\n旁白:三\r\n".encode()
+    folder = _write_character(tmp_path, raw={"……凉宫 春日.txt": raw})
     c = load_character(folder)
     scene = c.scene("……凉宫 春日.txt")
-    assert [(l.kind, l.speaker, l.text) for l in scene.lines] == [
+    assert [(ln.kind, ln.speaker, ln.text) for ln in scene.lines] == [
         ("speech", "春日", "一"), ("speech", "阿虚", "二"), ("narration", "旁白", "三")]
-    assert [l.lineno for l in scene.lines] == [1, 3, 4]
+    assert [ln.lineno for ln in scene.lines] == [1, 3, 4]
     assert "\r" not in scene.text
 
 

@@ -99,7 +99,8 @@ def test_reserve_larger_than_window_raises():
 
 
 def test_deterministic():
-    args = ("系统", HEADER, units("甲", "乙" * 30, "丙"), turns(("u", "a")), "问", CharCounter(), Budget(300, 50, 60, 60))
+    args = ("系统", HEADER, units("甲", "乙" * 30, "丙"), turns(("u", "a")), "问", CharCounter(),
+            Budget(300, 50, 60, 60))
     a, b = pack(*args), pack(*args)
     assert a.messages == b.messages and a.trace == b.trace
 

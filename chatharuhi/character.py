@@ -150,6 +150,11 @@ class Character:
         return self.manifest.user_role or ("用户" if self.language.startswith("zh") else "User")
 
     @cached_property
+    def speakers(self) -> frozenset[str]:
+        """Every name that speaks in the scenes (the character and everyone else)."""
+        return frozenset(name for scene in self.scenes for name in scene.speakers())
+
+    @cached_property
     def stats(self) -> ParseStats:
         """How many speech, narration and unformatted lines the scenes hold."""
         kinds = [line.kind for scene in self.scenes for line in scene.lines]

@@ -156,7 +156,9 @@ class ChatHaruhi:
         self.prompts = PromptSet.load(character.language)
         self._header = self.prompts.story_header.render(character=character.display_name)
         self._units: dict[str, str] = {}
+        self._own_names = {character.speaker, character.display_name, *character.aliases}
         self._history: list[Turn] = []
+        self._rendered: list[HistoryTurn] = []  # each turn rendered once, when it is committed
         self._lock = threading.Lock()
         self.last_trace: Trace | None = None
 
@@ -171,11 +173,22 @@ class ChatHaruhi:
         """Forget the conversation."""
         with self._lock:
             self._history.clear()
+            self._rendered.clear()
             self.last_trace = None
 
-    def _commit(self, plan: Plan, reply: str) -> None:
+    def _set_history(self, turns: Iterable[Turn]) -> None:
         with self._lock:
-            self._history.append(Turn(plan.user_role, plan.text, reply))
+            self._history = list(turns)
+            self._rendered = [self._render(i, t) for i, t in enumerate(self._history)]
+
+    def _render(self, i: int, turn: Turn) -> HistoryTurn:
+        return HistoryTurn(str(i), self._line(turn.user_role, turn.text), self._line(self.character.speaker, turn.reply))
+
+    def _commit(self, plan: Plan, reply: str) -> None:
+        turn = Turn(plan.user_role, plan.text, reply)
+        with self._lock:
+            self._rendered.append(self._render(len(self._history), turn))
+            self._history.append(turn)
             self.last_trace = plan.trace
 
     # -- one turn ------------------------------------------------------------------------------
@@ -205,10 +218,7 @@ class ChatHaruhi:
         t2 = perf_counter()
         units = [SceneUnit(h.scene.id, self._unit(h.scene), round(h.score, 4)) for h in hits]
         with self._lock:
-            turns = list(self._history)
-        speaker = self.character.speaker
-        history = [HistoryTurn(str(i), self._line(t.user_role, t.text), self._line(speaker, t.reply))
-                   for i, t in enumerate(turns)]
+            history = list(self._rendered)
         packed = pack(self.character.system_prompt, self._header, units, history,
                       self._line(user_role, text), self.counter, self.budget)
         t3 = perf_counter()
@@ -227,8 +237,7 @@ class ChatHaruhi:
         if not self.postprocess:
             return None
         c = self.character
-        others = {self.user_role, *(s for scene in c.scenes for s in scene.speakers())}
-        return ReplyFilter({c.speaker, c.display_name, *c.aliases}, others, c.manifest.narrators)
+        return ReplyFilter(self._own_names, c.speakers | {self.user_role}, c.manifest.narrators)
 
     def stream(self, text: str | None = None, role: str | None = None, **options: Any) -> Reply:
         """Start a turn and return the streaming ``Reply`` (iterate it for chunks)."""
@@ -285,5 +294,5 @@ class ChatHaruhi:
             kwargs["role"] = saved if saved.is_dir() else data["character"]
         kwargs.setdefault("user_role", data.get("user_role"))
         bot = cls(**kwargs)
-        bot._history = history
+        bot._set_history(history)
         return bot

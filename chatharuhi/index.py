@@ -25,6 +25,7 @@ from .config import (
     DEFAULT_EMBED_BATCH,
     DEFAULT_LEXICAL_WEIGHT,
     DEFAULT_TOP_K,
+    EMBED_MAX_CHARS,
     cache_dir,
 )
 from .embeddings import Embedder
@@ -155,35 +156,45 @@ class SceneIndex:
         allowed = int(np.isfinite(score).sum())
         if allowed == 0:
             return SearchResult()
-        hits: list[ScoredScene] = []
-        duplicates: list[tuple[str, str]] = []
-        chosen: list[int] = []
-        done: set[int] = set()
         pool = min(allowed, top_k * CANDIDATE_FACTOR)
-        while len(hits) < top_k and len(done) < allowed:
+        while True:
             # argpartition picks the pool in O(n); only the pool is sorted. Widen it if duplicates ate it.
             part = np.argpartition(-score, pool - 1)[:pool] if pool < n else np.arange(n)
             ranked = part[np.lexsort((part, -score[part]))][:pool]
-            for pos in ranked:
-                if len(hits) == top_k:
-                    break
-                if pos in done:
-                    continue
-                done.add(int(pos))
-                if chosen and duplicate_threshold < 1.0:
-                    sims = self.vectors[chosen] @ self.vectors[pos]
-                    j = int(np.argmax(sims))
-                    if sims[j] > duplicate_threshold:
-                        duplicates.append((self.scenes[pos].id, self.scenes[chosen[j]].id))
-                        continue
-                chosen.append(int(pos))
-                hits.append(ScoredScene(self.scenes[pos], float(score[pos]), float(dense[pos]),
-                                        float(lexical[pos]) if lexical is not None else 0.0))
+            chosen, duplicates = self._select(ranked, top_k, duplicate_threshold)
+            if len(chosen) == top_k or pool == allowed:
+                break
             pool = min(allowed, pool * 2)
-        return SearchResult(hits, duplicates)
+        rows = ranked[chosen]
+        lex = lexical[rows].tolist() if lexical is not None else [0.0] * len(rows)
+        hits = [ScoredScene(self.scenes[r], s, d, x)
+                for r, s, d, x in zip(rows.tolist(), score[rows].tolist(), dense[rows].tolist(), lex)]
+        return SearchResult(hits, [(self.scenes[ranked[j]].id, self.scenes[ranked[k]].id) for j, k in duplicates])
+
+    def _select(self, ranked: np.ndarray, top_k: int, threshold: float) -> tuple[list[int], list[tuple[int, int]]]:
+        """Greedy pick in rank order, skipping a candidate too similar to one already picked.
+
+        Returns positions within ``ranked``: the picks, and ``(dropped, kept)`` duplicate pairs."""
+        if threshold >= 1.0:
+            return list(range(min(top_k, len(ranked)))), []
+        candidates = self.vectors[ranked]
+        sims = (candidates @ candidates.T).tolist()  # one small matrix instead of a product per candidate
+        chosen: list[int] = []
+        duplicates: list[tuple[int, int]] = []
+        for j, row in enumerate(sims):
+            best = max(chosen, key=row.__getitem__) if chosen else None
+            if best is not None and row[best] > threshold:
+                duplicates.append((j, best))
+                continue
+            chosen.append(j)
+            if len(chosen) == top_k:
+                break
+        return chosen, duplicates
 
 
 def _embed(embedder: Embedder, texts: list[str], progress: bool, batch_size: int) -> np.ndarray:
+    """Embed scene texts (each cut to ``EMBED_MAX_CHARS``) in batches, with a progress bar on long builds."""
+    texts = [t[:EMBED_MAX_CHARS] for t in texts]
     batch_size = max(1, batch_size)
     bar = None
     if progress and len(texts) > PROGRESS_MIN_TEXTS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from .config import prompts_dir
@@ -20,7 +20,7 @@ class Template:
     text: str
     source: str = "<string>"
 
-    @property
+    @cached_property
     def fields(self) -> frozenset[str]:
         """Names of the variables the template uses."""
         return frozenset(f for _, f, _, _ in string.Formatter().parse(self.text) if f)

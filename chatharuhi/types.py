@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Literal
 
 LineKind = Literal["speech", "narration", "other"]
@@ -29,7 +30,7 @@ class Scene:
     text: str
     lines: tuple[Line, ...] = ()
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
         """SHA-256 of the scene text: the key of its cached embedding."""
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()

@@ -14,6 +14,7 @@ packed messages, and the lowest-ranked parts are dropped until it fits.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -68,7 +69,21 @@ class Packed:
 
 
 class _Costs:
-    """Per-counter constants of the chat format, derived from the counter itself."""
+    """Per-counter constants of the chat format, derived from the counter itself (once per counter)."""
+
+    _cache: "weakref.WeakKeyDictionary[TokenCounter, _Costs]" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, counter: TokenCounter) -> "_Costs":
+        try:
+            return cls._cache[counter]
+        except (KeyError, TypeError):
+            costs = cls(counter)
+            try:
+                cls._cache[counter] = costs
+            except TypeError:  # a counter that cannot be weakly referenced is measured every time
+                pass
+            return costs
 
     def __init__(self, counter: TokenCounter):
         self.counter = counter
@@ -113,7 +128,7 @@ def pack(
             "lower reply_reserve or raise context_window",
             part="reply_reserve",
         )
-    costs = _Costs(counter)
+    costs = _Costs.of(counter)
     limit = budget.prompt_tokens
     system_plain = system_prompt.strip()
     sys_tokens = counter.count(system_plain)

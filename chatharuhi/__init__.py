@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # Public names -> the module that defines them; imported on first use so ``import chatharuhi`` stays
 # fast (numpy, pydantic and the backends load only when needed).
 _EXPORTS = {
+    "AdapterError": ".errors",
     "Backend": ".backends.base",
     "BackendConnectionError": ".errors",
     "BackendError": ".errors",
@@ -36,6 +37,7 @@ _EXPORTS = {
     "Manifest": ".character",
     "Message": ".types",
     "MissingAPIKey": ".errors",
+    "ModelError": ".errors",
     "Plan": ".chatbot",
     "Reply": ".chatbot",
     "Scene": ".types",
@@ -56,6 +58,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AdapterError",
     "Backend",
     "BackendConnectionError",
     "BackendError",
@@ -77,6 +80,7 @@ __all__ = [
     "Manifest",
     "Message",
     "MissingAPIKey",
+    "ModelError",
     "Plan",
     "Reply",
     "Scene",
@@ -118,6 +122,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .discovery import find_character, list_characters
     from .embeddings import Embedder, get_embedder
     from .errors import (
+        AdapterError,
         BackendConnectionError,
         BackendError,
         BackendResponseError,
@@ -131,6 +136,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         InputError,
         InvalidCharacter,
         MissingAPIKey,
+        ModelError,
         SessionError,
         TemplateError,
         UnknownBackend,

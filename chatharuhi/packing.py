@@ -1,4 +1,4 @@
-"""Pack a prompt under a token budget: system prompt, retrieved scenes, history, then the query.
+"""Pack a prompt under a token budget: system prompt, lorebook entries, retrieved scenes, history, query.
 
 ``pack`` is a pure function. It counts everything that is sent, with the chat format's overhead,
 and returns the messages and a ``Trace`` of where every token went. Scenes that do not fit are
@@ -8,6 +8,8 @@ exceeds its share. A mandatory part that cannot fit raises ``BudgetError``.
 Exactness without re-encoding the whole prompt on every turn: the system message is a
 concatenation of units that each end in a newline and start with a non-space character, so
 tiktoken splits at every unit boundary and the count of the whole is the sum of the units.
+Lorebook entries (``lore``) that fired are units too, placed after the system prompt and before the
+story block, with their own share (``Budget.lore_tokens``, claimed only when some entry fired).
 Counters that are not additive that way (``counter.additive`` false) get one exact count of the
 packed messages, and the lowest-ranked parts are dropped until it fits.
 """
@@ -18,7 +20,13 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .config import DEFAULT_CONTEXT_WINDOW, DEFAULT_HISTORY_TOKENS, DEFAULT_REPLY_RESERVE, DEFAULT_STORY_TOKENS
+from .config import (
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_HISTORY_TOKENS,
+    DEFAULT_LORE_TOKENS,
+    DEFAULT_REPLY_RESERVE,
+    DEFAULT_STORY_TOKENS,
+)
 from .errors import BudgetError
 from .tokens import TokenCounter
 from .types import Message, PartTrace, Trace
@@ -34,6 +42,7 @@ class Budget:
     reply_reserve: int = DEFAULT_REPLY_RESERVE
     story_tokens: int = DEFAULT_STORY_TOKENS
     history_tokens: int = DEFAULT_HISTORY_TOKENS
+    lore_tokens: int = DEFAULT_LORE_TOKENS
 
     @property
     def prompt_tokens(self) -> int:
@@ -48,6 +57,16 @@ class SceneUnit:
     id: str
     text: str
     score: float | None = None
+
+
+@dataclass(frozen=True)
+class LoreUnit:
+    """A lorebook entry that fired, in budget order; ``order`` sets its place in the prompt."""
+
+    id: str
+    text: str
+    order: int = 0
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,10 +106,14 @@ class _Costs:
 
     def __init__(self, counter: TokenCounter):
         self.counter = counter
+        # Measured next to a system message: some chat templates (SmolLM2's) insert a default system
+        # prompt when there is none, which would inflate every per-message estimate.
+        system = Message("system", "")
+        base = counter.count_messages([system])
         self.priming = counter.count_messages([])
-        self.per_role = {
-            role: counter.count_messages([Message(role, "")]) - self.priming for role in ("system", "user", "assistant")
-        }
+        self.per_role = {"system": base - self.priming}
+        for role in ("user", "assistant"):
+            self.per_role[role] = counter.count_messages([system, Message(role, "")]) - base
 
     def message(self, role: str, content: str) -> int:
         return self.per_role[role] + self.counter.count(content)
@@ -101,15 +124,18 @@ def _unit(text: str) -> str:
     return text.strip() + "\n"
 
 
-def _shares(budget: Budget, available: int) -> tuple[int, int]:
-    """Story and history caps, scaled down together when the window is too small for both."""
+def _shares(budget: Budget, available: int, lore: bool = False) -> tuple[int, int, int]:
+    """Story, history and lore caps, scaled down together when the window is too small for all."""
     story, history = max(0, budget.story_tokens), max(0, budget.history_tokens)
-    if story + history <= available:
-        return story, history
-    if story + history == 0:
-        return 0, 0
-    story_cap = available * story // (story + history)
-    return story_cap, available - story_cap
+    lore_want = max(0, budget.lore_tokens) if lore else 0
+    total = story + history + lore_want
+    if total <= available:
+        return story, history, lore_want
+    if total == 0:
+        return 0, 0, 0
+    story_cap = available * story // total
+    lore_cap = available * lore_want // total
+    return story_cap, available - story_cap - lore_cap, lore_cap
 
 
 def pack(
@@ -120,8 +146,10 @@ def pack(
     query: str,
     counter: TokenCounter,
     budget: Budget = Budget(),
+    lore: Sequence[LoreUnit] = (),
+    lore_header: str = "",
 ) -> Packed:
-    """Fill the budget: mandatory parts first, then the best scenes, then the newest whole turns."""
+    """Fill the budget: mandatory parts first, then lore entries, the best scenes, the newest whole turns."""
     if budget.prompt_tokens <= 0:
         raise BudgetError(
             f"reply_reserve ({budget.reply_reserve}) leaves no room in context_window ({budget.context_window}); "
@@ -149,13 +177,31 @@ def pack(
             "shorten the message or raise context_window",
             part="query", tokens=query_tokens, budget=room,
         )
-    story_cap, history_cap = _shares(budget, limit - mandatory)
-    trace = Trace(budget=limit, story_budget=story_cap, history_budget=history_cap)
+    story_cap, history_cap, lore_cap = _shares(budget, limit - mandatory, bool(lore))
+    trace = Trace(budget=limit, story_budget=story_cap, history_budget=history_cap, lore_budget=lore_cap)
 
-    # Story: the system unit gains a separator and a header once the first scene goes in.
+    # Lore: entries in budget order; the first one kept brings the separator and the lore header.
     head = system_plain + SYSTEM_SEPARATOR
+    separator = counter.count(head) - sys_tokens
+    lore_head = _unit(lore_header) if lore_header.strip() else ""
+    lore_opening = separator + (counter.count(lore_head) if lore_head else 0)
+    lore_used, lore_kept = 0, []
+    for e in lore:
+        unit = _unit(e.text)
+        cost = counter.count(unit) + (0 if lore_kept else lore_opening)
+        if lore_used + cost <= lore_cap:
+            lore_used += cost
+            lore_kept.append((e, unit))
+            trace.lore.append(PartTrace(e.id, cost, True, key=e.key))
+        else:
+            reason = "larger than the lore budget" if cost > lore_cap else "over the lore budget"
+            trace.lore.append(PartTrace(e.id, cost, False, reason, key=e.key))
+    lore_kept.sort(key=lambda pair: pair[0].order)  # prompt order is insertion order, not budget order
+    lore_block = (lore_head + "".join(u for _, u in lore_kept)) if lore_kept else ""
+
+    # Story: the system unit gains a separator (unless the lore paid it) and a header with the first scene.
     header = _unit(story_header)
-    opening = counter.count(head) - sys_tokens + counter.count(header)
+    opening = (0 if lore_kept else separator) + counter.count(header)
     story_used, included = 0, []
     for s in scenes:
         unit = _unit(s.text)
@@ -183,25 +229,32 @@ def pack(
     kept.reverse()
     trace.turns.reverse()
 
-    messages = _assemble(system_plain, head, header, included, kept, query)
-    total = mandatory + story_used + history_used
+    messages = _assemble(system_plain, head, header, included, kept, query, lore_block)
+    total = mandatory + lore_used + story_used + history_used
     if not getattr(counter, "additive", False):
-        total = _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace)
+        total = _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace,
+                             lore_kept, lore_head)
         story_used = sum(t.tokens for t in trace.scenes if t.included)
         history_used = sum(t.tokens for t in trace.turns if t.included)
+        lore_used = sum(t.tokens for t in trace.lore if t.included)
     trace.total_tokens = total
     trace.parts = {
         "system_prompt": sys_tokens,
         "story": story_used,
         "history": history_used,
         "query": query_tokens,
-        "overhead": total - sys_tokens - story_used - history_used - query_tokens,
+        "overhead": total - sys_tokens - story_used - history_used - query_tokens - lore_used,
     }
+    if lore:
+        trace.parts["lore"] = lore_used
     return Packed(messages, trace, [s.id for s, _ in included])
 
 
-def _assemble(system_plain, head, header, included, kept, query) -> list[Message]:
-    system = head + header + "".join(unit for _, unit in included) if included else system_plain
+def _assemble(system_plain, head, header, included, kept, query, lore_block="") -> list[Message]:
+    if included or lore_block:
+        system = head + lore_block + (header + "".join(unit for _, unit in included) if included else "")
+    else:
+        system = system_plain
     messages = [Message("system", system)]
     for turn in kept:
         messages += [Message("user", turn.user), Message("assistant", turn.assistant)]
@@ -209,18 +262,28 @@ def _assemble(system_plain, head, header, included, kept, query) -> list[Message
     return messages
 
 
-def _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace) -> int:
-    """Recount exactly; drop the lowest-ranked scene, then the oldest turn, until the prompt fits."""
+def _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace,
+                 lore_kept=(), lore_head="") -> int:
+    """Recount exactly; drop the lowest-ranked scene, then lore, then the oldest turn, until the prompt fits."""
+    lore_kept = list(lore_kept)
+
+    def block() -> str:
+        return (lore_head + "".join(u for _, u in lore_kept)) if lore_kept else ""
+
     total = counter.count_messages(messages)
-    while total > limit and (included or kept):
+    while total > limit and (included or kept or lore_kept):
         if included:
             dropped, _ = included.pop()
             part = next(t for t in reversed(trace.scenes) if t.id == dropped.id and t.included)
+        elif lore_kept:
+            worst = max(range(len(lore_kept)), key=lambda i: [t.id for t in trace.lore].index(lore_kept[i][0].id))
+            dropped, _ = lore_kept.pop(worst)
+            part = next(t for t in trace.lore if t.id == dropped.id and t.included)
         else:
             dropped = kept.pop(0)
             part = next(t for t in trace.turns if t.id == dropped.id and t.included)
         part.included, part.reason = False, "dropped after the exact count"
-        messages[:] = _assemble(system_plain, head, header, included, kept, query)
+        messages[:] = _assemble(system_plain, head, header, included, kept, query, block())
         total = counter.count_messages(messages)
     if total > limit:
         raise BudgetError(f"the mandatory parts are {total} tokens by the exact count, over the budget of {limit}",

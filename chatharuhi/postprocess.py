@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 from .config import MAX_SPEAKER_CHARS
 
+MAX_TAG_CHARS = 20  # a streamed line with no colon after this many characters cannot start with a speaker tag
+_NOT_IN_NAME = re.compile(r"[，。！？!?…,.；;、\n]")  # punctuation before any colon: the line is not a tag
 _TAG = re.compile(rf"^\s*(?P<name>[^:：「」\n]{{0,{MAX_SPEAKER_CHARS}}}?)\s*[:：]\s*(?P<open>「?)")
 _OPEN, _CLOSE = "「", "」"
 
@@ -32,7 +34,8 @@ class ReplyFilter:
         """Clean one line: (text or None while undecided, whether another speaker starts here)."""
         m = _TAG.match(line)
         decided = complete or (m is not None and (m["open"] or len(line) > m.end())) or _OPEN in line
-        decided = decided or len(line) > MAX_SPEAKER_CHARS + 2
+        head = re.split("[:：]", line, maxsplit=1)[0]
+        decided = decided or len(head) > MAX_TAG_CHARS or bool(_NOT_IN_NAME.search(head))
         if not decided:
             return None, False
         quoted = False

@@ -80,6 +80,7 @@ class PartTrace:
     included: bool
     reason: str = ""  # why it was dropped: "over budget", "near-duplicate", ...
     score: float | None = None
+    key: str = ""  # lorebook entries: the key that fired it ("constant" for constant entries)
 
 
 @dataclass
@@ -93,6 +94,8 @@ class Trace:
     history_budget: int = 0
     scenes: list[PartTrace] = field(default_factory=list)
     turns: list[PartTrace] = field(default_factory=list)
+    lore_budget: int = 0
+    lore: list[PartTrace] = field(default_factory=list)  # lorebook entries that fired, kept or dropped
     timings_ms: dict[str, float] = field(default_factory=dict)  # embed / retrieve / pack
 
     @property

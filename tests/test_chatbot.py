@@ -137,7 +137,8 @@ def test_unknown_character_never_falls_back():
         ChatHaruhi(role="harhui", llm=ScriptedBackend(), embedder="hash")
 
 
-def test_no_backend_configured_says_how():
+def test_no_backend_configured_says_how(monkeypatch):
+    monkeypatch.setattr("chatharuhi.backends.embedded.embedded_available", lambda: False)
     with pytest.raises(BackendUnavailable) as err:
         ChatHaruhi(role="haruhi", embedder="hash")
     assert "OPENAI_API_KEY" in str(err.value) and "--backend" in str(err.value)
@@ -267,3 +268,14 @@ def test_stateless_turn_with_given_history_is_not_committed():
     assert b.history == []
     assert backend.calls[0][1].content == "阿虚:「昨天说了什么」"
     assert backend.calls[0][2].content == "春日:「说要去找外星人」"
+
+
+def test_backend_budget_hint_sets_defaults_but_arguments_win():
+    small = ScriptedBackend(["春日:「嗯」"])
+    small.budget_hint = {"story_tokens": 300, "history_tokens": 200, "reply_reserve": 128}
+    b = ChatHaruhi(role="haruhi", llm=small, embedder="hash")
+    assert (b.budget.story_tokens, b.budget.history_tokens, b.budget.reply_reserve) == (300, 200, 128)
+    b2 = ChatHaruhi(role="haruhi", llm=small, embedder="hash", story_tokens=900)
+    assert b2.budget.story_tokens == 900 and b2.budget.history_tokens == 200
+    b.chat("你好")
+    assert b.last_trace.parts["story"] <= 300

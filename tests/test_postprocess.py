@@ -50,3 +50,11 @@ def test_nothing_is_emitted_before_the_speaker_tag_is_decided():
     f = ReplyFilter(OWN, OTHERS)
     assert f.feed("阿") == "" and f.feed("虚") == ""
     assert f.feed(":「") == "" and f.stopped is False  # first line: held until the line ends
+
+
+def test_untagged_text_streams_without_waiting_for_a_long_line():
+    f = ReplyFilter(OWN, OTHERS)
+    assert f.feed("好啊，") == "好啊，"  # punctuation before any colon: not a speaker tag
+    g = ReplyFilter(OWN, OTHERS)
+    out = g.feed("Well then let us go at once and see what")
+    assert out.startswith("Well then")  # longer than any tag: emitted at once

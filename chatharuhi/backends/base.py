@@ -24,6 +24,8 @@ class Backend(ABC):
 
     name: str = "backend"
     context_window: int = DEFAULT_CONTEXT_WINDOW
+    # Budget defaults this backend prefers (story_tokens, history_tokens, reply_reserve); arguments win.
+    budget_hint: dict[str, int] = {}
 
     @abstractmethod
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:

@@ -1,0 +1,237 @@
+"""The ``llama_cpp`` backend: any GGUF file, in process, through llama-cpp-python (the ``[local]`` extra).
+
+Prompts are rendered by llama-cpp-python's own chat handler (the GGUF's chat template, or a named
+``chat_format``): we call that handler with a recorder standing in for the model, so the token ids
+we count, and then generate from, are exactly those ``create_chat_completion`` would send. That
+gives an exact token counter and lets a reply be *prefilled*: ``stream(..., prefill="Holmes:「",
+stop=["」"])`` appends the prefill to the assistant turn, yields it as the first chunk, and lets
+the model continue from there. Small models stay in character far better that way.
+
+With no ``model_path`` the backend runs the embedded default (``backends/embedded.py``), which is
+registered as ``embedded``.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..config import DEFAULT_LOCAL_CONTEXT_WINDOW, DEFAULT_LOCAL_TEMPERATURE, DEFAULT_REPEAT_PENALTY
+from ..errors import BackendError, BackendUnavailable, BudgetError, ModelError
+from ..types import Message
+from .base import Backend
+
+INSTALL_HINT = "pip install 'chatharuhi[local]'  (llama-cpp-python builds from source: a few minutes, cached by pip)"
+DEFAULT_SEED = 0
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+
+
+def _import_llama():
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise BackendUnavailable(f"the llama_cpp backend needs llama-cpp-python: {INSTALL_HINT} ({exc})") from None
+    return llama_cpp
+
+
+class _Captured(Exception):
+    """Raised by the recorder to stop llama-cpp's chat handler once the prompt is known."""
+
+    def __init__(self, tokens: list[int], stop: list[str], stopping_criteria: Any):
+        super().__init__("captured")
+        self.tokens, self.stop, self.stopping_criteria = tokens, stop, stopping_criteria
+
+
+class _Recorder:
+    """Stands in for ``Llama`` inside a chat handler: tokenizes for real, records the completion call."""
+
+    def __init__(self, llm: Any):
+        self._llm = llm
+        self.verbose = False
+
+    def tokenize(self, *args: Any, **kwargs: Any) -> list[int]:
+        return self._llm.tokenize(*args, **kwargs)
+
+    def create_completion(self, prompt: Any, stop: Any = None, stopping_criteria: Any = None, **_: Any) -> Any:
+        stop = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+        raise _Captured(list(prompt), stop, stopping_criteria)
+
+    def __getattr__(self, name: str) -> Any:  # anything else a handler asks for (metadata, token ids)
+        return getattr(self._llm, name)
+
+
+class LlamaCppCounter:
+    """Exact counts for a GGUF model: the rendered chat prompt tokenized by the model's own tokenizer.
+
+    Not additive: a chat template can inject text (SmolLM2 adds a default system prompt when the
+    first message is not a system message), so the packer recounts the packed messages once.
+    """
+
+    additive = False
+
+    def __init__(self, backend: "LlamaCppBackend"):
+        self._backend = backend
+        self.id = f"llama_cpp:{backend.model_path.name}"
+        self._memo: dict[str, int] = {}
+
+    def count(self, text: str) -> int:
+        """Tokens of a bare text (no BOS, special tokens read as text)."""
+        n = self._memo.get(text)
+        if n is None:
+            if len(self._memo) >= 65536:
+                self._memo.clear()
+            n = self._memo[text] = len(self._backend.tokenize(text))
+        return n
+
+    def count_messages(self, messages: Sequence[Message]) -> int:
+        """Tokens of the whole prompt exactly as sent, generation prompt included."""
+        if len(messages) <= 1:  # the packer's per-role probes: the same few lists every turn
+            return self._small(tuple((m.role, m.content) for m in messages))
+        return len(self._backend.render(messages).tokens)
+
+    @lru_cache(maxsize=64)  # noqa: B019 - one counter per backend, a handful of keys
+    def _small(self, key: tuple[tuple[str, str], ...]) -> int:
+        try:
+            return len(self._backend.render([Message(r, c) for r, c in key]).tokens)
+        except BackendError:  # templates that insist on alternating roles reject a lone probe
+            return sum(self.count(c) + 4 for _, c in key) + 4
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model run in process by llama-cpp-python; streams, honours stop strings and prefill."""
+
+    name = "llama_cpp"
+    supports_prefill = True
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        seed: int = DEFAULT_SEED,
+        verbose: bool = False,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        sha256: str | None = None,
+        model: str | None = None,
+        llama: Any = None,
+        **options: Any,
+    ):
+        """Load ``model_path`` (default: the embedded model). ``sha256`` pins any file; ``llama`` injects a model.
+
+        Other keyword arguments go to ``llama_cpp.Llama`` (``n_gpu_layers``, ``n_batch``, ...), except
+        the OpenAI-only ones the command line may pass (``base_url``, ``api_key``), which are ignored.
+        """
+        model_path = model_path or model
+        if model_path is None and llama is None:
+            from .embedded import embedded_model
+
+            self.model_path = embedded_model()
+        else:
+            self.model_path = Path(model_path or getattr(llama, "model_path", "model.gguf")).expanduser()
+            if llama is None and not self.model_path.is_file():
+                raise ModelError(f"GGUF model file not found: {self.model_path}; pass model_path= a .gguf file")
+            if sha256 and llama is None:
+                from .embedded import verify_file
+
+                verify_file(self.model_path, sha256, "download the file again")
+        self.temperature = DEFAULT_LOCAL_TEMPERATURE if temperature is None else temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        for key in ("base_url", "api_key", "timeout", "max_retries", "extra_body", "client"):
+            options.pop(key, None)
+        self._sampling = {k: options.pop(k) for k in _SAMPLING_KEYS if k in options}
+        self._lock = threading.RLock()  # a llama context runs one generation at a time
+        if llama is None:
+            llama_cpp = _import_llama()
+            try:
+                llama = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=n_ctx or DEFAULT_LOCAL_CONTEXT_WINDOW,
+                    n_threads=n_threads,
+                    chat_format=chat_format,
+                    seed=seed,
+                    verbose=verbose,
+                    **options,
+                )
+            except ValueError as exc:  # llama.cpp's "Failed to load model from file"
+                raise ModelError(
+                    f"{self.model_path}: llama.cpp cannot load it ({exc}); is it a complete GGUF file?") from None
+        self.llm = llama
+        self.context_window = int(llama.n_ctx())
+        self._counter: LlamaCppCounter | None = None
+
+    # -- prompt ---------------------------------------------------------------------------------
+    def _handler(self) -> Any:
+        llm = self.llm
+        if llm.chat_handler is not None:
+            return llm.chat_handler
+        handler = llm._chat_handlers.get(llm.chat_format)
+        if handler is None:
+            from llama_cpp import llama_chat_format
+
+            handler = llama_chat_format.get_chat_completion_handler(llm.chat_format)
+        return handler
+
+    def render(self, messages: Sequence[Message]) -> _Captured:
+        """The prompt token ids, stop strings and stopping criteria llama-cpp's chat handler would use."""
+        payload = [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages]
+        try:
+            self._handler()(llama=_Recorder(self.llm), messages=payload)
+        except _Captured as captured:
+            return captured
+        except Exception as exc:  # a template's raise_exception, a jinja error
+            raise BackendError(f"{self.model_path.name}: the chat template rejected the messages: {exc}") from exc
+        raise BackendError(f"{self.model_path.name}: the chat handler did not call create_completion")
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of a bare text."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def token_counter(self) -> LlamaCppCounter:
+        """The exact counter for this model and chat template."""
+        if self._counter is None:
+            self._counter = LlamaCppCounter(self)
+        return self._counter
+
+    # -- generation -----------------------------------------------------------------------------
+    def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
+        """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, seed, prefill."""
+        prompt = self.render(messages)
+        prefill = options.get("prefill") or ""
+        tokens = prompt.tokens + (self.tokenize(prefill) if prefill else [])
+        room = self.context_window - len(tokens)
+        if room <= 0:
+            raise BudgetError(
+                f"the prompt is {len(tokens)} tokens but the model's window (n_ctx) is {self.context_window}; "
+                "raise n_ctx= or send less", part="prompt", tokens=len(tokens), budget=self.context_window)
+        max_tokens = options.get("max_tokens") or self.max_tokens or room
+        stop = options.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        params = {"temperature": self.temperature, "repeat_penalty": DEFAULT_REPEAT_PENALTY, "seed": self.seed,
+                  **self._sampling, **{k: options[k] for k in _SAMPLING_KEYS if options.get(k) is not None}}
+        return self._generate(tokens, prefill, min(max_tokens, room), stop + prompt.stop, prompt.stopping_criteria,
+                              params)
+
+    def _generate(self, tokens, prefill, max_tokens, stop, criteria, params) -> Iterator[str]:
+        with self._lock:
+            if prefill:
+                yield prefill
+            chunks = self.llm.create_completion(prompt=tokens, max_tokens=max_tokens, stop=stop,
+                                                stopping_criteria=criteria, stream=True, **params)
+            try:
+                for chunk in chunks:
+                    text = chunk["choices"][0]["text"]
+                    if text:
+                        yield text
+            finally:
+                chunks.close()  # a consumer that stops early ends the generation here
+
+    def close(self) -> None:
+        """Free the model and its context."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None and hasattr(llm, "close"):
+            llm.close()

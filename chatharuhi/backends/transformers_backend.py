@@ -1,0 +1,360 @@
+"""The ``transformers`` backend: a base model plus per-character PEFT LoRA adapters (the ``[local]`` extra).
+
+The base model is a local folder (or a hub id when online, or a GGUF file through ``gguf_file=``);
+adapters are loaded once, by name, and switched per reply with ``stream(..., adapter="haruhi")``
+without reloading the base. ``adapter=None`` runs the bare base model.
+
+The prompt is the tokenizer's chat template rendered to text and encoded without added special
+tokens (the template already writes them), so the token counter counts exactly what generation
+receives. Generation runs in a thread feeding a ``TextIteratorStreamer``; closing the stream sets a
+stopping criterion, so a consumer that stops reading stops the model too. Stop strings are cut on
+our side (the streamer would show them), and a reply can be prefilled like ``llama_cpp``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from ..config import DEFAULT_CONTEXT_WINDOW, DEFAULT_LOCAL_TEMPERATURE, DEFAULT_REPEAT_PENALTY
+from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ModelError
+from ..types import Message
+from .base import Backend
+
+INSTALL_HINT = ("pip install 'chatharuhi[local]' torch  (CPU-only torch: "
+                "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+STREAM_TIMEOUT_S = 600.0  # longest wait for one chunk before the generation thread is presumed stuck
+
+
+def _imports():
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the transformers backend needs torch and transformers: {INSTALL_HINT} ({exc})") from None
+    return torch, transformers
+
+
+def pick_device(torch: Any, device: str | None) -> str:
+    """``device`` checked against the machine, or the best available: cuda, then mps, then cpu."""
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"device={device!r} but this torch sees no CUDA GPU (torch {torch.__version__}); "
+            "pass device='cpu' (or leave device unset), or install a CUDA build of torch")
+    if device == "mps" and not has_mps:
+        raise BackendUnavailable("device='mps' but Metal is not available here; leave device unset")
+    return device
+
+
+def pick_dtype(torch: Any, device: str, dtype: Any) -> Any:
+    """``dtype`` (a torch dtype or its name), else bfloat16/float16 on GPUs and float32 on CPU."""
+    if isinstance(dtype, str) and dtype != "auto":
+        try:
+            return getattr(torch, dtype)
+        except AttributeError:
+            raise BackendError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16") from None
+    if dtype not in (None, "auto"):
+        return dtype
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if device == "mps" else torch.float32
+
+
+def check_adapter_folder(path: Path) -> dict:
+    """The adapter's config, or ``AdapterError`` if the folder is missing, unreadable or incomplete."""
+    if not path.is_dir():
+        raise AdapterError(f"adapter folder not found: {path}")
+    try:
+        config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AdapterError(f"{path} has no {ADAPTER_CONFIG}: not a PEFT adapter folder (save it with "
+                           "model.save_pretrained(path))") from None
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"{path / ADAPTER_CONFIG} is corrupt: {exc}; save or download the adapter again") from None
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise AdapterError(f"{path / ADAPTER_CONFIG} is not a PEFT adapter config (no peft_type)")
+    if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise AdapterError(f"{path} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); save it again")
+    return config
+
+
+class TransformersCounter:
+    """Exact counts: the tokenizer's chat template rendered and encoded, as ``stream`` does."""
+
+    additive = False  # chat templates inject text (default system prompts, BOS), so the packer recounts
+
+    def __init__(self, backend: "TransformersBackend"):
+        self._backend = backend
+        self.id = f"transformers:{backend.model_name}"
+
+    def count(self, text: str) -> int:
+        """Tokens of a bare text."""
+        return len(self._backend.tokenizer.encode(text, add_special_tokens=False))
+
+    def count_messages(self, messages: Sequence[Message]) -> int:
+        """Tokens of the whole prompt, generation prompt included."""
+        try:
+            return len(self._backend.encode(messages))
+        except BackendError:
+            if len(messages) > 1:
+                raise
+            return sum(self.count(m.content) + 4 for m in messages) + 4  # the packer's lone-role probes
+
+
+class _Cancel:
+    """A stopping criterion that ends generation once the consumer has gone."""
+
+    def __init__(self, torch: Any):
+        self.torch, self.event = torch, threading.Event()
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        return self.torch.full((input_ids.shape[0],), self.event.is_set(), dtype=self.torch.bool,
+                               device=input_ids.device)
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """(the part of ``text`` that is safe to emit, whether a stop string was found)."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    if hits:
+        return text[: min(hits)], True
+    hold = 0  # keep back a tail that could be the start of a stop string
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                hold = max(hold, n)
+                break
+    return text[: len(text) - hold], False
+
+
+class TransformersBackend(Backend):
+    """A transformers causal LM, optionally with named LoRA adapters switched per reply."""
+
+    name = "transformers"
+    supports_prefill = True
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        adapters: Mapping[str, str | os.PathLike] | None = None,
+        adapter: str | None = None,
+        device: str | None = None,
+        dtype: Any = None,
+        quantization: str | None = None,
+        gguf_file: str | None = None,
+        context_window: int | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        model_path: str | os.PathLike | None = None,
+        trust_remote_code: bool = False,
+        **options: Any,
+    ):
+        """Load ``model`` (a folder, or a hub id) and every adapter in ``adapters`` (name -> folder).
+
+        ``adapter``: the one used when a call names none. ``quantization``: "4bit" or "8bit" (CUDA and
+        bitsandbytes only). ``device``/``dtype``: automatic unless given.
+        """
+        torch, transformers = _imports()
+        self.torch = torch
+        source = model or model_path
+        if source is None:
+            raise ModelError("the transformers backend needs model= a model folder (or a hub id when online)")
+        source = str(Path(source).expanduser()) if Path(str(source)).expanduser().exists() else str(source)
+        looks_local = os.sep in source or source.startswith((".", "~")) or Path(source).suffix == ".gguf"
+        if looks_local and not Path(source).exists():
+            raise ModelError(f"model folder not found: {source}; pass model= a folder with config.json "
+                             "(or a hub id when online)")
+        self.model_name = source
+        self.device = pick_device(torch, device)
+        self.dtype = pick_dtype(torch, self.device, dtype)
+        load: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if gguf_file:
+            load["gguf_file"] = gguf_file
+        if quantization:
+            load["quantization_config"] = self._quantization(transformers, quantization)
+        self.temperature = DEFAULT_LOCAL_TEMPERATURE if temperature is None else temperature
+        self.max_tokens = max_tokens
+        self._sampling = {k: options[k] for k in ("top_p", "top_k", "repetition_penalty") if k in options}
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **load)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, **load)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load the model {source!r}: {exc}") from exc
+        if not quantization:
+            self.model.to(self.device)
+        self.model.eval()
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ModelError(f"{source}: the tokenizer has no chat_template; use an instruct/chat model "
+                             "or set tokenizer.chat_template")
+        self.context_window = context_window or self._window()
+        self.adapters: dict[str, Path] = {}
+        self._lock = threading.RLock()  # one generation at a time: adapters are global state of the model
+        for name, path in (adapters or {}).items():
+            self.add_adapter(name, path)
+        if adapter is not None and adapter not in self.adapters:
+            raise AdapterError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or '(none)'}")
+        self.default_adapter = adapter if adapter is not None else next(iter(self.adapters), None)
+
+    def _quantization(self, transformers: Any, quantization: str) -> Any:
+        if quantization not in ("4bit", "8bit"):
+            raise BackendError(f"quantization={quantization!r}: use '4bit' or '8bit'")
+        if not self.device.startswith("cuda"):
+            raise BackendUnavailable(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes); "
+                                     f"this backend runs on {self.device}: leave quantization unset")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise BackendUnavailable(
+                f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes") from None
+        if quantization == "8bit":
+            return transformers.BitsAndBytesConfig(load_in_8bit=True)
+        return transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                               bnb_4bit_compute_dtype=self.dtype)
+
+    def _window(self) -> int:
+        config = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return DEFAULT_CONTEXT_WINDOW
+
+    # -- adapters -------------------------------------------------------------------------------
+    def add_adapter(self, name: str, path: str | os.PathLike) -> None:
+        """Load a PEFT LoRA adapter under ``name`` (the base model is not reloaded)."""
+        path = Path(path).expanduser()
+        config = check_adapter_folder(path)
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise BackendUnavailable(f"LoRA adapters need peft: {INSTALL_HINT}") from None
+        base = config.get("base_model_name_or_path") or "?"
+        try:
+            with self._lock:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(path), adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+                self.model.eval()
+        except Exception as exc:  # peft and safetensors raise RuntimeError, ValueError, SafetensorError, OSError
+            text = str(exc)
+            what = (text.splitlines() or [type(exc).__name__])[0][:300]
+            if "size mismatch" in text or "not found in the base model" in text or "Target modules" in text:
+                raise AdapterError(
+                    f"adapter {name!r} ({path}) was trained for another base model ({base}), not {self.model_name}: "
+                    f"{what}; load it with its own base model") from exc
+            raise AdapterError(f"adapter {name!r} ({path}) is corrupt or unreadable: {what}; "
+                               "save or download it again") from exc
+        self.adapters[name] = path
+
+    # -- prompt ---------------------------------------------------------------------------------
+    def render(self, messages: Sequence[Message]) -> str:
+        """The prompt text from the tokenizer's chat template, generation prompt included."""
+        payload = [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages]
+        try:
+            return self.tokenizer.apply_chat_template(payload, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # jinja errors, a template's raise_exception
+            raise BackendError(f"{self.model_name}: the chat template rejected the messages: {exc}") from exc
+
+    def encode(self, messages: Sequence[Message], prefill: str = "") -> list[int]:
+        """Token ids of the prompt (plus ``prefill``) exactly as generation receives them."""
+        return self.tokenizer.encode(self.render(messages) + prefill, add_special_tokens=False)
+
+    def token_counter(self) -> TransformersCounter:
+        """The exact counter for this tokenizer and chat template."""
+        return TransformersCounter(self)
+
+    # -- generation -----------------------------------------------------------------------------
+    def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
+        """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, prefill, adapter, seed."""
+        adapter = options.get("adapter", self.default_adapter)
+        if adapter is not None and adapter not in self.adapters:
+            raise AdapterError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or '(none)'}")
+        prefill = options.get("prefill") or ""
+        ids = self.encode(messages, prefill)
+        room = self.context_window - len(ids)
+        if room <= 0:
+            raise BudgetError(f"the prompt is {len(ids)} tokens but the model's window is {self.context_window}; "
+                              "send less or raise context_window", part="prompt", tokens=len(ids),
+                              budget=self.context_window)
+        max_new = min(options.get("max_tokens") or self.max_tokens or room, room)
+        stop = options.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        temperature = options.get("temperature", self.temperature)
+        sampling = {**self._sampling, **{k: options[k] for k in ("top_p", "top_k") if options.get(k) is not None}}
+        if temperature and temperature > 0:
+            sampling.update(do_sample=True, temperature=temperature)
+        else:
+            sampling.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        sampling.setdefault("repetition_penalty", DEFAULT_REPEAT_PENALTY)
+        return self._generate(ids, prefill, max_new, stop, adapter, sampling, options.get("seed"))
+
+    def _generate(self, ids, prefill, max_new, stop, adapter, sampling, seed) -> Iterator[str]:
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        torch = self.torch
+        with self._lock:
+            if prefill:
+                yield prefill
+            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                            timeout=STREAM_TIMEOUT_S)
+            cancel = _Cancel(torch)
+            failure: list[BaseException] = []
+            input_ids = torch.tensor([ids], device=self.model.device)
+            kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new,
+                          streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel]),
+                          pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id, **sampling)
+
+            def run() -> None:
+                try:
+                    if seed is not None:
+                        torch.manual_seed(seed)
+                    with torch.inference_mode(), self._adapter_scope(adapter):
+                        self.model.generate(**kwargs)
+                except BaseException as exc:  # re-raised in the consumer
+                    failure.append(exc)
+                    streamer.end()
+
+            worker = threading.Thread(target=run, name="chatharuhi-generate", daemon=True)
+            worker.start()
+            pending = ""  # text held back because it may be the start of a stop string
+            try:
+                for piece in streamer:
+                    pending += piece
+                    safe, done = cut_at_stop(pending, stop)
+                    if safe:
+                        yield safe
+                    if done:
+                        return
+                    pending = pending[len(safe):]
+                if failure:
+                    raise BackendError(f"{self.model_name}: generation failed: {failure[0]}") from failure[0]
+                if pending:
+                    yield pending
+            finally:
+                cancel.event.set()
+                worker.join()
+
+    def _adapter_scope(self, adapter: str | None):
+        from contextlib import nullcontext
+
+        if not self.adapters:
+            return nullcontext()
+        if adapter is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(adapter)
+        return nullcontext()
+
+    def close(self) -> None:
+        """Drop the model and free GPU memory."""
+        self.model = None
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()

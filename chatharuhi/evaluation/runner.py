@@ -1,0 +1,380 @@
+"""Run the evaluation: every case under every configuration, checkpointed, then summarised.
+
+Configurations (all use the same packer, budget and backend; only the prompt's content differs):
+
+- ``full``: retrieved scenes + the scene's earlier lines as history (the real pipeline);
+- ``none``: no scenes (``top_k=0``), history kept;
+- ``random``: as many random scenes as ``full`` retrieves (seeded per case), history kept;
+- ``system_only``: the system prompt and the query alone: no scenes, no history.
+
+Every case excludes its source scene, and any other scene holding the answer line verbatim, from
+retrieval (checked: a run stops if one ever reaches a prompt). Each finished (case, configuration)
+is appended to ``checkpoint.jsonl``; a restarted run skips what is there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..backends.registry import resolve_backend
+from ..backends.scripted import ScriptedBackend
+from ..character import Character, load_character
+from ..chatbot import ChatHaruhi
+from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K
+from ..discovery import find_character
+from ..embeddings import Embedder, get_embedder
+from ..errors import ChatHaruhiError, InputError
+from ..index import SearchResult
+from ..types import ScoredScene
+from . import metrics
+from .cases import EvalCase, build_cases, is_meaningful, require_cases
+
+CONFIGS = ("full", "none", "random", "system_only")
+DEFAULT_CASES = 30  # cases per character (ChatHaruhi's planned evaluation used 30 scenes per character)
+EVAL_MAX_TOKENS = 256  # reply cap: answers are one line, and a runaway small model should not cost minutes
+MAX_CENTROID_LINES = 300  # lines per character averaged into its identity centroid
+CHECKPOINT_FILE = "checkpoint.jsonl"
+RUN_FILE = "run.json"
+
+
+class ExclusionLeak(RuntimeError):
+    """An excluded scene reached a prompt: the evaluation would be dishonest, so it stops."""
+
+
+_QUERY_VECTORS: dict[tuple[str, str], np.ndarray] = {}  # (embedder id, text) -> vector, for the whole process
+
+
+class EvalIndex:
+    """Stands in for a chatbot's index: adds the case's exclusions, caches query vectors and, in
+    ``random`` mode, returns random scenes instead of the nearest ones."""
+
+    def __init__(self, index: Any, mode: str = "retrieve", seed: int = 0):
+        self.index, self.mode, self.seed = index, mode, seed
+        self.exclude: set[str] = set()
+        self.last_ids: list[str] = []  # what the last search returned, before packing
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.index, name)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        key = (self.index.embedder_id, text)
+        vec = _QUERY_VECTORS.get(key)
+        if vec is None:
+            vec = _QUERY_VECTORS[key] = self.index.embed_query(text)
+        return vec
+
+    def search(self, query: str, top_k: int, *, exclude: Collection[str] = (), **kwargs: Any) -> SearchResult:
+        exclude = set(exclude) | self.exclude
+        if self.mode == "random":
+            pool = [s for s in self.index.scenes if s.id not in exclude]
+            rng = random.Random(f"{self.seed}:{query}:{sorted(exclude)}")
+            hits = SearchResult([ScoredScene(s, 0.0) for s in rng.sample(pool, min(top_k, len(pool)))])
+        else:
+            hits = self.index.search(query, top_k, exclude=exclude, **kwargs)
+        self.last_ids = [h.scene.id for h in hits]
+        leaked = exclude.intersection(self.last_ids)
+        if leaked:  # the honesty check of the whole evaluation
+            raise ExclusionLeak(f"excluded scene(s) {sorted(leaked)} were retrieved")
+        return hits
+
+
+@dataclass
+class CharacterData:
+    """One character prepared for evaluation: cases, its lines' vectors per scene, centroid, key terms."""
+
+    character: Character
+    cases: list[EvalCase]
+    usable_scenes: int
+    candidates: int
+    lines_by_scene: dict[str, np.ndarray] = field(default_factory=dict)
+    centroid: np.ndarray | None = None
+    key_terms: metrics.KeyTerms | None = None
+    excludes: dict[str, list[str]] = field(default_factory=dict)  # case id -> scenes excluded
+
+    @property
+    def own_names(self) -> set[str]:
+        c = self.character
+        return {c.speaker, c.display_name, *c.aliases}
+
+
+def own_lines(character: Character) -> list[tuple[str, str]]:
+    """(scene id, text) of every non-empty line the character speaks."""
+    sp = character.speaker
+    return [(s.id, ln.text.strip()) for s in character.scenes for ln in s.lines
+            if ln.kind == "speech" and ln.speaker == sp and ln.text.strip()]
+
+
+def case_excludes(character: Character, case: EvalCase) -> list[str]:
+    """The source scene plus any other scene that holds the answer line verbatim."""
+    out = [case.scene_id]
+    for s in character.scenes:
+        if s.id != case.scene_id and any(ln.text.strip() == case.answer for ln in s.lines):
+            out.append(s.id)
+    return out
+
+
+def _centroid_lines(character: Character, seed: int) -> list[str]:
+    texts = sorted({t for _, t in own_lines(character) if is_meaningful(t, character.language)})
+    rng = random.Random(f"centroid:{seed}:{character.name}")
+    return rng.sample(texts, MAX_CENTROID_LINES) if len(texts) > MAX_CENTROID_LINES else texts
+
+
+def _load(ref: str | os.PathLike | Character, characters_dir: Any) -> Character:
+    if isinstance(ref, Character):
+        return ref
+    path = Path(os.fspath(ref)).expanduser()
+    if isinstance(ref, os.PathLike) or (os.sep in str(ref) and path.is_dir()):
+        return load_character(path)
+    return find_character(str(ref), characters_dir)
+
+
+def _settings_match(saved: dict, current: dict) -> list[str]:
+    return [k for k in current if saved.get(k) != current[k]]
+
+
+def run_eval(
+    characters: Sequence[str | os.PathLike | Character],
+    out_dir: str | os.PathLike,
+    *,
+    backend: Backend | str | None = None,
+    embedder: Embedder | str | None = None,
+    characters_dir: Any = None,
+    cases: int | None = DEFAULT_CASES,
+    seed: int = 0,
+    retrieval_only: bool = False,
+    configs: Sequence[str] = CONFIGS,
+    compare: Sequence[str | os.PathLike | Character] = (),
+    top_k: int = DEFAULT_TOP_K,
+    dense_weight: float = DEFAULT_DENSE_WEIGHT,
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+    max_tokens: int = EVAL_MAX_TOKENS,
+    progress: bool = True,
+    plot: bool = True,
+    log: Callable[[str], None] = print,
+    **llm_options: Any,
+) -> dict:
+    """Evaluate ``characters``; write ``results.json``, ``summary.json``, ``summary.md`` and ``scores.png``
+    under ``out_dir``; return the summary. ``compare`` adds characters used only for the identity score."""
+    from .report import summarize, write_outputs
+
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or not configs:
+        raise InputError(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    emb = get_embedder(embedder)
+    if retrieval_only:
+        llm: Backend = ScriptedBackend()  # never called: only its token counter packs the prompts
+    else:
+        llm = resolve_backend(backend, **llm_options)
+    backend_name = backend if isinstance(backend, str) else getattr(llm, "name", type(llm).__name__)
+
+    # -- cases ---------------------------------------------------------------------------------------
+    data: list[CharacterData] = []
+    skipped: list[str] = []
+    for ref in characters:
+        character = _load(ref, characters_dir)
+        case_set = build_cases(character, cases, seed)
+        try:
+            require_cases(case_set, character)
+        except InputError as exc:
+            skipped.append(str(exc))
+            log(f"skipping {exc}")
+            continue
+        data.append(CharacterData(character, case_set.cases, case_set.usable_scenes, case_set.candidates))
+    if not data:
+        raise InputError("no character has enough usable test cases:\n  " + "\n  ".join(skipped))
+    names = [d.character.name for d in data]
+    if len(set(names)) != len(names):
+        raise InputError(f"the same character is named twice: {names}")
+
+    settings = {"characters": names, "backend": None if retrieval_only else backend_name,
+                "model": getattr(llm, "model", None) if not retrieval_only else None, "embedder": emb.id,
+                "cases": cases, "seed": seed, "retrieval_only": retrieval_only, "configs": list(configs),
+                "top_k": top_k, "dense_weight": dense_weight, "lexical_weight": lexical_weight,
+                "max_tokens": None if retrieval_only else max_tokens,
+                "compare": [c.name if isinstance(c, Character) else os.fspath(c) for c in compare]}
+    run_file, checkpoint = out / RUN_FILE, out / CHECKPOINT_FILE
+    if checkpoint.exists() and run_file.exists():
+        saved = json.loads(run_file.read_text(encoding="utf-8"))
+        differ = _settings_match(saved, settings)
+        if differ:
+            raise InputError(f"{out} holds a run with other settings ({', '.join(differ)}): resume it with the "
+                             f"same options, choose another --out, or delete {checkpoint}")
+    run_file.write_text(json.dumps(settings, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    # -- vectors: each character's lines, centroids (also of comparison characters), key terms ---------
+    lines = metrics.LineVectors(emb)
+    comparison = [d.character for d in data] + [_load(c, characters_dir) for c in compare]
+    centroids: dict[str, np.ndarray] = {}
+    for character in comparison:
+        texts = _centroid_lines(character, seed)
+        if texts:
+            centroids[character.name] = metrics.centroid(lines.embed(texts, progress, f"{character.name} lines"))
+    for d in data:
+        pairs = own_lines(d.character)
+        vecs = lines.embed([t for _, t in pairs], progress, f"{d.character.name} lines")
+        grouped: dict[str, list[np.ndarray]] = {}
+        for (scene_id, _), v in zip(pairs, vecs):
+            grouped.setdefault(scene_id, []).append(v)
+        d.lines_by_scene = {k: np.stack(v) for k, v in grouped.items()}
+        d.centroid = centroids.get(d.character.name)
+        d.key_terms = metrics.KeyTerms((s.id, s.text) for s in d.character.scenes)
+        d.excludes = {c.id: case_excludes(d.character, c) for c in d.cases}
+    answer_vecs = {(d.character.name, c.id): v for d in data
+                   for c, v in zip(d.cases, lines.embed([c.answer for c in d.cases]))}
+    lines.save()
+
+    # -- run -------------------------------------------------------------------------------------------
+    done: set[tuple[str, str, str]] = set()
+    if checkpoint.exists():
+        for rec in _read_jsonl(checkpoint):
+            done.add((rec["character"], rec["case_id"], rec["config"]))
+    todo = [(d, c, cfg) for d in data for c in d.cases for cfg in configs
+            if (d.character.name, c.id, cfg) not in done]
+    if done:
+        log(f"resuming: {len(done)} finished, {len(todo)} to go")
+    bots: dict[tuple[str, str], tuple[ChatHaruhi, EvalIndex]] = {}
+
+    def bot_for(d: CharacterData, cfg: str) -> tuple[ChatHaruhi, EvalIndex]:
+        key = (d.character.name, cfg)
+        if key not in bots:
+            k = 0 if cfg in ("none", "system_only") else top_k
+            bot = ChatHaruhi(character=d.character, llm=llm, embedder=emb, top_k=k,
+                             dense_weight=dense_weight, lexical_weight=lexical_weight)
+            proxy = EvalIndex(bot.index, "random" if cfg == "random" else "retrieve", seed)
+            bot.index = proxy
+            bots[key] = (bot, proxy)
+        return bots[key]
+
+    bar, failures = None, 0
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="evaluating", unit="case")
+    try:
+        with checkpoint.open("a", encoding="utf-8") as sink:
+            for d, case, cfg in todo:
+                rec = _evaluate(d, case, cfg, bot_for(d, cfg), answer_vecs[(d.character.name, case.id)],
+                                centroids, lines, retrieval_only, max_tokens)
+                sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                sink.flush()
+                failures += bool(rec.get("error"))
+                if bar is not None:
+                    bar.update(1)
+                    if failures:
+                        bar.set_postfix_str(f"failures: {failures}", refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+        lines.save()
+
+    wanted = {(d.character.name, c.id, cfg) for d in data for c in d.cases for cfg in configs}
+    records = {}
+    for rec in _read_jsonl(checkpoint):
+        key = (rec["character"], rec["case_id"], rec["config"])
+        if key in wanted:
+            records[key] = rec  # the last record of a key wins
+    ordered = [records[(d.character.name, c.id, cfg)] for d in data for c in d.cases for cfg in configs]
+    reference = _reference_scores(data, answer_vecs, centroids)
+    summary = summarize(ordered, settings, reference, skipped)
+    write_outputs(out, settings, data, ordered, summary, plot_png=plot, log=log)
+    return summary
+
+
+def _read_jsonl(path: Path) -> Iterable[dict]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the interruption: that case runs again
+                continue
+
+
+def _evaluate(d: CharacterData, case: EvalCase, cfg: str, bot_proxy: tuple[ChatHaruhi, EvalIndex],
+              answer: np.ndarray, centroids: dict[str, np.ndarray], lines: metrics.LineVectors,
+              retrieval_only: bool, max_tokens: int = EVAL_MAX_TOKENS) -> dict:
+    bot, proxy = bot_proxy
+    proxy.exclude = set(d.excludes[case.id])
+    history = [] if cfg == "system_only" else list(case.history)
+    rec: dict[str, Any] = {"character": d.character.name, "case_id": case.id, "config": cfg,
+                           "scene_id": case.scene_id, "error": None}
+    start = time.perf_counter()
+    try:
+        proxy.last_ids = []
+        if retrieval_only:
+            plan = bot.prepare(case.query, case.query_role, exclude=proxy.exclude, history=history)
+            trace, reply = plan.trace, None
+        else:
+            stream = bot.stream(case.query, case.query_role, history=history, max_tokens=max_tokens)
+            reply = stream.text()
+            trace = stream.trace
+    except ExclusionLeak:
+        raise
+    except (ChatHaruhiError, Exception) as exc:  # noqa: BLE001 - any backend failure is recorded, the run goes on
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+        rec["seconds"] = round(time.perf_counter() - start, 3)
+        return rec
+    included = trace.included_scenes
+    rec["retrieved"] = list(proxy.last_ids)
+    rec["scenes"] = included
+    rec["answer_support"] = round(_support(d, answer, included), 4)
+    rec["answer_support_retrieved"] = round(_support(d, answer, rec["retrieved"]), 4)  # before packing
+    terms = d.key_terms.key_terms(case.answer, d.excludes[case.id])
+    rec["key_terms"] = terms
+    recall = metrics.key_term_recall(included, d.key_terms.relevant(terms, d.excludes[case.id]))
+    rec["key_term_recall"] = None if recall is None else round(recall, 4)
+    rec["prompt_tokens"] = trace.total_tokens
+    if reply is not None:
+        vec = lines.embed([reply])[0] if reply.strip() else np.zeros_like(answer)
+        rec["reply"] = reply
+        rec["cosine"] = round(metrics.cosine(vec, answer), 4)
+        rec["rouge_l"] = round(metrics.rouge_l(reply, case.answer, case.language), 4)
+        others = {k: v for k, v in centroids.items() if k != d.character.name}
+        score, margin = metrics.identity(vec, d.centroid, others) if d.centroid is not None else (None, None)
+        rec["identity"] = score
+        rec["identity_margin"] = None if margin is None else round(margin, 4)
+        other_names = (d.character.speakers | {case.query_role, bot.user_role}) - d.own_names
+        checks = metrics.rule_checks(reply, case.language, d.own_names, other_names)
+        rec["rules"] = checks
+        rec["rule_pass"] = checks["rule_pass"]
+    rec["seconds"] = round(time.perf_counter() - start, 3)
+    return rec
+
+
+def _support(d: CharacterData, answer: np.ndarray, scene_ids: Sequence[str]) -> float:
+    found = [d.lines_by_scene[s] for s in scene_ids if s in d.lines_by_scene]
+    return metrics.answer_support(answer, np.concatenate(found) if found else None)
+
+
+def _reference_scores(data: list[CharacterData], answer_vecs: dict, centroids: dict[str, np.ndarray]) -> dict:
+    """Scores of the original answers themselves: the identity ceiling and the best support any scene gives."""
+    out: dict[str, Any] = {}
+    for d in data:
+        ident, ceiling = [], []
+        others = {k: v for k, v in centroids.items() if k != d.character.name}
+        for c in d.cases:
+            vec = answer_vecs[(d.character.name, c.id)]
+            if d.centroid is not None and others:
+                ident.append(metrics.identity(vec, d.centroid, others)[0])
+            allowed = [m for s, m in d.lines_by_scene.items() if s not in d.excludes[c.id]]
+            ceiling.append(metrics.answer_support(vec, np.concatenate(allowed) if allowed else None))
+        out[d.character.name] = {
+            "cases": len(d.cases), "usable_scenes": d.usable_scenes, "candidates": d.candidates,
+            "identity": float(np.mean(ident)) if ident else None,
+            "answer_support_ceiling": float(np.mean(ceiling)) if ceiling else None,
+        }
+    return out

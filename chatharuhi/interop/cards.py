@@ -1,0 +1,356 @@
+"""SillyTavern character cards: V1, V2 (``chara_card_v2``) and V3 (``chara_card_v3``) from JSON, PNG
+(base64 JSON in the ``chara`` text chunk, or ``ccv3``, which wins when both exist) and CHARX (a zip
+with ``card.json`` and assets); and any character back to a V2 or V3 card, as JSON or PNG.
+
+Card -> character folder: ``description``, ``personality`` and ``scenario`` go into the system prompt
+through ``prompts/<lang>/card_*.txt``; the card's ``system_prompt`` replaces the default main prompt
+(``{{original}}`` inside it stands for the default); ``post_history_instructions`` is kept in the
+manifest; ``{{char}}``/``<BOT>`` become the name, ``<USER>`` becomes ``{{user}}`` (filled per
+session from the persona); ``mes_example`` blocks (split at ``<START>``) become scenes; ``first_mes``
+is the greeting; ``creator_notes`` never enters a prompt. The card itself is kept as ``card.json``, so
+exporting it again gives back every field, ``extensions`` and unknown keys included.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..character import Character, detect_language
+from ..errors import CharacterImportError
+from ..prompts import load_template
+from .folder import CharacterDraft, manifest_dict
+
+V2, V3 = "chara_card_v2", "chara_card_v3"
+CARD_FILE = "card.json"
+LOREBOOK_FILE = "lorebook.json"
+AVATAR_FILE = "avatar.png"
+MAX_CARD_BYTES = 32 << 20  # a card's JSON
+MAX_FIELD_CHARS = 2_000_000  # one text field; longer is not a real card
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_V1_ALIASES = {"name": "char_name", "description": "char_persona", "scenario": "world_scenario",
+               "first_mes": "char_greeting", "mes_example": "example_dialogue"}
+TEXT_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example", "creator_notes",
+               "system_prompt", "post_history_instructions", "creator", "character_version")
+_START = re.compile(r"<START>", re.IGNORECASE)
+_CHAR = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
+_USER = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
+
+
+# -- reading ----------------------------------------------------------------------------------------
+def parse_card_json(raw: bytes | str, source: object = None) -> dict[str, Any]:
+    """A card's JSON text as a dict (any version; not yet normalised)."""
+    if len(raw) > MAX_CARD_BYTES:
+        raise CharacterImportError(f"the card is larger than {MAX_CARD_BYTES} bytes", source)
+    try:
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+        card = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CharacterImportError(f"the card is not valid UTF-8 JSON: {exc}", source) from None
+    if not isinstance(card, dict):
+        raise CharacterImportError(f"a card must be a JSON object, not {type(card).__name__}", source)
+    return card
+
+
+def read_png_card(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """The card inside a PNG (``ccv3`` chunk first, then ``chara``) and its JSON text."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        raise CharacterImportError("reading PNG cards needs Pillow: pip install 'chatharuhi[cards]'", path) from None
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise CharacterImportError(f"not a PNG image ({im.format})", path)
+            im.load()  # SillyTavern writes its chunk after the image data: load reads to the end
+            chunks = dict(getattr(im, "text", None) or im.info)
+    except CharacterImportError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise CharacterImportError(f"not a readable PNG (truncated or corrupt?): {exc}", path) from None
+    for key in ("ccv3", "chara"):
+        value = chunks.get(key)
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if isinstance(value, str) and value.strip():
+            raw = _decode_chunk(value, key, path)
+            return parse_card_json(raw, path), raw
+    raise CharacterImportError("the PNG has no character card (no 'chara' or 'ccv3' text chunk)", path)
+
+
+def _decode_chunk(value: str, key: str, path: Path) -> bytes:
+    value = value.strip()
+    if value.startswith("{"):  # a few tools store the JSON itself
+        return value.encode("utf-8")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CharacterImportError(f"the PNG's {key!r} chunk is not valid base64: {exc}", path) from None
+
+
+def normalize_card(card: dict[str, Any], source: object = None) -> dict[str, Any]:
+    """Any card as ``{"spec", "spec_version", "data"}`` (V1 becomes V2 data; the input is not changed)."""
+    spec = card.get("spec")
+    if spec in (V2, V3):
+        data = card.get("data")
+        if not isinstance(data, dict):
+            raise CharacterImportError(f"a {spec} card needs a 'data' object", source)
+        return {"spec": spec, "spec_version": card.get("spec_version") or ("3.0" if spec == V3 else "2.0"),
+                "data": data}
+    if spec is not None:
+        raise CharacterImportError(f"unknown card spec {spec!r}; expected {V2!r}, {V3!r} or a V1 card", source)
+    if not any(k in card for k in ("name", "char_name", "description", "first_mes", "char_persona")):
+        raise CharacterImportError("not a character card: no 'spec', 'name' or 'description' field", source)
+    data = {k: v for k, v in card.items() if k not in _V1_ALIASES.values()}
+    for key, old in _V1_ALIASES.items():
+        if not data.get(key) and card.get(old):
+            data[key] = card[old]
+    return {"spec": V2, "spec_version": "2.0", "data": data}
+
+
+def _text(data: dict[str, Any], key: str, source: object) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise CharacterImportError(f"card field {key!r} should be text, not {type(value).__name__}", source)
+    if len(value) > MAX_FIELD_CHARS:
+        raise CharacterImportError(f"card field {key!r} is {len(value)} characters, over {MAX_FIELD_CHARS}", source)
+    return value.replace("\r\n", "\n")
+
+
+def _texts(data: dict[str, Any], key: str, source: object) -> list[str]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CharacterImportError(f"card field {key!r} should be a list of texts", source)
+    return [v for v in value if isinstance(v, str) and v.strip()]
+
+
+def fill_card_macros(text: str, name: str) -> str:
+    """``{{char}}``/``<BOT>`` -> the name; ``<USER>`` -> ``{{user}}`` (filled per session)."""
+    return _USER.sub("{{user}}", _CHAR.sub(lambda _: name, text))
+
+
+_LABEL = re.compile(r"^\s*(\{\{char\}\}|\{\{user\}\}|<BOT>|<USER>|[^:：*\"“「」()\[\]{}<>.,!?。，！？\n]{1,24}?)"
+                    r"\s*[:：]\s*(.*)$", re.IGNORECASE)
+
+
+def mes_example_scenes(mes_example: str, name: str) -> list[str]:
+    """``mes_example`` blocks as scene texts in our ``名字:「台词」`` line format.
+
+    A line starting with ``{{char}}:``, ``{{user}}:`` or a short name and a colon starts a message; other
+    lines continue the message before them."""
+    scenes = []
+    for block in _START.split(mes_example):
+        lines: list[list[str]] = []  # [speaker, text] or [raw line]
+        for raw in block.split("\n"):
+            m = _LABEL.match(raw)
+            if m:
+                who = m[1].strip()
+                speaker = "{{user}}" if _USER.fullmatch(who) else name if _CHAR.fullmatch(who) else who
+                lines.append([speaker, m[2].strip()])
+            elif raw.strip():
+                if lines and len(lines[-1]) == 2:
+                    lines[-1][1] = f"{lines[-1][1]} {raw.strip()}".strip()  # a message over several lines
+                else:
+                    lines.append([raw.strip()])
+        text = "\n".join(f"{ln[0]}:「{ln[1]}」" if len(ln) == 2 else ln[0] for ln in lines if ln[-1])
+        if text.strip():
+            scenes.append(fill_card_macros(text, name))
+    return scenes
+
+
+def card_to_draft(card: dict[str, Any], source: object = None, *, name: str | None = None,
+                  raw: bytes | None = None, files: dict[str, bytes] | None = None) -> CharacterDraft:
+    """Map a card (any version) to a character folder draft; the card itself goes into ``card.json``."""
+    norm = normalize_card(card, source)
+    data = norm["data"]
+    char = _text(data, "name", source).strip()
+    if not char:
+        raise CharacterImportError("the card's name is empty; give the character a name (name=, --name)", source)
+    fields = {k: _text(data, k, source) for k in TEXT_FIELDS}
+    ext = data.get("extensions") if isinstance(data.get("extensions"), dict) else {}
+    ours = ext.get("chatharuhi") if isinstance(ext.get("chatharuhi"), dict) else {}
+    language = detect_language(" ".join(fields[k] for k in ("description", "personality", "first_mes",
+                                                            "mes_example"))[:5000])
+    speaker = ours.get("speaker") if isinstance(ours.get("speaker"), str) and ours["speaker"].strip() else char
+    manifest: dict[str, Any] = {"display_name": char, "speaker": speaker, "language": language}
+    if ours.get("prompt") == "description" and fields["description"].strip():  # a card we exported
+        system_prompt = fields["description"]
+        if isinstance(ours.get("manifest"), dict):
+            manifest = {**manifest, **ours["manifest"]}
+        language = manifest.get("language", language)
+    else:
+        system_prompt = card_system_prompt(fields, char, language)
+    greeting = fill_card_macros(fields["first_mes"], char).strip()
+    manifest["greeting"] = greeting or None
+    alternates = [fill_card_macros(g, char).strip() for g in _texts(data, "alternate_greetings", source)]
+    manifest["alternate_greetings"] = alternates
+    phi = fill_card_macros(fields["post_history_instructions"].replace("{{original}}", ""), char).strip()
+    manifest["post_history_instructions"] = phi or None
+    scenes = mes_example_scenes(fields["mes_example"], speaker)
+    if not scenes and greeting:
+        scenes = ["\n".join(f"{char}:「{p.strip()}」" for p in greeting.split("\n") if p.strip())]
+    if not scenes and fields["description"].strip():
+        narrator = "旁白" if language.startswith("zh") else "Narrator"
+        scenes = [f"{narrator}:{fill_card_macros(fields['description'], char).strip()}"]
+    if not scenes:
+        raise CharacterImportError("the card has no example messages, greeting or description to use as scenes",
+                                   source)
+    out_files = dict(files or {})
+    out_files[CARD_FILE] = raw if raw is not None else json.dumps(card, ensure_ascii=False, indent=1).encode()
+    book = data.get("character_book")
+    if isinstance(book, dict) and book.get("entries"):
+        out_files[LOREBOOK_FILE] = json.dumps(book, ensure_ascii=False, indent=1).encode("utf-8")
+    scene_list = [(f"example_{i:03d}.txt", s) for i, s in enumerate(scenes, start=1)]
+    return CharacterDraft(name or char, system_prompt, scene_list, manifest, out_files, source=str(source or ""))
+
+
+def card_system_prompt(fields: dict[str, str], char: str, language: str) -> str:
+    """The system prompt built from a card's fields through the ``card_*`` templates."""
+    default_main = load_template("card_main", language).render(char=char, user="{{user}}").strip()
+    main = fields["system_prompt"].replace("{{original}}", default_main) if fields["system_prompt"].strip() \
+        else default_main
+    parts = [main, fields["description"]]
+    if fields["personality"].strip():
+        parts.append(load_template("card_personality", language).render(char=char,
+                                                                         personality=fields["personality"].strip()))
+    if fields["scenario"].strip():
+        parts.append(load_template("card_scenario", language).render(scenario=fields["scenario"].strip()))
+    return fill_card_macros("\n\n".join(p.strip() for p in parts if p.strip()), char)
+
+
+def read_charx(z: Any, name: str | None = None) -> CharacterDraft:
+    """A CHARX zip (``card.json`` + assets, already opened as a ``SafeZip``); assets are kept."""
+    raw = z.read(CARD_FILE)
+    card = parse_card_json(raw, z.path)
+    files = {n: z.read(n) for n in z.names if n != CARD_FILE}
+    icon = _icon_asset(normalize_card(card, z.path)["data"])
+    if icon and icon in files and files[icon][:8] == PNG_SIGNATURE:
+        files.setdefault(AVATAR_FILE, files[icon])
+    return card_to_draft(card, z.path, name=name, raw=raw, files=files)
+
+
+def _icon_asset(data: dict[str, Any]) -> str | None:
+    for asset in data.get("assets") or []:
+        if isinstance(asset, dict) and asset.get("type") == "icon" and isinstance(asset.get("uri"), str):
+            uri = asset["uri"]
+            for prefix in ("embeded://", "embedded://"):
+                if uri.startswith(prefix):
+                    return uri[len(prefix):]
+    return None
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def stored_card(character: Character) -> dict[str, Any] | None:
+    """The card a character was imported from (``card.json``), if any."""
+    path = Path(character.path) / CARD_FILE
+    if not path.is_file():
+        return None
+    return parse_card_json(path.read_bytes(), path)
+
+
+def character_to_card(character: Character, version: str = "v2") -> dict[str, Any]:
+    """A V2 or V3 card for any character: an imported card's own JSON, else one built from the folder."""
+    spec = {"v2": V2, "2": V2, V2: V2, "v3": V3, "3": V3, V3: V3}.get(str(version).lower())
+    if spec is None:
+        raise CharacterImportError(f"unknown card version {version!r}; use 'v2' or 'v3'")
+    original = stored_card(character)
+    if original is not None and original.get("spec") == spec:
+        return copy.deepcopy(original)  # untouched, unknown keys and all
+    if original is not None:
+        norm = normalize_card(original)
+        card = {k: copy.deepcopy(v) for k, v in original.items() if k not in ("spec", "spec_version", "data")}
+        data = copy.deepcopy(norm["data"])
+        if original.get("spec") is None:  # a V1 card: its old top-level keys live on in data
+            card = {}
+    else:
+        card, data = {}, _data_from_folder(character)
+    if spec == V3:
+        data.setdefault("group_only_greetings", [])
+        data.setdefault("assets", [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}])
+    card.update({"spec": spec, "spec_version": "3.0" if spec == V3 else "2.0", "data": data})
+    return {"spec": card.pop("spec"), "spec_version": card.pop("spec_version"), "data": card.pop("data"), **card}
+
+
+def _data_from_folder(character: Character) -> dict[str, Any]:
+    m = character.manifest
+    data: dict[str, Any] = {
+        "name": character.display_name, "description": character.system_prompt, "personality": "",
+        "scenario": "", "first_mes": m.greeting or "", "mes_example": scenes_to_mes_example(character),
+        "creator_notes": m.description or "", "system_prompt": "",
+        "post_history_instructions": m.post_history_instructions or "",
+        "alternate_greetings": list(m.alternate_greetings), "tags": [], "creator": "", "character_version": "",
+        "extensions": {"chatharuhi": {"prompt": "description", "name": character.name, "speaker": character.speaker,
+                                      "manifest": manifest_dict(character)}},
+    }
+    book = Path(character.path) / LOREBOOK_FILE
+    if book.is_file():
+        from ..lorebook import Lorebook
+
+        data["character_book"] = Lorebook.load(book).to_character_book()
+    return data
+
+
+def scenes_to_mes_example(character: Character) -> str:
+    """Scenes as ``<START>`` blocks of ``{{char}}: text`` lines."""
+    blocks = []
+    for scene in character.scenes:
+        out = []
+        for line in scene.lines:
+            if line.kind == "speech":
+                who = ("{{char}}" if line.speaker == character.speaker else
+                       "{{user}}" if line.speaker in ("{{user}}", character.user_role) else line.speaker)
+                out.append(f"{who}: {line.text}{line.action}")
+            elif line.kind == "narration" and line.speaker:
+                out.append(f"{line.speaker}: {line.text}")
+            else:
+                out.append(line.text)
+        blocks.append("<START>\n" + "\n".join(out))
+    return "\n".join(blocks)
+
+
+def card_json_bytes(card: dict[str, Any]) -> bytes:
+    """A card as UTF-8 JSON."""
+    return json.dumps(card, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def card_png_bytes(character: Character, version: str = "v2", image: bytes | None = None) -> bytes:
+    """A PNG card: the avatar (or a plain image) with ``chara`` (V2) and, for V3, ``ccv3`` chunks."""
+    try:
+        from PIL import Image, PngImagePlugin
+    except ImportError:  # pragma: no cover
+        raise CharacterImportError("writing PNG cards needs Pillow: pip install 'chatharuhi[cards]'") from None
+    card = character_to_card(character, version)
+    info = PngImagePlugin.PngInfo()
+    v2 = card if card["spec"] == V2 else character_to_card(character, "v2")
+    info.add_text("chara", base64.b64encode(card_json_bytes(v2)).decode("ascii"))
+    if card["spec"] == V3:
+        info.add_text("ccv3", base64.b64encode(card_json_bytes(card)).decode("ascii"))
+    avatar = Path(character.path) / AVATAR_FILE
+    if image is None and avatar.is_file():
+        image = avatar.read_bytes()
+    im = None
+    if image is not None:
+        try:
+            im = Image.open(io.BytesIO(image))
+            im.load()
+        except Exception:  # noqa: BLE001 - a broken avatar falls back to the plain image
+            im = None
+    if im is None:
+        im = Image.new("RGB", (400, 600), (222, 218, 230))
+    out = io.BytesIO()
+    im.save(out, "PNG", pnginfo=info)
+    return out.getvalue()

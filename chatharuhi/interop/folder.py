@@ -1,0 +1,161 @@
+"""Write an imported character as a native folder, atomically.
+
+Every importer builds a ``CharacterDraft`` (prompt, scenes, manifest, extra files, optional stored
+vectors); ``write_draft`` writes it into a temporary folder beside the destination, loads it back
+with the real loader (so a folder that would not load is never left behind), then renames it into
+place. Stored vectors go into the embedding cache, keyed by scene content, so a chatbot whose
+embedder has the same id does not re-embed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..character import Character, Manifest, load_character
+from ..config import MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR
+from ..errors import CharacterError, CharacterImportError
+
+MAX_NAME_CHARS = 80  # a folder or file name (CJK names are 3 bytes a character; file systems allow 255)
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+
+
+def safe_name(text: str, fallback: str = "") -> str:
+    """A file or folder name from free text: no separators or control characters, no leading dots."""
+    name = _UNSAFE.sub("_", text or "").strip().strip(".").strip()
+    name = re.sub(r"\s+", " ", name)[:MAX_NAME_CHARS].strip()
+    return name or fallback
+
+
+def scene_path(scene_id: str) -> tuple[str, ...]:
+    """The path parts of a scene id under ``texts/`` (each part made safe; ends in ``.txt``)."""
+    parts = [safe_name(p, "scene") for p in scene_id.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if not parts:
+        parts = ["scene"]
+    if not parts[-1].endswith(".txt"):
+        parts[-1] += ".txt"
+    return tuple(parts)
+
+
+@dataclass
+class CharacterDraft:
+    """A character about to be written: what every importer produces."""
+
+    name: str
+    system_prompt: str
+    scenes: list[tuple[str, str]]  # (scene id, text), in order
+    manifest: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # extra files by relative path (card.json, ...)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embedder id -> one row per scene
+    source: str = ""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def manifest_toml(manifest: dict[str, Any]) -> str:
+    """``character.toml`` text for a manifest dict (validated first; ``None`` values left out)."""
+    Manifest.model_validate(manifest)
+    return "".join(f"{key} = {_toml_value(v)}\n" for key, v in manifest.items() if v is not None)
+
+
+def manifest_dict(character: Character) -> dict[str, Any]:
+    """The fields a character's manifest sets explicitly (what an exporter must carry)."""
+    return character.manifest.model_dump(exclude_unset=True)
+
+
+def _write(draft: CharacterDraft, folder: Path) -> None:
+    (folder / SYSTEM_PROMPT_FILE).write_text(draft.system_prompt.strip() + "\n", encoding="utf-8")
+    texts = folder / TEXTS_DIR
+    texts.mkdir()
+    seen: set[tuple[str, ...]] = set()
+    for n, (scene_id, text) in enumerate(draft.scenes, start=1):
+        parts = scene_path(scene_id)
+        if parts in seen:
+            parts = (*parts[:-1], f"{parts[-1][:-4]}-{n}.txt")
+        seen.add(parts)
+        target = texts.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text.strip() + "\n", encoding="utf-8")
+    if draft.manifest:
+        (folder / MANIFEST_FILE).write_text(manifest_toml(draft.manifest), encoding="utf-8")
+    for rel, data in draft.files.items():
+        target = folder.joinpath(*[safe_name(p, "file") for p in rel.split("/")])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def write_draft(draft: CharacterDraft, to: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``draft`` as ``to/<name>/``; nothing is left behind when anything fails."""
+    name = safe_name(draft.name)
+    if not name:
+        raise CharacterImportError(f"the character has no usable name ({draft.name!r}); pass name=", draft.source)
+    if not draft.system_prompt.strip():
+        raise CharacterImportError("the character has no system prompt", draft.source)
+    root = Path(to).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / name
+    if dest.exists() and not overwrite:
+        raise CharacterImportError(f"{dest} already exists; pass --force (overwrite=True) or --name", draft.source)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name[:20]}.import-"))
+    old = None
+    try:
+        _write(draft, tmp)
+        character = load_character(tmp)  # only a folder that loads is moved into place
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name[:20]}.old-"))
+            os.replace(dest, old / "x")
+        os.replace(tmp, dest)
+    except CharacterError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, CharacterImportError):
+            raise
+        raise CharacterImportError(f"the converted character does not load: {exc}", draft.source) from None
+    except (OSError, ValueError, TypeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CharacterImportError(f"cannot write the character into {root}: {exc}", draft.source) from None
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    _store_vectors(draft, dest, character)
+    return dest
+
+
+def _store_vectors(draft: CharacterDraft, dest: Path, character: Character) -> None:
+    """Seed the embedding cache with vectors that came with the file (keyed by content, per embedder)."""
+    if not draft.vectors:
+        return
+    from ..embeddings import normalize
+    from ..index import _save_cache, default_cache_file
+
+    by_text = {}
+    for i, (_, text) in enumerate(draft.scenes):
+        by_text.setdefault(text.strip(), i)
+    rows = [by_text.get(s.text) for s in character.scenes]
+    if any(r is None for r in rows):
+        return
+    key = os.path.abspath(os.fspath(dest))
+    for embedder_id, vectors in draft.vectors.items():
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(draft.scenes) or not np.isfinite(vectors).all():
+            continue
+        stub = type("StoredVectors", (), {"id": embedder_id})()
+        _save_cache(default_cache_file(key, embedder_id), stub,
+                    [s.content_hash for s in character.scenes], normalize(vectors[rows]))

@@ -1,0 +1,236 @@
+"""Lorebooks (SillyTavern "world info"): entries that enter the prompt when their keys appear.
+
+Reads both SillyTavern shapes: a world-info file (``{"entries": {"0": {"key": [...], "keysecondary":
+[...], "selectiveLogic": 0, "order": 100, "disable": false, ...}}}``) and a card's ``character_book``
+(``{"entries": [{"keys": [...], "secondary_keys": [...], "insertion_order": 100, "enabled": true,
+...}]}``). Matching follows SillyTavern: keys are substrings (case-insensitive unless the entry says
+otherwise) or ``/regex/flags``; a selective entry also checks its secondary keys with AND ANY, AND
+ALL, NOT ANY or NOT ALL; constant entries always fire; the scan covers the newest ``scan_depth``
+messages; with recursion, fired entries' text is scanned again. ``activate`` returns the entries in
+budget order (constant first, then higher priority, then higher insertion order); the packer keeps
+what fits its lore share and emits them by insertion order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import InvalidCharacter
+
+DEFAULT_SCAN_DEPTH = 2  # messages scanned, newest first: the user's message and the reply before it
+MAX_RECURSION = 3  # passes over fired entries' content when recursion is on
+LOGIC = {0: "and_any", 1: "not_all", 2: "not_any", 3: "and_all"}  # SillyTavern's selectiveLogic numbers
+_REGEX_KEY = re.compile(r"^/(.+)/([a-z]*)$", re.DOTALL)
+
+
+@dataclass
+class LoreEntry:
+    """One lorebook entry."""
+
+    id: str
+    content: str
+    keys: list[str] = field(default_factory=list)
+    secondary_keys: list[str] = field(default_factory=list)
+    selective: bool = False
+    logic: str = "and_any"  # and_any | and_all | not_any | not_all
+    constant: bool = False
+    enabled: bool = True
+    insertion_order: int = 100
+    priority: int = 0
+    case_sensitive: bool = False
+    whole_words: bool = False
+    scan_depth: int | None = None  # overrides the book's
+    prevent_recursion: bool = False  # its content does not trigger other entries
+    exclude_recursion: bool = False  # it cannot be triggered by other entries' content
+    name: str = ""
+
+    def _match_one(self, key: str, text: str) -> bool:
+        key = key.strip()
+        if not key:
+            return False
+        m = _REGEX_KEY.match(key)
+        if m:
+            flags = (re.IGNORECASE if "i" in m[2] else 0) | (re.MULTILINE if "m" in m[2] else 0) | \
+                (re.DOTALL if "s" in m[2] else 0)
+            try:
+                return re.search(m[1], text, flags) is not None
+            except re.error:
+                return False
+        if self.whole_words and key.isascii():
+            flags = 0 if self.case_sensitive else re.IGNORECASE
+            return re.search(rf"(?<!\w){re.escape(key)}(?!\w)", text, flags) is not None
+        return key in text if self.case_sensitive else key.casefold() in text.casefold()
+
+    def match(self, text: str) -> str | None:
+        """The key that fires this entry on ``text`` (``None`` if it does not fire)."""
+        primary = next((k for k in self.keys if self._match_one(k, text)), None)
+        if primary is None:
+            return None
+        secondary = [k for k in self.secondary_keys if k.strip()]
+        if not self.selective or not secondary:
+            return primary
+        hits = [self._match_one(k, text) for k in secondary]
+        ok = {"and_any": any(hits), "and_all": all(hits), "not_any": not any(hits),
+              "not_all": not all(hits)}.get(self.logic, any(hits))
+        return primary if ok else None
+
+    def to_character_book(self) -> dict[str, Any]:
+        """The entry in a card's ``character_book`` shape."""
+        logic = {v: k for k, v in LOGIC.items()}[self.logic]
+        return {"id": _int(self.id, 0), "keys": list(self.keys), "secondary_keys": list(self.secondary_keys),
+                "content": self.content, "comment": self.name, "name": self.name, "enabled": self.enabled,
+                "constant": self.constant, "selective": self.selective, "insertion_order": self.insertion_order,
+                "priority": self.priority, "case_sensitive": self.case_sensitive,
+                "extensions": {"selectiveLogic": logic, "match_whole_words": self.whole_words,
+                               "scan_depth": self.scan_depth, "prevent_recursion": self.prevent_recursion,
+                               "exclude_recursion": self.exclude_recursion}}
+
+
+@dataclass
+class Activation:
+    """An entry that fired, and the key (or ``"constant"``/``"recursion"`` origin) that fired it."""
+
+    entry: LoreEntry
+    key: str
+    recursive: bool = False
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _keys(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [k.strip() for k in value.split(",") if k.strip()]
+    if isinstance(value, list):
+        return [k for k in value if isinstance(k, str) and k.strip()]
+    return []
+
+
+def _logic(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in LOGIC.values():
+        return value.lower()
+    return LOGIC.get(_int(value, 0), "and_any")
+
+
+def _entry(raw: dict[str, Any], fallback_id: str) -> LoreEntry:
+    ext = raw.get("extensions") if isinstance(raw.get("extensions"), dict) else {}
+    get = lambda *names, default=None: next((src[n] for n in names for src in (raw, ext)  # noqa: E731
+                                             if src.get(n) is not None), default)
+    enabled = get("enabled", default=None)
+    if enabled is None:
+        enabled = not bool(get("disable", default=False))
+    depth = get("scan_depth", "scanDepth")
+    return LoreEntry(
+        id=str(get("uid", "id", default=fallback_id)),
+        content=str(raw.get("content") or ""),
+        keys=_keys(get("keys", "key", default=[])),
+        secondary_keys=_keys(get("secondary_keys", "keysecondary", default=[])),
+        selective=bool(get("selective", default=False)),
+        logic=_logic(get("selectiveLogic", "selective_logic", default=0)),
+        constant=bool(get("constant", default=False)),
+        enabled=bool(enabled),
+        insertion_order=_int(get("insertion_order", "order", default=100), 100),
+        priority=_int(get("priority", default=0), 0),
+        case_sensitive=bool(get("case_sensitive", "caseSensitive", default=False)),
+        whole_words=bool(get("match_whole_words", "matchWholeWords", default=False)),
+        scan_depth=_int(depth, 0) if depth is not None else None,
+        prevent_recursion=bool(get("prevent_recursion", "preventRecursion", default=False)),
+        exclude_recursion=bool(get("exclude_recursion", "excludeRecursion", default=False)),
+        name=str(get("name", "comment", default="") or ""),
+    )
+
+
+@dataclass
+class Lorebook:
+    """A set of entries plus the book's scan depth, recursion switch and own token budget."""
+
+    entries: list[LoreEntry] = field(default_factory=list)
+    scan_depth: int = DEFAULT_SCAN_DEPTH
+    recursive: bool = False
+    token_budget: int | None = None
+    name: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Any, source: object = None) -> "Lorebook":
+        """Parse a world-info file or a ``character_book`` object."""
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), (dict, list)):
+            raise InvalidCharacter("a lorebook needs an 'entries' list or object", path=source)
+        raw = data["entries"]
+        items = list(raw.items()) if isinstance(raw, dict) else [(str(i), e) for i, e in enumerate(raw)]
+        entries = [_entry(e, k) for k, e in items if isinstance(e, dict)]
+        budget = data.get("token_budget")
+        return cls(entries, _int(data.get("scan_depth"), DEFAULT_SCAN_DEPTH),
+                   bool(data.get("recursive_scanning", False)), _int(budget, 0) or None, str(data.get("name") or ""))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Lorebook":
+        """Read a lorebook JSON file."""
+        path = Path(path).expanduser()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidCharacter(f"cannot read lorebook: {exc}", path=path) from None
+        return cls.from_dict(data, path)
+
+    def __add__(self, other: "Lorebook") -> "Lorebook":
+        budgets = [b for b in (self.token_budget, other.token_budget) if b]
+        return Lorebook(self.entries + other.entries, max(self.scan_depth, other.scan_depth),
+                        self.recursive or other.recursive, min(budgets) if budgets else None, self.name or other.name)
+
+    def to_character_book(self) -> dict[str, Any]:
+        """The book in a card's ``character_book`` shape."""
+        book: dict[str, Any] = {"name": self.name, "scan_depth": self.scan_depth,
+                                "recursive_scanning": self.recursive, "extensions": {},
+                                "entries": [e.to_character_book() for e in self.entries]}
+        if self.token_budget:
+            book["token_budget"] = self.token_budget
+        return book
+
+    def activate(self, messages: Sequence[str], *, recursive: bool | None = None) -> list[Activation]:
+        """Entries fired by the newest messages (``messages`` oldest first), in budget order."""
+        recursive = self.recursive if recursive is None else recursive
+        fired: dict[int, Activation] = {}
+        live = [(i, e) for i, e in enumerate(self.entries) if e.enabled and e.content.strip()]
+        for i, e in live:
+            if e.constant:
+                fired[i] = Activation(e, "constant")
+                continue
+            depth = self.scan_depth if e.scan_depth is None else e.scan_depth
+            window = "\n".join(messages[-depth:]) if depth > 0 else ""
+            key = e.match(window) if window else None
+            if key is not None:
+                fired[i] = Activation(e, key)
+        for _ in range(MAX_RECURSION if recursive else 0):
+            text = "\n".join(a.entry.content for a in fired.values() if not a.entry.prevent_recursion)
+            new = {}
+            for i, e in live:
+                if i in fired or e.exclude_recursion:
+                    continue
+                key = e.match(text)
+                if key is not None:
+                    new[i] = Activation(e, key, recursive=True)
+            if not new:
+                break
+            fired.update(new)
+        return sorted(fired.values(), key=lambda a: (not a.entry.constant, -a.entry.priority,
+                                                     -a.entry.insertion_order, a.entry.id))
+
+
+def load_lorebooks(paths: Iterable[str | os.PathLike | Lorebook | None]) -> Lorebook | None:
+    """Merge lorebooks (files or objects); ``None`` when there are none."""
+    books = [p if isinstance(p, Lorebook) else Lorebook.load(p) for p in paths if p is not None]
+    if not books:
+        return None
+    merged = books[0]
+    for b in books[1:]:
+        merged = merged + b
+    return merged

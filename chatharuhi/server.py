@@ -1,0 +1,382 @@
+"""An OpenAI-compatible HTTP server where the *model* is the character: ``chatharuhi serve``.
+
+``GET /v1/models`` lists the characters; ``POST /v1/chat/completions`` with ``model=<name or alias>``
+runs the whole pipeline (retrieval over the last user message, packing under the upstream model's
+budget, post-processing) and forwards to the configured backend, streamed (SSE) or not. Any OpenAI
+client works unchanged. How the incoming ``messages`` are read:
+
+- the last message must be the user's: it is the query; earlier user/assistant messages become the
+  history (consecutive user messages are joined; an assistant message with no user message before it,
+  such as a greeting, becomes a turn with empty user text); a ``name:「…」`` wrapper is stripped;
+- ``system`` / ``developer`` messages are ignored: the character's own system prompt is used, so a
+  front end's generic prompt cannot turn the character into someone else;
+- the user's in-story name: the ``X-Chatharuhi-User-Role`` header (UTF-8, or percent-encoded), else the
+  ``user`` field, else the name in the last message's ``name:「…」`` wrapper, else the character's default;
+- ``session_id`` (an extra body field; ``extra_body={"session_id": ...}`` in the SDK) uses the server's
+  session store: its saved turns are the history (earlier ``messages`` are ignored) and the completed
+  turn is saved. ``POST /v1/sessions`` creates one, ``GET /v1/sessions/{id}`` exports it.
+
+A reply is recorded only when it completes: a client that disconnects mid-stream stops the generation
+(the upstream request is closed at the next chunk) and nothing is saved.
+"""
+
+
+# no "from __future__ import annotations": FastAPI reads the handlers' annotations at runtime
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Iterable, Iterator, Sequence
+
+from .backends.base import Backend
+from .errors import BackendUnavailable, ChatHaruhiError, InputError
+from .server_api import ChatRequest, error_body, error_status, install_error_handlers, parse_request, sse
+from .types import Message, Turn
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+ENV_API_KEY = "CHATHARUHI_API_KEY"
+USER_ROLE_HEADER = "x-chatharuhi-user-role"
+WORKER_THREADS = 256  # blocking backend streams run in threads: one per open stream, up to this many
+INSTALL_HINT = "pip install 'chatharuhi[web]'"
+_WRAPPED = re.compile(r"^\s*(?P<name>[^:：「」\n]{1,40}?)\s*[:：]\s*「(?P<text>.*)」\s*$", re.S)
+
+logger = logging.getLogger("chatharuhi.server")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def unwrap(text: str) -> tuple[str | None, str]:
+    """``'阿虚:「你好」'`` -> ``('阿虚', '你好')``; other text -> ``(None, text)``."""
+    m = _WRAPPED.match(text)
+    return (m["name"].strip(), m["text"]) if m else (None, text)
+
+
+def to_turns(messages: Sequence[tuple[str, str]], user_role: str) -> tuple[list[Turn], str, str | None]:
+    """OpenAI ``(role, content)`` messages -> (history turns, the query, the query's wrapper name)."""
+    convo = [(r, c) for r, c in messages if r in ("user", "assistant")]
+    if not convo or convo[-1][0] != "user":
+        raise InputError("the last message must be the user's: it is what the character answers")
+    turns: list[Turn] = []
+    pending: list[tuple[str | None, str]] = []
+    for role, content in convo[:-1]:
+        name, text = unwrap(content)
+        if role == "user":
+            pending.append((name, text))
+            continue
+        names = [n for n, _ in pending if n]
+        turns.append(Turn(names[-1] if names else user_role, "\n".join(t for _, t in pending), text))
+        pending = []
+    name, query = unwrap(convo[-1][1])
+    pending.append((name, query))
+    names = [n for n, _ in pending if n]
+    return turns, "\n".join(t for _, t in pending), names[-1] if names else None
+
+
+class _TimedBackend(Backend):
+    """Wraps the shared backend to measure upstream time to first chunk (reported as ``Server-Timing``)."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.name, self.context_window = inner, inner.name, inner.context_window
+
+    def stream(self, messages: Sequence[Message], _timing: dict | None = None, **options: Any) -> Iterator[str]:
+        start = perf_counter()
+        inner = self.inner.stream(messages, **options)
+        try:
+            for chunk in inner:
+                if _timing is not None and "upstream" not in _timing:
+                    _timing["upstream"] = (perf_counter() - start) * 1e3
+                yield chunk
+        finally:
+            close = getattr(inner, "close", None)
+            if close:
+                close()
+
+    def token_counter(self):
+        return self.inner.token_counter()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class BotPool:
+    """One shared ``ChatHaruhi`` per character, created on first use; safe to use from many threads."""
+
+    backend: Backend
+    characters_dir: Any = None
+    bot_options: dict[str, Any] = field(default_factory=dict)
+    _bots: dict[str, Any] = field(default_factory=dict)  # folder name -> bot
+    _names: dict[str, str] = field(default_factory=dict)  # requested name (casefolded) -> folder name
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _building: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def get(self, model: str):
+        """The chatbot for ``model`` (a folder name or alias); ``CharacterNotFound`` lists the names."""
+        key = model.strip().casefold()
+        folder = self._names.get(key)
+        if folder is not None:
+            return self._bots[folder]
+        from .chatbot import ChatHaruhi
+        from .discovery import find_entry
+
+        entry = find_entry(model, self.characters_dir)  # raises for unknown names and paths
+        if entry.error is not None:
+            raise entry.error
+        with self._lock:
+            build_lock = self._building.setdefault(entry.name, threading.Lock())
+        with build_lock:  # one build per character; other characters are not held up
+            bot = self._bots.get(entry.name)
+            if bot is None:
+                bot = ChatHaruhi(entry.path, llm=self.backend, **self.bot_options)
+                self._bots[entry.name] = bot
+        self._names[key] = entry.name
+        return bot
+
+    def models(self) -> list[dict[str, Any]]:
+        """``/v1/models`` entries: id = folder name, with aliases and a description."""
+        from .discovery import list_characters
+
+        out = []
+        for e in list_characters(self.characters_dir):
+            if e.error is not None or e.manifest is None:
+                continue
+            m = e.manifest
+            out.append({"id": e.name, "object": "model", "created": 0, "owned_by": "chatharuhi",
+                        "aliases": e.aliases[1:], "display_name": m.display_name or e.name,
+                        "language": m.language, "description": m.description, "greeting": m.greeting})
+        return out
+
+
+def _header_text(value: str | None) -> str | None:
+    """A header value as the client meant it: raw UTF-8 bytes or percent-encoding both work."""
+    if not value:
+        return None
+    from urllib.parse import unquote
+
+    try:
+        value = value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        pass
+    return unquote(value).strip() or None
+
+
+def create_app(
+    llm: Backend | str | None = None,
+    *,
+    characters_dir: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+    api_key: str | None = None,
+    sessions: Any = None,
+    sessions_path: str | os.PathLike | None = None,
+    llm_options: dict[str, Any] | None = None,
+    **bot_options: Any,
+):
+    """The FastAPI app. ``bot_options`` configure each character's ``ChatHaruhi`` (embedder=, top_k=, ...)."""
+    try:
+        import anyio
+        from fastapi import FastAPI, Request
+        from fastapi.responses import JSONResponse, StreamingResponse
+    except ImportError as exc:
+        raise BackendUnavailable(f"the server needs FastAPI and uvicorn ({exc.name} is missing): {INSTALL_HINT}") \
+            from None
+    from .backends.registry import resolve_backend
+
+    backend = _TimedBackend(resolve_backend(llm, **(llm_options or {})))
+    pool = BotPool(backend, characters_dir, bot_options)
+    limiter = anyio.CapacityLimiter(WORKER_THREADS)
+    state: dict[str, Any] = {"store": sessions}
+
+    def store():
+        if state["store"] is None:
+            from .sessions import SessionStore
+
+            state["store"] = SessionStore(sessions_path)
+        return state["store"]
+
+    app = FastAPI(title="chatharuhi", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.pool = pool
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            token = given[7:] if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode(), api_key.encode()):
+                msg = "Incorrect or missing API key: send 'Authorization: Bearer <key>' (the server's --api-key)"
+                return JSONResponse(error_body(msg, "invalid_request_error", code="invalid_api_key"), status_code=401)
+        return await call_next(request)
+
+    def run(fn, *args, **kwargs):
+        return anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=limiter)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return {"object": "list", "data": await run(pool.models)}
+
+    @app.get("/v1/models/{model:path}")
+    async def get_model(model: str) -> dict:
+        bot = await run(pool.get, model)
+        return next(m for m in await run(pool.models) if m["id"] == bot.character.path.name)
+
+    @app.post("/v1/sessions")
+    async def create_session(request: Request) -> dict:
+        body = await parse_request(request, None)
+        model, role = body.get("model"), body.get("user_role")
+        if not isinstance(model, str) or (role is not None and not isinstance(role, str)):
+            raise InputError("send {\"model\": <character>, \"user_role\": <your name in the story, optional>}")
+        bot = await run(pool.get, model)
+        session = await run(store().create, bot.character.name, role or bot.user_role, body.get("title"))
+        return session.as_dict()
+
+    @app.get("/v1/sessions/{session_id}")
+    async def export_session(session_id: str) -> JSONResponse:
+        return JSONResponse(json.loads(await run(store().export, session_id, "json")))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        received = perf_counter()
+        req: ChatRequest = await parse_request(request, ChatRequest)
+        bot = await run(pool.get, req.model)
+        header_role = _header_text(request.headers.get(USER_ROLE_HEADER))
+        chosen = header_role or req.user  # the caller's choice names every unwrapped user message
+        turns, text, wrapped_name = to_turns(req.conversation(), chosen or bot.user_role)
+        role = chosen or wrapped_name or None
+        session = None
+        if req.session_id is not None:
+            session = await run(store().get, req.session_id)
+            if session.character != bot.character.name:
+                raise InputError(f"session {session.id} belongs to {session.character!r}, not {bot.character.name!r}")
+            turns = await run(store().turns, session.id)
+            role = role or session.user_role
+        timing: dict[str, float] = {}
+        reply = await run(bot.stream, text, role, history=turns, _timing=timing, **req.options())
+        chunks = iter(reply)
+        end = object()
+        first = await run(next, chunks, end)  # before any header: an upstream failure gets a proper status
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        trace = reply.trace
+        timing.update({k: round(v, 3) for k, v in trace.timings_ms.items()})
+        timing["ttfb"] = (perf_counter() - received) * 1e3
+        headers = {"Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in timing.items()),
+                   "X-Chatharuhi-Character": bot.character.name}
+        if session is not None:
+            headers["X-Chatharuhi-Session"] = session.id
+
+        def record() -> None:
+            if session is not None:
+                store().append_turn(session.id, Turn(reply.plan.user_role, text, reply.text()), trace.as_dict())
+
+        def usage() -> dict[str, int]:
+            completion = bot.counter.count(reply.text())
+            return {"prompt_tokens": trace.total_tokens, "completion_tokens": completion,
+                    "total_tokens": trace.total_tokens + completion}
+
+        if not req.stream:
+            rest = await run(lambda: "".join(chunks))
+            await run(record)
+            content = ("" if first is end else first) + rest
+            message = {"role": "assistant", "content": content, "refusal": None}
+            return JSONResponse({"id": ident, "object": "chat.completion", "created": created, "model": req.model,
+                                 "choices": [{"index": 0, "message": message, "logprobs": None,
+                                              "finish_reason": "stop"}],
+                                 "usage": await run(usage), "system_fingerprint": None}, headers=headers)
+
+        def event(delta: dict, finish: str | None = None) -> bytes:
+            return sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                        "system_fingerprint": None,
+                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+        async def body():
+            done = False
+            try:
+                yield event({"role": "assistant", "content": ""})
+                chunk = first
+                while chunk is not end:
+                    yield event({"content": chunk})
+                    chunk = await run(next, chunks, end)
+                await run(record)  # the reply is complete: only now is anything saved
+                done = True
+                yield event({}, "stop")
+                if req.stream_options and req.stream_options.get("include_usage"):
+                    yield sse({"id": ident, "object": "chat.completion.chunk", "created": created,
+                               "model": req.model, "choices": [], "usage": await run(usage)})
+                yield b"data: [DONE]\n\n"
+            except ChatHaruhiError as exc:  # headers are sent: the error goes in the stream, as OpenAI does
+                logger.warning("stream failed: %s", exc)
+                yield sse(error_body(str(exc), *error_status(exc)[1:]))
+            finally:
+                if not done:
+                    with anyio.CancelScope(shield=True):  # closes the upstream request; nothing was recorded
+                        await run(chunks.close)
+
+        return _DisconnectAwareStream(body(), media_type="text/event-stream",
+                                      headers={**headers, "Cache-Control": "no-cache"})
+
+    _DisconnectAwareStream = _disconnect_aware(StreamingResponse, anyio)
+    return app
+
+
+def _disconnect_aware(StreamingResponse, anyio):
+    """A streaming response that stops its body as soon as the client disconnects (not at the next send)."""
+
+    class DisconnectAwareStream(StreamingResponse):
+        async def __call__(self, scope, receive, send) -> None:
+            async with anyio.create_task_group() as tg:
+
+                async def stream() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:  # the client went away while we were sending
+                        pass
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await self.body_iterator.aclose()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                tg.cancel_scope.cancel()
+
+    return DisconnectAwareStream
+
+
+def serve(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    api_key: str | None = None,
+    log_level: str = "info",
+    **app_options: Any,
+) -> None:
+    """Run the server with uvicorn; refuses a non-loopback address without an API key."""
+    api_key = api_key or os.environ.get(ENV_API_KEY) or None
+    if not is_loopback(host) and not api_key:
+        raise InputError(f"refusing to listen on {host} without an API key: anyone who can reach it could use "
+                         f"your backend. Pass --api-key KEY or set {ENV_API_KEY} (or bind to 127.0.0.1)")
+    try:
+        import uvicorn
+    except ImportError:
+        raise BackendUnavailable(f"the server needs uvicorn: {INSTALL_HINT}") from None
+    app = create_app(api_key=api_key, **app_options)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+

@@ -1,0 +1,263 @@
+"""The server's wire format: the validated request, body limits and OpenAI-style JSON errors.
+
+Every error a client can cause is answered as OpenAI does, ``{"error": {"message", "type", "param",
+"code"}}`` with a 4xx status; anything unexpected is a 500 with a generic message (the traceback goes to
+the server log, never to the client).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from .errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BudgetError,
+    CharacterNotFound,
+    ChatHaruhiError,
+    InputError,
+    MissingAPIKey,
+    SessionError,
+    SessionNotFound,
+)
+
+MAX_BODY_BYTES = 1_000_000  # a request body larger than this is refused (413) before it is parsed
+MAX_MESSAGES = 256  # messages per request; older turns beyond the history budget are dropped anyway
+MAX_NAME_CHARS = 40  # the user's in-story name (``user`` field or header)
+
+logger = logging.getLogger("chatharuhi.server")
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|.*\[.*\])$")
+
+
+class APIError(Exception):
+    """An error answered to the client as-is."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+
+def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_status(exc: Exception) -> tuple[int, str, str | None, str | None]:
+    """(HTTP status, error type, param, code) for an exception."""
+    if isinstance(exc, APIError):
+        return exc.status, exc.type, exc.param, exc.code
+    if isinstance(exc, CharacterNotFound):
+        return 404, "invalid_request_error", "model", "model_not_found"
+    if isinstance(exc, SessionNotFound):
+        return 404, "invalid_request_error", "session_id", "session_not_found"
+    if isinstance(exc, (InputError, BudgetError)):
+        return 400, "invalid_request_error", None, None
+    if isinstance(exc, SessionError):
+        return 503, "server_error", None, "session_store_unavailable"
+    if isinstance(exc, BackendTimeout):
+        return 504, "server_error", None, "upstream_timeout"
+    if isinstance(exc, (BackendUnavailable, MissingAPIKey)):
+        return 503, "server_error", None, "backend_unavailable"
+    if isinstance(exc, BackendError):
+        return 502, "server_error", None, "upstream_error"
+    return 500, "server_error", None, None
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    """One server-sent event carrying ``payload`` as JSON."""
+    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+class ContentPart(BaseModel):
+    """One part of a multi-part message; only text parts are understood."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One incoming message. Tool-call fields are accepted (some clients echo them) and ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: Any = None
+    tool_call_id: Any = None
+    function_call: Any = None
+    refusal: Any = None
+    audio: Any = None
+
+    def text(self) -> str:
+        """The message's text; a non-text part is an error."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise APIError(400, f"message parts of type {part.type!r} are not supported: send text",
+                               param="messages")
+        return "".join(p.text or "" for p in self.content)
+
+
+class ChatRequest(BaseModel):
+    """``POST /v1/chat/completions``. Unknown fields are refused, as OpenAI does, so a typo fails loudly;
+    OpenAI's sampling fields that a character chat does not use are accepted and ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: StrictBool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    user: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    session_id: str | None = Field(None, min_length=1, max_length=100)
+    n: Literal[1] | None = None
+    # accepted, ignored
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    seed: Any = None
+    logit_bias: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    response_format: Any = None
+    metadata: Any = None
+    store: Any = None
+    parallel_tool_calls: Any = None
+    service_tier: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    reasoning_effort: Any = None
+    top_k: Any = None
+    min_p: Any = None
+    repetition_penalty: Any = None
+
+    @field_validator("model")
+    @classmethod
+    def _not_a_path(cls, value: str) -> str:
+        if "/" in value or "\\" in value or ".." in value or "\x00" in value:
+            raise ValueError("must be a character name or alias (see GET /v1/models), not a path")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _a_name(cls, value: str | None) -> str | None:
+        if value is not None and any(c in value for c in "\n\r「」:："):
+            raise ValueError("the user's in-story name must be one line without ':' or '「」'")
+        return value.strip() or None if value is not None else None
+
+    def conversation(self) -> list[tuple[str, str]]:
+        """``(role, text)`` of each message; unpaired surrogates (invalid UTF-8 in disguise) are refused."""
+        out = []
+        for i, m in enumerate(self.messages):
+            text = m.text()
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(400, f"messages[{i}].content is not valid Unicode (an unpaired surrogate)",
+                               param=f"messages.{i}.content") from None
+            out.append((m.role, text))
+        return out
+
+    def options(self) -> dict[str, Any]:
+        """Sampling options forwarded to the backend."""
+        given = {"temperature": self.temperature, "top_p": self.top_p,
+                 "max_tokens": self.max_tokens or self.max_completion_tokens,
+                 "stop": [self.stop] if isinstance(self.stop, str) else self.stop}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def _validation_error(exc: ValidationError | Any) -> APIError:
+    first = exc.errors()[0]
+    # a union's loc names the member type tried last ("messages.0.content.str"): leave it out
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _TYPE_TAG.match(str(p))]
+    param = ".".join(loc) or None
+    if first.get("type") == "extra_forbidden":
+        return APIError(400, f"Unrecognized request argument supplied: {param}", param=param)
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "too_short" and param == "messages":
+        message = "messages must not be empty: send at least one user message"
+    return APIError(400, f"Invalid value for '{param}': {message}" if param else message, param=param)
+
+
+async def parse_request(request: Any, model: type[BaseModel] | None) -> Any:
+    """Read the body (at most ``MAX_BODY_BYTES``), decode UTF-8 strictly, parse JSON, validate."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise APIError(413, f"request body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}",
+                       code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise APIError(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes", code="request_too_large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise APIError(400, f"request body is not valid UTF-8 (bad byte at offset {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
+        raise APIError(400, f"request body is not valid JSON{where}: {getattr(exc, 'msg', exc)}") from None
+    if not isinstance(data, dict):
+        raise APIError(400, f"request body must be a JSON object, not {type(data).__name__}")
+    if model is None:
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def install_error_handlers(app: Any) -> None:
+    """Answer every error in OpenAI's JSON shape; never a traceback."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    def respond(status: int, message: str, type: str, param: str | None = None, code: str | None = None):
+        return JSONResponse(error_body(message, type, param, code), status_code=status)
+
+    async def api_error(request, exc: APIError):
+        return respond(exc.status, exc.message, exc.type, exc.param, exc.code)
+
+    async def library_error(request, exc: ChatHaruhiError):
+        status, type, param, code = error_status(exc)
+        if status >= 500:
+            logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        return respond(status, str(exc), type, param, code)
+
+    async def validation_error(request, exc: RequestValidationError):
+        err = _validation_error(exc)
+        return respond(err.status, err.message, err.type, err.param, err.code)
+
+    async def http_error(request, exc: HTTPException):
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        message = f"Unknown path {request.method} {request.url.path}" if exc.status_code in (404, 405) \
+            else str(exc.detail)
+        return respond(exc.status_code, message, kind, code=str(exc.status_code))
+
+    async def unexpected(request, exc: Exception):
+        logger.exception("unexpected error in %s %s", request.method, request.url.path)
+        return respond(500, "internal server error (the server log has the details)", "server_error")
+
+    app.add_exception_handler(APIError, api_error)
+    app.add_exception_handler(ChatHaruhiError, library_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

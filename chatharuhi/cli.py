@@ -1,4 +1,4 @@
-"""The command line: ``chatharuhi list | chat | ask | validate | index | eval | demo``."""
+"""The command line: ``chatharuhi list | chat | ask | validate | index | eval | demo | build-dataset | train``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Sequence
 
 from .errors import ChatHaruhiError
 from .interop import commands as _interop_commands
+from .training import commands as _training_commands
 
 CHAT_HELP = "commands: /reset  /trace  /save FILE  /quit  (Ctrl-C stops a reply, Ctrl-D quits)"
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(sub)
     _add_serve_parser(sub)
     _interop_commands.add_parsers(sub)
+    _training_commands.add_parsers(sub)
     return parser
 
 
@@ -269,6 +271,7 @@ COMMANDS["eval"] = cmd_eval
 COMMANDS["demo"] = cmd_demo
 COMMANDS["serve"] = cmd_serve
 COMMANDS.update(_interop_commands.COMMANDS)  # import, export, pull
+COMMANDS.update(_training_commands.COMMANDS)  # build-dataset, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:

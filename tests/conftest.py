@@ -54,3 +54,27 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"fixture data missing: {FIXTURES} (the shared/ folder must sit beside the checkout)")
     return FIXTURES
+
+
+# CI sets CHATHARUHI_REQUIRE_ALL=1: there a skipped test (a missing optional dependency, say) is a failure,
+# so no test can silently stop running. Locally, tests of extras you did not install are skipped.
+def _require_all() -> bool:
+    return os.environ.get("CHATHARUHI_REQUIRE_ALL") == "1"
+
+
+def _fail_skip(report) -> None:
+    if report.skipped and _require_all():
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but CHATHARUHI_REQUIRE_ALL=1 requires every test to run: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_skip(outcome.get_result())

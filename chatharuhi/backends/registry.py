@@ -17,7 +17,14 @@ import threading
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from ..config import EMBEDDED_BUDGET, EMBEDDED_FILE, EMBEDDED_INSTALL, ENV_BACKEND, ENV_OPENAI_API_KEY, ENV_OPENAI_BASE_URL
+from ..config import (
+    EMBEDDED_BUDGET,
+    EMBEDDED_FILE,
+    EMBEDDED_INSTALL,
+    ENV_BACKEND,
+    ENV_OPENAI_API_KEY,
+    ENV_OPENAI_BASE_URL,
+)
 from ..errors import BackendUnavailable, UnknownBackend
 from .base import Backend
 

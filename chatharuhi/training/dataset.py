@@ -135,7 +135,8 @@ def build_dataset(characters: Sequence[str | os.PathLike | Character], out: str 
     from ..backends.scripted import ScriptedBackend
 
     if not characters:
-        raise InputError("no characters given: name at least one, e.g. chatharuhi build-dataset haruhi --out data.jsonl")
+        raise InputError("no characters given: name at least one, e.g. "
+                         "chatharuhi build-dataset haruhi --out data.jsonl")
     llm = resolve_backend(backend) if backend is not None else ScriptedBackend()
     counter = llm.token_counter()
     paths = split_paths(out)

@@ -15,7 +15,8 @@ Defaults, chosen for a 7B base on one 24–80 GB GPU (all overridable):
     length    2048 tokens (prompt + target)
 
 The output folder is a PEFT adapter folder that ``TransformersBackend(adapters={name: folder})``
-loads; ``checkpoint-*`` folders beside it let ``resume=True`` continue an interrupted run, and
+loads; ``checkpoint-*`` folders beside it let ``resume=True`` continue an interrupted run (with the
+checkpoint's own LoRA rank, alpha and targets, whatever is passed), and
 ``loss.jsonl`` holds every logged loss (one JSON object a line; the Trainer prints them too).
 """
 
@@ -112,6 +113,15 @@ def _encode_all(tokenizer: Any, samples: list[dict], max_length: int) -> tuple[l
     return encoded, skipped
 
 
+def _checkpointing(transformers: Any, on: bool) -> dict[str, Any]:
+    """Gradient checkpointing under the name this transformers uses (v5 renamed it activation_checkpointing)."""
+    import inspect
+
+    names = inspect.signature(transformers.TrainingArguments).parameters
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def _last_checkpoint(out: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -155,6 +165,10 @@ def train(base: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLi
         raise InputError(f"none of the LoRA target modules {list(config.target_modules)} exist in {base}")
     lora = peft.LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                            target_modules=targets, task_type="CAUSAL_LM")
+    if checkpoint:  # the checkpoint's own shape wins: a different --rank would not load into it
+        saved = json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8"))
+        lora = peft.LoraConfig(r=saved["r"], lora_alpha=saved["lora_alpha"], lora_dropout=saved["lora_dropout"],
+                               target_modules=sorted(saved["target_modules"]), task_type="CAUSAL_LM")
     model = peft.get_peft_model(model, lora)
 
     args = transformers.TrainingArguments(
@@ -162,8 +176,7 @@ def train(base: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLi
         learning_rate=config.lr, lr_scheduler_type=config.scheduler, warmup_steps=config.warmup,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, bf16=bf16, fp16=cuda and not bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **_checkpointing(transformers, config.gradient_checkpointing),
         logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, eval_strategy="epoch" if val_set else "no",
         report_to="none", remove_unused_columns=False, seed=config.seed, use_cpu=not cuda,

@@ -26,6 +26,7 @@ _EXPORTS = {
     "BudgetError": ".errors",
     "Character": ".character",
     "CharacterError": ".errors",
+    "CharacterImportError": ".errors",
     "CharacterNotFound": ".errors",
     "ChatHaruhi": ".chatbot",
     "ChatHaruhiError": ".errors",
@@ -34,15 +35,20 @@ _EXPORTS = {
     "InputError": ".errors",
     "InvalidCharacter": ".errors",
     "Line": ".types",
+    "Lorebook": ".lorebook",
     "Manifest": ".character",
     "Message": ".types",
     "MissingAPIKey": ".errors",
     "ModelError": ".errors",
-    "Plan": ".chatbot",
-    "Reply": ".chatbot",
+    "Persona": ".persona",
+    "Plan": ".reply",
+    "Reply": ".reply",
     "Scene": ".types",
     "ScoredScene": ".types",
+    "Session": ".sessions",
     "SessionError": ".errors",
+    "SessionNotFound": ".errors",
+    "SessionStore": ".sessions",
     "TemplateError": ".errors",
     "Trace": ".types",
     "Turn": ".types",
@@ -69,6 +75,7 @@ __all__ = [
     "BudgetError",
     "Character",
     "CharacterError",
+    "CharacterImportError",
     "CharacterNotFound",
     "ChatHaruhi",
     "ChatHaruhiError",
@@ -77,15 +84,20 @@ __all__ = [
     "InputError",
     "InvalidCharacter",
     "Line",
+    "Lorebook",
     "Manifest",
     "Message",
     "MissingAPIKey",
     "ModelError",
+    "Persona",
     "Plan",
     "Reply",
     "Scene",
     "ScoredScene",
+    "Session",
     "SessionError",
+    "SessionNotFound",
+    "SessionStore",
     "TemplateError",
     "Trace",
     "Turn",
@@ -118,7 +130,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .backends.base import Backend
     from .backends.registry import available_backends, get_backend, register_backend
     from .character import Character, Manifest, load_character
-    from .chatbot import ChatHaruhi, Plan, Reply
+    from .chatbot import ChatHaruhi
     from .discovery import find_character, list_characters
     from .embeddings import Embedder, get_embedder
     from .errors import (
@@ -130,6 +142,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         BackendUnavailable,
         BudgetError,
         CharacterError,
+        CharacterImportError,
         CharacterNotFound,
         ChatHaruhiError,
         EmbedderError,
@@ -138,8 +151,20 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         MissingAPIKey,
         ModelError,
         SessionError,
+        SessionNotFound,
         TemplateError,
         UnknownBackend,
     )
+    from .lorebook import Lorebook
     from .packing import Budget, pack
-    from .types import Line, Message, Scene, ScoredScene, Trace, Turn
+    from .persona import Persona
+    from .reply import Plan, Reply
+    from .sessions import Session, SessionStore
+    from .types import (
+        Line,
+        Message,
+        Scene,
+        ScoredScene,
+        Trace,
+        Turn,
+    )

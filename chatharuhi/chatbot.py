@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
 
 from .backends.base import Backend
 from .backends.registry import resolve_backend
@@ -35,7 +35,9 @@ from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
 from .persona import Persona, fill_macros
 from .postprocess import ReplyFilter
 from .prompts import PromptSet
-from .types import Message, PartTrace, Trace, Turn
+from .reply import Plan, Reply
+from .sessions import open_session
+from .types import PartTrace, Trace, Turn
 
 if TYPE_CHECKING:
     from .sessions import Session, SessionStore
@@ -43,88 +45,11 @@ if TYPE_CHECKING:
 CONVERSATION_FORMAT = "chatharuhi.conversation/1"
 
 
-@dataclass
-class Plan:
-    """Everything decided before the model is called: the messages and why they look that way."""
-
-    messages: list[Message]
-    trace: Trace
-    user_role: str
-    text: str
-
-
-class Reply:
-    """A streamed reply: iterate it for chunks; ``text()`` joins it. History is updated on completion."""
-
-    def __init__(self, bot: "ChatHaruhi", plan: Plan, options: dict[str, Any],
-                 commit: bool | Callable[[Plan, str], None] = True):
-        self.bot, self.plan, self.options, self.commit = bot, plan, options, commit
-        self._text: str | None = None
-        self._started = False
-
-    @property
-    def trace(self) -> Trace:
-        """The packing trace of this turn."""
-        return self.plan.trace
-
-    def __iter__(self) -> Iterator[str]:
-        if self._text is not None:  # replay a finished reply
-            yield self._text
-            return
-        if self._started:
-            raise RuntimeError("this reply is already being streamed")
-        self._started = True
-        filt = self.bot._filter()
-        parts: list[str] = []
-        stream = self.bot.backend.stream(self.plan.messages, **self.options)
-        try:
-            for chunk in stream:
-                out = filt.feed(chunk) if filt else chunk
-                if out:
-                    parts.append(out)
-                    yield out
-                if filt and filt.stopped:
-                    break
-            tail = filt.finish() if filt else ""
-            if tail:
-                parts.append(tail)
-                yield tail
-        finally:  # also runs when the consumer stops early: then nothing is committed
-            close = getattr(stream, "close", None)
-            if close:
-                close()
-        self._text = filt.text if filt else "".join(parts)
-        if self.commit:  # True: a new turn; a callable: e.g. regenerate's "replace the last reply"
-            (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
-
-    def text(self) -> str:
-        """The whole reply (streams it if it has not been consumed yet)."""
-        if self._text is None:
-            for _ in self:
-                pass
-        return self._text or ""
-
-    def __str__(self) -> str:
-        return self.text()
-
-
 def _warm_in_background(embedder: Embedder) -> None:
     """Load the embedder's model in a daemon thread, if it loads lazily (its lock prevents a double load)."""
     warm = getattr(embedder, "warm", None)
     if callable(warm) and getattr(embedder, "_model", True) is None:
         threading.Thread(target=warm, name="chatharuhi-warm-embedder", daemon=True).start()
-
-
-def _open_session(session: "str | Session | None", sessions: "SessionStore | None"):
-    """The store and the saved session to resume (a store is opened in the home folder if only an id is given)."""
-    if session is None and sessions is None:
-        return None, None
-    from .sessions import Session, SessionStore
-
-    store = sessions if sessions is not None else SessionStore()
-    if session is None:
-        return store, None
-    return store, store.get(session.id if isinstance(session, Session) else str(session))
 
 
 class ChatHaruhi:
@@ -162,7 +87,7 @@ class ChatHaruhi:
             from .interop.pull import pull_role
 
             character = load_character(pull_role(role_from_hf))
-        self.sessions, self.session = _open_session(session, sessions)
+        self.sessions, self.session = open_session(session, sessions)
         if role is None and character is None and self.session is not None:
             role = self.session.character
         if character is None:

@@ -120,3 +120,14 @@ def find_character(name: str, characters_dir: PathLike | Iterable[PathLike] | No
 def list_characters(characters_dir: PathLike | Iterable[PathLike] | None = None) -> list[CharacterEntry]:
     """Every character entry, sorted by name; broken ones carry their error."""
     return sorted(scan(characters_dir).values(), key=lambda e: e.name.casefold())
+
+
+def resolve_character(ref: "str | os.PathLike | Character",
+                      characters_dir: PathLike | Iterable[PathLike] | None = None) -> Character:
+    """A ``Character`` from a loaded one, a folder path, or a name or alias to look up."""
+    if isinstance(ref, Character):
+        return ref
+    path = Path(os.fspath(ref)).expanduser()
+    if isinstance(ref, os.PathLike) or (os.sep in str(ref) and path.is_dir()):
+        return load_character(path)
+    return find_character(str(ref), characters_dir)

@@ -344,3 +344,13 @@ class SessionStore:
 
     def __repr__(self) -> str:
         return f"SessionStore({str(self.path)!r})"
+
+
+def open_session(session: "str | Session | None", sessions: "SessionStore | None"):
+    """The store and the saved session to resume (a store is opened in the home folder if only an id is given)."""
+    if session is None and sessions is None:
+        return None, None
+    store = sessions if sessions is not None else SessionStore()
+    if session is None:
+        return store, None
+    return store, store.get(session.id if isinstance(session, Session) else str(session))

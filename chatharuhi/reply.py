@@ -1,0 +1,76 @@
+"""A streamed reply and the plan it answers: iterate for chunks; history is committed on completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from .types import Message, Trace
+
+if TYPE_CHECKING:
+    from .chatbot import ChatHaruhi
+
+
+@dataclass
+class Plan:
+    """Everything decided before the model is called: the messages and why they look that way."""
+
+    messages: list[Message]
+    trace: Trace
+    user_role: str
+    text: str
+
+
+class Reply:
+    """A streamed reply: iterate it for chunks; ``text()`` joins it. History is updated on completion."""
+
+    def __init__(self, bot: "ChatHaruhi", plan: Plan, options: dict[str, Any],
+                 commit: bool | Callable[[Plan, str], None] = True):
+        self.bot, self.plan, self.options, self.commit = bot, plan, options, commit
+        self._text: str | None = None
+        self._started = False
+
+    @property
+    def trace(self) -> Trace:
+        """The packing trace of this turn."""
+        return self.plan.trace
+
+    def __iter__(self) -> Iterator[str]:
+        if self._text is not None:  # replay a finished reply
+            yield self._text
+            return
+        if self._started:
+            raise RuntimeError("this reply is already being streamed")
+        self._started = True
+        filt = self.bot._filter()
+        parts: list[str] = []
+        stream = self.bot.backend.stream(self.plan.messages, **self.options)
+        try:
+            for chunk in stream:
+                out = filt.feed(chunk) if filt else chunk
+                if out:
+                    parts.append(out)
+                    yield out
+                if filt and filt.stopped:
+                    break
+            tail = filt.finish() if filt else ""
+            if tail:
+                parts.append(tail)
+                yield tail
+        finally:  # also runs when the consumer stops early: then nothing is committed
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        self._text = filt.text if filt else "".join(parts)
+        if self.commit:  # True: a new turn; a callable: e.g. regenerate's "replace the last reply"
+            (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
+
+    def text(self) -> str:
+        """The whole reply (streams it if it has not been consumed yet)."""
+        if self._text is None:
+            for _ in self:
+                pass
+        return self._text or ""
+
+    def __str__(self) -> str:
+        return self.text()

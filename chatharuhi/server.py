@@ -212,15 +212,8 @@ def create_app(
     app.state.pool = pool
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(token.encode(), api_key.encode()):
-                msg = "Incorrect or missing API key: send 'Authorization: Bearer <key>' (the server's --api-key)"
-                return JSONResponse(error_body(msg, "invalid_request_error", code="invalid_api_key"), status_code=401)
-        return await call_next(request)
+    if api_key:  # a plain ASGI wrapper: Starlette's BaseHTTPMiddleware would re-stream every response body
+        app.add_middleware(_BearerAuth, api_key=api_key)
 
     def run(fn, *args, **kwargs):
         return anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=limiter)
@@ -334,6 +327,26 @@ def create_app(
 
     _DisconnectAwareStream = _disconnect_aware(StreamingResponse, anyio)
     return app
+
+
+class _BearerAuth:
+    """Require ``Authorization: Bearer <key>`` on every ``/v1`` request."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.key = app, api_key.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            token = given[7:] if given[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(token, self.key):
+                from fastapi.responses import JSONResponse
+
+                msg = "Incorrect or missing API key: send 'Authorization: Bearer <key>' (the server's --api-key)"
+                body = error_body(msg, "invalid_request_error", code="invalid_api_key")
+                await JSONResponse(body, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _disconnect_aware(StreamingResponse, anyio):

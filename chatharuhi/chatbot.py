@@ -33,7 +33,7 @@ from .errors import InputError, SessionError
 from .index import index_for
 from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
 from .persona import Persona, fill_macros
-from .postprocess import ReplyFilter
+from .postprocess import PassThrough, ReplyFilter
 from .prompts import PromptSet
 from .reply import Plan, Reply
 from .sessions import open_session
@@ -324,9 +324,9 @@ class ChatHaruhi:
                 options["stop"] = [*options["stop"], tail.strip()] if tail.strip() else options["stop"]
         return options
 
-    def _filter(self) -> ReplyFilter | None:
+    def _filter(self) -> ReplyFilter | PassThrough:
         if not self.postprocess:
-            return None
+            return PassThrough()
         c = self.character
         return ReplyFilter(self._own_names, c.speakers | {self.user_role}, c.manifest.narrators)
 
@@ -348,20 +348,15 @@ class ChatHaruhi:
         """Async twin of ``stream``: yields chunks; history is updated when the reply completes."""
         plan = self.prepare(text, role, history=history)
         filt = self._filter()
-        parts: list[str] = []
         async for chunk in self.backend.astream(plan.messages, **self._options(plan, options)):
-            out = filt.feed(chunk) if filt else chunk
-            if out:
-                parts.append(out)
+            if out := filt.feed(chunk):
                 yield out
-            if filt and filt.stopped:
+            if filt.stopped:
                 break
-        tail = filt.finish() if filt else ""
-        if tail:
-            parts.append(tail)
+        if tail := filt.finish():
             yield tail
         if history is None:
-            self._commit(plan, filt.text if filt else "".join(parts))
+            self._commit(plan, filt.text)
 
     async def achat(self, text: str | None = None, role: str | None = None, *,
                     history: Sequence[Turn] | None = None, **options: Any) -> str:

@@ -138,6 +138,26 @@ def _shares(budget: Budget, available: int, lore: bool = False) -> tuple[int, in
     return story_cap, available - story_cap - lore_cap, lore_cap
 
 
+def _fill(items, cap: int, opening: int, counter: TokenCounter, traces: list[PartTrace], part: str,
+          extra) -> tuple[int, list]:
+    """Greedy fill in rank order: an item that does not fit is skipped, not a stop (a smaller one may fit).
+
+    The first item kept also pays ``opening`` (its block's separator and header). Returns the tokens
+    used and the kept ``(item, unit)`` pairs; appends one ``PartTrace`` per item to ``traces``."""
+    used, kept = 0, []
+    for item in items:
+        unit = _unit(item.text)
+        cost = counter.count(unit) + (0 if kept else opening)
+        if used + cost <= cap:
+            used += cost
+            kept.append((item, unit))
+            traces.append(PartTrace(item.id, cost, True, **extra(item)))
+        else:
+            reason = f"larger than the {part} budget" if cost > cap else f"over the {part} budget"
+            traces.append(PartTrace(item.id, cost, False, reason, **extra(item)))
+    return used, kept
+
+
 def pack(
     system_prompt: str,
     story_header: str,
@@ -185,34 +205,16 @@ def pack(
     separator = counter.count(head) - sys_tokens
     lore_head = _unit(lore_header) if lore_header.strip() else ""
     lore_opening = separator + (counter.count(lore_head) if lore_head else 0)
-    lore_used, lore_kept = 0, []
-    for e in lore:
-        unit = _unit(e.text)
-        cost = counter.count(unit) + (0 if lore_kept else lore_opening)
-        if lore_used + cost <= lore_cap:
-            lore_used += cost
-            lore_kept.append((e, unit))
-            trace.lore.append(PartTrace(e.id, cost, True, key=e.key))
-        else:
-            reason = "larger than the lore budget" if cost > lore_cap else "over the lore budget"
-            trace.lore.append(PartTrace(e.id, cost, False, reason, key=e.key))
+    lore_used, lore_kept = _fill(lore, lore_cap, lore_opening, counter, trace.lore, "lore",
+                                 lambda e: {"key": e.key})
     lore_kept.sort(key=lambda pair: pair[0].order)  # prompt order is insertion order, not budget order
     lore_block = (lore_head + "".join(u for _, u in lore_kept)) if lore_kept else ""
 
     # Story: the system unit gains a separator (unless the lore paid it) and a header with the first scene.
     header = _unit(story_header)
     opening = (0 if lore_kept else separator) + counter.count(header)
-    story_used, included = 0, []
-    for s in scenes:
-        unit = _unit(s.text)
-        cost = counter.count(unit) + (0 if included else opening)
-        if story_used + cost <= story_cap:
-            story_used += cost
-            included.append((s, unit))
-            trace.scenes.append(PartTrace(s.id, cost, True, score=s.score))
-        else:
-            reason = "larger than the story budget" if cost > story_cap else "over the story budget"
-            trace.scenes.append(PartTrace(s.id, cost, False, reason, s.score))
+    story_used, included = _fill(scenes, story_cap, opening, counter, trace.scenes, "story",
+                                 lambda s: {"score": s.score})
 
     # History: newest whole turns, stopping at the first that does not fit.
     history_used, kept = 0, []

@@ -102,6 +102,29 @@ class ReplyFilter:
         return self._emitted
 
 
+class PassThrough:
+    """The same interface as ``ReplyFilter`` with post-processing off: every chunk is kept as it is."""
+
+    stopped = False
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def feed(self, chunk: str) -> str:
+        """Keep the chunk and return it."""
+        self._parts.append(chunk)
+        return chunk
+
+    def finish(self) -> str:
+        """Nothing is held back."""
+        return ""
+
+    @property
+    def text(self) -> str:
+        """Everything fed so far."""
+        return "".join(self._parts)
+
+
 def clean_reply(
     raw: str, own_names: Iterable[str], other_names: Iterable[str] = (), skip_names: Iterable[str] = ()
 ) -> str:

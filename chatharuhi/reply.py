@@ -43,25 +43,20 @@ class Reply:
             raise RuntimeError("this reply is already being streamed")
         self._started = True
         filt = self.bot._filter()
-        parts: list[str] = []
         stream = self.bot.backend.stream(self.plan.messages, **self.options)
         try:
             for chunk in stream:
-                out = filt.feed(chunk) if filt else chunk
-                if out:
-                    parts.append(out)
+                if out := filt.feed(chunk):
                     yield out
-                if filt and filt.stopped:
+                if filt.stopped:
                     break
-            tail = filt.finish() if filt else ""
-            if tail:
-                parts.append(tail)
+            if tail := filt.finish():
                 yield tail
         finally:  # also runs when the consumer stops early: then nothing is committed
             close = getattr(stream, "close", None)
             if close:
                 close()
-        self._text = filt.text if filt else "".join(parts)
+        self._text = filt.text
         if self.commit:  # True: a new turn; a callable: e.g. regenerate's "replace the last reply"
             (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
 

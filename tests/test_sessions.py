@@ -320,3 +320,13 @@ def test_not_a_database_and_closed_store(tmp_path):
     s.close()
     with pytest.raises(SessionError, match="closed"):
         s.list()
+
+
+def test_sessionstore_is_the_contract_and_opens_sqlite_for_a_path(tmp_path):
+    from chatharuhi.sessions import SQLiteSessionStore
+
+    with SessionStore(tmp_path / "c.db") as s:
+        assert type(s) is SQLiteSessionStore and isinstance(s, SessionStore)
+        assert s.get(s.create("haruhi", "阿虚").id).character == "haruhi"
+    with SQLiteSessionStore(tmp_path / "c.db") as s:  # the implementation opens the same file directly
+        assert len(s.list()) == 1

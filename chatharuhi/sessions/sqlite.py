@@ -1,10 +1,7 @@
-"""Persistent conversations: a SQLite store (WAL mode) under the chatharuhi home folder.
+"""The embedded session store: one SQLite file (WAL mode) under the chatharuhi home folder.
 
-Turns are append-only. Regenerating a reply adds a reply row (the newest is current, the older
-ones are kept as alternatives, "swipes"); editing the last user message adds a new turn row that
-supersedes the old one; deleting the last turn sets a flag. Nothing a user said is ever overwritten,
-so a crash (even ``kill -9``) mid-reply loses at most the reply that was being streamed, which was
-never written: a turn is written in one transaction when its reply completes.
+The semantics are the contract's (base.py): append-only turns, one transaction per completed turn,
+so a crash (even ``kill -9``) mid-reply loses at most the reply that was being streamed.
 
     sessions(id, character, user_role, title, created, updated)
     turns(id, session_id, idx, user_role, text, created, deleted, superseded_by)
@@ -23,16 +20,15 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
-from .config import home_dir
-from .errors import SessionError, SessionNotFound
-from .types import Turn
+from ..config import home_dir
+from ..errors import SessionError, SessionNotFound
+from ..types import Turn
+from .base import Session, SessionStore
 
 SESSIONS_FILE = "sessions.sqlite3"
-SESSION_FORMAT = "chatharuhi.session/1"
 DEFAULT_LOCK_TIMEOUT_S = 5.0  # how long a write waits for another writer before giving up
 _SCHEMA_VERSION = 1
 
@@ -71,28 +67,12 @@ CREATE INDEX IF NOT EXISTS replies_turn ON replies(turn_id);
 _LIVE = "deleted = 0 AND superseded_by IS NULL"
 
 
-@dataclass(frozen=True)
-class Session:
-    """One saved conversation: who speaks (character, user's in-story name), its title and times."""
-
-    id: str
-    character: str
-    user_role: str
-    title: str | None
-    created: float
-    updated: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return asdict(self)
-
-
 def default_sessions_path() -> Path:
     """``$CHATHARUHI_HOME/sessions.sqlite3`` (the home folder is created on demand)."""
     return home_dir() / SESSIONS_FILE
 
 
-class SessionStore:
+class SQLiteSessionStore(SessionStore):
     """Sessions and their turns in one SQLite file; safe to share between threads and processes."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = DEFAULT_LOCK_TIMEOUT_S):
@@ -307,11 +287,9 @@ class SessionStore:
             self._touch(db, session_id, now)
 
     # -- export --------------------------------------------------------------------------------------
-    def export(self, session_id: str, format: Literal["json", "jsonl"] = "json") -> str:
-        """The session and its live turns (with alternatives and traces) as JSON, or JSONL (header line first)."""
-        if format not in ("json", "jsonl"):
-            raise SessionError(f"unknown export format {format!r}: use 'json' or 'jsonl'")
-        session = self.get(session_id)
+    def export_records(self, session_id: str) -> list[dict[str, Any]]:
+        """The live turns as export records: index, user_role, text, reply, alternatives, created, trace."""
+        self.get(session_id)
         with self._lock, self._errors("read the session database"):
             turns = self._db.execute(f"SELECT * FROM turns WHERE session_id = ? AND {_LIVE} ORDER BY idx",
                                      (session_id,)).fetchall()
@@ -323,10 +301,7 @@ class SessionStore:
                                 "reply": replies[-1]["text"], "alternatives": [r["text"] for r in replies],
                                 "created": t["created"],
                                 "trace": json.loads(replies[-1]["trace"]) if replies[-1]["trace"] else None})
-        header = {"format": SESSION_FORMAT, "session": session.as_dict()}
-        if format == "json":
-            return json.dumps({**header, "turns": records}, ensure_ascii=False, indent=1)
-        return "\n".join(json.dumps(x, ensure_ascii=False) for x in [header, *records]) + "\n"
+        return records
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -336,21 +311,6 @@ class SessionStore:
                 self._db.close()
                 self._db = None
 
-    def __enter__(self) -> SessionStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
-        return f"SessionStore({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
 
-
-def open_session(session: "str | Session | None", sessions: "SessionStore | None"):
-    """The store and the saved session to resume (a store is opened in the home folder if only an id is given)."""
-    if session is None and sessions is None:
-        return None, None
-    store = sessions if sessions is not None else SessionStore()
-    if session is None:
-        return store, None
-    return store, store.get(session.id if isinstance(session, Session) else str(session))

@@ -1,0 +1,142 @@
+"""The session store contract: what every store (SQLite, PostgreSQL) keeps and promises.
+
+Turns are append-only. Regenerating a reply adds a reply (the newest is current, the older ones are
+kept as alternatives, "swipes"); editing the last user message adds a turn that supersedes the old
+one; deleting the last turn sets a flag. A turn is written in one transaction when its reply
+completes, so a crash mid-reply loses at most the reply that was being streamed, never a saved turn.
+
+``SessionStore(target)`` opens the implementation that fits ``target``: a file path (or nothing:
+the home folder's file) opens SQLite; a ``postgresql://`` URL opens PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from ..errors import SessionError
+from ..types import Turn
+
+SESSION_FORMAT = "chatharuhi.session/1"
+
+
+@dataclass(frozen=True)
+class Session:
+    """One saved conversation: who speaks (character, user's in-story name), its title and times."""
+
+    id: str
+    character: str
+    user_role: str
+    title: str | None
+    created: float
+    updated: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+def _implementation(target: Any) -> type[SessionStore]:
+    from .sqlite import SQLiteSessionStore
+
+    return SQLiteSessionStore
+
+
+class SessionStore(ABC):
+    """Sessions and their turns; safe to share between threads (and processes, through the database)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SessionStore:
+        # ``SessionStore(path)`` keeps meaning "open the store at path": the contract picks its implementation
+        if cls is SessionStore:
+            target = args[0] if args else kwargs.get("path")
+            cls = _implementation(target)
+        return super().__new__(cls)
+
+    # -- sessions ------------------------------------------------------------------------------------
+    @abstractmethod
+    def create(self, character: str, user_role: str, title: str | None = None) -> Session:
+        """Start an empty session."""
+
+    @abstractmethod
+    def get(self, session_id: str) -> Session:
+        """The session with this id; ``SessionNotFound`` if there is none."""
+
+    @abstractmethod
+    def list(self, character: str | None = None, limit: int = 100) -> list[Session]:
+        """Sessions, most recently updated first, optionally of one character only."""
+
+    @abstractmethod
+    def rename(self, session_id: str, title: str) -> None:
+        """Set the session's title."""
+
+    @abstractmethod
+    def delete(self, session_id: str) -> None:
+        """Remove the session and all its turns for good."""
+
+    # -- turns ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def append_turn(self, session_id: str, turn: Turn, trace: dict | None = None) -> int:
+        """Add a completed turn (and its trace) in one transaction; returns its index."""
+
+    @abstractmethod
+    def add_alternative(self, session_id: str, index: int, reply: str, trace: dict | None = None) -> None:
+        """A regenerated reply for turn ``index`` (negative counts from the end): it becomes current."""
+
+    @abstractmethod
+    def turns(self, session_id: str) -> list[Turn]:
+        """The live turns with their current replies, in order."""
+
+    @abstractmethod
+    def alternatives(self, session_id: str, index: int) -> list[str]:
+        """Every reply turn ``index`` has had, oldest first; the last one is current."""
+
+    @abstractmethod
+    def trace(self, session_id: str, index: int) -> dict | None:
+        """The stored trace of turn ``index``'s current reply (``None`` if it has none)."""
+
+    @abstractmethod
+    def delete_last_turn(self, session_id: str) -> None:
+        """Hide the last turn (its rows stay stored, flagged as deleted)."""
+
+    @abstractmethod
+    def edit_last_turn(self, session_id: str, text: str) -> None:
+        """Replace the user's text of the last turn (a new row supersedes the old; its current reply is kept)."""
+
+    @abstractmethod
+    def export_records(self, session_id: str) -> list[dict[str, Any]]:
+        """The live turns as export records: index, user_role, text, reply, alternatives, created, trace."""
+
+    # -- export --------------------------------------------------------------------------------------
+    def export(self, session_id: str, format: Literal["json", "jsonl"] = "json") -> str:
+        """The session and its live turns (with alternatives and traces) as JSON, or JSONL (header line first)."""
+        if format not in ("json", "jsonl"):
+            raise SessionError(f"unknown export format {format!r}: use 'json' or 'jsonl'")
+        session = self.get(session_id)
+        records = self.export_records(session_id)
+        header = {"format": SESSION_FORMAT, "session": session.as_dict()}
+        if format == "json":
+            return json.dumps({**header, "turns": records}, ensure_ascii=False, indent=1)
+        return "\n".join(json.dumps(x, ensure_ascii=False) for x in [header, *records]) + "\n"
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None:
+        """Close the store (idempotent)."""
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_session(session: "str | Session | None", sessions: "SessionStore | None"):
+    """The store and the saved session to resume (a store is opened in the home folder if only an id is given)."""
+    if session is None and sessions is None:
+        return None, None
+    store = sessions if sessions is not None else SessionStore()
+    if session is None:
+        return store, None
+    return store, store.get(session.id if isinstance(session, Session) else str(session))

@@ -78,7 +78,7 @@ class ChatHaruhi:
         sessions: SessionStore | None = None,
         persona: Persona | None = None,
         lorebook: Any = None,
-        lore_tokens: int = DEFAULT_LORE_TOKENS,
+        lore_tokens: int | None = None,
         role_from_hf: str | None = None,
         **llm_options: Any,
     ):
@@ -114,12 +114,12 @@ class ChatHaruhi:
             reply_reserve if reply_reserve is not None else hint.get("reply_reserve", DEFAULT_REPLY_RESERVE),
             story_tokens if story_tokens is not None else hint.get("story_tokens", DEFAULT_STORY_TOKENS),
             history_tokens if history_tokens is not None else hint.get("history_tokens", DEFAULT_HISTORY_TOKENS),
-            lore_tokens,
+            lore_tokens if lore_tokens is not None else DEFAULT_LORE_TOKENS,
         )
         self.postprocess = postprocess
         self.prompts = PromptSet.load(character.language)
         self._header = self.prompts.story_header.render(character=character.display_name)
-        self._setup_persona_and_lore(persona, lorebook)
+        self._setup_persona_and_lore(persona, lorebook, lore_tokens)
         self._units: dict[str, str] = {}
         self._own_names = {character.speaker, character.display_name, *character.aliases}
         self._history: list[Turn] = []
@@ -229,9 +229,10 @@ class ChatHaruhi:
             self._alternatives.pop(n - 1, None)
 
     # -- persona, macros, lorebooks ------------------------------------------------------------
-    def _setup_persona_and_lore(self, persona: Persona | None, lorebook: Any) -> None:
+    def _setup_persona_and_lore(self, persona: Persona | None, lorebook: Any, lore_tokens: int | None = None) -> None:
         """The user's persona (its name is the default user role and fills ``{{user}}``) and lorebooks:
-        the folder's ``lorebook.json`` plus ``lorebook=`` (a path, a ``Lorebook``, or a list of them)."""
+        the folder's ``lorebook.json`` plus ``lorebook=`` (a path, a ``Lorebook``, or a list of them).
+        A book's own ``token_budget`` is its lore share unless ``lore_tokens=`` is given."""
         from .lorebook import load_lorebooks
         from .prompts import load_template
 
@@ -252,10 +253,10 @@ class ChatHaruhi:
         own = Path(c.path) / "lorebook.json" if getattr(c, "path", None) else None
         self.lorebook = load_lorebooks([own if own is not None and own.is_file() else None, *extra])
         self._lore_header = load_template("lore_header", c.language).text if self.lorebook else ""
-        if self.lorebook is not None and self.lorebook.token_budget:
+        if self.lorebook is not None and self.lorebook.token_budget and lore_tokens is None:
             from dataclasses import replace
 
-            self.budget = replace(self.budget, lore_tokens=min(self.budget.lore_tokens, self.lorebook.token_budget))
+            self.budget = replace(self.budget, lore_tokens=self.lorebook.token_budget)
 
     def _lore(self, query_line: str, rendered: Sequence[HistoryTurn]) -> list[LoreUnit]:
         if self.lorebook is None:

@@ -7,8 +7,10 @@ Reads both SillyTavern shapes: a world-info file (``{"entries": {"0": {"key": [.
 otherwise) or ``/regex/flags``; a selective entry also checks its secondary keys with AND ANY, AND
 ALL, NOT ANY or NOT ALL; constant entries always fire; the scan covers the newest ``scan_depth``
 messages; with recursion, fired entries' text is scanned again. ``activate`` returns the entries in
-budget order (constant first, then higher priority, then higher insertion order); the packer keeps
-what fits its lore share and emits them by insertion order.
+SillyTavern's budget order: entries fired by the chat (constant or keyed alike) before those fired by
+recursion, then higher ``insertion_order`` first, then higher ``priority`` (the V2 spec: lower priority is
+discarded first). The packer fills the lore share in that order and stops at the first entry that does
+not fit, as SillyTavern does; the kept entries enter the prompt by insertion order (lowest first).
 """
 
 from __future__ import annotations
@@ -221,8 +223,9 @@ class Lorebook:
             if not new:
                 break
             fired.update(new)
-        return sorted(fired.values(), key=lambda a: (not a.entry.constant, -a.entry.priority,
-                                                     -a.entry.insertion_order, a.entry.id))
+        position = {id(e): i for i, e in enumerate(self.entries)}
+        return sorted(fired.values(), key=lambda a: (a.recursive, -a.entry.insertion_order, -a.entry.priority,
+                                                     position[id(a.entry)]))
 
 
 def load_lorebooks(paths: Iterable[str | os.PathLike | Lorebook | None]) -> Lorebook | None:

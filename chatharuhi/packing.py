@@ -139,22 +139,26 @@ def _shares(budget: Budget, available: int, lore: bool = False) -> tuple[int, in
 
 
 def _fill(items, cap: int, opening: int, counter: TokenCounter, traces: list[PartTrace], part: str,
-          extra) -> tuple[int, list]:
-    """Greedy fill in rank order: an item that does not fit is skipped, not a stop (a smaller one may fit).
+          extra, stop_when_full: bool = False) -> tuple[int, list]:
+    """Greedy fill in rank order: an item that does not fit is skipped, not a stop (a smaller one may fit),
+    unless ``stop_when_full`` (lore, as SillyTavern fills it: nothing after the first entry that overflows).
 
     The first item kept also pays ``opening`` (its block's separator and header). Returns the tokens
     used and the kept ``(item, unit)`` pairs; appends one ``PartTrace`` per item to ``traces``."""
-    used, kept = 0, []
+    used, kept, full = 0, [], False
     for item in items:
         unit = _unit(item.text)
         cost = counter.count(unit) + (0 if kept else opening)
-        if used + cost <= cap:
+        if full:
+            traces.append(PartTrace(item.id, cost, False, f"after the {part} budget was full", **extra(item)))
+        elif used + cost <= cap:
             used += cost
             kept.append((item, unit))
             traces.append(PartTrace(item.id, cost, True, **extra(item)))
         else:
             reason = f"larger than the {part} budget" if cost > cap else f"over the {part} budget"
             traces.append(PartTrace(item.id, cost, False, reason, **extra(item)))
+            full = stop_when_full
     return used, kept
 
 
@@ -206,12 +210,12 @@ def pack(
     lore_head = _unit(lore_header) if lore_header.strip() else ""
     lore_opening = separator + (counter.count(lore_head) if lore_head else 0)
     lore_used, lore_kept = _fill(lore, lore_cap, lore_opening, counter, trace.lore, "lore",
-                                 lambda e: {"key": e.key})
+                                 lambda e: {"key": e.key}, stop_when_full=True)
     lore_kept.sort(key=lambda pair: pair[0].order)  # prompt order is insertion order, not budget order
     lore_block = (lore_head + "".join(u for _, u in lore_kept)) if lore_kept else ""
 
     # Story: the system unit gains a separator (unless the lore paid it) and a header with the first scene.
-    header = _unit(story_header)
+    header = _unit(story_header) if story_header.strip() else ""  # a bare "\n" would merge with the separator
     opening = (0 if lore_kept else separator) + counter.count(header)
     story_used, included = _fill(scenes, story_cap, opening, counter, trace.scenes, "story",
                                  lambda s: {"score": s.score})

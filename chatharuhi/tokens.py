@@ -96,19 +96,26 @@ def _encoding(name: str):
 MEMO_SIZE = 65536  # texts whose counts a counter remembers (scenes and turns recur every turn)
 
 
+# Encodings whose pre-tokenizer never joins a newline to the non-space character after it, so text cut
+# after a newline counts as the sum of its pieces. o200k_base is not one: its punctuation rule
+# (`` ?[^\s\p{L}\p{N}]+[\r\n/]*``) glues "。\n" to a following "/", so "。\n" + "/start" counts one
+# token less than its parts. Encodings not listed get one exact recount of the packed prompt.
+ADDITIVE_ENCODINGS = frozenset({"cl100k_base", "p50k_base", "p50k_edit", "r50k_base"})
+
+
 class TiktokenCounter:
     """Exact counts for OpenAI chat models (and a close estimate for other OpenAI-compatible servers).
 
     ``additive``: the count of a message list is the sum of per-message counts, and text that is
-    cut at newlines followed by a non-space character counts as the sum of its pieces (tiktoken
-    never merges across such a boundary). The packer relies on this to avoid re-encoding.
+    cut at newlines followed by a non-space character counts as the sum of its pieces. True only for
+    the encodings in ``ADDITIVE_ENCODINGS``; for the others (o200k_base) the packer recounts the packed
+    prompt once, so its trace is the exact count either way.
     """
-
-    additive = True
 
     def __init__(self, model: str | None = None, encoding: str | None = None):
         self.encoding_name = encoding or encoding_for_model(model)
         self.id = f"tiktoken:{self.encoding_name}"
+        self.additive = self.encoding_name in ADDITIVE_ENCODINGS
         self._enc = _encoding(self.encoding_name)
         self._memo: dict[str, int] = {}
 

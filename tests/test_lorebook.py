@@ -49,8 +49,9 @@ def test_scan_depth_constant_disabled_and_order():
         entry(id="deep", keys=["castle"], scan_depth=3),
     ], scan_depth=2)
     fired = book.activate(["we saw the castle", "ok", "the moon is up"])
-    assert [a.entry.id for a in fired] == ["always", "new", "deep"]
-    assert [a.key for a in fired] == ["constant", "moon", "castle"]
+    # SillyTavern's budget order: higher insertion order first (constant or keyed alike), then priority
+    assert [a.entry.id for a in fired] == ["new", "deep", "always"]
+    assert [a.key for a in fired] == ["moon", "castle", "constant"]
 
 
 def test_recursion():
@@ -87,15 +88,16 @@ class Chars(TokenCounter):
 
 
 def test_packer_lore_share_order_and_trace():
-    lore = [LoreUnit("big", "B" * 50, order=1, key="b"), LoreUnit("x", "X" * 10, order=9, key="x"),
-            LoreUnit("y", "Y" * 10, order=2, key="y")]
+    lore = [LoreUnit("x", "X" * 10, order=9, key="x"), LoreUnit("y", "Y" * 10, order=2, key="y"),
+            LoreUnit("big", "B" * 50, order=1, key="b"), LoreUnit("small", "S", order=0, key="s")]
     p = pack("SYS", "H", [], [], "q", Chars(), Budget(10_000, 0, 0, 0, lore_tokens=30), lore=lore,
              lore_header="LORE")
     system = p.messages[0].content
     assert system == "SYS\n\nLORE\n" + "Y" * 10 + "\n" + "X" * 10 + "\n"  # insertion order, not budget order
-    assert [(t.id, t.included, t.key) for t in p.trace.lore] == [("big", False, "b"), ("x", True, "x"),
-                                                                 ("y", True, "y")]
-    assert p.trace.lore[0].reason == "larger than the lore budget"
+    assert [(t.id, t.included, t.key) for t in p.trace.lore] == [("x", True, "x"), ("y", True, "y"),
+                                                                 ("big", False, "b"), ("small", False, "s")]
+    assert p.trace.lore[2].reason == "larger than the lore budget"
+    assert p.trace.lore[3].reason == "after the lore budget was full"  # SillyTavern stops at the first overflow
     assert p.trace.parts["lore"] == sum(t.tokens for t in p.trace.lore if t.included) <= 30
     assert p.trace.total_tokens == Chars().count_messages(p.messages)
 
@@ -111,3 +113,39 @@ def test_chatbot_global_lorebook_fires_and_is_traced(tmp_path):
     assert bot.last_trace.lore[0].key == "外星人"
     bot.chat("今天天气不错")
     assert bot.last_trace.lore == []  # the key is now older than the scan depth (2 messages)
+
+
+def test_card_token_budget_is_honoured_and_filled_as_sillytavern_does(tmp_path):
+    """A book's token_budget is its share (not capped at the default 500), and a low-order constant entry
+    gives way to a high-order keyed one (SillyTavern fills by insertion order, not constants first)."""
+    from chatharuhi.tokens import CharCounter
+
+    big = {"keys": ["外星人"], "content": "甲" * 1650, "enabled": True, "insertion_order": 50}
+    keyed = {"keys": ["外星人"], "content": "乙" * 200, "enabled": True, "insertion_order": 300}
+    const = {"keys": [], "content": "丙" * 200, "enabled": True, "constant": True, "insertion_order": 1}
+    path = tmp_path / "book.json"
+    path.write_text(json.dumps({"token_budget": 2000, "entries": [const, big, keyed]}), encoding="utf-8")
+    bot = ChatHaruhi("haruhi", llm=ScriptedBackend(["春日:「好」"], counter=CharCounter(), context_window=16_000),
+                     embedder="hash", lorebook=path)
+    plan = bot.prepare("外星人在哪里？")
+    assert plan.trace.lore_budget == 2000
+    assert [(t.id, t.included) for t in plan.trace.lore] == [("2", True), ("1", True), ("0", False)]
+    system = plan.messages[0].content
+    assert system.index("甲" * 1650) < system.index("乙" * 200) and "丙" not in system  # prompt: insertion order
+    assert ChatHaruhi("haruhi", llm=ScriptedBackend(counter=CharCounter(), context_window=16_000),
+                      embedder="hash", lorebook=path, lore_tokens=300).budget.lore_tokens == 300  # arguments win
+
+
+def test_lore_entry_starting_with_a_slash_is_counted_exactly_under_o200k():
+    """The reported case: gpt-4o-mini (o200k), an entry starting "/start" after a line ending in '：'.
+    The trace said 1858 where tiktoken counts 1860; now the trace is the exact count."""
+    from chatharuhi.tokens import TiktokenCounter
+
+    counter = TiktokenCounter(model="gpt-4o-mini")
+    book = Lorebook([LoreEntry("1", "/start 是SOS团的暗号。", keys=["SOS"]),
+                     LoreEntry("2", "/help 打开帮助。", keys=["SOS"], insertion_order=200)])
+    bot = ChatHaruhi("haruhi", llm=ScriptedBackend(counter=counter), embedder="hash", lorebook=book)
+    plan = bot.prepare("SOS团今天去哪里？")
+    assert "：\n/start" in plan.messages[0].content
+    assert plan.trace.total_tokens == counter.count_messages(plan.messages)
+    assert sum(plan.trace.parts.values()) == plan.trace.total_tokens

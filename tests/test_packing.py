@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from chatharuhi.character import load_character
 from chatharuhi.errors import BudgetError
-from chatharuhi.packing import Budget, HistoryTurn, SceneUnit, pack
+from chatharuhi.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
 from chatharuhi.tokens import CharCounter, TiktokenCounter
 
 HEADER = "以下是经典桥段："
@@ -148,6 +148,41 @@ def test_never_over_budget_by_exact_count(system, scenes, history, query, window
     assert exact <= budget.prompt_tokens
     assert p.trace.parts["story"] <= p.trace.story_budget
     assert p.trace.parts["history"] <= p.trace.history_budget
+
+
+# Wider: any first character (punctuation, '/', symbols, digits, letters of any script) in every part, lore
+# entries too, both encodings; the trace must equal the exact count, whatever the counter's additivity.
+_any = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Co", "Cn")), min_size=0, max_size=120)
+_part = st.tuples(st.sampled_from(["/", "/start ", "。", "：", "!", "#", "'s", "1", "a", "春", "", "\u00a0"]),
+                  _any).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    system=_part.filter(str.strip),
+    header=_part,
+    lore=st.lists(st.tuples(_part.filter(str.strip), st.integers(0, 300)), max_size=5),
+    lore_header=_part,
+    scenes=st.lists(_part.filter(str.strip), max_size=8),
+    history=st.lists(st.tuples(_part, _part), max_size=4),
+    query=_part.filter(str.strip),
+    window=st.integers(80, 3000),
+    encoding=st.sampled_from(["cl100k_base", "o200k_base"]),
+)
+def test_trace_total_is_the_exact_count_for_any_text(system, header, lore, lore_header, scenes, history, query,
+                                                     window, encoding):
+    counter = TiktokenCounter(encoding=encoding)
+    budget = Budget(window, 20, 400, 300, 200)
+    try:
+        p = pack(system, header, [SceneUnit(str(i), s) for i, s in enumerate(scenes)],
+                 [HistoryTurn(str(i), u, a) for i, (u, a) in enumerate(history)], query, counter, budget,
+                 lore=[LoreUnit(f"l{i}", t, order) for i, (t, order) in enumerate(lore)], lore_header=lore_header)
+    except BudgetError as exc:
+        assert exc.part in {"query", "system_prompt"}
+        return
+    exact = counter.count_messages(p.messages)
+    assert p.trace.total_tokens == exact <= budget.prompt_tokens
+    assert sum(p.trace.parts.values()) == exact
 
 
 class _NonAdditive(CharCounter):

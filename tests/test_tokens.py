@@ -56,5 +56,15 @@ def test_newline_boundaries_are_additive():
     assert c.count("".join(parts)) == sum(c.count(p) for p in parts)
 
 
+def test_o200k_merges_across_a_newline_so_it_is_not_additive():
+    """o200k glues punctuation + newline + '/' into one piece: the parts do not add up to the whole."""
+    parts = ["相关设定：\n", "/start 是暗号。\n"]
+    o200k, cl100k = TiktokenCounter(encoding="o200k_base"), TiktokenCounter(encoding="cl100k_base")
+    assert o200k.count("".join(parts)) != sum(o200k.count(p) for p in parts)
+    assert cl100k.count("".join(parts)) == sum(cl100k.count(p) for p in parts)
+    assert not o200k.additive and cl100k.additive
+    assert not TiktokenCounter(model="gpt-4o-mini").additive
+
+
 def test_char_counter():
     assert CharCounter().count_messages([Message("user", "abc")]) == 2 + 4 + 3

@@ -12,6 +12,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -149,8 +150,10 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
-        self.dim = int(self._model.get_sentence_embedding_dimension())
-        self.id = f"st:{os.path.basename(os.path.normpath(path))}"
+        dimension = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension  # renamed in sentence-transformers 6
+        self.dim = int(dimension())
+        self.id = f"st:{os.path.basename(os.path.normpath(path))}{_fingerprint(path)}"
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         out = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
@@ -165,6 +168,19 @@ class SentenceTransformerEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         """Embed a user message (with ``query_prefix``)."""
         return self._encode([self.query_prefix + text])[0]
+
+
+def _fingerprint(path: str) -> str:
+    """``-<8 hex>`` from a local model folder's file names, sizes and times: two different models in folders
+    of the same name never share a vector cache; a hub name (no folder) gives ``""``."""
+    root = Path(path)
+    if not root.is_dir():
+        return ""
+    digest = hashlib.sha1(str(root.resolve()).encode())
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = f.stat()
+        digest.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "-" + digest.hexdigest()[:8]
 
 
 class OpenAIEmbedder:

@@ -137,3 +137,57 @@ def test_get_embedder_is_thread_safe():
     for t in threads:
         t.join()
     assert len({id(r) for r in results}) == 1
+
+
+def build_tiny_sentence_transformer(folder, texts) -> str:
+    """A real sentence-transformers model, built here: a randomly initialised 1-layer BERT (hidden size 32)
+    with a character-level WordPiece vocabulary from ``texts``, plus mean pooling; saved and reloaded."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer
+    from sentence_transformers import SentenceTransformer
+
+    bert = folder / "bert"
+    bert.mkdir(parents=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({c for t in texts for c in t if not c.isspace()})]
+    (bert / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(bert / "vocab.txt"), do_lower_case=False)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=256)).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    word = Transformer(str(bert), max_seq_length=250)
+    SentenceTransformer(modules=[word, Pooling(32, "mean")], device="cpu").save(str(folder / "st"))
+    return str(folder / "st")
+
+
+def test_sentence_transformers_for_real_index_and_chat(tmp_path):
+    """The [st] embedder end to end with a tiny model built in the test (no download): load, embed, index the
+    character's scenes, retrieve the scene a query repeats, and chat with the scenes in the prompt."""
+    pytest.importorskip("sentence_transformers")
+    from chatharuhi import ChatHaruhi
+    from chatharuhi.backends.scripted import ScriptedBackend
+    from chatharuhi.discovery import find_character
+
+    scenes = find_character("haruhi").scenes
+    path = build_tiny_sentence_transformer(tmp_path, [s.text for s in scenes] + ["今天去哪里？"])
+    emb = get_embedder(f"st:{path}")
+    assert isinstance(emb, SentenceTransformerEmbedder) and emb.dim == 32 and emb.id.startswith("st:st-")
+    docs = emb.embed_documents(["春日:「无聊死了」", "阿虚:「又来了」"])
+    assert docs.shape == (2, 32) and np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-5)
+    assert np.allclose(emb.embed_query("春日:「无聊死了」"), docs[0], atol=1e-5)  # no prefixes: same text, same vector
+
+    backend = ScriptedBackend(["春日:「走吧！」"])
+    bot = ChatHaruhi("haruhi", llm=backend, embedder=f"st:{path}", dense_weight=1.0, lexical_weight=0.0)
+    assert bot.index.embedder_id == emb.id and bot.index.vectors.shape == (len(scenes), 32)
+    target = scenes[3]
+    assert bot.index.search(target.text, 1, dense_weight=1.0, lexical_weight=0.0)[0].scene.id == target.id
+    assert bot.chat("今天去哪里？") == "走吧！"
+    assert bot.last_trace.scenes and any(t.included for t in bot.last_trace.scenes)
+    sent = backend.calls[-1][0].content
+    assert any(s.text.splitlines()[0] in sent for s in scenes if any(t.id == s.id and t.included
+                                                                    for t in bot.last_trace.scenes))

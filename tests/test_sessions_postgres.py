@@ -117,3 +117,36 @@ def test_text_postgres_cannot_hold_is_refused_not_mangled(pg_url):
             store.append_turn(s.id, Turn("阿虚", "a\x00b", "好"))
         store.append_turn(s.id, Turn("阿虚", "一", "好"), {"note": "a\x00b"})  # JSON escapes it: kept exactly
         assert store.trace(s.id, 0) == {"note": "a\x00b"} and len(store.turns(s.id)) == 1
+
+
+def test_scene_vectors_in_postgres_a_new_replica_embeds_nothing(pg_url, tmp_path, monkeypatch):
+    import numpy as np
+
+    from chatharuhi.discovery import find_character
+    from chatharuhi.embeddings import HashEmbedder
+    from chatharuhi.index import clear_shared_indexes, index_for
+
+    class Counting(HashEmbedder):
+        embedded = 0
+
+        def embed_documents(self, texts):
+            Counting.embedded += len(texts)
+            return super().embed_documents(texts)
+
+    character = find_character("haruhi")
+    clear_shared_indexes()
+    with SessionStore(pg_url) as store:
+        first = index_for(character, Counting(16), cache=store.vector_cache)
+        assert Counting.embedded == len({s.content_hash for s in character.scenes}) > 0
+    assert not list((tmp_path / "home").rglob("*.npz"))  # nothing went to this machine's files
+
+    # another replica: another process's memory, another home folder, the same database
+    clear_shared_indexes()
+    monkeypatch.setenv("CHATHARUHI_HOME", str(tmp_path / "replica2"))
+    Counting.embedded = 0
+    with SessionStore(pg_url) as store:
+        second = index_for(character, Counting(16), cache=store.vector_cache)
+    assert Counting.embedded == 0 and np.array_equal(first.vectors, second.vectors)
+    query = Counting(16).embed_query("外星人")
+    assert [h.scene.id for h in first.search_vector(query, 3)] == [h.scene.id for h in second.search_vector(query, 3)]
+    clear_shared_indexes()

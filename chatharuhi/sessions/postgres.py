@@ -221,6 +221,13 @@ class PostgresSessionStore(SessionStore):
                             "created": t["created"], "trace": json.loads(rs[-1]["trace"]) if rs[-1]["trace"] else None})
         return records
 
+    @property
+    def vector_cache(self) -> Any:
+        """Scene vectors in this database (``ChatHaruhi(vector_cache=...)``): replicas share one embedding."""
+        from .pg_vectors import PostgresVectorCache
+
+        return PostgresVectorCache(self.db)
+
     # -- lifecycle -----------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection pool (idempotent)."""

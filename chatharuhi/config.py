@@ -57,6 +57,17 @@ DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default is 1.0, at which
 # The embedded model reads its prompt at 30-60 tokens/s on 2 cores: a short prompt keeps a reply near 10 s.
 EMBEDDED_BUDGET = {"story_tokens": 300, "history_tokens": 200, "reply_reserve": 200}
 
+# -- pulled models (``chatharuhi models``) -----------------------------------------------------------------
+ENV_HF_ENDPOINT = "HF_ENDPOINT"  # a Hugging Face hub mirror, read when a pull starts (tests point it at a local one)
+ENV_HF_OFFLINE = "HF_HUB_OFFLINE"  # set: pulls are refused with a clear error
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+MODELS_DIR = "models"  # under the home folder: <name>/ (verified files + manifest.json), .partial/, .locks/
+USER_CATALOG_FILE = "models.toml"  # in the home folder: extra [[model]] entries, merged with the built-in table
+RECOMMENDED_MODEL = "qwen2.5-3b"  # named by the notice line and the language warning
+DEFAULT_HUB_TIMEOUT_S = 20.0  # for the metadata request that starts a pull
+PULL_LOCK_POLL_S = 0.5  # how often a waiting pull checks the lock held by another process
+DISK_MARGIN_BYTES = 64 << 20  # free space kept beyond the file being downloaded
+
 # -- characters ---------------------------------------------------------------------------------------
 DEFAULT_NARRATORS = ("旁白", "Narrator", "narrator", "")
 MAX_SPEAKER_CHARS = 40  # longer "names" before a colon are treated as plain narration

@@ -20,7 +20,9 @@ field or value at fault and say how to fix it.
     │   ├── BackendConnectionError the backend could not be reached, or dropped the stream
     │   ├── BackendResponseError   the backend answered with an error status
     │   └── ModelError             a local model file or folder is missing, corrupt or fails its hash
-    │       └── AdapterError       a LoRA adapter that is corrupt, unknown or made for another base model
+    │       ├── AdapterError       a LoRA adapter that is corrupt, unknown or made for another base model
+    │       ├── UnknownModel       a model name that is not in the catalogue (lists close matches)
+    │       └── ModelDownloadError a pull that failed: no network, a wrong hash, a full disk, a busy lock
     └── SessionError               a saved conversation that cannot be read or written
         └── SessionNotFound        an unknown session id
 """
@@ -131,6 +133,22 @@ class ModelError(BackendError):
 
 class AdapterError(ModelError):
     """A LoRA adapter folder that is corrupt, unknown, or was trained for another base model."""
+
+
+class UnknownModel(ModelError, LookupError):
+    """A model name that is not in the catalogue of pullable models."""
+
+    def __init__(self, name: str, available: list[str], suggestions: list[str] | None = None):
+        self.name = name
+        self.available = sorted(available)
+        self.suggestions = suggestions or []
+        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"Unknown model {name!r}{hint} Known models: {', '.join(self.available)} "
+                         "(see `chatharuhi models list`), or pass a path to a .gguf file")
+
+
+class ModelDownloadError(ModelError):
+    """Pulling a model failed: no network, a hash mismatch, a full disk, or another pull holds the lock."""
 
 
 class SessionError(ChatHaruhiError):

@@ -1,9 +1,11 @@
 """Backend registry: ``name -> factory``, plus the ``chatharuhi.backends`` entry-point group.
 
-Selection when the user names no backend: an explicit argument, then ``CHATHARUHI_BACKEND``, then
-``OPENAI_API_KEY``/``OPENAI_BASE_URL`` (the ``openai`` backend), then the embedded offline model
-(``embedded``: llama-cpp-python + the pinned SmolLM2 GGUF, when both are installed, with a one-line
-notice on stderr), then a clear error that says how to install it or configure another backend.
+Selection when the user names no backend: an explicit argument, then ``CHATHARUHI_BACKEND``, then a
+``model=`` that names a local model (a catalogue name such as ``qwen2.5-3b``, or a ``.gguf`` path:
+the ``llama_cpp`` backend), then ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` (the ``openai`` backend), then
+the largest model pulled with ``chatharuhi models pull``, then the embedded offline model
+(``embedded``: llama-cpp-python + the pinned SmolLM2 GGUF, when both are installed); the last two
+with a one-line notice on stderr. Else a clear error that says how to install it or configure another.
 
 Built-in names: ``openai``, ``scripted``, ``llama_cpp`` (any GGUF file: ``model_path=``), ``embedded``
 (``llama_cpp`` with the pinned default model) and ``transformers`` (a model folder + LoRA adapters).
@@ -22,6 +24,7 @@ from ..config import (
     EMBEDDED_FILE,
     EMBEDDED_INSTALL,
     ENV_BACKEND,
+    ENV_MODEL,
     ENV_OPENAI_API_KEY,
     ENV_OPENAI_BASE_URL,
 )
@@ -55,17 +58,25 @@ def _builtin_factories() -> dict[str, BackendFactory]:
         return ScriptedBackend(**options)
 
     def llama_cpp(**options: Any) -> Backend:
+        from ..models import BUILTIN
         from .llama_cpp import LlamaCppBackend
 
-        return LlamaCppBackend(**options)
+        entry = _local_model(options)
+        backend = LlamaCppBackend(**options)
+        backend.model_entry = entry  # for the language warning and the demo's "model in use"
+        if entry is BUILTIN:
+            backend.budget_hint = dict(EMBEDDED_BUDGET)
+        return backend
 
     def embedded(**options: Any) -> Backend:
+        from ..models import BUILTIN
         from .llama_cpp import LlamaCppBackend
 
         options.pop("model", None)  # always the pinned default model
         options.pop("model_path", None)
         backend = LlamaCppBackend(**options)
         backend.budget_hint = dict(EMBEDDED_BUDGET)
+        backend.model_entry = BUILTIN
         return backend
 
     def transformers(**options: Any) -> Backend:
@@ -75,6 +86,38 @@ def _builtin_factories() -> dict[str, BackendFactory]:
 
     return {"embedded": embedded, "llama_cpp": llama_cpp, "openai": openai, "scripted": scripted,
             "transformers": transformers}
+
+
+def _local_model(options: dict[str, Any]):
+    """Turn ``model=`` (or ``CHATHARUHI_MODEL``) into ``model_path=``; the catalogue entry, if it names one."""
+    from ..models import BUILTIN, find_model, is_model_name, model_path
+
+    name = options.pop("model", None)
+    if name is None and options.get("model_path") is None and options.get("llama") is None:
+        name = os.environ.get(ENV_MODEL) or None
+    if name is None:
+        return BUILTIN if options.get("model_path") is None and options.get("llama") is None else None
+    name = str(name)
+    if is_model_name(name):
+        options["model_path"] = model_path(name)
+        return find_model(name)
+    if _looks_like_path(name):
+        options["model_path"] = name
+        return None
+    find_model(name)  # raises UnknownModel with close matches
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.lower().endswith(".gguf") or os.sep in name or "/" in name or os.path.exists(name)
+
+
+def _names_local_model(model: Any) -> bool:
+    if not isinstance(model, str):
+        return False
+    from ..models import is_model_name
+
+    return is_model_name(model) or model.lower().endswith(".gguf")
 
 
 def _load_entry_points() -> None:
@@ -120,10 +163,6 @@ NO_BACKEND_HELP = (
     "  - on the command line: --backend NAME [--model M] [--base-url URL];\n"
     "  - offline, the embedded model ({file}): {install}."
 )
-EMBEDDED_NOTICE = (
-    "chatharuhi: no backend configured; using the embedded offline model {file} (tiny, English-centred: "
-    "for trying the pipeline; set OPENAI_API_KEY or CHATHARUHI_BACKEND for a real model)"
-)
 
 
 def resolve_backend(llm: Backend | str | None = None, **options: Any) -> Backend:
@@ -135,12 +174,19 @@ def resolve_backend(llm: Backend | str | None = None, **options: Any) -> Backend
     env_name = os.environ.get(ENV_BACKEND)
     if env_name:
         return get_backend(env_name, **options)
+    if _names_local_model(options.get("model")):
+        return get_backend("llama_cpp", **options)
     if os.environ.get(ENV_OPENAI_API_KEY) or os.environ.get(ENV_OPENAI_BASE_URL):
         return get_backend("openai", **options)
-    from .embedded import embedded_available
+    from ..models.selection import default_pulled, embedded_notice, pulled_notice
+    from .embedded import embedded_available, llama_cpp_installed
 
+    pulled = default_pulled() if llama_cpp_installed() else None
+    if pulled is not None:
+        logger.warning(pulled_notice(pulled))
+        return get_backend("llama_cpp", **{**options, "model": pulled.name})
     if embedded_available():
-        logger.warning(EMBEDDED_NOTICE.format(file=EMBEDDED_FILE))
+        logger.warning(embedded_notice())
         return get_backend("embedded", **options)
     raise BackendUnavailable(NO_BACKEND_HELP.format(names=", ".join(available_backends()), file=EMBEDDED_FILE,
                                                     install=EMBEDDED_INSTALL))

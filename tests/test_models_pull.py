@@ -1,0 +1,232 @@
+"""``chatharuhi models pull`` against a local hub mirror (HF_ENDPOINT): resume, hashes, network, disk, locks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("huggingface_hub")
+pytest.importorskip("gguf")
+
+from hub_mirror import HubMirror  # noqa: E402
+
+from chatharuhi.errors import ModelDownloadError, ModelError  # noqa: E402
+from chatharuhi.models import installed, model_path, pull_model, remove  # noqa: E402
+from chatharuhi.models.catalog import find_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO = "test/tiny-GGUF"
+FILE = "tiny.gguf"
+COMMIT = "c0ffee" + "0" * 34
+TINY_BYTES = 24 << 20  # a few of huggingface_hub's 10 MB write chunks, pulled locally in well under a second
+
+
+def chunk() -> int:
+    """huggingface_hub writes what it received in blocks of this many bytes: a resume starts at a multiple."""
+    from huggingface_hub import constants
+
+    return constants.DOWNLOAD_CHUNK_SIZE
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory) -> Path:
+    """A real (tiny) GGUF file written with the gguf package: one 3 MB tensor of random floats."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("gguf") / FILE
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("pad", np.random.default_rng(0).standard_normal(TINY_BYTES // 4).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def hub(tiny_gguf, monkeypatch, tmp_path):
+    """The mirror, HF_ENDPOINT pointing at it, and a user catalogue entry ``tiny`` for its file."""
+    import huggingface_hub.constants
+
+    with HubMirror({(REPO, FILE): tiny_gguf}, commit=COMMIT) as mirror:
+        monkeypatch.setenv("HF_ENDPOINT", mirror.endpoint)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at its import
+        write_catalog(mirror.sha256(REPO, FILE), mirror.size(REPO, FILE))
+        yield mirror
+
+
+def write_catalog(sha256: str, size: int, name: str = "tiny", repo: str = REPO, filename: str = FILE) -> None:
+    home = Path(os.environ["CHATHARUHI_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "models.toml", "a", encoding="utf-8") as f:
+        f.write(f'[[model]]\nname = "{name}"\ntitle = "A tiny test GGUF"\nrepo = "{repo}"\nrevision = "{COMMIT}"\n'
+                f'licence = "apache-2.0"\nlanguages = ["en"]\n'
+                f'files = [{{filename = "{filename}", sha256 = "{sha256}", size = {size}}}]\n')
+
+
+def leftovers() -> list[str]:
+    """Every file under the models folder except finished models, lock files and the catalogue."""
+    root = Path(os.environ["CHATHARUHI_HOME"]) / "models"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and ".locks" not in p.parts and p.parent != root / "tiny")
+
+
+def cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "chatharuhi", "models", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_pull_installs_a_verified_file_and_rm_removes_it(hub, tiny_gguf):
+    path = pull_model("tiny", progress=False, log=None)
+    assert path.read_bytes() == tiny_gguf.read_bytes()
+    assert path.parent == Path(os.environ["CHATHARUHI_HOME"]) / "models" / "tiny"
+    assert model_path("tiny") == path and installed(find_model("tiny")) is not None
+    assert leftovers() == []
+    assert hub.gets(FILE) == [None]  # one download, from the start
+    assert pull_model("tiny", progress=False, log=None) == path and hub.gets(FILE) == [None]  # nothing again
+    assert remove("tiny") and not path.exists()
+    with pytest.raises(ModelError, match="models pull tiny"):
+        model_path("tiny")
+
+
+def test_a_dropped_connection_is_resumed_with_a_range_request(hub):
+    hub.drops = [chunk() + (1 << 20)]
+    path = pull_model("tiny", progress=False, log=None)
+    assert installed(find_model("tiny")).path == path
+    assert hub.gets(FILE) == [None, f"bytes={chunk()}-"]
+
+
+def test_an_interrupted_pull_keeps_its_bytes_and_the_next_pull_resumes(hub):
+    hub.drops = [chunk() + (1 << 20)] + [1 << 20] * 9  # then no progress: more drops than it retries
+    with pytest.raises(ModelDownloadError, match="again to resume"):
+        pull_model("tiny", progress=False, log=None)
+    assert installed(find_model("tiny")) is None
+    [part] = leftovers()
+    assert part.startswith(".partial/tiny/") and part.endswith(".part")
+    hub.drops = []
+    before = len(hub.gets(FILE))
+    pull_model("tiny", progress=False, log=None)
+    assert hub.gets(FILE)[before:] == [f"bytes={chunk()}-"] and leftovers() == []
+
+
+def test_a_hub_advertising_another_hash_is_refused_before_downloading(hub):
+    hub.advertise[FILE] = "0" * 64
+    with pytest.raises(ModelDownloadError, match="advertises sha256 0{64} but chatharuhi pins"):
+        pull_model("tiny", progress=False, log=None)
+    assert hub.gets(FILE) == [] and leftovers() == []
+
+
+def test_bytes_that_do_not_match_the_hash_are_deleted(hub, tiny_gguf):
+    data = bytearray(tiny_gguf.read_bytes())
+    data[-1] ^= 0xFF
+    hub.serve_instead[FILE] = bytes(data)
+    with pytest.raises(ModelDownloadError, match="has sha256 .* expected .* the file was removed"):
+        pull_model("tiny", progress=False, log=None)
+    assert installed(find_model("tiny")) is None and leftovers() == []
+
+
+def test_unreachable_hub_is_a_clear_error(hub, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(ModelDownloadError, match="cannot reach .*check the network"):
+        pull_model("tiny", progress=False, log=None)
+    assert leftovers() == []
+
+
+def test_offline_mode_is_a_clear_error(hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelDownloadError, match="HF_HUB_OFFLINE is set"):
+        pull_model("tiny", progress=False, log=None)
+
+
+def test_a_file_missing_on_the_hub_is_a_clear_error(hub):
+    write_catalog("1" * 64, 10, name="ghost", filename="ghost.gguf")
+    with pytest.raises(ModelDownloadError, match="has no ghost.gguf .*404"):
+        pull_model("ghost", progress=False, log=None)
+
+
+def test_not_enough_free_space_is_refused_up_front(hub, monkeypatch):
+    from collections import namedtuple
+
+    from chatharuhi.models import download
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda _p: usage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(ModelDownloadError, match="not enough disk space for tiny: it needs 25.2 MB"):
+        pull_model("tiny", progress=False, log=None)
+    assert hub.gets(FILE) == [] and leftovers() == []
+
+
+def test_a_disk_that_fills_up_mid_download_leaves_nothing(hub):
+    """A real write failure: the pulling process may not grow a file past 12 MB (RLIMIT_FSIZE -> EFBIG)."""
+    import resource
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (12 << 20, 12 << 20))
+
+    proc = cli("pull", "tiny", preexec_fn=limit)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "error: the disk is full" in err and "the partial file was removed" in err
+    assert installed(find_model("tiny")) is None and leftovers() == []
+
+
+def test_two_processes_pulling_at_once_download_once(hub):
+    hub.rate = 24 << 20  # about a second for the whole file
+    first = cli("pull", "tiny")
+    deadline = time.time() + 60
+    while not hub.gets(FILE) and time.time() < deadline:  # the first one is downloading
+        time.sleep(0.05)
+    second = cli("pull", "tiny")
+    results = [p.communicate(timeout=120) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], results
+    assert "another process is pulling tiny" in results[1][1]
+    assert results[0][0].strip() == results[1][0].strip() == str(model_path("tiny"))
+    assert hub.gets(FILE) == [None] and leftovers() == []
+
+
+def test_a_pull_killed_with_sigkill_is_resumed_by_the_next_one(hub):
+    hub.rate = 8 << 20
+    proc = cli("pull", "tiny")
+    part_dir = Path(os.environ["CHATHARUHI_HOME"]) / "models" / ".partial" / "tiny"
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(p.stat().st_size for p in part_dir.glob("*.part")) < chunk():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    kept = sum(p.stat().st_size for p in part_dir.glob("*.part"))
+    assert kept >= chunk() and installed(find_model("tiny")) is None
+    hub.rate = 0
+    pull_model("tiny", progress=False, log=None)  # the dead process's lock is gone with it
+    resumed = hub.gets(FILE)[-1]
+    assert resumed == f"bytes={kept}-"
+    assert leftovers() == [] and model_path("tiny").stat().st_size == hub.size(REPO, FILE)
+
+
+def test_rm_refuses_while_another_process_pulls(hub):
+    hub.rate = 1 << 20
+    proc = cli("pull", "tiny")
+    try:
+        deadline = time.time() + 60
+        while not hub.gets(FILE) and time.time() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ModelDownloadError, match="being pulled by another process"):
+            remove("tiny")
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)

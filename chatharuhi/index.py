@@ -28,6 +28,7 @@ from .config import (
     DEFAULT_LEXICAL_WEIGHT,
     DEFAULT_TOP_K,
     EMBED_MAX_CHARS,
+    QUERY_EMBED_MAX_CHARS,
     cache_dir,
 )
 from .embeddings import Embedder
@@ -38,6 +39,12 @@ from .types import Scene, ScoredScene
 
 PROGRESS_MIN_TEXTS = 64  # below this a progress bar is noise
 CANDIDATE_FACTOR = 2  # candidates ranked per wanted scene before near-duplicates are dropped (widened if needed)
+
+
+def query_window(text: str, limit: int = QUERY_EMBED_MAX_CHARS) -> str:
+    """The part of a user message that is embedded: its last ``limit`` characters (bounded work per turn)."""
+    text = text.strip()
+    return text[-limit:].lstrip() if len(text) > limit else text
 
 
 class VectorCache(Protocol):
@@ -130,8 +137,8 @@ class SceneIndex:
         return index
 
     def embed_query(self, text: str) -> np.ndarray:
-        """The user's bare text as a unit vector (time it apart from the search)."""
-        return self.embedder.embed_query(text)
+        """The user's bare text as a unit vector, from its last ``QUERY_EMBED_MAX_CHARS`` characters."""
+        return self.embedder.embed_query(query_window(text))
 
     def search(self, query: str, top_k: int = DEFAULT_TOP_K, *, exclude: Collection[str] = (),
                dense_weight: float = DEFAULT_DENSE_WEIGHT, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,

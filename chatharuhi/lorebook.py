@@ -181,6 +181,8 @@ class Lorebook:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidCharacter(f"cannot read lorebook: {exc}", path=path) from None
+        except RecursionError:
+            raise InvalidCharacter("cannot read lorebook: the JSON is nested too deeply", path=path) from None
         return cls.from_dict(data, path)
 
     def __add__(self, other: "Lorebook") -> "Lorebook":

@@ -32,12 +32,25 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter
 from typing import Any, Iterable, Iterator, Sequence
 
 from .backends.base import Backend
-from .errors import BackendUnavailable, ChatHaruhiError, InputError
-from .server_api import ChatRequest, error_body, error_status, install_error_handlers, parse_request, sse
+from .errors import BackendUnavailable, ChatHaruhiError, InputError, InvalidCharacter
+from .server_api import (
+    APIError,
+    ChatRequest,
+    SessionRequest,
+    check_name,
+    error_body,
+    error_status,
+    install_error_handlers,
+    model_name_problem,
+    parse_request,
+    public_message,
+    sse,
+)
 from .types import Message, Turn
 
 DEFAULT_HOST = "127.0.0.1"
@@ -135,15 +148,21 @@ class BotPool:
         from .chatbot import ChatHaruhi
         from .discovery import find_entry
 
-        entry = find_entry(model, self.characters_dir)  # raises for unknown names and paths
-        if entry.error is not None:
-            raise entry.error
+        if model_name_problem(model):
+            raise APIError(404, f"Unknown character {model[:100]!r}: {model_name_problem(model)}", param="model",
+                           code="model_not_found")
+        entry = find_entry(model, self.characters_dir)  # raises for unknown names
         with self._lock:
             build_lock = self._building.setdefault(entry.name, threading.Lock())
         with build_lock:  # one build per character; other characters are not held up
             bot = self._bots.get(entry.name)
             if bot is None:
-                bot = ChatHaruhi(entry.path, llm=self.backend, **self.bot_options)
+                try:
+                    if entry.error is not None:
+                        raise entry.error
+                    bot = ChatHaruhi(entry.path, llm=self.backend, **self.bot_options)
+                except InvalidCharacter as exc:  # named by its file inside the folder, never the server's path
+                    raise APIError(400, _broken(entry, exc), param="model", code="character_invalid") from None
                 self._bots[entry.name] = bot
         self._names[key] = entry.name
         return bot
@@ -161,6 +180,19 @@ class BotPool:
                         "aliases": e.aliases[1:], "display_name": m.display_name or e.name,
                         "language": m.language, "description": m.description, "greeting": m.greeting})
         return out
+
+
+def _broken(entry: Any, exc: InvalidCharacter) -> str:
+    """``character 'x' cannot be loaded: texts/a.txt line 3: <reason>`` (no path outside the folder)."""
+    where = ""
+    if exc.path is not None:
+        path = Path(str(exc.path))
+        try:
+            where = path.relative_to(entry.path).as_posix()
+        except ValueError:
+            where = path.name
+        where = (where if where != "." else entry.name + "/") + (f" line {exc.line}" if exc.line else "") + ": "
+    return f"character {entry.name!r} cannot be loaded: {where}{exc.reason}; fix the character's folder"
 
 
 def _header_text(value: str | None) -> str | None:
@@ -210,6 +242,7 @@ def create_app(
 
     app = FastAPI(title="chatharuhi", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pool = pool
+    app.state.secrets = _secrets(backend, pool, sessions, sessions_path)  # never shown in an error body
     install_error_handlers(app)
 
     if api_key:  # a plain ASGI wrapper: Starlette's BaseHTTPMiddleware would re-stream every response body
@@ -233,12 +266,9 @@ def create_app(
 
     @app.post("/v1/sessions")
     async def create_session(request: Request) -> dict:
-        body = await parse_request(request, None)
-        model, role = body.get("model"), body.get("user_role")
-        if not isinstance(model, str) or (role is not None and not isinstance(role, str)):
-            raise InputError("send {\"model\": <character>, \"user_role\": <your name in the story, optional>}")
-        bot = await run(pool.get, model)
-        session = await run(store().create, bot.character.name, role or bot.user_role, body.get("title"))
+        body: SessionRequest = await parse_request(request, SessionRequest)
+        bot = await run(pool.get, body.model)
+        session = await run(store().create, bot.character.name, body.user_role or bot.user_role, body.title)
         return session.as_dict()
 
     @app.get("/v1/sessions/{session_id}")
@@ -250,7 +280,7 @@ def create_app(
         received = perf_counter()
         req: ChatRequest = await parse_request(request, ChatRequest)
         bot = await run(pool.get, req.model)
-        header_role = _header_text(request.headers.get(USER_ROLE_HEADER))
+        header_role = check_name(_header_text(request.headers.get(USER_ROLE_HEADER)), "X-Chatharuhi-User-Role")
         chosen = header_role or req.user  # the caller's choice names every unwrapped user message
         turns, text, wrapped_name = to_turns(req.conversation(), chosen or bot.user_role)
         role = chosen or wrapped_name or None
@@ -316,7 +346,7 @@ def create_app(
                 yield b"data: [DONE]\n\n"
             except ChatHaruhiError as exc:  # headers are sent: the error goes in the stream, as OpenAI does
                 logger.warning("stream failed: %s", exc)
-                yield sse(error_body(str(exc), *error_status(exc)[1:]))
+                yield sse(error_body(public_message(exc, app.state.secrets), *error_status(exc)[1:]))
             finally:
                 if not done:
                     with anyio.CancelScope(shield=True):  # closes the upstream request; nothing was recorded
@@ -371,6 +401,19 @@ def _disconnect_aware(StreamingResponse, anyio):
                 tg.cancel_scope.cancel()
 
     return DisconnectAwareStream
+
+
+def _secrets(backend: Any, pool: BotPool, sessions: Any, sessions_path: Any) -> list[str]:
+    """Strings an error body must not reveal: the upstream address, the session database, character folders."""
+    from .discovery import search_dirs
+    from .sessions import default_sessions_path
+
+    found = [str(getattr(getattr(backend, "inner", backend), "base_url", "") or "")]
+    db = getattr(sessions, "path", None) or sessions_path or default_sessions_path()
+    found += [str(db), str(Path(str(db)).parent)]
+    for d in search_dirs(pool.characters_dir):
+        found += [str(d), str(d.resolve()) if d.exists() else ""]
+    return [s for s in found if s]
 
 
 def serve(

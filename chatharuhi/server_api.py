@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
@@ -22,6 +24,7 @@ from .errors import (
     CharacterNotFound,
     ChatHaruhiError,
     InputError,
+    InvalidCharacter,
     MissingAPIKey,
     SessionError,
     SessionNotFound,
@@ -29,7 +32,13 @@ from .errors import (
 
 MAX_BODY_BYTES = 1_000_000  # a request body larger than this is refused (413) before it is parsed
 MAX_MESSAGES = 256  # messages per request; older turns beyond the history budget are dropped anyway
-MAX_NAME_CHARS = 40  # the user's in-story name (``user`` field or header)
+MAX_NAME_CHARS = 40  # the user's in-story name, from every source (header, ``user``, a session's user_role)
+MAX_MESSAGE_CHARS = 32_000  # one message's text; longer is refused (400), never embedded or counted
+MAX_STOP_SEQUENCES = 4  # as OpenAI
+MAX_STOP_CHARS = 200  # one stop sequence
+MAX_TITLE_CHARS = 200  # a session's title
+MAX_JSON_DEPTH = 32  # nesting of a request body; deeper is refused before validation recurses into it
+_NAME_FORBIDDEN = set("\n\r「」:：\u2028\u2029")
 
 logger = logging.getLogger("chatharuhi.server")
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|.*\[.*\])$")
@@ -60,6 +69,8 @@ def error_status(exc: Exception) -> tuple[int, str, str | None, str | None]:
         return 404, "invalid_request_error", "session_id", "session_not_found"
     if isinstance(exc, (InputError, BudgetError)):
         return 400, "invalid_request_error", None, None
+    if isinstance(exc, InvalidCharacter):  # a broken folder: the request names a character that cannot load
+        return 400, "invalid_request_error", "model", "character_invalid"
     if isinstance(exc, SessionError):
         return 503, "server_error", None, "session_store_unavailable"
     if isinstance(exc, BackendTimeout):
@@ -69,6 +80,73 @@ def error_status(exc: Exception) -> tuple[int, str, str | None, str | None]:
     if isinstance(exc, BackendError):
         return 502, "server_error", None, "upstream_error"
     return 500, "server_error", None, None
+
+
+_URL = re.compile(r"\bhttps?://[^\s'\"<>)]+")
+_ABS_PATH = re.compile(r"(?<![\w./<])(?:[A-Za-z]:)?[/\\](?!v1/)(?:[^\s'\"/\\<>:]+[/\\])+[^\s'\"/\\<>:,;)]*")
+
+
+def public_message(exc: BaseException, secrets: "list[str] | tuple[str, ...]" = ()) -> str:
+    """The error's message as a client may see it: no server paths, database file or upstream address."""
+    text = str(exc)
+    if isinstance(exc, InvalidCharacter) and exc.path is not None:
+        where = Path(str(exc.path)).name + (f" line {exc.line}" if exc.line else "")
+        text = f"{where}: {exc.reason}"
+    for secret in sorted((s for s in secrets if s and len(s) > 3), key=len, reverse=True):
+        text = text.replace(secret, "the upstream" if _URL.match(secret) else "<server path>")
+    text = _URL.sub("the upstream", text)
+    text = _ABS_PATH.sub("<server path>", text)
+    if text.startswith("<server path>: "):
+        text = text[len("<server path>: "):]
+    return text.replace(" in <server path>", "")
+
+
+def check_name(value: Any, param: str) -> str | None:
+    """The one validator for the user's in-story name, whatever the source: one line, at most
+    ``MAX_NAME_CHARS`` characters, no ``:`` or ``「」`` (which would fake a dialogue line); blank is ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise APIError(400, f"Invalid value for '{param}': the in-story name must be a string", param=param)
+    value = value.strip()
+    if len(value) > MAX_NAME_CHARS:
+        raise APIError(400, f"Invalid value for '{param}': the in-story name is {len(value)} characters; "
+                       f"the limit is {MAX_NAME_CHARS}", param=param)
+    bad = next((c for c in value if c in _NAME_FORBIDDEN or unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise APIError(400, f"Invalid value for '{param}': the in-story name must be one line without ':' or "
+                       f"'「」' or control characters (found {bad!r})", param=param)
+    return value or None
+
+
+def model_name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a character name (it looks like a path), or ``None``."""
+    v = value.strip()
+    if not v or v in (".", "..") or any(c in v for c in "/\\\x00") or ".." in v or v.startswith("~"):
+        return "must be a character name or alias (see GET /v1/models), not a path"
+    return None
+
+
+def check_body(data: Any) -> None:
+    """Refuse a body nested deeper than ``MAX_JSON_DEPTH`` or holding an unpaired surrogate, naming the field."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(400, f"request body is nested more than {MAX_JSON_DEPTH} levels deep", param=where or None)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(400, f"Invalid value for '{where}': not valid Unicode (an unpaired surrogate)",
+                               param=where or None) from None
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                name = f"{where}.{k}" if where else str(k)
+                stack.append((k, name, depth + 1))
+                stack.append((v, name, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}.{i}", depth + 1) for i, v in enumerate(value))
 
 
 def sse(payload: dict[str, Any]) -> bytes:
@@ -122,7 +200,7 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    user: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    user: str | None = None  # checked by check_name (one validator for every source of the in-story name)
     session_id: str | None = Field(None, min_length=1, max_length=100)
     n: Literal[1] | None = None
     # accepted, ignored
@@ -147,16 +225,23 @@ class ChatRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _not_a_path(cls, value: str) -> str:
-        if "/" in value or "\\" in value or ".." in value or "\x00" in value:
-            raise ValueError("must be a character name or alias (see GET /v1/models), not a path")
+        problem = model_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("user")
     @classmethod
     def _a_name(cls, value: str | None) -> str | None:
-        if value is not None and any(c in value for c in "\n\r「」:："):
-            raise ValueError("the user's in-story name must be one line without ':' or '「」'")
-        return value.strip() or None if value is not None else None
+        return check_name(value, "user")
+
+    @field_validator("stop")
+    @classmethod
+    def _short_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP_SEQUENCES or any(len(x) > MAX_STOP_CHARS for x in stops):
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences of at most {MAX_STOP_CHARS} characters")
+        return value
 
     def conversation(self) -> list[tuple[str, str]]:
         """``(role, text)`` of each message; unpaired surrogates (invalid UTF-8 in disguise) are refused."""
@@ -168,6 +253,10 @@ class ChatRequest(BaseModel):
             except UnicodeEncodeError:
                 raise APIError(400, f"messages[{i}].content is not valid Unicode (an unpaired surrogate)",
                                param=f"messages.{i}.content") from None
+            if len(text) > MAX_MESSAGE_CHARS:
+                raise APIError(400, f"messages[{i}].content is {len(text)} characters; the limit is "
+                               f"{MAX_MESSAGE_CHARS} per message: send a shorter message",
+                               param=f"messages.{i}.content", code="message_too_long")
             out.append((m.role, text))
         return out
 
@@ -177,6 +266,28 @@ class ChatRequest(BaseModel):
                  "max_tokens": self.max_tokens or self.max_completion_tokens,
                  "stop": [self.stop] if isinstance(self.stop, str) else self.stop}
         return {k: v for k, v in given.items() if v is not None}
+
+
+class SessionRequest(BaseModel):
+    """``POST /v1/sessions``: the character, the user's in-story name and a title (all checked)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=200)
+    user_role: str | None = None
+    title: str | None = Field(None, max_length=MAX_TITLE_CHARS)
+
+    @field_validator("model")
+    @classmethod
+    def _not_a_path(cls, value: str) -> str:
+        problem = model_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("user_role", mode="before")
+    @classmethod
+    def _a_name(cls, value: Any) -> str | None:
+        return check_name(value, "user_role")
 
 
 def _validation_error(exc: ValidationError | Any) -> APIError:
@@ -214,8 +325,11 @@ async def parse_request(request: Any, model: type[BaseModel] | None) -> Any:
     except ValueError as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
         raise APIError(400, f"request body is not valid JSON{where}: {getattr(exc, 'msg', exc)}") from None
+    except RecursionError:
+        raise APIError(400, f"request body is nested more than {MAX_JSON_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise APIError(400, f"request body must be a JSON object, not {type(data).__name__}")
+    check_body(data)
     if model is None:
         return data
     try:
@@ -240,7 +354,7 @@ def install_error_handlers(app: Any) -> None:
         status, type, param, code = error_status(exc)
         if status >= 500:
             logger.warning("%s %s: %s", request.method, request.url.path, exc)
-        return respond(status, str(exc), type, param, code)
+        return respond(status, public_message(exc, getattr(request.app.state, "secrets", ())), type, param, code)
 
     async def validation_error(request, exc: RequestValidationError):
         err = _validation_error(exc)
@@ -248,7 +362,7 @@ def install_error_handlers(app: Any) -> None:
 
     async def http_error(request, exc: HTTPException):
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        message = f"Unknown path {request.method} {request.url.path}" if exc.status_code in (404, 405) \
+        message = f"Unknown path {request.method} {request.url.path[:200]!r}" if exc.status_code in (404, 405) \
             else str(exc.detail)
         return respond(exc.status_code, message, kind, code=str(exc.status_code))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 from .errors import BackendUnavailable
+from .memo import BytesMemo
 from .types import Message
 
 # tiktoken's own download addresses: the cache file name is the sha1 of the address.
@@ -93,8 +94,6 @@ def _encoding(name: str):
     return tiktoken.get_encoding(name)
 
 
-MEMO_SIZE = 65536  # texts whose counts a counter remembers (scenes and turns recur every turn)
-
 
 # Encodings whose pre-tokenizer never joins a newline to the non-space character after it, so text cut
 # after a newline counts as the sum of its pieces. o200k_base is not one: its punctuation rule
@@ -117,15 +116,14 @@ class TiktokenCounter:
         self.id = f"tiktoken:{self.encoding_name}"
         self.additive = self.encoding_name in ADDITIVE_ENCODINGS
         self._enc = _encoding(self.encoding_name)
-        self._memo: dict[str, int] = {}
+        self._memo: BytesMemo[int] = BytesMemo()  # bounded by bytes: see memo.py
 
     def count(self, text: str) -> int:
         """Tokens of a bare text (remembered, since scenes and turns recur)."""
         n = self._memo.get(text)
         if n is None:
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            n = self._memo[text] = len(self._enc.encode(text, disallowed_special=()))
+            n = len(self._enc.encode(text, disallowed_special=()))
+            self._memo.put(text, n)
         return n
 
     def encode(self, text: str) -> list[int]:

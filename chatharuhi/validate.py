@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .character import load_manifest, parse_scene, read_text
+from .character import inside_folder, load_manifest, parse_scene, read_text, scene_files
 from .config import DEFAULT_STORY_TOKENS, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from .discovery import is_character_folder
 from .errors import InvalidCharacter
@@ -50,7 +50,10 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
         manifest = None
     narrators = frozenset(manifest.narrators) if manifest else frozenset()
     prompt = folder / SYSTEM_PROMPT_FILE
-    if not prompt.is_file():
+    if prompt.exists() and not inside_folder(folder, prompt):
+        add("error", prompt, None, "links to a file outside the character folder; it is never read: copy the file "
+            "into the folder instead")
+    elif not prompt.is_file():
         add("error", prompt, None, f"missing {SYSTEM_PROMPT_FILE}: write the character's system prompt there")
     else:
         try:
@@ -59,7 +62,12 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
         except InvalidCharacter as exc:
             add("error", prompt, exc.line, "not valid UTF-8; re-save the file as UTF-8")
     texts = folder / TEXTS_DIR
-    files = sorted(texts.rglob("*.txt")) if texts.is_dir() else []
+    files, outside = scene_files(folder) if inside_folder(folder, texts) else ([], [])
+    if texts.exists() and not inside_folder(folder, texts):
+        add("error", texts, None, "links to a folder outside the character folder; it is never read")
+    for path in outside:
+        add("warning", path, None, "links to a file outside the character folder; not read (skipped): copy the "
+            "file into the folder instead")
     if not files:
         add("error", texts, None, f"no scenes: add one scene per .txt file under {TEXTS_DIR}/")
     counter = counter or TiktokenCounter()

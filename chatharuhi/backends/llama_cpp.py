@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from ..config import DEFAULT_LOCAL_CONTEXT_WINDOW, DEFAULT_LOCAL_TEMPERATURE, DEFAULT_REPEAT_PENALTY
 from ..errors import BackendError, BackendUnavailable, BudgetError, ModelError
+from ..memo import BytesMemo
 from ..types import Message
 from .base import Backend
 
@@ -74,15 +75,14 @@ class LlamaCppCounter:
     def __init__(self, backend: "LlamaCppBackend"):
         self._backend = backend
         self.id = f"llama_cpp:{backend.model_path.name}"
-        self._memo: dict[str, int] = {}
+        self._memo: BytesMemo[int] = BytesMemo()
 
     def count(self, text: str) -> int:
         """Tokens of a bare text (no BOS, special tokens read as text)."""
         n = self._memo.get(text)
         if n is None:
-            if len(self._memo) >= 65536:
-                self._memo.clear()
-            n = self._memo[text] = len(self._backend.tokenize(text))
+            n = len(self._backend.tokenize(text))
+            self._memo.put(text, n)
         return n
 
     def count_messages(self, messages: Sequence[Message]) -> int:

@@ -25,13 +25,13 @@ __all__ = ["EXPORT_FORMATS", "export_character", "import_character", "read_draft
 
 
 def _folder_draft(folder: Path, name: str | None) -> "CharacterDraft":
-    from ..character import load_character
+    from ..character import inside_folder, load_character
     from .folder import CharacterDraft
 
     character = load_character(folder)  # a broken folder fails here, before anything is written
     files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-             if p.is_file() and not p.is_symlink() and not any(part.startswith(".") for part in
-                                                               p.relative_to(folder).parts)}
+             if p.is_file() and not p.is_symlink() and inside_folder(folder, p)  # never copy what a link points at
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
     return CharacterDraft(name or folder.name, character.system_prompt, [], files=files, source=str(folder))
 
 
@@ -76,7 +76,10 @@ def import_character(path: str | os.PathLike, to: str | os.PathLike | None = Non
     from ..discovery import user_characters_dir
     from .folder import write_draft
 
-    draft = read_draft(path, name=name, role=role)
+    try:
+        draft = read_draft(path, name=name, role=role)
+    except RecursionError:  # any reader: a file nested deeper than Python recurses is no character
+        raise CharacterImportError("the file is nested too deeply to be a character", path) from None
     return write_draft(draft, to if to is not None else user_characters_dir(), overwrite=overwrite)
 
 

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..character import Character, detect_language
+from ..character import Character, detect_language, own_file
 from ..errors import CharacterImportError
 from ..prompts import load_template
 from .folder import CharacterDraft, manifest_dict
@@ -54,6 +54,8 @@ def parse_card_json(raw: bytes | str, source: object = None) -> dict[str, Any]:
         card = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CharacterImportError(f"the card is not valid UTF-8 JSON: {exc}", source) from None
+    except RecursionError:
+        raise CharacterImportError("the card's JSON is nested too deeply to be a character card", source) from None
     if not isinstance(card, dict):
         raise CharacterImportError(f"a card must be a JSON object, not {type(card).__name__}", source)
     return card
@@ -173,7 +175,7 @@ def mes_example_scenes(mes_example: str, name: str) -> list[str]:
 
 
 def card_to_draft(card: dict[str, Any], source: object = None, *, name: str | None = None,
-                  raw: bytes | None = None, files: dict[str, bytes] | None = None) -> CharacterDraft:
+                  raw: bytes | None = None, files: dict[str, Any] | None = None) -> CharacterDraft:
     """Map a card (any version) to a character folder draft; the card itself goes into ``card.json``."""
     norm = normalize_card(card, source)
     data = norm["data"]
@@ -236,9 +238,9 @@ def read_charx(z: Any, name: str | None = None) -> CharacterDraft:
     """A CHARX zip (``card.json`` + assets, already opened as a ``SafeZip``); assets are kept."""
     raw = z.read(CARD_FILE)
     card = parse_card_json(raw, z.path)
-    files = {n: z.read(n) for n in z.names if n != CARD_FILE}
+    files = {n: z.member(n) for n in z.names if n != CARD_FILE}  # assets are streamed to disk, not held
     icon = _icon_asset(normalize_card(card, z.path)["data"])
-    if icon and icon in files and files[icon][:8] == PNG_SIGNATURE:
+    if icon and icon in files and files[icon].head(8) == PNG_SIGNATURE:
         files.setdefault(AVATAR_FILE, files[icon])
     return card_to_draft(card, z.path, name=name, raw=raw, files=files)
 
@@ -256,7 +258,7 @@ def _icon_asset(data: dict[str, Any]) -> str | None:
 # -- writing ----------------------------------------------------------------------------------------
 def stored_card(character: Character) -> dict[str, Any] | None:
     """The card a character was imported from (``card.json``), if any."""
-    path = Path(character.path) / CARD_FILE
+    path = own_file(Path(character.path), CARD_FILE)  # a link out of the folder is refused, never read
     if not path.is_file():
         return None
     return parse_card_json(path.read_bytes(), path)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,12 @@ import numpy as np
 from ..character import Character, Manifest, load_character
 from ..config import MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from ..errors import CharacterError, CharacterImportError
+from .safezip import SafeZip, ZipMember
 
 MAX_NAME_CHARS = 80  # a folder or file name (CJK names are 3 bytes a character; file systems allow 255)
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+_TEMP_FOLDER = re.compile(r"^\..*\.(import|old)-[A-Za-z0-9_]+$")  # what write_draft's mkdtemp calls create
+STALE_TEMP_S = 3600.0  # an import temp folder untouched this long was left by a killed import: removed
 
 
 def safe_name(text: str, fallback: str = "") -> str:
@@ -53,7 +57,8 @@ class CharacterDraft:
     system_prompt: str
     scenes: list[tuple[str, str]]  # (scene id, text), in order
     manifest: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, bytes] = field(default_factory=dict)  # extra files by relative path (card.json, ...)
+    files: dict[str, bytes | ZipMember] = field(default_factory=dict)  # extra files by relative path (card.json,
+    # ...); a ZipMember is streamed from its archive when written
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embedder id -> one row per scene
     source: str = ""
 
@@ -96,10 +101,36 @@ def _write(draft: CharacterDraft, folder: Path) -> None:
         target.write_text(text.strip() + "\n", encoding="utf-8")
     if draft.manifest:
         (folder / MANIFEST_FILE).write_text(manifest_toml(draft.manifest), encoding="utf-8")
-    for rel, data in draft.files.items():
-        target = folder.joinpath(*[safe_name(p, "file") for p in rel.split("/")])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    zips: dict[Path, SafeZip] = {}  # one open archive per source, so its read budget covers every entry
+    try:
+        for rel, data in draft.files.items():
+            target = folder.joinpath(*[safe_name(p, "file") for p in rel.split("/")])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, ZipMember):
+                if data.zip_path not in zips:
+                    zips[data.zip_path] = SafeZip(data.zip_path)
+                zips[data.zip_path].copy_to(data.name, target)
+            else:
+                target.write_bytes(data)
+    finally:
+        for z in zips.values():
+            z.close()
+
+
+def remove_stale_temp_folders(root: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Delete the temporary folders an interrupted import (``kill -9``) left in ``root``; returns them."""
+    removed = []
+    now = time.time()
+    for path in root.glob(".*.*-*"):
+        if _TEMP_FOLDER.match(path.name) and path.is_dir() and not path.is_symlink():
+            try:
+                stale = now - path.stat().st_mtime > older_than_s
+            except OSError:
+                continue
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 def write_draft(draft: CharacterDraft, to: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -114,6 +145,7 @@ def write_draft(draft: CharacterDraft, to: str | os.PathLike, *, overwrite: bool
     dest = root / name
     if dest.exists() and not overwrite:
         raise CharacterImportError(f"{dest} already exists; pass --force (overwrite=True) or --name", draft.source)
+    remove_stale_temp_folders(root)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name[:20]}.import-"))
     old = None
     try:

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..character import Character
+from ..character import Character, inside_folder
 from ..errors import CharacterImportError
 from .folder import CharacterDraft, manifest_dict, safe_name
 from .safezip import SafeZip
@@ -64,6 +64,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             rows = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise CharacterImportError(f"invalid JSON: {exc}", path) from None
+        except RecursionError:
+            raise CharacterImportError("the JSON is nested too deeply to be a role file", path) from None
     else:
         rows = []
         for n, line in enumerate(text.splitlines(), start=1):
@@ -73,6 +75,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise CharacterImportError(f"line {n}: invalid JSON: {exc.msg}", path) from None
+            except RecursionError:
+                raise CharacterImportError(f"line {n}: the JSON is nested too deeply", path) from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise CharacterImportError("expected one JSON object per line", path)
     if not rows:
@@ -275,7 +279,10 @@ def folder_root(z: SafeZip) -> str | None:
 
 def read_folder_zip(z: SafeZip, root: str, name: str | None = None) -> CharacterDraft:
     """A zipped character folder: every file under ``root`` is carried over as it is."""
-    files = {n[len(root):]: z.read(n) for n in z.names if n.startswith(root)}
+    text = {"system_prompt.txt", "character.toml"}  # read now; other files are streamed to disk on write
+    files: dict[str, Any] = {n[len(root):]: z.read(n) if n[len(root):] in text or
+                             (n[len(root):].startswith("texts/") and n.endswith(".txt")) else z.member(n)
+                             for n in z.names if n.startswith(root)}
     try:
         prompt = files.pop("system_prompt.txt").decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -301,6 +308,7 @@ def write_folder_zip(character: Character, out: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(root.rglob("*")):
-            if path.is_file() and not path.is_symlink() and not any(p.startswith(".") for p in path.parts[-1:]):
+            if path.is_file() and not path.is_symlink() and inside_folder(root, path) \
+                    and not any(p.startswith(".") for p in path.parts[-1:]):
                 zf.write(path, f"{safe_name(character.name, 'character')}/{path.relative_to(root).as_posix()}")
     return _atomic_write(Path(out), buf.getvalue())

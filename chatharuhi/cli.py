@@ -236,7 +236,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
     app = web.build_app(backend=args.backend, characters_dir=args.characters_dir, embedder=args.embedder, **options)
-    print(f"chatharuhi demo on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    from .models.selection import describe
+
+    print(f"chatharuhi demo on http://{args.host}:{args.port} with {describe(app.demo.backend)} (Ctrl-C stops it)",
+          file=sys.stderr)
     web.launch(app, args.host, args.port)
     return 0
 

@@ -106,6 +106,7 @@ class _TimedBackend(Backend):
 
     def __init__(self, inner: Backend):
         self.inner, self.name, self.context_window = inner, inner.name, inner.context_window
+        self.model_entry = getattr(inner, "model_entry", None)  # the pulled model, for the language warning
 
     def stream(self, messages: Sequence[Message], _timing: dict | None = None, **options: Any) -> Iterator[str]:
         start = perf_counter()

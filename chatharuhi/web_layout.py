@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from .errors import ChatHaruhiError, InputError
+from .models.selection import describe
 from .web import SCENE_HEADERS, STORAGE_KEY, Tab, View, WebDemo
 
 TITLE = "ChatHaruhi"
@@ -25,6 +26,7 @@ def layout(gr, demo: WebDemo, secret: str) -> Any:
         tab = gr.State(Tab())
         owned = gr.BrowserState([], storage_key=STORAGE_KEY, secret=secret)  # this browser's session ids
         gr.Markdown(f"## {TITLE} — chat with a character, grounded in its own scenes")
+        gr.Markdown(f"Model: {describe(demo.backend)}", elem_id="model-in-use")
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 character = gr.Dropdown(demo.choices(), label="Character", value=None, elem_id="character")

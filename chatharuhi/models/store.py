@@ -147,6 +147,9 @@ def model_path(name: str) -> Path:
 
         return embedded_model()
     inst = installed(entry)
+    if inst is None and (model_dir(entry.name) / MANIFEST).is_file():
+        raise ModelError(f"{model_dir(entry.name)}: {entry.name} is damaged or from another revision (a file is "
+                         f"missing or resized); run `chatharuhi models pull {entry.name}` to repair it")
     if inst is None:
         got = partial_bytes(entry.name)
         resume = f" ({got / 1e6:.0f} MB of an earlier pull will be resumed)" if got else ""

@@ -318,8 +318,10 @@ class ChatHaruhi:
 
     def _options(self, plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
         options.setdefault("max_tokens", self.budget.reply_reserve)
-        if self.postprocess:
-            options.setdefault("stop", [f"\n{plan.user_role}:", f"\n{plan.user_role}："])
+        if self.postprocess:  # a caller's stop strings come first and add to the character's own
+            own = [f"\n{plan.user_role}:", f"\n{plan.user_role}："]
+            given = [options["stop"]] if isinstance(options.get("stop"), str) else list(options.get("stop") or [])
+            options["stop"] = list(dict.fromkeys([*given, *own]))
             if getattr(self.backend, "supports_prefill", False) and "prefill" not in options:
                 # Local models: the reply opens as `春日:「` and ends at `」` (keeps small models in character).
                 # The backend yields the prefill first, so the filter strips the tag as usual.

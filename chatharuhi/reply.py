@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from .backends.base import StreamInfo
 from .types import Message, Trace
 
 if TYPE_CHECKING:
@@ -27,8 +28,10 @@ class Reply:
     def __init__(self, bot: "ChatHaruhi", plan: Plan, options: dict[str, Any],
                  commit: bool | Callable[[Plan, str], None] = True):
         self.bot, self.plan, self.options, self.commit = bot, plan, options, commit
+        self.info = StreamInfo()  # filled by the backend when the stream ends
         self._text: str | None = None
         self._started = False
+        self._cut_by_filter = False
 
     @property
     def trace(self) -> Trace:
@@ -43,12 +46,13 @@ class Reply:
             raise RuntimeError("this reply is already being streamed")
         self._started = True
         filt = self.bot._filter()
-        stream = self.bot.backend.stream(self.plan.messages, **self.options)
+        stream = self.bot.backend.stream_with_info(self.plan.messages, self.info, **self.options)
         try:
             for chunk in stream:
                 if out := filt.feed(chunk):
                     yield out
                 if filt.stopped:
+                    self._cut_by_filter = True
                     break
             if tail := filt.finish():
                 yield tail
@@ -59,6 +63,19 @@ class Reply:
         self._text = filt.text
         if self.commit:  # True: a new turn; a callable: e.g. regenerate's "replace the last reply"
             (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
+
+    @property
+    def finish_reason(self) -> str:
+        """Why the reply ended: the backend's reason (``"length"`` for a reply cut at ``max_tokens``), else
+        ``"stop"`` (also when the reply filter ended it at another speaker's line)."""
+        if self._cut_by_filter:
+            return "stop"
+        return self.info.finish_reason or "stop"
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        """The backend's own token usage for this reply, when it reported one."""
+        return self.info.usage
 
     def text(self) -> str:
         """The whole reply (streams it if it has not been consumed yet)."""

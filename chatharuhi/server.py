@@ -5,13 +5,20 @@ runs the whole pipeline (retrieval over the last user message, packing under the
 budget, post-processing) and forwards to the configured backend, streamed (SSE) or not. Any OpenAI
 client works unchanged. How the incoming ``messages`` are read:
 
-- the last message must be the user's: it is the query; earlier user/assistant messages become the
-  history (consecutive user messages are joined; an assistant message with no user message before it,
-  such as a greeting, becomes a turn with empty user text); a ``name:「…」`` wrapper is stripped;
-- ``system`` / ``developer`` messages are ignored: the character's own system prompt is used, so a
-  front end's generic prompt cannot turn the character into someone else;
-- the user's in-story name: the ``X-Chatharuhi-User-Role`` header (UTF-8, or percent-encoded), else the
-  ``user`` field, else the name in the last message's ``name:「…」`` wrapper, else the character's default;
+- the conversation is read by ``chatharuhi.conversation.read_conversation`` (the LangChain model uses
+  the same function): the last message is the query; earlier user/assistant messages are the history
+  (consecutive user messages are joined, a leading assistant greeting is kept); ``system``/``developer``
+  messages are left out, the character's own system prompt is used;
+- the user's in-story name: the ``X-Chatharuhi-User-Role`` header (UTF-8, or percent-encoded), else
+  ``user_role`` (an extra body field), else the last user message's ``name`` field or ``name:「…」``
+  wrapper, else the session's, else the character's default. OpenAI's ``user`` field is the end-user
+  id (any string up to 256 characters) and is never used as a name;
+- ``n`` replies are ``n`` pipeline runs; ``finish_reason`` is the upstream's (``length`` for a cut
+  reply); ``usage`` is the upstream's own figures summed over the choices when it reports them, else
+  our exact count of what was sent (the ``X-Chatharuhi-Usage`` header says ``upstream`` or ``estimate``);
+- a client's ``stop`` strings are added to the character's own; tools, structured output, audio, web
+  search and logprobs are refused with a 400 (see ``server_api.ChatRequest``); every response has an
+  ``x-request-id``;
 - ``session_id`` (an extra body field; ``extra_body={"session_id": ...}`` in the SDK) uses the server's
   session store: its saved turns are the history (earlier ``messages`` are ignored) and the completed
   turn is saved. ``POST /v1/sessions`` creates one, ``GET /v1/sessions/{id}`` exports it.
@@ -27,7 +34,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -36,7 +42,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Iterable, Iterator, Sequence
 
-from .backends.base import Backend
+from .backends.base import Backend, StreamInfo
+from .conversation import read_conversation, unwrap  # noqa: F401 - unwrap: re-exported for callers
 from .errors import BackendUnavailable, ChatHaruhiError, InputError, InvalidCharacter
 from .server_api import (
     APIError,
@@ -57,9 +64,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 ENV_API_KEY = "CHATHARUHI_API_KEY"
 USER_ROLE_HEADER = "x-chatharuhi-user-role"
+REQUEST_ID_HEADER = "x-request-id"  # echoed when the client sends a sane one, else ours
 WORKER_THREADS = 256  # blocking backend streams run in threads: one per open stream, up to this many
 INSTALL_HINT = "pip install 'chatharuhi[web]'"
-_WRAPPED = re.compile(r"^\s*(?P<name>[^:：「」\n]{1,40}?)\s*[:：]\s*「(?P<text>.*)」\s*$", re.S)
 
 logger = logging.getLogger("chatharuhi.server")
 
@@ -74,33 +81,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def unwrap(text: str) -> tuple[str | None, str]:
-    """``'阿虚:「你好」'`` -> ``('阿虚', '你好')``; other text -> ``(None, text)``."""
-    m = _WRAPPED.match(text)
-    return (m["name"].strip(), m["text"]) if m else (None, text)
-
-
-def to_turns(messages: Sequence[tuple[str, str]], user_role: str) -> tuple[list[Turn], str, str | None]:
-    """OpenAI ``(role, content)`` messages -> (history turns, the query, the query's wrapper name)."""
-    convo = [(r, c) for r, c in messages if r in ("user", "assistant")]
-    if not convo or convo[-1][0] != "user":
-        raise InputError("the last message must be the user's: it is what the character answers")
-    turns: list[Turn] = []
-    pending: list[tuple[str | None, str]] = []
-    for role, content in convo[:-1]:
-        name, text = unwrap(content)
-        if role == "user":
-            pending.append((name, text))
-            continue
-        names = [n for n, _ in pending if n]
-        turns.append(Turn(names[-1] if names else user_role, "\n".join(t for _, t in pending), text))
-        pending = []
-    name, query = unwrap(convo[-1][1])
-    pending.append((name, query))
-    names = [n for n, _ in pending if n]
-    return turns, "\n".join(t for _, t in pending), names[-1] if names else None
-
-
 class _TimedBackend(Backend):
     """Wraps the shared backend to measure upstream time to first chunk (reported as ``Server-Timing``)."""
 
@@ -109,8 +89,12 @@ class _TimedBackend(Backend):
         self.model_entry = getattr(inner, "model_entry", None)  # the pulled model, for the language warning
 
     def stream(self, messages: Sequence[Message], _timing: dict | None = None, **options: Any) -> Iterator[str]:
+        return self.stream_with_info(messages, StreamInfo(), _timing, **options)
+
+    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, _timing: dict | None = None,
+                         **options: Any) -> Iterator[str]:
         start = perf_counter()
-        inner = self.inner.stream(messages, **options)
+        inner = self.inner.stream_with_info(messages, info, **options)
         try:
             for chunk in inner:
                 if _timing is not None and "upstream" not in _timing:
@@ -168,6 +152,10 @@ class BotPool:
         self._names[key] = entry.name
         return bot
 
+    def canonical(self, model: str) -> str:
+        """The ``/v1/models`` id of a name or alias (after ``get``): what responses echo as ``model``."""
+        return self._names.get(model.strip().casefold()) or self.get(model).character.path.name
+
     def models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries: id = folder name, with aliases and a description."""
         from .discovery import list_characters
@@ -177,7 +165,7 @@ class BotPool:
             if e.error is not None or e.manifest is None:
                 continue
             m = e.manifest
-            out.append({"id": e.name, "object": "model", "created": 0, "owned_by": "chatharuhi",
+            out.append({"id": e.name, "object": "model", "created": _created(e.path), "owned_by": "chatharuhi",
                         "aliases": e.aliases[1:], "display_name": m.display_name or e.name,
                         "language": m.language, "description": m.description, "greeting": m.greeting})
         return out
@@ -194,6 +182,19 @@ def _broken(entry: Any, exc: InvalidCharacter) -> str:
             where = path.name
         where = (where if where != "." else entry.name + "/") + (f" line {exc.line}" if exc.line else "") + ": "
     return f"character {entry.name!r} cannot be loaded: {where}{exc.reason}; fix the character's folder"
+
+
+def _created(folder: Any) -> int:
+    """A character's ``created``: when its folder's defining file (manifest, else system prompt) was written."""
+    for name in ("character.toml", "character.json", "system_prompt.txt"):
+        try:
+            return int(Path(folder, name).stat().st_mtime)
+        except OSError:
+            continue
+    try:
+        return int(Path(folder).stat().st_mtime)
+    except OSError:
+        return 0
 
 
 def _header_text(value: str | None) -> str | None:
@@ -248,6 +249,7 @@ def create_app(
 
     if api_key:  # a plain ASGI wrapper: Starlette's BaseHTTPMiddleware would re-stream every response body
         app.add_middleware(_BearerAuth, api_key=api_key)
+    app.add_middleware(_RequestId)  # outermost: errors and 401s carry an id too
 
     def run(fn, *args, **kwargs):
         return anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=limiter)
@@ -280,25 +282,36 @@ def create_app(
     async def chat_completions(request: Request):
         received = perf_counter()
         req: ChatRequest = await parse_request(request, ChatRequest)
+        req.refuse_what_we_cannot_honour()
         bot = await run(pool.get, req.model)
-        header_role = check_name(_header_text(request.headers.get(USER_ROLE_HEADER)), "X-Chatharuhi-User-Role")
-        chosen = header_role or req.user  # the caller's choice names every unwrapped user message
-        turns, text, wrapped_name = to_turns(req.conversation(), chosen or bot.user_role)
-        role = chosen or wrapped_name or None
+        model_id = pool.canonical(req.model)
+        chosen = check_name(_header_text(request.headers.get(USER_ROLE_HEADER)), "X-Chatharuhi-User-Role") \
+            or req.user_role  # the caller's choice names every unnamed user message
+        turns, text, named = read_conversation(req.conversation(), chosen or bot.user_role)
+        role = chosen or named or None
         session = None
         if req.session_id is not None:
+            if (req.n or 1) > 1:
+                raise APIError(400, "n > 1 cannot be used with session_id: a session records one reply per turn",
+                               param="n")
             session = await run(store().get, req.session_id)
             if session.character != bot.character.name:
                 raise InputError(f"session {session.id} belongs to {session.character!r}, not {bot.character.name!r}")
             turns = await run(store().turns, session.id)
             role = role or session.user_role
         timing: dict[str, float] = {}
-        reply = await run(bot.stream, text, role, history=turns, _timing=timing, **req.options())
-        chunks = iter(reply)
         end = object()
-        first = await run(next, chunks, end)  # before any header: an upstream failure gets a proper status
+
+        async def start(index: int):
+            """One choice: the reply, its chunk iterator and its first chunk (before any header is sent)."""
+            reply = await run(bot.stream, text, role, history=turns, _timing=timing if index == 0 else None,
+                              **req.options())
+            chunks = iter(reply)
+            return reply, chunks, await run(next, chunks, end)
+
+        choices = [await start(0)]  # an upstream failure on the first call gets a proper status
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        trace = reply.trace
+        trace = choices[0][0].trace
         timing.update({k: round(v, 3) for k, v in trace.timings_ms.items()})
         timing["ttfb"] = (perf_counter() - received) * 1e3
         headers = {"Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in timing.items()),
@@ -306,58 +319,102 @@ def create_app(
         if session is not None:
             headers["X-Chatharuhi-Session"] = session.id
 
-        def record() -> None:
+        def record(reply) -> None:
             if session is not None:
                 store().append_turn(session.id, Turn(reply.plan.user_role, text, reply.text()), trace.as_dict())
 
-        def usage() -> dict[str, int]:
-            completion = bot.counter.count(reply.text())
-            return {"prompt_tokens": trace.total_tokens, "completion_tokens": completion,
-                    "total_tokens": trace.total_tokens + completion}
+        def usage(replies) -> tuple[dict[str, int], str]:
+            """The upstream's figures summed over the choices when every call reported them, else ours."""
+            if all(r.usage for r in replies):
+                totals = {k: sum(r.usage[k] for r in replies)
+                          for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+                return totals, "upstream"
+            prompt = trace.total_tokens * len(replies)
+            completion = sum(bot.counter.count(r.text()) for r in replies)
+            return {"prompt_tokens": prompt, "completion_tokens": completion,
+                    "total_tokens": prompt + completion}, "estimate"
 
+        n = req.n or 1
         if not req.stream:
-            rest = await run(lambda: "".join(chunks))
-            await run(record)
-            content = ("" if first is end else first) + rest
-            message = {"role": "assistant", "content": content, "refusal": None}
-            return JSONResponse({"id": ident, "object": "chat.completion", "created": created, "model": req.model,
-                                 "choices": [{"index": 0, "message": message, "logprobs": None,
-                                              "finish_reason": "stop"}],
-                                 "usage": await run(usage), "system_fingerprint": None}, headers=headers)
+            out = []
+            for index in range(n):
+                reply, chunks, first = choices[0] if index == 0 else await start(index)
+                rest = await run(lambda chunks=chunks: "".join(chunks))
+                await run(record, reply)
+                content = ("" if first is end else first) + rest
+                out.append((reply, {"index": index, "logprobs": None, "finish_reason": reply.finish_reason,
+                                    "message": {"role": "assistant", "content": content, "refusal": None,
+                                                "annotations": []}}))
+            totals, source = await run(usage, [r for r, _ in out])
+            return JSONResponse({"id": ident, "object": "chat.completion", "created": created, "model": model_id,
+                                 "choices": [c for _, c in out], "usage": totals, "service_tier": None,
+                                 "system_fingerprint": None},
+                                headers={**headers, "X-Chatharuhi-Usage": source})
+        include_usage = bool(req.stream_options and req.stream_options.get("include_usage"))
 
-        def event(delta: dict, finish: str | None = None) -> bytes:
-            return sse({"id": ident, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                        "system_fingerprint": None,
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+        def event(index: int, delta: dict, finish: str | None = None) -> bytes:
+            chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model_id,
+                     "system_fingerprint": None,
+                     "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            if include_usage:
+                chunk["usage"] = None  # as OpenAI: null on every chunk, the totals on the last
+            return sse(chunk)
 
         async def body():
-            done = False
+            done, current, replies = False, None, []
             try:
-                yield event({"role": "assistant", "content": ""})
-                chunk = first
-                while chunk is not end:
-                    yield event({"content": chunk})
-                    chunk = await run(next, chunks, end)
-                await run(record)  # the reply is complete: only now is anything saved
+                for index in range(n):  # the choices one after another, each with its own index
+                    current = choices[0] if index == 0 else await start(index)
+                    reply, chunks, chunk = current
+                    yield event(index, {"role": "assistant", "content": ""})
+                    while chunk is not end:
+                        yield event(index, {"content": chunk})
+                        chunk = await run(next, chunks, end)
+                    await run(record, reply)  # the reply is complete: only now is anything saved
+                    replies.append(reply)
+                    yield event(index, {}, reply.finish_reason)
                 done = True
-                yield event({}, "stop")
-                if req.stream_options and req.stream_options.get("include_usage"):
+                if include_usage:
+                    totals, _ = await run(usage, replies)
                     yield sse({"id": ident, "object": "chat.completion.chunk", "created": created,
-                               "model": req.model, "choices": [], "usage": await run(usage)})
+                               "model": model_id, "system_fingerprint": None, "choices": [], "usage": totals})
                 yield b"data: [DONE]\n\n"
             except ChatHaruhiError as exc:  # headers are sent: the error goes in the stream, as OpenAI does
                 logger.warning("stream failed: %s", exc)
                 yield sse(error_body(public_message(exc, app.state.secrets), *error_status(exc)[1:]))
             finally:
-                if not done:
+                if not done and current is not None:
                     with anyio.CancelScope(shield=True):  # closes the upstream request; nothing was recorded
-                        await run(chunks.close)
+                        await run(current[1].close)
 
         return _DisconnectAwareStream(body(), media_type="text/event-stream",
                                       headers={**headers, "Cache-Control": "no-cache"})
 
     _DisconnectAwareStream = _disconnect_aware(StreamingResponse, anyio)
     return app
+
+
+class _RequestId:
+    """Put an ``x-request-id`` on every response: the client's own when it sent a sane one, else a new id."""
+
+    _SANE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        ident = given if 0 < len(given) <= 128 and set(given) <= self._SANE else f"req_{uuid.uuid4().hex}"
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), ident.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class _BearerAuth:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
+from .conversation import Incoming
 from .errors import (
     BackendError,
     BackendTimeout,
@@ -32,7 +33,9 @@ from .errors import (
 
 MAX_BODY_BYTES = 1_000_000  # a request body larger than this is refused (413) before it is parsed
 MAX_MESSAGES = 256  # messages per request; older turns beyond the history budget are dropped anyway
-MAX_NAME_CHARS = 40  # the user's in-story name, from every source (header, ``user``, a session's user_role)
+MAX_NAME_CHARS = 40  # the user's in-story name, from every source (header, ``user_role``, a message's ``name``)
+MAX_USER_ID_CHARS = 256  # OpenAI's ``user``: an end-user id (a 64-character hash, ``org:42``), never a story name
+MAX_CHOICES = 8  # ``n``: replies per request (each is one upstream call)
 MAX_MESSAGE_CHARS = 32_000  # one message's text; longer is refused (400), never embedded or counted
 MAX_STOP_SEQUENCES = 4  # as OpenAI
 MAX_STOP_CHARS = 200  # one stop sequence
@@ -163,7 +166,8 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One incoming message. Tool-call fields are accepted (some clients echo them) and ignored."""
+    """One incoming message. Tool-call fields are accepted (some clients echo them) and ignored; ``name`` on
+    a user message is the user's in-story name for that turn (checked by ``check_name``)."""
 
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -186,9 +190,23 @@ class ChatMessage(BaseModel):
         return "".join(p.text or "" for p in self.content)
 
 
+def _refuse(param: str, why: str) -> APIError:
+    return APIError(400, f"'{param}' is not supported by a character model: {why}", param=param,
+                    code="unsupported_parameter")
+
+
+# OpenAI parameters accepted and not applied: they tune an upstream's sampling, caching, storage or
+# billing, and a reply in the character's voice is the same answer without them. Listed in the README.
+ACCEPTED_NOT_APPLIED = ("presence_penalty", "frequency_penalty", "seed", "logit_bias", "metadata", "store",
+                        "service_tier", "prompt_cache_key", "safety_identifier", "verbosity", "reasoning_effort",
+                        "prediction", "parallel_tool_calls", "top_k", "min_p", "repetition_penalty")
+
+
 class ChatRequest(BaseModel):
     """``POST /v1/chat/completions``. Unknown fields are refused, as OpenAI does, so a typo fails loudly;
-    OpenAI's sampling fields that a character chat does not use are accepted and ignored."""
+    OpenAI parameters whose meaning a character cannot honour (tools, structured output, audio, web
+    search, logprobs) are refused with a 400 that says so; harmless tuning ones are accepted
+    (``ACCEPTED_NOT_APPLIED``)."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=200)
@@ -200,27 +218,39 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    user: str | None = None  # checked by check_name (one validator for every source of the in-story name)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
+    user: str | None = Field(None, max_length=MAX_USER_ID_CHARS)  # OpenAI's end-user id: never a story name
+    # ours (extra_body): the server-side session and the user's in-story name
     session_id: str | None = Field(None, min_length=1, max_length=100)
-    n: Literal[1] | None = None
-    # accepted, ignored
-    presence_penalty: Any = None
-    frequency_penalty: Any = None
-    seed: Any = None
-    logit_bias: Any = None
-    logprobs: Any = None
-    top_logprobs: Any = None
-    response_format: Any = None
-    metadata: Any = None
-    store: Any = None
-    parallel_tool_calls: Any = None
-    service_tier: Any = None
-    tools: Any = None
-    tool_choice: Any = None
-    reasoning_effort: Any = None
+    user_role: str | None = None
+    # accepted, not applied (ACCEPTED_NOT_APPLIED)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    logit_bias: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    verbosity: str | None = None
+    reasoning_effort: str | None = None
+    prediction: Any = None
+    parallel_tool_calls: bool | None = None
     top_k: Any = None
     min_p: Any = None
     repetition_penalty: Any = None
+    # honoured only in their "off" form; anything else is refused (see refuse_what_we_cannot_honour)
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: Any = None
+    web_search_options: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
     @field_validator("model")
     @classmethod
@@ -230,21 +260,46 @@ class ChatRequest(BaseModel):
             raise ValueError(problem)
         return value
 
-    @field_validator("user")
+    @field_validator("user_role", mode="before")
     @classmethod
-    def _a_name(cls, value: str | None) -> str | None:
-        return check_name(value, "user")
+    def _a_name(cls, value: Any) -> str | None:
+        return check_name(value, "user_role")
 
     @field_validator("stop")
     @classmethod
     def _short_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
         stops = [value] if isinstance(value, str) else value or []
         if len(stops) > MAX_STOP_SEQUENCES or any(len(x) > MAX_STOP_CHARS for x in stops):
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences of at most {MAX_STOP_CHARS} characters")
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences of at most {MAX_STOP_CHARS} characters "
+                             "(they add to the character's own)")
         return value
 
-    def conversation(self) -> list[tuple[str, str]]:
-        """``(role, text)`` of each message; unpaired surrogates (invalid UTF-8 in disguise) are refused."""
+    def refuse_what_we_cannot_honour(self) -> None:
+        """A 400 naming the first parameter whose meaning a character model cannot honour."""
+        if self.tools or self.functions:
+            name = "tools" if self.tools else "functions"
+            raise _refuse(name, "a character answers in its own voice and never calls tools; leave it out")
+        for name, choice in (("tool_choice", self.tool_choice), ("function_call", self.function_call)):
+            if choice not in (None, "none", "auto"):
+                raise _refuse(name, "there are no tools to call; leave it out or send 'none'")
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            raise _refuse("response_format", f"a character replies in prose, not {kind}; leave it out or "
+                                             "send {\"type\": \"text\"}")
+        if self.audio is not None or any(m != "text" for m in self.modalities or ()):
+            raise _refuse("audio" if self.audio is not None else "modalities", "replies are text only")
+        if self.web_search_options is not None:
+            raise _refuse("web_search_options", "a character answers from its own scenes, not the web")
+        if self.logprobs or self.top_logprobs:
+            raise _refuse("logprobs" if self.logprobs else "top_logprobs",
+                          "the reply is post-processed, so token log-probabilities would not match it")
+        unknown = sorted(set(self.stream_options or {}) - {"include_usage", "include_obfuscation"})
+        if unknown:
+            raise APIError(400, f"Unrecognized stream_options field: {unknown[0]}; use include_usage",
+                           param=f"stream_options.{unknown[0]}")
+
+    def conversation(self) -> list[Incoming]:
+        """Each message as ``Incoming``; unpaired surrogates (invalid UTF-8 in disguise) are refused."""
         out = []
         for i, m in enumerate(self.messages):
             text = m.text()
@@ -257,11 +312,12 @@ class ChatRequest(BaseModel):
                 raise APIError(400, f"messages[{i}].content is {len(text)} characters; the limit is "
                                f"{MAX_MESSAGE_CHARS} per message: send a shorter message",
                                param=f"messages.{i}.content", code="message_too_long")
-            out.append((m.role, text))
+            name = check_name(m.name, f"messages.{i}.name") if m.role == "user" else None
+            out.append(Incoming(m.role, text, name))
         return out
 
     def options(self) -> dict[str, Any]:
-        """Sampling options forwarded to the backend."""
+        """Sampling options forwarded to the backend (``stop`` adds to the character's own stops)."""
         given = {"temperature": self.temperature, "top_p": self.top_p,
                  "max_tokens": self.max_tokens or self.max_completion_tokens,
                  "stop": [self.stop] if isinstance(self.stop, str) else self.stop}

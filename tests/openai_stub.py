@@ -255,8 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
         text, finish = stub.reply_for(body)
         model = body.get("model") or stub.model
         ident, created = f"chatcmpl-stub-{len(stub.requests)}", int(time.time())
+        prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", []))  # characters, as tokens
         if not body.get("stream"):
-            prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", []))
             message = {"role": "assistant", "content": text, "refusal": None}
             return self._send_json(200, {
                 "id": ident, "object": "chat.completion", "created": created, "model": model,
@@ -286,7 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
         if stub.send_finish:
             self._write_chunk(event({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
-            usage = {"prompt_tokens": 0, "completion_tokens": len(text), "total_tokens": len(text)}
+            usage = {"prompt_tokens": prompt, "completion_tokens": len(text), "total_tokens": prompt + len(text)}
             chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                      "choices": [], "usage": usage}
             self._write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())

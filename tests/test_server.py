@@ -19,7 +19,8 @@ httpx = pytest.importorskip("httpx2")
 
 from chatharuhi.backends.openai_compat import OpenAIBackend  # noqa: E402
 from chatharuhi.errors import InputError  # noqa: E402
-from chatharuhi.server import create_app, is_loopback, serve, to_turns, unwrap  # noqa: E402
+from chatharuhi.conversation import Incoming, read_conversation, unwrap  # noqa: E402
+from chatharuhi.server import create_app, is_loopback, serve  # noqa: E402
 from chatharuhi.server_api import MAX_BODY_BYTES, MAX_MESSAGES  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.types import Turn  # noqa: E402
@@ -84,17 +85,19 @@ def error_of(response) -> dict:
 
 
 # -- pure helpers ----------------------------------------------------------------------------------------
-def test_unwrap_and_to_turns():
+def test_unwrap_and_read_conversation():
     assert unwrap("阿虚:「你好」") == ("阿虚", "你好")
     assert unwrap("阿虚：「多行\n文本」") == ("阿虚", "多行\n文本")
     assert unwrap("just text: with a colon") == (None, "just text: with a colon")
     msgs = [("system", "ignored"), ("assistant", "欢迎！"), ("user", "古泉:「一」"), ("assistant", "春日:「好」"),
             ("user", "二"), ("user", "三"), ("assistant", "嗯"), ("user", "阿虚:「四」")]
-    turns, text, name = to_turns(msgs, "阿虚")
+    turns, text, name = read_conversation([Incoming(r, t) for r, t in msgs], "阿虚")
     assert turns == [Turn("阿虚", "", "欢迎！"), Turn("古泉", "一", "好"), Turn("阿虚", "二\n三", "嗯")]
     assert (text, name) == ("四", "阿虚")
+    named = [Incoming("user", "你好", "长门"), Incoming("assistant", "嗯"), Incoming("user", "古泉:「再见」", "朝比奈")]
+    assert read_conversation(named, "阿虚") == ([Turn("长门", "你好", "嗯")], "再见", "朝比奈")  # name beats wrapper
     with pytest.raises(InputError, match="last message must be the user's"):
-        to_turns([("user", "a"), ("assistant", "b")], "阿虚")
+        read_conversation([Incoming("user", "a"), Incoming("assistant", "b")], "阿虚")
 
 
 def test_loopback_detection():
@@ -122,7 +125,7 @@ def test_non_streaming_completion_runs_the_pipeline(server, stub):
     out = c.chat.completions.create(model="凉宫春日", messages=[
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "我们去找外星人吧"}])
-    assert out.object == "chat.completion" and out.model == "凉宫春日"
+    assert out.object == "chat.completion" and out.model == "haruhi"  # the canonical id, not the alias
     assert out.choices[0].message.content == "外星人？今天就去找！"  # the speaker prefix is post-processed away
     assert out.choices[0].finish_reason == "stop" and out.usage.prompt_tokens > 0
     sent = stub.requests[-1].body["messages"]
@@ -133,7 +136,7 @@ def test_non_streaming_completion_runs_the_pipeline(server, stub):
 
 def test_streaming_completion_history_and_user_role(server, stub):
     c = client(server)
-    stream = c.chat.completions.create(model="haruhi", stream=True, user="古泉",
+    stream = c.chat.completions.create(model="haruhi", stream=True, extra_body={"user_role": "古泉"},
                                        stream_options={"include_usage": True}, messages=[
                                            {"role": "user", "content": "第一句"},
                                            {"role": "assistant", "content": "春日:「嗯」"},
@@ -281,15 +284,15 @@ def test_client_disconnect_mid_stream_stops_upstream_and_records_nothing(tmp_pat
     with StubOpenAIServer(long_reply, chunk_size=1) as slow_stub:
         closed = threading.Event()
         backend = OpenAIBackend(base_url=slow_stub.base_url, max_retries=0, timeout=10)
-        real_stream = backend.stream
+        real_stream = backend.stream_with_info
 
-        def watched(messages, **options):  # notes when the upstream stream is closed by the server
+        def watched(messages, info, **options):  # notes when the upstream stream is closed by the server
             try:
-                yield from real_stream(messages, **options)
+                yield from real_stream(messages, info, **options)
             finally:
                 closed.set()
 
-        backend.stream = watched
+        backend.stream_with_info = watched
         slow_stub.reply = lambda body: (time.sleep(0.001), long_reply)[1]
         with running(create_app(backend, embedder="hash", sessions=store)) as url:
             sid = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}).json()["id"]

@@ -1,7 +1,8 @@
 """The backend contract: one required method, ``stream(messages, **options) -> Iterator[str]``.
 
 A blocking reply is the join of the stream; the async twin runs the stream in a worker thread
-unless a backend overrides it. A backend also says how it counts tokens and how large its
+unless a backend overrides it. A backend that learns how a reply ended (the upstream's finish reason,
+its token usage) reports it through ``stream_with_info``; the default reports nothing. A backend also says how it counts tokens and how large its
 context window is, so the packer can fill the prompt exactly.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 from ..config import DEFAULT_CONTEXT_WINDOW
@@ -17,6 +19,17 @@ from ..tokens import TiktokenCounter, TokenCounter
 from ..types import Message
 
 _DONE = object()
+
+
+@dataclass
+class StreamInfo:
+    """How a streamed reply ended, as far as the backend knows: filled when the stream is exhausted.
+
+    ``finish_reason``: ``"stop"``, ``"length"`` (cut at ``max_tokens``), ... or None when unknown;
+    ``usage``: the upstream's own ``prompt_tokens``/``completion_tokens``/``total_tokens``, or None."""
+
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
 
 
 class Backend(ABC):
@@ -30,6 +43,10 @@ class Backend(ABC):
     @abstractmethod
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
         """Yield the reply in chunks. Options: temperature, max_tokens, stop (list of strings)."""
+
+    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Iterator[str]:
+        """``stream``, filling ``info`` when it ends; backends that know nothing more leave it empty."""
+        return self.stream(messages, **options)
 
     def complete(self, messages: Sequence[Message], **options: Any) -> str:
         """The whole reply: the join of the stream."""

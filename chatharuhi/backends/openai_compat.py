@@ -35,7 +35,7 @@ from ..config import (
 from ..errors import BackendConnectionError, BackendError, BackendResponseError, BackendTimeout, MissingAPIKey
 from ..tokens import TiktokenCounter, TokenCounter
 from ..types import Message
-from .base import Backend
+from .base import Backend, StreamInfo
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_API_KEY = "not-needed"  # vLLM, Ollama and llama.cpp accept any key
@@ -49,6 +49,18 @@ KNOWN_CONTEXT_WINDOWS = (
     ("gpt-4", 8_192),
 )
 _OPTION_KEYS = ("temperature", "max_tokens", "top_p", "stop")
+MAX_STOP = 4  # stop sequences OpenAI's API accepts
+
+
+def _usage(usage: Any) -> dict[str, int] | None:
+    """The SDK's usage object as ``{"prompt_tokens", "completion_tokens", "total_tokens"}``."""
+    try:
+        prompt, completion = int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    total = getattr(usage, "total_tokens", None)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": int(total) if total is not None else prompt + completion}
 
 
 def known_context_window(model: str) -> int:
@@ -108,6 +120,7 @@ class OpenAIBackend(Backend):
         client: Any = None,
         async_client: Any = None,
         extra_body: dict[str, Any] | None = None,
+        stream_usage: bool = True,
         **_ignored: Any,
     ):
         self.model = model or os.environ.get(ENV_MODEL) or DEFAULT_OPENAI_MODEL
@@ -119,6 +132,8 @@ class OpenAIBackend(Backend):
         self.temperature, self.max_tokens, self.top_p = temperature, max_tokens, top_p
         self.timeout, self.max_retries = timeout, max_retries
         self.extra_body = dict(extra_body or {})
+        # ask for the usage chunk (stream_options.include_usage); False for an old server that refuses it
+        self.stream_usage = stream_usage
         self.context_window = context_window or known_context_window(self.model)
         self._client, self._owns_client = client, client is None
         self._async_client = async_client
@@ -159,6 +174,10 @@ class OpenAIBackend(Backend):
             value = options.get(key, getattr(self, key, None))
             if value is not None:
                 params[key] = value
+        if len(params.get("stop") or ()) > MAX_STOP:
+            # OpenAI takes at most 4: the caller's come first; a character's own stops beyond them are
+            # its user's line starts, which the reply filter cuts at anyway
+            params["stop"] = params["stop"][:MAX_STOP]
         if self.extra_body:
             params["extra_body"] = self.extra_body
         return params
@@ -174,23 +193,35 @@ class OpenAIBackend(Backend):
             raise error from exc
 
     @staticmethod
-    def _read(chunk: Any) -> tuple[str, bool]:
-        """The text of one stream chunk (first choice only) and whether it carried a finish reason."""
+    def _read(chunk: Any, info: StreamInfo) -> tuple[str, bool]:
+        """The text of one stream chunk (first choice only) and whether it carried a finish reason; the
+        finish reason and the upstream's usage (the chunk ``include_usage`` adds) go into ``info``."""
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            info.usage = _usage(usage)
         choice = next((c for c in chunk.choices or () if c.index in (0, None)), None)
         if choice is None:  # e.g. the usage chunk at the end
             return "", False
+        if choice.finish_reason:
+            info.finish_reason = str(choice.finish_reason)
         return (choice.delta.content if choice.delta else None) or "", bool(choice.finish_reason)
 
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
         """Yield the reply as the server streams it. Options: temperature, max_tokens, stop, top_p, model."""
+        return self.stream_with_info(messages, StreamInfo(), **options)
+
+    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Iterator[str]:
+        """``stream``, recording the upstream's finish reason and usage in ``info``."""
         params = self._params(messages, options)
+        if self.stream_usage:
+            params["stream_options"] = {"include_usage": True}
         with self._errors():
             response = self.client.chat.completions.create(stream=True, **params)
         finished = False
         try:
             with self._errors(streaming=True):
                 for chunk in response:
-                    piece, done = self._read(chunk)
+                    piece, done = self._read(chunk, info)
                     finished = finished or done
                     if piece:
                         yield piece
@@ -212,11 +243,11 @@ class OpenAIBackend(Backend):
         params = self._params(messages, options)
         with self._errors():
             response = await (await self._aclient()).chat.completions.create(stream=True, **params)
-        finished = False
+        finished, info = False, StreamInfo()
         try:
             with self._errors(streaming=True):
                 async for chunk in response:
-                    piece, done = self._read(chunk)
+                    piece, done = self._read(chunk, info)
                     finished = finished or done
                     if piece:
                         yield piece

@@ -4,6 +4,11 @@ Models asked to answer as ``春日:「……」`` often go on to write the user'
 or narration. ``ReplyFilter`` works on a stream: it emits text as soon as it is certain to stay,
 holds back what may still change (an undecided line start, a possible closing bracket, trailing
 space), and reports ``stopped`` when another speaker begins, so the caller can close the stream.
+
+Two kinds of stray line are dropped, both seen in real replies of small models: a line spoken by
+anyone but the character after it has spoken (``Mom:👌👍``; the reply ends there), and
+meta-commentary about the reply (``Here's what's changed since the original scene: …``,
+``(Note: …)``, ``以下是……``): dropped when it opens the reply, the end of the reply after it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,32 @@ MAX_TAG_CHARS = 20  # a streamed line with no colon after this many characters c
 _NOT_IN_NAME = re.compile(r"[，。！？!?…,.；;、\n]")  # punctuation before any colon: the line is not a tag
 _TAG = re.compile(rf"^\s*(?P<name>[^:：「」\n]{{0,{MAX_SPEAKER_CHARS}}}?)\s*[:：]\s*(?P<open>「?)")
 _OPEN, _CLOSE = "「", "」"
+MAX_NAME_WORDS = 3  # "Mrs Hudson", "Inspector G. Lestrade": longer heads before a colon are prose
+# openers of meta-commentary (compared case-insensitively): specific enough not to be the character's speech
+META_OPENERS = (
+    "here's what's changed", "here’s what’s changed", "here's what changed", "here is what changed",
+    "here's the revised", "here is the revised", "here's the updated", "here is the updated",
+    "here's my response", "here is my response", "here's the response", "here is the response",
+    "what's changed", "changes made", "note:", "note：", "notes:", "(note", "（note", "[note", "p.s.:",
+    "as an ai", "as a language model", "i hope this helps", "let me know if", "以下是", "注：", "注:", "(注",
+    "（注", "备注：", "备注:", "修改说明", "说明：", "改动：",
+)
+
+
+def _is_meta(line: str) -> bool:
+    return line.strip().casefold().startswith(META_OPENERS)
+
+
+def _maybe_meta(line: str) -> bool:
+    """Whether a line still being streamed may yet turn out to be meta-commentary."""
+    head = line.strip().casefold()
+    return bool(head) and any(o.startswith(head) and len(head) < len(o) for o in META_OPENERS)
+
+
+def _looks_like_name(name: str) -> bool:
+    """Whether the text before a colon reads as a speaker's name (``Mom``, ``Mrs Hudson``, ``妈妈``)."""
+    return (0 < len(name) <= MAX_TAG_CHARS and any(c.isalpha() for c in name)
+            and len(name.split()) <= MAX_NAME_WORDS)
 
 
 class ReplyFilter:
@@ -30,14 +61,16 @@ class ReplyFilter:
         self._emitted = ""
         self.stopped = False
 
-    def _line(self, line: str, complete: bool) -> tuple[str | None, bool]:
-        """Clean one line: (text or None while undecided, whether another speaker starts here)."""
+    def _line(self, line: str, complete: bool) -> tuple[str | None, bool | str]:
+        """Clean one line: (text or None while undecided, whether another speaker starts here, or "meta")."""
         m = _TAG.match(line)
         decided = complete or (m is not None and (m["open"] or len(line) > m.end())) or _OPEN in line
         head = re.split("[:：]", line, maxsplit=1)[0]
         decided = decided or len(head) > MAX_TAG_CHARS or bool(_NOT_IN_NAME.search(head))
-        if not decided:
+        if not decided or (not complete and _maybe_meta(line)):
             return None, False
+        if _is_meta(line):
+            return "", "meta"
         quoted = False
         if m is not None:
             name = m["name"].strip().casefold()
@@ -45,7 +78,7 @@ class ReplyFilter:
                 line, quoted = line[m.end() :], bool(m["open"])
             elif name in self.skip:
                 return ("" if complete else None), False
-            elif m["open"] or name in self.others:
+            elif m["open"] or name in self.others or _looks_like_name(name):
                 return "", True
         if not quoted and line.lstrip().startswith(_OPEN):
             line, quoted = line.lstrip()[1:], True
@@ -61,6 +94,11 @@ class ReplyFilter:
         for i, line in enumerate(lines):
             complete = final or i < len(lines) - 1
             text, stop = self._line(line, complete)
+            if stop == "meta":  # commentary about the reply: skipped before it, the end of it after
+                if any(out):
+                    self.stopped = True
+                    break
+                continue
             if stop and not any(out):  # a reply that opens as someone else is kept whole, not emptied
                 if not complete:
                     break

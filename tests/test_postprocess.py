@@ -21,6 +21,18 @@ CASES = [
     ("阿虚:「我替你说」", "阿虚:「我替你说」", False),  # a reply that opens as someone else is kept, not emptied
     ("春日:「好」\n古泉:「我也来」", "好", True),  # any bracketed speaker ends the reply
     ("  \n春日:「前面有空行」  ", "前面有空行", False),
+    # real replies of small models (issue 13): another speaker after the answer, meta-commentary
+    ("春日:「明天九点，站前集合！」\nMom:👌👍", "明天九点，站前集合！", True),
+    ("Holmes:「You have been in Afghanistan, I perceive.」\nMom:👌👍\nHolmes:「Quite.」",
+     "You have been in Afghanistan, I perceive.", True),
+    ("Holmes:「The game is afoot.」\n\nHere's what's changed since the original scene: Holmes is calmer.",
+     "The game is afoot.", True),
+    ("Here's the revised reply:\nHolmes:「Data, data, data!」", "Data, data, data!", False),
+    ("春日:「走吧！」\n（注：春日的语气更加强硬了）", "走吧！", True),
+    ("以下是春日的回答：\n春日:「无聊！」", "无聊！", False),
+    ("春日:「好」\n妈妈：早点回家", "好", True),
+    ("Holmes:「Here's the thing, Watson: nobody saw it.」", "Here's the thing, Watson: nobody saw it.", False),
+    ("（笑）好啊", "（笑）好啊", False),
 ]
 
 
@@ -50,6 +62,14 @@ def test_nothing_is_emitted_before_the_speaker_tag_is_decided():
     f = ReplyFilter(OWN, OTHERS)
     assert f.feed("阿") == "" and f.feed("虚") == ""
     assert f.feed(":「") == "" and f.stopped is False  # first line: held until the line ends
+
+
+def test_a_possible_meta_line_is_held_until_decided():
+    f = ReplyFilter(OWN, OTHERS)
+    assert f.feed("Holmes:「Quite.」\nHere's wh") == "Quite."
+    assert f.feed("at's changed: more") == "" and f.stopped
+    g = ReplyFilter(OWN, OTHERS)
+    assert g.feed("（笑）好啊，") == "（笑）好啊，"  # not the start of any meta opener: streamed at once
 
 
 def test_untagged_text_streams_without_waiting_for_a_long_line():

@@ -8,7 +8,8 @@ import sys
 import time
 from typing import Sequence
 
-from .errors import ChatHaruhiError
+from .config import SYSTEM_PROMPT_FILE
+from .errors import ChatHaruhiError, InputError
 from .interop import commands as _interop_commands
 from .models import commands as _models_commands
 from .training import commands as _training_commands
@@ -116,6 +117,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         if e.error is not None:
             print(f"! {e.name}: {e.error}", file=sys.stderr)
             continue
+        if not (e.path / SYSTEM_PROMPT_FILE).is_file():
+            print(f"warning: {e.name}: {e.path} has no {SYSTEM_PROMPT_FILE}, so it cannot be chatted with; write "
+                  f"the character's system prompt there (chatharuhi validate {e.path} lists every problem)",
+                  file=sys.stderr)
         m = e.manifest
         aliases = ", ".join(a for a in m.aliases) if m and m.aliases else ""
         print(f"{e.name:<16} {(m.display_name or e.name) if m else e.name:<18} {m.language if m else '?':<4} {aliases}")
@@ -282,10 +287,21 @@ COMMANDS.update(_training_commands.COMMANDS)  # build-dataset, train
 COMMANDS.update(_models_commands.COMMANDS)  # models list | pull | rm
 
 
+def _check_characters_dirs(dirs: list[str] | None) -> None:
+    """A ``--characters-dir`` that does not exist is a typo to report, not a folder to skip quietly."""
+    from .discovery import missing_dirs
+
+    missing = missing_dirs(dirs)
+    if missing:
+        raise InputError(f"--characters-dir {missing[0]}: no such folder; check the path (characters are "
+                         "folders inside it)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; errors are printed as one clear line, exit status 2."""
     args = build_parser().parse_args(argv)
     try:
+        _check_characters_dirs(getattr(args, "characters_dir", None))
         return COMMANDS[args.command](args) or 0
     except ChatHaruhiError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -108,7 +108,15 @@ def find_entry(name: str, characters_dir: PathLike | Iterable[PathLike] | None =
     labels = {alias.casefold(): e.name for e in entries.values() for alias in e.aliases}
     close = difflib.get_close_matches(wanted, list(labels), n=3, cutoff=0.6)
     suggestions = list(dict.fromkeys(labels[c] for c in close))
-    raise CharacterNotFound(name, names, suggestions)
+    raise CharacterNotFound(name, names, suggestions, missing_dirs(characters_dir))
+
+
+def missing_dirs(characters_dir: PathLike | Iterable[PathLike] | None) -> list[str]:
+    """The folders passed as ``characters_dir`` that do not exist (a typo the user should hear about)."""
+    if characters_dir is None:
+        return []
+    given = [characters_dir] if isinstance(characters_dir, (str, os.PathLike)) else list(characters_dir)
+    return [str(p) for p in given if not Path(p).expanduser().is_dir()]
 
 
 def find_character(name: str, characters_dir: PathLike | Iterable[PathLike] | None = None) -> Character:

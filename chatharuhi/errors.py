@@ -41,13 +41,16 @@ class CharacterError(ChatHaruhiError):
 class CharacterNotFound(CharacterError, LookupError):
     """No character folder matches the requested name or alias."""
 
-    def __init__(self, name: str, available: list[str], suggestions: list[str] | None = None):
+    def __init__(self, name: str, available: list[str], suggestions: list[str] | None = None,
+                 missing_dirs: list[str] | None = None):
         self.name = name
         self.available = sorted(available)
         self.suggestions = suggestions or []
-        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        self.missing_dirs = missing_dirs or []
+        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else "."
+        missing = "".join(f" The characters folder {d} does not exist." for d in self.missing_dirs)
         listing = ", ".join(self.available) if self.available else "(none found)"
-        super().__init__(f"Unknown character {name!r}{hint} Available: {listing}")
+        super().__init__(f"Unknown character {name!r}{hint}{missing} Available: {listing}.")
 
 
 class InvalidCharacter(CharacterError, ValueError):

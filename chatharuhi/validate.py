@@ -1,20 +1,23 @@
 """Check a character folder and report every problem with file and line.
 
-Errors stop the character from loading (missing or empty system prompt, no scenes, a malformed
-manifest, a file that is not UTF-8); warnings do not (an empty scene file, a line in no known
-format, a scene larger than the story budget).
+Errors stop the character from loading or from being played as written (missing or empty system
+prompt, no scenes, a malformed manifest, a file that is not UTF-8, a language with no prompts, a
+manifest ``speaker`` who never speaks in the scenes); warnings do not (an empty scene file, a line
+in no known format, a scene larger than the story budget).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from .character import inside_folder, load_manifest, parse_scene, read_text, scene_files
-from .config import DEFAULT_STORY_TOKENS, SYSTEM_PROMPT_FILE, TEXTS_DIR
+from .config import DEFAULT_STORY_TOKENS, MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from .discovery import is_character_folder
 from .errors import InvalidCharacter
+from .prompts import SUPPORTED_LANGUAGES
 from .tokens import TiktokenCounter, TokenCounter
 
 
@@ -49,6 +52,12 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
         add("error", exc.path or folder, exc.line, str(exc).split(": ", 1)[-1] if exc.path else str(exc))
         manifest = None
     narrators = frozenset(manifest.narrators) if manifest else frozenset()
+    if manifest is not None and "language" in manifest.model_fields_set:
+        base = manifest.language.split("-")[0].casefold()
+        if base not in SUPPORTED_LANGUAGES:
+            add("error", folder / MANIFEST_FILE, _key_line(folder, "language"),
+                f"language {manifest.language!r} is not supported: the prompts exist for "
+                f"{', '.join(SUPPORTED_LANGUAGES)}; set language to one of them (or add prompts/{base}/)")
     prompt = folder / SYSTEM_PROMPT_FILE
     if prompt.exists() and not inside_folder(folder, prompt):
         add("error", prompt, None, "links to a file outside the character folder; it is never read: copy the file "
@@ -72,6 +81,7 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
         add("error", texts, None, f"no scenes: add one scene per .txt file under {TEXTS_DIR}/")
     counter = counter or TiktokenCounter()
     usable = 0
+    spoken: Counter[str] = Counter()
     for path in files:
         try:
             text = read_text(path)
@@ -83,6 +93,7 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
             add("warning", path, None, "empty scene (skipped)")
             continue
         usable += 1
+        spoken.update(line.speaker for line in scene.lines if line.kind == "speech" and line.speaker)
         for line in scene.lines:
             if line.kind == "other":
                 add("warning", path, line.lineno, f"line in no known format, kept as narration: {line.text[:40]!r} "
@@ -93,7 +104,21 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
                 "it can never be retrieved; split it into smaller scenes")
     if files and not usable:
         add("error", texts, None, "every scene file is empty")
+    if manifest is not None and manifest.speaker and usable and manifest.speaker not in spoken:
+        common = ", ".join(name for name, _ in spoken.most_common(5)) or "(nobody)"
+        add("error", folder / MANIFEST_FILE, _key_line(folder, "speaker"),
+            f"speaker {manifest.speaker!r} never speaks in {TEXTS_DIR}/ (the lines there are spoken by {common}); "
+            "set speaker to the character's name as the scene lines write it")
     return problems
+
+
+def _key_line(folder: Path, key: str) -> int | None:
+    """The line of ``key = ...`` in the folder's manifest, for the report."""
+    try:
+        lines = (folder / MANIFEST_FILE).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return next((i for i, line in enumerate(lines, 1) if line.split("=")[0].strip() == key), None)
 
 
 def validate_path(path: str | Path, **options) -> dict[Path, list[Problem]]:

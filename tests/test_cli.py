@@ -90,3 +90,19 @@ def test_chat_subprocess_ends_cleanly_on_eof():
 @pytest.mark.parametrize("args", [["chat"], ["nonsense"]])
 def test_bad_arguments_exit_non_zero(args):
     assert _cli(*args).returncode != 0
+
+
+def test_a_missing_characters_dir_is_an_error_for_list_and_ask(capsys, tmp_path):
+    missing = tmp_path / "my_characters"
+    for argv in (["list"], ["ask", "haruhi", "你好", "--backend", "scripted", "--embedder", "hash"]):
+        code, out, err = run(capsys, *argv, "--characters-dir", str(missing))
+        assert code == 2 and out == "", argv
+        assert err.startswith(f"error: --characters-dir {missing}: no such folder"), err
+
+
+def test_list_warns_about_a_folder_with_no_system_prompt(capsys, tmp_path):
+    (tmp_path / "half" / "texts").mkdir(parents=True)
+    (tmp_path / "half" / "texts" / "a.txt").write_text("甲:「好」", encoding="utf-8")
+    code, out, err = run(capsys, "list", "--characters-dir", str(tmp_path))
+    assert code == 0 and "haruhi" in out
+    assert f"warning: half: {tmp_path / 'half'} has no system_prompt.txt" in err

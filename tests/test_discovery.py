@@ -74,3 +74,15 @@ def test_path_like_names_never_escape(name, tmp_path):
 def test_empty_name():
     with pytest.raises(CharacterNotFound):
         find_entry("  ")
+
+
+def test_not_found_says_the_given_folder_is_missing(tmp_path):
+    from chatharuhi.discovery import find_entry
+    from chatharuhi.errors import CharacterNotFound
+
+    missing = tmp_path / "my_characters"
+    with pytest.raises(CharacterNotFound) as info:
+        find_entry("my_char", missing)
+    assert str(info.value).startswith(f"Unknown character 'my_char'. The characters folder {missing} does not "
+                                      "exist. Available: ")
+    assert str(info.value).endswith("wukong.") and info.value.missing_dirs == [str(missing)]

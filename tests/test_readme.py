@@ -28,10 +28,7 @@ def test_readme_starts_with_the_two_setup_commands():
 def test_first_python_snippet_runs(tmp_path, shared_home):
     """The snippet runs as written: the real embedder, a scripted backend from the environment."""
     home = tmp_path / "user"
-    char = home / "my_characters" / "my_char"
-    (char / "texts").mkdir(parents=True)
-    (char / "system_prompt.txt").write_text("你是小明，一个喜欢猫的高中生。", encoding="utf-8")
-    (char / "texts" / "1.txt").write_text("小明:「我家的猫又胖了」\n小红:「那就少喂点」", encoding="utf-8")
+    home.mkdir()
     env = {**os.environ, "HOME": str(home), "CHATHARUHI_BACKEND": "scripted", "PYTHONPATH": str(ROOT),
            "CHATHARUHI_HOME": str(shared_home)}
     snippet = python_blocks()[0] + "\nprint('\\nOK', bot2.character.name, len(bot.history))\n"
@@ -40,7 +37,9 @@ def test_first_python_snippet_runs(tmp_path, shared_home):
     assert r.returncode == 0, r.stderr
     assert "echo: 阿虚:「我们去找外星人吧」" in r.stdout
     assert "echo: 阿虚:「今天的活动是什么？」" in r.stdout
+    assert "echo: 小红:「你家的猫怎么样？」" in r.stdout  # the snippet made its own character and chatted with it
     assert r.stdout.strip().endswith("OK my_char 2")
+    assert (tmp_path / "my_characters" / "my_char" / "texts" / "cat.txt").is_file()
 
 
 def test_backend_snippet_builds_without_network(monkeypatch, shared_home):

@@ -50,3 +50,22 @@ def test_builtin_and_fixture_characters_have_no_errors(fixtures_dir):
             assert not [p for p in problems if p.severity == "error"], folder
     builtin = validate_path(builtin_characters_dir())
     assert all(problems == [] for problems in builtin.values())  # our own data is clean
+
+
+def test_an_unsupported_language_is_an_error_on_its_line(tmp_path):
+    folder = make(tmp_path, {"system_prompt.txt": "Tu es Arsène.", "texts/a.txt": "Arsène:「Bonjour」",
+                             "character.toml": 'name = "arsene"\nlanguage = "fr"\n'})
+    (problem,) = validate_folder(folder)
+    assert problem.severity == "error" and problem.line == 2 and problem.path.name == "character.toml"
+    assert "language 'fr' is not supported" in problem.message and "zh, en" in problem.message
+    ok = make(tmp_path / "ok", {"system_prompt.txt": "p", "texts/a.txt": "甲:「好」",
+                                "character.toml": 'language = "zh-TW"\n'})
+    assert validate_folder(ok) == []
+
+
+def test_a_manifest_speaker_who_never_speaks_is_an_error(tmp_path):
+    folder = make(tmp_path, {"system_prompt.txt": "你是春日。", "texts/a.txt": "阿虚:「喂」\n凉宫春日:「干嘛」\n",
+                             "character.toml": 'display_name = "春日"\nspeaker = "春日"\n'})
+    (problem,) = validate_folder(folder)
+    assert problem.severity == "error" and problem.line == 2
+    assert "speaker '春日' never speaks" in problem.message and "凉宫春日" in problem.message

@@ -353,3 +353,31 @@ def test_sessionstore_is_the_contract_and_opens_sqlite_for_a_path(tmp_path):
         assert s.get(s.create("haruhi", "阿虚").id).character == "haruhi"
     with SQLiteSessionStore(tmp_path / "c.db") as s:  # the implementation opens the same file directly
         assert len(s.list()) == 1
+
+
+def test_choose_edit_and_delete_any_turn_lose_nothing(store):
+    s = store.create("haruhi", "阿虚")
+    for i in range(3):
+        store.append_turn(s.id, Turn("阿虚", f"问{i}", f"答{i}"), {"n": i})
+    store.add_alternative(s.id, 1, "答1b", {"n": "1b"})
+    store.add_alternative(s.id, 1, "答1c")
+    assert store.alternatives(s.id, 1) == ["答1", "答1b", "答1c"] and store.chosen(s.id, 1) == 2
+    assert store.select_alternative(s.id, 1, 0) == "答1"  # swipe back: the first reply is current again
+    assert store.alternatives(s.id, 1) == ["答1", "答1b", "答1c"] and store.chosen(s.id, 1) == 0
+    assert store.turns(s.id)[1].reply == "答1" and store.trace(s.id, 1) == {"n": 1}
+    with pytest.raises(SessionError, match="no reply 3"):
+        store.select_alternative(s.id, 1, 3)
+    # edit a middle message: its replies (and which one is chosen) come along; later turns stay
+    store.edit_turn(s.id, 1, text="问1改")
+    assert [t.text for t in store.turns(s.id)] == ["问0", "问1改", "问2"]
+    assert store.alternatives(s.id, 1) == ["答1", "答1b", "答1c"] and store.turns(s.id)[1].reply == "答1"
+    store.edit_turn(s.id, 0, reply="答0改")  # an edited reply is the newest alternative
+    assert store.alternatives(s.id, 0) == ["答0", "答0改"] and store.turns(s.id)[0].reply == "答0改"
+    # delete a middle turn: later ones move up, and a new turn still appends at the end
+    store.delete_turn(s.id, 1)
+    assert [t.text for t in store.turns(s.id)] == ["问0", "问2"]
+    assert store.append_turn(s.id, Turn("阿虚", "问3", "答3")) == 2
+    assert [t.text for t in store.turns(s.id)] == ["问0", "问2", "问3"]
+    with pytest.raises(SessionError, match="empty"):
+        store.edit_turn(s.id, 0, text="  ")
+    assert {"问1", "问1改", "答0", "答1b"} <= raw_texts(store, "turns") | raw_texts(store, "replies")  # all kept

@@ -103,12 +103,30 @@ class SessionStore(ABC):
         """The stored trace of turn ``index``'s current reply (``None`` if it has none)."""
 
     @abstractmethod
-    def delete_last_turn(self, session_id: str) -> None:
-        """Hide the last turn (its rows stay stored, flagged as deleted)."""
+    def chosen(self, session_id: str, index: int) -> int:
+        """The position, in ``alternatives()``, of turn ``index``'s current reply."""
 
     @abstractmethod
+    def select_alternative(self, session_id: str, index: int, n: int) -> str:
+        """Make reply ``n`` (a position in ``alternatives()``) current for turn ``index`` ("swipe"); returns it.
+        The list keeps its order and no reply is lost."""
+
+    @abstractmethod
+    def delete_turn(self, session_id: str, index: int) -> None:
+        """Hide turn ``index`` (its rows stay stored, flagged as deleted); later turns move up one."""
+
+    @abstractmethod
+    def edit_turn(self, session_id: str, index: int, *, text: str | None = None, reply: str | None = None) -> None:
+        """Replace the user's text of turn ``index`` (a new row supersedes the old, its replies carried over)
+        and/or its reply (added as the newest alternative); the turns after it stay as they are."""
+
+    def delete_last_turn(self, session_id: str) -> None:
+        """Hide the last turn (its rows stay stored, flagged as deleted)."""
+        self.delete_turn(session_id, -1)
+
     def edit_last_turn(self, session_id: str, text: str) -> None:
         """Replace the user's text of the last turn (a new row supersedes the old; its current reply is kept)."""
+        self.edit_turn(session_id, -1, text=text)
 
     @abstractmethod
     def export_records(self, session_id: str) -> list[dict[str, Any]]:
@@ -136,6 +154,15 @@ class SessionStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_edit(text: str | None, reply: str | None) -> None:
+    """The arguments of ``edit_turn``: at least one, and neither blank."""
+    for what, value in (("message", text), ("reply", reply)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise SessionError(f"the edited {what} is empty")
+    if text is None and reply is None:
+        raise SessionError("nothing to edit: pass text= or reply=")
 
 
 def open_session(session: "str | Session | None", sessions: "SessionStore | None"):

@@ -16,7 +16,7 @@ from typing import Any
 from ..config import DEFAULT_PG_CONNECT_TIMEOUT_S, DEFAULT_PG_POOL_MAX
 from ..errors import InputError, SessionError, SessionNotFound
 from ..types import Turn
-from .base import Session, SessionStore
+from .base import Session, SessionStore, check_edit
 from .pg_schema import Database
 
 _LIVE = "NOT deleted AND superseded_by IS NULL"
@@ -121,11 +121,12 @@ class PostgresSessionStore(SessionStore):
         now, trace_json = time.time(), _json(trace)
         with self.db.transaction("save a turn") as conn:
             self._lock_session(conn, session_id)
-            index = conn.execute(f"SELECT COUNT(*) AS n FROM turns WHERE session_id = %s AND {_LIVE}",
-                                 (session_id,)).fetchone()["n"]
+            row = conn.execute(f"SELECT COUNT(*) AS n, MAX(idx) AS top FROM turns WHERE session_id = %s AND {_LIVE}",
+                               (session_id,)).fetchone()
+            index, slot = row["n"], (row["top"] + 1 if row["top"] is not None else 0)  # deletions leave gaps
             turn_id = conn.execute("INSERT INTO turns (session_id, idx, user_role, text, created) "
                                    "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                                   (session_id, index, turn.user_role, turn.text, now)).fetchone()["id"]
+                                   (session_id, slot, turn.user_role, turn.text, now)).fetchone()["id"]
             conn.execute("INSERT INTO replies (turn_id, text, trace, created) VALUES (%s, %s, %s, %s)",
                          (turn_id, turn.reply, trace_json, now))
             self._touch(conn, session_id, now)
@@ -159,8 +160,35 @@ class PostgresSessionStore(SessionStore):
         with self.db.transaction("read a session") as conn:
             self._check(conn, session_id)
             turn = self._live_turn(conn, session_id, index)
-            rows = conn.execute("SELECT text FROM replies WHERE turn_id = %s ORDER BY id", (turn["id"],)).fetchall()
+            rows = conn.execute("SELECT text FROM replies WHERE turn_id = %s ORDER BY created, id",
+                                (turn["id"],)).fetchall()
         return [r["text"] for r in rows]
+
+    def chosen(self, session_id: str, index: int) -> int:
+        """The position, in ``alternatives()``, of turn ``index``'s current reply."""
+        with self.db.transaction("read a session") as conn:
+            self._check(conn, session_id)
+            turn = self._live_turn(conn, session_id, index)
+            ids = [r["id"] for r in conn.execute("SELECT id FROM replies WHERE turn_id = %s ORDER BY created, id",
+                                                 (turn["id"],)).fetchall()]
+        return ids.index(max(ids))
+
+    def select_alternative(self, session_id: str, index: int, n: int) -> str:
+        """Make reply ``n`` (a position in ``alternatives()``) current for turn ``index``; returns its text."""
+        with self.db.transaction("choose a reply") as conn:
+            self._lock_session(conn, session_id)
+            turn = self._live_turn(conn, session_id, index)
+            rows = conn.execute("SELECT * FROM replies WHERE turn_id = %s ORDER BY created, id",
+                                (turn["id"],)).fetchall()
+            if not 0 <= n < len(rows):
+                raise SessionError(f"turn {index} has {len(rows)} replies; there is no reply {n}")
+            row = rows[n]
+            if row["id"] != max(r["id"] for r in rows):  # written again with its own time: current, same place
+                conn.execute("DELETE FROM replies WHERE id = %s", (row["id"],))
+                conn.execute("INSERT INTO replies (turn_id, text, trace, created) VALUES (%s, %s, %s, %s)",
+                             (turn["id"], row["text"], row["trace"], row["created"]))
+            self._touch(conn, session_id, time.time())
+        return row["text"]
 
     def trace(self, session_id: str, index: int) -> dict | None:
         """The stored trace of turn ``index``'s current reply (``None`` if it has none)."""
@@ -171,32 +199,38 @@ class PostgresSessionStore(SessionStore):
                                (turn["id"],)).fetchone()
         return json.loads(row["trace"]) if row and row["trace"] else None
 
-    def delete_last_turn(self, session_id: str) -> None:
-        """Hide the last turn (its rows stay stored, flagged as deleted)."""
+    def delete_turn(self, session_id: str, index: int) -> None:
+        """Hide turn ``index`` (its rows stay stored, flagged as deleted); later turns move up one."""
         with self.db.transaction("delete a turn") as conn:
             self._lock_session(conn, session_id)
-            turn = self._live_turn(conn, session_id, -1)
+            turn = self._live_turn(conn, session_id, index)
             conn.execute("UPDATE turns SET deleted = TRUE WHERE id = %s", (turn["id"],))
             self._touch(conn, session_id, time.time())
 
-    def edit_last_turn(self, session_id: str, text: str) -> None:
-        """Replace the user's text of the last turn (a new row supersedes the old; its current reply is kept)."""
-        if not isinstance(text, str) or not text.strip():
-            raise SessionError("the edited message is empty")
-        _no_nul(text)
+    def edit_turn(self, session_id: str, index: int, *, text: str | None = None, reply: str | None = None) -> None:
+        """Replace the user's text of turn ``index`` (a new row supersedes the old, its replies carried over)
+        and/or its reply (added as the newest alternative); the turns after it stay as they are."""
+        check_edit(text, reply)
+        _no_nul(text, reply)
         now = time.time()
         with self.db.transaction("edit a turn") as conn:
             self._lock_session(conn, session_id)
-            old = self._live_turn(conn, session_id, -1)
-            reply = conn.execute("SELECT text, trace FROM replies WHERE turn_id = %s ORDER BY id DESC LIMIT 1",
-                                 (old["id"],)).fetchone()
-            conn.execute("UPDATE turns SET superseded_by = -1 WHERE id = %s", (old["id"],))  # frees the live slot
-            new_id = conn.execute("INSERT INTO turns (session_id, idx, user_role, text, created) "
-                                  "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                                  (session_id, old["idx"], old["user_role"], text.strip(), now)).fetchone()["id"]
-            conn.execute("UPDATE turns SET superseded_by = %s WHERE id = %s", (new_id, old["id"]))
-            conn.execute("INSERT INTO replies (turn_id, text, trace, created) VALUES (%s, %s, %s, %s)",
-                         (new_id, reply["text"], reply["trace"], now))
+            turn = self._live_turn(conn, session_id, index)
+            turn_id = turn["id"]
+            if text is not None:
+                conn.execute("UPDATE turns SET superseded_by = -1 WHERE id = %s", (turn_id,))  # frees the live slot
+                new_id = conn.execute("INSERT INTO turns (session_id, idx, user_role, text, created) "
+                                      "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                                      (session_id, turn["idx"], turn["user_role"], text.strip(), now)).fetchone()["id"]
+                conn.execute("UPDATE turns SET superseded_by = %s WHERE id = %s", (new_id, turn_id))
+                conn.execute("INSERT INTO replies (turn_id, text, trace, created) SELECT %s, text, trace, created "
+                             "FROM replies WHERE turn_id = %s ORDER BY id", (new_id, turn_id))
+                turn_id = new_id
+            if reply is not None:
+                last = conn.execute("SELECT trace FROM replies WHERE turn_id = %s ORDER BY id DESC LIMIT 1",
+                                    (turn_id,)).fetchone()
+                conn.execute("INSERT INTO replies (turn_id, text, trace, created) VALUES (%s, %s, %s, %s)",
+                             (turn_id, reply.strip(), last["trace"] if last else None, now))
             self._touch(conn, session_id, now)
 
     def export_records(self, session_id: str) -> list[dict[str, Any]]:

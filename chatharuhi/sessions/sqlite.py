@@ -26,7 +26,7 @@ from typing import Any, Iterator
 from ..config import home_dir
 from ..errors import SessionError, SessionNotFound
 from ..types import Turn
-from .base import Session, SessionStore
+from .base import Session, SessionStore, check_edit
 
 SESSIONS_FILE = "sessions.sqlite3"
 DEFAULT_LOCK_TIMEOUT_S = 5.0  # how long a write waits for another writer before giving up
@@ -213,10 +213,11 @@ class SQLiteSessionStore(SessionStore):
         trace_json = json.dumps(trace, ensure_ascii=False) if trace is not None else None
         with self._write("save a turn") as db:
             self._check(db, session_id)
-            row = db.execute(f"SELECT COUNT(*) FROM turns WHERE session_id = ? AND {_LIVE}", (session_id,)).fetchone()
-            index = row[0]
+            row = db.execute(f"SELECT COUNT(*), MAX(idx) FROM turns WHERE session_id = ? AND {_LIVE}",
+                             (session_id,)).fetchone()
+            index, slot = row[0], (row[1] + 1 if row[1] is not None else 0)  # a deleted turn leaves a gap in idx
             cur = db.execute("INSERT INTO turns (session_id, idx, user_role, text, created) VALUES (?, ?, ?, ?, ?)",
-                             (session_id, index, turn.user_role, turn.text, now))
+                             (session_id, slot, turn.user_role, turn.text, now))
             db.execute("INSERT INTO replies (turn_id, text, trace, created) VALUES (?, ?, ?, ?)",
                        (cur.lastrowid, turn.reply, trace_json, now))
             self._touch(db, session_id, now)
@@ -248,8 +249,38 @@ class SQLiteSessionStore(SessionStore):
         with self._lock, self._errors("read the session database"):
             self._check(self._db, session_id)
             turn = self._live_turn(self._db, session_id, index)
-            rows = self._db.execute("SELECT text FROM replies WHERE turn_id = ? ORDER BY id", (turn["id"],)).fetchall()
+            rows = self._db.execute("SELECT text FROM replies WHERE turn_id = ? ORDER BY created, id",
+                                    (turn["id"],)).fetchall()
         return [r["text"] for r in rows]
+
+    def chosen(self, session_id: str, index: int) -> int:
+        """The position, in ``alternatives()``, of turn ``index``'s current reply."""
+        with self._lock, self._errors("read the session database"):
+            self._check(self._db, session_id)
+            turn = self._live_turn(self._db, session_id, index)
+            rows = self._db.execute("SELECT id FROM replies WHERE turn_id = ? ORDER BY created, id",
+                                    (turn["id"],)).fetchall()
+        ids = [r["id"] for r in rows]
+        return ids.index(max(ids))
+
+    def select_alternative(self, session_id: str, index: int, n: int) -> str:
+        """Make reply ``n`` (a position in ``alternatives()``) current for turn ``index``; returns its text.
+
+        The newest row is the current reply, so the chosen row is written again with its original time:
+        it keeps its place in the list and becomes current; no text is lost."""
+        with self._write("choose a reply") as db:
+            self._check(db, session_id)
+            turn = self._live_turn(db, session_id, index)
+            rows = db.execute("SELECT * FROM replies WHERE turn_id = ? ORDER BY created, id", (turn["id"],)).fetchall()
+            if not 0 <= n < len(rows):
+                raise SessionError(f"turn {index} has {len(rows)} replies; there is no reply {n}")
+            row = rows[n]
+            if row["id"] != max(r["id"] for r in rows):
+                db.execute("DELETE FROM replies WHERE id = ?", (row["id"],))
+                db.execute("INSERT INTO replies (turn_id, text, trace, created) VALUES (?, ?, ?, ?)",
+                           (turn["id"], row["text"], row["trace"], row["created"]))
+            self._touch(db, session_id, time.time())
+        return row["text"]
 
     def trace(self, session_id: str, index: int) -> dict | None:
         """The stored trace of turn ``index``'s current reply (``None`` if it has none)."""
@@ -260,30 +291,36 @@ class SQLiteSessionStore(SessionStore):
                                    (turn["id"],)).fetchone()
         return json.loads(row["trace"]) if row and row["trace"] else None
 
-    def delete_last_turn(self, session_id: str) -> None:
-        """Hide the last turn (its rows stay in the file, flagged as deleted)."""
+    def delete_turn(self, session_id: str, index: int) -> None:
+        """Hide turn ``index`` (its rows stay in the file, flagged as deleted); later turns move up one."""
         with self._write("delete a turn") as db:
             self._check(db, session_id)
-            turn = self._live_turn(db, session_id, -1)
+            turn = self._live_turn(db, session_id, index)
             db.execute("UPDATE turns SET deleted = 1 WHERE id = ?", (turn["id"],))
             self._touch(db, session_id, time.time())
 
-    def edit_last_turn(self, session_id: str, text: str) -> None:
-        """Replace the user's text of the last turn (a new row supersedes the old; its current reply is kept)."""
-        if not isinstance(text, str) or not text.strip():
-            raise SessionError("the edited message is empty")
+    def edit_turn(self, session_id: str, index: int, *, text: str | None = None, reply: str | None = None) -> None:
+        """Replace the user's text of turn ``index`` (a new row supersedes the old one, its replies carried
+        over) and/or its reply (added as the newest alternative); the turns after it stay as they are."""
+        check_edit(text, reply)
         now = time.time()
         with self._write("edit a turn") as db:
             self._check(db, session_id)
-            old = self._live_turn(db, session_id, -1)
-            reply = db.execute("SELECT text, trace FROM replies WHERE turn_id = ? ORDER BY id DESC LIMIT 1",
-                               (old["id"],)).fetchone()
-            db.execute("UPDATE turns SET superseded_by = -1 WHERE id = ?", (old["id"],))  # frees the live slot
-            cur = db.execute("INSERT INTO turns (session_id, idx, user_role, text, created) VALUES (?, ?, ?, ?, ?)",
-                             (session_id, old["idx"], old["user_role"], text.strip(), now))
-            db.execute("UPDATE turns SET superseded_by = ? WHERE id = ?", (cur.lastrowid, old["id"]))
-            db.execute("INSERT INTO replies (turn_id, text, trace, created) VALUES (?, ?, ?, ?)",
-                       (cur.lastrowid, reply["text"], reply["trace"], now))
+            turn = self._live_turn(db, session_id, index)
+            turn_id = turn["id"]
+            if text is not None:
+                db.execute("UPDATE turns SET superseded_by = -1 WHERE id = ?", (turn_id,))  # frees the live slot
+                cur = db.execute("INSERT INTO turns (session_id, idx, user_role, text, created) VALUES (?, ?, ?, ?, ?)",
+                                 (session_id, turn["idx"], turn["user_role"], text.strip(), now))
+                db.execute("UPDATE turns SET superseded_by = ? WHERE id = ?", (cur.lastrowid, turn_id))
+                db.execute("INSERT INTO replies (turn_id, text, trace, created) SELECT ?, text, trace, created "
+                           "FROM replies WHERE turn_id = ? ORDER BY id", (cur.lastrowid, turn_id))
+                turn_id = cur.lastrowid
+            if reply is not None:
+                last = db.execute("SELECT trace FROM replies WHERE turn_id = ? ORDER BY id DESC LIMIT 1",
+                                  (turn_id,)).fetchone()
+                db.execute("INSERT INTO replies (turn_id, text, trace, created) VALUES (?, ?, ?, ?)",
+                           (turn_id, reply.strip(), last["trace"] if last else None, now))
             self._touch(db, session_id, now)
 
     # -- export --------------------------------------------------------------------------------------

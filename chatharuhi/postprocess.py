@@ -61,7 +61,7 @@ class ReplyFilter:
         self._emitted = ""
         self.stopped = False
 
-    def _line(self, line: str, complete: bool) -> tuple[str | None, bool | str]:
+    def _line(self, line: str, complete: bool, first: bool = False) -> tuple[str | None, bool | str]:
         """Clean one line: (text or None while undecided, whether another speaker starts here, or "meta")."""
         m = _TAG.match(line)
         decided = complete or (m is not None and (m["open"] or len(line) > m.end())) or _OPEN in line
@@ -78,7 +78,7 @@ class ReplyFilter:
                 line, quoted = line[m.end() :], bool(m["open"])
             elif name in self.skip:
                 return ("" if complete else None), False
-            elif m["open"] or name in self.others or _looks_like_name(name):
+            elif m["open"] or name in self.others or (not first and _looks_like_name(name)):
                 return "", True
         if not quoted and line.lstrip().startswith(_OPEN):
             line, quoted = line.lstrip()[1:], True
@@ -93,7 +93,7 @@ class ReplyFilter:
         out: list[str] = []
         for i, line in enumerate(lines):
             complete = final or i < len(lines) - 1
-            text, stop = self._line(line, complete)
+            text, stop = self._line(line, complete, first=not any(out))
             if stop == "meta":  # commentary about the reply: skipped before it, the end of it after
                 if any(out):
                     self.stopped = True

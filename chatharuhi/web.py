@@ -1,68 +1,79 @@
 """The Gradio web demo (``chatharuhi demo``): pick a character, chat with streaming, see why it replied.
 
 Two layers. ``WebDemo`` holds the handlers as plain Python (values in, a dict of named view fields
-out), so tests call them without a browser. ``build_app`` lays out the Gradio Blocks and maps those
-fields onto components. Gradio is imported only there, after analytics are switched off.
+out), so tests call them without a browser; its handlers are spread over ``web_edit`` (stop, swipes,
+edit, delete) and ``web_chats`` (chat list, export, settings, new characters). ``web_layout`` lays
+out the Gradio Blocks and maps the fields onto components. Gradio is imported only there, after
+analytics are switched off.
 
-Isolation: each browser tab keeps its own ``Tab`` in ``gr.State``; the chatbots live in a small
-server-side cache keyed by session id (each one bound to one stored session, all of one character
-sharing one index); the list of a browser's own sessions is kept in that browser (``gr.BrowserState``),
-so two visitors never see each other's chats.
+Isolation: each browser tab keeps its own ``Tab`` in ``gr.State`` (server-side). Each browser holds a
+random token; which chats belong to which token is kept on the server (``web_owners``), and every
+handler that opens or changes a chat checks it, so knowing a session id gives nobody else's chat.
+The chatbots live in a small server-side cache (all of one character sharing one index).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
+import sys
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from .config import home_dir
-from .errors import ChatHaruhiError, InputError
+from .config import ENV_DEMO_PASSWORD, home_dir
+from .errors import BackendUnavailable, InputError
+from .web_chats import ChatListHandlers
+from .web_characters import Shelf
+from .web_edit import EditHandlers
+from .web_owners import Owners, owners_path_for, valid_token
+from .web_state import (
+    BOT_CACHE_SIZE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    REGENERATE_MIN_TEMPERATURE,
+    SECRET_FILE,
+    WEB_INSTALL,
+    Settings,
+    Tab,
+    View,
+    bubble,
+    title_of,
+)
+from .web_trace import no_scene_reason, trace_view
 
 if TYPE_CHECKING:
     import gradio
 
-    from .character import Character
     from .chatbot import ChatHaruhi
-    from .discovery import CharacterEntry
+    from .reply import Reply
     from .sessions import SessionStore
 
-DEFAULT_HOST = "127.0.0.1"  # loopback unless told otherwise
-DEFAULT_PORT = 7860
-WEB_INSTALL = "pip install 'chatharuhi[web]'"
-AVATAR_FILES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "avatar.gif")
-BOT_CACHE_SIZE = 256  # live chatbots kept in memory; an evicted one is rebuilt from the session store
-SESSION_LIST_SIZE = 50
-TITLE_CHARS = 30
-SECRET_FILE = "web_secret"  # key of the browser's stored session list; kept so the list survives a restart
-STORAGE_KEY = "chatharuhi-sessions"
-SCENE_HEADERS = ["scene", "score", "tokens", "in prompt", "note"]
-
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Tab", "WebDemo", "build_app", "check_exposure", "launch"]
 logger = logging.getLogger("chatharuhi")
-View = dict[str, Any]  # named view fields -> values; build_app maps the names onto components
 
 
-@dataclass(frozen=True)
-class Tab:
-    """What one browser tab is doing: the character, and the stored session once the first turn exists."""
+@dataclass
+class Live:
+    """A reply being streamed, kept so Stop can show it and the user may keep it."""
 
-    character: str | None = None  # folder name
-    session_id: Any = None  # None until the first message is sent
-    user_role: str = ""
+    kind: str  # "send" or "regenerate"
+    text: str
+    role: str
+    trace: dict
+    reply: str = ""
+    done: bool = False
 
 
-class WebDemo:
+class WebDemo(EditHandlers, ChatListHandlers):
     """The demo's handlers without Gradio: each takes plain values and returns (or yields) a ``View``."""
 
     def __init__(self, backend: Any = None, characters_dir: Any = None, sessions: "SessionStore | None" = None,
-                 embedder: Any = None, **llm_options: Any):
+                 embedder: Any = None, owners: Owners | None = None, **llm_options: Any):
         from .backends.registry import resolve_backend
-        from .discovery import list_characters
         from .embeddings import get_embedder
 
         if sessions is None:
@@ -72,271 +83,222 @@ class WebDemo:
         self.backend = resolve_backend(backend, **llm_options)  # fail at start-up, not at the first message
         self.embedder = get_embedder(embedder)  # built lazily: nothing is loaded or downloaded here
         self.sessions = sessions
-        self.characters_dir = characters_dir
-        self.entries: dict[str, CharacterEntry] = {
-            e.name: e for e in list_characters(characters_dir) if e.error is None}
-        if not self.entries:
-            raise InputError("no characters found: add a character folder or pass --characters-dir DIR")
-        self._bots: OrderedDict[Any, ChatHaruhi] = OrderedDict()
-        self._characters: dict[str, Character] = {}  # folder name -> loaded once, shared by its chatbots
+        self.owners = owners or Owners(owners_path_for(sessions))
+        self.shelf = Shelf(characters_dir)
+        self._bots: OrderedDict[tuple, ChatHaruhi] = OrderedDict()
+        self._settings: dict[Any, Settings] = {}  # session id -> its panel settings (this server's lifetime)
+        self._live: dict[Any, Live] = {}  # session id -> the reply being streamed (or just stopped)
         self._lock = threading.Lock()
 
-    # -- characters ----------------------------------------------------------------------------
+    # -- characters (delegated to the shelf) -------------------------------------------------------
     def choices(self) -> list[tuple[str, str]]:
         """Dropdown choices: (label, folder name)."""
-        shown = {name: self.display_name(name) for name in self.entries}
-        return [(label if label == name else f"{label} ({name})", name) for name, label in shown.items()]
+        return self.shelf.choices()
 
-    def default_character(self) -> str:
-        """The character shown when a page opens."""
-        return "haruhi" if "haruhi" in self.entries else next(iter(self.entries))
-
-    def _entry(self, name: str | None) -> "CharacterEntry":
-        entry = self.entries.get(name or "")
-        if entry is None:
-            raise InputError(f"unknown character {name!r}; available: {', '.join(self.entries)}")
-        return entry
-
-    def character(self, name: str) -> "Character":
-        """The loaded character of a folder (parsed once)."""
-        from .character import load_character
-
-        entry = self._entry(name)
-        with self._lock:
-            found = self._characters.get(name)
-        if found is None:
-            found = load_character(entry.path)
-            with self._lock:
-                found = self._characters.setdefault(name, found)
-        return found
-
-    def folder_of(self, stored: str) -> str:
-        """The folder name of a character as a session stores it (``Character.name``: the manifest's name)."""
-        if stored in self.entries:
-            return stored
-        for name, e in self.entries.items():
-            if e.manifest and e.manifest.name == stored:
-                return name
-        raise InputError(f"the character {stored!r} of this chat is no longer installed")
-
-    def greeting(self, name: str) -> list[dict]:
-        """The character's greeting as the first chat message (shown, never sent to the model)."""
-        m = self._entry(name).manifest
-        return [{"role": "assistant", "content": m.greeting}] if m and m.greeting else []
-
-    def display_name(self, name: str) -> str:
-        """The human-facing name of a character folder."""
-        m = self._entry(name).manifest
-        return (m.display_name if m else None) or name
-
-    def card(self, name: str) -> str:
-        """A short Markdown card: display name and description."""
-        m = self._entry(name).manifest
-        return f"### {self.display_name(name)}\n\n{(m.description if m else None) or ''}".strip()
-
-    def avatar(self, name: str):
-        """The folder's avatar image (a PIL image, so Gradio serves it from its own cache), or None."""
-        folder = self._entry(name).path
-        for file in AVATAR_FILES:
-            if (folder / file).is_file():
-                from PIL import Image
-
-                try:
-                    with Image.open(folder / file) as img:
-                        img.load()
-                        return img.copy()
-                except OSError:
-                    return None
-        return None
-
-    def default_role(self, name: str) -> str:
-        """The user's default in-story name for a character."""
-        m = self._entry(name).manifest
-        if m and m.user_role:
-            return m.user_role
-        return "User" if m and m.language and not m.language.startswith("zh") else "用户"
+    def character(self, name: str):
+        """The loaded character of a folder."""
+        return self.shelf.character(name)
 
     def warm(self) -> None:
         """Load the embedder and every character's scene index now (run in a thread at start-up), so the
         first visitor does not wait for them. Local work only: indexes are cached on disk."""
         from .index import index_for
 
-        for name in list(self.entries):
+        for name in list(self.shelf.entries):
             try:
                 index_for(self.character(name), self.embedder)
             except Exception as exc:  # a broken character must not stop the others; its chat will say why
                 logger.warning("chatharuhi demo: could not index %s: %s", name, exc)
 
-    # -- chatbots ------------------------------------------------------------------------------
-    def bot(self, session_id: Any) -> "ChatHaruhi":
-        """The chatbot bound to a stored session (cached; rebuilt from the store when evicted)."""
-        from .chatbot import ChatHaruhi
+    def character_view(self, name: str) -> View:
+        """Everything on the page that belongs to a character: card, avatar, bubbles' avatar."""
+        avatar, note = self.shelf.avatar(name)
+        card = self.shelf.card(name) + (f"\n\n*{note}*" if note else "")
+        return {"character": name, "card": card, "avatar": avatar}
 
+    # -- chatbots --------------------------------------------------------------------------------
+    def bot(self, session_id: Any, settings: Settings | None = None) -> "ChatHaruhi":
+        """The chatbot of a stored session, with its history read from the store (the truth, shared by tabs)."""
+        from .chatbot import ChatHaruhi
+        from .persona import Persona
+
+        settings = settings or self._settings.get(session_id) or Settings()
+        key = (session_id, settings.bot_key())
         with self._lock:
-            bot = self._bots.get(session_id)
+            bot = self._bots.get(key)
             if bot is not None:
-                self._bots.move_to_end(session_id)
-                return bot
+                self._bots.move_to_end(key)
         session = self.sessions.get(session_id)
-        bot = ChatHaruhi(character=self.character(self.folder_of(session.character)), llm=self.backend,
-                         embedder=self.embedder, session=session, sessions=self.sessions)
-        with self._lock:
-            bot = self._bots.setdefault(session_id, bot)
-            while len(self._bots) > BOT_CACHE_SIZE:
-                self._bots.popitem(last=False)
+        if bot is None:
+            budgets = {k: v for k, v in (("story_tokens", settings.story_tokens),
+                                         ("history_tokens", settings.history_tokens)) if v is not None}
+            persona = Persona(session.user_role, settings.persona.strip()) if settings.persona.strip() else None
+            bot = ChatHaruhi(character=self.character(self.shelf.folder_of(session.character)), llm=self.backend,
+                             embedder=self.embedder, session=session, sessions=self.sessions, persona=persona,
+                             **budgets)
+            with self._lock:
+                bot = self._bots.setdefault(key, bot)
+                while len(self._bots) > BOT_CACHE_SIZE:
+                    self._bots.popitem(last=False)
+        else:
+            bot._set_history(self.sessions.turns(session_id))  # another tab may have changed the chat
         return bot
 
-    def _messages(self, tab: Tab) -> list[dict]:
-        msgs = self.greeting(tab.character) if tab.character else []
+    def messages(self, tab: Tab) -> list[dict]:
+        """The chat as the page shows it: greeting, then each turn as two named bubbles."""
+        if not tab.character:
+            return []
+        name = self.shelf.display_name(tab.character)
+        greeting = self.shelf.greeting(tab.character)
+        msgs = [{"role": "assistant", "content": bubble(name, greeting)}] if greeting else []
         if tab.session_id is not None:
             for t in self.sessions.turns(tab.session_id):
-                msgs += [{"role": "user", "content": t.text}, {"role": "assistant", "content": t.reply}]
+                msgs += [{"role": "user", "content": bubble(t.user_role, t.text)},
+                         {"role": "assistant", "content": bubble(name, t.reply)}]
         return msgs
 
-    # -- sessions list -------------------------------------------------------------------------
-    def session_choices(self, owned: Iterable[Any] | None) -> list[tuple[str, Any]]:
-        """This browser's sessions that still exist, newest first, as (label, id)."""
-        found = []
-        for sid in owned or ():
-            try:
-                found.append(self.sessions.get(sid))
-            except (ChatHaruhiError, KeyError, LookupError):
-                continue  # deleted, or from another store
-        found.sort(key=lambda s: s.updated, reverse=True)
-        return [(self._label(s), s.id) for s in found[:SESSION_LIST_SIZE]]
+    def greeting_offset(self, tab: Tab) -> int:
+        """How many bubbles come before the first turn (1 with a greeting)."""
+        return 1 if tab.character and self.shelf.greeting(tab.character) else 0
 
-    def _label(self, s) -> str:
-        try:
-            shown = self.display_name(self.folder_of(s.character))
-        except InputError:
-            shown = s.character
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
-        return f"{shown} · {s.title or '(untitled)'} · {when}"
+    def seen(self, tab: Tab) -> Tab:
+        """The tab, marked as showing the session as it is stored now."""
+        if tab.session_id is None:
+            return tab
+        return replace(tab, seen=self.sessions.get(tab.session_id).updated)
 
-    # -- handlers ------------------------------------------------------------------------------
-    def start(self, owned: list | None = None, name: str | None = None) -> View:
-        """A page opened: the default character, its greeting, and this browser's session list."""
-        view = self.pick(name or self.default_character(), "", Tab())
-        view["sessions"] = (self.session_choices(owned), None)
+    # -- the browser and its chats ---------------------------------------------------------------
+    def start(self, token: Any = "", name: str | None = None) -> View:
+        """A page opened: the default character, its greeting, and this browser's chats (a token if it has none)."""
+        token = token if valid_token(token) else _new_token()
+        view = self.pick(name or self.shelf.default(), "", Tab())
+        view.update(browser=token, sessions=(self.session_choices(token), None), choices=self.choices())
         return view
 
     def pick(self, name: str, user_role: str, tab: Tab | None) -> View:
         """Pick a character: a fresh chat that opens with its greeting; the user's typed name is kept."""
-        self._entry(name)
+        self.shelf.entry(name)
         if tab is not None and tab.character == name:
             return {}  # already chatting with this character (and dropdowns may report one pick twice)
-        old_default = self.default_role(tab.character) if tab and tab.character in self.entries else ""
-        role = user_role.strip() if user_role and user_role.strip() != old_default else self.default_role(name)
-        new = Tab(character=name, user_role=role)
-        return {"tab": new, "character": name, "card": self.card(name), "avatar": self.avatar(name),
-                "user_role": role, "chat": self.greeting(name), "status": "", **self._trace_view()}
+        old_default = self.shelf.default_role(tab.character) if tab and tab.character in self.shelf.entries else ""
+        typed = (user_role or "").strip()
+        role = typed if typed and typed != old_default else self.shelf.default_role(name)
+        new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings())
+        return {"tab": new, **self.character_view(name), "user_role": role, "chat": self.messages(new),
+                "status": "", "partial": False, "swipes": "", **trace_view(None, None)}
 
     def new_chat(self, user_role: str, tab: Tab | None) -> View:
-        """Start over with the same character; the old chat stays in the session list."""
-        name = tab.character if tab and tab.character else self.default_character()
-        role = (user_role or "").strip() or self.default_role(name)
-        return {"tab": Tab(character=name, user_role=role), "chat": self.greeting(name), "status": "",
-                "message": "", **self._trace_view()}
+        """Start over with the same character; the old chat stays in the chat list."""
+        name = tab.character if tab and tab.character else self.shelf.default()
+        role = (user_role or "").strip() or self.shelf.default_role(name)
+        new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings())
+        return {"tab": new, "chat": self.messages(new), "status": "", "message": "", "partial": False,
+                "swipes": "", **trace_view(None, None)}
 
-    def send(self, text: str, user_role: str, tab: Tab | None, owned: list | None) -> Iterator[View]:
+    # -- replies ---------------------------------------------------------------------------------
+    def send(self, text: str, user_role: str, tab: Tab | None, token: Any) -> Iterator[View]:
         """Send a message: stream the reply into the chat; the turn is stored when the reply completes."""
         text = (text or "").strip()
-        tab = tab or Tab(character=self.default_character())
+        tab = tab or Tab(character=self.shelf.default())
         if not text:
             raise InputError("empty message: type something first")
-        role = (user_role or "").strip() or tab.user_role or self.default_role(tab.character)
-        owned = list(owned or [])
+        if not valid_token(token):
+            raise InputError("this page has no browser token yet: reload the page")
+        role = (user_role or "").strip() or tab.user_role or self.shelf.default_role(tab.character)
         if tab.session_id is None:
-            stored = self.character(tab.character).name
-            session = self.sessions.create(stored, role, title=_title(text))
+            session = self.sessions.create(self.character(tab.character).name, role, title=title_of(text))
+            self.owners.claim(session.id, token)
+            self._settings[session.id] = tab.settings
             tab = replace(tab, session_id=session.id)
-            owned = [session.id, *[s for s in owned if s != session.id]]
+        else:
+            self.owners.check(tab.session_id, token)
         tab = replace(tab, user_role=role)
-        shown = self._messages(tab) + [{"role": "user", "content": text}]
-        yield {"tab": tab, "owned": owned, "message": "", "chat": shown + [{"role": "assistant", "content": ""}],
-               "status": f"{self.display_name(tab.character)} is replying…"}
+        name = self.shelf.display_name(tab.character)
+        shown = self.messages(tab) + [{"role": "user", "content": bubble(role, text)}]
+        live = self._live[tab.session_id] = Live("send", text, role, {})  # from now on Stop can find it
+        yield {"tab": tab, "message": "", "partial": False, "swipes": "",
+               "chat": shown + [{"role": "assistant", "content": bubble(name, "")}],
+               "status": f"{name} is replying…"}
         bot = self.bot(tab.session_id)  # the first chat with a character may build its index first
-        reply = bot.stream(text, role=role)
-        yield from self._stream(reply, shown, tab)
-        yield {"tab": tab, "owned": owned, "sessions": (self.session_choices(owned), tab.session_id),
-               "chat": self._messages(tab), "status": "", **self._bot_trace(bot, tab)}
+        reply = bot.stream(text, role=role, **self._sampling(tab))
+        yield from self._stream(reply, live, shown, tab)
+        yield self._after_reply(bot, tab, token)
 
-    def regenerate(self, tab: Tab | None) -> Iterator[View]:
-        """Answer the last message again; the earlier reply is kept as an alternative."""
+    def regenerate(self, tab: Tab | None, token: Any = None) -> Iterator[View]:
+        """Answer the last message again, sampled anew; the earlier replies stay as swipes."""
         if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
             raise InputError("nothing to regenerate yet: send a message first")
+        self.owners.check(tab.session_id, token)
         bot = self.bot(tab.session_id)
-        shown = self._messages(tab)[:-1]  # everything but the reply being replaced
-        yield {"chat": shown + [{"role": "assistant", "content": ""}], "status": "regenerating…"}
-        reply = bot.regenerate()
-        yield from self._stream(reply, shown, tab)
-        n = len(bot.alternatives(-1))
-        yield {"chat": self._messages(tab), "status": f"reply {n} of {n} (the earlier ones are kept)",
-               **self._bot_trace(bot, tab)}
+        last = bot.history[-1]
+        shown = self.messages(tab)[:-1]  # everything but the reply being replaced
+        name = self.shelf.display_name(tab.character)
+        live = self._live[tab.session_id] = Live("regenerate", last.text, last.user_role, {})
+        yield {"chat": shown + [{"role": "assistant", "content": bubble(name, "")}], "status": "regenerating…",
+               "partial": False}
+        reply = bot.regenerate(**self._sampling(tab, anew=True))
+        yield from self._stream(reply, live, shown, tab)
+        yield self._after_reply(bot, tab, token)
 
-    def _stream(self, reply, shown: list[dict], tab: Tab) -> Iterator[View]:
-        text = ""
+    def _sampling(self, tab: Tab, anew: bool = False) -> dict[str, Any]:
+        """Per-reply options: the panel's temperature; a regenerated reply gets a fresh seed and is never greedy."""
+        options: dict[str, Any] = {}
+        temperature = tab.settings.temperature
+        if anew:
+            base = temperature if temperature is not None else getattr(self.backend, "temperature", None)
+            temperature = max(base if base is not None else REGENERATE_MIN_TEMPERATURE, REGENERATE_MIN_TEMPERATURE)
+            if getattr(self.backend, "seed", None) is not None:  # local models sample with a fixed seed
+                options["seed"] = random.randrange(2**31)
+        if temperature is not None:
+            options["temperature"] = float(temperature)
+        return options
+
+    def _stream(self, reply: "Reply", live: Live, shown: list[dict], tab: Tab) -> Iterator[View]:
+        name = self.shelf.display_name(tab.character)
+        live.trace = reply.trace.as_dict()
         for chunk in reply:
-            text += chunk
-            yield {"chat": shown + [{"role": "assistant", "content": text}]}
+            live.reply += chunk
+            yield {"chat": shown + [{"role": "assistant", "content": bubble(name, live.reply)}]}
+        live.done = True
 
-    def resume(self, session_id: Any, owned: list | None) -> View:
-        """Open one of this browser's sessions where it left off."""
+    def _after_reply(self, bot: "ChatHaruhi", tab: Tab, token: Any) -> View:
+        self._live.pop(tab.session_id, None)
+        view = trace_view(bot.last_trace.as_dict() if bot.last_trace else None, bot.character)
+        reason = no_scene_reason(view["trace"]) if view["trace"] else ""
+        tab = self.seen(tab)
+        return {"tab": tab, "sessions": (self.session_choices(token), tab.session_id), "chat": self.messages(tab),
+                "status": f"⚠ {reason}" if reason else "", "swipes": self.swipe_label(tab), **view}
+
+    # -- resuming ----------------------------------------------------------------------------------
+    def resume(self, session_id: Any, token: Any, tab: Tab | None = None) -> View:
+        """Open one of this browser's chats where it left off."""
         if session_id is None or session_id == "":
             return {}
-        if session_id not in (owned or []):
-            raise InputError("that chat is not in this browser's list")
+        self.owners.check(session_id, token)
         s = self.sessions.get(session_id)
-        name = self.folder_of(s.character)
+        name = self.shelf.folder_of(s.character)
         turns = self.sessions.turns(s.id)
-        tab = Tab(character=name, session_id=s.id, user_role=turns[-1].user_role if turns else s.user_role)
+        settings = self._settings.get(s.id) or Settings()
+        new = self.seen(Tab(character=name, session_id=s.id, user_role=turns[-1].user_role if turns else s.user_role,
+                            settings=settings))
         trace = self.sessions.trace(s.id, -1) if turns else None
-        return {"tab": tab, "character": name, "card": self.card(name), "avatar": self.avatar(name),
-                "user_role": tab.user_role, "chat": self._messages(tab), "message": "",
-                "status": f"resumed: {s.title or '(untitled)'}", **self._trace_view(trace, name)}
-
-    # -- the "why this reply" panel ------------------------------------------------------------
-    def _trace_view(self, trace: dict | None = None, name: str | None = None) -> View:
-        """Summary, scene table, scene texts and the raw trace of the last reply (``Trace.as_dict()``)."""
-        if not trace:
-            return {"summary": "No reply yet in this chat.", "scenes": [], "scene_texts": "", "trace": None}
-        parts = " · ".join(f"{k} {v}" for k, v in trace.get("parts", {}).items())
-        scenes = trace.get("scenes", [])
-        included = trace.get("included_scenes", [s["id"] for s in scenes if s.get("included")])
-        summary = (f"**Prompt: {trace.get('total_tokens')} of {trace.get('budget')} tokens** ({parts}); "
-                   f"story used {trace.get('story_fill', 0):.0%} of its {trace.get('story_budget')}-token share; "
-                   f"{len(included)} scenes and {sum(bool(t.get('included')) for t in trace.get('turns', []))} "
-                   "earlier turns went into the prompt.")
-        rows = [[s["id"], "" if s.get("score") is None else round(s["score"], 4), s.get("tokens", 0),
-                 "yes" if s.get("included") else "no", s.get("reason", "")] for s in scenes]
-        texts = []
-        character = self.character(name) if name else None
-        for s in scenes:
-            if not s.get("included") or character is None:
-                continue
-            try:
-                text = character.scene(s["id"]).text
-            except KeyError:
-                continue
-            score = f" — score {s['score']:.4f}" if s.get("score") is not None else ""
-            quoted = "\n".join(f"> {line}  " if line.strip() else ">" for line in text.splitlines())
-            texts.append(f"**{s['id']}**{score}\n\n{quoted}")
-        return {"summary": summary, "scenes": rows, "scene_texts": "\n\n".join(texts), "trace": trace}
-
-    def _bot_trace(self, bot: "ChatHaruhi", tab: Tab) -> View:
-        return self._trace_view(bot.last_trace.as_dict() if bot.last_trace else None, tab.character)
+        return {"tab": new, **self.character_view(name), "user_role": new.user_role, "chat": self.messages(new),
+                "message": "", "status": f"resumed: {s.title or '(untitled)'}", "partial": False,
+                "swipes": self.swipe_label(new), "title": s.title or "", **self.settings_view(new),
+                **trace_view(trace, self.character(name))}
 
 
-def _title(text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
+def _new_token() -> str:
+    from .web_owners import new_token
+
+    return new_token()
 
 
 def web_secret() -> str:
-    """The key of each browser's stored session list, kept in the home folder so lists survive a restart.
+    """The key that encrypts each browser's token in its localStorage, kept in the home folder.
 
-    Not a security boundary (Gradio hands it to the page): what keeps visitors apart is that session
-    ids are random (uuid4) and a browser only ever learns its own."""
+    Not what protects chats (Gradio hands it to the page): the token itself is random per browser,
+    and the server checks it against its own table of owners (``web_owners``)."""
     path = home_dir() / SECRET_FILE
     try:
         return path.read_text(encoding="utf-8").strip()
@@ -356,8 +318,6 @@ def import_gradio():
     try:
         import gradio
     except ImportError:
-        from .errors import BackendUnavailable
-
         raise BackendUnavailable(f"the web demo needs Gradio: {WEB_INSTALL}") from None
     return gradio
 
@@ -374,13 +334,31 @@ def build_app(backend: Any = None, characters_dir: Any = None, sessions: "Sessio
     return app
 
 
-def launch(app: "gradio.Blocks", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-           block: bool = True, warm: bool = True) -> None:
-    """Serve the app on ``host:port``: never shared through Gradio's tunnel, no browser opened; with
-    ``warm``, the characters' indexes are built in the background meanwhile."""
-    from .web_layout import CSS
+def check_exposure(host: str, password: str | None, open_access: bool) -> None:
+    """Off loopback, refuse to serve without a password unless told to on purpose (and then warn)."""
+    from .server import is_loopback
 
+    if is_loopback(host) or password:
+        return
+    if not open_access:
+        raise InputError(f"refusing to serve the demo on {host} without a password: anyone who can reach this "
+                         "machine could chat on your backend and read the chats. Pass --password PASSWORD (or set "
+                         f"{ENV_DEMO_PASSWORD}), or --no-auth to serve it open on purpose (or bind to 127.0.0.1)")
+    print(f"WARNING: the chatharuhi demo is served on {host} with NO password (--no-auth): anyone who can reach "
+          "this machine can use it", file=sys.stderr)
+
+
+def launch(app: "gradio.Blocks", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, block: bool = True,
+           warm: bool = True, password: str | None = None, open_access: bool = False) -> None:
+    """Serve the app on ``host:port``: never shared through Gradio's tunnel, no browser opened; with
+    ``warm``, the characters' indexes are built in the background meanwhile.
+
+    Off loopback it needs ``password`` (a login page; any user name) or ``open_access=True`` (said out loud)."""
+    from .web_layout import CSS, login_check
+
+    check_exposure(host, password, open_access)
     if warm and getattr(app, "demo", None) is not None:
         threading.Thread(target=app.demo.warm, name="chatharuhi-demo-warm", daemon=True).start()
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=not block,
-               ssr_mode=False, show_error=True, footer_links=[], css=CSS)
+               ssr_mode=False, show_error=True, footer_links=[], css=CSS,
+               auth=login_check(password) if password else None)

@@ -1,113 +1,265 @@
-"""The Gradio layout of the web demo: components, events, and the mapping from ``View`` fields to them.
+"""The Gradio layout of the web demo: components, events (each with a name, so ``gradio_client`` can drive
+it), and the mapping from ``View`` fields onto components.
 
-Kept apart from ``web.py`` so the handlers there stay plain Python; this module only runs with Gradio
-installed (``build_app`` imports it after switching Gradio's analytics off).
+Kept apart from the handlers so they stay plain Python; this module only runs with Gradio installed
+(``build_app`` imports it after switching Gradio's analytics off).
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, Callable, Iterator
 
 from .errors import ChatHaruhiError, InputError
 from .models.selection import describe
-from .web import SCENE_HEADERS, STORAGE_KEY, Tab, View, WebDemo
+from .web import WebDemo
+from .web_characters import SCENE_SEPARATOR
+from .web_chats import EXPORT_FORMATS
+from .web_edit import Stale
+from .web_state import SCENE_HEADERS, STORAGE_KEY, Tab, View
 
 TITLE = "ChatHaruhi"
 CONCURRENCY = 8  # replies streamed at once; local backends serialise generation themselves
 CSS = """
 #scene-texts blockquote { white-space: pre-wrap; margin: 0.2em 0 0.8em; }
 #card h3 { margin-top: 0; }
+#chat em { color: var(--body-text-color-subdued); }
+#swipes { text-align: center; min-width: 4em; }
+#swipe-row { align-items: center; }
 """
+FORM = ("new_name", "new_display", "new_prompt", "new_scenes", "new_files", "new_avatar")
+
+
+def login_check(password: str) -> Callable[[str, str], bool]:
+    """Gradio's auth callback: any user name, this password (compared in constant time)."""
+    expected = password.encode("utf-8")
+
+    def check(username: str, given: str) -> bool:
+        return hmac.compare_digest((given or "").encode("utf-8"), expected)
+
+    return check
 
 
 def layout(gr, demo: WebDemo, secret: str) -> Any:
     """Build the Blocks for ``demo``; every visitor's state is per tab (``gr.State``) or per browser."""
+    from .config import home_dir
+    from .web_characters import THUMB_DIR
+
+    gr.set_static_paths([str(home_dir() / THUMB_DIR)])  # the avatars shown in chat bubbles
+    c: dict[str, Any] = {}
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
-        tab = gr.State(Tab())
-        owned = gr.BrowserState([], storage_key=STORAGE_KEY, secret=secret)  # this browser's session ids
+        c["tab"] = gr.State(Tab())
+        c["browser"] = gr.BrowserState("", storage_key=STORAGE_KEY, secret=secret)  # this browser's random token
         gr.Markdown(f"## {TITLE} — chat with a character, grounded in its own scenes")
         gr.Markdown(f"Model: {describe(demo.backend)}", elem_id="model-in-use")
         with gr.Row():
-            with gr.Column(scale=1, min_width=260):
-                character = gr.Dropdown(demo.choices(), label="Character", value=None, elem_id="character")
-                avatar = gr.Image(show_label=False, type="pil", interactive=False, height=180, visible=False,
-                                  elem_id="avatar")
-                card = gr.Markdown(elem_id="card")
-                user_role = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="user-role")
-                new_chat = gr.Button("New chat", elem_id="new-chat")
-                sessions = gr.Dropdown([], label="Your earlier chats (pick one to resume)", value=None,
-                                       elem_id="sessions")
+            with gr.Column(scale=1, min_width=280):
+                _left_column(gr, demo, c)
             with gr.Column(scale=3):
-                chat = gr.Chatbot(label="Chat", height=460, elem_id="chat", feedback_options=None,
-                                  buttons=["copy", "copy_all"])  # no "share": it uploads
-                status = gr.Markdown(elem_id="status")
-                with gr.Row():
-                    message = gr.Textbox(show_label=False, placeholder="Say something… (Enter sends)", scale=6,
-                                         max_lines=4, elem_id="message")
-                    send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
-                    regenerate = gr.Button("Regenerate", scale=1, min_width=80, elem_id="regenerate")
-                with gr.Accordion("Why this reply: retrieved scenes and token trace", open=False, elem_id="trace"):
-                    summary = gr.Markdown(elem_id="trace-summary")
-                    scenes = gr.Dataframe(headers=SCENE_HEADERS, interactive=False, wrap=True, elem_id="scenes")
-                    scene_texts = gr.Markdown(elem_id="scene-texts")
-                    trace = gr.JSON(label="Trace (tokens per part, every candidate scene and turn)",
-                                    elem_id="trace-json")
-
-        fields = {"tab": tab, "owned": owned, "character": character, "avatar": avatar, "card": card,
-                  "user_role": user_role, "sessions": sessions, "chat": chat, "status": status,
-                  "message": message, "summary": summary, "scenes": scenes, "scene_texts": scene_texts,
-                  "trace": trace}
-        outputs = list(fields.values())
-
-        def to_gradio(view: View) -> dict | tuple:
-            if not view:
-                return tuple(gr.skip() for _ in outputs)  # Gradio reads an empty dict as one value
-            out = {}
-            for name, value in view.items():
-                if name == "sessions":
-                    choices, selected = value
-                    value = gr.Dropdown(choices=choices, value=selected)
-                elif name == "avatar":
-                    value = gr.Image(value=value, visible=value is not None)
-                elif name == "scenes":
-                    value = gr.Dataframe(value=value or None, headers=SCENE_HEADERS)
-                out[fields[name]] = value
-            return out
-
-        def handler(fn: Callable[..., View]) -> Callable[..., dict]:
-            def run(*args):
-                try:
-                    return to_gradio(fn(*args))
-                except InputError as exc:
-                    gr.Warning(str(exc))
-                    return to_gradio({})
-                except ChatHaruhiError as exc:
-                    raise gr.Error(str(exc)) from None
-            return run
-
-        def streaming(fn: Callable[..., Iterator[View]]) -> Callable[..., Iterator[dict]]:
-            def run(*args):
-                tab_value = next((a for a in args if isinstance(a, Tab)), None)
-                try:
-                    for view in fn(*args):
-                        tab_value = view.get("tab", tab_value)
-                        yield to_gradio(view)
-                except InputError as exc:
-                    gr.Warning(str(exc))
-                except Exception as exc:  # a failed reply is not kept: show the chat as stored
-                    restore = {"chat": demo._messages(tab_value), "status": ""} if tab_value else {}
-                    yield to_gradio(restore)
-                    raise gr.Error(f"the reply failed and was not kept: {exc}") from None
-            return run
-
-        app.load(handler(demo.start), inputs=[owned], outputs=outputs)
-        character.input(handler(demo.pick), inputs=[character, user_role, tab], outputs=outputs)
-        new_chat.click(handler(demo.new_chat), inputs=[user_role, tab], outputs=outputs)
-        chat.clear(handler(demo.new_chat), inputs=[user_role, tab], outputs=outputs)  # the bin icon = new chat
-        sessions.input(handler(demo.resume), inputs=[sessions, owned], outputs=outputs)
-        for event in (send.click, message.submit):
-            event(streaming(demo.send), inputs=[message, user_role, tab, owned], outputs=outputs,
-                  concurrency_limit=CONCURRENCY, concurrency_id="reply", show_progress="hidden")
-        regenerate.click(streaming(demo.regenerate), inputs=[tab], outputs=outputs,
-                         concurrency_limit=CONCURRENCY, concurrency_id="reply", show_progress="hidden")
+                _chat_column(gr, c)
+        _wire(gr, app, demo, c)
     return app
+
+
+def _left_column(gr, demo: WebDemo, c: dict) -> None:
+    c["character"] = gr.Dropdown(demo.choices(), label="Character", value=None, elem_id="character")
+    c["avatar"] = gr.Image(show_label=False, type="filepath", interactive=False, height=180, visible=False,
+                           elem_id="avatar", buttons=[])
+    c["card"] = gr.Markdown(elem_id="card")
+    c["new_chat"] = gr.Button("New chat", elem_id="new-chat")
+    with gr.Accordion("Your chats", open=True, elem_id="chats"):
+        c["sessions"] = gr.Dropdown([], label="Earlier chats (pick one to resume)", value=None, elem_id="sessions")
+        with gr.Row():
+            c["title"] = gr.Textbox(show_label=False, placeholder="New title", max_lines=1, scale=3, elem_id="title")
+            c["rename"] = gr.Button("Rename", scale=1, min_width=70, elem_id="rename")
+        with gr.Row():
+            c["export_format"] = gr.Radio(list(EXPORT_FORMATS), value="markdown", show_label=False,
+                                          elem_id="export-format")
+            c["export"] = gr.Button("Export", min_width=70, elem_id="export")
+        c["export_file"] = gr.File(label="Download", visible=False, interactive=False, elem_id="export-file")
+        c["delete_chat"] = gr.Button("Delete this chat", variant="stop", size="sm", elem_id="delete-chat")
+    with gr.Accordion("Your persona", open=False, elem_id="persona-panel"):
+        c["user_role"] = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="user-role")
+        c["persona"] = gr.Textbox(label="Who you are (the character is told)", lines=2, elem_id="persona")
+    with gr.Accordion("Settings", open=False, elem_id="settings-panel"):
+        c["backend_info"] = gr.Markdown(demo.backend_info(), elem_id="backend-info")
+        c["temperature"] = gr.Number(label="Temperature (empty: the backend's default)", minimum=0, maximum=2,
+                                     step=0.1, elem_id="temperature")
+        c["story_tokens"] = gr.Number(label="Story budget, tokens (empty: default)", precision=0, minimum=0,
+                                      elem_id="story-tokens")
+        c["history_tokens"] = gr.Number(label="History budget, tokens (empty: default)", precision=0, minimum=0,
+                                        elem_id="history-tokens")
+    c["save_settings"] = gr.Button("Save persona and settings", size="sm", elem_id="save-settings")
+    with gr.Accordion("Add a character", open=False, elem_id="add-character"):
+        c["import_file"] = gr.File(label="Drop a card (PNG/JSON/CHARX) or a ChatHaruhi zip here",
+                                   file_types=[".png", ".json", ".charx", ".zip", ".jsonl"], elem_id="import-file")
+        c["import_name"] = gr.Textbox(label="Folder name (optional)", max_lines=1, elem_id="import-name")
+        gr.Markdown("**…or create one**")
+        c["new_name"] = gr.Textbox(label="Folder name (letters, digits, - or _)", max_lines=1, elem_id="new-name")
+        c["new_display"] = gr.Textbox(label="Display name", max_lines=1, elem_id="new-display")
+        c["new_prompt"] = gr.Textbox(label="System prompt: who they are, how they speak", lines=3,
+                                     elem_id="new-prompt")
+        c["new_scenes"] = gr.Textbox(label=f"Scenes: lines like 名字:「台词」; a line of {SCENE_SEPARATOR} between scenes",
+                                     lines=5, elem_id="new-scenes")
+        c["new_files"] = gr.File(label="…or scene .txt files", file_count="multiple", file_types=[".txt"],
+                                 elem_id="new-files")
+        c["new_avatar"] = gr.File(label="Avatar image (optional, at most 5 MB)", file_types=["image"],
+                                  elem_id="new-avatar")
+        c["create"] = gr.Button("Create character", variant="primary", elem_id="create")
+
+
+def _chat_column(gr, c: dict) -> None:
+    c["chat"] = gr.Chatbot(label="Chat", height=500, elem_id="chat", feedback_options=None,
+                           buttons=["copy", "copy_all"], avatar_images=(None, None), group_consecutive_messages=False)
+    c["status"] = gr.Markdown(elem_id="status")
+    with gr.Row(elem_id="swipe-row"):
+        c["prev"] = gr.Button("◀", size="sm", min_width=40, scale=0, elem_id="swipe-prev")
+        c["swipes"] = gr.Markdown("", elem_id="swipes")
+        c["next"] = gr.Button("▶", size="sm", min_width=40, scale=0, elem_id="swipe-next")
+        c["regenerate"] = gr.Button("Regenerate", size="sm", scale=0, min_width=100, elem_id="regenerate")
+        c["stop"] = gr.Button("Stop", size="sm", variant="stop", scale=0, min_width=70, elem_id="stop")
+        c["keep"] = gr.Button("Keep partial reply", size="sm", scale=0, min_width=140, visible=False, elem_id="keep")
+    with gr.Row():
+        c["message"] = gr.Textbox(show_label=False, placeholder="Say something… (Enter sends)", scale=6, max_lines=4,
+                                  elem_id="message")
+        c["send"] = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
+    with gr.Group(visible=False, elem_id="edit-box") as c["edit_box"]:
+        c["edit_index"] = gr.Number(label="Message number (from 0)", precision=0, elem_id="edit-index")
+        c["edit_text"] = gr.Textbox(label="Edit the message (click a bubble to pick it)", lines=2, elem_id="edit-text")
+        with gr.Row():
+            c["save_edit"] = gr.Button("Save edit", variant="primary", size="sm", elem_id="save-edit")
+            c["delete_message"] = gr.Button("Delete message", variant="stop", size="sm", elem_id="delete-message")
+            c["cancel_edit"] = gr.Button("Cancel", size="sm", elem_id="cancel-edit")
+    with gr.Accordion("Why this reply: retrieved scenes and token trace", open=False, elem_id="trace"):
+        c["summary"] = gr.Markdown(elem_id="trace-summary")
+        c["scenes"] = gr.Dataframe(headers=SCENE_HEADERS, interactive=False, wrap=True, elem_id="scenes")
+        c["scene_texts"] = gr.Markdown(elem_id="scene-texts")
+        c["trace"] = gr.JSON(label="Trace (tokens per part, every candidate scene and turn)", elem_id="trace-json")
+
+
+# view fields that are not components of their own
+SPECIAL = {"sessions", "choices", "avatar", "partial", "edit_box", "warning", "form_clear", "export_file"}
+
+
+def _wire(gr, app, demo: WebDemo, c: dict) -> None:
+    targets = [k for k in ("tab", "browser", "character", "avatar", "card", "user_role", "sessions", "chat", "status",
+                           "message", "summary", "scenes", "scene_texts", "trace", "swipes", "keep", "edit_box",
+                           "edit_index", "edit_text", "title", "export_file", "persona", "temperature", "story_tokens",
+                           "history_tokens", "backend_info", *FORM)]
+    outputs = [c[k] for k in targets]
+
+    def to_gradio(view: View) -> dict | tuple:
+        if view.get("warning"):
+            gr.Warning(view["warning"])
+        out: dict = {}
+        for name, value in view.items():
+            if name == "sessions":
+                choices, selected = value
+                out[c["sessions"]] = gr.Dropdown(choices=choices, value=selected)
+            elif name == "choices":
+                out[c["character"]] = gr.Dropdown(choices=value, value=view.get("character"))
+            elif name == "avatar":
+                out[c["avatar"]] = gr.Image(value=str(value) if value else None, visible=value is not None)
+                out[c["chat"]] = gr.Chatbot(value=view["chat"] if "chat" in view else gr.skip(),
+                                            avatar_images=(None, str(value) if value else None))
+            elif name == "chat" and "avatar" in view:
+                continue
+            elif name == "partial":
+                out[c["keep"]] = gr.Button(visible=bool(value))
+            elif name == "edit_box":
+                out[c["edit_box"]] = gr.Group(visible=bool(value))
+            elif name == "form_clear":
+                out.update({c[k]: None for k in FORM})
+            elif name == "export_file":
+                out[c["export_file"]] = gr.File(value=value, visible=True)
+            elif name == "scenes":
+                out[c["scenes"]] = gr.Dataframe(value=value or None, headers=SCENE_HEADERS)
+            elif name in c and name not in SPECIAL:
+                out[c[name]] = value
+        if not out:
+            return tuple(gr.skip() for _ in outputs)  # Gradio reads an empty dict as one value
+        return out
+
+    def handler(fn: Callable[..., View]) -> Callable[..., Any]:
+        def run(*args):
+            try:
+                return to_gradio(fn(*args))
+            except Stale as exc:
+                gr.Warning(str(exc))
+                return to_gradio(exc.view)
+            except InputError as exc:
+                gr.Warning(str(exc))
+                return to_gradio({})
+            except ChatHaruhiError as exc:
+                raise gr.Error(str(exc)) from None
+        run.__name__ = getattr(fn, "__name__", "handler")
+        return run
+
+    def streaming(fn: Callable[..., Iterator[View]]) -> Callable[..., Iterator[Any]]:
+        def run(*args):
+            tab_value = next((a for a in args if isinstance(a, Tab)), None)
+            try:
+                for view in fn(*args):
+                    tab_value = view.get("tab", tab_value)
+                    yield to_gradio(view)
+            except Stale as exc:
+                gr.Warning(str(exc))
+                yield to_gradio(exc.view)
+            except InputError as exc:
+                gr.Warning(str(exc))
+            except Exception as exc:  # a failed reply is not kept: show the chat as stored
+                restore = {"chat": demo.messages(tab_value), "status": ""} if tab_value else {}
+                yield to_gradio(restore)
+                raise gr.Error(f"the reply failed and was not kept: {exc}") from None
+        run.__name__ = getattr(fn, "__name__", "streaming")
+        return run
+
+    reply = {"outputs": outputs, "concurrency_limit": CONCURRENCY, "concurrency_id": "reply",
+             "show_progress": "hidden"}
+    tab, browser = c["tab"], c["browser"]
+    app.load(handler(demo.start), inputs=[browser], outputs=outputs, api_name="start")
+    c["character"].input(handler(demo.pick), inputs=[c["character"], c["user_role"], tab], outputs=outputs,
+                         api_name="pick")
+    c["new_chat"].click(handler(demo.new_chat), inputs=[c["user_role"], tab], outputs=outputs, api_name="new_chat")
+    c["chat"].clear(handler(demo.new_chat), inputs=[c["user_role"], tab], outputs=outputs, api_name=False)
+    c["sessions"].input(handler(demo.resume), inputs=[c["sessions"], browser, tab], outputs=outputs,
+                        api_name="resume")
+    send_inputs = [c["message"], c["user_role"], tab, browser]
+    running = [c["send"].click(streaming(demo.send), inputs=send_inputs, api_name="send", **reply),
+               c["message"].submit(streaming(demo.send), inputs=send_inputs, api_name=False, **reply),
+               c["regenerate"].click(streaming(demo.regenerate), inputs=[tab, browser], api_name="regenerate",
+                                     **reply)]
+
+    def swipe_prev(t, b):
+        yield from demo.swipe(-1, t, b)
+
+    def swipe_next(t, b):
+        yield from demo.swipe(+1, t, b)
+
+    c["prev"].click(streaming(swipe_prev), inputs=[tab, browser], api_name="swipe_prev", **reply)
+    running.append(c["next"].click(streaming(swipe_next), inputs=[tab, browser], api_name="swipe_next", **reply))
+    c["stop"].click(handler(demo.stop), inputs=[tab], outputs=outputs, cancels=running, api_name="stop")
+    c["keep"].click(handler(demo.keep_partial), inputs=[tab, browser], outputs=outputs, api_name="keep_partial")
+
+    def select(t, evt):
+        return handler(demo.select_message)(evt.index, t)
+
+    select.__annotations__ = {"evt": gr.SelectData}  # Gradio finds the event data by this annotation
+
+    c["chat"].select(select, inputs=[tab], outputs=outputs, api_name=False)
+    c["save_edit"].click(handler(demo.edit_message), inputs=[c["edit_index"], c["edit_text"], tab, browser],
+                         outputs=outputs, api_name="edit_message")
+    c["delete_message"].click(handler(demo.delete_message), inputs=[c["edit_index"], tab, browser], outputs=outputs,
+                              api_name="delete_message")
+    c["cancel_edit"].click(lambda: to_gradio({"edit_box": False, "edit_text": ""}), outputs=outputs, api_name=False)
+    c["rename"].click(handler(demo.rename_chat), inputs=[c["title"], tab, browser], outputs=outputs,
+                      api_name="rename_chat")
+    c["delete_chat"].click(handler(demo.delete_chat), inputs=[tab, browser], outputs=outputs, api_name="delete_chat")
+    c["export"].click(handler(demo.export_chat), inputs=[c["export_format"], tab, browser], outputs=outputs,
+                      api_name="export_chat")
+    settings = [c["persona"], c["temperature"], c["story_tokens"], c["history_tokens"], tab]
+    c["save_settings"].click(handler(demo.save_settings), inputs=settings, outputs=outputs, api_name="save_settings")
+    c["import_file"].upload(handler(demo.import_character), inputs=[c["import_file"], c["import_name"], tab],
+                            outputs=outputs, api_name="import_character")
+    c["create"].click(handler(demo.create_character), inputs=[*(c[k] for k in FORM), tab], outputs=outputs,
+                      api_name="create_character")

@@ -1,0 +1,252 @@
+"""The web demo's characters: the ones it offers, their names, cards and avatars, and adding new ones
+(importing a card or a ChatHaruhi zip, or creating one from a form)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .config import SYSTEM_PROMPT_FILE, home_dir
+from .errors import CharacterError, InputError
+
+if TYPE_CHECKING:
+    from .character import Character
+    from .discovery import CharacterEntry
+
+AVATAR_FILES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "avatar.gif")
+AVATAR_MAX_BYTES = 5 * 1024 * 1024  # an avatar file larger than this is refused (a 20 MB photo is a mistake)
+AVATAR_MAX_PIXELS = 25_000_000
+AVATAR_SIZE = 256  # avatars are stored and shown at most this many pixels wide
+THUMB_DIR = "web_avatars"  # under the home folder: small copies Gradio can serve in chat bubbles
+SCENE_SEPARATOR = "---"  # pasted scenes are separated by a line holding only this
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+
+logger = logging.getLogger("chatharuhi")
+
+
+def read_avatar(path: Path, what: str = "avatar"):
+    """The image at ``path`` as a small RGBA PIL image; a clear ``InputError`` if it is too big or not an image."""
+    from PIL import Image
+
+    size = path.stat().st_size
+    if size > AVATAR_MAX_BYTES:
+        raise InputError(f"the {what} {path.name} is {size / 2**20:.1f} MB; the limit is "
+                         f"{AVATAR_MAX_BYTES // 2**20} MB: save it smaller ({AVATAR_SIZE}×{AVATAR_SIZE} pixels is plenty)")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > AVATAR_MAX_PIXELS:
+                raise InputError(f"the {what} {path.name} is {img.width}×{img.height} pixels; the limit is "
+                                 f"{AVATAR_MAX_PIXELS // 1_000_000} megapixels: scale it down")
+            img.load()
+            small = img.convert("RGBA")
+    except InputError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise InputError(f"the {what} {path.name} is not an image Pillow can read ({exc}); use a PNG or JPEG") from None
+    small.thumbnail((AVATAR_SIZE, AVATAR_SIZE))
+    return small
+
+
+class Shelf:
+    """The characters the demo offers (folders that load and have a system prompt), found once and on refresh."""
+
+    def __init__(self, characters_dir: Any = None):
+        self.characters_dir = characters_dir
+        self._lock = threading.Lock()
+        self._loaded: dict[str, Character] = {}  # folder name -> parsed once, shared by its chatbots
+        self.entries: dict[str, CharacterEntry] = {}
+        self.refresh()
+        if not self.entries:
+            raise InputError("no characters found: add a character folder or pass --characters-dir DIR")
+
+    def refresh(self) -> None:
+        """Scan the characters folders again (after an import or a new character)."""
+        from .discovery import list_characters
+
+        found = {e.name: e for e in list_characters(self.characters_dir)
+                 if e.error is None and (e.path / SYSTEM_PROMPT_FILE).is_file()}
+        with self._lock:
+            for name in [n for n in self._loaded if n not in found or found[n].path != self.entries[n].path]:
+                del self._loaded[name]
+            self.entries = found
+
+    # -- looking up ------------------------------------------------------------------------------
+    def entry(self, name: str | None) -> "CharacterEntry":
+        """The entry of a folder name; ``InputError`` listing the others if there is none."""
+        entry = self.entries.get(name or "")
+        if entry is None:
+            raise InputError(f"unknown character {name!r}; available: {', '.join(self.entries)}")
+        return entry
+
+    def character(self, name: str) -> "Character":
+        """The loaded character of a folder (parsed once)."""
+        from .character import load_character
+
+        entry = self.entry(name)
+        with self._lock:
+            found = self._loaded.get(name)
+        if found is None:
+            found = load_character(entry.path)
+            with self._lock:
+                found = self._loaded.setdefault(name, found)
+        return found
+
+    def folder_of(self, stored: str) -> str:
+        """The folder name of a character as a session stores it (``Character.name``: the manifest's name)."""
+        if stored in self.entries:
+            return stored
+        for name, e in self.entries.items():
+            if e.manifest and e.manifest.name == stored:
+                return name
+        raise InputError(f"the character {stored!r} of this chat is no longer installed")
+
+    def choices(self) -> list[tuple[str, str]]:
+        """Dropdown choices: (label, folder name)."""
+        shown = {name: self.display_name(name) for name in self.entries}
+        return [(label if label == name else f"{label} ({name})", name) for name, label in shown.items()]
+
+    def default(self) -> str:
+        """The character shown when a page opens."""
+        return "haruhi" if "haruhi" in self.entries else next(iter(self.entries))
+
+    def display_name(self, name: str) -> str:
+        """The human-facing name of a character folder."""
+        m = self.entry(name).manifest
+        return (m.display_name if m else None) or name
+
+    def greeting(self, name: str) -> str:
+        """The character's greeting ("" if it has none)."""
+        m = self.entry(name).manifest
+        return (m.greeting if m else None) or ""
+
+    def card(self, name: str) -> str:
+        """A short Markdown card: display name and description."""
+        m = self.entry(name).manifest
+        return f"### {self.display_name(name)}\n\n{(m.description if m else None) or ''}".strip()
+
+    def default_role(self, name: str) -> str:
+        """The user's default in-story name for a character."""
+        m = self.entry(name).manifest
+        if m and m.user_role:
+            return m.user_role
+        return "User" if m and m.language and not m.language.startswith("zh") else "用户"
+
+    # -- avatars ---------------------------------------------------------------------------------
+    def avatar(self, name: str) -> tuple[Path | None, str]:
+        """A small PNG copy of the folder's avatar that Gradio may serve, and a note if it cannot be shown."""
+        folder = self.entry(name).path
+        file = next((folder / f for f in AVATAR_FILES if (folder / f).is_file()), None)
+        if file is None:
+            return None, ""
+        stat = file.stat()
+        thumb = home_dir() / THUMB_DIR / f"{name}-{stat.st_size}-{int(stat.st_mtime)}.png"
+        if thumb.is_file():
+            return thumb, ""
+        try:
+            image = read_avatar(file, f"avatar of {name}")
+        except InputError as exc:
+            logger.warning("chatharuhi demo: %s", exc)
+            return None, f"(no avatar shown: {exc})"
+        thumb.parent.mkdir(parents=True, exist_ok=True)
+        tmp = thumb.with_suffix(".tmp")
+        image.save(tmp, "PNG")
+        tmp.replace(thumb)
+        return thumb, ""
+
+    # -- adding characters -----------------------------------------------------------------------
+    def import_file(self, path: str | Path, name: str | None = None) -> str:
+        """Import a card (PNG/JSON/CHARX), a ChatHaruhi role (zip/JSONL) or a folder zip; returns the folder name."""
+        from .discovery import user_characters_dir
+        from .interop import import_character
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("nothing to import: drop a card PNG/JSON, a .charx or a ChatHaruhi zip")
+        if path.stat().st_size > MAX_UPLOAD_BYTES:
+            raise InputError(f"{path.name} is {path.stat().st_size / 2**20:.0f} MB; the limit for an import is "
+                             f"{MAX_UPLOAD_BYTES // 2**20} MB")
+        try:
+            dest = import_character(path, user_characters_dir(), name=(name or "").strip() or None)
+        except CharacterError as exc:
+            raise InputError(f"could not import {path.name}: {_without_paths(str(exc), path)}") from None
+        self._check_avatar(dest)
+        self.refresh()
+        return dest.name
+
+    def create(self, name: str, display_name: str, prompt: str, scenes_text: str,
+               scene_files: Iterable[str | Path] = (), avatar: str | Path | None = None) -> str:
+        """Write a new character folder from the form, validated before it appears; returns its folder name."""
+        from .discovery import user_characters_dir
+        from .interop.folder import CharacterDraft, safe_name, write_draft
+        from .validate import validate_folder
+
+        name = (name or "").strip()
+        if not name:
+            raise InputError("the character needs a name (the folder name, e.g. nagato)")
+        if safe_name(name) != name or name.startswith("."):
+            raise InputError(f"the name {name!r} looks like a path or has characters a folder name cannot have: "
+                             "use letters, digits, - or _ (e.g. nagato)")
+        if not (prompt or "").strip():
+            raise InputError("the system prompt is empty: say who the character is and how they speak")
+        scenes = [s.strip() for s in (scenes_text or "").split(f"\n{SCENE_SEPARATOR}\n") if s.strip()]
+        for file in scene_files or ():
+            try:
+                scenes.append(Path(file).read_text(encoding="utf-8").strip())
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read the scene file {Path(file).name} as UTF-8 text: {exc}") from None
+        if not any(scenes):
+            raise InputError("no scenes: paste at least one scene (lines like 名字:「台词」), or upload .txt files")
+        if (user_characters_dir() / name).exists() or name in self.entries:
+            raise InputError(f"a character called {name!r} already exists: pick another name")
+        files = {}
+        if avatar:
+            image = read_avatar(Path(avatar))
+            out = tempfile.SpooledTemporaryFile()
+            image.save(out, "PNG")
+            out.seek(0)
+            files["avatar.png"] = out.read()
+        manifest = {"name": name, **({"display_name": display_name.strip()} if (display_name or "").strip() else {})}
+        draft = CharacterDraft(name, prompt.strip(), [(f"{i:03d}.txt", s) for i, s in enumerate(scenes, 1) if s],
+                               manifest, files, source="the form")
+        staging = Path(tempfile.mkdtemp(prefix="create-", dir=_tmp_dir()))
+        try:
+            try:
+                trial = write_draft(draft, staging)
+            except CharacterError as exc:
+                raise InputError(f"the character does not load: {_without_paths(str(exc), staging)}") from None
+            errors = [p for p in validate_folder(trial) if p.severity == "error"]
+            if errors:
+                listing = "; ".join(f"{p.path.relative_to(trial) if p.path.is_relative_to(trial) else p.path.name}"
+                                    f"{':' + str(p.line) if p.line else ''}: {p.message}" for p in errors)
+                raise InputError(f"the character was not saved: {listing}")
+            dest = write_draft(draft, user_characters_dir())
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.refresh()
+        return dest.name
+
+    def _check_avatar(self, folder: Path) -> None:
+        """An imported card's image becomes the avatar only if it is a sane size (the character is kept anyway)."""
+        for f in AVATAR_FILES:
+            if (folder / f).is_file():
+                try:
+                    read_avatar(folder / f)
+                except InputError as exc:
+                    logger.warning("chatharuhi demo: %s", exc)
+
+
+def _tmp_dir() -> Path:
+    path = home_dir() / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _without_paths(text: str, *paths: Path) -> str:
+    """An error message without the server's temporary paths (the visitor only knows the file name)."""
+    for p in paths:
+        text = text.replace(str(p.parent) + "/", "").replace(str(p), p.name)
+    return text

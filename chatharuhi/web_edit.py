@@ -1,0 +1,156 @@
+"""The demo's handlers that change a chat after the fact: Stop (and keep the partial reply), swipes over
+alternative replies, and editing or deleting any message.
+
+Edits follow SillyTavern: an edited message changes in place and the messages after it stay as they
+were (regenerate the reply to have the new text answered); deleting a message deletes its exchange
+(the user's line and the reply to it) and the later ones move up. Nothing is overwritten in the
+store. A tab whose view is older than the stored chat (another tab changed it) is refused with the
+chat reloaded, and the text it was about to save left in its box.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import InputError
+from .types import Turn
+from .web_state import Tab, View, bubble
+from .web_trace import trace_view
+
+if TYPE_CHECKING:
+    from .web import WebDemo
+
+
+class Stale(InputError):
+    """The chat changed in another tab since this one showed it."""
+
+    def __init__(self, view: View):
+        self.view = view
+        super().__init__("this chat was changed in another tab, so it has been reloaded here; nothing was "
+                         "changed — your text is still in the box: apply it again if you still want it")
+
+
+class EditHandlers:
+    """Stop, keep-partial, swipes, edit and delete (mixed into ``WebDemo``)."""
+
+    # -- stop ------------------------------------------------------------------------------------
+    def stop(self: "WebDemo", tab: Tab | None) -> View:
+        """The reply was stopped: show what had streamed and offer to keep it (nothing is stored yet)."""
+        if tab is None or tab.session_id is None:
+            return {"status": "stopped", "partial": False}
+        live = self._live.get(tab.session_id)
+        if live is None or live.done:
+            return {"status": "the reply had already finished", "partial": False}
+        name = self.shelf.display_name(tab.character)
+        if not live.reply.strip():
+            self._live.pop(tab.session_id, None)
+            view = {"chat": self.messages(tab), "status": "stopped before any reply came; nothing was kept",
+                    "partial": False}
+            return {**view, "message": live.text} if live.kind == "send" else view  # the typed text is not lost
+        chat = self.messages(tab)
+        if live.kind == "send":
+            chat += [{"role": "user", "content": bubble(live.role, live.text)}]
+        else:
+            chat = chat[:-1]
+        chat += [{"role": "assistant", "content": bubble(name, live.reply + " …")}]
+        return {"chat": chat, "partial": True,
+                "status": "Stopped. The partial reply is not kept unless you press **Keep partial reply**."}
+
+    def keep_partial(self: "WebDemo", tab: Tab | None, token: Any = None) -> View:
+        """Keep the stopped reply as it was: a new turn, or a new swipe of the last one."""
+        live = self._live.pop(tab.session_id, None) if tab and tab.session_id is not None else None
+        if live is None or live.done or not live.reply.strip():
+            return {"status": "there is no stopped reply to keep", "partial": False}
+        self.owners.check(tab.session_id, token)
+        if live.kind == "send":
+            self.sessions.append_turn(tab.session_id, Turn(live.role, live.text, live.reply.strip()), live.trace)
+        else:
+            self.sessions.add_alternative(tab.session_id, -1, live.reply.strip(), live.trace)
+        tab = self.seen(tab)
+        return {"tab": tab, "chat": self.messages(tab), "partial": False, "status": "kept the partial reply",
+                "swipes": self.swipe_label(tab), **trace_view(live.trace, self.character(tab.character))}
+
+    # -- swipes ----------------------------------------------------------------------------------
+    def swipe_label(self: "WebDemo", tab: Tab) -> str:
+        """``n/m`` over the last reply's alternatives ("" before the first reply)."""
+        if tab.session_id is None or not self.sessions.turns(tab.session_id):
+            return ""
+        alts = self.sessions.alternatives(tab.session_id, -1)
+        return f"{self.sessions.chosen(tab.session_id, -1) + 1}/{len(alts)}"
+
+    def swipe(self: "WebDemo", step: int, tab: Tab | None, token: Any = None) -> Iterator[View]:
+        """Show the previous (-1) or next (+1) alternative of the last reply; past the newest, regenerate."""
+        if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
+            raise InputError("no reply to swipe yet: send a message first")
+        self.owners.check(tab.session_id, token)
+        self._fresh(tab)
+        alts = self.sessions.alternatives(tab.session_id, -1)
+        n = self.sessions.chosen(tab.session_id, -1) + step
+        if n >= len(alts):
+            yield from self.regenerate(tab, token)
+            return
+        if n < 0:
+            yield {"status": "this is the first reply"}
+            return
+        self.sessions.select_alternative(tab.session_id, -1, n)
+        tab = self.seen(tab)
+        trace = self.sessions.trace(tab.session_id, -1)
+        yield {"tab": tab, "chat": self.messages(tab), "swipes": self.swipe_label(tab), "status": "",
+               **trace_view(trace, self.character(tab.character))}
+
+    # -- edit and delete -------------------------------------------------------------------------
+    def select_message(self: "WebDemo", index: Any, tab: Tab | None) -> View:
+        """A bubble was clicked: put its stored text in the edit box."""
+        turn, side = self._locate(index, tab)
+        t = self.sessions.turns(tab.session_id)[turn]
+        return {"edit_index": int(index), "edit_text": t.text if side == "user" else t.reply,
+                "edit_box": True, "status": f"editing message {int(index) + 1}"}
+
+    def edit_message(self: "WebDemo", index: Any, text: str, tab: Tab | None, token: Any = None) -> View:
+        """Replace the text of message ``index`` (a bubble's position); the messages after it stay."""
+        turn, side = self._locate(index, tab)
+        if not (text or "").strip():
+            raise InputError("the edited message is empty: type the new text, or use Delete to remove it")
+        self.owners.check(tab.session_id, token)
+        self._fresh(tab)
+        if side == "user":
+            self.sessions.edit_turn(tab.session_id, turn, text=text)
+        else:
+            self.sessions.edit_turn(tab.session_id, turn, reply=text)
+        tab = self.seen(tab)
+        last = turn == len(self.sessions.turns(tab.session_id)) - 1
+        hint = " — press Regenerate to have it answered anew" if side == "user" and last else ""
+        return {"tab": tab, "chat": self.messages(tab), "edit_box": False, "edit_text": "",
+                "swipes": self.swipe_label(tab), "status": f"message {int(index) + 1} edited{hint}"}
+
+    def delete_message(self: "WebDemo", index: Any, tab: Tab | None, token: Any = None) -> View:
+        """Delete message ``index`` with its exchange (the user's line and its reply); later ones move up."""
+        turn, _ = self._locate(index, tab)
+        self.owners.check(tab.session_id, token)
+        self._fresh(tab)
+        self.sessions.delete_turn(tab.session_id, turn)
+        tab = self.seen(tab)
+        return {"tab": tab, "chat": self.messages(tab), "edit_box": False, "edit_text": "",
+                "swipes": self.swipe_label(tab), "status": f"deleted exchange {turn + 1} (your line and its reply)"}
+
+    def _locate(self: "WebDemo", index: Any, tab: Tab | None) -> tuple[int, str]:
+        """Bubble position -> (turn index, "user" or "reply")."""
+        if tab is None or tab.session_id is None:
+            raise InputError("nothing to edit yet: send a message first")
+        try:
+            i = int(index)
+        except (TypeError, ValueError):
+            raise InputError(f"message number {index!r} is not a number") from None
+        offset = self.greeting_offset(tab)
+        turns = len(self.sessions.turns(tab.session_id))
+        if i < offset:
+            raise InputError("the greeting is part of the character, not of this chat: it cannot be edited")
+        if not 0 <= i - offset < 2 * turns:
+            raise InputError(f"there is no message {i + 1} in this chat (it has {offset + 2 * turns})")
+        return (i - offset) // 2, "user" if (i - offset) % 2 == 0 else "reply"
+
+    def _fresh(self: "WebDemo", tab: Tab) -> None:
+        """Refuse to change a chat this tab shows out of date; the refusal carries the reloaded chat."""
+        if self.sessions.get(tab.session_id).updated != tab.seen:
+            tab = self.seen(tab)
+            raise Stale({"tab": tab, "chat": self.messages(tab), "swipes": self.swipe_label(tab)})

@@ -94,9 +94,14 @@ class EditHandlers:
             return
         self.sessions.select_alternative(tab.session_id, -1, n)
         tab = self.seen(tab)
-        trace = self.sessions.trace(tab.session_id, -1)
         yield {"tab": tab, "chat": self.messages(tab), "swipes": self.swipe_label(tab), "status": "",
-               **trace_view(trace, self.character(tab.character))}
+               **self.last_trace_view(tab)}
+
+    def last_trace_view(self: "WebDemo", tab: Tab) -> View:
+        """The "why this reply" panel for the chat's last reply as stored now."""
+        turns = self.sessions.turns(tab.session_id) if tab.session_id is not None else []
+        trace = self.sessions.trace(tab.session_id, -1) if turns else None
+        return trace_view(trace, self.character(tab.character) if trace else None)
 
     # -- edit and delete -------------------------------------------------------------------------
     def select_message(self: "WebDemo", index: Any, tab: Tab | None) -> View:
@@ -121,7 +126,8 @@ class EditHandlers:
         last = turn == len(self.sessions.turns(tab.session_id)) - 1
         hint = " — press Regenerate to have it answered anew" if side == "user" and last else ""
         return {"tab": tab, "chat": self.messages(tab), "edit_box": False, "edit_text": "",
-                "swipes": self.swipe_label(tab), "status": f"message {int(index) + 1} edited{hint}"}
+                "swipes": self.swipe_label(tab), "status": f"message {int(index) + 1} edited{hint}",
+                **self.last_trace_view(tab)}
 
     def delete_message(self: "WebDemo", index: Any, tab: Tab | None, token: Any = None) -> View:
         """Delete message ``index`` with its exchange (the user's line and its reply); later ones move up."""
@@ -131,7 +137,8 @@ class EditHandlers:
         self.sessions.delete_turn(tab.session_id, turn)
         tab = self.seen(tab)
         return {"tab": tab, "chat": self.messages(tab), "edit_box": False, "edit_text": "",
-                "swipes": self.swipe_label(tab), "status": f"deleted exchange {turn + 1} (your line and its reply)"}
+                "swipes": self.swipe_label(tab), "status": f"deleted exchange {turn + 1} (your line and its reply)",
+                **self.last_trace_view(tab)}
 
     def _locate(self: "WebDemo", index: Any, tab: Tab | None) -> tuple[int, str]:
         """Bubble position -> (turn index, "user" or "reply")."""

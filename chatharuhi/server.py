@@ -44,6 +44,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from .backends.base import Backend, StreamInfo
 from .conversation import read_conversation, unwrap  # noqa: F401 - unwrap: re-exported for callers
+from . import server_guard as guard
 from .errors import BackendUnavailable, ChatHaruhiError, InputError, InvalidCharacter
 from .server_api import (
     APIError,
@@ -65,6 +66,8 @@ DEFAULT_PORT = 8000
 ENV_API_KEY = "CHATHARUHI_API_KEY"
 USER_ROLE_HEADER = "x-chatharuhi-user-role"
 REQUEST_ID_HEADER = "x-request-id"  # echoed when the client sends a sane one, else ours
+SHUTDOWN_GRACE_S = 2.0  # on SIGTERM/Ctrl-C, open requests get this long to finish...
+SHUTDOWN_DEADLINE_S = 4.0  # ...and the process exits by this time whatever is still running
 WORKER_THREADS = 256  # blocking backend streams run in threads: one per open stream, up to this many
 INSTALL_HINT = "pip install 'chatharuhi[web]'"
 
@@ -218,13 +221,15 @@ def create_app(
     sessions: Any = None,
     sessions_path: str | os.PathLike | None = None,
     llm_options: dict[str, Any] | None = None,
+    session_secret: str | None = None,
     **bot_options: Any,
 ):
-    """The FastAPI app. ``bot_options`` configure each character's ``ChatHaruhi`` (embedder=, top_k=, ...)."""
+    """The FastAPI app. ``bot_options`` configure each character's ``ChatHaruhi`` (embedder=, top_k=, ...);
+    ``session_secret`` makes the sessions' owner tokens (default: see ``server_guard``)."""
     try:
         import anyio
         from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse, StreamingResponse
+        from fastapi.responses import JSONResponse, Response, StreamingResponse
     except ImportError as exc:
         raise BackendUnavailable(f"the server needs FastAPI and uvicorn ({exc.name} is missing): {INSTALL_HINT}") \
             from None
@@ -241,6 +246,16 @@ def create_app(
 
             state["store"] = SessionStore(sessions_path)
         return state["store"]
+
+    def owner(session_id: str, token: str | None) -> None:
+        if state.get("secret") is None:
+            state["secret"] = guard.session_secret(session_secret)
+        guard.check_owner(state["secret"], session_id, token)
+
+    def token_of(session_id: str) -> str:
+        if state.get("secret") is None:
+            state["secret"] = guard.session_secret(session_secret)
+        return guard.owner_token(state["secret"], session_id)
 
     app = FastAPI(title="chatharuhi", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pool = pool
@@ -272,10 +287,11 @@ def create_app(
         body: SessionRequest = await parse_request(request, SessionRequest)
         bot = await run(pool.get, body.model)
         session = await run(store().create, bot.character.name, body.user_role or bot.user_role, body.title)
-        return session.as_dict()
+        return {**session.as_dict(), "owner_token": token_of(session.id)}  # only the creator learns it
 
     @app.get("/v1/sessions/{session_id}")
-    async def export_session(session_id: str) -> JSONResponse:
+    async def export_session(session_id: str, request: Request) -> JSONResponse:
+        owner(session_id, request.headers.get(guard.SESSION_TOKEN_HEADER))
         return JSONResponse(json.loads(await run(store().export, session_id, "json")))
 
     @app.post("/v1/chat/completions")
@@ -294,22 +310,37 @@ def create_app(
             if (req.n or 1) > 1:
                 raise APIError(400, "n > 1 cannot be used with session_id: a session records one reply per turn",
                                param="n")
+            owner(req.session_id, req.session_token or request.headers.get(guard.SESSION_TOKEN_HEADER))
             session = await run(store().get, req.session_id)
             if session.character != bot.character.name:
                 raise InputError(f"session {session.id} belongs to {session.character!r}, not {bot.character.name!r}")
             turns = await run(store().turns, session.id)
             role = role or session.user_role
         timing: dict[str, float] = {}
-        end = object()
+        end, opened = object(), []  # opened: chunk iterators whose upstream request may still be open
 
         async def start(index: int):
             """One choice: the reply, its chunk iterator and its first chunk (before any header is sent)."""
             reply = await run(bot.stream, text, role, history=turns, _timing=timing if index == 0 else None,
                               **req.options())
             chunks = iter(reply)
+            opened.append(chunks)
             return reply, chunks, await run(next, chunks, end)
 
-        choices = [await start(0)]  # an upstream failure on the first call gets a proper status
+        async def close_upstream() -> None:
+            with anyio.CancelScope(shield=True):
+                for chunks in opened:
+                    await run(chunks.close)
+
+        try:  # embedding, retrieval and the first chunk, cancelled if the client leaves meanwhile
+            present, first_choice = await guard.unless_disconnected(request, lambda: start(0))
+        except BaseException:
+            await close_upstream()
+            raise
+        if not present:
+            await close_upstream()
+            return Response(status_code=499)  # nobody reads it: the client is gone, nothing was saved
+        choices = [first_choice]  # an upstream failure on the first call got a proper status
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         trace = choices[0][0].trace
         timing.update({k: round(v, 3) for k, v in trace.timings_ms.items()})
@@ -320,8 +351,10 @@ def create_app(
             headers["X-Chatharuhi-Session"] = session.id
 
         def record(reply) -> None:
+            guard.check_reply(reply.text())  # an empty reply is an upstream failure, never a stored turn
             if session is not None:
-                store().append_turn(session.id, Turn(reply.plan.user_role, text, reply.text()), trace.as_dict())
+                guard.commit_with_retry(lambda: store().append_turn(
+                    session.id, Turn(reply.plan.user_role, text, reply.text()), trace.as_dict()))
 
         def usage(replies) -> tuple[dict[str, int], str]:
             """The upstream's figures summed over the choices when every call reported them, else ours."""
@@ -336,15 +369,25 @@ def create_app(
 
         n = req.n or 1
         if not req.stream:
-            out = []
-            for index in range(n):
-                reply, chunks, first = choices[0] if index == 0 else await start(index)
-                rest = await run(lambda chunks=chunks: "".join(chunks))
-                await run(record, reply)
-                content = ("" if first is end else first) + rest
-                out.append((reply, {"index": index, "logprobs": None, "finish_reason": reply.finish_reason,
-                                    "message": {"role": "assistant", "content": content, "refusal": None,
-                                                "annotations": []}}))
+            async def finish() -> list:
+                out = []
+                for index in range(n):
+                    reply, chunks, first = choices[0] if index == 0 else await start(index)
+                    parts = [] if first is end else [first]
+                    while (chunk := await run(next, chunks, end)) is not end:  # cancellable between chunks
+                        parts.append(chunk)
+                    await run(record, reply)
+                    out.append((reply, {"index": index, "logprobs": None, "finish_reason": reply.finish_reason,
+                                        "message": {"role": "assistant", "content": "".join(parts), "refusal": None,
+                                                    "annotations": []}}))
+                return out
+
+            try:
+                present, out = await guard.unless_disconnected(request, finish)
+            finally:
+                await close_upstream()
+            if not present:  # an abandoned request commits nothing, and its upstream request is closed
+                return Response(status_code=499)
             totals, source = await run(usage, [r for r, _ in out])
             return JSONResponse({"id": ident, "object": "chat.completion", "created": created, "model": model_id,
                                  "choices": [c for _, c in out], "usage": totals, "service_tier": None,
@@ -383,9 +426,8 @@ def create_app(
                 logger.warning("stream failed: %s", exc)
                 yield sse(error_body(public_message(exc, app.state.secrets), *error_status(exc)[1:]))
             finally:
-                if not done and current is not None:
-                    with anyio.CancelScope(shield=True):  # closes the upstream request; nothing was recorded
-                        await run(current[1].close)
+                if not done:
+                    await close_upstream()  # nothing more is recorded
 
         return _DisconnectAwareStream(body(), media_type="text/event-stream",
                                       headers={**headers, "Cache-Control": "no-cache"})
@@ -491,6 +533,26 @@ def serve(
     except ImportError:
         raise BackendUnavailable(f"the server needs uvicorn: {INSTALL_HINT}") from None
     app = create_app(api_key=api_key, **app_options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    graceful = server.handle_exit
+
+    def handle_exit(sig, frame) -> None:  # uvicorn stops accepting and drains; a watchdog bounds the wait
+        graceful(sig, frame)
+        watchdog = threading.Timer(SHUTDOWN_DEADLINE_S, _exit_now)
+        watchdog.daemon = True
+        watchdog.start()
+
+    server.handle_exit = handle_exit
+    server.run()
+
+
+def _exit_now() -> None:
+    """End the process: blocking work still running in threads (an embedding, a hung upstream) would
+    otherwise hold it up for as long as it runs. Saved turns are safe: each is one committed transaction."""
+    logger.warning("shutdown took over %s s: exiting without waiting for the requests still running",
+                   SHUTDOWN_DEADLINE_S)
+    logging.shutdown()
+    os._exit(0)
 
 

@@ -223,6 +223,7 @@ class ChatRequest(BaseModel):
     # ours (extra_body): the server-side session and the user's in-story name
     session_id: str | None = Field(None, min_length=1, max_length=100)
     user_role: str | None = None
+    session_token: str | None = Field(None, max_length=200)  # the session's owner token (or the header)
     # accepted, not applied (ACCEPTED_NOT_APPLIED)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)

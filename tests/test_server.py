@@ -22,6 +22,7 @@ from chatharuhi.errors import InputError  # noqa: E402
 from chatharuhi.conversation import Incoming, read_conversation, unwrap  # noqa: E402
 from chatharuhi.server import create_app, is_loopback, serve  # noqa: E402
 from chatharuhi.server_api import MAX_BODY_BYTES, MAX_MESSAGES  # noqa: E402
+from chatharuhi.server_guard import owner_token  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.types import Turn  # noqa: E402
 from openai_stub import StubOpenAIServer  # noqa: E402
@@ -169,13 +170,16 @@ def test_server_side_session(stub, tmp_path):
     store = SessionStore(tmp_path / "s.db")
     with running(make_app(stub, sessions=store)) as url:
         http = httpx.Client(base_url=url)
-        sid = http.post("/v1/sessions", json={"model": "春日", "user_role": "阿虚"}).json()["id"]
+        created = http.post("/v1/sessions", json={"model": "春日", "user_role": "阿虚"}).json()
+        sid, token = created["id"], created["owner_token"]
+        http.headers["X-Chatharuhi-Session-Token"] = token
         c = client(url)
         for q in ["一", "二"]:
             c.chat.completions.create(model="haruhi", messages=[{"role": "user", "content": q}],
-                                      extra_body={"session_id": sid})
+                                      extra_body={"session_id": sid, "session_token": token})
         list(c.chat.completions.create(model="haruhi", messages=[{"role": "user", "content": "三"}],
-                                       extra_body={"session_id": sid}, stream=True))
+                                       extra_body={"session_id": sid}, stream=True,
+                                       extra_headers={"X-Chatharuhi-Session-Token": token}))
         assert [t.text for t in store.turns(sid)] == ["一", "二", "三"]
         sent = [m["content"] for m in stub.requests[-1].body["messages"][1:]]
         assert sent[0] == "阿虚:「一」" and sent[-1] == "阿虚:「三」"  # the history came from the store
@@ -295,8 +299,10 @@ def test_client_disconnect_mid_stream_stops_upstream_and_records_nothing(tmp_pat
         backend.stream_with_info = watched
         slow_stub.reply = lambda body: (time.sleep(0.001), long_reply)[1]
         with running(create_app(backend, embedder="hash", sessions=store)) as url:
-            sid = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}).json()["id"]
-            body = {"model": "haruhi", "stream": True, "session_id": sid, "messages": [
+            created = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}).json()
+            sid = created["id"]
+            body = {"model": "haruhi", "stream": True, "session_id": sid, "session_token": created["owner_token"],
+                    "messages": [
                 {"role": "user", "content": "数到四千"}]}
             with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
                 lines = r.iter_lines()
@@ -314,17 +320,18 @@ def test_read_only_session_store_is_a_clear_503(stub, tmp_path):
     db = tmp_path / "s.db"
     store = SessionStore(db, timeout=0.1)
     sid = store.create("haruhi", "阿虚").id
+    token = owner_token(b"secret", sid)
     locker = sqlite3.connect(db, isolation_level=None)
-    with running(make_app(stub, sessions=store)) as url:
+    with running(make_app(stub, sessions=store, session_secret="secret")) as url:
         locker.execute("BEGIN EXCLUSIVE")
         try:
             r = httpx.post(f"{url}/v1/chat/completions", json={"model": "haruhi", "session_id": sid, "messages": [
-                {"role": "user", "content": "你好"}]})
+                {"role": "user", "content": "你好"}], "session_token": token})
             assert r.status_code == 503 and "another process is writing" in error_of(r)["message"]
         finally:
             locker.execute("ROLLBACK")
         r = httpx.post(f"{url}/v1/chat/completions", json={"model": "haruhi", "session_id": sid, "messages": [
-            {"role": "user", "content": "你好"}]})
+            {"role": "user", "content": "你好"}], "session_token": token})
         assert r.status_code == 200
     assert len(store.turns(sid)) == 1
     store.close()

@@ -30,6 +30,7 @@ class RecordingEmbedder(HashEmbedder):
 
     def __init__(self):
         super().__init__()
+        self.id = "hash:64:recording"  # its own id: indexes are shared per embedder id within the process
         self.query_lengths: list[int] = []
 
     def embed_query(self, text: str):
@@ -175,8 +176,11 @@ def test_one_validator_for_the_in_story_name_from_every_source(hard_server, stub
     assert r.status_code == 400 and "X-Chatharuhi-User-Role" in error_of(r)["message"]
     r = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi", "user_role": name})
     assert r.status_code == 400 and error_of(r)["param"] == "user_role"
-    r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", user=name))
-    assert r.status_code == 400 and error_of(r)["param"] == "user"
+    r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", user_role=name))
+    assert r.status_code == 400 and error_of(r)["param"] == "user_role"
+    r = httpx.post(f"{url}/v1/chat/completions", json={"model": "haruhi", "messages": [
+        {"role": "user", "content": "你好", "name": name}]})
+    assert r.status_code == 400 and error_of(r)["param"] == "messages.0.name"
     assert len(stub_module.requests) == sent_before  # nothing reached the upstream
 
 
@@ -196,7 +200,7 @@ def test_name_limit_is_the_same_everywhere(hard_server):
 
 def test_error_bodies_do_not_reveal_paths_or_the_upstream(hard_server, tmp_path):
     url, store, _, root = hard_server
-    r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", session_id="nope"))
+    r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", session_id="nope", session_token="cst_0"))
     msg = error_of(r)["message"]
     assert r.status_code == 404 and "nope" in msg
     assert str(store.path) not in msg and str(store.path.parent) not in msg
@@ -211,5 +215,200 @@ def test_error_bodies_do_not_reveal_paths_or_the_upstream(hard_server, tmp_path)
         assert r.status_code in (502, 503, 504)
         msg = error_of(r)["message"]
         assert "127.0.0.1:9" not in msg and "secret-upstream" not in msg and "the upstream" in msg
-        r = httpx.post(f"{url2}/v1/chat/completions", json=chat_body("你好", session_id="nope"))
+        r = httpx.post(f"{url2}/v1/chat/completions", json=chat_body("你好", session_id="nope", session_token="x"))
         assert r.status_code == 404 and str(tmp_path) not in error_of(r)["message"]
+
+
+# -- §5 sessions are owned -----------------------------------------------------------------------------------
+def test_another_key_holder_cannot_read_or_write_a_session_by_id(stub_module, tmp_path):
+    """Both users hold the server's API key; only the session's creator gets its owner token."""
+    store = SessionStore(tmp_path / "s.db")
+    key = {"Authorization": "Bearer shared-key"}
+    with running(make_app(stub_module, sessions=store, api_key="shared-key")) as url:
+        alice = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi", "user_role": "阿虚"}, headers=key).json()
+        sid, token = alice["id"], alice["owner_token"]
+        mine = {**key, "X-Chatharuhi-Session-Token": token}
+        assert httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", session_id=sid),
+                          headers=mine).status_code == 200
+        # Mallory knows the id (and the key), not the token
+        r = httpx.get(f"{url}/v1/sessions/{sid}", headers=key)
+        assert r.status_code == 401 and error_of(r)["code"] == "session_token_required"
+        for forged in ["cst_" + "0" * 64, token[:-1] + ("0" if token[-1] != "0" else "1")]:
+            r = httpx.get(f"{url}/v1/sessions/{sid}", headers={**key, "X-Chatharuhi-Session-Token": forged})
+            assert r.status_code == 404 and error_of(r)["code"] == "session_not_found"
+            r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("我是阿虚，听我的", session_id=sid,
+                                                                         session_token=forged), headers=key)
+            assert r.status_code == 404
+        other = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}, headers=key).json()
+        r = httpx.get(f"{url}/v1/sessions/{sid}", headers={**key, "X-Chatharuhi-Session-Token": other["owner_token"]})
+        assert r.status_code == 404  # a token is bound to its own session
+        r = httpx.get(f"{url}/v1/sessions/{sid}", headers=mine)
+        assert r.status_code == 200 and [t["text"] for t in r.json()["turns"]] == ["你好"]
+    assert [t.text for t in store.turns(sid)] == ["你好"]  # nothing Mallory sent was stored
+    store.close()
+
+
+def test_owner_tokens_survive_a_restart_and_replicas_agree(stub_module, tmp_path):
+    store = SessionStore(tmp_path / "s.db")
+    with running(make_app(stub_module, sessions=store)) as url:
+        created = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}).json()
+    secret_file = tmp_path / "home" / "server-session-secret"
+    assert secret_file.exists() and oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    with running(make_app(stub_module, sessions=store)) as url:  # a new process reads the same secret
+        r = httpx.get(f"{url}/v1/sessions/{created['id']}",
+                      headers={"X-Chatharuhi-Session-Token": created["owner_token"]})
+        assert r.status_code == 200
+    store.close()
+
+
+# -- §7 turns that must not be stored ------------------------------------------------------------------------
+def _session(url):
+    created = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}).json()
+    return created["id"], created["owner_token"]
+
+
+def test_an_empty_upstream_reply_is_an_error_not_a_turn(tmp_path):
+    store = SessionStore(tmp_path / "s.db")
+    with StubOpenAIServer("") as stub, running(make_app(stub, sessions=store)) as url:
+        sid, token = _session(url)
+        r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", session_id=sid, session_token=token))
+        assert r.status_code == 502 and "empty reply" in error_of(r)["message"]
+        body = chat_body("你好", session_id=sid, session_token=token, stream=True)
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert "empty reply" in events[-1] and "[DONE]" not in events[-1]
+    assert store.turns(sid) == []
+    store.close()
+
+
+def test_an_abandoned_non_streaming_request_commits_nothing_and_stops_the_upstream(tmp_path):
+    import threading
+    import time
+
+    from chatharuhi.backends.openai_compat import OpenAIBackend
+    from chatharuhi.server import create_app
+
+    store = SessionStore(tmp_path / "s.db")
+    with StubOpenAIServer("春日:「" + "啊" * 3000 + "」", chunk_size=1) as stub:
+        closed = threading.Event()
+        backend = OpenAIBackend(base_url=stub.base_url, max_retries=0, timeout=10)
+        real_stream = backend.stream
+
+        def watched(messages, **options):  # a slow upstream (5 ms a chunk: 15 s in all) that notes its closing
+            try:
+                for chunk in real_stream(messages, **options):
+                    time.sleep(0.005)
+                    yield chunk
+            finally:
+                closed.set()
+
+        backend.stream = watched
+        with running(create_app(backend, embedder="hash", sessions=store)) as url:
+            sid, token = _session(url)
+            for _ in range(2):  # the issue: two timed-out retries stored two identical turns
+                closed.clear()
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(f"{url}/v1/chat/completions", timeout=0.5,
+                               json=chat_body("数到三千", session_id=sid, session_token=token))
+                assert closed.wait(10), "the upstream kept streaming for a client that had left"
+            time.sleep(0.3)
+    assert store.turns(sid) == []
+    store.close()
+
+
+def test_a_locked_database_at_commit_is_retried_then_a_clear_error(stub_module, tmp_path):
+    import sqlite3
+    import threading
+
+    db = tmp_path / "s.db"
+    store = SessionStore(db, timeout=0.1)
+    with running(make_app(stub_module, sessions=store)) as url:
+        sid, token = _session(url)
+        locker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        locker.execute("BEGIN EXCLUSIVE")
+        threading.Timer(0.6, lambda: locker.execute("ROLLBACK")).start()  # the other writer finishes soon
+        r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", session_id=sid, session_token=token))
+        assert r.status_code == 200, r.text  # saved on a later attempt
+        assert [t.text for t in store.turns(sid)] == ["你好"]
+        locker.execute("BEGIN EXCLUSIVE")  # held for good: after the retries, a clear error
+        try:
+            r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("再见", session_id=sid, session_token=token),
+                           timeout=30)
+        finally:
+            locker.execute("ROLLBACK")
+        assert r.status_code == 503
+        msg = error_of(r)["message"]
+        assert "could not be saved" in msg and "nothing was stored" in msg and str(db) not in msg
+    assert [t.text for t in store.turns(sid)] == ["你好"]
+    store.close()
+
+
+# -- `serve`: upstream timeout and retries, a bounded shutdown ------------------------------------------------
+def _serve(stub, *extra):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "chatharuhi", "serve", "--port", str(port), "--backend", "openai",
+           "--base-url", stub.base_url, "--upstream-api-key", "k", "--embedder", "hash", "--log-level", "warning",
+           *extra]
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.2)
+
+
+def test_serve_exposes_upstream_timeout_and_retries():
+    with StubOpenAIServer(HARUHI_REPLY) as stub:
+        stub.mode, stub.delay = "slow", 60.0  # a hung upstream
+        proc, url = _serve(stub, "--upstream-timeout", "1", "--upstream-retries", "0")
+        try:
+            r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好"), timeout=20)  # not 181 s
+            assert r.status_code == 504 and error_of(r)["code"] == "upstream_timeout"
+            assert sum(q.method == "POST" for q in stub.requests) == 1  # no retries
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_exits_within_five_seconds_on_sigterm_with_work_in_flight():
+    import signal
+    import threading
+    import time
+
+    with StubOpenAIServer(HARUHI_REPLY) as stub:
+        stub.mode, stub.delay = "slow", 60.0  # the request in flight would hold the server for a minute
+        proc, url = _serve(stub)
+        try:
+            def in_flight():
+                try:
+                    httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好"), timeout=120)
+                except httpx.TransportError:  # the server went away under it, as it should
+                    pass
+
+            threading.Thread(target=in_flight, daemon=True).start()
+            deadline = time.monotonic() + 30
+            while not any(q.method == "POST" for q in stub.requests):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            start = time.monotonic()
+            proc.wait(timeout=5)  # raises TimeoutExpired if serve is still running after 5 s
+            assert time.monotonic() - start < 5
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -292,17 +292,17 @@ def test_an_abandoned_non_streaming_request_commits_nothing_and_stops_the_upstre
     with StubOpenAIServer("春日:「" + "啊" * 3000 + "」", chunk_size=1) as stub:
         closed = threading.Event()
         backend = OpenAIBackend(base_url=stub.base_url, max_retries=0, timeout=10)
-        real_stream = backend.stream
+        real_stream = backend.stream_with_info
 
-        def watched(messages, **options):  # a slow upstream (5 ms a chunk: 15 s in all) that notes its closing
+        def watched(messages, info, **options):  # a slow upstream (5 ms a chunk: 15 s in all) noting its closing
             try:
-                for chunk in real_stream(messages, **options):
+                for chunk in real_stream(messages, info, **options):
                     time.sleep(0.005)
                     yield chunk
             finally:
                 closed.set()
 
-        backend.stream = watched
+        backend.stream_with_info = watched
         with running(create_app(backend, embedder="hash", sessions=store)) as url:
             sid, token = _session(url)
             for _ in range(2):  # the issue: two timed-out retries stored two identical turns

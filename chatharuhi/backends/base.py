@@ -81,6 +81,10 @@ class Backend(ABC):
         finally:
             stop.set()
 
+    def astream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream_with_info``; the default reports nothing."""
+        return self.astream(messages, **options)
+
     async def acomplete(self, messages: Sequence[Message], **options: Any) -> str:
         """Async twin of ``complete``."""
         return "".join([chunk async for chunk in self.astream(messages, **options)])

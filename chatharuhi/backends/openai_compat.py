@@ -238,12 +238,19 @@ class OpenAIBackend(Backend):
             raise BackendResponseError(f"{self.base_url} answered with no choices")
         return response.choices[0].message.content or ""
 
-    async def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
+    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
         """Async twin of ``stream`` on ``openai.AsyncOpenAI``."""
+        return self.astream_with_info(messages, StreamInfo(), **options)
+
+    async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo,
+                                **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream_with_info``: the upstream's finish reason and usage go into ``info``."""
         params = self._params(messages, options)
+        if self.stream_usage:
+            params["stream_options"] = {"include_usage": True}
         with self._errors():
             response = await (await self._aclient()).chat.completions.create(stream=True, **params)
-        finished, info = False, StreamInfo()
+        finished = False
         try:
             with self._errors(streaming=True):
                 async for chunk in response:

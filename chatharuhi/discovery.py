@@ -17,6 +17,7 @@ from typing import Iterable
 from .character import Character, Manifest, load_character, load_manifest
 from .config import ENV_CHARACTERS, MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR, builtin_characters_dir, home_dir
 from .errors import CharacterError, CharacterNotFound, InvalidCharacter
+from .options import strict
 
 PathLike = str | os.PathLike
 
@@ -119,6 +120,7 @@ def missing_dirs(characters_dir: PathLike | Iterable[PathLike] | None) -> list[s
     return [str(p) for p in given if not Path(p).expanduser().is_dir()]
 
 
+@strict
 def find_character(name: str, characters_dir: PathLike | Iterable[PathLike] | None = None) -> Character:
     """Load the character called ``name`` (folder name or alias)."""
     entry = find_entry(name, characters_dir)
@@ -127,6 +129,7 @@ def find_character(name: str, characters_dir: PathLike | Iterable[PathLike] | No
     return load_character(entry.path)
 
 
+@strict
 def list_characters(characters_dir: PathLike | Iterable[PathLike] | None = None) -> list[CharacterEntry]:
     """Every character entry, sorted by name; broken ones carry their error."""
     return sorted(scan(characters_dir).values(), key=lambda e: e.name.casefold())

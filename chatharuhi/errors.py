@@ -9,6 +9,7 @@ field or value at fault and say how to fix it.
     │   ├── InvalidCharacter       a broken folder or manifest (names the file and line)
     │   └── CharacterImportError   a file that cannot be imported or exported (card, JSONL, zip, download)
     ├── InputError                 bad user input: an empty message, an invalid option
+    │   └── UnknownOption          a keyword argument or option nobody accepts (names the closest valid one)
     ├── TemplateError              a prompt template that is missing or lacks a variable
     ├── EmbedderError              an embedder that cannot be built or fails
     ├── BudgetError                a mandatory prompt part does not fit the token budget
@@ -76,6 +77,24 @@ class InputError(ChatHaruhiError, ValueError):
     """Bad user input: an empty message, an invalid option."""
 
 
+class UnknownOption(InputError, TypeError):
+    """A keyword argument or option that is not accepted; says which valid one is closest.
+
+    Also a ``TypeError``: Python raises that for an unexpected keyword argument, so code that catches
+    it keeps working."""
+
+    def __init__(self, name: str, where: str, valid: "list[str] | tuple[str, ...] | frozenset[str]" = (),
+                 hint: str = "", kind: str = "keyword argument"):
+        import difflib
+
+        self.name, self.where, self.valid = name, where, sorted(valid)
+        close = difflib.get_close_matches(name, self.valid, n=1, cutoff=0.6)
+        self.suggestion = close[0] if close else None
+        mean = f"; did you mean {self.suggestion!r}?" if self.suggestion else "."
+        listing = f" Valid: {', '.join(self.valid)}." if self.valid and len(self.valid) <= 40 else ""
+        super().__init__(f"{where} got an unknown {kind} {name!r}{mean}{listing}{(' ' + hint) if hint else ''}")
+
+
 class TemplateError(ChatHaruhiError):
     """A prompt template is missing or was rendered without one of its variables."""
 
@@ -101,10 +120,17 @@ class BackendError(ChatHaruhiError):
 class UnknownBackend(BackendError, LookupError):
     """A backend name that is not registered."""
 
-    def __init__(self, name: str, available: list[str]):
+    def __init__(self, name: str, available: list[str], suggestion: str | None = None):
+        import difflib
+
         self.name = name
-        self.available = sorted(available)
-        super().__init__(f"Unknown backend {name!r}. Available: {', '.join(self.available)}")
+        self.available = sorted(set(available))
+        if suggestion is None:
+            close = difflib.get_close_matches(name, self.available, n=1, cutoff=0.6)
+            suggestion = close[0] if close else None
+        self.suggestion = suggestion
+        mean = f"; did you mean {suggestion!r}?" if suggestion else "."
+        super().__init__(f"Unknown backend {name!r}{mean} Available: {', '.join(self.available)}")
 
 
 class BackendUnavailable(BackendError):

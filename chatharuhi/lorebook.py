@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import InvalidCharacter
+from .options import strict
 
 DEFAULT_SCAN_DEPTH = 2  # messages scanned, newest first: the user's message and the reply before it
 MAX_RECURSION = 3  # passes over fired entries' content when recursion is on
@@ -151,6 +152,7 @@ def _entry(raw: dict[str, Any], fallback_id: str) -> LoreEntry:
     )
 
 
+@strict
 @dataclass
 class Lorebook:
     """A set of entries plus the book's scan depth, recursion switch and own token budget."""

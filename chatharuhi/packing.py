@@ -28,12 +28,14 @@ from .config import (
     DEFAULT_STORY_TOKENS,
 )
 from .errors import BudgetError
+from .options import strict
 from .tokens import TokenCounter
 from .types import Message, PartTrace, Trace
 
 SYSTEM_SEPARATOR = "\n\n"  # between the system prompt and the story block
 
 
+@strict
 @dataclass(frozen=True)
 class Budget:
     """The model's window and how to share it."""
@@ -162,6 +164,7 @@ def _fill(items, cap: int, opening: int, counter: TokenCounter, traces: list[Par
     return used, kept
 
 
+@strict
 def pack(
     system_prompt: str,
     story_header: str,

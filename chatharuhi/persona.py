@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .options import strict
+
 _USER = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
 _CHAR = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
 
 
+@strict
 @dataclass(frozen=True)
 class Persona:
     """Who the user plays: ``name`` becomes the user's in-story name, ``description`` enters the prompt."""

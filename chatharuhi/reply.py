@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .backends.base import StreamInfo
+from .options import strict
 from .types import Message, Trace
 
 if TYPE_CHECKING:
     from .chatbot import ChatHaruhi
 
 
+@strict
 @dataclass
 class Plan:
     """Everything decided before the model is called: the messages and why they look that way."""
@@ -22,6 +24,7 @@ class Plan:
     text: str
 
 
+@strict
 class Reply:
     """A streamed reply: iterate it for chunks; ``text()`` joins it. History is updated on completion."""
 

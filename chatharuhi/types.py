@@ -7,10 +7,13 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Literal
 
+from .options import strict
+
 LineKind = Literal["speech", "narration", "other"]
 Role = Literal["system", "user", "assistant"]
 
 
+@strict
 @dataclass(frozen=True)
 class Line:
     """One parsed line of a scene: a speaker's words, narration, or text in no known format."""
@@ -22,6 +25,7 @@ class Line:
     lineno: int = 0
 
 
+@strict
 @dataclass(frozen=True)
 class Scene:
     """One canonical scene of a character: the raw text and its parsed lines."""
@@ -40,6 +44,7 @@ class Scene:
         return {line.speaker for line in self.lines if line.kind == "speech" and line.speaker}
 
 
+@strict
 @dataclass(frozen=True)
 class Message:
     """One chat message as sent to a backend."""
@@ -52,6 +57,7 @@ class Message:
         return {"role": self.role, "content": self.content}
 
 
+@strict
 @dataclass(frozen=True)
 class Turn:
     """One completed exchange: what the user said (as ``user_role``) and the character's reply."""
@@ -61,6 +67,7 @@ class Turn:
     reply: str
 
 
+@strict
 @dataclass(frozen=True)
 class ScoredScene:
     """A retrieved scene with its hybrid score and the two scores it was made of."""
@@ -83,6 +90,7 @@ class PartTrace:
     key: str = ""  # lorebook entries: the key that fired it ("constant" for constant entries)
 
 
+@strict
 @dataclass
 class Trace:
     """Where every token of a packed prompt went, and what was left out and why."""

@@ -22,6 +22,7 @@ from chatharuhi.errors import (
     BackendResponseError,
     BackendTimeout,
     MissingAPIKey,
+    UnknownOption,
 )
 from chatharuhi.types import Message
 from openai_stub import StubOpenAIServer, embed_text
@@ -230,7 +231,9 @@ def test_local_server_needs_no_key(stub, make):
 
 
 def test_registry_builds_the_backend(stub):
-    backend = get_backend("openai", base_url=stub.base_url, max_retries=0, unknown_option=1)
+    with pytest.raises(UnknownOption, match="'max_retrys'; did you mean 'max_retries'"):
+        get_backend("openai", base_url=stub.base_url, max_retrys=0)  # refused, never silently dropped
+    backend = get_backend("openai", base_url=stub.base_url, max_retries=0)
     assert isinstance(backend, OpenAIBackend) and backend.name == "openai"
     assert backend.complete(MESSAGES) == REPLY
     backend.close()

@@ -4,6 +4,12 @@ A blocking reply is the join of the stream; the async twin runs the stream in a 
 unless a backend overrides it. A backend that learns how a reply ended (the upstream's finish reason,
 its token usage) reports it through ``stream_with_info``; the default reports nothing. A backend also says how it counts tokens and how large its
 context window is, so the packer can fill the prompt exactly.
+
+Declared options (nothing is silently ignored): a backend's constructor accepts its named
+parameters plus ``extra_options`` (what it forwards through ``**kwargs``, e.g. to llama-cpp's
+``Llama``); any other keyword is ``UnknownOption`` naming the closest one, checked before the
+constructor runs, for every subclass (third-party ones too). ``call_options`` lists what
+``stream(messages, **options)`` honours; ``check_call_options`` refuses the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 from ..config import DEFAULT_CONTEXT_WINDOW
+from ..options import check_options, parameter_names
 from ..tokens import TiktokenCounter, TokenCounter
 from ..types import Message
 
@@ -32,6 +39,22 @@ class StreamInfo:
     usage: dict[str, int] | None = None
 
 
+def _checked_init(cls: type, init: Any) -> Any:
+    """``init`` preceded by a check of its keywords against ``cls.accepted_options()``."""
+    import functools
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if kwargs and type(self).__init__ is __init__:  # the outermost constructor checks, once
+            valid = type(self).accepted_options()
+            if valid is not None and not kwargs.keys() <= valid:
+                check_options(kwargs, valid, f"{type(self).__name__}()")
+        init(self, *args, **kwargs)
+
+    __init__.__strict__ = True  # type: ignore[attr-defined]
+    return __init__
+
+
 class Backend(ABC):
     """A language model that streams a reply to a list of chat messages."""
 
@@ -39,6 +62,30 @@ class Backend(ABC):
     context_window: int = DEFAULT_CONTEXT_WINDOW
     # Budget defaults this backend prefers (story_tokens, history_tokens, reply_reserve); arguments win.
     budget_hint: dict[str, int] = {}
+    # Keywords the constructor forwards through ``**kwargs`` (beyond its named parameters).
+    extra_options: frozenset[str] = frozenset()
+    # Options ``stream`` honours; None: not declared (the caller cannot check them).
+    call_options: frozenset[str] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "__strict__", False):
+            cls.__init__ = _checked_init(cls, init)  # type: ignore[method-assign]
+
+    @classmethod
+    def accepted_options(cls) -> frozenset[str] | None:
+        """Every keyword the constructor accepts, or None when it forwards undeclared ``**kwargs``."""
+        names, takes_any = parameter_names(cls.__init__)
+        extra = cls.extra_options
+        if takes_any and not extra:
+            return frozenset() if cls.__init__ is object.__init__ else None
+        return names | frozenset(extra)
+
+    def check_call_options(self, options: dict[str, Any]) -> None:
+        """Refuse a per-call option this backend does not honour (``UnknownOption``)."""
+        if self.call_options is not None and not options.keys() <= self.call_options:
+            check_options(options, self.call_options, f"{type(self).__name__}.stream()")
 
     @abstractmethod
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:

@@ -21,12 +21,34 @@ from typing import Any, Iterator, Sequence
 from ..config import DEFAULT_LOCAL_CONTEXT_WINDOW, DEFAULT_LOCAL_TEMPERATURE, DEFAULT_REPEAT_PENALTY
 from ..errors import BackendError, BackendUnavailable, BudgetError, ModelError
 from ..memo import BytesMemo
+from ..options import parameter_names
 from ..types import Message
 from .base import Backend
 
 INSTALL_HINT = "pip install 'chatharuhi[local]'  (llama-cpp-python builds from source: a few minutes, cached by pip)"
 DEFAULT_SEED = 0
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+
+
+@lru_cache(maxsize=1)
+def llama_parameter_names() -> frozenset[str] | None:
+    """``llama_cpp.Llama.__init__``'s keywords, read from its source (llama-cpp is not imported); None if absent."""
+    import ast
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("llama_cpp")
+        folder = Path(spec.origin).parent if spec and spec.origin else None
+        tree = ast.parse((folder / "llama.py").read_text(encoding="utf-8")) if folder else None
+    except (ImportError, ValueError, OSError, SyntaxError):
+        return None
+    for node in ast.walk(tree) if tree else ():
+        if isinstance(node, ast.ClassDef) and node.name == "Llama":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    args = item.args
+                    return frozenset(a.arg for a in [*args.args, *args.kwonlyargs] if a.arg != "self")
+    return None
 
 
 def _import_llama():
@@ -104,6 +126,14 @@ class LlamaCppBackend(Backend):
 
     name = "llama_cpp"
     supports_prefill = True
+    call_options = frozenset({"max_tokens", "stop", "prefill", *_SAMPLING_KEYS})
+
+    @classmethod
+    def accepted_options(cls) -> frozenset[str] | None:
+        """Our parameters plus every ``llama_cpp.Llama`` parameter (forwarded to it); None without llama-cpp."""
+        names, _ = parameter_names(cls.__init__)
+        llama = llama_parameter_names()
+        return None if llama is None else names | llama
 
     def __init__(
         self,
@@ -122,8 +152,8 @@ class LlamaCppBackend(Backend):
     ):
         """Load ``model_path`` (default: the embedded model). ``sha256`` pins any file; ``llama`` injects a model.
 
-        Other keyword arguments go to ``llama_cpp.Llama`` (``n_gpu_layers``, ``n_batch``, ...), except
-        the OpenAI-only ones the command line may pass (``base_url``, ``api_key``), which are ignored.
+        Other keyword arguments go to ``llama_cpp.Llama`` (``n_gpu_layers``, ``n_batch``, ...); one that
+        neither accepts is ``UnknownOption`` (see ``accepted_options``).
         """
         model_path = model_path or model
         if model_path is None and llama is None:

@@ -7,7 +7,7 @@ Besides OpenAI it talks to local servers; point ``base_url`` (or ``OPENAI_BASE_U
     llama.cpp server   http://localhost:8080/v1
 
 Settings come from the keyword arguments, else the environment read when the backend is built
-(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``CHATHARUHI_MODEL``), else the defaults in ``config``.
+(``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` or the older ``OPENAI_API_BASE``, ``CHATHARUHI_MODEL``), else the defaults in ``config``.
 Local servers need no key (a placeholder is sent); api.openai.com without one is ``MissingAPIKey``.
 
 Retries are the SDK's own: ``max_retries`` is handed to the client, which retries connection
@@ -30,7 +30,7 @@ from ..config import (
     DEFAULT_TIMEOUT_S,
     ENV_MODEL,
     ENV_OPENAI_API_KEY,
-    ENV_OPENAI_BASE_URL,
+    openai_base_url_from_env,
 )
 from ..errors import BackendConnectionError, BackendError, BackendResponseError, BackendTimeout, MissingAPIKey
 from ..tokens import TiktokenCounter, TokenCounter
@@ -105,6 +105,7 @@ class OpenAIBackend(Backend):
     """Streams chat replies from an OpenAI-compatible API (OpenAI, vLLM, Ollama, llama.cpp server)."""
 
     name = "openai"
+    call_options = frozenset({*_OPTION_KEYS, "model"})
 
     def __init__(
         self,
@@ -121,10 +122,9 @@ class OpenAIBackend(Backend):
         async_client: Any = None,
         extra_body: dict[str, Any] | None = None,
         stream_usage: bool = True,
-        **_ignored: Any,
     ):
         self.model = model or os.environ.get(ENV_MODEL) or DEFAULT_OPENAI_MODEL
-        self.base_url = (base_url or os.environ.get(ENV_OPENAI_BASE_URL) or OPENAI_BASE_URL).rstrip("/")
+        self.base_url = (base_url or openai_base_url_from_env() or OPENAI_BASE_URL).rstrip("/")
         key = api_key or os.environ.get(ENV_OPENAI_API_KEY)
         if not key and client is None and urlparse(self.base_url).hostname == "api.openai.com":
             raise MissingAPIKey(f"No API key: pass api_key= or set {ENV_OPENAI_API_KEY}")
@@ -166,6 +166,7 @@ class OpenAIBackend(Backend):
         return self._async_client
 
     def _params(self, messages: Sequence[Message], options: dict[str, Any]) -> dict[str, Any]:
+        self.check_call_options(options)
         params: dict[str, Any] = {
             "model": options.get("model") or self.model,
             "messages": [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages],

@@ -7,8 +7,9 @@ the largest model pulled with ``chatharuhi models pull``, then the embedded offl
 (``embedded``: llama-cpp-python + the pinned SmolLM2 GGUF, when both are installed); the last two
 with a one-line notice on stderr. Else a clear error that says how to install it or configure another.
 
-Built-in names: ``openai``, ``scripted``, ``llama_cpp`` (any GGUF file: ``model_path=``), ``embedded``
-(``llama_cpp`` with the pinned default model) and ``transformers`` (a model folder + LoRA adapters).
+Built-in names: ``openai``, ``scripted``, ``debug`` (echoes the prompt), ``llama_cpp`` (any GGUF file:
+``model_path=``), ``embedded`` (``llama_cpp`` with the pinned default model) and ``transformers`` (a model
+folder + LoRA adapters). Every name's accepted keywords are declared (``backend_options``); others are refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import os
 import threading
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..config import (
     EMBEDDED_BUDGET,
@@ -26,9 +27,10 @@ from ..config import (
     ENV_BACKEND,
     ENV_MODEL,
     ENV_OPENAI_API_KEY,
-    ENV_OPENAI_BASE_URL,
+    openai_base_url_from_env,
 )
-from ..errors import BackendUnavailable, UnknownBackend
+from ..errors import BackendUnavailable, UnknownBackend, UnknownOption
+from ..options import check_options, parameter_names, strict
 from .base import Backend
 
 ENTRY_POINT_GROUP = "chatharuhi.backends"
@@ -36,14 +38,33 @@ ENTRY_POINT_GROUP = "chatharuhi.backends"
 BackendFactory = Callable[..., Backend]
 
 _registry: dict[str, BackendFactory] = {}
+_declared: dict[str, frozenset[str]] = {}  # options given to register_backend
 _entry_points_loaded = False
 _lock = threading.Lock()
 logger = logging.getLogger("chatharuhi")
 
 
-def register_backend(name: str, factory: BackendFactory) -> None:
-    """Make ``factory(**options)`` available under ``name``."""
+@strict
+def register_backend(name: str, factory: BackendFactory, options: Iterable[str] | None = None) -> None:
+    """Make ``factory(**options)`` available under ``name``.
+
+    ``options``: the keywords it accepts; by default read from the factory (a ``Backend`` class's
+    ``accepted_options()``, else its signature). ``get_backend`` refuses any other keyword."""
     _registry[name] = factory
+    if options is not None:
+        _declared[name] = frozenset(options)
+    else:
+        _declared.pop(name, None)
+
+
+def _class(module: str, cls: str) -> type[Backend]:
+    from importlib import import_module
+
+    return getattr(import_module(f".{module}", __package__), cls)
+
+
+# The embedded backend is llama_cpp with the pinned model: it refuses the keywords that pick another model.
+EMBEDDED_REFUSED = ("llama", "model", "model_path", "sha256")
 
 
 def _builtin_factories() -> dict[str, BackendFactory]:
@@ -72,9 +93,7 @@ def _builtin_factories() -> dict[str, BackendFactory]:
         from ..models import BUILTIN
         from .llama_cpp import LlamaCppBackend
 
-        options.pop("model", None)  # always the pinned default model
-        options.pop("model_path", None)
-        backend = LlamaCppBackend(**options)
+        backend = LlamaCppBackend(**options)  # always the pinned default model (_check refuses another)
         backend.budget_hint = dict(EMBEDDED_BUDGET)
         backend.model_entry = BUILTIN
         return backend
@@ -84,7 +103,19 @@ def _builtin_factories() -> dict[str, BackendFactory]:
 
         return TransformersBackend(**options)
 
-    return {"embedded": embedded, "llama_cpp": llama_cpp, "openai": openai, "scripted": scripted,
+    def debug(**options: Any) -> Backend:
+        from .debug import DebugBackend
+
+        return DebugBackend(**options)
+
+    # the class whose constructor declares each factory's options
+    openai.target = ("openai_compat", "OpenAIBackend")  # type: ignore[attr-defined]
+    scripted.target = ("scripted", "ScriptedBackend")  # type: ignore[attr-defined]
+    llama_cpp.target = embedded.target = ("llama_cpp", "LlamaCppBackend")  # type: ignore[attr-defined]
+    transformers.target = ("transformers_backend", "TransformersBackend")  # type: ignore[attr-defined]
+    debug.target = ("debug", "DebugBackend")  # type: ignore[attr-defined]
+    embedded.refused = EMBEDDED_REFUSED  # type: ignore[attr-defined]
+    return {"debug": debug, "embedded": embedded, "llama_cpp": llama_cpp, "openai": openai, "scripted": scripted,
             "transformers": transformers}
 
 
@@ -136,9 +167,44 @@ def _lazy(ep) -> BackendFactory:
     def factory(**options: Any) -> Backend:
         return ep.load()(**options)
 
+    factory.target = ep  # type: ignore[attr-defined]
     return factory
 
 
+def backend_options(name: str) -> frozenset[str] | None:
+    """The keywords backend ``name`` accepts, or None when its factory does not declare them."""
+    _load_entry_points()
+    if name in _declared:
+        return _declared[name]
+    factory = _registry.get(name)
+    if factory is None:
+        raise UnknownBackend(name, list(_registry))
+    target = getattr(factory, "target", factory)
+    if isinstance(target, tuple):
+        target = _class(*target)
+    elif hasattr(target, "load") and hasattr(target, "group"):  # an entry point
+        target = target.load()
+    if isinstance(target, type) and issubclass(target, Backend):
+        valid = target.accepted_options()
+    else:
+        names, takes_any = parameter_names(target)
+        valid = None if takes_any else names
+    return None if valid is None else valid - frozenset(getattr(factory, "refused", ()))
+
+
+def _check(name: str, factory: BackendFactory, options: dict[str, Any]) -> None:
+    """Refuse keywords backend ``name`` does not accept, before anything is built."""
+    refused = [k for k in getattr(factory, "refused", ()) if k in options]
+    if refused:
+        raise UnknownOption(refused[0], f"backend {name!r}", (),
+                            hint="The embedded backend always runs the pinned default model; for another GGUF "
+                                 "file use llm='llama_cpp' with model_path= (or model='qwen2.5-3b').")
+    valid = backend_options(name)
+    if valid is not None and not options.keys() <= valid:
+        check_options(options, valid, f"backend {name!r}")
+
+
+@strict
 def available_backends() -> list[str]:
     """Names of every registered backend, built-in and from entry points."""
     _load_entry_points()
@@ -152,6 +218,7 @@ def get_backend(name: str, **options: Any) -> Backend:
         factory = _registry[name]
     except KeyError:
         raise UnknownBackend(name, list(_registry)) from None
+    _check(name, factory, options)
     return factory(**options)
 
 
@@ -168,6 +235,10 @@ NO_BACKEND_HELP = (
 def resolve_backend(llm: Backend | str | None = None, **options: Any) -> Backend:
     """Pick the backend: explicit argument, then environment, then the embedded model, else ``BackendUnavailable``."""
     if isinstance(llm, Backend):
+        if options:  # they would be dropped: a built backend takes its settings in its constructor
+            raise UnknownOption(next(iter(options)), "resolve_backend()", (),
+                                hint=f"llm= is an already built {type(llm).__name__}: pass backend settings to "
+                                     "its constructor, or name the backend (llm='openai') instead")
         return llm
     if isinstance(llm, str):
         return get_backend(llm, **options)
@@ -176,7 +247,7 @@ def resolve_backend(llm: Backend | str | None = None, **options: Any) -> Backend
         return get_backend(env_name, **options)
     if _names_local_model(options.get("model")):
         return get_backend("llama_cpp", **options)
-    if os.environ.get(ENV_OPENAI_API_KEY) or os.environ.get(ENV_OPENAI_BASE_URL):
+    if os.environ.get(ENV_OPENAI_API_KEY) or openai_base_url_from_env():
         return get_backend("openai", **options)
     from ..models.selection import default_pulled, embedded_notice, pulled_notice
     from .embedded import embedded_available, llama_cpp_installed

@@ -139,6 +139,8 @@ class TransformersBackend(Backend):
     """A transformers causal LM, optionally with named LoRA adapters switched per reply."""
 
     name = "transformers"
+    extra_options = frozenset({"top_p", "top_k", "repetition_penalty"})  # sampling defaults, through **options
+    call_options = frozenset({"adapter", "prefill", "max_tokens", "stop", "temperature", "top_p", "top_k", "seed"})
     supports_prefill = True
 
     def __init__(

@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from ..errors import SessionError
+from ..options import strict
 from ..types import Turn
 
 SESSION_FORMAT = "chatharuhi.session/1"
 
 
+@strict
 @dataclass(frozen=True)
 class Session:
     """One saved conversation: who speaks (character, user's in-story name), its title and times."""

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 from ..config import home_dir
 from ..errors import SessionError, SessionNotFound
+from ..options import strict
 from ..types import Turn
 from .base import Session, SessionStore, check_edit
 
@@ -72,6 +73,7 @@ def default_sessions_path() -> Path:
     return home_dir() / SESSIONS_FILE
 
 
+@strict
 class SQLiteSessionStore(SessionStore):
     """Sessions and their turns in one SQLite file; safe to share between threads and processes."""
 

@@ -29,10 +29,11 @@ from .config import (
 )
 from .discovery import find_character
 from .embeddings import Embedder, get_embedder
-from .errors import InputError, SessionError
-from .index import index_for
+from .compat import REPLY_FORMATS, ChatHaruhiCompat, build_index, resolve_legacy, seed_story_vectors
+from .errors import InputError, SessionError, UnknownOption
 from .models.selection import language_warning
 from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
+from .options import parameter_names
 from .persona import Persona, fill_macros
 from .postprocess import PassThrough, ReplyFilter
 from .prompts import PromptSet
@@ -53,7 +54,14 @@ def _warm_in_background(embedder: Embedder) -> None:
         threading.Thread(target=warm, name="chatharuhi-warm-embedder", daemon=True).start()
 
 
-class ChatHaruhi:
+def _same(name: str, value: Any, old_name: str, old_value: Any) -> Any:
+    """One setting under two names (ours and ChatHaruhi's): either, or both when they agree."""
+    if value is not None and old_value is not None and value != old_value:
+        raise InputError(f"{name}={value!r} and {old_name}={old_value!r} set the same thing: pass one")
+    return value if value is not None else old_value
+
+
+class ChatHaruhi(ChatHaruhiCompat):
     """A role-play chatbot that speaks as one character, grounded in the character's scenes."""
 
     def __init__(
@@ -82,13 +90,36 @@ class ChatHaruhi:
         lore_tokens: int | None = None,
         role_from_hf: str | None = None,
         vector_cache: Any = None,
+        # ChatHaruhi's own keywords (see compat/ and the README's "Coming from ChatHaruhi"):
+        system_prompt: str | os.PathLike | None = None,
+        story_text_folder: str | os.PathLike | None = None,
+        role_from_jsonl: str | os.PathLike | None = None,
+        story_db: str | os.PathLike | None = None,
+        max_len_story: int | None = None,
+        max_len_history: int | None = None,
+        k_search: int | None = None,
+        verbose: bool = False,
+        embedding: str | None = None,
+        db_type: str | None = None,
+        reply_format: str = "plain",
+        strict_jsonl: bool = False,
         **llm_options: Any,
     ):
-        role = role if role is not None else role_name  # ChatHaruhi's keyword
-        if role is None and character is None and role_from_hf:  # ChatHaruhi's keyword: a packaged role
-            from .interop.pull import pull_role
-
-            character = load_character(pull_role(role_from_hf))
+        """``llm_options`` go to the backend and are checked against what it accepts (``UnknownOption``)."""
+        story_tokens = _same("story_tokens", story_tokens, "max_len_story", max_len_story)
+        history_tokens = _same("history_tokens", history_tokens, "max_len_history", max_len_history)
+        searched = _same("top_k", top_k if top_k != DEFAULT_TOP_K else None, "k_search", k_search)
+        top_k = top_k if searched is None else searched
+        if reply_format not in REPLY_FORMATS:
+            raise UnknownOption(reply_format, "reply_format=", REPLY_FORMATS, kind="value")
+        self.reply_format, self.verbose = reply_format, verbose
+        legacy = resolve_legacy(
+            role=role, character=character, characters_dir=characters_dir, llm=llm, llm_options=llm_options,
+            embedder=embedder, role_name=role_name, role_from_hf=role_from_hf, role_from_jsonl=role_from_jsonl,
+            system_prompt=system_prompt, story_text_folder=story_text_folder, story_db=story_db,
+            embedding=embedding, db_type=db_type, strict_jsonl=strict_jsonl)
+        character = character or legacy.character
+        llm, llm_options, embedder = legacy.llm, legacy.llm_options, legacy.embedder
         self.sessions, self.session = open_session(session, sessions)
         if role is None and character is None and self.session is not None:
             role = self.session.character
@@ -100,10 +131,18 @@ class ChatHaruhi:
             else:
                 character = find_character(str(role), characters_dir)
         self.character = character
-        self.backend = resolve_backend(llm, **llm_options)
+        try:
+            self.backend = resolve_backend(llm, **llm_options)
+        except UnknownOption as exc:  # suggest among our own keywords too: it may be a misspelt one
+            own, _ = parameter_names(ChatHaruhi.__init__)
+            raise UnknownOption(exc.name, "ChatHaruhi()", [*exc.valid, *own],
+                                hint=f"(keywords the chatbot does not know go to the backend: {exc})") from None
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
-        self.index = index_for(character, self.embedder, cache=vector_cache)  # None: files in the home folder
+        seed_story_vectors(legacy, self.embedder)
+        self.index = build_index(legacy, character, self.embedder, vector_cache)  # None: files in the home folder
+        self._say(f"{character.name}: {len(self.index.scenes)} scenes, embedder {self.embedder.id}, "
+                  f"backend {self.backend.name}")
         if top_k > 0:
             _warm_in_background(self.embedder)  # the first turn should not pay for loading the model
         self.user_role = user_role or (self.session.user_role if self.session else None) or character.user_role
@@ -314,11 +353,15 @@ class ChatHaruhi:
         for dropped, kept in getattr(hits, "duplicates", ()):
             packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))
         packed.trace.timings_ms = {"embed": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "pack": (t3 - t2) * 1e3}
-        return Plan(packed.messages, packed.trace, user_role, text)
+        plan = Plan(packed.messages, packed.trace, user_role, text)
+        self._say_plan(plan)
+        return plan
 
     def _options(self, plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
+        self.backend.check_call_options(options)  # a misspelt option is an error, not a silent no-op
         options.setdefault("max_tokens", self.budget.reply_reserve)
-        if self.postprocess:  # a caller's stop strings come first and add to the character's own
+        # a caller's stop strings come first and add to the character's own (a transcript backend gets none)
+        if self.postprocess and not getattr(self.backend, "transcript", False):
             own = [f"\n{plan.user_role}:", f"\n{plan.user_role}："]
             given = [options["stop"]] if isinstance(options.get("stop"), str) else list(options.get("stop") or [])
             options["stop"] = list(dict.fromkeys([*given, *own]))
@@ -331,7 +374,7 @@ class ChatHaruhi:
         return options
 
     def _filter(self) -> ReplyFilter | PassThrough:
-        if not self.postprocess:
+        if not self.postprocess or getattr(self.backend, "transcript", False):  # e.g. the debug backend
             return PassThrough()
         c = self.character
         return ReplyFilter(self._own_names, c.speakers | {self.user_role}, c.manifest.narrators)
@@ -346,8 +389,8 @@ class ChatHaruhi:
 
     def chat(self, text: str | None = None, role: str | None = None, *, history: Sequence[Turn] | None = None,
              **options: Any) -> str:
-        """One turn: the character's whole reply."""
-        return self.stream(text, role, history=history, **options).text()
+        """One turn: the character's whole reply (bare words; ``春日:「…」`` with ``reply_format="chatharuhi"``)."""
+        return self._formatted(self.stream(text, role, history=history, **options).text())
 
     async def astream(self, text: str | None = None, role: str | None = None, *,
                       history: Sequence[Turn] | None = None, **options: Any) -> AsyncIterator[str]:
@@ -367,7 +410,8 @@ class ChatHaruhi:
     async def achat(self, text: str | None = None, role: str | None = None, *,
                     history: Sequence[Turn] | None = None, **options: Any) -> str:
         """Async twin of ``chat``."""
-        return "".join([chunk async for chunk in self.astream(text, role, history=history, **options)])
+        return self._formatted("".join([chunk async for chunk in self.astream(text, role, history=history,
+                                                                              **options)]))
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

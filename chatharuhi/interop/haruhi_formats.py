@@ -33,7 +33,8 @@ SYSTEM_PROMPT_MARK = "system_prompt"
 CONFIG_MARK = "config"
 CHATHARUHI_COLUMNS = ("luotuo_openai", "bge_en_s15", "bge_zh_s15")
 # A ChatHaruhi column whose vectors live in the same space as one of our embedders.
-COLUMN_EMBEDDER_IDS = {"luotuo_openai": "openai:text-embedding-ada-002"}
+COLUMN_EMBEDDER_IDS = {"luotuo_openai": "openai:text-embedding-ada-002",  # what compat.embedding builds
+                       "bge_zh_s15": "st:bge-small-zh-v1.5", "bge_en_s15": "st:bge-small-en-v1.5"}
 MAX_JSONL_BYTES = 1 << 30
 DIALOGUE_KEYS = ("agent_role", "user_role", "user_question", "agent_response")
 
@@ -51,7 +52,9 @@ def base64_to_float_array(data: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=">f4").astype(np.float32)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path, bad_lines: list[int] | None = None) -> list[dict[str, Any]]:
+    """The file's rows. A line that is not a JSON object raises, or, given a ``bad_lines`` list, is
+    skipped and its number appended there (ChatHaruhi's lenient reading)."""
     if path.stat().st_size > MAX_JSONL_BYTES:
         raise CharacterImportError(f"file is larger than {MAX_JSONL_BYTES} bytes", path)
     try:
@@ -72,11 +75,21 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise CharacterImportError(f"line {n}: invalid JSON: {exc.msg}", path) from None
+                if bad_lines is None:
+                    raise CharacterImportError(f"line {n}: invalid JSON: {exc.msg}", path) from None
+                bad_lines.append(n)
+                continue
             except RecursionError:
-                raise CharacterImportError(f"line {n}: the JSON is nested too deeply", path) from None
+                if bad_lines is None:
+                    raise CharacterImportError(f"line {n}: the JSON is nested too deeply", path) from None
+                bad_lines.append(n)
+                continue
+            if not isinstance(row, dict) and bad_lines is not None:
+                bad_lines.append(n)
+                continue
+            rows.append(row)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise CharacterImportError("expected one JSON object per line", path)
     if not rows:
@@ -100,10 +113,11 @@ def is_dialogue_rows(row: dict[str, Any]) -> bool:
     return all(k in row for k in ("agent_role", "agent_response"))
 
 
-def read_role_jsonl(path: str | os.PathLike, name: str | None = None, role: str | None = None) -> CharacterDraft:
-    """A packaged role JSONL (or 54K dialogue rows) as a draft character."""
+def read_role_jsonl(path: str | os.PathLike, name: str | None = None, role: str | None = None, *,
+                    bad_lines: list[int] | None = None) -> CharacterDraft:
+    """A packaged role JSONL (or 54K dialogue rows) as a draft character (``bad_lines``: see ``_read_rows``)."""
     path = Path(path)
-    rows = _read_rows(path)
+    rows = _read_rows(path, bad_lines)
     if is_dialogue_rows(rows[0]):
         return dialogue_rows_to_draft(rows, path, name=name, role=role)
     system_prompt, manifest, config_name = "", {}, None

@@ -1,0 +1,146 @@
+"""ChatHaruhi's methods and attributes on ``ChatHaruhi`` (mixed into the chatbot).
+
+    k_search                 the number of scenes retrieved per turn (our ``top_k``), readable and assignable
+    dialogue_history         [(query, response)] in ChatHaruhi's shape (``阿虚:「…」``, ``春日:「…」``);
+                             assigning a list replaces the conversation
+    generate_messages(text, role)   the messages a turn would send (no model call); remembers the query
+    generate_prompt(text, role)     the same messages joined into one text
+    append_response(response, last_query=None)   commit a reply produced elsewhere as a turn
+    save_story_db(path)      the scenes and their vectors as a persisted Chroma folder (loadable with story_db=)
+    reply_format             "plain" (our default: bare words) or "chatharuhi" (``春日:「…」`` from chat())
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..errors import InputError, SessionError
+from ..types import Message, Turn
+
+if TYPE_CHECKING:
+    from ..reply import Plan
+
+REPLY_FORMATS = ("plain", "chatharuhi")
+_TAGGED = re.compile(r"^\s*(?P<name>[^:：「」\n]{0,40}?)\s*[:：]\s*「(?P<text>.*)」\s*$", re.S)
+
+
+def untag(line: str) -> tuple[str | None, str]:
+    """``阿虚:「你好」`` -> ("阿虚", "你好"); anything else -> (None, the text)."""
+    m = _TAGGED.match(line or "")
+    return (m["name"].strip() or None, m["text"]) if m else (None, (line or "").strip())
+
+
+class ChatHaruhiCompat:
+    """ChatHaruhi 1.0.9's methods, attributes and reply format, on this engine's state."""
+
+    # provided by the chatbot
+    top_k: int
+    character: Any
+    user_role: str
+    reply_format: str
+    verbose: bool
+
+    # -- attributes ------------------------------------------------------------------------------
+    @property
+    def k_search(self) -> int:
+        """Scenes retrieved per turn (ChatHaruhi's name for ``top_k``)."""
+        return self.top_k
+
+    @k_search.setter
+    def k_search(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InputError(f"k_search must be a whole number >= 0, got {value!r}")
+        self.top_k = value
+
+    @property
+    def dialogue_history(self) -> list[tuple[str, str]]:
+        """The conversation as ChatHaruhi keeps it: (``用户:「…」``, ``春日:「…」``) pairs, oldest first."""
+        return [(self._line(t.user_role, t.text), self._line(self.character.speaker, t.reply)) for t in self.history]
+
+    @dialogue_history.setter
+    def dialogue_history(self, pairs: Iterable[tuple[str | None, str | None]]) -> None:
+        turns = [self._turn_from_pair(i, pair) for i, pair in enumerate(list(pairs))]
+        if getattr(self, "sessions", None) is not None:
+            raise SessionError("dialogue_history cannot be replaced in a chatbot backed by a session store "
+                               "(the stored turns would disagree); start one without session=/sessions=")
+        self._set_history(turns)
+
+    def _turn_from_pair(self, i: int, pair: Any) -> Turn:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InputError(f"dialogue_history[{i}] must be a (query, response) pair, got {pair!r}")
+        query, response = pair
+        if not all(isinstance(x, str) for x in pair):
+            raise InputError(f"dialogue_history[{i}]: query and response must both be strings, got {pair!r} "
+                             "(a one-sided memory with None is not supported here: leave the pair out, or put "
+                             "that line into a scene)")
+        role, text = untag(query or "")
+        _, reply = untag(response or "")
+        return Turn(role or self.user_role, text, reply)
+
+    # -- methods ---------------------------------------------------------------------------------
+    def generate_messages(self, text: str, role: str) -> list[Message]:
+        """The messages a turn would send for ``text`` said by ``role`` (no model call)."""
+        plan: Plan = self.prepare(text, role)
+        self.last_query = self._line(plan.user_role, plan.text)
+        return plan.messages
+
+    def generate_prompt(self, text: str, role: str) -> str:
+        """``generate_messages`` as one text: each message's content and a newline, as ChatHaruhi joins them."""
+        return "".join(m.content + "\n" for m in self.generate_messages(text, role))
+
+    def append_response(self, response: str, last_query: str | None = None) -> None:
+        """Record ``response`` (e.g. from your own model call) as the answer to the last generated query."""
+        query = last_query if last_query is not None else getattr(self, "last_query", None)
+        if query is None:
+            raise InputError("append_response: no query to answer; call generate_messages(text, role) first "
+                             "or pass last_query=")
+        turn = self._turn_from_pair(len(self.history), (query, response))
+        with self._lock:
+            if self.sessions is not None:
+                if self.session is None:
+                    self.session = self.sessions.create(self.character.name, self.user_role)
+                self.sessions.append_turn(self.session.id, turn, None)
+            self._rendered.append(self._render(len(self._history), turn))
+            self._history.append(turn)
+
+    def save_story_db(self, db_path: str | os.PathLike) -> Path:
+        """Write the scenes and their vectors as a persisted Chroma folder (collection ``search``)."""
+        from .sources import EMBEDDER_KEY, STORY_DB_COLLECTION
+
+        try:
+            import chromadb
+        except ImportError:
+            raise InputError("save_story_db needs chromadb: pip install 'chatharuhi[chroma]'") from None
+        path = Path(db_path).expanduser()
+        client = chromadb.PersistentClient(path=os.fspath(path))
+        if STORY_DB_COLLECTION in [getattr(c, "name", c) for c in client.list_collections()]:
+            client.delete_collection(STORY_DB_COLLECTION)
+        collection = client.create_collection(STORY_DB_COLLECTION, embedding_function=None,
+                                              metadata={EMBEDDER_KEY: self.embedder.id, "hnsw:space": "cosine"})
+        scenes, vectors = self.index.scenes, self.index.vectors
+        for start in range(0, len(scenes), 1000):
+            part = slice(start, start + 1000)
+            collection.add(ids=[s.id for s in scenes[part]], documents=[s.text for s in scenes[part]],
+                           embeddings=[v.tolist() for v in vectors[part]])
+        return path
+
+    # -- reply format and verbosity ----------------------------------------------------------------
+    def _formatted(self, reply: str) -> str:
+        if self.reply_format == "chatharuhi":
+            return self._line(self.character.speaker, reply)
+        return reply
+
+    def _say(self, message: str) -> None:
+        if self.verbose:
+            print(f"chatharuhi: {message}", file=sys.stderr)
+
+    def _say_plan(self, plan: Plan) -> None:
+        if self.verbose:
+            used = plan.trace.included_scenes
+            more = ", ..." if len(used) > 8 else ""
+            self._say(f"{len(used)} scene(s) in the prompt ({', '.join(used[:8])}{more}); "
+                      f"{plan.trace.total_tokens} prompt tokens")

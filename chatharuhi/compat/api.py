@@ -86,6 +86,7 @@ class ChatHaruhiCompat:
         """The messages a turn would send for ``text`` said by ``role`` (no model call)."""
         plan: Plan = self.prepare(text, role)
         self.last_query = self._line(plan.user_role, plan.text)
+        self._last_plan = plan
         return plan.messages
 
     def generate_prompt(self, text: str, role: str) -> str:
@@ -99,13 +100,17 @@ class ChatHaruhiCompat:
             raise InputError("append_response: no query to answer; call generate_messages(text, role) first "
                              "or pass last_query=")
         turn = self._turn_from_pair(len(self.history), (query, response))
+        plan = getattr(self, "_last_plan", None)
+        trace = plan.trace if plan is not None and query == self.last_query else None
         with self._lock:
             if self.sessions is not None:
                 if self.session is None:
                     self.session = self.sessions.create(self.character.name, self.user_role)
-                self.sessions.append_turn(self.session.id, turn, None)
+                self.sessions.append_turn(self.session.id, turn, trace.as_dict() if trace else None)
             self._rendered.append(self._render(len(self._history), turn))
             self._history.append(turn)
+            if trace is not None:
+                self.last_trace = trace
 
     def save_story_db(self, db_path: str | os.PathLike) -> Path:
         """Write the scenes and their vectors as a persisted Chroma folder (collection ``search``)."""

@@ -63,5 +63,5 @@ def builtin_role_spec(name: str) -> str | None:
 
 def close_role_names(name: str, n: int = 3) -> list[str]:
     """ChatHaruhi role names that look like ``name`` (case-insensitive), best first."""
-    lowered = {k.lower(): k for k in ROLE_NAMES}
+    lowered = {k.lower(): k for k in sorted(ROLE_NAMES, key=lambda k: k == ROLE_NAMES[k])}  # file names win
     return [lowered[m] for m in difflib.get_close_matches(name.strip().lower(), list(lowered), n=n, cutoff=0.6)]

@@ -107,13 +107,8 @@ def from_jsonl(path: str | os.PathLike, strict: bool = False) -> Character:
     root = cache_dir("compat", "jsonl", digest)
     done = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     bad: list[int] | None = None if strict else []
-    if done:  # imported before; only re-read to repeat the warning
-        if bad is not None:
-            read_role_jsonl(path, bad_lines=bad)
-        folder = done[0]
-    else:
-        draft = read_role_jsonl(path, bad_lines=bad)
-        folder = write_draft(draft, root, overwrite=True)
+    draft = read_role_jsonl(path, bad_lines=bad)  # read every time: strict mode and the warning see the file
+    folder = done[0] if done else write_draft(draft, root, overwrite=True)
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
         warnings.warn(f"{path}: skipped {len(bad)} line(s) that are not JSON objects (lines {shown}); "

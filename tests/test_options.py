@@ -73,6 +73,7 @@ MISSPELT = [
     ("list_characters", lambda: chatharuhi.list_characters(characters_dirr="."), "characters_dir"),
     ("load_character", lambda: chatharuhi.load_character(foldr="."), "folder"),
     ("pack", lambda: chatharuhi.pack(system_promt="x"), "system_prompt"),
+    ("pull_model", lambda: chatharuhi.pull_model("qwen2.5-3b", progres=False), "progress"),
     ("register_backend", lambda: register_backend("x", ThirdParty, optins=()), "options"),
     ("chat() option", lambda: ChatHaruhi(role="haruhi", llm=ScriptedBackend(), embedder="hash").chat("hi",
                                                                                                    temprature=0.1),

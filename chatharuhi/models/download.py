@@ -37,6 +37,7 @@ from ..config import (
     PULL_LOCK_POLL_S,
 )
 from ..errors import BackendUnavailable, ModelDownloadError, ModelError
+from ..options import strict
 from .catalog import SHA256_RE, ModelEntry, ModelFile, find_model
 from .store import Installed, format_size, installed, lock_file, model_dir, partial_dir, write_manifest
 
@@ -66,6 +67,7 @@ def _endpoint() -> str:
     return (os.environ.get(ENV_HF_ENDPOINT) or DEFAULT_HF_ENDPOINT).rstrip("/")
 
 
+@strict
 def pull_model(name: str, *, progress: bool = True, log: Log | None = _stderr) -> Path:
     """Download the model ``name`` (resuming an interrupted pull) and return the GGUF file to load."""
     from filelock import FileLock, Timeout

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
 from .backends.base import Backend
 from .backends.registry import resolve_backend
 from .character import Character, load_character, own_file
+from .compat import REPLY_FORMATS, ChatHaruhiCompat, build_index, resolve_legacy, seed_story_vectors
 from .config import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_DUPLICATE_THRESHOLD,
@@ -29,11 +30,10 @@ from .config import (
 )
 from .discovery import find_character
 from .embeddings import Embedder, get_embedder
-from .compat import REPLY_FORMATS, ChatHaruhiCompat, build_index, resolve_legacy, seed_story_vectors
 from .errors import InputError, SessionError, UnknownOption
 from .models.selection import language_warning
-from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
 from .options import parameter_names
+from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
 from .persona import Persona, fill_macros
 from .postprocess import PassThrough, ReplyFilter
 from .prompts import PromptSet

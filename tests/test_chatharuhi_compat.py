@@ -310,7 +310,8 @@ def test_openai_api_base_is_honoured_when_openai_base_url_is_unset(monkeypatch, 
     with StubOpenAIServer(reply=REPLY) as old, StubOpenAIServer(reply="春日:「新的」") as new:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         monkeypatch.setenv("OPENAI_API_BASE", old.base_url)
-        assert ChatHaruhi(role_name="haruhi", llm="openai").chat("你好", role="阿虚") == "棒球？当然要参加，SOS团要拿冠军！"
+        reply = ChatHaruhi(role_name="haruhi", llm="openai").chat("你好", role="阿虚")
+        assert reply == "棒球？当然要参加，SOS团要拿冠军！"
         monkeypatch.setenv("OPENAI_BASE_URL", new.base_url)  # the current name wins when both are set
         assert ChatHaruhi(role_name="haruhi", llm="openai").chat("你好", role="阿虚") == "新的"
         assert len([r for r in old.requests if r.method == "POST"]) == 1

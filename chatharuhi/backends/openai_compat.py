@@ -7,7 +7,8 @@ Besides OpenAI it talks to local servers; point ``base_url`` (or ``OPENAI_BASE_U
     llama.cpp server   http://localhost:8080/v1
 
 Settings come from the keyword arguments, else the environment read when the backend is built
-(``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` or the older ``OPENAI_API_BASE``, ``CHATHARUHI_MODEL``), else the defaults in ``config``.
+(``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` or the older ``OPENAI_API_BASE``, ``CHATHARUHI_MODEL``), else the
+defaults in ``config``.
 Local servers need no key (a placeholder is sent); api.openai.com without one is ``MissingAPIKey``.
 
 Retries are the SDK's own: ``max_retries`` is handed to the client, which retries connection

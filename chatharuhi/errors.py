@@ -18,6 +18,7 @@ field or value at fault and say how to fix it.
     │   ├── BackendUnavailable     no backend configured, or its extra is not installed
     │   ├── MissingAPIKey          the backend needs a key and none was given
     │   ├── BackendTimeout         the backend did not answer in time
+    │   ├── WorkerCrashed          a local model's worker process died (names the signal, the cause, the fix)
     │   ├── BackendConnectionError the backend could not be reached, or dropped the stream
     │   ├── BackendResponseError   the backend answered with an error status
     │   └── ModelError             a local model file or folder is missing, corrupt or fails its hash
@@ -143,6 +144,15 @@ class MissingAPIKey(BackendError):
 
 class BackendTimeout(BackendError, TimeoutError):
     """The backend did not answer in time."""
+
+
+class WorkerCrashed(BackendError):
+    """A local model's worker process died (a signal or an exit); the next request starts a fresh one."""
+
+    def __init__(self, message: str, signal: str | None = None, exit_code: int | None = None):
+        self.signal = signal
+        self.exit_code = exit_code
+        super().__init__(message)
 
 
 class BackendConnectionError(BackendError, ConnectionError):

@@ -63,6 +63,7 @@ class Reply:
             close = getattr(stream, "close", None)
             if close:
                 close()
+            self._record(getattr(stream, "stats", None))
         self._text = filt.text
         if self.commit:  # True: a new turn; a callable: e.g. regenerate's "replace the last reply"
             (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
@@ -79,6 +80,16 @@ class Reply:
     def usage(self) -> dict[str, int] | None:
         """The backend's own token usage for this reply, when it reported one."""
         return self.info.usage
+
+    def _record(self, stats: dict | None) -> None:
+        """Copy what a local backend measured (KV-cache reuse, prefill time) into the trace."""
+        if not stats or "reused_tokens" not in stats:
+            return
+        trace = self.plan.trace
+        trace.reused_tokens = stats["reused_tokens"]
+        for key in ("prefill", "first_token"):
+            if f"{key}_s" in stats:
+                trace.timings_ms[key] = round(stats[f"{key}_s"] * 1000, 1)
 
     def text(self) -> str:
         """The whole reply (streams it if it has not been consumed yet)."""

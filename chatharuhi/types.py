@@ -104,7 +104,8 @@ class Trace:
     turns: list[PartTrace] = field(default_factory=list)
     lore_budget: int = 0
     lore: list[PartTrace] = field(default_factory=list)  # lorebook entries that fired, kept or dropped
-    timings_ms: dict[str, float] = field(default_factory=dict)  # embed / retrieve / pack
+    timings_ms: dict[str, float] = field(default_factory=dict)  # embed / retrieve / pack (+ prefill, first_token)
+    reused_tokens: int | None = None  # prompt tokens a local model's KV cache still held: not read again
 
     @property
     def included_scenes(self) -> list[str]:

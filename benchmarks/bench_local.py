@@ -1,16 +1,25 @@
-"""The embedded model through chatharuhi's llama_cpp backend versus llama-cpp-python called directly.
+"""Local model speed: chatharuhi's llama_cpp backend against raw llama-cpp-python, and the KV cache across turns.
 
-Run from the repository root:  python benchmarks/bench_local.py [--rounds 3] [--reps 4] [--max-tokens 96]
+Run from the repository root (nice'd on a shared machine; the figures that matter are ratios):
 
-The prompt is a real packed chatharuhi prompt (the built-in ``sherlock`` character, hash embedder, so
-no embedding model is loaded). Each side runs in its own child process (clean peak RSS), the sides
-alternate for ``--rounds`` rounds, and each child times ``--reps`` greedy generations with the KV
-cache reset before each, so every rep pays the whole prompt. Same sampling on both sides
-(temperature 0, repeat_penalty 1.1, llama-cpp's defaults otherwise), same n_ctx and threads.
+    nice -n 10 python benchmarks/bench_local.py --quick      # a few minutes
+    nice -n 10 python benchmarks/bench_local.py              # more rounds, longer replies
 
-Figures: load_s (constructor: for us including the cached hash check), ttft_s (call to first
-non-empty chunk), decode_tok_s (tokens after the first / time after the first), rss_mb_peak. The
-last line is one JSON object; ``speed_ratio`` = our decode tok/s / raw decode tok/s (target >= 0.95).
+The model is the embedded one (SmolLM2-135M-Instruct Q4_1) on the same llama-cpp-python build on
+both sides, with the same n_ctx, threads and sampling (greedy). In one run it measures:
+
+1. the matmul roofline: numpy float32 matrix products of the model's own shapes (GFLOPS), and from
+   it the prefill rate the machine allows, 1e9 * GFLOPS / (2 * weights per token);
+2. prefill and decode, ours vs raw, on the same prompt (turn 1 of a ``sherlock`` conversation packed
+   at the full ChatHaruhi budgets, story 1,500 / history 1,200): raw is ``llama_cpp.Llama`` in a
+   child process; ours is ``LlamaCppBackend`` (its worker process), called as chatharuhi calls it.
+   The KV cache is cleared before every repetition on both sides, so both read the whole prompt.
+   Sides alternate for ``--rounds`` rounds; prefill tok/s = prompt tokens / time to first token;
+3. a five-turn conversation through ``ChatHaruhi`` at the full budgets: time to first token per turn
+   and the prompt tokens the KV cache already held (``trace.reused_tokens``).
+
+The last line is one JSON object: ours_over_raw_prefill, ours_over_raw_decode, turn5_over_turn1_ttft,
+prefill_share_of_roofline and the figures behind them.
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,129 +37,179 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 N_CTX = 4096
-QUERY = "Holmes, tell me everything you deduced about the visitor who came this morning, step by step."
+STORY, HISTORY = 1500, 1200
+QUERIES = [
+    "Holmes, tell me everything you deduced about the visitor who came this morning.",
+    "Why did you say he had been in Afghanistan?",
+    "And what about the letter he left on the table?",
+    "Should we call Inspector Lestrade now, or wait until tonight?",
+    "What will you do if the man never comes back?",
+]
+RAW_CHILD = r"""
+import json, sys, time
+from llama_cpp import Llama
+cfg = json.loads(sys.stdin.read())
+llm = Llama(model_path=cfg["model"], n_ctx=cfg["n_ctx"], n_threads=cfg["threads"], n_threads_batch=cfg["threads"],
+            seed=0, verbose=False)
+runs = []
+for _ in range(cfg["reps"]):
+    llm.reset()
+    start, first, n = time.perf_counter(), None, 0
+    for chunk in llm.create_completion(prompt=cfg["tokens"], max_tokens=cfg["max_tokens"], temperature=0.0,
+                                       repeat_penalty=1.1, stream=True):
+        n += 1
+        if first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    runs.append({"ttft_s": first - start, "decode_s": end - first, "chunks": n})
+print(json.dumps(runs))
+"""
 
 
-def build_prompt(top_k: int) -> list[dict]:
-    """A packed prompt for the sherlock character, counted with the embedded model's own counter."""
-    from chatharuhi import ChatHaruhi
-    from chatharuhi.backends.llama_cpp import LlamaCppBackend
+def roofline(weights: int, reps: int) -> dict:
+    """float32 GFLOPS of numpy on the model's matmul shapes (a 512-token batch), and the prefill bound."""
+    import numpy as np
 
-    backend = LlamaCppBackend(n_ctx=N_CTX)
-    bot = ChatHaruhi(role="sherlock", llm=backend, embedder="hash", top_k=top_k)
-    plan = bot.prepare(QUERY)
-    backend.close()
-    return [m.as_dict() for m in plan.messages]
+    rng = np.random.default_rng(0)
+    shapes = [(512, 576, 576), (512, 576, 1536), (512, 1536, 576)]  # SmolLM2-135M: attention, ffn up, ffn down
+    mats = [(rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))
+            for m, k, n in shapes]
+    best = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        flops = 0
+        for _ in range(10):
+            for a, b in mats:
+                a @ b
+                flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+        best.append(flops / (time.perf_counter() - start) / 1e9)
+    gflops = statistics.median(best)
+    return {"gflops": gflops, "weights_per_token": weights, "roofline_tok_s": gflops * 1e9 / (2 * weights)}
 
 
-def child(side: str, prompt_file: str, reps: int, max_tokens: int, threads: int | None) -> dict:
-    """Load one side, time ``reps`` generations; return the figures."""
-    messages = json.loads(Path(prompt_file).read_text(encoding="utf-8"))
-    params = {"max_tokens": max_tokens, "temperature": 0.0, "repeat_penalty": 1.1, "seed": 0}
-    t0 = time.perf_counter()
-    if side == "ours":
-        from chatharuhi.backends.llama_cpp import LlamaCppBackend
-        from chatharuhi.types import Message
+def weights_per_token(path: Path) -> int:
+    """Weights multiplied per prompt token: every 2-D tensor but the token embedding (tied output: last token only)."""
+    from gguf import GGUFReader
 
-        backend = LlamaCppBackend(n_ctx=N_CTX, n_threads=threads)
-        llm = backend.llm
-        msgs = [Message(m["role"], m["content"]) for m in messages]
+    reader = GGUFReader(str(path))
+    return sum(int(t.n_elements) for t in reader.tensors if len(t.shape) >= 2 and t.name != "token_embd.weight")
 
-        def generate():
-            return backend.stream(msgs, **params)
-    else:
-        from llama_cpp import Llama
 
-        from chatharuhi.backends.embedded import embedded_model_path
+def run_raw(model: Path, tokens: list[int], threads: int, reps: int, max_tokens: int) -> list[dict]:
+    cfg = {"model": str(model), "n_ctx": N_CTX, "threads": threads, "tokens": tokens, "reps": reps,
+           "max_tokens": max_tokens}
+    out = subprocess.run([sys.executable, "-c", RAW_CHILD], input=json.dumps(cfg), capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
-        llm = Llama(model_path=str(embedded_model_path()), n_ctx=N_CTX, n_threads=threads, seed=0, verbose=False)
 
-        def generate():
-            for chunk in llm.create_chat_completion(messages, stream=True, **params):
-                text = chunk["choices"][0]["delta"].get("content")
-                if text:
-                    yield text
-    load_s = time.perf_counter() - t0
+def run_ours(backend, messages, reps: int, max_tokens: int) -> list[dict]:
     runs = []
     for _ in range(reps):
-        llm.reset()
-        pieces, start = [], time.perf_counter()
-        first = None
-        for text in generate():
+        backend.reset_cache()
+        start, first, n = time.perf_counter(), None, 0
+        stream = backend.stream(messages, max_tokens=max_tokens, temperature=0.0, seed=0)
+        for _chunk in stream:
+            n += 1
             if first is None:
                 first = time.perf_counter()
-            pieces.append(text)
         end = time.perf_counter()
-        out = "".join(pieces)
-        tokens = len(llm.tokenize(out.encode("utf-8"), add_bos=False))
-        runs.append({"ttft_s": first - start, "decode_tok_s": (tokens - 1) / (end - first) if tokens > 1 else None,
-                     "tokens": tokens, "text": out})
-    return {"side": side, "load_s": load_s, "runs": runs,
-            "rss_mb_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        runs.append({"ttft_s": first - start, "decode_s": end - first, "chunks": n,
+                     "decode_tokens": stream.stats.get("decode_tokens"), "reused": stream.stats.get("reused_tokens")})
+    return runs
+
+
+def conversation(backend, turns: int, max_tokens: int) -> list[dict]:
+    from chatharuhi import ChatHaruhi
+
+    backend.reset_cache()
+    bot = ChatHaruhi(role="sherlock", llm=backend, embedder="hash", story_tokens=STORY, history_tokens=HISTORY)
+    out = []
+    for query in QUERIES[:turns]:
+        start, first = time.perf_counter(), None
+        reply = bot.stream(query, role="Watson", max_tokens=max_tokens, temperature=0.0)
+        for _chunk in reply:
+            if first is None:
+                first = time.perf_counter()
+        trace = reply.trace
+        out.append({"ttft_s": first - start, "prompt_tokens": trace.total_tokens, "reused_tokens": trace.reused_tokens,
+                    "scenes": len(trace.included_scenes), "history_turns": sum(t.included for t in trace.turns)})
+        print(f"  turn {len(out)}: ttft {out[-1]['ttft_s']:.2f} s, prompt {trace.total_tokens} tokens, "
+              f"{trace.reused_tokens} reused from the KV cache", file=sys.stderr)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round x 1 rep, 16-token replies")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reps", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--top-k", type=int, default=12, help="scenes in the prompt (0: system prompt + query only)")
-    parser.add_argument("--threads", type=int, default=None, help="n_threads (default: llama-cpp's own choice)")
-    parser.add_argument("--child", choices=["ours", "raw"], help=argparse.SUPPRESS)
-    parser.add_argument("--prompt-file", help=argparse.SUPPRESS)
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="n_threads on both sides (default: physical cores)")
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.prompt_file, args.reps, args.max_tokens, args.threads)))
-        return
+    if args.quick:
+        args.rounds, args.reps, args.max_tokens = 1, 1, 16
+    os.environ["CHATHARUHI_HOME"] = tempfile.mkdtemp(prefix="bench-local-")
 
-    home = tempfile.mkdtemp(prefix="bench-local-")
-    os.environ["CHATHARUHI_HOME"] = home
-    messages = build_prompt(args.top_k)
-    prompt_file = Path(home) / "prompt.json"
-    prompt_file.write_text(json.dumps(messages, ensure_ascii=False), encoding="utf-8")
+    from chatharuhi import ChatHaruhi
+    from chatharuhi.backends.embedded import embedded_model
     from chatharuhi.backends.llama_cpp import LlamaCppBackend
-    from chatharuhi.types import Message
+    from chatharuhi.backends.worker import physical_cores
 
-    backend = LlamaCppBackend(n_ctx=N_CTX)  # also verifies the hash once, so children read the cache
-    prompt_tokens = backend.token_counter().count_messages([Message(m["role"], m["content"]) for m in messages])
-    backend.close()
-    print(f"prompt: {prompt_tokens} tokens ({len(messages)} messages); max_tokens {args.max_tokens}; "
-          f"{args.rounds} rounds x {args.reps} reps per side", file=sys.stderr)
+    threads = args.threads or physical_cores()
+    model = embedded_model()
+    backend = LlamaCppBackend(n_ctx=N_CTX, n_threads=threads, temperature=0.0)
+    bot = ChatHaruhi(role="sherlock", llm=backend, embedder="hash", story_tokens=STORY, history_tokens=HISTORY)
+    plan = bot.prepare(QUERIES[0], role="Watson")
+    messages = plan.messages
+    tokens = backend.render(messages).tokens
+    print(f"model {model.name}; {threads} threads; prompt {len(tokens)} tokens (turn 1 at story {STORY} / "
+          f"history {HISTORY}); {args.rounds} rounds x {args.reps} reps, {args.max_tokens}-token replies",
+          file=sys.stderr)
 
-    results: dict[str, list[dict]] = {"ours": [], "raw": []}
+    roof = roofline(weights_per_token(model), reps=3)
+    print(f"roofline: numpy float32 {roof['gflops']:.1f} GFLOPS -> {roof['roofline_tok_s']:.0f} prompt tok/s "
+          f"({roof['weights_per_token'] / 1e6:.0f}M weights per token)", file=sys.stderr)
+
+    sides: dict[str, list[dict]] = {"raw": [], "ours": []}
     for r in range(args.rounds):
-        for side in (("ours", "raw") if r % 2 == 0 else ("raw", "ours")):
-            cmd = [sys.executable, __file__, "--child", side, "--prompt-file", str(prompt_file),
-                   "--reps", str(args.reps), "--max-tokens", str(args.max_tokens)]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ).stdout
-            results[side].append(json.loads(out.strip().splitlines()[-1]))
-            print(f"  round {r + 1} {side} done", file=sys.stderr)
+        for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
+            if side == "raw":
+                sides["raw"] += run_raw(model, tokens, threads, args.reps, args.max_tokens)
+            else:
+                sides["ours"] += run_ours(backend, messages, args.reps, args.max_tokens)
+            print(f"  round {r + 1} {side}: ttft {sides[side][-1]['ttft_s']:.2f} s", file=sys.stderr)
 
-    summary = {}
-    for side, children in results.items():
-        runs = [run for c in children for run in c["runs"]]
-        summary[side] = {
-            "load_s": statistics.median(c["load_s"] for c in children),
-            "ttft_s": statistics.median(run["ttft_s"] for run in runs),
-            "decode_tok_s": statistics.median(run["decode_tok_s"] for run in runs if run["decode_tok_s"]),
-            "rss_mb_peak": max(c["rss_mb_peak"] for c in children),
-            "tokens": statistics.median(run["tokens"] for run in runs),
-        }
-    same_text = {run["text"] for c in results["ours"] for run in c["runs"]} == \
-        {run["text"] for c in results["raw"] for run in c["runs"]}
-    print(f"{'':6} {'load s':>8} {'ttft s':>8} {'decode tok/s':>13} {'peak RSS MB':>12} {'tokens':>7}")
-    for side, s in summary.items():
-        print(f"{side:6} {s['load_s']:8.3f} {s['ttft_s']:8.3f} {s['decode_tok_s']:13.1f} {s['rss_mb_peak']:12.0f} "
-              f"{s['tokens']:7.0f}")
-    ratio = summary["ours"]["decode_tok_s"] / summary["raw"]["decode_tok_s"]
-    ttft_ratio = summary["raw"]["ttft_s"] / summary["ours"]["ttft_s"]
-    print(f"decode speed ours/raw = {ratio:.3f} (target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}); "
-          f"ttft raw/ours = {ttft_ratio:.3f}; identical greedy text on both sides: {same_text}")
-    print(json.dumps({"prompt_tokens": prompt_tokens, "max_tokens": args.max_tokens, "speed_ratio": round(ratio, 3),
-                      "ttft_ratio": round(ttft_ratio, 3), "same_text": same_text,
-                      **{f"{side}_{k}": round(v, 4) for side, s in summary.items() for k, v in s.items()}}))
+    def rates(runs: list[dict]) -> tuple[float, float]:
+        prefill = statistics.median(len(tokens) / run["ttft_s"] for run in runs)
+        decode = statistics.median((run["chunks"] - 1) / run["decode_s"] for run in runs if run["chunks"] > 1)
+        return prefill, decode
+
+    raw_prefill, raw_decode = rates(sides["raw"])
+    ours_prefill, ours_decode = rates(sides["ours"])
+    turns = conversation(backend, args.turns, args.max_tokens)
+    backend.close()
+
+    result = {
+        "prompt_tokens": len(tokens), "threads": threads,
+        "raw_prefill_tok_s": round(raw_prefill, 1), "ours_prefill_tok_s": round(ours_prefill, 1),
+        "raw_decode_tok_s": round(raw_decode, 1), "ours_decode_tok_s": round(ours_decode, 1),
+        "roofline_gflops": round(roof["gflops"], 1), "roofline_prefill_tok_s": round(roof["roofline_tok_s"], 1),
+        "turns": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items()} for t in turns],
+        "ours_over_raw_prefill": round(ours_prefill / raw_prefill, 3),
+        "ours_over_raw_decode": round(ours_decode / raw_decode, 3),
+        "turn5_over_turn1_ttft": round(turns[-1]["ttft_s"] / turns[0]["ttft_s"], 3),
+        "prefill_share_of_roofline": round(ours_prefill / roof["roofline_tok_s"], 3),
+    }
+    print(f"{'':6} {'prefill tok/s':>14} {'decode tok/s':>13}")
+    print(f"{'raw':6} {raw_prefill:14.1f} {raw_decode:13.1f}")
+    print(f"{'ours':6} {ours_prefill:14.1f} {ours_decode:13.1f}")
+    print(f"roofline {roof['roofline_tok_s']:.0f} prompt tok/s; ours reads prompts at "
+          f"{result['prefill_share_of_roofline']:.0%} of it")
+    for i, t in enumerate(turns, 1):
+        print(f"turn {i}: ttft {t['ttft_s']:.2f} s, {t['prompt_tokens']} prompt tokens, {t['reused_tokens']} reused")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

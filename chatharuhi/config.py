@@ -70,6 +70,7 @@ LLAMA_CPP_INSTALL = (
     f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall --no-deps '
     f"llama-cpp-python=={LLAMA_CPP_VERSION}"
 )
+OMP_WAIT_POLICY = "PASSIVE"  # for the worker's llama.cpp threads unless the environment says otherwise
 DEFAULT_LOCAL_TIMEOUT_S = 300.0  # a local worker silent this long (no token, no progress) is hung: killed
 DEFAULT_LOCAL_START_TIMEOUT_S = 120.0  # loading a model file in the worker
 DEFAULT_LOCAL_CONTEXT_WINDOW = 4096  # n_ctx for GGUF models unless given: fits the default prompt budget

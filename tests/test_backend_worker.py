@@ -153,6 +153,10 @@ def test_stats_report_the_tokens_reused_from_the_kv_cache(backend):
     system_and_first = backend.token_counter().count_messages(MESSAGES[:1])
     assert second.stats["reused_tokens"] >= system_and_first
     assert second.stats["reused_tokens"] + second.stats["prefill_tokens"] == second.stats["prompt_tokens"]
+    backend.reset_cache()
+    cold = backend.stream(longer, max_tokens=2)
+    "".join(cold)
+    assert cold.stats["reused_tokens"] == 0 and cold.stats["prefill_tokens"] == cold.stats["prompt_tokens"]
 
 
 def test_truncated_and_junk_files_are_model_errors_that_quote_llama_cpp(tmp_path):
@@ -220,3 +224,5 @@ def test_crash_messages_for_exit_codes_and_unknown_signals():
 def test_threads_default_to_physical_cores(backend):
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
     assert backend.worker.info["n_threads"] == physical_cores()
+    with open(f"/proc/{backend.worker.pid}/environ", "rb") as f:  # waiting threads sleep instead of spinning
+        assert b"OMP_WAIT_POLICY=PASSIVE" in f.read().split(b"\0")

@@ -201,6 +201,7 @@ class LlamaCppBackend(Backend):
         self.llm = self._vocabulary(spec)
         self._counter: LlamaCppCounter | None = None
         self._stop_ids: list[int] | None = None
+        self._forget = False
 
     def _vocabulary(self, spec: dict) -> Any:
         """A weightless copy of the model for the chat template and the tokenizer (safe: no matrix code runs)."""
@@ -262,8 +263,14 @@ class LlamaCppBackend(Backend):
         params = {"temperature": self.temperature, "repeat_penalty": DEFAULT_REPEAT_PENALTY, "seed": self.seed,
                   **self._sampling, **{k: options[k] for k in _SAMPLING_KEYS if options.get(k) is not None}}
         request = {"tokens": tokens, "max_tokens": min(max_tokens, room), "stop": stop + prompt.stop,
-                   "stop_ids": self._stop_token_ids(prompt.stopping_criteria), "params": params}
+                   "stop_ids": self._stop_token_ids(prompt.stopping_criteria), "params": params,
+                   "reset": self._forget}
+        self._forget = False
         return Generation(self.worker, request, prefill)
+
+    def reset_cache(self) -> None:
+        """Forget the KV cache: the next prompt is read in full (benchmarks measure cold prefill with it)."""
+        self._forget = True
 
     def _stop_token_ids(self, criteria: Any) -> list[int]:
         """The token ids at which the chat handler's stopping criteria end a reply (probed once per backend)."""

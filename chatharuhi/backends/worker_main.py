@@ -124,6 +124,8 @@ def _generate(conn: Connection, llm: Any, request: dict) -> None:
     import llama_cpp
 
     tokens = request["tokens"]
+    if request.get("reset"):
+        llm.reset()
     stop_ids = set(request.get("stop_ids") or ())
     stats: dict[str, Any] = {"prompt_tokens": len(tokens), "reused_tokens": 0, "prefill_tokens": 0,
                              "prefill_s": 0.0, "decode_tokens": 0}

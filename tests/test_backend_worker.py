@@ -136,6 +136,13 @@ def test_two_callers_on_two_threads_each_get_their_own_reply(backend):
     assert ["".join(out[0]), "".join(out[1])] == alone
 
 
+def test_the_finish_reason_comes_back_from_the_worker(backend):
+    from chatharuhi.backends.base import StreamInfo
+
+    info = StreamInfo()
+    assert "".join(backend.stream_with_info(MESSAGES, info, max_tokens=3)) and info.finish_reason == "length"
+
+
 def test_closing_a_stream_cancels_the_generation_in_the_worker(backend):
     stream = backend.stream(MESSAGES, max_tokens=300)
     next(stream)

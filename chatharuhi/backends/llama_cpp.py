@@ -34,7 +34,7 @@ from ..errors import BackendError, BackendUnavailable, BudgetError, ModelError
 from ..memo import BytesMemo
 from ..options import parameter_names
 from ..types import Message
-from .base import Backend
+from .base import Backend, StreamInfo
 from .worker import Worker, physical_cores
 
 INSTALL_HINT = f"{LLAMA_CPP_INSTALL} && pip install 'chatharuhi[embedded]'  (builds from source: 5-30 minutes)"
@@ -268,6 +268,12 @@ class LlamaCppBackend(Backend):
         self._forget = False
         return Generation(self.worker, request, prefill)
 
+    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Iterator[str]:
+        """``stream``, filling ``info.finish_reason`` ("stop" or "length") from the worker when it ends."""
+        generation = self.stream(messages, **options)
+        generation.info = info
+        return generation
+
     def reset_cache(self) -> None:
         """Forget the KV cache: the next prompt is read in full (benchmarks measure cold prefill with it)."""
         self._forget = True
@@ -304,6 +310,7 @@ class Generation:
     def __init__(self, worker: Worker, request: dict, prefill: str):
         self._worker, self._request, self._prefill = worker, request, prefill
         self.stats: dict[str, Any] = {}
+        self.info: StreamInfo | None = None
         self._chunks = self._run()
 
     def _run(self) -> Iterator[str]:
@@ -312,6 +319,8 @@ class Generation:
         job = self._worker.submit(self._request)
         self.stats = job.stats
         yield from self._worker.results(job)
+        if self.info is not None:  # usage stays None: llama-cpp's streamed chunks do not report it
+            self.info.finish_reason = self.stats.get("finish_reason")
 
     def __iter__(self) -> "Generation":
         return self

@@ -161,6 +161,8 @@ def _generate(conn: Connection, llm: Any, request: dict) -> None:
                 stats["cancelled"] = True
                 break
             text = chunk["choices"][0]["text"]
+            if chunk["choices"][0].get("finish_reason"):
+                stats["finish_reason"] = chunk["choices"][0]["finish_reason"]
             if text:
                 if "first_token_s" not in stats:
                     stats["first_token_s"] = time.perf_counter() - t0

@@ -348,7 +348,8 @@ class ChatHaruhi(ChatHaruhiCompat):
         if self._post_history:  # a card's post-history instructions ride after the newest message
             query = f"{query}\n\n{self._post_history}"
         packed = pack(self._system_prompt, self._header, units, rendered, query, self.counter, self.budget,
-                      lore=self._lore(query, rendered), lore_header=self._lore_header)
+                      lore=self._lore(query, rendered), lore_header=self._lore_header,
+                      layout=getattr(self.backend, "prompt_layout", "system"))
         t3 = perf_counter()
         for dropped, kept in getattr(hits, "duplicates", ()):
             packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))

@@ -27,12 +27,16 @@ from .config import (
     DEFAULT_REPLY_RESERVE,
     DEFAULT_STORY_TOKENS,
 )
-from .errors import BudgetError
+from .errors import BudgetError, InputError
 from .options import strict
 from .tokens import TokenCounter
 from .types import Message, PartTrace, Trace
 
 SYSTEM_SEPARATOR = "\n\n"  # between the system prompt and the story block
+# Where retrieved scenes and lore go. "system": in the system message (the default, as ChatHaruhi does).
+# "stable_prefix": in the last user message, before the query, so that the system prompt and the committed
+# history form a prefix that is the same on every turn and a local model's KV cache keeps it.
+LAYOUTS = ("system", "stable_prefix")
 
 
 @strict
@@ -175,8 +179,14 @@ def pack(
     budget: Budget = Budget(),
     lore: Sequence[LoreUnit] = (),
     lore_header: str = "",
+    layout: str = "system",
 ) -> Packed:
-    """Fill the budget: mandatory parts first, then lore entries, the best scenes, the newest whole turns."""
+    """Fill the budget: mandatory parts first, then lore entries, the best scenes, the newest whole turns.
+
+    ``layout`` (one of ``LAYOUTS``) says where the scenes and lore go; "stable_prefix" is always recounted
+    exactly."""
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown prompt layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if budget.prompt_tokens <= 0:
         raise BudgetError(
             f"reply_reserve ({budget.reply_reserve}) leaves no room in context_window ({budget.context_window}); "
@@ -238,11 +248,11 @@ def pack(
     kept.reverse()
     trace.turns.reverse()
 
-    messages = _assemble(system_plain, head, header, included, kept, query, lore_block)
+    messages = _assemble(system_plain, head, header, included, kept, query, lore_block, layout)
     total = mandatory + lore_used + story_used + history_used
-    if not getattr(counter, "additive", False):
+    if not getattr(counter, "additive", False) or layout != "system":
         total = _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace,
-                             lore_kept, lore_head)
+                             lore_kept, lore_head, layout)
         story_used = sum(t.tokens for t in trace.scenes if t.included)
         history_used = sum(t.tokens for t in trace.turns if t.included)
         lore_used = sum(t.tokens for t in trace.lore if t.included)
@@ -259,20 +269,18 @@ def pack(
     return Packed(messages, trace, [s.id for s, _ in included])
 
 
-def _assemble(system_plain, head, header, included, kept, query, lore_block="") -> list[Message]:
-    if included or lore_block:
-        system = head + lore_block + (header + "".join(unit for _, unit in included) if included else "")
-    else:
-        system = system_plain
-    messages = [Message("system", system)]
+def _assemble(system_plain, head, header, included, kept, query, lore_block="", layout="system") -> list[Message]:
+    block = lore_block + (header + "".join(unit for _, unit in included) if included else "")
+    stable = layout == "stable_prefix"
+    messages = [Message("system", head + block if block and not stable else system_plain)]
     for turn in kept:
         messages += [Message("user", turn.user), Message("assistant", turn.assistant)]
-    messages.append(Message("user", query))
+    messages.append(Message("user", block + "\n" + query if block and stable else query))
     return messages
 
 
 def _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace,
-                 lore_kept=(), lore_head="") -> int:
+                 lore_kept=(), lore_head="", layout="system") -> int:
     """Recount exactly; drop the lowest-ranked scene, then lore, then the oldest turn, until the prompt fits."""
     lore_kept = list(lore_kept)
 
@@ -292,7 +300,7 @@ def _fit_exactly(messages, counter, limit, system_plain, head, header, included,
             dropped = kept.pop(0)
             part = next(t for t in trace.turns if t.id == dropped.id and t.included)
         part.included, part.reason = False, "dropped after the exact count"
-        messages[:] = _assemble(system_plain, head, header, included, kept, query, block())
+        messages[:] = _assemble(system_plain, head, header, included, kept, query, block(), layout)
         total = counter.count_messages(messages)
     if total > limit:
         raise BudgetError(f"the mandatory parts are {total} tokens by the exact count, over the budget of {limit}",

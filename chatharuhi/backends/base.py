@@ -62,6 +62,8 @@ class Backend(ABC):
     context_window: int = DEFAULT_CONTEXT_WINDOW
     # Budget defaults this backend prefers (story_tokens, history_tokens, reply_reserve); arguments win.
     budget_hint: dict[str, int] = {}
+    # Where the packer puts scenes (packing.LAYOUTS): local models with a KV cache want "stable_prefix".
+    prompt_layout: str = "system"
     # Keywords the constructor forwards through ``**kwargs`` (beyond its named parameters).
     extra_options: frozenset[str] = frozenset()
     # Options ``stream`` honours; None: not declared (the caller cannot check them).

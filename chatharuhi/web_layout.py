@@ -7,6 +7,7 @@ Kept apart from the handlers so they stay plain Python; this module only runs wi
 
 from __future__ import annotations
 
+import functools
 import hmac
 from typing import Any, Callable, Iterator
 
@@ -182,21 +183,19 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
         return out
 
     def handler(fn: Callable[..., View]) -> Callable[..., Any]:
+        @functools.wraps(fn)  # gradio_client sees the handler's own parameter names
         def run(*args):
             try:
                 return to_gradio(fn(*args))
-            except Stale as exc:
+            except Stale as exc:  # nothing failed: the page catches up, and the user's text stays
                 gr.Warning(str(exc))
                 return to_gradio(exc.view)
-            except InputError as exc:
-                gr.Warning(str(exc))
-                return to_gradio({})
-            except ChatHaruhiError as exc:
-                raise gr.Error(str(exc)) from None
-        run.__name__ = getattr(fn, "__name__", "handler")
+            except ChatHaruhiError as exc:  # bad input too: an error a script driving the API sees, shown
+                raise gr.Error(str(exc)) from None  # in the page; the components keep what was typed
         return run
 
     def streaming(fn: Callable[..., Iterator[View]]) -> Callable[..., Iterator[Any]]:
+        @functools.wraps(fn)
         def run(*args):
             tab_value = next((a for a in args if isinstance(a, Tab)), None)
             try:
@@ -206,13 +205,12 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
             except Stale as exc:
                 gr.Warning(str(exc))
                 yield to_gradio(exc.view)
-            except InputError as exc:
-                gr.Warning(str(exc))
+            except InputError as exc:  # refused before anything was stored (no session is ever NotYourChat'd here)
+                raise gr.Error(str(exc)) from None
             except Exception as exc:  # a failed reply is not kept: show the chat as stored
                 restore = {"chat": demo.messages(tab_value), "status": ""} if tab_value else {}
                 yield to_gradio(restore)
                 raise gr.Error(f"the reply failed and was not kept: {exc}") from None
-        run.__name__ = getattr(fn, "__name__", "streaming")
         return run
 
     reply = {"outputs": outputs, "concurrency_limit": CONCURRENCY, "concurrency_id": "reply",
@@ -231,11 +229,13 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
                c["regenerate"].click(streaming(demo.regenerate), inputs=[tab, browser], api_name="regenerate",
                                      **reply)]
 
-    def swipe_prev(t, b):
-        yield from demo.swipe(-1, t, b)
+    def swipe_prev(tab, token):
+        """Show the previous alternative of the last reply."""
+        yield from demo.swipe(-1, tab, token)
 
-    def swipe_next(t, b):
-        yield from demo.swipe(+1, t, b)
+    def swipe_next(tab, token):
+        """Show the next alternative of the last reply; past the newest, generate one."""
+        yield from demo.swipe(+1, tab, token)
 
     c["prev"].click(streaming(swipe_prev), inputs=[tab, browser], api_name="swipe_prev", **reply)
     running.append(c["next"].click(streaming(swipe_next), inputs=[tab, browser], api_name="swipe_next", **reply))

@@ -1,4 +1,6 @@
-"""Draw the built-in characters' avatars (``characters/<name>/avatar.png``) with Pillow: ``python apps/draw_avatars.py``.
+"""Draw the built-in characters' avatars (``characters/<name>/avatar.png``) with Pillow.
+
+Run ``python apps/draw_avatars.py [NAME...]``.
 
 Our own simple drawings, not copies of anyone's art; they are licensed with the character folders
 (CC-BY-4.0). Drawn at 4× and scaled down for smooth edges; the output is deterministic.

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .config import ENV_DEMO_PASSWORD, home_dir
 from .errors import BackendUnavailable, InputError
-from .web_chats import ChatListHandlers
 from .web_characters import Shelf
+from .web_chats import ChatListHandlers
 from .web_edit import EditHandlers
 from .web_owners import Owners, owners_path_for, valid_token
 from .web_state import (

@@ -34,8 +34,8 @@ def read_avatar(path: Path, what: str = "avatar"):
 
     size = path.stat().st_size
     if size > AVATAR_MAX_BYTES:
-        raise InputError(f"the {what} {path.name} is {size / 2**20:.1f} MB; the limit is "
-                         f"{AVATAR_MAX_BYTES // 2**20} MB: save it smaller ({AVATAR_SIZE}×{AVATAR_SIZE} pixels is plenty)")
+        raise InputError(f"the {what} {path.name} is {size / 2**20:.1f} MB; the limit is {AVATAR_MAX_BYTES // 2**20} "
+                         f"MB: save it smaller ({AVATAR_SIZE}×{AVATAR_SIZE} pixels is plenty)")
     try:
         with Image.open(path) as img:
             if img.width * img.height > AVATAR_MAX_PIXELS:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ChatHaruhiError, InputError
-from .web_owners import valid_token
 from .web_state import MAX_BUDGET_TOKENS, MAX_TITLE_CHARS, MIN_BUDGET_TOKENS, SESSION_LIST_SIZE, Settings, Tab, View
 
 if TYPE_CHECKING:

@@ -25,9 +25,10 @@ CSS = """
 #scene-texts blockquote { white-space: pre-wrap; margin: 0.2em 0 0.8em; }
 #card h3 { margin-top: 0; }
 #chat em { color: var(--body-text-color-subdued); }
-#swipes { text-align: center; min-width: 4em; max-width: 5em; flex-grow: 0 !important; }
-#swipe-row > * { flex-grow: 0; }
-#swipe-row { align-items: center; }
+#swipe-row { align-items: center; gap: 6px; }
+#swipe-row > *, #swipe-row #swipes { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important; }
+#swipes { text-align: center; padding: 0 6px; }
+#regenerate { margin-left: auto; }
 """
 FORM = ("new_name", "new_display", "new_prompt", "new_scenes", "new_files", "new_avatar")
 
@@ -101,8 +102,9 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
         c["new_display"] = gr.Textbox(label="Display name", max_lines=1, elem_id="new-display")
         c["new_prompt"] = gr.Textbox(label="System prompt: who they are, how they speak", lines=3,
                                      elem_id="new-prompt")
-        c["new_scenes"] = gr.Textbox(label=f"Scenes: lines like 名字:「台词」; a line of {SCENE_SEPARATOR} between scenes",
-                                     lines=5, elem_id="new-scenes")
+        c["new_scenes"] = gr.Textbox(lines=5, elem_id="new-scenes",
+                                     label="Scenes: lines like 名字:「台词」; "
+                                           f"a line of {SCENE_SEPARATOR} between scenes")
         c["new_files"] = gr.File(label="…or scene .txt files", file_count="multiple", file_types=[".txt"],
                                  elem_id="new-files")
         c["new_avatar"] = gr.File(label="Avatar image (optional, at most 5 MB)", file_types=["image"],

@@ -129,7 +129,8 @@ def test_send_streams_then_commits_the_turn_and_claims_the_chat(demo, store):
     views, last = send(demo, "  我们去找外星人吧  ", tab, token)
     partial = [v["chat"][-1]["content"] for v in views if "chat" in v]
     assert partial[0] == f"**{HARUHI}**\n" and len(set(partial)) > 3  # empty bubble, then growing text
-    assert texts(last)[-2:] == [("阿虚", "我们去找外星人吧"), (HARUHI, "第1次回答：外星人今天放假了<em>（叹气）</em>。")]
+    shown = "第1次回答：外星人今天放假了<em>（叹气）</em>。"
+    assert texts(last)[-2:] == [("阿虚", "我们去找外星人吧"), (HARUHI, shown)]
     assert views[0]["message"] == ""  # the box is cleared as soon as the message is sent
     sid = last["tab"].session_id
     assert demo.owners.owns(sid, token) and demo.owners.sessions(token) == [sid]
@@ -264,7 +265,8 @@ def test_rename_delete_and_export_a_chat(demo, store, tmp_path):
     assert store.get(sid).title == "周末的 计划" and view["sessions"][0][0][0].split(" · ")[1] == "周末的 计划"
     md = demo.export_chat("markdown", view["tab"], token)["export_file"]
     text = open(md, encoding="utf-8").read()
-    assert text.startswith(f"# {HARUHI} — 周末的 计划") and "**阿虚**: 你好" in text and f"**{HARUHI}**: {answer(1)}" in text
+    assert text.startswith(f"# {HARUHI} — 周末的 计划") and "**阿虚**: 你好" in text
+    assert f"**{HARUHI}**: {answer(1)}" in text
     jl = demo.export_chat("jsonl", view["tab"], token)["export_file"]
     lines = [json.loads(x) for x in open(jl, encoding="utf-8")]
     assert lines[0]["session"]["id"] == sid and lines[1]["reply"] == answer(1) and lines[1]["trace"]
@@ -308,7 +310,8 @@ def test_resume_after_a_restart_with_the_same_browser_token(backend, store):
     assert label.startswith("孙悟空 · 悟空，前面有妖怪吗？ · ")
     view = fresh.resume(sid, token)
     assert view["tab"].session_id == sid and view["tab"].user_role == "唐僧" and view["character"] == "wukong"
-    assert [t for _, t in texts(view)][1:] == ["悟空，前面有妖怪吗？", answer(1).replace("（叹气）", "<em>（叹气）</em>")]
+    shown = answer(1).replace("（叹气）", "<em>（叹气）</em>")
+    assert [t for _, t in texts(view)][1:] == ["悟空，前面有妖怪吗？", shown]
     assert view["trace"]["included_scenes"] and "唐僧" in view["scene_texts"]
     _, cont = send(fresh, "那就走吧", view["tab"], token, role="唐僧")
     assert [t.text for t in store.turns(sid)] == ["悟空，前面有妖怪吗？", "那就走吧"]
@@ -351,8 +354,8 @@ def test_create_a_character_from_the_form_and_bad_forms_are_refused(demo, tmp_pa
     Image.new("RGB", (600, 400), (10, 20, 200)).save(avatar)
     scene2 = tmp_path / "s2.txt"
     scene2.write_text("阿虚:「你在看什么书？」\n长门:「……海伯利安。」\n", encoding="utf-8")
-    view = demo.create_character("nagato", "长门有希", "你是长门有希，话很少。",
-                                 "阿虚:「早」\n长门:「……早。」\n---\n朝仓:「你好」\n长门:「……」", [str(scene2)], str(avatar))
+    scenes = "阿虚:「早」\n长门:「……早。」\n---\n朝仓:「你好」\n长门:「……」"
+    view = demo.create_character("nagato", "长门有希", "你是长门有希，话很少。", scenes, [str(scene2)], str(avatar))
     assert view["character"] == "nagato" and ("长门有希 (nagato)", "nagato") in view["choices"]
     assert view["form_clear"] is True and view["avatar"] is not None
     c = demo.character("nagato")

@@ -274,12 +274,20 @@ def _add_serve_parser(sub) -> None:
                    help=f"seconds to wait for the upstream before a 504 (default {DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--upstream-retries", type=int, metavar="N",
                    help=f"retries of a failed upstream request (default {DEFAULT_MAX_RETRIES})")
-    p.add_argument("--sessions-db", help="session store file (default: sessions.sqlite3 in the chatharuhi home)")
+    store = p.add_mutually_exclusive_group()
+    store.add_argument("--store", help="session store: a SQLite file or postgresql://user:pw@host/db, shared by "
+                       "replicas (default: CHATHARUHI_STORE, else sessions.sqlite3 in the chatharuhi home)")
+    store.add_argument("--sessions-db", dest="store", help=argparse.SUPPRESS)  # the older name of --store
+    p.add_argument("--workers", type=int, default=1, help="server processes on this machine (default 1); they "
+                   "share the store")
+    p.add_argument("--upstream-io", choices=["async", "thread"], default="async", help="async (default): upstream "
+                   "streams on the event loop; thread: the older path, a blocking stream per worker thread")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info: one line per request)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the OpenAI-compatible API until interrupted."""
+    from .config import ENV_STORE
     from .server import serve
 
     given = {"model": args.model, "base_url": args.base_url, "api_key": args.upstream_api_key}
@@ -287,7 +295,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   if v is not None})
     bot = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
     serve(args.host, args.port, api_key=args.api_key, llm=args.backend, characters_dir=args.characters_dir,
-          sessions_path=args.sessions_db, llm_options={k: v for k, v in given.items() if v is not None and v != ""},
+          sessions_path=args.store or os.environ.get(ENV_STORE) or None, workers=args.workers,
+          llm_options={k: v for k, v in given.items() if v is not None and v != ""}, upstream=args.upstream_io,
           embedder=args.embedder, log_level=args.log_level, **bot)
     return 0
 

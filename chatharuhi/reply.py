@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 from .backends.base import StreamInfo
 from .options import strict
@@ -66,6 +66,33 @@ class Reply:
             self._record(getattr(stream, "stats", None))
         self._text = filt.text
         if self.commit:  # True: a new turn; a callable: e.g. regenerate's "replace the last reply"
+            (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        """Stream on the event loop through the backend's async twin (no thread per chunk); same commit rule."""
+        if self._text is not None:
+            yield self._text
+            return
+        if self._started:
+            raise RuntimeError("this reply is already being streamed")
+        self._started = True
+        filt = self.bot._filter()
+        stream = self.bot.backend.astream_with_info(self.plan.messages, self.info, **self.options)
+        try:
+            async for chunk in stream:
+                if out := filt.feed(chunk):
+                    yield out
+                if filt.stopped:
+                    self._cut_by_filter = True
+                    break
+            if tail := filt.finish():
+                yield tail
+        finally:  # also runs when the consumer stops early: then nothing is committed
+            aclose = getattr(stream, "aclose", None)
+            if aclose:
+                await aclose()
+        self._text = filt.text
+        if self.commit:
             (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
 
     @property

@@ -25,6 +25,11 @@ client works unchanged. How the incoming ``messages`` are read:
 
 A reply is recorded only when it completes: a client that disconnects mid-stream stops the generation
 (the upstream request is closed at the next chunk) and nothing is saved.
+
+The server keeps no state of its own beyond caches: with a ``postgresql://`` store (sessions, scene
+vectors and the owner-token secret), any number of replicas serve one conversation turn by turn
+(server_workers.py). Upstream streams run on the event loop through the backend's async twin
+(``upstream="async"``); ``upstream="thread"`` is the older path, a blocking stream on a worker thread.
 """
 
 
@@ -40,7 +45,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 
 from .backends.base import Backend, StreamInfo
 from .conversation import read_conversation, unwrap  # noqa: F401 - unwrap: re-exported for callers
@@ -68,6 +73,7 @@ USER_ROLE_HEADER = "x-chatharuhi-user-role"
 REQUEST_ID_HEADER = "x-request-id"  # echoed when the client sends a sane one, else ours
 SHUTDOWN_GRACE_S = 2.0  # on SIGTERM/Ctrl-C, open requests get this long to finish...
 SHUTDOWN_DEADLINE_S = 4.0  # ...and the process exits by this time whatever is still running
+UPSTREAM_MODES = ("async", "thread")  # how upstream chunks reach the event loop (see the module docstring)
 WORKER_THREADS = 256  # blocking backend streams run in threads: one per open stream, up to this many
 INSTALL_HINT = "pip install 'chatharuhi[web]'"
 
@@ -108,6 +114,20 @@ class _TimedBackend(Backend):
             if close:
                 close()
 
+    async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo, _timing: dict | None = None,
+                                **options: Any) -> AsyncIterator[str]:
+        start = perf_counter()
+        inner = self.inner.astream_with_info(messages, info, **options)
+        try:
+            async for chunk in inner:
+                if _timing is not None and "upstream" not in _timing:
+                    _timing["upstream"] = (perf_counter() - start) * 1e3
+                yield chunk
+        finally:
+            aclose = getattr(inner, "aclose", None)
+            if aclose:
+                await aclose()
+
     def token_counter(self):
         return self.inner.token_counter()
 
@@ -126,6 +146,11 @@ class BotPool:
     _names: dict[str, str] = field(default_factory=dict)  # requested name (casefolded) -> folder name
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _building: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def cached(self, model: str):
+        """The chatbot for ``model`` if it was built already (no lookup, no thread), else None."""
+        folder = self._names.get(model.strip().casefold())
+        return self._bots[folder] if folder is not None else None
 
     def get(self, model: str):
         """The chatbot for ``model`` (a folder name or alias); ``CharacterNotFound`` lists the names."""
@@ -222,10 +247,13 @@ def create_app(
     sessions_path: str | os.PathLike | None = None,
     llm_options: dict[str, Any] | None = None,
     session_secret: str | None = None,
+    upstream: str = "async",
     **bot_options: Any,
 ):
     """The FastAPI app. ``bot_options`` configure each character's ``ChatHaruhi`` (embedder=, top_k=, ...);
-    ``session_secret`` makes the sessions' owner tokens (default: see ``server_guard``)."""
+    ``session_secret`` makes the sessions' owner tokens (default: see ``server_guard``; a PostgreSQL store
+    keeps one for all replicas). ``sessions_path`` is a SQLite file or a ``postgresql://`` URL (opened now:
+    a database that is down stops the start with a clear error)."""
     try:
         import anyio
         from fastapi import FastAPI, Request
@@ -235,6 +263,13 @@ def create_app(
             from None
     from .backends.registry import resolve_backend
 
+    if upstream not in UPSTREAM_MODES:
+        raise InputError(f"unknown upstream mode {upstream!r}: use one of {', '.join(UPSTREAM_MODES)}")
+    from .server_workers import open_shared_store
+
+    sessions = sessions if sessions is not None else open_shared_store(sessions_path)
+    if getattr(sessions, "vector_cache", None) is not None:  # replicas share one embedding of every scene
+        bot_options.setdefault("vector_cache", sessions.vector_cache)
     backend = _TimedBackend(resolve_backend(llm, **(llm_options or {})))
     pool = BotPool(backend, characters_dir, bot_options)
     limiter = anyio.CapacityLimiter(WORKER_THREADS)
@@ -247,15 +282,18 @@ def create_app(
             state["store"] = SessionStore(sessions_path)
         return state["store"]
 
-    def owner(session_id: str, token: str | None) -> None:
+    def secret() -> bytes:
         if state.get("secret") is None:
-            state["secret"] = guard.session_secret(session_secret)
-        guard.check_owner(state["secret"], session_id, token)
+            explicit = session_secret or os.environ.get(guard.ENV_SESSION_SECRET)
+            shared = getattr(store(), "shared_secret", None)  # PostgreSQL: one secret for every replica
+            state["secret"] = shared() if shared is not None and not explicit else guard.session_secret(explicit)
+        return state["secret"]
+
+    def owner(session_id: str, token: str | None) -> None:
+        guard.check_owner(secret(), session_id, token)
 
     def token_of(session_id: str) -> str:
-        if state.get("secret") is None:
-            state["secret"] = guard.session_secret(session_secret)
-        return guard.owner_token(state["secret"], session_id)
+        return guard.owner_token(secret(), session_id)
 
     app = FastAPI(title="chatharuhi", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pool = pool
@@ -299,7 +337,7 @@ def create_app(
         received = perf_counter()
         req: ChatRequest = await parse_request(request, ChatRequest)
         req.refuse_what_we_cannot_honour()
-        bot = await run(pool.get, req.model)
+        bot = pool.cached(req.model) or await run(pool.get, req.model)
         model_id = pool.canonical(req.model)
         chosen = check_name(_header_text(request.headers.get(USER_ROLE_HEADER)), "X-Chatharuhi-User-Role") \
             or req.user_role  # the caller's choice names every unnamed user message
@@ -318,19 +356,43 @@ def create_app(
             role = role or session.user_role
         timing: dict[str, float] = {}
         end, opened = object(), []  # opened: chunk iterators whose upstream request may still be open
+        if upstream == "async":  # chunks arrive on the event loop: no thread hop per chunk
+            def open_chunks(reply):
+                return reply.__aiter__()
+
+            async def next_of(chunks):
+                return await anext(chunks, end)
+
+            async def close_of(chunks) -> None:
+                await chunks.aclose()
+        else:
+            def open_chunks(reply):
+                return iter(reply)
+
+            async def next_of(chunks):
+                return await run(next, chunks, end)
+
+            async def close_of(chunks) -> None:
+                await run(chunks.close)
 
         async def start(index: int):
             """One choice: the reply, its chunk iterator and its first chunk (before any header is sent)."""
             reply = await run(bot.stream, text, role, history=turns, _timing=timing if index == 0 else None,
                               **req.options())
-            chunks = iter(reply)
+            chunks = open_chunks(reply)
             opened.append(chunks)
-            return reply, chunks, await run(next, chunks, end)
+            return reply, chunks, await next_of(chunks)
 
         async def close_upstream() -> None:
             with anyio.CancelScope(shield=True):
                 for chunks in opened:
-                    await run(chunks.close)
+                    await close_of(chunks)
+
+        async def commit(reply) -> None:
+            if session is None:
+                record(reply)  # only checks the reply: no I/O, no thread
+            else:
+                await run(record, reply)
 
         try:  # embedding, retrieval and the first chunk, cancelled if the client leaves meanwhile
             present, first_choice = await guard.unless_disconnected(request, lambda: start(0))
@@ -374,9 +436,9 @@ def create_app(
                 for index in range(n):
                     reply, chunks, first = choices[0] if index == 0 else await start(index)
                     parts = [] if first is end else [first]
-                    while (chunk := await run(next, chunks, end)) is not end:  # cancellable between chunks
+                    while (chunk := await next_of(chunks)) is not end:  # cancellable between chunks
                         parts.append(chunk)
-                    await run(record, reply)
+                    await commit(reply)
                     out.append((reply, {"index": index, "logprobs": None, "finish_reason": reply.finish_reason,
                                         "message": {"role": "assistant", "content": "".join(parts), "refusal": None,
                                                     "annotations": []}}))
@@ -404,27 +466,30 @@ def create_app(
             return sse(chunk)
 
         async def body():
-            done, current, replies = False, None, []
+            # Events that are ready together go out in one write (a choice's role with its first chunk, the
+            # last finish with the usage and [DONE]): the same events in the same order, fewer system calls.
+            done, current, replies, pending = False, None, [], b""
             try:
                 for index in range(n):  # the choices one after another, each with its own index
                     current = choices[0] if index == 0 else await start(index)
                     reply, chunks, chunk = current
-                    yield event(index, {"role": "assistant", "content": ""})
+                    pending += event(index, {"role": "assistant", "content": ""})
                     while chunk is not end:
-                        yield event(index, {"content": chunk})
-                        chunk = await run(next, chunks, end)
-                    await run(record, reply)  # the reply is complete: only now is anything saved
+                        yield pending + event(index, {"content": chunk})
+                        pending = b""
+                        chunk = await next_of(chunks)
+                    await commit(reply)  # the reply is complete: only now is anything saved
                     replies.append(reply)
-                    yield event(index, {}, reply.finish_reason)
+                    pending += event(index, {}, reply.finish_reason)
                 done = True
                 if include_usage:
                     totals, _ = await run(usage, replies)
-                    yield sse({"id": ident, "object": "chat.completion.chunk", "created": created,
-                               "model": model_id, "system_fingerprint": None, "choices": [], "usage": totals})
-                yield b"data: [DONE]\n\n"
+                    pending += sse({"id": ident, "object": "chat.completion.chunk", "created": created,
+                                    "model": model_id, "system_fingerprint": None, "choices": [], "usage": totals})
+                yield pending + b"data: [DONE]\n\n"
             except ChatHaruhiError as exc:  # headers are sent: the error goes in the stream, as OpenAI does
                 logger.warning("stream failed: %s", exc)
-                yield sse(error_body(public_message(exc, app.state.secrets), *error_status(exc)[1:]))
+                yield pending + sse(error_body(public_message(exc, app.state.secrets), *error_status(exc)[1:]))
             finally:
                 if not done:
                     await close_upstream()  # nothing more is recorded
@@ -521,9 +586,10 @@ def serve(
     port: int = DEFAULT_PORT,
     api_key: str | None = None,
     log_level: str = "info",
+    workers: int = 1,
     **app_options: Any,
 ) -> None:
-    """Run the server with uvicorn; refuses a non-loopback address without an API key."""
+    """Run the server with uvicorn (``workers`` processes); refuses a non-loopback address without an API key."""
     api_key = api_key or os.environ.get(ENV_API_KEY) or None
     if not is_loopback(host) and not api_key:
         raise InputError(f"refusing to listen on {host} without an API key: anyone who can reach it could use "
@@ -532,6 +598,10 @@ def serve(
         import uvicorn
     except ImportError:
         raise BackendUnavailable(f"the server needs uvicorn: {INSTALL_HINT}") from None
+    if workers != 1:
+        from .server_workers import serve_workers
+
+        return serve_workers(workers, host=host, port=port, log_level=log_level, api_key=api_key, **app_options)
     app = create_app(api_key=api_key, **app_options)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S))

@@ -62,9 +62,10 @@ def make_app(stub, **kw):
     return create_app(backend, **kw)
 
 
-@pytest.fixture
-def server(stub):
-    with running(make_app(stub)) as url:
+@pytest.fixture(params=["async", "thread"])
+def server(stub, request):
+    """The server on both upstream paths: async (the default) and the older worker-thread one."""
+    with running(make_app(stub, upstream=request.param)) as url:
         yield url
 
 
@@ -282,13 +283,14 @@ def test_api_key_is_enforced_when_set(stub):
         assert client(url, key="s3cret").models.list().data
 
 
-def test_client_disconnect_mid_stream_stops_upstream_and_records_nothing(tmp_path):
+@pytest.mark.parametrize("upstream", ["async", "thread"])
+def test_client_disconnect_mid_stream_stops_upstream_and_records_nothing(tmp_path, upstream):
     store = SessionStore(tmp_path / "s.db")
     long_reply = "春日:「" + "啦" * 4000 + "」"
     with StubOpenAIServer(long_reply, chunk_size=1) as slow_stub:
         closed = threading.Event()
         backend = OpenAIBackend(base_url=slow_stub.base_url, max_retries=0, timeout=10)
-        real_stream = backend.stream_with_info
+        real_stream, real_astream = backend.stream_with_info, backend.astream_with_info
 
         def watched(messages, info, **options):  # notes when the upstream stream is closed by the server
             try:
@@ -296,9 +298,16 @@ def test_client_disconnect_mid_stream_stops_upstream_and_records_nothing(tmp_pat
             finally:
                 closed.set()
 
-        backend.stream_with_info = watched
+        async def awatched(messages, info, **options):
+            try:
+                async for chunk in real_astream(messages, info, **options):
+                    yield chunk
+            finally:
+                closed.set()
+
+        backend.stream_with_info, backend.astream_with_info = watched, awatched
         slow_stub.reply = lambda body: (time.sleep(0.001), long_reply)[1]
-        with running(create_app(backend, embedder="hash", sessions=store)) as url:
+        with running(create_app(backend, embedder="hash", sessions=store, upstream=upstream)) as url:
             created = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}).json()
             sid = created["id"]
             body = {"model": "haruhi", "stream": True, "session_id": sid, "session_token": created["owner_token"],

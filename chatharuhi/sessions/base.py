@@ -5,17 +5,20 @@ kept as alternatives, "swipes"); editing the last user message adds a turn that 
 one; deleting the last turn sets a flag. A turn is written in one transaction when its reply
 completes, so a crash mid-reply loses at most the reply that was being streamed, never a saved turn.
 
-``SessionStore(target)`` opens the implementation that fits ``target``: a file path (or nothing:
-the home folder's file) opens SQLite; a ``postgresql://`` URL opens PostgreSQL.
+``SessionStore(target)`` opens the implementation that fits ``target``: a file path opens SQLite, a
+``postgresql://`` URL opens PostgreSQL; with no target, ``$CHATHARUHI_STORE`` decides, else the home
+folder's SQLite file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from ..config import ENV_STORE
 from ..errors import SessionError
 from ..options import strict
 from ..types import Turn
@@ -40,9 +43,15 @@ class Session:
         return asdict(self)
 
 
+def default_target() -> str | None:
+    """``$CHATHARUHI_STORE`` (a SQLite file or a postgresql:// URL), or None for the home folder's file."""
+    return os.environ.get(ENV_STORE) or None
+
+
 def _implementation(target: Any) -> type[SessionStore]:
     from .pg_schema import is_postgres_url
 
+    target = default_target() if target is None else target
     if is_postgres_url(target):
         from .postgres import PostgresSessionStore
 

@@ -13,10 +13,10 @@ import time
 import uuid
 from typing import Any
 
-from ..config import DEFAULT_PG_CONNECT_TIMEOUT_S, DEFAULT_PG_POOL_MAX
+from ..config import DEFAULT_PG_CONNECT_TIMEOUT_S, DEFAULT_PG_POOL_MAX, ENV_STORE
 from ..errors import InputError, SessionError, SessionNotFound
 from ..types import Turn
-from .base import Session, SessionStore, check_edit
+from .base import Session, SessionStore, check_edit, default_target
 from .pg_schema import Database
 
 _LIVE = "NOT deleted AND superseded_by IS NULL"
@@ -36,8 +36,11 @@ def _json(trace: dict | None) -> str | None:
 class PostgresSessionStore(SessionStore):
     """Sessions and their turns in PostgreSQL; safe to share between threads, processes and machines."""
 
-    def __init__(self, url: str, *, pool_size: int = DEFAULT_PG_POOL_MAX,
+    def __init__(self, url: str | None = None, *, pool_size: int = DEFAULT_PG_POOL_MAX,
                  connect_timeout: float = DEFAULT_PG_CONNECT_TIMEOUT_S):
+        url = url if url is not None else default_target()
+        if not url:
+            raise SessionError(f"no PostgreSQL URL: pass one, or set {ENV_STORE}=postgresql://user:pw@host/db")
         self.db = Database(url, pool_size=pool_size, connect_timeout=connect_timeout)
         self.url = self.db.where  # printable: the password is redacted
 

@@ -27,7 +27,7 @@ from ..config import home_dir
 from ..errors import SessionError, SessionNotFound
 from ..options import strict
 from ..types import Turn
-from .base import Session, SessionStore, check_edit
+from .base import Session, SessionStore, check_edit, default_target
 
 SESSIONS_FILE = "sessions.sqlite3"
 DEFAULT_LOCK_TIMEOUT_S = 5.0  # how long a write waits for another writer before giving up
@@ -78,6 +78,7 @@ class SQLiteSessionStore(SessionStore):
     """Sessions and their turns in one SQLite file; safe to share between threads and processes."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = DEFAULT_LOCK_TIMEOUT_S):
+        path = path if path is not None else default_target()
         self.path = Path(path).expanduser() if path is not None else default_sessions_path()
         self._lock = threading.RLock()
         try:

@@ -20,7 +20,8 @@ Behaviour is set by attributes, changeable between requests:
   instead of its own backoff (about 0.5 s and up), which keeps retry tests fast;
 - ``send_finish``: False leaves out the chunk carrying ``finish_reason`` (``[DONE]`` still comes),
   for clients that must notice a reply that never said it was finished;
-- ``chunk_size`` (characters per streamed chunk), ``embedding_dim``, ``model``.
+- ``chunk_size`` (characters per streamed chunk), ``chunk_delay`` (seconds between streamed chunks),
+  ``embedding_dim``, ``model``.
 
 A request's ``stop`` strings cut the reply where they occur and ``max_tokens`` cuts it to that many
 characters (``finish_reason: "length"``), as a real server would.
@@ -77,6 +78,7 @@ class StubOpenAIServer:
         status: int = 500,
         error_message: str = "stub error",
         chunk_size: int = 4,
+        chunk_delay: float = 0.0,
         fail_times: int = 0,
         fail_status: int = 500,
         retry_after_ms: int | None = None,
@@ -91,6 +93,7 @@ class StubOpenAIServer:
         self.status = status
         self.error_message = error_message
         self.chunk_size = chunk_size
+        self.chunk_delay = chunk_delay
         self.fail_times = fail_times
         self.fail_status = fail_status
         self.retry_after_ms = retry_after_ms
@@ -281,6 +284,8 @@ class _Handler(BaseHTTPRequestHandler):
             if stub.mode == "drop" and n >= stub.drop_after:
                 return self._drop()
             self._write_chunk(event({"content": text[start : start + size]}))
+            if stub.chunk_delay:
+                time.sleep(stub.chunk_delay)
         if stub.mode == "drop":
             return self._drop()
         if stub.send_finish:

@@ -150,3 +150,12 @@ def test_scene_vectors_in_postgres_a_new_replica_embeds_nothing(pg_url, tmp_path
     query = Counting(16).embed_query("外星人")
     assert [h.scene.id for h in first.search_vector(query, 3)] == [h.scene.id for h in second.search_vector(query, 3)]
     clear_shared_indexes()
+
+
+def test_chatharuhi_store_env_picks_the_store(pg_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATHARUHI_STORE", pg_url)
+    with SessionStore() as s:
+        assert type(s) is PostgresSessionStore
+    monkeypatch.setenv("CHATHARUHI_STORE", str(tmp_path / "elsewhere.db"))
+    with SessionStore() as s:
+        assert s.path == tmp_path / "elsewhere.db"

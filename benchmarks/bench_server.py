@@ -1,17 +1,21 @@
-"""Load benchmark of ``chatharuhi serve``: N concurrent streaming clients against an instant upstream.
+"""Load benchmark of ``chatharuhi serve``: the async upstream path against the older thread path, same run.
 
-Run from the repository root:  python benchmarks/bench_server.py [--concurrency 10 50 200] [--requests 3]
+Run from the repository root:
+    python benchmarks/bench_server.py [--concurrency 10 50 200] [--requests 3] [--soak 5000]
 
-Three processes, as in production: the upstream (``tests/openai_stub.py``'s StubOpenAIServer, which
-answers at once), the server (``python -m chatharuhi serve --embedder hash``, so query embedding costs
-~nothing; its embed time is reported separately anyway), and this script's clients (httpx2, async).
-For each N, N clients each send ``--requests`` streamed chat completions back to back.
+Processes, as in production: the upstream (a minimal asyncio OpenAI-compatible stub that answers at
+once, so the upstream is never the bottleneck), one server per path (``python -m chatharuhi serve
+--embedder hash --upstream-io async|thread``), and this script's clients (httpx2, async). For each N,
+each path in turn gets N clients that each send ``--requests`` streamed chat completions back to back;
+the paths alternate level by level, so both see the same machine load.
 
 Per turn, "framework overhead" = the client's time to first byte minus the upstream's time to first
 chunk as the server measured it (the ``Server-Timing: upstream`` header). It includes everything the
 framework adds: HTTP parsing, retrieval, packing, token counting, thread hand-offs, and queueing when
 the server is saturated. ``server_overhead`` is the same without the client side (the server's own
-``ttfb`` minus ``upstream``). Peak RSS is the server process's. The last line is one JSON object.
+``ttfb`` minus ``upstream``). Peak RSS is the server process's. ``--soak`` then sends that many more
+requests (50 at a time) to the async server and samples its RSS every 500: flat memory means no leak.
+The load average before and after is printed: the machine may be shared. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -34,14 +38,48 @@ import httpx2
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-STUB_SCRIPT = """
-import sys, time
-sys.path.insert(0, {tests!r})
-from openai_stub import StubOpenAIServer
-with StubOpenAIServer("春日:「外星人？今天就去找！SOS团全员出动！」", chunk_size=8) as stub:
-    print(stub.base_url, flush=True)
-    while True:
-        time.sleep(3600)
+PATHS = ("thread", "async")  # the older path first: it is the baseline of every ratio
+# A minimal OpenAI-compatible upstream on asyncio: keep-alive, chunked SSE, 5 content chunks, no sleeps.
+STUB_SCRIPT = r"""
+import asyncio, json, sys
+
+REPLY = "春日:「外星人？今天就去找！SOS团全员出动！」"
+
+def sse(delta, finish=None):
+    chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "stub",
+             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    data = ("data: " + json.dumps(chunk, ensure_ascii=False) + "\n\n").encode()
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+BODY = (sse({"role": "assistant", "content": ""})
+        + b"".join(sse({"content": REPLY[i:i + 8]}) for i in range(0, len(REPLY), 8))
+        + sse({}, "stop") + b"e\r\ndata: [DONE]\n\n\r\n" + b"0\r\n\r\n")
+HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        b"transfer-encoding: chunked\r\n\r\n")
+
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            if length:
+                await reader.readexactly(length)
+            writer.write(HEAD + BODY)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
 """
 QUERIES = ["我们去找外星人吧", "SOS团今天做什么？", "你相信时间旅行吗？", "长门为什么总是不说话？",
            "团员迟到要罚什么？"]
@@ -135,61 +173,119 @@ class PeakRSS(threading.Thread):
             time.sleep(0.02)
 
 
+def start_server(upstream: str, path: str, env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "chatharuhi", "serve", "--port", str(port), "--backend", "openai",
+                               "--base-url", upstream, "--embedder", "hash", "--log-level", "warning",
+                               "--upstream-io", path], env=env, cwd=REPO)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(server: subprocess.Popen, base: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit("a server did not start")
+        time.sleep(0.1)
+
+
+async def soak(base_url: str, total: int, pid: int, concurrency: int = 50, every: int = 500) -> dict:
+    """``total`` streamed requests, ``concurrency`` at a time; the server's RSS after every ``every``."""
+    proc, samples, errors, done = psutil.Process(pid), [], [], 0
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx2.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+        while done < total:
+            batch = min(every, total - done)
+            per, extra = divmod(batch, concurrency)
+            results: list = []
+            await asyncio.gather(*(one_client(client, n, per + (n < extra), results, errors)
+                                   for n in range(concurrency)))
+            done += batch
+            samples.append((done, round(proc.memory_info().rss / 2**20, 1)))
+    rss = [mb for _, mb in samples]
+    settled = rss[1:] or rss  # the first 500 warm caches and pools up
+    return {"requests": total, "errors": len(errors), "error_examples": sorted(set(errors))[:3],
+            "rss_mb_every_500": rss, "rss_growth_mb_after_first_1000": round(max(settled) - settled[0], 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[10, 50, 200])
     ap.add_argument("--requests", type=int, default=3, help="streamed turns per client (default 3)")
+    ap.add_argument("--soak", type=int, default=5000, help="requests for the RSS soak of the async path (0: none)")
     args = ap.parse_args()
 
     home = tempfile.mkdtemp(prefix="chatharuhi-bench-")
     env = {**os.environ, "CHATHARUHI_HOME": home, "OPENAI_API_KEY": "bench", "PYTHONPATH": str(REPO),
            "OMP_NUM_THREADS": "1"}
     env.pop("CHATHARUHI_API_KEY", None)
-    stub = subprocess.Popen([sys.executable, "-c", STUB_SCRIPT.format(tests=str(REPO / "tests"))],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    server = None
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    stub = subprocess.Popen([sys.executable, "-c", STUB_SCRIPT], stdout=subprocess.PIPE, text=True, env=env)
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    levels: dict[str, list[dict]] = {path: [] for path in PATHS}
+    soaked = None
     try:
         upstream = stub.stdout.readline().strip()
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "chatharuhi", "serve", "--port", str(port), "--backend",
-                                   "openai", "--base-url", upstream, "--embedder", "hash", "--log-level", "warning"],
-                                  env=env, cwd=REPO)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.1)
-        rss = PeakRSS(server.pid)
-        rss.start()
-        levels = []
+        for path in PATHS:
+            servers[path] = start_server(upstream, path, env)
+        for path in PATHS:
+            wait_ready(*servers[path])
+        rss = {path: PeakRSS(servers[path][0].pid) for path in PATHS}
+        for sampler in rss.values():
+            sampler.start()
         for n in args.concurrency:
-            level = asyncio.run(run_level(base, n, args.requests))
-            level["peak_rss_mb"] = round(rss.peak / 2**20, 1)
-            levels.append(level)
-            print(f"N={n:>4}: {level['requests_per_s']:>7} req/s  overhead p50 {level['overhead_ms_p50']} ms  "
-                  f"p95 {level['overhead_ms_p95']} ms  (server-side p95 {level['server_overhead_ms_p95']} ms)  "
-                  f"errors {level['errors']}  peak RSS {level['peak_rss_mb']} MB", flush=True)
-        rss.stop.set()
+            for path in PATHS:  # alternate: both paths see the same load on a shared machine
+                proc = psutil.Process(servers[path][0].pid)
+                cpu0 = sum(proc.cpu_times()[:2])
+                level = asyncio.run(run_level(servers[path][1], n, args.requests))
+                # CPU seconds the server spent per request: robust to other load on a shared machine
+                level["server_cpu_ms_per_request"] = round((sum(proc.cpu_times()[:2]) - cpu0) * 1e3
+                                                           / max(1, level["requests"] + 1), 2)
+                level["peak_rss_mb"] = round(rss[path].peak / 2**20, 1)
+                levels[path].append(level)
+                print(f"{path:>6} N={n:>4}: {level['requests_per_s']:>7} req/s  overhead p50 "
+                      f"{level['overhead_ms_p50']} ms  p95 {level['overhead_ms_p95']} ms  (server-side p95 "
+                      f"{level['server_overhead_ms_p95']} ms)  server CPU {level['server_cpu_ms_per_request']} ms/req  "
+                      f"errors {level['errors']}  peak RSS "
+                      f"{level['peak_rss_mb']} MB", flush=True)
+        for sampler in rss.values():
+            sampler.stop.set()
+        if args.soak:
+            soaked = asyncio.run(soak(servers["async"][1], args.soak, servers["async"][0].pid))
+            print(f" async soak: {soaked['requests']} requests, errors {soaked['errors']}, RSS MB every 500: "
+                  f"{soaked['rss_mb_every_500']}", flush=True)
     finally:
-        for p in (server, stub):
+        for p in [*(sv for sv, _ in servers.values()), stub]:
             if p is not None:
                 p.terminate()
                 try:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-    top = levels[-1]
-    summary = {"bench": "server", "cpu_count": os.cpu_count(), "levels": levels,
-               "max_concurrency": top["concurrency"], "errors_at_max": top["errors"],
-               "overhead_ms_p95_at_max": top["overhead_ms_p95"],
-               "target_met": top["errors"] == 0 and (top["overhead_ms_p95"] or 1e9) < 20,
-               "median_requests_per_s": statistics.median(lv["requests_per_s"] or 0 for lv in levels)}
+    load_after = [round(x, 2) for x in os.getloadavg()]
+    old, new = levels["thread"][-1], levels["async"][-1]
+
+    def ratio(a, b):
+        return round(a / b, 2) if a and b else None
+
+    summary = {"bench": "server", "cpu_count": os.cpu_count(), "loadavg_before": load_before,
+               "loadavg_after": load_after, "levels": levels, "soak": soaked,
+               "max_concurrency": new["concurrency"],
+               "throughput_ratio_at_max": ratio(new["requests_per_s"], old["requests_per_s"]),
+               "p95_overhead_ratio_at_max": ratio(new["overhead_ms_p95"], old["overhead_ms_p95"]),
+               "p50_overhead_ratio_at_max": ratio(new["overhead_ms_p50"], old["overhead_ms_p50"]),
+               "server_cpu_ratio_at_max": ratio(new["server_cpu_ms_per_request"], old["server_cpu_ms_per_request"]),
+               "errors": sum(lv["errors"] for path in PATHS for lv in levels[path]) + (soaked or {}).get("errors", 0)}
+    summary["target_met"] = (summary["errors"] == 0 and (summary["throughput_ratio_at_max"] or 0) >= 2
+                             and (summary["p95_overhead_ratio_at_max"] or 9) <= 1 / 3)
+    print(f"at N={new['concurrency']}: throughput x{summary['throughput_ratio_at_max']}, p95 overhead "
+          f"x{summary['p95_overhead_ratio_at_max']} (async / thread); load average {load_before} -> {load_after} "
+          f"on {os.cpu_count()} CPUs", flush=True)
     print(json.dumps(summary, ensure_ascii=False))
 
 

@@ -19,8 +19,10 @@ jitter, or the server's ``Retry-After``). SDK errors become chatharuhi's typed `
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from contextlib import contextmanager, suppress
+from types import SimpleNamespace
 from typing import Any, AsyncIterator, Iterator, Sequence
 from urllib.parse import urlparse
 
@@ -40,6 +42,7 @@ from .base import Backend, StreamInfo
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_API_KEY = "not-needed"  # vLLM, Ollama and llama.cpp accept any key
+ASYNC_POOL_SHARDS = 8  # async clients (connection pools) per backend and event loop, used in turn
 
 # Context windows of known OpenAI models, longest prefix first so "gpt-4o" is not read as "gpt-4".
 KNOWN_CONTEXT_WINDOWS = (
@@ -137,8 +140,10 @@ class OpenAIBackend(Backend):
         self.stream_usage = stream_usage
         self.context_window = context_window or known_context_window(self.model)
         self._client, self._owns_client = client, client is None
-        self._async_client = async_client
-        self._async_loop: asyncio.AbstractEventLoop | None = None  # the loop our own async client belongs to
+        self._async_client = async_client  # injected; else ours, ASYNC_POOL_SHARDS of them used in turn
+        self._async_clients: list[Any] = []
+        self._turn = itertools.count()
+        self._async_loop: asyncio.AbstractEventLoop | None = None  # the loop our own async clients belong to
 
     def _new_client(self, kind: str) -> Any:
         import openai
@@ -154,17 +159,24 @@ class OpenAIBackend(Backend):
         return self._client
 
     async def _aclient(self) -> Any:
-        """The ``openai.AsyncOpenAI`` client; ours is rebuilt per event loop, as its pool is bound to one."""
-        loop = asyncio.get_running_loop()
-        if self._async_client is not None and self._async_loop in (None, loop):  # injected, or built here
+        """An ``openai.AsyncOpenAI`` client; ours are rebuilt per event loop, as their pools are bound to one.
+
+        Ours are several, used in turn: a connection pool looks at every idle connection of its own on each
+        request, so one pool serving hundreds of streams spends more time looking than sending."""
+        if self._async_client is not None:  # injected
             return self._async_client
-        if self._async_client is not None:
-            # Close the stale client now: left to the garbage collector it would try to close
+        loop = asyncio.get_running_loop()
+        if self._async_loop is not loop:
+            # Close stale clients now: left to the garbage collector they would try to close
             # connections of a finished loop from inside this one, and log "Event loop is closed".
-            with suppress(Exception):
-                await self._async_client.close()
-        self._async_client, self._async_loop = self._new_client("AsyncOpenAI"), loop
-        return self._async_client
+            for stale in filter(None, self._async_clients):
+                with suppress(Exception):
+                    await stale.close()
+            self._async_clients, self._async_loop = [None] * ASYNC_POOL_SHARDS, loop
+        i = next(self._turn) % ASYNC_POOL_SHARDS
+        if self._async_clients[i] is None:  # built on first use: each one loads the TLS trust store
+            self._async_clients[i] = self._new_client("AsyncOpenAI")
+        return self._async_clients[i]
 
     def _params(self, messages: Sequence[Message], options: dict[str, Any]) -> dict[str, Any]:
         self.check_call_options(options)
@@ -208,6 +220,23 @@ class OpenAIBackend(Backend):
             info.finish_reason = str(choice.finish_reason)
         return (choice.delta.content if choice.delta else None) or "", bool(choice.finish_reason)
 
+    @staticmethod
+    def _read_raw(chunk: Any, info: StreamInfo) -> tuple[str, bool]:
+        """``_read`` for a chunk left as the JSON object the server sent."""
+        if not isinstance(chunk, dict):
+            return "", False
+        if isinstance(chunk.get("usage"), dict):
+            info.usage = _usage(SimpleNamespace(**chunk["usage"]))
+        choice = next((c for c in chunk.get("choices") or () if isinstance(c, dict) and c.get("index") in (0, None)),
+                      None)
+        if choice is None:  # e.g. the usage chunk at the end
+            return "", False
+        if choice.get("finish_reason"):
+            info.finish_reason = str(choice["finish_reason"])
+        delta = choice.get("delta")
+        text = delta.get("content") if isinstance(delta, dict) else None
+        return (text if isinstance(text, str) else ""), bool(choice.get("finish_reason"))
+
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
         """Yield the reply as the server streams it. Options: temperature, max_tokens, stop, top_p, model."""
         return self.stream_with_info(messages, StreamInfo(), **options)
@@ -246,17 +275,27 @@ class OpenAIBackend(Backend):
 
     async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo,
                                 **options: Any) -> AsyncIterator[str]:
-        """Async twin of ``stream_with_info``: the upstream's finish reason and usage go into ``info``."""
+        """Async twin of ``stream_with_info``, run on the event loop.
+
+        The request goes through the client's own ``post`` (its connection pool, retries, error types
+        and SSE decoding) with the body already in wire form and chunks kept as plain dicts: the SDK's
+        per-request parameter transform and per-chunk model building were most of a server's CPU."""
+        import openai
+
         params = self._params(messages, options)
         if self.stream_usage:
             params["stream_options"] = {"include_usage": True}
+        extra = params.pop("extra_body", {})  # what the SDK would merge into the JSON body
+        body = {**params, **extra, "stream": True}
         with self._errors():
-            response = await (await self._aclient()).chat.completions.create(stream=True, **params)
+            client = await self._aclient()
+            response = await client.post("/chat/completions", cast_to=object, body=body, stream=True,
+                                         stream_cls=openai.AsyncStream[object])
         finished = False
         try:
             with self._errors(streaming=True):
                 async for chunk in response:
-                    piece, done = self._read(chunk, info)
+                    piece, done = self._read_raw(chunk, info)
                     finished = finished or done
                     if piece:
                         yield piece
@@ -278,6 +317,6 @@ class OpenAIBackend(Backend):
     async def aclose(self) -> None:
         """Close the clients we built, the async one too (call it in the loop that used ``astream``)."""
         self.close()
-        if self._async_loop is not None and self._async_client is not None:
-            await self._async_client.close()
-            self._async_client = self._async_loop = None
+        for client in filter(None, self._async_clients):
+            await client.close()
+        self._async_clients, self._async_loop = [], None

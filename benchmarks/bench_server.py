@@ -242,7 +242,10 @@ def main() -> None:
             for path in PATHS:  # alternate: both paths see the same load on a shared machine
                 proc = psutil.Process(servers[path][0].pid)
                 cpu0 = sum(proc.cpu_times()[:2])
+                mine = sum(os.times()[:2])
                 level = asyncio.run(run_level(servers[path][1], n, args.requests))
+                level["client_cpu_ms_per_request"] = round((sum(os.times()[:2]) - mine) * 1e3
+                                                           / max(1, level["requests"] + 1), 2)
                 # CPU seconds the server spent per request: robust to other load on a shared machine
                 level["server_cpu_ms_per_request"] = round((sum(proc.cpu_times()[:2]) - cpu0) * 1e3
                                                            / max(1, level["requests"] + 1), 2)
@@ -251,6 +254,7 @@ def main() -> None:
                 print(f"{path:>6} N={n:>4}: {level['requests_per_s']:>7} req/s  overhead p50 "
                       f"{level['overhead_ms_p50']} ms  p95 {level['overhead_ms_p95']} ms  (server-side p95 "
                       f"{level['server_overhead_ms_p95']} ms)  server CPU {level['server_cpu_ms_per_request']} ms/req  "
+                      f"(client {level['client_cpu_ms_per_request']})  "
                       f"errors {level['errors']}  peak RSS "
                       f"{level['peak_rss_mb']} MB", flush=True)
         for sampler in rss.values():

@@ -145,11 +145,12 @@ class OpenAIBackend(Backend):
         self._turn = itertools.count()
         self._async_loop: asyncio.AbstractEventLoop | None = None  # the loop our own async clients belong to
 
-    def _new_client(self, kind: str) -> Any:
+    def _new_client(self, kind: str, http_client: Any = None) -> Any:
         import openai
 
         factory = getattr(openai, kind)  # OpenAI or AsyncOpenAI; the SDK does the retrying
-        return factory(api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries)
+        return factory(api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries,
+                       http_client=http_client)
 
     @property
     def client(self) -> Any:
@@ -169,14 +170,18 @@ class OpenAIBackend(Backend):
         if self._async_loop is not loop:
             # Close stale clients now: left to the garbage collector they would try to close
             # connections of a finished loop from inside this one, and log "Event loop is closed".
-            for stale in filter(None, self._async_clients):
+            for stale in self._async_clients:
                 with suppress(Exception):
                     await stale.close()
-            self._async_clients, self._async_loop = [None] * ASYNC_POOL_SHARDS, loop
-        i = next(self._turn) % ASYNC_POOL_SHARDS
-        if self._async_clients[i] is None:  # built on first use: each one loads the TLS trust store
-            self._async_clients[i] = self._new_client("AsyncOpenAI")
-        return self._async_clients[i]
+            import ssl
+
+            import openai
+
+            trust = ssl.create_default_context()  # loaded once (~60 ms), not once per pool
+            self._async_clients = [self._new_client("AsyncOpenAI", openai.DefaultAsyncHttpxClient(verify=trust))
+                                   for _ in range(ASYNC_POOL_SHARDS)]
+            self._async_loop = loop
+        return self._async_clients[next(self._turn) % ASYNC_POOL_SHARDS]
 
     def _params(self, messages: Sequence[Message], options: dict[str, Any]) -> dict[str, Any]:
         self.check_call_options(options)
@@ -317,6 +322,6 @@ class OpenAIBackend(Backend):
     async def aclose(self) -> None:
         """Close the clients we built, the async one too (call it in the loop that used ``astream``)."""
         self.close()
-        for client in filter(None, self._async_clients):
+        for client in self._async_clients:
             await client.close()
         self._async_clients, self._async_loop = [], None

@@ -70,12 +70,25 @@ class Replica:
         self.log.close()
 
 
+TOKENS: dict[str, str] = {}  # session id -> its owner token (from whichever replica created it)
+
+
+def new_session(url: str, **body) -> str:
+    created = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi", **body}, timeout=30).json()
+    TOKENS[created["id"]] = created["owner_token"]
+    return created["id"]
+
+
+def owner(session_id: str) -> dict:
+    return {"x-chatharuhi-session-token": TOKENS[session_id]}
+
+
 def turn(url: str, session_id: str, text: str) -> str:
     """One streamed turn; returns the reply the client saw (raises if the stream did not finish)."""
     body = {"model": "haruhi", "stream": True, "session_id": session_id,
             "messages": [{"role": "user", "content": text}]}
     parts, done = [], False
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as r:
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30, headers=owner(session_id)) as r:
         assert r.status_code == 200, r.read()
         for line in r.iter_lines():
             if line == "data: [DONE]":
@@ -89,7 +102,7 @@ def turn(url: str, session_id: str, text: str) -> str:
 
 
 def export(url: str, session_id: str) -> list[dict]:
-    r = httpx.get(f"{url}/v1/sessions/{session_id}", timeout=10)
+    r = httpx.get(f"{url}/v1/sessions/{session_id}", timeout=10, headers=owner(session_id))
     assert r.status_code == 200, r.text
     return r.json()["turns"]
 
@@ -106,7 +119,7 @@ def test_two_replicas_one_conversation_and_a_sigkill_mid_stream(pg_url, upstream
     try:
         a.wait_ready()
         b.wait_ready()
-        sid = httpx.post(f"{a.url}/v1/sessions", json={"model": "haruhi", "user_role": "阿虚"}).json()["id"]
+        sid = new_session(a.url, user_role="阿虚")  # its owner token, made on a, must work on b too
         said = []
         for i, replica in enumerate([a, b, a, b]):  # the conversation alternates between the replicas
             text = f"第{i}句话"
@@ -122,7 +135,8 @@ def test_two_replicas_one_conversation_and_a_sigkill_mid_stream(pg_url, upstream
                 "messages": [{"role": "user", "content": "第4句话：慢慢说"}]}
         got = 0
         with pytest.raises((httpx.HTTPError, AssertionError)):
-            with httpx.stream("POST", f"{a.url}/v1/chat/completions", json=body, timeout=30) as r:
+            with httpx.stream("POST", f"{a.url}/v1/chat/completions", json=body, timeout=30,
+                              headers=owner(sid)) as r:
                 assert r.status_code == 200
                 for line in r.iter_lines():
                     if line.startswith("data: {") and "content" in line:
@@ -147,7 +161,7 @@ def test_workers_share_the_default_store(upstream, tmp_path):
     server = Replica(tmp_path, "w", upstream.base_url, "--workers", "2")
     try:
         server.wait_ready()
-        sids = [httpx.post(f"{server.url}/v1/sessions", json={"model": "haruhi"}).json()["id"] for _ in range(6)]
+        sids = [new_session(server.url) for _ in range(6)]
 
         def talk(sid: str) -> None:
             for i in range(4):
@@ -178,19 +192,19 @@ def test_postgres_lost_mid_run_is_a_503_then_recovers(postgres_server, pg_url, u
     from test_server import make_app, running
 
     with running(make_app(upstream, sessions_path=pg_url)) as url:
-        sid = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}).json()["id"]
+        sid = new_session(url)
         assert turn(url, sid, "一") == "收到：一"
         postgres_server.stop("immediate")
         try:
             body = {"model": "haruhi", "session_id": sid, "messages": [{"role": "user", "content": "二"}]}
-            r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+            r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30, headers=owner(sid))
             assert r.status_code == 503, r.text
             error = r.json()["error"]
             assert error["code"] == "session_store_unavailable" and "s3cret-pw" not in error["message"]
         finally:
             postgres_server.start()
         deadline = time.monotonic() + 30
-        while httpx.get(f"{url}/v1/sessions/{sid}", timeout=30).status_code != 200:
+        while httpx.get(f"{url}/v1/sessions/{sid}", timeout=30, headers=owner(sid)).status_code != 200:
             assert time.monotonic() < deadline, "the server did not recover when PostgreSQL came back"
             time.sleep(0.2)
         assert turn(url, sid, "二") == "收到：二"

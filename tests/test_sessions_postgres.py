@@ -159,3 +159,30 @@ def test_chatharuhi_store_env_picks_the_store(pg_url, tmp_path, monkeypatch):
     monkeypatch.setenv("CHATHARUHI_STORE", str(tmp_path / "elsewhere.db"))
     with SessionStore() as s:
         assert s.path == tmp_path / "elsewhere.db"
+
+
+def test_an_older_schema_is_migrated_in_place_and_keeps_its_data(pg_url):
+    with SessionStore(pg_url) as store:
+        s = store.create("haruhi", "阿虚")
+        store.append_turn(s.id, Turn("阿虚", "一", "好"))
+    with psycopg.connect(pg_url) as conn:  # as a chatharuhi of schema 1 left it
+        conn.execute("DROP TABLE settings")
+        conn.execute("UPDATE chatharuhi_schema SET version = 1")
+    with SessionStore(pg_url) as store:
+        assert store.turns(s.id) == [Turn("阿虚", "一", "好")]
+        assert store.shared_secret() == store.shared_secret()  # made once, then read
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM chatharuhi_schema").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_every_replica_gets_the_same_owner_token_secret(pg_url):
+    a, b = SessionStore(pg_url), SessionStore(pg_url)
+    secrets = set()
+    threads = [threading.Thread(target=lambda st=st: secrets.add(st.shared_secret())) for st in (a, b, a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(secrets) == 1 and len(secrets.pop()) == 64
+    a.close()
+    b.close()

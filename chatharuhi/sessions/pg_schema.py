@@ -8,6 +8,7 @@ its commit and then find nothing to do. A database written by a newer chatharuhi
     turns(id, session_id, idx, user_role, text, created, deleted, superseded_by)
     replies(id, turn_id, text, trace, created)           -- newest reply of a turn is its current one
     scene_vectors(embedder_id, hash, dim, vector)        -- float32 bytes, searched in process
+    settings(name, value)                                -- e.g. the session owner-token secret (v2)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 from ..config import DEFAULT_PG_CONNECT_TIMEOUT_S, DEFAULT_PG_POOL_MAX
 from ..errors import BackendUnavailable, SessionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INSTALL_HINT = "pip install 'chatharuhi[postgres]'"
 MIGRATION_LOCK = 0x6368617468617275  # pg_advisory lock key ("chatharu"): one migrating process at a time
 URL_PREFIXES = ("postgresql://", "postgres://")
@@ -60,6 +61,9 @@ MIGRATIONS: dict[int, list[str]] = {
             dim INTEGER NOT NULL,
             vector BYTEA NOT NULL,
             PRIMARY KEY (embedder_id, hash))""",
+    ],
+    2: [
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
 }
 

@@ -258,6 +258,16 @@ class PostgresSessionStore(SessionStore):
                             "created": t["created"], "trace": json.loads(rs[-1]["trace"]) if rs[-1]["trace"] else None})
         return records
 
+    def shared_secret(self) -> bytes:
+        """The server's session owner-token key, made once and kept here, so every replica accepts every token."""
+        import secrets
+
+        with self.db.transaction("read the session secret") as conn:
+            conn.execute("INSERT INTO settings (name, value) VALUES ('session_secret', %s) ON CONFLICT DO NOTHING",
+                         (secrets.token_hex(32),))
+            row = conn.execute("SELECT value FROM settings WHERE name = 'session_secret'").fetchone()
+        return row["value"].encode()
+
     @property
     def vector_cache(self) -> Any:
         """Scene vectors in this database (``ChatHaruhi(vector_cache=...)``): replicas share one embedding."""

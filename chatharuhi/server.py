@@ -256,6 +256,7 @@ def create_app(
     a database that is down stops the start with a clear error)."""
     try:
         import anyio
+        import anyio.lowlevel
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse, Response, StreamingResponse
     except ImportError as exc:
@@ -361,6 +362,9 @@ def create_app(
                 return reply.__aiter__()
 
             async def next_of(chunks):
+                # a checkpoint per chunk: chunks already buffered would otherwise come without one, and a long
+                # reply would hold the event loop (other streams wait, a client's disconnect goes unseen)
+                await anyio.lowlevel.checkpoint()
                 return await anext(chunks, end)
 
             async def close_of(chunks) -> None:

@@ -281,7 +281,9 @@ def test_an_empty_upstream_reply_is_an_error_not_a_turn(tmp_path):
     store.close()
 
 
-def test_an_abandoned_non_streaming_request_commits_nothing_and_stops_the_upstream(tmp_path):
+@pytest.mark.parametrize("upstream", ["async", "thread"])
+def test_an_abandoned_non_streaming_request_commits_nothing_and_stops_the_upstream(tmp_path, upstream):
+    import asyncio
     import threading
     import time
 
@@ -302,8 +304,18 @@ def test_an_abandoned_non_streaming_request_commits_nothing_and_stops_the_upstre
             finally:
                 closed.set()
 
-        backend.stream_with_info = watched
-        with running(create_app(backend, embedder="hash", sessions=store)) as url:
+        real_astream = backend.astream_with_info
+
+        async def awatched(messages, info, **options):  # the same on the async path
+            try:
+                async for chunk in real_astream(messages, info, **options):
+                    await asyncio.sleep(0.005)
+                    yield chunk
+            finally:
+                closed.set()
+
+        backend.stream_with_info, backend.astream_with_info = watched, awatched
+        with running(create_app(backend, embedder="hash", sessions=store, upstream=upstream)) as url:
             sid, token = _session(url)
             for _ in range(2):  # the issue: two timed-out retries stored two identical turns
                 closed.clear()

@@ -48,7 +48,7 @@ from time import perf_counter
 from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 
 from .backends.base import Backend, StreamInfo
-from .conversation import read_conversation, unwrap  # noqa: F401 - unwrap: re-exported for callers
+from .conversation import read_conversation
 from . import server_guard as guard
 from .errors import BackendUnavailable, ChatHaruhiError, InputError, InvalidCharacter
 from .server_api import (

@@ -333,15 +333,16 @@ def test_charx_main_icon_becomes_the_avatar_and_every_asset_is_kept(tmp_path):
     assert card["data"]["assets"] == v3["data"]["assets"]
     assert {"card.json", "assets/icon/images/alt.png", "assets/background/images/bg.png"} <= names
     back = load_character(import_character(out, tmp_path / "back"))
-    assert back.display_name == "Xia" and (back.path / "avatar.png").read_bytes() == (c.path / "avatar.png").read_bytes()
+    assert back.display_name == "Xia"
+    assert (back.path / "avatar.png").read_bytes() == (c.path / "avatar.png").read_bytes()
 
 
 def test_folder_character_exports_to_charx_with_its_avatar_as_main_icon(tmp_path):
+    import shutil
+
     from chatharuhi.discovery import find_character
 
     folder = tmp_path / "kyon"
-    import shutil
-
     shutil.copytree(find_character("haruhi").path, folder)
     (folder / "avatar.png").write_bytes(_image("PNG"))
     out = export_character(load_character(folder), "charx", tmp_path / "kyon.charx")

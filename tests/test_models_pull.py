@@ -107,7 +107,8 @@ def test_a_dropped_connection_is_resumed_with_a_range_request(hub):
 
 def test_an_interrupted_pull_keeps_its_bytes_and_the_next_pull_resumes(hub):
     hub.drops = [chunk() + (1 << 20)] + [1 << 20] * 9  # then no progress: more drops than it retries
-    with pytest.raises(ModelDownloadError, match="again to resume"):
+    with pytest.raises(ModelDownloadError, match="broke off .*stopped at 10.5 MB of 25.2 MB; run `chatharuhi "
+                                                 "models pull tiny` again to resume"):
         pull_model("tiny", progress=False, log=None)
     assert installed(find_model("tiny")) is None
     [part] = leftovers()
@@ -134,6 +135,24 @@ def test_bytes_that_do_not_match_the_hash_are_deleted(hub, tiny_gguf):
     assert installed(find_model("tiny")) is None and leftovers() == []
 
 
+def test_a_file_that_is_not_gguf_is_refused_and_removed(hub):
+    hub.files[("test/zip", "model.gguf")] = b"PK\x03\x04" + b"\0" * 4096
+    write_catalog(hub.sha256("test/zip", "model.gguf"), 4100, name="zipped", repo="test/zip", filename="model.gguf")
+    with pytest.raises(ModelDownloadError, match=r"model.gguf is not a GGUF file \(it starts with b'PK"):
+        pull_model("zipped", progress=False, log=None)
+    assert leftovers() == [] and installed(find_model("zipped")) is None
+
+
+def test_a_pulled_gguf_llama_cpp_cannot_load_says_which_model_and_what_to_do(hub):
+    """A real GGUF whose metadata this llama.cpp cannot use (here: no hyper-parameters at all)."""
+    pytest.importorskip("llama_cpp")
+    from chatharuhi.backends.registry import get_backend
+
+    pull_model("tiny", progress=False, log=None)
+    with pytest.raises(ModelError, match="the pulled model tiny: .*cannot load.*pip install -U llama-cpp-python"):
+        get_backend("llama_cpp", model="tiny")
+
+
 def test_unreachable_hub_is_a_clear_error(hub, monkeypatch):
     import socket
 
@@ -144,6 +163,15 @@ def test_unreachable_hub_is_a_clear_error(hub, monkeypatch):
     with pytest.raises(ModelDownloadError, match="cannot reach .*check the network"):
         pull_model("tiny", progress=False, log=None)
     assert leftovers() == []
+
+
+def test_the_environment_can_name_the_model(hub, monkeypatch):
+    from chatharuhi.backends.registry import resolve_backend
+
+    monkeypatch.setenv("CHATHARUHI_BACKEND", "llama_cpp")
+    monkeypatch.setenv("CHATHARUHI_MODEL", "tiny")
+    with pytest.raises(ModelError, match="models pull tiny"):
+        resolve_backend()
 
 
 def test_offline_mode_is_a_clear_error(hub, monkeypatch):
@@ -181,20 +209,23 @@ def test_a_disk_that_fills_up_mid_download_leaves_nothing(hub):
     proc = cli("pull", "tiny", preexec_fn=limit)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
-    assert "error: the disk is full" in err and "the partial file was removed" in err
+    assert "error: cannot write tiny.gguf." in err and "the disk or your quota is full" in err
+    assert "the partial file was removed" in err
     assert installed(find_model("tiny")) is None and leftovers() == []
 
 
 def test_two_processes_pulling_at_once_download_once(hub):
-    hub.rate = 24 << 20  # about a second for the whole file
+    hub.rate = 1 << 20  # slow, until the second process is seen waiting
     first = cli("pull", "tiny")
     deadline = time.time() + 60
     while not hub.gets(FILE) and time.time() < deadline:  # the first one is downloading
         time.sleep(0.05)
     second = cli("pull", "tiny")
+    waiting = second.stderr.readline()
+    hub.rate = 0
     results = [p.communicate(timeout=120) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], results
-    assert "another process is pulling tiny" in results[1][1]
+    assert waiting.startswith("another process is pulling tiny; waiting")
     assert results[0][0].strip() == results[1][0].strip() == str(model_path("tiny"))
     assert hub.gets(FILE) == [None] and leftovers() == []
 
@@ -209,6 +240,8 @@ def test_a_pull_killed_with_sigkill_is_resumed_by_the_next_one(hub):
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    listing = cli("list").communicate(timeout=60)[0]
+    assert any(line.split()[:1] == ["tiny"] and " partial " in line for line in listing.splitlines()), listing
     kept = sum(p.stat().st_size for p in part_dir.glob("*.part"))
     assert kept >= chunk() and installed(find_model("tiny")) is None
     hub.rate = 0
@@ -216,6 +249,22 @@ def test_a_pull_killed_with_sigkill_is_resumed_by_the_next_one(hub):
     resumed = hub.gets(FILE)[-1]
     assert resumed == f"bytes={kept}-"
     assert leftovers() == [] and model_path("tiny").stat().st_size == hub.size(REPO, FILE)
+
+
+def test_ctrl_c_keeps_the_bytes_and_says_how_to_resume(hub):
+    hub.rate = 8 << 20
+    proc = cli("pull", "tiny")
+    part_dir = Path(os.environ["CHATHARUHI_HOME"]) / "models" / ".partial" / "tiny"
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(p.stat().st_size for p in part_dir.glob("*.part")) < chunk():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "pull of tiny stopped at 10.5 MB of 25.2 MB; run `chatharuhi models pull tiny` again to resume" in err
+    hub.rate = 0
+    pull_model("tiny", progress=False, log=None)
+    assert hub.gets(FILE)[-1] == f"bytes={chunk()}-" and leftovers() == []
 
 
 def test_rm_refuses_while_another_process_pulls(hub):

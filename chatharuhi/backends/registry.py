@@ -29,7 +29,7 @@ from ..config import (
     ENV_OPENAI_API_KEY,
     openai_base_url_from_env,
 )
-from ..errors import BackendUnavailable, UnknownBackend, UnknownOption
+from ..errors import BackendUnavailable, ModelError, UnknownBackend, UnknownOption
 from ..options import check_options, parameter_names, strict
 from .base import Backend
 
@@ -83,7 +83,14 @@ def _builtin_factories() -> dict[str, BackendFactory]:
         from .llama_cpp import LlamaCppBackend
 
         entry = _local_model(options)
-        backend = LlamaCppBackend(**options)
+        try:
+            backend = LlamaCppBackend(**options)
+        except ModelError as exc:
+            if entry is None or entry.builtin:
+                raise
+            raise ModelError(f"the pulled model {entry.name}: {exc} Its bytes matched their sha256 when pulled, so "
+                             "this llama-cpp-python may not know its architecture: pip install -U llama-cpp-python, "
+                             f"or choose another model (`chatharuhi models list`)") from None
         backend.model_entry = entry  # for the language warning and the demo's "model in use"
         if entry is BUILTIN:
             backend.budget_hint = dict(EMBEDDED_BUDGET)

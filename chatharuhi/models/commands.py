@@ -60,8 +60,13 @@ def _pull(args: argparse.Namespace) -> int:
 
     try:
         path = pull_model(args.name, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("\n(pull interrupted; run the same command again to resume)", file=sys.stderr)
+    except KeyboardInterrupt:  # the bytes so far are kept in .partial/
+        from .catalog import find_model
+        from .store import format_size, partial_bytes
+
+        entry = find_model(args.name)
+        print(f"\npull of {entry.name} stopped at {format_size(partial_bytes(entry.name))} of "
+              f"{format_size(entry.size)}; run `chatharuhi models pull {entry.name}` again to resume", file=sys.stderr)
         return 130
     print(path)
     return 0

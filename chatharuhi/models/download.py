@@ -43,6 +43,7 @@ from .store import Installed, format_size, installed, lock_file, model_dir, part
 
 INSTALL_HINT = "pip install 'chatharuhi[embedded]'  (huggingface-hub and filelock)"
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+GGUF_MAGIC = b"GGUF"
 logger = logging.getLogger("chatharuhi")
 
 Log = Callable[[str], None]
@@ -194,16 +195,19 @@ def _download(entry: ModelEntry, file: ModelFile, endpoint: str, progress: bool)
     except OSError as exc:
         if exc.errno in DISK_FULL:
             part.unlink(missing_ok=True)
-            raise ModelDownloadError(f"the disk is full ({exc.strerror}) in {folder}: free "
-                                     f"{format_size(size)} there, or set CHATHARUHI_HOME to a larger disk; "
-                                     "the partial file was removed") from None
+            raise ModelDownloadError(f"cannot write {part.name} in {folder} ({exc.strerror}: the disk or your "
+                                     f"quota is full); free {format_size(size)} there or set CHATHARUHI_HOME to "
+                                     "a larger disk, then pull again; the partial file was removed") from None
         raise _interrupted(exc, part, size, entry) from None
-    except KeyboardInterrupt:
-        _stderr(_resume_hint(part, size, entry))
-        raise
     except Exception as exc:  # noqa: BLE001 - a dropped connection after huggingface_hub's own retries
         raise _interrupted(exc, part, size, entry) from None
     got = part.stat().st_size
+    with open(part, "rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        part.unlink(missing_ok=True)
+        raise ModelDownloadError(f"{entry.repo}/{file.filename} is not a GGUF file (it starts with {magic!r}); "
+                                 "chatharuhi runs GGUF models with llama.cpp. The file was removed")
     actual = sha256_file(part)
     if actual != sha256:
         part.unlink(missing_ok=True)
@@ -229,7 +233,10 @@ def _resume_hint(part: Path, size: int, entry: ModelEntry) -> str:
 
 
 def _interrupted(exc: BaseException, part: Path, size: int, entry: ModelEntry) -> ModelDownloadError:
-    error = _network_error(exc, entry.repo, entry)
+    if getattr(getattr(exc, "response", None), "status_code", None) is not None:
+        error = str(_network_error(exc, entry.repo, entry))
+    else:
+        error = f"the download of {entry.name} broke off ({type(exc).__name__}: {exc})"
     return ModelDownloadError(f"{error}; {_resume_hint(part, size, entry)}")
 
 

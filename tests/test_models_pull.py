@@ -135,6 +135,22 @@ def test_bytes_that_do_not_match_the_hash_are_deleted(hub, tiny_gguf):
     assert installed(find_model("tiny")) is None and leftovers() == []
 
 
+def test_an_entry_without_a_pinned_hash_is_checked_against_the_hubs(hub, tiny_gguf):
+    home = Path(os.environ["CHATHARUHI_HOME"])
+    (home / "models.toml").write_text(f'[[model]]\nname = "loose"\nrepo = "{REPO}"\n'
+                                      f'files = [{{filename = "{FILE}"}}]\n', encoding="utf-8")
+    hub.serve_instead[FILE] = tiny_gguf.read_bytes()[:-1] + b"!"  # the hub's sha256 is of the real bytes
+    with pytest.raises(ModelDownloadError, match=f"expected {hub.sha256(REPO, FILE)}"):
+        pull_model("loose", progress=False, log=None)
+    assert leftovers() == []
+    del hub.serve_instead[FILE]
+    assert pull_model("loose", progress=False, log=None).read_bytes() == tiny_gguf.read_bytes()
+    hub.advertise[FILE] = "not-a-sha256"
+    assert remove("loose")
+    with pytest.raises(ModelDownloadError, match="no sha256 is pinned and the hub advertises none"):
+        pull_model("loose", progress=False, log=None)
+
+
 def test_a_file_that_is_not_gguf_is_refused_and_removed(hub):
     hub.files[("test/zip", "model.gguf")] = b"PK\x03\x04" + b"\0" * 4096
     write_catalog(hub.sha256("test/zip", "model.gguf"), 4100, name="zipped", repo="test/zip", filename="model.gguf")

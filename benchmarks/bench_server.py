@@ -2,6 +2,8 @@
 
 Run from the repository root:
     python benchmarks/bench_server.py [--concurrency 10 50 200] [--requests 3] [--soak 5000]
+Issue 15's scenarios: ``--scenario heavy`` (one heavy request among 20 normal ones) and ``--scenario rss``
+(resident memory over 5,000 requests with large unique texts); see ``bench_hardening.py``.
 
 Processes, as in production: the upstream (a minimal asyncio OpenAI-compatible stub that answers at
 once, so the upstream is never the bottleneck), one server per path (``python -m chatharuhi serve
@@ -218,7 +220,16 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[10, 50, 200])
     ap.add_argument("--requests", type=int, default=3, help="streamed turns per client (default 3)")
     ap.add_argument("--soak", type=int, default=5000, help="requests for the RSS soak of the async path (0: none)")
+    ap.add_argument("--scenario", choices=["load", "heavy", "rss"], default="load",
+                    help="load (default): the concurrency levels above; heavy: one heavy request among 20 normal "
+                    "ones; rss: memory over --rss-requests requests with large unique texts (bench_hardening.py)")
+    ap.add_argument("--rss-requests", type=int, default=5000)
     args = ap.parse_args()
+    if args.scenario != "load":
+        from bench_hardening import run
+
+        run(args.scenario, rss_requests=args.rss_requests)
+        return
 
     home = tempfile.mkdtemp(prefix="chatharuhi-bench-")
     env = {**os.environ, "CHATHARUHI_HOME": home, "OPENAI_API_KEY": "bench", "PYTHONPATH": str(REPO),

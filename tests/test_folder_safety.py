@@ -46,6 +46,9 @@ def character(tmp_path):
 # -- §3 links out of the folder ------------------------------------------------------------------------------
 def test_scene_linking_outside_is_never_read_and_validate_reports_it(character, outside, tmp_path):
     (character / "texts" / "passwd.txt").symlink_to(outside)
+    (outside.parent / "more.txt").write_text(f"春日:「{SECRET}」\n", encoding="utf-8")
+    (character / "texts" / "linked-dir").symlink_to(outside.parent, target_is_directory=True)
+    (character / "notes").symlink_to(outside.parent, target_is_directory=True)  # not a scene, still copied by imports
     with pytest.warns(RuntimeWarning, match="outside the character folder"):
         c = load_character(character)
     assert all(SECRET not in s.text for s in c.scenes) and "passwd.txt" not in [s.id for s in c.scenes]

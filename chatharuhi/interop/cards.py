@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..character import Character, detect_language, own_file
+from ..character import Character, detect_language, inside_folder, own_file
 from ..errors import CharacterImportError
 from ..prompts import load_template
 from .card_spec import V2_FIELDS, spec_data
@@ -356,7 +356,6 @@ def card_charx_bytes(character: Character) -> bytes:
     avatar is the main icon when the card has no embedded one."""
     import zipfile
 
-    from ..character import inside_folder
 
     card = character_to_card(character, "v3")
     folder = Path(character.path)
@@ -375,7 +374,7 @@ def card_charx_bytes(character: Character) -> bytes:
         assets.append(asset)
     avatar = folder / AVATAR_FILE
     has_icon = any(a["type"] == "icon" and _embedded(a["uri"]) for a in assets)
-    if avatar.is_file() and not has_icon:
+    if avatar.is_file() and inside_folder(folder, avatar) and not has_icon:
         assets = [a for a in assets if not (a["type"] == "icon" and a["uri"] == "ccdefault:")]
         assets.insert(0, {"type": "icon", "uri": f"embeded://{CHARX_ICON}", "name": "main", "ext": "png"})
         files[CHARX_ICON] = avatar.read_bytes()
@@ -406,7 +405,7 @@ def card_png_bytes(character: Character, version: str = "v2", image: bytes | Non
     if card["spec"] == V3:
         info.add_text("ccv3", base64.b64encode(card_json_bytes(card)).decode("ascii"))
     avatar = Path(character.path) / AVATAR_FILE
-    if image is None and avatar.is_file():
+    if image is None and avatar.is_file() and inside_folder(Path(character.path), avatar):  # never a link out
         image = avatar.read_bytes()
     im = None
     if image is not None:

@@ -22,9 +22,10 @@ def stub():
         yield s
 
 
-@pytest.fixture(scope="module")
-def url(stub):
-    with running(make_app(stub)) as u:
+@pytest.fixture(scope="module", params=["async", "thread"])
+def url(stub, request):
+    """The server on each upstream path: chunks through the backend's async twin, or a worker thread."""
+    with running(make_app(stub, upstream=request.param)) as u:
         yield u
 
 

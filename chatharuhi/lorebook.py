@@ -51,18 +51,20 @@ class LoreEntry:
     prevent_recursion: bool = False  # its content does not trigger other entries
     exclude_recursion: bool = False  # it cannot be triggered by other entries' content
     name: str = ""
+    use_regex: bool = False  # V3: every key is a regular expression (``/…/flags`` keys always are)
 
     def _match_one(self, key: str, text: str) -> bool:
         key = key.strip()
         if not key:
             return False
         m = _REGEX_KEY.match(key)
-        if m:
-            flags = (re.IGNORECASE if "i" in m[2] else 0) | (re.MULTILINE if "m" in m[2] else 0) | \
-                (re.DOTALL if "s" in m[2] else 0)
+        if m or self.use_regex:
+            pattern, letters = (m[1], m[2]) if m else (key, "" if self.case_sensitive else "i")
+            flags = (re.IGNORECASE if "i" in letters else 0) | (re.MULTILINE if "m" in letters else 0) | \
+                (re.DOTALL if "s" in letters else 0)
             try:
-                return re.search(m[1], text, flags) is not None
-            except re.error:
+                return re.search(pattern, text, flags) is not None
+            except re.error:  # the V3 spec: an invalid pattern is not a match
                 return False
         if self.whole_words and key.isascii():
             flags = 0 if self.case_sensitive else re.IGNORECASE
@@ -88,7 +90,7 @@ class LoreEntry:
         return {"id": _int(self.id, 0), "keys": list(self.keys), "secondary_keys": list(self.secondary_keys),
                 "content": self.content, "comment": self.name, "name": self.name, "enabled": self.enabled,
                 "constant": self.constant, "selective": self.selective, "insertion_order": self.insertion_order,
-                "priority": self.priority, "case_sensitive": self.case_sensitive,
+                "priority": self.priority, "case_sensitive": self.case_sensitive, "use_regex": self.use_regex,
                 "extensions": {"selectiveLogic": logic, "match_whole_words": self.whole_words,
                                "scan_depth": self.scan_depth, "prevent_recursion": self.prevent_recursion,
                                "exclude_recursion": self.exclude_recursion}}
@@ -149,6 +151,7 @@ def _entry(raw: dict[str, Any], fallback_id: str) -> LoreEntry:
         prevent_recursion=bool(get("prevent_recursion", "preventRecursion", default=False)),
         exclude_recursion=bool(get("exclude_recursion", "excludeRecursion", default=False)),
         name=str(get("name", "comment", default="") or ""),
+        use_regex=get("use_regex", "useRegex", default=False) is True,
     )
 
 

@@ -358,3 +358,14 @@ def test_folder_character_exports_to_charx_with_its_avatar_as_main_icon(tmp_path
         {"type": "icon", "uri": "embeded://assets/gone.png", "name": "main", "ext": "png"}]}}), encoding="utf-8")
     with pytest.raises(CharacterImportError, match="assets/gone.png"):
         export_character(load_character(folder), "charx", tmp_path / "broken.charx")
+
+
+def test_imported_cards_lorebook_token_budget_is_the_lore_share(tmp_path):
+    book = {"token_budget": 1200, "entries": [{"keys": ["dragon"], "content": "Dragons live in the east wing.",
+                                               "enabled": True, "insertion_order": 10}]}
+    src = tmp_path / "mina.json"
+    src.write_text(json.dumps(v2_card(character_book=book)), encoding="utf-8")
+    bot = ChatHaruhi(import_character(src, tmp_path / "chars"), llm=ScriptedBackend(["Mina: Shh."]), embedder="hash")
+    assert bot.budget.lore_tokens == 1200  # not the default 500
+    plan = bot.prepare("Tell me about the dragon")
+    assert plan.trace.lore_budget == 1200 and plan.trace.lore[0].included

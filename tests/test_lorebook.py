@@ -149,3 +149,13 @@ def test_lore_entry_starting_with_a_slash_is_counted_exactly_under_o200k():
     assert "：\n/start" in plan.messages[0].content
     assert plan.trace.total_tokens == counter.count_messages(plan.messages)
     assert sum(plan.trace.parts.values()) == plan.trace.total_tokens
+
+
+def test_v3_use_regex_keys_are_patterns():
+    e = Lorebook.from_dict({"entries": [{"keys": ["drag(on|ons)\\b"], "content": "lore", "use_regex": True,
+                                         "enabled": True, "insertion_order": 1}]}).entries[0]
+    assert e.use_regex and e.match("two DRAGONS") is not None and e.match("dragonfly") is None
+    assert entry(keys=["drag(on|ons)\\b"]).match("two dragons") is None  # without use_regex: a substring
+    assert entry(keys=["[unclosed"], use_regex=True).match("[unclosed") is None  # invalid: not a match
+    assert entry(keys=["Dragon"], use_regex=True, case_sensitive=True).match("dragon") is None
+    assert e.to_character_book()["use_regex"] is True

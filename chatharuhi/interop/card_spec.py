@@ -16,7 +16,6 @@ are optional with fixed types.
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 V1_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example")
@@ -33,7 +32,6 @@ _BOOK_OPTIONAL = {"name": str, "description": str, "scan_depth": (int, float), "
                   "recursive_scanning": bool}
 _ENTRY_OPTIONAL = {"name": str, "priority": (int, float), "comment": str, "selective": bool,
                    "secondary_keys": list, "constant": bool, "case_sensitive": bool}
-_REGEX_KEY = re.compile(r"^/(.+)/([a-z]*)$", re.DOTALL)
 
 
 def _is_number(value: Any) -> bool:
@@ -104,7 +102,8 @@ def _entry(raw: Any, i: int, v3: bool, repairs: _Repairs) -> dict[str, Any] | No
     if e.get("position") not in (None, "before_char", "after_char"):
         repairs.keep(f"character_book.entries.{i}.position", e.pop("position"))
     if v3 and not isinstance(e.get("use_regex"), bool):
-        e["use_regex"] = bool(e["keys"]) and all(_REGEX_KEY.match(k.strip()) for k in e["keys"])
+        # False: V3 would read every key as a bare pattern; SillyTavern-style ``/…/flags`` keys stay as they are
+        e["use_regex"] = False
     return e
 
 

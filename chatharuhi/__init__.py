@@ -54,6 +54,7 @@ _EXPORTS = {
     "Trace": ".types",
     "Turn": ".types",
     "UnknownBackend": ".errors",
+    "UnknownOption": ".errors",
     "UnknownModel": ".errors",
     "WorkerCrashed": ".errors",
     "available_backends": ".backends.registry",
@@ -107,6 +108,7 @@ __all__ = [
     "Trace",
     "Turn",
     "UnknownBackend",
+    "UnknownOption",
     "UnknownModel",
     "WorkerCrashed",
     "available_backends",
@@ -164,6 +166,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         TemplateError,
         UnknownBackend,
         UnknownModel,
+        UnknownOption,
     )
     from .lorebook import Lorebook
     from .models import pull_model

@@ -250,6 +250,7 @@ class LlamaCppBackend(Backend):
     # -- generation -----------------------------------------------------------------------------
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
         """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, seed, prefill."""
+        self.check_call_options(options)
         prompt = self.render(messages)
         prefill = options.get("prefill") or ""
         tokens = prompt.tokens + (self.tokenize(prefill) if prefill else [])

@@ -277,6 +277,7 @@ class TransformersBackend(Backend):
     # -- generation -----------------------------------------------------------------------------
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
         """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, prefill, adapter, seed."""
+        self.check_call_options(options)
         adapter = options.get("adapter", self.default_adapter)
         if adapter is not None and adapter not in self.adapters:
             raise AdapterError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or '(none)'}")

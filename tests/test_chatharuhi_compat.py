@@ -296,6 +296,23 @@ def test_max_len_story_history_and_k_search(mirror):
         ChatHaruhi(role="haruhi", llm="debug", embedder="hash", story_tokens=100, max_len_story=200)
 
 
+def test_old_attributes_read_and_assign_or_refuse(mirror):
+    bot = ChatHaruhi(role_name="haruhi", llm="debug")
+    bot.max_len_story, bot.max_len_history = 200, 30  # ChatHaruhi users set these after construction
+    assert (bot.budget.story_tokens, bot.budget.history_tokens) == (200, 30)
+    bot.chat("棒球", role="阿虚")
+    assert bot.last_trace.story_budget == 200 and bot.last_trace.parts.get("story", 0) <= 200
+    bot.system_prompt = "你是凉宫春日。只说一句话。"
+    assert bot.chat("你好", role="阿虚").startswith("System: \n你是凉宫春日。只说一句话。")
+    assert bot.llm is bot.backend and bot.db is bot.index and bot.embedding is bot.embedder
+    assert bot.tokenizer("凉宫春日") == bot.counter.count("凉宫春日") > 0
+    for name in ("llm", "db", "embedding", "tokenizer", "story_prefix_prompt", "narrator", "dialogue_divide_token"):
+        with pytest.raises(InputError, match=f"bot.{name} = "):
+            setattr(bot, name, "x")  # would be a silent no-op otherwise
+    with pytest.raises(InputError, match="story_tokens"):
+        bot.max_len_story = -5
+
+
 def test_reply_format_plain_by_default_or_chatharuhis(mirror, upstream):
     plain = ChatHaruhi(role_name="haruhi", llm="openai")
     old = ChatHaruhi(role_name="haruhi", llm="openai", reply_format="chatharuhi")

@@ -1,6 +1,9 @@
 """ChatHaruhi's methods and attributes on ``ChatHaruhi`` (mixed into the chatbot).
 
     k_search                 the number of scenes retrieved per turn (our ``top_k``), readable and assignable
+    max_len_story, max_len_history, system_prompt   readable and assignable (the budget, the prompt)
+    llm, db, embedding, tokenizer   the backend, the index, the embedder, a token counter (read only: assigning
+                             these or ChatHaruhi's layout tokens is an InputError naming where that lives here)
     dialogue_history         [(query, response)] in ChatHaruhi's shape (``阿虚:「…」``, ``春日:「…」``);
                              assigning a list replaces the conversation
     generate_messages(text, role)   the messages a turn would send (no model call); remembers the query
@@ -25,6 +28,18 @@ if TYPE_CHECKING:
     from ..reply import Plan
 
 REPLY_FORMATS = ("plain", "chatharuhi")
+# ChatHaruhi attributes that have no assignable equivalent here: assigning one is an error, not a no-op.
+FIXED_ATTRIBUTES = {
+    "llm": "the model is chosen when the chatbot is built: ChatHaruhi(..., llm='openai', model=...)",
+    "db": "the scene index (bot.index) is built from the character: pass story_db=, story_text_folder= or db_type=",
+    "embedding": "the embedder is chosen when the chatbot is built: ChatHaruhi(..., embedding='bge_zh')",
+    "tokenizer": "tokens are counted with the backend's own tokenizer (bot.counter)",
+    "narrator": "narrator names come from the character's manifest (narrators = [...] in character.toml)",
+    "story_prefix_prompt": "the story header is the prompt template prompts/<language>/story_header.txt",
+    "dialogue_divide_token": "scenes are laid out by the template prompts/<language>/scene.txt",
+    "dialogue_bra_token": "lines are laid out by the template prompts/<language>/line.txt",
+    "dialogue_ket_token": "lines are laid out by the template prompts/<language>/line.txt",
+}
 _TAGGED = re.compile(r"^\s*(?P<name>[^:：「」\n]{0,40}?)\s*[:：]\s*「(?P<text>.*)」\s*$", re.S)
 
 
@@ -45,6 +60,67 @@ class ChatHaruhiCompat:
     verbose: bool
 
     # -- attributes ------------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in FIXED_ATTRIBUTES:
+            raise InputError(f"bot.{name} = ... is ChatHaruhi's and would change nothing here: "
+                             f"{FIXED_ATTRIBUTES[name]}")
+        super().__setattr__(name, value)
+
+    @property
+    def llm(self) -> Any:
+        """The backend (ChatHaruhi's name)."""
+        return self.backend
+
+    @property
+    def db(self) -> Any:
+        """The scene index (ChatHaruhi's name)."""
+        return self.index
+
+    @property
+    def embedding(self) -> Any:
+        """The embedder (ChatHaruhi's name)."""
+        return self.embedder
+
+    def tokenizer(self, text: str) -> int:
+        """Tokens in ``text`` by the backend's counter (ChatHaruhi's ``tokenizer(text)``)."""
+        return self.counter.count(text)
+
+    @property
+    def system_prompt(self) -> str:
+        """The system prompt as sent (persona and macros filled); assignable, as in ChatHaruhi."""
+        return self._system_prompt
+
+    @system_prompt.setter
+    def system_prompt(self, value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise InputError("system_prompt must be non-empty text")
+        self._system_prompt = value
+
+    @property
+    def max_len_story(self) -> int:
+        """Tokens for retrieved scenes (ChatHaruhi's name for ``budget.story_tokens``); assignable."""
+        return self.budget.story_tokens
+
+    @max_len_story.setter
+    def max_len_story(self, value: int) -> None:
+        self._set_budget("story_tokens", value)
+
+    @property
+    def max_len_history(self) -> int:
+        """Tokens for earlier turns (ChatHaruhi's name for ``budget.history_tokens``); assignable."""
+        return self.budget.history_tokens
+
+    @max_len_history.setter
+    def max_len_history(self, value: int) -> None:
+        self._set_budget("history_tokens", value)
+
+    def _set_budget(self, field: str, value: int) -> None:
+        from dataclasses import replace
+
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InputError(f"{field} must be a whole number >= 0, got {value!r}")
+        self.budget = replace(self.budget, **{field: value})
+
     @property
     def k_search(self) -> int:
         """Scenes retrieved per turn (ChatHaruhi's name for ``top_k``)."""

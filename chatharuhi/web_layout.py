@@ -12,7 +12,7 @@ import hmac
 from typing import Any, Callable, Iterator
 
 from .errors import ChatHaruhiError, InputError
-from .models.selection import describe
+from .models.selection import model_line
 from .web import WebDemo
 from .web_characters import SCENE_SEPARATOR
 from .web_chats import EXPORT_FORMATS
@@ -54,7 +54,9 @@ def layout(gr, demo: WebDemo, secret: str) -> Any:
         c["tab"] = gr.State(Tab())
         c["browser"] = gr.BrowserState("", storage_key=STORAGE_KEY, secret=secret)  # this browser's random token
         gr.Markdown(f"## {TITLE} — chat with a character, grounded in its own scenes")
-        gr.Markdown(f"Model: {describe(demo.backend)}", elem_id="model-in-use")
+        languages = {e.manifest.language for e in demo.shelf.entries.values()
+                     if e.manifest and "language" in e.manifest.model_fields_set}  # declared, not defaulted
+        gr.Markdown(model_line(demo.backend, languages), elem_id="model-in-use")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 _left_column(gr, demo, c)

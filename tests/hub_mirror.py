@@ -12,7 +12,7 @@ It answers what huggingface_hub asks when it downloads a Git LFS file:
 Behaviour, changeable between requests: ``advertise`` (filename -> sha256 to claim instead of the
 real one), ``serve_instead`` (filename -> other bytes to send), ``rate`` (bytes per second, 0 = as
 fast as possible), ``drops`` (for each coming GET of bytes, close the connection after that many
-body bytes). ``requests`` records ``(method, path, range)`` of each request.
+body bytes), ``ignore_range`` (answer ``200`` with the whole file). ``requests`` records ``(method, path, range)`` of each request.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class HubMirror:
         self.serve_instead: dict[str, bytes] = {}
         self.rate = 0
         self.drops: list[int] = []
+        self.ignore_range = False  # answer 200 with every byte, as some proxies and CDNs do
         self.requests: list[tuple[str, str, str | None]] = []
         self._sha: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -143,7 +144,7 @@ class HubMirror:
                 size = data.stat().st_size if isinstance(data, Path) else len(data)
                 start = 0
                 spec = self.headers.get("Range")
-                if spec and spec.startswith("bytes="):
+                if spec and spec.startswith("bytes=") and not mirror.ignore_range:
                     start = int(spec[6:].split("-")[0] or 0)
                 self.send_response(206 if start else 200)
                 if start:

@@ -169,6 +169,11 @@ def test_the_demo_shows_the_model_in_use(tmp_path, capsys, monkeypatch):
     app = build_app(backend=backend, sessions=SessionStore(tmp_path / "s.sqlite3"), embedder="hash")
     shown = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-in-use"]
     assert shown == ["Model: qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M, local)"]
+    backend.model_entry = BUILTIN  # the built-in characters include Chinese ones
+    app = build_app(backend=backend, sessions=SessionStore(tmp_path / "t.sqlite3"), embedder="hash")
+    [shown] = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-in-use"]
+    assert shown.startswith("Model: smollm2-135m (SmolLM2-135M-Instruct Q4_1 (embedded), local) — it does not "
+                            "speak zh: for those characters run `chatharuhi models pull qwen2.5-3b`")
     monkeypatch.setattr("chatharuhi.web.launch", lambda *a, **k: None)
     assert cli.main(["demo", "--backend", "scripted", "--embedder", "hash", "--port", "7999"]) == 0
     assert "chatharuhi demo on http://127.0.0.1:7999 with scripted" in capsys.readouterr().err

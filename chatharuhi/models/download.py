@@ -191,7 +191,8 @@ def _download(entry: ModelEntry, file: ModelFile, endpoint: str, progress: bool)
         kwargs["tqdm_class"] = _silent_tqdm(hub)
     try:
         with open(part, "ab") as fh:
-            file_download.http_get(meta.location, fh, **kwargs)
+            sink = _HashingFile(fh, part if have else None)
+            file_download.http_get(meta.location, sink, **kwargs)
     except OSError as exc:
         if exc.errno in DISK_FULL:
             part.unlink(missing_ok=True)
@@ -208,13 +209,51 @@ def _download(entry: ModelEntry, file: ModelFile, endpoint: str, progress: bool)
         part.unlink(missing_ok=True)
         raise ModelDownloadError(f"{entry.repo}/{file.filename} is not a GGUF file (it starts with {magic!r}); "
                                  "chatharuhi runs GGUF models with llama.cpp. The file was removed")
-    actual = sha256_file(part)
+    actual = sink.hexdigest() or sha256_file(part)
     if actual != sha256:
         part.unlink(missing_ok=True)
         raise ModelDownloadError(f"{entry.repo}/{file.filename}: the downloaded file ({got} bytes) has sha256 "
                                  f"{actual}, expected {sha256}; the file was removed, pull again (if it keeps "
                                  "failing, the mirror serves other bytes)")
     return part, sha256
+
+
+class _HashingFile:
+    """The partial file as ``http_get`` sees it: hashes what is written, so no second pass reads it back.
+
+    Resumed files hash their existing bytes first. If the writer seeks or truncates (a server that
+    ignored ``Range``), the running hash is abandoned and the file is hashed from disk afterwards.
+    """
+
+    def __init__(self, fh: Any, existing: Path | None):
+        import hashlib
+
+        self._fh = fh
+        self._digest: Any = hashlib.sha256()
+        if existing is not None:
+            with open(existing, "rb") as f:
+                while block := f.read(1 << 20):
+                    self._digest.update(block)
+
+    def write(self, data: bytes) -> int:
+        if self._digest is not None:
+            self._digest.update(data)
+        return self._fh.write(data)
+
+    def seek(self, *args: Any) -> int:
+        self._digest = None
+        return self._fh.seek(*args)
+
+    def truncate(self, *args: Any) -> int:
+        self._digest = None
+        return self._fh.truncate(*args)
+
+    def hexdigest(self) -> str | None:
+        """The sha256 of the whole file, or None when it must be read back."""
+        return None if self._digest is None else self._digest.hexdigest()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
 
 
 def _check_space(part: Path, needed: int, entry: ModelEntry) -> None:

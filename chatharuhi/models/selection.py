@@ -56,6 +56,19 @@ def language_warning(language: str, entry: ModelEntry | None, character: str) ->
     return message
 
 
+def model_line(backend: object, languages: "set[str] | list[str]" = ()) -> str:
+    """The demo's "Model: ..." line; it adds what to pull when the model cannot speak some characters' language."""
+    line = f"Model: {describe(backend)}"
+    entry = getattr(backend, "model_entry", None)
+    missing = sorted({lang for lang in languages if lang} - {lang for lang in languages if lang and entry
+                                                             and entry.speaks(lang)}) if entry else []
+    better = catalog().get(RECOMMENDED_MODEL)
+    if missing and better is not None and all(better.speaks(lang) for lang in missing):
+        line += (f" — it does not speak {', '.join(missing)}: for those characters run "
+                 f"`chatharuhi models pull {better.name}` and start the demo with `--model {better.name}`")
+    return line
+
+
 def describe(backend: object) -> str:
     """A short human label of the model a backend runs, e.g. ``qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M)``."""
     entry = getattr(backend, "model_entry", None)

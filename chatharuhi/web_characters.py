@@ -172,7 +172,8 @@ class Shelf:
         try:
             dest = import_character(path, user_characters_dir(), name=(name or "").strip() or None)
         except CharacterError as exc:
-            raise InputError(f"could not import {path.name}: {_without_paths(str(exc), path)}") from None
+            reason = _without_paths(str(exc), path).removeprefix(f"{path.name}: ")
+            raise InputError(f"could not import {path.name}: {reason}") from None
         self._check_avatar(dest)
         self.refresh()
         return dest.name

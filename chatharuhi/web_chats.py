@@ -130,7 +130,8 @@ class ChatListHandlers:
         if not path:
             raise InputError("nothing to import: drop a card PNG/JSON, a .charx or a ChatHaruhi zip")
         folder = self.shelf.import_file(path, name)
-        return self._opened(folder, tab, f"imported {self.shelf.display_name(folder)}")
+        view = self._opened(folder, tab, f"imported {self.shelf.display_name(folder)}")
+        return {**view, "import_file": None, "import_name": ""}  # the drop zone is ready for the next one
 
     def create_character(self: "WebDemo", name: str, display_name: str, prompt: str, scenes: str,
                          scene_files: Any = None, avatar: Any = None, tab: Tab | None = None) -> View:

@@ -151,7 +151,7 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
     targets = [k for k in ("tab", "browser", "character", "avatar", "card", "user_role", "sessions", "chat", "status",
                            "message", "summary", "scenes", "scene_texts", "trace", "swipes", "keep", "edit_box",
                            "edit_index", "edit_text", "title", "export_file", "persona", "temperature", "story_tokens",
-                           "history_tokens", "backend_info", *FORM)]
+                           "history_tokens", "backend_info", "import_file", "import_name", *FORM)]
     outputs = [c[k] for k in targets]
 
     def to_gradio(view: View) -> dict | tuple:
@@ -217,15 +217,16 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
                 raise gr.Error(f"the reply failed and was not kept: {exc}") from None
         return run
 
-    reply = {"outputs": outputs, "concurrency_limit": CONCURRENCY, "concurrency_id": "reply",
-             "show_progress": "hidden"}
+    # no progress or error overlay on the ~30 outputs: the status line and toasts say what happens
+    quiet = {"outputs": outputs, "show_progress": "hidden"}
+    reply = {**quiet, "concurrency_limit": CONCURRENCY, "concurrency_id": "reply"}
     tab, browser = c["tab"], c["browser"]
-    app.load(handler(demo.start), inputs=[browser], outputs=outputs, api_name="start")
-    c["character"].input(handler(demo.pick), inputs=[c["character"], c["user_role"], tab], outputs=outputs,
+    app.load(handler(demo.start), inputs=[browser], **quiet, api_name="start")
+    c["character"].input(handler(demo.pick), inputs=[c["character"], c["user_role"], tab], **quiet,
                          api_name="pick")
-    c["new_chat"].click(handler(demo.new_chat), inputs=[c["user_role"], tab], outputs=outputs, api_name="new_chat")
-    c["chat"].clear(handler(demo.new_chat), inputs=[c["user_role"], tab], outputs=outputs, api_name=False)
-    c["sessions"].input(handler(demo.resume), inputs=[c["sessions"], browser, tab], outputs=outputs,
+    c["new_chat"].click(handler(demo.new_chat), inputs=[c["user_role"], tab], **quiet, api_name="new_chat")
+    c["chat"].clear(handler(demo.new_chat), inputs=[c["user_role"], tab], **quiet, api_name=False)
+    c["sessions"].input(handler(demo.resume), inputs=[c["sessions"], browser, tab], **quiet,
                         api_name="resume")
     send_inputs = [c["message"], c["user_role"], tab, browser]
     running = [c["send"].click(streaming(demo.send), inputs=send_inputs, api_name="send", **reply),
@@ -244,29 +245,29 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
     c["prev"].click(streaming(swipe_prev), inputs=[tab, browser], api_name="swipe_prev", **reply)
     running.append(c["next"].click(streaming(swipe_next), inputs=[tab, browser], api_name="swipe_next", **reply))
     # cancel first, then show what had streamed (run in one event, the cancelled stream's last frame could win)
-    c["stop"].click(None, cancels=running, api_name=False).then(handler(demo.stop), inputs=[tab], outputs=outputs,
+    c["stop"].click(None, cancels=running, api_name=False).then(handler(demo.stop), inputs=[tab], **quiet,
                                                                 api_name="stop")
-    c["keep"].click(handler(demo.keep_partial), inputs=[tab, browser], outputs=outputs, api_name="keep_partial")
+    c["keep"].click(handler(demo.keep_partial), inputs=[tab, browser], **quiet, api_name="keep_partial")
 
     def select(t, evt):
         return handler(demo.select_message)(evt.index, t)
 
     select.__annotations__ = {"evt": gr.SelectData}  # Gradio finds the event data by this annotation
 
-    c["chat"].select(select, inputs=[tab], outputs=outputs, api_name=False)
+    c["chat"].select(select, inputs=[tab], **quiet, api_name=False)
     c["save_edit"].click(handler(demo.edit_message), inputs=[c["edit_index"], c["edit_text"], tab, browser],
-                         outputs=outputs, api_name="edit_message")
-    c["delete_message"].click(handler(demo.delete_message), inputs=[c["edit_index"], tab, browser], outputs=outputs,
+                         **quiet, api_name="edit_message")
+    c["delete_message"].click(handler(demo.delete_message), inputs=[c["edit_index"], tab, browser], **quiet,
                               api_name="delete_message")
-    c["cancel_edit"].click(lambda: to_gradio({"edit_box": False, "edit_text": ""}), outputs=outputs, api_name=False)
-    c["rename"].click(handler(demo.rename_chat), inputs=[c["title"], tab, browser], outputs=outputs,
+    c["cancel_edit"].click(lambda: to_gradio({"edit_box": False, "edit_text": ""}), **quiet, api_name=False)
+    c["rename"].click(handler(demo.rename_chat), inputs=[c["title"], tab, browser], **quiet,
                       api_name="rename_chat")
-    c["delete_chat"].click(handler(demo.delete_chat), inputs=[tab, browser], outputs=outputs, api_name="delete_chat")
-    c["export"].click(handler(demo.export_chat), inputs=[c["export_format"], tab, browser], outputs=outputs,
+    c["delete_chat"].click(handler(demo.delete_chat), inputs=[tab, browser], **quiet, api_name="delete_chat")
+    c["export"].click(handler(demo.export_chat), inputs=[c["export_format"], tab, browser], **quiet,
                       api_name="export_chat")
     settings = [c["persona"], c["temperature"], c["story_tokens"], c["history_tokens"], tab]
-    c["save_settings"].click(handler(demo.save_settings), inputs=settings, outputs=outputs, api_name="save_settings")
+    c["save_settings"].click(handler(demo.save_settings), inputs=settings, **quiet, api_name="save_settings")
     c["import_file"].upload(handler(demo.import_character), inputs=[c["import_file"], c["import_name"], tab],
-                            outputs=outputs, api_name="import_character")
-    c["create"].click(handler(demo.create_character), inputs=[*(c[k] for k in FORM), tab], outputs=outputs,
+                            **quiet, api_name="import_character")
+    c["create"].click(handler(demo.create_character), inputs=[*(c[k] for k in FORM), tab], **quiet,
                       api_name="create_character")

@@ -66,7 +66,10 @@ def server(tmp_path):
     store = SessionStore(tmp_path / "sessions.sqlite3")
     app = build_app(backend=backend, sessions=store, embedder="hash")
     port = free_port()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False, quiet=True)
+    from chatharuhi.web_layout import CSS
+
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False, quiet=True,
+               css=CSS)  # as chatharuhi.web.launch serves it, so the screenshot shows the real page
     yield f"http://127.0.0.1:{port}/", store
     app.close()
     store.close()
@@ -159,7 +162,9 @@ def open_accordion(driver, css: str) -> None:
 
 def choose(driver, css: str, label_part: str) -> None:
     """Open a Gradio dropdown and click the option whose label contains ``label_part``."""
-    by_css(driver, f"{css} input")[0].click()
+    box = by_css(driver, f"{css} input")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.click()
     option = wait(lambda: next((o for o in by_css(driver, "[role=option]") if label_part in o.text), None),
                   f"option {label_part!r} in {css}")
     option.click()
@@ -278,9 +283,57 @@ def test_a_fan_chats_swipes_stops_edits_deletes_imports_and_creates_in_chromium(
     wait(lambda: "created 长门有希" in text_of(a, "#status"), "the created character")
     wait(lambda: "长门有希" in by_css(a, "#character input")[0].get_attribute("value"), "the new character picked")
 
-    # back to the first chat, as a fan sees it: screenshot
+    # a PNG with no card in it, and a 20 MB avatar: clear messages in the page, nothing written
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40), (0, 90, 0)).save(photo)
+    wait(lambda: by_css(a, "#import-file input[type=file]"), "the drop zone, empty again")[0].send_keys(str(photo))
+    wait(lambda: "no character card" in a.find_element("tag name", "body").text, "the no-card message")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG" + b"\0" * (20 * 2**20))
+    type_into(a, "#new-name input, #new-name textarea", "yuki")
+    type_into(a, "#new-prompt textarea", "你是长门有希。")
+    type_into(a, "#new-scenes textarea", "阿虚:「早」\n长门:「……早。」")
+    by_css(a, "#new-avatar input[type=file]")[0].send_keys(str(huge))
+    time.sleep(1.0)
+    click(a, "#create")
+    wait(lambda: "the limit is 5 MB" in a.find_element("tag name", "body").text, "the avatar size message")
+    from chatharuhi.discovery import user_characters_dir
+
+    assert not (user_characters_dir() / "yuki").exists() and (user_characters_dir() / "nagato").is_dir()
+    assert by_css(a, "#new-prompt textarea")[0].get_attribute("value") == "你是长门有希。"  # the form is kept
+
+    # two tabs of one browser on the same chat: the stale one is refused, reloaded, and keeps its text
     choose(a, "#sessions", "大师兄")
-    wait(lambda: user_messages(a) == ["大师兄，前面那座山有妖怪吗？"], "the resumed chat")
+    wait(lambda: user_messages(a) == ["大师兄，前面那座山有妖怪吗？"], "the chat in the first tab")
+    first_tab = a.current_window_handle
+    a.switch_to.new_window("tab")
+    a.get(url)
+    wait(lambda: "SOS团" in text_of(a, "#chat"), "the second tab")
+    choose(a, "#sessions", "大师兄")
+    wait(lambda: user_messages(a) == ["大师兄，前面那座山有妖怪吗？"], "the chat in the second tab")
+    second_tab = a.current_window_handle
+    a.switch_to.window(first_tab)
+    by_css(a, "#chat [data-testid=user]")[0].click()
+    wait(lambda: by_css(a, "#edit-text textarea")[0].get_attribute("value"), "the edit box in tab 1")
+    type_into(a, "#edit-text textarea", "大师兄，前面有妖怪吗？（第一页改）")
+    click(a, "#save-edit")
+    wait(lambda: store.turns(session.id)[0].text.endswith("（第一页改）"), "tab 1's edit")
+    a.switch_to.window(second_tab)
+    by_css(a, "#chat [data-testid=user]")[0].click()
+    wait(lambda: by_css(a, "#edit-text textarea")[0].get_attribute("value"), "the edit box in tab 2")
+    type_into(a, "#edit-text textarea", "第二页的改法")
+    click(a, "#save-edit")
+    wait(lambda: "changed in another tab" in a.find_element("tag name", "body").text, "the stale-tab message")
+    wait(lambda: user_messages(a)[0].startswith("大师兄，前面有妖怪吗？"), "tab 2 reloaded")
+    assert by_css(a, "#edit-text textarea")[0].get_attribute("value") == "第二页的改法"  # nothing lost
+    assert store.turns(session.id)[0].text.endswith("（第一页改）")
+    a.close()
+    a.switch_to.window(first_tab)
+
+    # back to the first chat, as a fan sees it: screenshot
+    wait(lambda: user_messages(a)[0].endswith("（第一页改）"), "the resumed chat")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "web_demo.png"
     a.execute_script("window.scrollTo(0, 0)")
@@ -305,4 +358,4 @@ def test_a_fan_chats_swipes_stops_edits_deletes_imports_and_creates_in_chromium(
     by_css(a, "#message textarea")[0].send_keys("好，走吧")
     click(a, "#send")
     wait(lambda: len(store.turns(session.id)) == 2, "a reply in the resumed chat")
-    assert [t.text for t in store.turns(session.id)] == ["大师兄，前面那座山有妖怪吗？", "好，走吧"]
+    assert [t.text for t in store.turns(session.id)] == ["大师兄，前面有妖怪吗？（第一页改）", "好，走吧"]

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 # fast (numpy, pydantic and the backends load only when needed).
 _EXPORTS = {
     "AdapterError": ".errors",
+    "AdapterMismatch": ".errors",
     "Backend": ".backends.base",
     "BackendConnectionError": ".errors",
     "BackendError": ".errors",
@@ -70,6 +71,7 @@ _EXPORTS = {
 
 __all__ = [
     "AdapterError",
+    "AdapterMismatch",
     "Backend",
     "BackendConnectionError",
     "BackendError",
@@ -145,6 +147,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .embeddings import Embedder, get_embedder
     from .errors import (
         AdapterError,
+        AdapterMismatch,
         BackendConnectionError,
         BackendError,
         BackendResponseError,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .adapters import AdapterSpec, CharacterAdapter, resolve_adapter
 from .config import DEFAULT_NARRATORS, MANIFEST_FILE, MAX_SPEAKER_CHARS, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from .errors import InvalidCharacter
 from .options import strict
@@ -51,6 +52,7 @@ class Manifest(BaseModel):
     source: str | None = None
     license: str | None = None
     rights_note: str | None = None
+    adapter: AdapterSpec | None = None  # the character's own LoRA (see chatharuhi.adapters)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class Character:
     system_prompt: str
     scenes: list[Scene]
     manifest: Manifest = field(default_factory=Manifest)
+    adapter: CharacterAdapter | None = None  # the manifest's [adapter], files resolved against the folder
 
     @property
     def display_name(self) -> str:
@@ -244,4 +247,12 @@ def load_character(folder: str | Path) -> Character:
             scenes.append(scene)
     if not scenes:
         raise InvalidCharacter(f"no non-empty scenes in {TEXTS_DIR}/", path=texts)
-    return Character(manifest.name or folder.name, folder, system_prompt, scenes, manifest)
+    name = manifest.name or folder.name
+    adapter = None
+    if manifest.adapter is not None:
+        adapter, missing = resolve_adapter(name, manifest.adapter, folder)
+        if missing:  # at load, not at the first reply
+            field_name, path = missing[0]
+            raise InvalidCharacter(f"{field_name}: {path} does not exist; train it (chatharuhi train --out ...) "
+                                   f"or fix the path in {MANIFEST_FILE}", path=folder / MANIFEST_FILE)
+    return Character(name, folder, system_prompt, scenes, manifest, adapter)

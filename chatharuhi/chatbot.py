@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from time import perf_counter
@@ -30,7 +31,7 @@ from .config import (
 )
 from .discovery import find_character
 from .embeddings import Embedder, get_embedder
-from .errors import InputError, SessionError, UnknownOption
+from .errors import AdapterError, InputError, SessionError, UnknownOption
 from .models.selection import language_warning
 from .options import parameter_names
 from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
@@ -45,6 +46,19 @@ if TYPE_CHECKING:
     from .sessions import Session, SessionStore
 
 CONVERSATION_FORMAT = "chatharuhi.conversation/1"
+
+
+def gguf_adapter_options(adapter: Any, llm: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """For ``llm="llama_cpp"`` or ``"embedded"`` (a backend still to be built), load the character's GGUF adapter
+    with it: ``lora_path`` added to the options, after checking the adapter's base is the model to be loaded."""
+    if llm not in ("llama_cpp", "embedded") or adapter.gguf is None or "lora_path" in options:
+        return options
+    from .adapters import check_base
+    from .config import EMBEDDED_BASE
+
+    model = options.get("model_path") or options.get("model")
+    check_base(adapter, EMBEDDED_BASE if llm == "embedded" or model is None else model, llm)
+    return {**options, "lora_path": str(adapter.gguf)}
 
 
 def _warm_in_background(embedder: Embedder) -> None:
@@ -103,6 +117,7 @@ class ChatHaruhi(ChatHaruhiCompat):
         db_type: str | None = None,
         reply_format: str = "plain",
         strict_jsonl: bool = False,
+        use_adapter: bool | None = None,
         **llm_options: Any,
     ):
         """``llm_options`` go to the backend and are checked against what it accepts (``UnknownOption``)."""
@@ -131,12 +146,18 @@ class ChatHaruhi(ChatHaruhiCompat):
             else:
                 character = find_character(str(role), characters_dir)
         self.character = character
+        if use_adapter not in (None, True, False):
+            raise InputError(f"use_adapter={use_adapter!r}: use None (the character's adapter when the backend can "
+                             "apply it), True (required) or False (the base model)")
+        if use_adapter is not False and character.adapter is not None:
+            llm_options = gguf_adapter_options(character.adapter, llm, llm_options)
         try:
             self.backend = resolve_backend(llm, **llm_options)
         except UnknownOption as exc:  # suggest among our own keywords too: it may be a misspelt one
             own, _ = parameter_names(ChatHaruhi.__init__)
             raise UnknownOption(exc.name, "ChatHaruhi()", [*exc.valid, *own],
                                 hint=f"(keywords the chatbot does not know go to the backend: {exc})") from None
+        self._adapter_options = self._attach_adapter(use_adapter)
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
         seed_story_vectors(legacy, self.embedder)
@@ -174,6 +195,25 @@ class ChatHaruhi(ChatHaruhiCompat):
                 raise SessionError(f"session {self.session.id} is a conversation with {self.session.character!r}, "
                                    f"not {character.name!r}: leave out role= to resume it")
             self._set_history(self.sessions.turns(self.session.id))
+
+    def _attach_adapter(self, mode: bool | None) -> dict[str, Any]:
+        """Load the character's adapter into the backend now (a bad one fails here, not at the first reply)."""
+        spec = self.character.adapter
+        if spec is None or mode is False:
+            if mode is True:
+                raise InputError(f"use_adapter=True but {self.character.name!r} names no adapter: add an [adapter] "
+                                 "table to its character.toml")
+            return {}
+        options = self.backend.use_adapter(spec)
+        if options is None:
+            message = (f"character {self.character.name!r} names a LoRA adapter, but the {self.backend.name} backend "
+                       "cannot apply it: use the transformers backend with its base (path), llama_cpp with "
+                       "lora_path (gguf), or an OpenAI-compatible server (served_name)")
+            if mode is True:
+                raise AdapterError(message)
+            warnings.warn(message + "; replying with the base model (use_adapter=False silences this)", stacklevel=3)
+            return {}
+        return options
 
     # -- history -------------------------------------------------------------------------------
     @property
@@ -360,6 +400,8 @@ class ChatHaruhi(ChatHaruhiCompat):
 
     def _options(self, plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
         self.backend.check_call_options(options)  # a misspelt option is an error, not a silent no-op
+        for key, value in self._adapter_options.items():  # the character's adapter, unless the call names one
+            options.setdefault(key, value)
         options.setdefault("max_tokens", self.budget.reply_reserve)
         # a caller's stop strings come first and add to the character's own (a transcript backend gets none)
         if self.postprocess and not getattr(self.backend, "transcript", False):

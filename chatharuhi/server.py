@@ -131,6 +131,9 @@ class _TimedBackend(Backend):
     def token_counter(self):
         return self.inner.token_counter()
 
+    def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
+        return self.inner.use_adapter(adapter)
+
     def close(self) -> None:
         self.inner.close()
 

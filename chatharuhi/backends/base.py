@@ -138,6 +138,11 @@ class Backend(ABC):
         """Async twin of ``complete``."""
         return "".join([chunk async for chunk in self.astream(messages, **options)])
 
+    def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
+        """Make a character's LoRA adapter (``chatharuhi.adapters.CharacterAdapter``) ready and return the
+        per-call options that select it; ``None``: this backend cannot apply adapters."""
+        return None
+
     def token_counter(self) -> TokenCounter:
         """The counter that matches what this backend is sent (tiktoken unless overridden)."""
         return TiktokenCounter()

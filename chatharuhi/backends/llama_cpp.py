@@ -161,6 +161,8 @@ class LlamaCppBackend(Backend):
         sha256: str | None = None,
         model: str | None = None,
         timeout: float | None = None,
+        lora_path: str | Path | None = None,
+        lora_scale: float = 1.0,
         **options: Any,
     ):
         """Load ``model_path`` (default: the embedded model) in a worker process; ``sha256`` pins any file.
@@ -183,6 +185,12 @@ class LlamaCppBackend(Backend):
                 from .embedded import verify_file
 
                 verify_file(self.model_path, sha256, "download the file again")
+        self.lora_path = Path(lora_path).expanduser() if lora_path else None
+        if self.lora_path is not None:
+            if not self.lora_path.is_file():
+                raise ModelError(f"LoRA adapter file not found: {self.lora_path}; pass lora_path= a GGUF adapter "
+                                 "(chatharuhi train --gguf writes one)")
+            options.update(lora_path=str(self.lora_path), lora_scale=lora_scale)
         self.temperature = DEFAULT_LOCAL_TEMPERATURE if temperature is None else temperature
         self.max_tokens = max_tokens
         self.seed = seed
@@ -291,6 +299,19 @@ class LlamaCppBackend(Backend):
                 raise BackendError(f"{self.model_path.name}: the chat handler's stopping criteria cannot run in "
                                    f"the model's worker process ({exc})") from exc
         return self._stop_ids
+
+    def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
+        """llama.cpp applies one GGUF adapter, given at load (``lora_path=``): the character's, or none."""
+        if adapter.gguf is None or self.lora_path is None:
+            return None
+        from ..adapters import check_base
+        from ..errors import AdapterError
+
+        check_base(adapter, self.model_path, self.name)
+        if self.lora_path.resolve() != adapter.gguf.resolve():
+            raise AdapterError(f"character {adapter.name!r} needs the adapter {adapter.gguf}, but this llama_cpp "
+                               f"backend was loaded with {self.lora_path}; give each character its own backend")
+        return {}
 
     def close(self) -> None:
         """Stop the worker and free the vocabulary copy."""

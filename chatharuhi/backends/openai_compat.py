@@ -309,6 +309,10 @@ class OpenAIBackend(Backend):
         if not finished:
             raise BackendConnectionError(f"stream ended early: {self.base_url} closed it before a finish_reason")
 
+    def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
+        """A served adapter is a model name (vLLM ``--lora-modules name=path``): each call asks for it."""
+        return {"model": adapter.served_name} if adapter.served_name else None
+
     def token_counter(self) -> TokenCounter:
         """tiktoken with the model's encoding."""
         return TiktokenCounter(model=self.model)

@@ -19,7 +19,13 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from ..config import DEFAULT_CONTEXT_WINDOW, DEFAULT_LOCAL_TEMPERATURE, DEFAULT_REPEAT_PENALTY
+from ..config import (
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_LOCAL_TEMPERATURE,
+    DEFAULT_REPEAT_PENALTY,
+    EMBEDDED_BASE,
+    EMBEDDED_INSTALL,
+)
 from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ModelError
 from ..types import Message
 from .base import Backend
@@ -67,6 +73,25 @@ def pick_dtype(torch: Any, device: str, dtype: Any) -> Any:
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float16 if device == "mps" else torch.float32
+
+
+def locate_base(source: str | os.PathLike, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name or None) for a base model given as a folder, a hub id, a
+    ``.gguf`` file or ``"embedded"`` (the embedded SmolLM2 GGUF, which transformers de-quantizes)."""
+    source = str(source)
+    if source == EMBEDDED_BASE and gguf_file is None:
+        from .embedded import embedded_model_path
+
+        path = embedded_model_path()
+        if path is None:
+            raise ModelError(f"base 'embedded' needs the embedded model: {EMBEDDED_INSTALL}")
+        return str(path.parent), path.name
+    path = Path(source).expanduser()
+    if gguf_file is None and path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        return str(path.parent), path.name
+    return (str(path) if path.exists() else source), gguf_file
 
 
 def check_adapter_folder(path: Path) -> dict:
@@ -169,12 +194,12 @@ class TransformersBackend(Backend):
         source = model or model_path
         if source is None:
             raise ModelError("the transformers backend needs model= a model folder (or a hub id when online)")
-        source = str(Path(source).expanduser()) if Path(str(source)).expanduser().exists() else str(source)
+        source, gguf_file = locate_base(source, gguf_file)
         looks_local = os.sep in source or source.startswith((".", "~")) or Path(source).suffix == ".gguf"
         if looks_local and not Path(source).exists():
             raise ModelError(f"model folder not found: {source}; pass model= a folder with config.json "
                              "(or a hub id when online)")
-        self.model_name = source
+        self.model_name = f"{source}/{gguf_file}" if gguf_file else source
         self.device = pick_device(torch, device)
         self.dtype = pick_dtype(torch, self.device, dtype)
         load: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -256,6 +281,23 @@ class TransformersBackend(Backend):
             raise AdapterError(f"adapter {name!r} ({path}) is corrupt or unreadable: {what}; "
                                "save or download it again") from exc
         self.adapters[name] = path
+
+    def use_adapter(self, adapter: Any) -> dict[str, Any]:
+        """Load a character's adapter (once) under the character's name; the options select it per call."""
+        from ..adapters import check_base
+
+        check_base(adapter, self.model_name, self.name)
+        if adapter.path is None:
+            raise AdapterError(f"character {adapter.name!r}: the transformers backend needs a PEFT adapter "
+                               "folder: add path = '...' to [adapter] in character.toml")
+        with self._lock:
+            loaded = self.adapters.get(adapter.name)
+            if loaded is None:
+                self.add_adapter(adapter.name, adapter.path)
+            elif loaded.resolve() != adapter.path.resolve():
+                raise AdapterError(f"adapter name {adapter.name!r} is already taken by {loaded}; "
+                                   f"two characters with one name cannot share a backend ({adapter.path})")
+        return {"adapter": adapter.name}
 
     # -- prompt ---------------------------------------------------------------------------------
     def render(self, messages: Sequence[Message]) -> str:

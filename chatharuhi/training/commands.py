@@ -23,9 +23,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", help="model for --backend (e.g. the base model folder for transformers)")
     p.add_argument("--context-window", type=int, help="tokens the model to be trained can see")
     p.add_argument("--top-k", type=int, help="scenes retrieved per sample (default: the library's)")
+    p.add_argument("--reply-reserve", type=int, help="tokens kept free for the reply (default: the backend's)")
+    p.add_argument("--story-tokens", type=int, help="token budget of the retrieved scenes")
+    p.add_argument("--history-tokens", type=int, help="token budget of the scene's earlier lines")
 
     p = sub.add_parser("train", help="fine-tune a LoRA adapter on build-dataset output; needs the [local] extra")
-    p.add_argument("--base", required=True, metavar="MODEL", help="base model folder (or a hub id when online)")
+    p.add_argument("--base", required=True, metavar="MODEL", help="base model: a folder, a .gguf file, 'embedded' (the embedded SmolLM2) or a hub id when online")
     p.add_argument("--data", required=True, metavar="FILE", help="data.jsonl (as given to build-dataset) or a file")
     p.add_argument("--out", required=True, metavar="DIR", help="adapter folder (checkpoints and loss.jsonl too)")
     p.add_argument("--epochs", type=float, default=2.0, help="default 2")
@@ -37,6 +40,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--grad-accum", type=int, default=16, help="gradient accumulation steps (default 16)")
     p.add_argument("--max-length", type=int, default=2048, help="longest sample in tokens; longer ones are skipped")
     p.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (default 50)")
+    p.add_argument("--eval-steps", type=int, default=0, help="validation loss every N steps (default: each epoch)")
+    p.add_argument("--max-val-samples", type=int, default=0, help="evaluate on at most N validation samples")
     p.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, more memory")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu forces CPU even with a GPU")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -46,7 +51,9 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
     """Write the dataset files and print the report."""
     from .dataset import build_dataset
 
-    options = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
+    given = {"context_window": args.context_window, "top_k": args.top_k, "reply_reserve": args.reply_reserve,
+             "story_tokens": args.story_tokens, "history_tokens": args.history_tokens}
+    options = {k: v for k, v in given.items() if v is not None}
     backend = None
     if args.backend:
         from ..backends.registry import get_backend
@@ -65,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(epochs=args.epochs, lr=args.lr, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size,
                          grad_accum=args.grad_accum, max_length=args.max_length, save_steps=args.save_steps,
+                         eval_steps=args.eval_steps, max_val_samples=args.max_val_samples,
                          max_steps=args.max_steps, gradient_checkpointing=not args.no_gradient_checkpointing,
                          device=None if args.device == "auto" else args.device)
     metrics = train(args.base, args.data, args.out, config, resume=args.resume)

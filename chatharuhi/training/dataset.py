@@ -102,6 +102,7 @@ def build_samples(character: Character | str | os.PathLike, *, llm: Any = None, 
     cases = every_case(character)
     val = split_scenes((c.scene_id for c in cases), val_fraction, seed, character.name)
     bot = ChatHaruhi(character=character, llm=llm if llm is not None else ScriptedBackend(), embedder=embedder,
+                     use_adapter=False,
                      postprocess=False, **bot_options)
     samples = []
     for case in cases:

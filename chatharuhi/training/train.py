@@ -55,6 +55,8 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     logging_steps: int = 1
     save_steps: int = 50
+    eval_steps: int = 0  # > 0: validation loss every N steps (a curve); 0: once per epoch
+    max_val_samples: int = 0  # > 0: evaluate on the first N validation samples only (a bounded CPU run)
     save_total_limit: int = 2
     max_steps: int = -1  # > 0 overrides epochs (smoke runs, tests)
     seed: int = 0
@@ -146,19 +148,29 @@ def train(base: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLi
     cuda = torch.cuda.is_available() and config.device != "cpu"
     bf16 = cuda and torch.cuda.is_bf16_supported()
     dtype = torch.bfloat16 if bf16 else torch.float16 if cuda else torch.float32
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(base))
+    from ..backends.transformers_backend import locate_base
+
+    source, gguf_file = locate_base(base)
+    load = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, **load)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(tokenizer, "chat_template", None) is None:
         raise InputError(f"{base}: the tokenizer has no chat_template; fine-tune an instruct/chat model")
     train_set, skipped = _encode_all(tokenizer, train_samples, config.max_length)
     val_set, val_skipped = _encode_all(tokenizer, val_samples, config.max_length)
+    if config.max_val_samples > 0:
+        val_set = val_set[: config.max_val_samples]
     if not train_set:
         raise InputError(f"every training sample is longer than --max-length {config.max_length}; raise it")
     print(f"train: {len(train_set)} samples ({skipped} longer than {config.max_length} skipped); "
           f"validation: {len(val_set)} ({val_skipped} skipped); dtype {str(dtype).replace('torch.', '')}", flush=True)
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **load)
+    if gguf_file:  # transformers de-quantized every tensor to ``dtype``; only the GGUF label stays, and blocks training
+        model.hf_quantizer, model.is_quantized = None, False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [m for m in config.target_modules if m in present]
     if not targets:
@@ -178,7 +190,9 @@ def train(base: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLi
         gradient_accumulation_steps=config.grad_accum, bf16=bf16, fp16=cuda and not bf16,
         **_checkpointing(transformers, config.gradient_checkpointing),
         logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit, eval_strategy="epoch" if val_set else "no",
+        save_total_limit=config.save_total_limit,
+        eval_strategy=("steps" if config.eval_steps > 0 else "epoch") if val_set else "no",
+        **({"eval_steps": config.eval_steps} if val_set and config.eval_steps > 0 else {}),
         report_to="none", remove_unused_columns=False, seed=config.seed, use_cpu=not cuda,
         **config.extra)
     collator = transformers.DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)

@@ -75,6 +75,20 @@ def test_split_and_stats_helpers():
     assert length_stats([5, 1, 3, 100]) == {"min": 1, "median": 4, "p95": 100, "max": 100}
 
 
+def test_too_little_data_for_a_validation_split(tmp_path, capsys):
+    folder = tmp_path / "lonely"
+    (folder / "texts").mkdir(parents=True)
+    (folder / "system_prompt.txt").write_text("You are Lonely.", encoding="utf-8")
+    (folder / "texts" / "01.txt").write_text(
+        "Bob:「Where have you been all this long winter?」\nLonely:「Walking the empty roads of the north, alone.」\n"
+        "Bob:「Will you stay with us for the spring festival?」\nLonely:「Only if the old mill still grinds flour.」\n",
+        encoding="utf-8")
+    assert main(["build-dataset", str(folder), "--embedder", "hash", "--out", str(tmp_path / "d.jsonl")]) != 0
+    assert "too little data for a validation split: 1 scene(s) with 2 sample(s)" in capsys.readouterr().err
+    assert main(["build-dataset", str(folder), "--embedder", "hash", "--out", str(tmp_path / "d.jsonl"),
+                 "--val-fraction", "0"]) == 0
+
+
 def test_bad_data_file(tmp_path):
     with pytest.raises(InputError, match="build-dataset"):
         read_samples(tmp_path / "missing.jsonl")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .dataset import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+
+GGUF_FILE = "adapter.gguf"
 
 
 def add_parsers(sub) -> None:
@@ -45,6 +48,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, more memory")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu forces CPU even with a GPU")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--gguf", action="store_true",
+                   help="also write OUT/adapter.gguf, the adapter in llama.cpp's LoRA format (llama_cpp lora_path=)")
+
+    p = sub.add_parser("export-gguf", help="write a trained PEFT LoRA adapter as a llama.cpp LoRA GGUF")
+    p.add_argument("adapter", metavar="ADAPTER", help="the adapter folder (chatharuhi train --out)")
+    p.add_argument("--out", metavar="FILE", help="the .gguf to write (default ADAPTER/adapter.gguf)")
+    p.add_argument("--base", metavar="MODEL", help="its base model, when the adapter does not name it")
 
 
 def cmd_build_dataset(args: argparse.Namespace) -> int:
@@ -77,9 +87,22 @@ def cmd_train(args: argparse.Namespace) -> int:
                          device=None if args.device == "auto" else args.device)
     metrics = train(args.base, args.data, args.out, config, resume=args.resume)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-    print(f"adapter saved to {args.out} ({shown}); use it with "
-          f"TransformersBackend({args.base!r}, adapters={{'name': {args.out!r}}})")
+    print(f"adapter saved to {args.out} ({shown}); name it in the character's character.toml:\n"
+          f"  [adapter]\n  base = {args.base!r}\n  path = {args.out!r}")
+    if args.gguf:
+        from .gguf_export import export_gguf
+
+        print(f"  gguf = {str(export_gguf(args.out, Path(args.out) / GGUF_FILE, args.base))!r}")
     return 0
 
 
-COMMANDS = {"build-dataset": cmd_build_dataset, "train": cmd_train}
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    """Convert an adapter folder to a llama.cpp LoRA GGUF and print where it is."""
+    from .gguf_export import export_gguf
+
+    out = export_gguf(args.adapter, args.out or Path(args.adapter) / GGUF_FILE, args.base)
+    print(f"wrote {out}; load it with LlamaCppBackend(model_path=<the base .gguf>, lora_path={str(out)!r})")
+    return 0
+
+
+COMMANDS = {"build-dataset": cmd_build_dataset, "train": cmd_train, "export-gguf": cmd_export_gguf}

@@ -157,6 +157,10 @@ def build_dataset(characters: Sequence[str | os.PathLike | Character], out: str 
             report.target_tokens.append(counter.count(s["messages"][-1]["content"]))
             rows[split].append(json.dumps(s, ensure_ascii=False, sort_keys=True))
         c["scenes_train"], c["scenes_val"] = len(scenes["train"]), len(scenes["val"])
+        if val_fraction > 0 and not c["val"]:
+            raise InputError(f"{character.name}: too little data for a validation split: {c['scenes_train']} scene(s) "
+                             f"with {c['train']} sample(s); a split needs at least 2 scenes with samples. Add scenes, "
+                             "or pass --val-fraction 0 to train without validation")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     for split, lines in rows.items():
         if split == "val" and val_fraction == 0:

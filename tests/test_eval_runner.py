@@ -15,7 +15,7 @@ from chatharuhi.evaluation.runner import EvalIndex, ExclusionLeak
 from chatharuhi.index import SearchResult
 from chatharuhi.types import Scene, ScoredScene
 
-METRIC_NAMES = {"answer_support", "key_term_recall", "cosine", "rouge_l", "identity", "rule_pass_rate"}
+METRIC_NAMES = {"answer_support", "key_term_recall", "cosine", "rouge_l", "identity", "voice", "rule_pass_rate"}
 
 
 def _chars(fixtures_dir):

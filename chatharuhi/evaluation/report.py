@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 RETRIEVAL_METRICS = ("answer_support", "key_term_recall")
-GENERATION_METRICS = ("cosine", "rouge_l", "identity", "rule_pass_rate")
+GENERATION_METRICS = ("cosine", "rouge_l", "identity", "voice", "rule_pass_rate")
 METRICS = RETRIEVAL_METRICS + GENERATION_METRICS
 PLOT_FILE = "scores.png"
 

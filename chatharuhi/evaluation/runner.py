@@ -38,6 +38,7 @@ from ..index import SearchResult
 from ..types import ScoredScene
 from . import metrics
 from .cases import EvalCase, build_cases, is_meaningful, require_cases
+from .voice import VoiceModel
 
 CONFIGS = ("full", "none", "random", "system_only")
 DEFAULT_CASES = 30  # cases per character (ChatHaruhi's planned evaluation used 30 scenes per character)
@@ -100,6 +101,7 @@ class CharacterData:
     centroid: np.ndarray | None = None
     key_terms: metrics.KeyTerms | None = None
     excludes: dict[str, list[str]] = field(default_factory=dict)  # case id -> scenes excluded
+    voice: Any = None  # the n-gram VoiceModel over every compared character (evaluation/voice.py)
 
     @property
     def own_names(self) -> set[str]:
@@ -209,10 +211,13 @@ def run_eval(
     lines = metrics.LineVectors(emb)
     comparison = [d.character for d in data] + [resolve_character(c, characters_dir) for c in compare]
     centroids: dict[str, np.ndarray] = {}
+    voice_lines: dict[str, list[str]] = {}
     for character in comparison:
         texts = _centroid_lines(character, seed)
         if texts:
             centroids[character.name] = metrics.centroid(lines.embed(texts, progress, f"{character.name} lines"))
+            voice_lines[character.name] = texts
+    voice = VoiceModel(voice_lines) if len(voice_lines) > 1 else None
     for d in data:
         pairs = own_lines(d.character)
         vecs = lines.embed([t for _, t in pairs], progress, f"{d.character.name} lines")
@@ -221,6 +226,7 @@ def run_eval(
             grouped.setdefault(scene_id, []).append(v)
         d.lines_by_scene = {k: np.stack(v) for k, v in grouped.items()}
         d.centroid = centroids.get(d.character.name)
+        d.voice = voice if voice is not None and d.character.name in voice.names else None
         d.key_terms = metrics.KeyTerms((s.id, s.text) for s in d.character.scenes)
         d.excludes = {c.id: case_excludes(d.character, c) for c in d.cases}
     answer_vecs = {(d.character.name, c.id): v for d in data
@@ -339,6 +345,7 @@ def _evaluate(d: CharacterData, case: EvalCase, cfg: str, bot_proxy: tuple[ChatH
         score, margin = metrics.identity(vec, d.centroid, others) if d.centroid is not None else (None, None)
         rec["identity"] = score
         rec["identity_margin"] = None if margin is None else round(margin, 4)
+        rec["voice"] = None if d.voice is None else float(d.voice.log_odds(reply or " ", d.character.name) > 0)
         other_names = (d.character.speakers | {case.query_role, bot.user_role}) - d.own_names
         checks = metrics.rule_checks(reply, case.language, d.own_names, other_names)
         rec["rules"] = checks

@@ -21,7 +21,11 @@ MAX_WORKERS = 64
 
 
 def open_shared_store(target: Any) -> Any:
-    """The PostgreSQL store for a ``postgresql://`` target, opened (and migrated) now; None for a SQLite file."""
+    """The PostgreSQL store for a ``postgresql://`` target (None: ``$CHATHARUHI_STORE``), opened and migrated
+    now; None for a SQLite file."""
+    from .sessions.base import default_target
+
+    target = default_target() if target is None else target
     if not is_postgres_url(os.fspath(target) if isinstance(target, os.PathLike) else target):
         return None  # SQLite: opened on first use, as before
     from .sessions import SessionStore

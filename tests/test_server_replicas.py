@@ -209,3 +209,42 @@ def test_postgres_lost_mid_run_is_a_503_then_recovers(postgres_server, pg_url, u
             time.sleep(0.2)
         assert turn(url, sid, "二") == "收到：二"
         assert [t["text"] for t in export(url, sid)] == ["一", "二"]  # nothing half-written in between
+
+
+def test_readme_compose_example_runs_our_real_options():
+    """The README's deployment example: valid YAML, a serve command our parser accepts, variables we read."""
+    yaml = pytest.importorskip("yaml")
+    import shlex
+
+    from chatharuhi import config
+    from chatharuhi.cli import build_parser
+    from chatharuhi.server import ENV_API_KEY
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    services = yaml.safe_load(block)["services"]
+    assert {"postgres", "vllm", "chatharuhi"} <= set(services)
+    app = services["chatharuhi"]
+    serve = shlex.split(app["command"].split("&&", 1)[1].rstrip('"'))
+    assert serve[:2] == ["chatharuhi", "serve"]
+    args = build_parser().parse_args(serve[1:])  # an unknown option would exit here
+    assert args.workers >= 1 and args.host == "0.0.0.0"
+    known = {v for k, v in vars(config).items() if k.startswith("ENV_")} | {ENV_API_KEY}
+    assert set(app["environment"]) <= known, set(app["environment"]) - known
+    url = app["environment"]["CHATHARUHI_STORE"]
+    pg = services["postgres"]["environment"]
+    assert url == f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+    assert "--enable-lora" in services["vllm"]["command"] and "--lora-modules" in services["vllm"]["command"]
+
+
+def test_create_app_takes_the_store_from_chatharuhi_store(monkeypatch, upstream, pg_url):
+    from chatharuhi.errors import SessionError
+    from test_server import make_app
+
+    monkeypatch.setenv("CHATHARUHI_STORE", f"postgresql://bob:hunter2@127.0.0.1:{free_port()}/x")
+    with pytest.raises(SessionError, match=r"bob:\*\*\*@.*unreachable") as info:
+        make_app(upstream)  # PostgreSQL down at start: no app, and no password in the message
+    assert "hunter2" not in str(info.value)
+    monkeypatch.setenv("CHATHARUHI_STORE", pg_url)
+    app = make_app(upstream)
+    assert type(app.state.pool.bot_options["vector_cache"]).__name__ == "PostgresVectorCache"

@@ -1,7 +1,7 @@
 """Load benchmark of ``chatharuhi serve``: the async upstream path against the older thread path, same run.
 
 Run from the repository root:
-    python benchmarks/bench_server.py [--concurrency 10 50 200] [--requests 3] [--soak 5000]
+    python benchmarks/bench_server.py [--concurrency 10 50 200] [--requests 3] [--rounds 3] [--soak 5000]
 Issue 15's scenarios: ``--scenario heavy`` (one heavy request among 20 normal ones) and ``--scenario rss``
 (resident memory over 5,000 requests with large unique texts); see ``bench_hardening.py``.
 
@@ -9,7 +9,10 @@ Processes, as in production: the upstream (a minimal asyncio OpenAI-compatible s
 once, so the upstream is never the bottleneck), one server per path (``python -m chatharuhi serve
 --embedder hash --upstream-io async|thread``), and this script's clients (httpx2, async). For each N,
 each path in turn gets N clients that each send ``--requests`` streamed chat completions back to back;
-the paths alternate level by level, so both see the same machine load.
+the paths alternate level by level (who goes first swaps every round), so both see the same machine
+load, and every ratio (async / thread) is the median over ``--rounds`` of ratios taken within a round.
+``server_cpu_ms_per_request`` (the server process's CPU time per request) is the figure least moved
+by other work on a shared machine.
 
 Per turn, "framework overhead" = the client's time to first byte minus the upstream's time to first
 chunk as the server measured it (the ``Server-Timing: upstream`` header). It includes everything the
@@ -41,6 +44,8 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 PATHS = ("thread", "async")  # the older path first: it is the baseline of every ratio
+RATIO_KEYS = ("requests_per_s", "overhead_ms_p50", "overhead_ms_p95", "server_overhead_ms_p95",
+              "server_cpu_ms_per_request")
 # A minimal OpenAI-compatible upstream on asyncio: keep-alive, chunked SSE, 5 content chunks, no sleeps.
 STUB_SCRIPT = r"""
 import asyncio, json, sys
@@ -215,10 +220,22 @@ async def soak(base_url: str, total: int, pid: int, concurrency: int = 50, every
             "rss_mb_every_500": rss, "rss_growth_mb_after_first_1000": round(max(settled) - settled[0], 1)}
 
 
+def measure(server: tuple[subprocess.Popen, str], n: int, requests: int) -> dict:
+    """One level on one server, with the CPU it and this client spent per request (robust to other load)."""
+    proc, url = psutil.Process(server[0].pid), server[1]
+    cpu0, mine = sum(proc.cpu_times()[:2]), sum(os.times()[:2])
+    level = asyncio.run(run_level(url, n, requests))
+    done = max(1, level["requests"] + 1)  # + the warm-up request
+    level["server_cpu_ms_per_request"] = round((sum(proc.cpu_times()[:2]) - cpu0) * 1e3 / done, 2)
+    level["client_cpu_ms_per_request"] = round((sum(os.times()[:2]) - mine) * 1e3 / done, 2)
+    return level
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[10, 50, 200])
     ap.add_argument("--requests", type=int, default=3, help="streamed turns per client (default 3)")
+    ap.add_argument("--rounds", type=int, default=3, help="repeat every level this many times; ratios are medians")
     ap.add_argument("--soak", type=int, default=5000, help="requests for the RSS soak of the async path (0: none)")
     ap.add_argument("--scenario", choices=["load", "heavy", "rss"], default="load",
                     help="load (default): the concurrency levels above; heavy: one heavy request among 20 normal "
@@ -249,25 +266,20 @@ def main() -> None:
         rss = {path: PeakRSS(servers[path][0].pid) for path in PATHS}
         for sampler in rss.values():
             sampler.start()
-        for n in args.concurrency:
-            for path in PATHS:  # alternate: both paths see the same load on a shared machine
-                proc = psutil.Process(servers[path][0].pid)
-                cpu0 = sum(proc.cpu_times()[:2])
-                mine = sum(os.times()[:2])
-                level = asyncio.run(run_level(servers[path][1], n, args.requests))
-                level["client_cpu_ms_per_request"] = round((sum(os.times()[:2]) - mine) * 1e3
-                                                           / max(1, level["requests"] + 1), 2)
-                # CPU seconds the server spent per request: robust to other load on a shared machine
-                level["server_cpu_ms_per_request"] = round((sum(proc.cpu_times()[:2]) - cpu0) * 1e3
-                                                           / max(1, level["requests"] + 1), 2)
-                level["peak_rss_mb"] = round(rss[path].peak / 2**20, 1)
-                levels[path].append(level)
-                print(f"{path:>6} N={n:>4}: {level['requests_per_s']:>7} req/s  overhead p50 "
-                      f"{level['overhead_ms_p50']} ms  p95 {level['overhead_ms_p95']} ms  (server-side p95 "
-                      f"{level['server_overhead_ms_p95']} ms)  server CPU {level['server_cpu_ms_per_request']} ms/req  "
-                      f"(client {level['client_cpu_ms_per_request']})  "
-                      f"errors {level['errors']}  peak RSS "
-                      f"{level['peak_rss_mb']} MB", flush=True)
+        for path in PATHS:  # warm-up, not measured: index, connection pools, first-use imports
+            asyncio.run(run_level(servers[path][1], 10, 2))
+        for round_no in range(args.rounds):
+            for n in args.concurrency:
+                # alternate, swapping who goes first each round: both paths see the same load
+                for path in (PATHS if round_no % 2 == 0 else PATHS[::-1]):
+                    level = measure(servers[path], n, args.requests)
+                    level.update(round=round_no, peak_rss_mb=round(rss[path].peak / 2**20, 1))
+                    levels[path].append(level)
+                    print(f"r{round_no} {path:>6} N={n:>4}: {level['requests_per_s']:>7} req/s  overhead p50 "
+                          f"{level['overhead_ms_p50']} ms  p95 {level['overhead_ms_p95']} ms  (server-side p95 "
+                          f"{level['server_overhead_ms_p95']} ms)  server CPU {level['server_cpu_ms_per_request']} "
+                          f"ms/req (client {level['client_cpu_ms_per_request']})  errors {level['errors']}  "
+                          f"peak RSS {level['peak_rss_mb']} MB", flush=True)
         for sampler in rss.values():
             sampler.stop.set()
         if args.soak:
@@ -283,24 +295,31 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
     load_after = [round(x, 2) for x in os.getloadavg()]
-    old, new = levels["thread"][-1], levels["async"][-1]
-
     def ratio(a, b):
         return round(a / b, 2) if a and b else None
 
+    def median_ratio(key: str, n: int) -> float | None:
+        """The median over rounds of async/thread for one figure at concurrency n (pairs from the same round)."""
+        pairs = [(a[key], t[key]) for a, t in zip(levels["async"], levels["thread"]) if a["concurrency"] == n]
+        values = [ratio(a, t) for a, t in pairs if ratio(a, t) is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    per_n = {n: {key: median_ratio(key, n) for key in RATIO_KEYS} for n in args.concurrency}
+    top = per_n[args.concurrency[-1]]
     summary = {"bench": "server", "cpu_count": os.cpu_count(), "loadavg_before": load_before,
-               "loadavg_after": load_after, "levels": levels, "soak": soaked,
-               "max_concurrency": new["concurrency"],
-               "throughput_ratio_at_max": ratio(new["requests_per_s"], old["requests_per_s"]),
-               "p95_overhead_ratio_at_max": ratio(new["overhead_ms_p95"], old["overhead_ms_p95"]),
-               "p50_overhead_ratio_at_max": ratio(new["overhead_ms_p50"], old["overhead_ms_p50"]),
-               "server_cpu_ratio_at_max": ratio(new["server_cpu_ms_per_request"], old["server_cpu_ms_per_request"]),
+               "loadavg_after": load_after, "rounds": args.rounds, "levels": levels, "soak": soaked,
+               "median_ratios_async_over_thread": per_n, "max_concurrency": args.concurrency[-1],
+               "throughput_ratio_at_max": top["requests_per_s"], "p50_overhead_ratio_at_max": top["overhead_ms_p50"],
+               "p95_overhead_ratio_at_max": top["overhead_ms_p95"],
+               "server_cpu_ratio_at_max": top["server_cpu_ms_per_request"],
                "errors": sum(lv["errors"] for path in PATHS for lv in levels[path]) + (soaked or {}).get("errors", 0)}
-    summary["target_met"] = (summary["errors"] == 0 and (summary["throughput_ratio_at_max"] or 0) >= 2
-                             and (summary["p95_overhead_ratio_at_max"] or 9) <= 1 / 3)
-    print(f"at N={new['concurrency']}: throughput x{summary['throughput_ratio_at_max']}, p95 overhead "
-          f"x{summary['p95_overhead_ratio_at_max']} (async / thread); load average {load_before} -> {load_after} "
-          f"on {os.cpu_count()} CPUs", flush=True)
+    summary["target_met"] = (summary["errors"] == 0 and (top["requests_per_s"] or 0) >= 2
+                             and (top["overhead_ms_p95"] or 9) <= 1 / 3)
+    for n, r in per_n.items():
+        print(f"N={n:>4} median async/thread over {args.rounds} rounds: throughput x{r['requests_per_s']}, overhead "
+              f"p50 x{r['overhead_ms_p50']} p95 x{r['overhead_ms_p95']}, server CPU/request "
+              f"x{r['server_cpu_ms_per_request']}", flush=True)
+    print(f"load average {load_before} -> {load_after} on {os.cpu_count()} CPUs", flush=True)
     print(json.dumps(summary, ensure_ascii=False))
 
 

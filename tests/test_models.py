@@ -139,6 +139,13 @@ def test_describe_names_the_model_in_use():
 def test_models_list_shows_the_table_and_what_is_pulled(capsys):
     from chatharuhi.cli import main
 
+    from chatharuhi.backends.embedded import embedded_model_path
+
+    assert main(["models", "list"]) == 0
+    builtin = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("smollm2-135m"))
+    if embedded_model_path() is not None:
+        assert "built in (default)" in builtin
+        assert f" {store.format_size(embedded_model_path().stat().st_size)} " in builtin
     fake_pull("qwen2.5-1.5b")
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out.splitlines()

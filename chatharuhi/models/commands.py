@@ -34,8 +34,12 @@ def _list(args: argparse.Namespace) -> int:
         if e.builtin:
             from ..backends.embedded import embedded_model_path
 
-            status = "built in" if embedded_model_path() is not None else "not installed"
+            found = embedded_model_path()
+            status = "built in" if found is not None else "not installed"
+            if found is not None and default is None:
+                status += " (default)"
             source = f"{e.title} ({e.notes})"
+            size = format_size(found.stat().st_size) if found is not None else "?"
         else:
             got = partial_bytes(e.name)
             status = ("pulled" if installed(e) else f"partial {100 * got // (e.size or got or 1)}%" if got
@@ -44,8 +48,8 @@ def _list(args: argparse.Namespace) -> int:
                 status += " (default)"
             pin = "" if e.pinned else ", sha256 from the hub"
             source = f"{e.title} ({e.repo}{pin})"
+            size = format_size(e.size)
         langs = ",".join(e.languages[:3]) + ("+" if len(e.languages) > 3 else "")
-        size = format_size(e.size) if not e.builtin else "98 MB"
         rows.append((e.name, size, e.licence, langs, status, source))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:

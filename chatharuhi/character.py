@@ -186,10 +186,16 @@ class Character:
         return ParseStats(kinds.count("speech"), kinds.count("narration"), kinds.count("other"))
 
     def scene(self, scene_id: str) -> Scene:
-        """The scene with this id."""
+        """The scene with this id, or the window of one (``"<scene id>#<first>-<last>"``, see windows.py)."""
         for scene in self.scenes:
             if scene.id == scene_id:
                 return scene
+        base, _, span = scene_id.rpartition("#")
+        first, _, last = span.partition("-")
+        if base and first.isdigit() and last.isdigit():
+            from .windows import cut
+
+            return cut(self.scene(base), int(first), int(last), self.manifest.narrators)
         raise KeyError(scene_id)
 
 

@@ -28,6 +28,7 @@ from .config import (
     DEFAULT_REPLY_RESERVE,
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
+    STORY_CAP_MARGIN,
 )
 from .discovery import find_character
 from .embeddings import Embedder, get_embedder
@@ -41,6 +42,7 @@ from .prompts import PromptSet
 from .reply import Plan, Reply
 from .sessions import open_session
 from .types import PartTrace, Trace, Turn
+from .windows import best_lines
 
 if TYPE_CHECKING:
     from .sessions import Session, SessionStore
@@ -355,9 +357,34 @@ class ChatHaruhi(ChatHaruhiCompat):
     def _unit(self, scene) -> str:
         unit = self._units.get(scene.id)
         if unit is None:
-            text = fill_macros(scene.text, self.character.display_name, self._user_name)
-            unit = self._units[scene.id] = self.prompts.scene.render(scene=text)
+            unit = self._units[scene.id] = self._render_scene(scene.text)
         return unit
+
+    def _story_units(self, hits: Sequence[Any], text: str) -> tuple[list[SceneUnit], list[PartTrace]]:
+        """Hits as story units: a window overlapping a better one of the same scene is left out, and one
+        larger than the whole story budget is cut to its lines that best match ``text`` (windows.py)."""
+        units, overlapping, taken = [], [], {}
+        cap = self.budget.story_tokens - self.counter.count(self._header) - STORY_CAP_MARGIN
+        for hit in hits:
+            scene, spans = hit.scene, taken.setdefault(hit.scene.parent, [])
+            if scene.span and any(a <= scene.span[1] and scene.span[0] <= b for a, b in spans):
+                overlapping.append(PartTrace(scene.id, 0, False, "overlaps a better window of the same scene"))
+                continue
+            unit = self._unit(scene)
+            if 0 < cap < self.counter.count(unit):
+                def fits(lines: str) -> bool:
+                    return self.counter.count(self._render_scene(lines)) <= cap
+
+                part = best_lines(scene, text, fits, self.character.manifest.narrators)
+                if part is not None:
+                    scene, unit = part, self._unit(part)
+            if scene.span:
+                spans.append(scene.span)
+            units.append(SceneUnit(scene.id, unit, round(hit.score, 4)))
+        return units, overlapping
+
+    def _render_scene(self, text: str) -> str:
+        return self.prompts.scene.render(scene=fill_macros(text, self.character.display_name, self._user_name))
 
     def prepare(self, text: str, role: str | None = None, *, exclude: Iterable[str] = (),
                 history: Sequence[Turn] | None = None) -> Plan:
@@ -378,7 +405,7 @@ class ChatHaruhi(ChatHaruhiCompat):
         else:
             t1 = t0
         t2 = perf_counter()
-        units = [SceneUnit(h.scene.id, self._unit(h.scene), round(h.score, 4)) for h in hits]
+        units, overlapping = self._story_units(hits, text)
         if history is None:
             with self._lock:
                 rendered = list(self._rendered)
@@ -393,6 +420,7 @@ class ChatHaruhi(ChatHaruhiCompat):
         t3 = perf_counter()
         for dropped, kept in getattr(hits, "duplicates", ()):
             packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))
+        packed.trace.scenes.extend(overlapping)
         packed.trace.timings_ms = {"embed": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "pack": (t3 - t2) * 1e3}
         plan = Plan(packed.messages, packed.trace, user_role, text)
         self._say_plan(plan)

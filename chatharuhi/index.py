@@ -26,6 +26,7 @@ from .config import (
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_EMBED_BATCH,
     DEFAULT_LEXICAL_WEIGHT,
+    DEFAULT_NARRATORS,
     DEFAULT_TOP_K,
     EMBED_MAX_CHARS,
     QUERY_EMBED_MAX_CHARS,
@@ -36,6 +37,7 @@ from .errors import EmbedderError
 from .lexical import BM25
 from .partition import PARTITION_MIN_SCENES, Partition
 from .types import Scene, ScoredScene
+from .windows import windows
 
 PROGRESS_MIN_TEXTS = 64  # below this a progress bar is noise
 CANDIDATE_FACTOR = 2  # candidates ranked per wanted scene before near-duplicates are dropped (widened if needed)
@@ -77,6 +79,10 @@ class SceneIndex:
         self.embedder = embedder
         self.embedder_id = embedder.id
         self.positions = {scene.id: i for i, scene in enumerate(self.scenes)}
+        self.windows_of: dict[str, list[int]] = {}  # a long scene's id -> the rows of its windows
+        for i, scene in enumerate(self.scenes):
+            if scene.source:
+                self.windows_of.setdefault(scene.source, []).append(i)
         self._bm25 = bm25
         self._partition: Partition | None = None
         self._lock = threading.Lock()
@@ -176,8 +182,9 @@ class SceneIndex:
         dense = self._dense(np.asarray(query_vector, dtype=np.float32), lexical,
                             min(n, (top_k + len(exclude)) * CANDIDATE_FACTOR), exact)
         score = dense * dense_weight if lexical is None else dense * dense_weight + lexical * lexical_weight
-        if exclude:
-            score[[self.positions[i] for i in set(exclude) if i in self.positions]] = -np.inf
+        if exclude:  # a scene's id excludes its windows too
+            rows = [self.positions[i] for i in set(exclude) if i in self.positions]
+            score[rows + [r for i in set(exclude) for r in self.windows_of.get(i, ())]] = -np.inf
         allowed = int(np.isfinite(score).sum())
         if allowed == 0:
             return SearchResult()
@@ -326,12 +333,21 @@ def shared_index(key: str, scenes: Sequence[Scene], embedder: Embedder, cache_fi
 
 
 def index_for(character: Any, embedder: Embedder, *, progress: bool = False,
-              cache: VectorCache | None = None) -> SceneIndex:
-    """The shared index of a loaded ``Character``, its vectors cached on disk (or in ``cache``)."""
+              cache: VectorCache | None = None, whole_scenes: bool = False) -> SceneIndex:
+    """The shared index of a loaded ``Character``, its vectors cached on disk (or in ``cache``).
+
+    Long scenes are indexed as windows of whole lines (windows.py); ``whole_scenes`` indexes every
+    scene whole instead (exports that must give back the scenes as they are)."""
     key = os.fspath(getattr(character, "path", "") or "") or character.name
     key = os.path.abspath(key) if os.path.sep in key or os.path.exists(key) else key
+    if whole_scenes:
+        key += "#whole"
+        passages = list(character.scenes)
+    else:
+        narrators = getattr(getattr(character, "manifest", None), "narrators", None) or DEFAULT_NARRATORS
+        passages = windows(character.scenes, narrators=narrators)
     where = cache if cache is not None else default_cache_file(key, embedder.id)
-    return shared_index(key, character.scenes, embedder, where, progress=progress)
+    return shared_index(key, passages, embedder, where, progress=progress)
 
 
 def clear_shared_indexes() -> None:

@@ -30,9 +30,16 @@ class Line:
 class Scene:
     """One canonical scene of a character: the raw text and its parsed lines."""
 
-    id: str  # file name relative to texts/, unique within a character
+    id: str  # file name relative to texts/, unique within a character; a window: "<scene id>#<a>-<b>"
     text: str
     lines: tuple[Line, ...] = ()
+    source: str = ""  # for a window of a long scene (windows.py): the id of the whole scene
+    span: tuple[int, int] | None = None  # for a window: its first and last line in the scene's text (1-based)
+
+    @property
+    def parent(self) -> str:
+        """The id of the whole scene (the scene's own id unless this is a window of it)."""
+        return self.source or self.id
 
     @cached_property
     def content_hash(self) -> str:

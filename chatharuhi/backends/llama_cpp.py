@@ -18,6 +18,7 @@ registered as ``embedded``.
 
 from __future__ import annotations
 
+import ctypes
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -69,6 +70,21 @@ def _import_llama():
     except ImportError as exc:
         raise BackendUnavailable(f"the llama_cpp backend needs llama-cpp-python: {INSTALL_HINT} ({exc})") from None
     return llama_cpp
+
+
+def _drop_log(level: int, text: bytes, user_data: Any) -> None:
+    """A llama.cpp log callback that drops everything."""
+
+
+_quiet_log = None
+
+
+def _install_quiet_log() -> None:
+    global _quiet_log
+    if _quiet_log is None:
+        import llama_cpp
+
+        _quiet_log = llama_cpp.llama_log_callback(_drop_log)
 
 
 class _Captured(Exception):
@@ -215,12 +231,20 @@ class LlamaCppBackend(Backend):
     def _vocabulary(self, spec: dict) -> Any:
         """A weightless copy of the model for the chat template and the tokenizer (safe: no matrix code runs)."""
         llama_cpp = _import_llama()
+        from llama_cpp import _logger
+
+        # A weightless model "trained" on 0 tokens makes llama.cpp warn about n_ctx on stderr, and
+        # llama-cpp-python shows warnings even when not verbose: keep them out while it loads.
+        _install_quiet_log()
+        llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
         try:
             return llama_cpp.Llama(model_path=spec["model_path"], vocab_only=True, n_ctx=spec["n_ctx"],
                                    chat_format=spec["chat_format"], verbose=False)
         except ValueError as exc:
             self.worker.close()
             raise ModelError(f"{self.model_path}: llama.cpp cannot read its vocabulary ({exc})") from None
+        finally:
+            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
     # -- prompt ---------------------------------------------------------------------------------
     def _handler(self) -> Any:

@@ -36,6 +36,7 @@ from ..embeddings import Embedder, get_embedder
 from ..errors import ChatHaruhiError, InputError
 from ..index import SearchResult
 from ..types import ScoredScene
+from ..windows import scene_of
 from . import metrics
 from .cases import EvalCase, build_cases, is_meaningful, require_cases
 from .voice import VoiceModel
@@ -77,12 +78,12 @@ class EvalIndex:
     def search(self, query: str, top_k: int, *, exclude: Collection[str] = (), **kwargs: Any) -> SearchResult:
         exclude = set(exclude) | self.exclude
         if self.mode == "random":
-            pool = [s for s in self.index.scenes if s.id not in exclude]
+            pool = [s for s in self.index.scenes if s.parent not in exclude]
             rng = random.Random(f"{self.seed}:{query}:{sorted(exclude)}")
             hits = SearchResult([ScoredScene(s, 0.0) for s in rng.sample(pool, min(top_k, len(pool)))])
         else:
             hits = self.index.search(query, top_k, exclude=exclude, **kwargs)
-        self.last_ids = [h.scene.id for h in hits]
+        self.last_ids = list(dict.fromkeys(h.scene.parent for h in hits))  # windows count as their scene
         leaked = exclude.intersection(self.last_ids)
         if leaked:  # the honesty check of the whole evaluation
             raise ExclusionLeak(f"excluded scene(s) {sorted(leaked)} were retrieved")
@@ -326,7 +327,7 @@ def _evaluate(d: CharacterData, case: EvalCase, cfg: str, bot_proxy: tuple[ChatH
         rec["error"] = f"{type(exc).__name__}: {exc}"
         rec["seconds"] = round(time.perf_counter() - start, 3)
         return rec
-    included = trace.included_scenes
+    included = list(dict.fromkeys(scene_of(i) for i in trace.included_scenes))  # windows count as their scene
     rec["retrieved"] = list(proxy.last_ids)
     rec["scenes"] = included
     rec["answer_support"] = round(_support(d, answer, included), 4)

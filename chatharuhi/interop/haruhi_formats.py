@@ -221,7 +221,7 @@ def write_role_jsonl(character: Character, out: str | os.PathLike, embedder: Any
     from ..index import index_for
 
     embedder = get_embedder(embedder)
-    index = index_for(character, embedder)
+    index = index_for(character, embedder, whole_scenes=True)  # the scenes as they are, not their windows
     column = embedder.id
     config = {"chatharuhi": {"manifest": manifest_dict(character), "name": character.name}}
     rows = [{"text": character.system_prompt, column: SYSTEM_PROMPT_MARK, "id": SYSTEM_PROMPT_MARK},

@@ -18,8 +18,10 @@ both sides, with the same n_ctx, threads and sampling (greedy). In one run it me
 3. a five-turn conversation through ``ChatHaruhi`` at the full budgets: time to first token per turn
    and the prompt tokens the KV cache already held (``trace.reused_tokens``).
 
-The last line is one JSON object: ours_over_raw_prefill, ours_over_raw_decode, turn5_over_turn1_ttft,
-prefill_share_of_roofline and the figures behind them.
+Raw runs twice: as a user runs it, and with ``OMP_WAIT_POLICY=PASSIVE`` (what our worker sets), so that
+``ours_over_raw_passive_*`` isolates chatharuhi's own cost from the thread-policy gain. The last line is
+one JSON object: ours_over_raw_prefill, ours_over_raw_decode, turn5_over_turn1_ttft,
+prefill_share_of_roofline, turn5_reused_share and the figures behind them.
 """
 
 from __future__ import annotations
@@ -95,11 +97,11 @@ def weights_per_token(path: Path) -> int:
     return sum(int(t.n_elements) for t in reader.tensors if len(t.shape) >= 2 and t.name != "token_embd.weight")
 
 
-def run_raw(model: Path, tokens: list[int], threads: int, reps: int, max_tokens: int) -> list[dict]:
+def run_raw(model: Path, tokens: list[int], threads: int, reps: int, max_tokens: int, env: dict) -> list[dict]:
     cfg = {"model": str(model), "n_ctx": N_CTX, "threads": threads, "tokens": tokens, "reps": reps,
            "max_tokens": max_tokens}
     out = subprocess.run([sys.executable, "-c", RAW_CHILD], input=json.dumps(cfg), capture_output=True, text=True,
-                         check=True)
+                         check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -172,11 +174,17 @@ def main() -> None:
     print(f"roofline: numpy float32 {roof['gflops']:.1f} GFLOPS -> {roof['roofline_tok_s']:.0f} prompt tok/s "
           f"({roof['weights_per_token'] / 1e6:.0f}M weights per token)", file=sys.stderr)
 
-    sides: dict[str, list[dict]] = {"raw": [], "ours": []}
+    # "raw": llama-cpp-python as a user runs it; "raw_passive": the same with the OpenMP wait policy our
+    # worker sets, so ours/raw_passive is the cost of chatharuhi itself (worker, rendering, IPC).
+    from chatharuhi.config import OMP_WAIT_POLICY
+
+    plain = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    envs = {"raw": plain, "raw_passive": {**plain, "OMP_WAIT_POLICY": OMP_WAIT_POLICY}}
+    sides: dict[str, list[dict]] = {"raw": [], "raw_passive": [], "ours": []}
     for r in range(args.rounds):
-        for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
-            if side == "raw":
-                sides["raw"] += run_raw(model, tokens, threads, args.reps, args.max_tokens)
+        for side in (("raw", "raw_passive", "ours") if r % 2 == 0 else ("ours", "raw_passive", "raw")):
+            if side != "ours":
+                sides[side] += run_raw(model, tokens, threads, args.reps, args.max_tokens, envs[side])
             else:
                 sides["ours"] += run_ours(backend, messages, args.reps, args.max_tokens)
             print(f"  round {r + 1} {side}: ttft {sides[side][-1]['ttft_s']:.2f} s", file=sys.stderr)
@@ -187,6 +195,7 @@ def main() -> None:
         return prefill, decode
 
     raw_prefill, raw_decode = rates(sides["raw"])
+    passive_prefill, passive_decode = rates(sides["raw_passive"])
     ours_prefill, ours_decode = rates(sides["ours"])
     turns = conversation(backend, args.turns, args.max_tokens)
     backend.close()
@@ -195,15 +204,20 @@ def main() -> None:
         "prompt_tokens": len(tokens), "threads": threads,
         "raw_prefill_tok_s": round(raw_prefill, 1), "ours_prefill_tok_s": round(ours_prefill, 1),
         "raw_decode_tok_s": round(raw_decode, 1), "ours_decode_tok_s": round(ours_decode, 1),
+        "raw_passive_prefill_tok_s": round(passive_prefill, 1), "raw_passive_decode_tok_s": round(passive_decode, 1),
         "roofline_gflops": round(roof["gflops"], 1), "roofline_prefill_tok_s": round(roof["roofline_tok_s"], 1),
         "turns": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items()} for t in turns],
         "ours_over_raw_prefill": round(ours_prefill / raw_prefill, 3),
         "ours_over_raw_decode": round(ours_decode / raw_decode, 3),
+        "ours_over_raw_passive_prefill": round(ours_prefill / passive_prefill, 3),
+        "ours_over_raw_passive_decode": round(ours_decode / passive_decode, 3),
         "turn5_over_turn1_ttft": round(turns[-1]["ttft_s"] / turns[0]["ttft_s"], 3),
+        "turn5_reused_share": round((turns[-1]["reused_tokens"] or 0) / turns[-1]["prompt_tokens"], 3),
         "prefill_share_of_roofline": round(ours_prefill / roof["roofline_tok_s"], 3),
     }
     print(f"{'':6} {'prefill tok/s':>14} {'decode tok/s':>13}")
     print(f"{'raw':6} {raw_prefill:14.1f} {raw_decode:13.1f}")
+    print(f"{'raw+passive':6} {passive_prefill:14.1f} {passive_decode:13.1f}")
     print(f"{'ours':6} {ours_prefill:14.1f} {ours_decode:13.1f}")
     print(f"roofline {roof['roofline_tok_s']:.0f} prompt tok/s; ours reads prompts at "
           f"{result['prefill_share_of_roofline']:.0%} of it")

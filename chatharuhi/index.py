@@ -337,11 +337,11 @@ def index_for(character: Any, embedder: Embedder, *, progress: bool = False,
     """The shared index of a loaded ``Character``, its vectors cached on disk (or in ``cache``).
 
     Long scenes are indexed as windows of whole lines (windows.py); ``whole_scenes`` indexes every
-    scene whole instead (exports that must give back the scenes as they are)."""
+    scene whole instead (exports that must give back the scenes as they are, and ChatHaruhi story_dbs,
+    whose documents are passages already)."""
     key = os.fspath(getattr(character, "path", "") or "") or character.name
     key = os.path.abspath(key) if os.path.sep in key or os.path.exists(key) else key
-    if whole_scenes:
-        key += "#whole"
+    if whole_scenes:  # same key and vector file: vectors are cached by content, whole or window alike
         passages = list(character.scenes)
     else:
         narrators = getattr(getattr(character, "manifest", None), "narrators", None) or DEFAULT_NARRATORS

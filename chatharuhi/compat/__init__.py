@@ -127,7 +127,7 @@ def build_index(legacy: Legacy, character: Any, embedder: Any, vector_cache: Any
     from ..index import _safe, index_for
 
     if legacy.db != "chroma":
-        return index_for(character, embedder, cache=vector_cache)
+        return index_for(character, embedder, cache=vector_cache, whole_scenes=True)  # ChatHaruhi's own passages
     if vector_cache is not None:
         raise InputError("db_type='chroma' keeps the vectors in Chroma: leave out vector_cache=")
     import hashlib

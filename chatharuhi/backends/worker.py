@@ -134,8 +134,7 @@ class Worker:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", CHILD_MODULE, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                start_new_session=True)  # Ctrl-C in a terminal reaches the parent, which closes the child
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         finally:
             theirs.close()
         self._proc, self._conn, self.starts = proc, Connection(ours.detach()), self.starts + 1

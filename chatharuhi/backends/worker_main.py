@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import signal
 import sys
 import time
 from collections import deque
@@ -176,6 +177,9 @@ def _generate(conn: Connection, llm: Any, request: dict) -> None:
 
 def main(argv: list[str]) -> int:
     """Serve one model over the socket whose descriptor is ``argv[1]``."""
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides (it stops the reply), not us.
+    # The child stays in the parent's session, so nice and the scheduler's per-session group apply to it too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[1]))
     try:
         _, spec = conn.recv()

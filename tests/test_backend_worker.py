@@ -228,6 +228,13 @@ def test_crash_messages_for_exit_codes_and_unknown_signals():
     assert e.signal == "SIGILL" and "instructions this CPU lacks" in str(e)
 
 
+def test_ctrl_c_is_the_callers_business_not_the_workers(backend):
+    pid = backend.worker.pid
+    os.kill(pid, signal.SIGINT)  # what a terminal's Ctrl-C sends to the whole process group
+    assert backend.complete(MESSAGES, max_tokens=3) and backend.worker.pid == pid
+    assert os.getsid(pid) == os.getsid(0)  # same session: nice and scheduling groups apply to the worker too
+
+
 def test_threads_default_to_physical_cores(backend):
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
     assert backend.worker.info["n_threads"] == physical_cores()

@@ -292,15 +292,22 @@ def test_client_disconnect_mid_stream_stops_upstream_and_records_nothing(tmp_pat
         backend = OpenAIBackend(base_url=slow_stub.base_url, max_retries=0, timeout=10)
         real_stream, real_astream = backend.stream_with_info, backend.astream_with_info
 
-        def watched(messages, info, **options):  # notes when the upstream stream is closed by the server
+        # Both note when the server closes the upstream stream; 2 ms a chunk (8 s in all) keeps the reply from
+        # finishing before the client's disconnect is seen on a loaded machine.
+        def watched(messages, info, **options):
             try:
-                yield from real_stream(messages, info, **options)
+                for chunk in real_stream(messages, info, **options):
+                    time.sleep(0.002)
+                    yield chunk
             finally:
                 closed.set()
 
         async def awatched(messages, info, **options):
+            import asyncio
+
             try:
                 async for chunk in real_astream(messages, info, **options):
+                    await asyncio.sleep(0.002)
                     yield chunk
             finally:
                 closed.set()

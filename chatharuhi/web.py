@@ -229,6 +229,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
         if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
             raise InputError("nothing to regenerate yet: send a message first")
         self.owners.check(tab.session_id, token)
+        self._fresh(tab)  # the reply to regenerate must be the one this tab shows
         bot = self.bot(tab.session_id)
         last = bot.history[-1]
         shown = self.messages(tab)[:-1]  # everything but the reply being replaced

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import tempfile
@@ -205,11 +206,9 @@ class Shelf:
             raise InputError(f"a character called {name!r} already exists: pick another name")
         files = {}
         if avatar:
-            image = read_avatar(Path(avatar))
-            out = tempfile.SpooledTemporaryFile()
-            image.save(out, "PNG")
-            out.seek(0)
-            files["avatar.png"] = out.read()
+            out = io.BytesIO()
+            read_avatar(Path(avatar)).save(out, "PNG")
+            files["avatar.png"] = out.getvalue()
         manifest = {"name": name, **({"display_name": display_name.strip()} if (display_name or "").strip() else {})}
         draft = CharacterDraft(name, prompt.strip(), [(f"{i:03d}.txt", s) for i, s in enumerate(scenes, 1) if s],
                                manifest, files, source="the form")

@@ -252,6 +252,8 @@ def test_edit_and_delete_any_message_and_a_stale_tab_is_refused(demo, store):
     assert [t.text for t in store.turns(sid)] == ["第一句，甲改", "第三句"]
     assert ("阿虚", "第一句，甲改") in texts(info.value.view) and "another tab" in str(info.value)
     demo.edit_message(1, "第一句，乙改", info.value.view["tab"], token)  # after the reload it applies
+    with pytest.raises(Stale):  # regenerating from a stale view would replace a reply this tab never saw
+        list(demo.regenerate(other, token))
     assert store.turns(sid)[0].text == "第一句，乙改" and after["status"].startswith("message 2 edited")
 
 

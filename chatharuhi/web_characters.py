@@ -173,7 +173,8 @@ class Shelf:
         try:
             dest = import_character(path, user_characters_dir(), name=(name or "").strip() or None)
         except CharacterError as exc:
-            reason = _without_paths(str(exc), path).removeprefix(f"{path.name}: ")
+            reason = _without_paths(str(exc), path, user_characters_dir() / "x").removeprefix(f"{path.name}: ")
+            reason = reason.replace("pass --force (overwrite=True) or --name", "give it another folder name")
             raise InputError(f"could not import {path.name}: {reason}") from None
         self._check_avatar(dest)
         self.refresh()
@@ -247,6 +248,6 @@ def _tmp_dir() -> Path:
 
 def _without_paths(text: str, *paths: Path) -> str:
     """An error message without the server's temporary paths (the visitor only knows the file name)."""
-    for p in paths:
+    for p in sorted(paths, key=lambda p: len(str(p)), reverse=True):  # the deepest first: folders may nest
         text = text.replace(str(p.parent) + "/", "").replace(str(p), p.name)
     return text

@@ -139,3 +139,31 @@ def test_another_client_cannot_open_or_write_into_a_chat_by_its_id(served):
     assert [t.text for t in store.turns(session.id)] == ["我的秘密计划"]
     resumed = alice.predict(session.id, token, api_name="/resume")  # the owner still can
     assert "我的秘密计划" in str(chat(resumed, where))
+
+
+def test_off_loopback_the_demo_asks_for_the_password(tmp_path):
+    """Issue 15 §8 for real: ``launch`` with a password puts Gradio's login in front of every endpoint."""
+    import httpx
+    from gradio_client import Client
+
+    from chatharuhi.backends.scripted import ScriptedBackend
+    from chatharuhi.errors import InputError
+    from chatharuhi.sessions import SessionStore
+    from chatharuhi.web import build_app, launch
+
+    with SessionStore(tmp_path / "s.sqlite3") as store:
+        app = build_app(backend=ScriptedBackend(), sessions=store, embedder="hash")
+        with pytest.raises(InputError, match="without a password"):
+            launch(app, "0.0.0.0", free_port(), block=False, warm=False)
+        port = free_port()
+        launch(app, "127.0.0.1", port, block=False, warm=False, password="s3cret")
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            assert httpx.get(url + "config").status_code == 401  # nothing (not even the layout) without logging in
+            assert httpx.post(url + "login", data={"username": "fan", "password": "nope"}).status_code == 400
+            with pytest.raises(Exception):  # noqa: B017 - gradio_client raises a plain ValueError here
+                Client(url, verbose=False)
+            fan = Client(url, auth=("any name", "s3cret"), verbose=False)
+            assert len(fan.predict("", api_name="/start")[0]) >= 32
+        finally:
+            app.close()

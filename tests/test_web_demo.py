@@ -453,3 +453,15 @@ def test_warm_builds_every_index_before_the_first_visitor(demo):
     assert texts(first)[-2:] == [("阿虚", "你好"), (HARUHI, "")] and first["status"] == "凉宫春日 is replying…"
     last = list(views)[-1]
     assert demo.bot(last["tab"].session_id).index is index_for(demo.character("haruhi"), demo.embedder)
+
+
+def test_import_a_chatharuhi_zip_under_a_new_name(demo, tmp_path):
+    from chatharuhi.interop.haruhi_formats import write_folder_zip
+
+    archive = write_folder_zip(demo.character("wukong"), tmp_path / "wukong.zip")
+    view = demo.import_character(str(archive), "monkey")
+    assert view["character"] == "monkey" and "俺老孙" in texts(view)[0][1]
+    assert view["import_file"] is None and len(demo.character("monkey").scenes) == len(demo.character("wukong").scenes)
+    with pytest.raises(InputError, match="could not import wukong.zip: monkey already exists; give it another") as e:
+        demo.import_character(str(archive), "monkey")
+    assert str(tmp_path) not in str(e.value) and "characters/" not in str(e.value)  # no server paths

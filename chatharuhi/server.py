@@ -93,9 +93,16 @@ def is_loopback(host: str) -> bool:
 class _TimedBackend(Backend):
     """Wraps the shared backend to measure upstream time to first chunk (reported as ``Server-Timing``)."""
 
+    # What the chatbot, the demo and the model line read off a backend: the wrapper must show the inner
+    # backend's values, or the server would pack an embedded model's prompt at full budgets, without prefill.
+    _BEHAVIOUR = ("name", "context_window", "budget_hint", "prompt_layout", "supports_prefill", "transcript",
+                  "temperature", "seed", "model_entry", "model_path", "model", "base_url")
+
     def __init__(self, inner: Backend):
-        self.inner, self.name, self.context_window = inner, inner.name, inner.context_window
-        self.model_entry = getattr(inner, "model_entry", None)  # the pulled model, for the language warning
+        self.inner = inner
+        for attr in self._BEHAVIOUR:
+            if hasattr(inner, attr):
+                setattr(self, attr, getattr(inner, attr))
 
     def stream(self, messages: Sequence[Message], _timing: dict | None = None, **options: Any) -> Iterator[str]:
         return self.stream_with_info(messages, StreamInfo(), _timing, **options)

@@ -351,3 +351,24 @@ def test_read_only_session_store_is_a_clear_503(stub, tmp_path):
         assert r.status_code == 200
     assert len(store.turns(sid)) == 1
     store.close()
+
+
+def test_served_local_backend_keeps_its_budgets_layout_and_prefill():
+    """A small local model asks for a short prompt, the stable-prefix layout and a prefilled reply; the
+    server's timing wrapper must not hide that (it did: served embedded models got full budgets, no prefill)."""
+    from chatharuhi.backends.scripted import ScriptedBackend
+
+    backend = ScriptedBackend(["我们去找外星人吧"])
+    backend.budget_hint = {"story_tokens": 120, "history_tokens": 80, "reply_reserve": 60}
+    backend.prompt_layout = "stable_prefix"
+    backend.supports_prefill = True
+    with running(create_app(backend, embedder="hash")) as url:
+        reply = client(url).chat.completions.create(
+            model="haruhi", messages=[{"role": "user", "content": "今天的活动是什么？"}])
+    assert reply.choices[0].message.content
+    messages, options = backend.calls[-1], backend.call_options_seen[-1]
+    assert options.get("prefill"), options  # the reply is started as the character's own line
+    assert options.get("max_tokens") == 60, options
+    # stable prefix: the system message holds no scenes; they travel in the last user message
+    assert messages[0].role == "system" and messages[-1].role == "user"
+    assert "###" not in messages[0].content and "###" in messages[-1].content  # the story block after the prefix

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 NGRAMS = (1, 2, 3)
-SMOOTHING = 0.1  # additive (Lidstone) smoothing of the n-gram counts
+SMOOTHING = 0.001  # additive (Lidstone) smoothing; 0.1 sent every English line to the character with most text
 _SPACE = re.compile(r"\s+")
 
 

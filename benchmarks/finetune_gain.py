@@ -2,7 +2,7 @@
 
 The cases are the validation lines of ``chatharuhi build-dataset`` (scenes no training sample and no
 prompt ever saw); their scenes stay excluded from retrieval here too. Each case is answered four ways
-with the same prompt budget the adapter was trained with:
+with the prompt budget the adapter was trained with (the +retrieval ones with room for scenes):
 
 - ``base``: the base model, no scenes (history and system prompt only);
 - ``base+retrieval``: the base model with retrieved scenes (the chatbot's normal prompt);
@@ -51,9 +51,12 @@ JUDGES = ["sherlock", "wukong", *(FIXTURES / n for n in ("haruhi", "Sheldon", "l
 CONFIGS = ("base", "base+retrieval", "lora", "lora+retrieval")
 METRICS = ("rouge_l", "cosine", "identity", "voice")
 BUDGET = {"context_window": 640, "reply_reserve": 128, "story_tokens": 256, "history_tokens": 160}  # as trained
+# A 256-token story budget packs no whole scene (scenes run longer), so the +retrieval configurations get
+# room for scenes: the same prompt otherwise, with the scenes the chatbot would retrieve.
+RETRIEVAL_BUDGET = {**BUDGET, "context_window": 2048, "story_tokens": 1200}
 BOOTSTRAP = 2000
 MAX_TOKENS = 64
-MAX_CENTROID_LINES = 300
+MAX_CENTROID_LINES = 100  # per judge character (bounded for a shared machine)
 
 
 def bootstrap(values: list[float], seed: int = 0) -> tuple[float, float, float]:
@@ -134,9 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             bots = {}
             for cfg in CONFIGS:
                 llm = tuned if cfg.startswith("lora") else base
-                retrieval = {} if cfg.endswith("retrieval") else {"top_k": 0}
-                bots[cfg] = ChatHaruhi(character=character, llm=llm, embedder=emb, use_adapter=False,
-                                       **retrieval, **BUDGET)
+                budget = {**RETRIEVAL_BUDGET} if cfg.endswith("retrieval") else {**BUDGET, "top_k": 0}
+                bots[cfg] = ChatHaruhi(character=character, llm=llm, embedder=emb, use_adapter=False, **budget)
             for case in cases:
                 for cfg in CONFIGS:
                     key = (character.name, case.id, cfg)
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                                "voice": float(voice.log_odds(r["reply"] or " ", character.name) > 0)})
     lines.save()
     summary: dict = {"engine": args.engine, "cases_per_character": args.cases, "budget": BUDGET,
+                     "retrieval_budget": RETRIEVAL_BUDGET,
                      "max_tokens": MAX_TOKENS, "bootstrap": BOOTSTRAP, "groups": {}}
     groups = {"all": scored, **{c.name: [s for s in scored if s["character"] == c.name] for c, *_ in runs}}
     for group, rows in groups.items():

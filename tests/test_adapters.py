@@ -185,3 +185,18 @@ def test_openai_backend_asks_for_the_served_adapter(tmp_path):
                            use_adapter=False)
         plain.chat("Where were you?")
         assert stub.requests[-1].body["model"] == "Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_a_gguf_adapter_rides_along_when_llama_cpp_is_built_for_the_character(tmp_path):
+    from chatharuhi.chatbot import gguf_adapter_options
+
+    folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\ngguf = "watson.gguf"\n')
+    (folder / "watson.gguf").write_bytes(b"GGUF")
+    adapter = load_character(folder).adapter
+    assert gguf_adapter_options(adapter, "embedded", {}) == {"lora_path": str(folder / "watson.gguf")}
+    assert gguf_adapter_options(adapter, "embedded", {"lora_path": "x.gguf"}) == {"lora_path": "x.gguf"}
+    assert gguf_adapter_options(adapter, "transformers", {}) == {}  # that backend uses path=, not gguf=
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF")
+    with pytest.raises(AdapterMismatch, match="other.gguf"):
+        gguf_adapter_options(adapter, "llama_cpp", {"model_path": str(other)})

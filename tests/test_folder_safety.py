@@ -148,6 +148,7 @@ def test_import_temp_folders_are_never_characters_and_stale_ones_are_removed(cha
     shutil.copytree(character, stale)
     fresh = root / ".other.import-running"
     shutil.copytree(character, fresh)
+    os.utime(fresh)  # copytree copies the source folder's times: a checkout over an hour old would look stale
     old = time.time() - 2 * 3600
     os.utime(stale, (old, old))
     assert [e.name for e in list_characters(root) if e.path.parent == root] == ["haruhi"]

@@ -144,6 +144,27 @@ def test_resolve_backend_with_nothing_configured_picks_the_embedded_model(caplog
         b.close()
 
 
+def test_bots_resolving_the_same_local_model_share_one_worker(caplog):
+    """One ChatHaruhi per user must not mean one model process per user (seen: two bots, two 275 MB workers,
+    the notice printed twice); a closed backend is replaced, not handed out again."""
+    from chatharuhi import ChatHaruhi
+
+    with caplog.at_level(logging.WARNING, logger="chatharuhi"):
+        a, b = ChatHaruhi(role="sherlock", embedder="hash"), ChatHaruhi(role="haruhi", embedder="hash")
+    try:
+        assert a.backend is b.backend
+        notices = [r.getMessage() for r in caplog.records if "no backend configured" in r.getMessage()]
+        assert len(notices) <= 1, notices  # at most once per process (an earlier test may have built it)
+        assert a.chat("Who are you?", role="Watson") and b.backend.worker.pid is not None
+    finally:
+        a.backend.close()
+    c = ChatHaruhi(role="sherlock", embedder="hash")
+    try:
+        assert c.backend is not a.backend and not c.backend.closed
+    finally:
+        c.backend.close()
+
+
 def test_without_the_embedded_model_the_error_says_how_to_install_it(monkeypatch):
     from chatharuhi.backends.registry import resolve_backend
 

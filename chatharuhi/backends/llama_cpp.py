@@ -337,6 +337,12 @@ class LlamaCppBackend(Backend):
                                f"backend was loaded with {self.lora_path}; give each character its own backend")
         return {}
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran (a crashed worker is not closed: the next request starts a fresh one)."""
+        worker = getattr(self, "worker", None)
+        return worker is None or worker.closed
+
     def close(self) -> None:
         """Stop the worker and free the vocabulary copy."""
         worker = getattr(self, "worker", None)

@@ -239,6 +239,34 @@ NO_BACKEND_HELP = (
 )
 
 
+# Local models run in a worker process that holds the weights: every bot that resolves the same model with the
+# same settings shares one backend (and so one worker), or the README's one-ChatHaruhi-per-user would load a
+# pulled 7B model once per user.
+SHARED_LOCAL_BACKENDS = ("embedded", "llama_cpp")
+_shared: dict[tuple, Backend] = {}
+_shared_lock = threading.Lock()
+
+
+def _local(name: str, options: dict[str, Any], notice: Callable[[], str] | None = None) -> Backend:
+    """The process's backend for this local model and settings, built (and announced) on first use."""
+    key = (name, tuple(sorted(options.items())))
+    try:
+        hash(key)
+    except TypeError:  # settings that cannot be compared (a callable, say): this caller gets its own
+        return get_backend(name, **options)
+    with _shared_lock:
+        backend = _shared.get(key)
+        if backend is None or getattr(backend, "closed", False):
+            if notice is not None:
+                logger.warning(notice())
+            backend = _shared[key] = get_backend(name, **options)
+        return backend
+
+
+def _named(name: str, options: dict[str, Any]) -> Backend:
+    return _local(name, options) if name in SHARED_LOCAL_BACKENDS else get_backend(name, **options)
+
+
 def resolve_backend(llm: Backend | str | None = None, **options: Any) -> Backend:
     """Pick the backend: explicit argument, then environment, then the embedded model, else ``BackendUnavailable``."""
     if isinstance(llm, Backend):
@@ -248,12 +276,12 @@ def resolve_backend(llm: Backend | str | None = None, **options: Any) -> Backend
                                      "its constructor, or name the backend (llm='openai') instead")
         return llm
     if isinstance(llm, str):
-        return get_backend(llm, **options)
+        return _named(llm, options)
     env_name = os.environ.get(ENV_BACKEND)
     if env_name:
-        return get_backend(env_name, **options)
+        return _named(env_name, options)
     if _names_local_model(options.get("model")):
-        return get_backend("llama_cpp", **options)
+        return _local("llama_cpp", options)
     if os.environ.get(ENV_OPENAI_API_KEY) or openai_base_url_from_env():
         return get_backend("openai", **options)
     from ..models.selection import default_pulled, embedded_notice, pulled_notice
@@ -261,10 +289,8 @@ def resolve_backend(llm: Backend | str | None = None, **options: Any) -> Backend
 
     pulled = default_pulled() if llama_cpp_installed() else None
     if pulled is not None:
-        logger.warning(pulled_notice(pulled))
-        return get_backend("llama_cpp", **{**options, "model": pulled.name})
+        return _local("llama_cpp", {**options, "model": pulled.name}, lambda: pulled_notice(pulled))
     if embedded_available():
-        logger.warning(embedded_notice())
-        return get_backend("embedded", **options)
+        return _local("embedded", options, embedded_notice)
     raise BackendUnavailable(NO_BACKEND_HELP.format(names=", ".join(available_backends()), file=EMBEDDED_FILE,
                                                     install=EMBEDDED_INSTALL))

@@ -108,6 +108,11 @@ class Worker:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran: no request is taken any more."""
+        return self._closed
+
+    @property
     def pid(self) -> int | None:
         """The live child's process id, or None."""
         proc = self._proc

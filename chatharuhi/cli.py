@@ -128,8 +128,17 @@ def cmd_list(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         m = e.manifest
         aliases = ", ".join(a for a in m.aliases) if m and m.aliases else ""
-        print(f"{e.name:<16} {(m.display_name or e.name) if m else e.name:<18} {m.language if m else '?':<4} {aliases}")
+        display = (m.display_name or e.name) if m else e.name
+        print(f"{_pad(e.name, 16)} {_pad(display, 18)} {m.language if m else '?':<4} {aliases}")
     return 0
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` padded to ``width`` terminal columns: CJK characters take two, so ``str.ljust`` misaligns them."""
+    from unicodedata import east_asian_width
+
+    used = sum(2 if east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - used)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -251,9 +260,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .models.selection import describe
 
     login = " (password required)" if password else ""
-    print(f"chatharuhi demo on http://{args.host}:{args.port}{login} with {describe(app.demo.backend)} "
-          "(Ctrl-C stops it)", file=sys.stderr)
-    web.launch(app, args.host, args.port, password=password, open_access=args.no_auth)
+    banner = (f"chatharuhi demo on http://{args.host}:{args.port}{login} with {describe(app.demo.backend)} "
+              "(Ctrl-C stops it)")
+    web.launch(app, args.host, args.port, password=password, open_access=args.no_auth, banner=banner)
     return 0
 
 def _add_serve_parser(sub) -> None:

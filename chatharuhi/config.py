@@ -80,8 +80,10 @@ DEFAULT_LOCAL_START_TIMEOUT_S = 120.0  # loading a model file in the worker
 DEFAULT_LOCAL_CONTEXT_WINDOW = 4096  # n_ctx for GGUF models unless given: fits the default prompt budget
 DEFAULT_LOCAL_TEMPERATURE = 0.6  # small local models wander at 0.8
 DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default is 1.0, at which SmolLM2-135M loops
-# The embedded model reads its prompt at 30-60 tokens/s on 2 cores: a short prompt keeps a reply near 10 s.
-EMBEDDED_BUDGET = {"story_tokens": 300, "history_tokens": 200, "reply_reserve": 200}
+# The embedded model reads its prompt at 50-90 tokens/s on 2 cores: a short story keeps a reply near 10 s. History
+# sits in the stable prefix that the KV cache keeps, so a turn reads only the newest exchange of it: 700 tokens
+# hold the last two or three exchanges (200 could not hold one, so the model forgot every earlier turn).
+EMBEDDED_BUDGET = {"story_tokens": 300, "history_tokens": 700, "reply_reserve": 200}
 
 # -- pulled models (``chatharuhi models``) -----------------------------------------------------------------
 ENV_HF_ENDPOINT = "HF_ENDPOINT"  # a Hugging Face hub mirror, read when a pull starts (tests point it at a local one)

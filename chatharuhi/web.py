@@ -350,16 +350,20 @@ def check_exposure(host: str, password: str | None, open_access: bool) -> None:
 
 
 def launch(app: "gradio.Blocks", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, block: bool = True,
-           warm: bool = True, password: str | None = None, open_access: bool = False) -> None:
+           warm: bool = True, password: str | None = None, open_access: bool = False,
+           banner: str | None = None) -> None:
     """Serve the app on ``host:port``: never shared through Gradio's tunnel, no browser opened; with
     ``warm``, the characters' indexes are built in the background meanwhile.
 
-    Off loopback it needs ``password`` (a login page; any user name) or ``open_access=True`` (said out loud)."""
+    Off loopback it needs ``password`` (a login page; any user name) or ``open_access=True`` (said out loud).
+    ``banner`` is the one line printed to stderr (default: the address); Gradio's own start-up lines are kept
+    quiet, since one of them suggests ``share=True``, a public tunnel to this machine."""
     from .web_layout import CSS, login_check
 
     check_exposure(host, password, open_access)
     if warm and getattr(app, "demo", None) is not None:
         threading.Thread(target=app.demo.warm, name="chatharuhi-demo-warm", daemon=True).start()
+    print(banner or f"chatharuhi demo on http://{host}:{port}", file=sys.stderr, flush=True)
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=not block,
-               ssr_mode=False, show_error=True, footer_links=[], css=CSS,
+               ssr_mode=False, show_error=True, footer_links=[], css=CSS, quiet=True,
                auth=login_check(password) if password else None)

@@ -25,6 +25,20 @@ def test_list_shows_builtins_and_dropped_in_folders(capsys, fixtures_dir):
     assert {"haruhi", "sherlock", "wukong", "zhongli", "Sheldon"} <= set(names)
 
 
+def test_list_columns_line_up_after_chinese_names(capsys):
+    """Wide (CJK) characters take two terminal columns: the language column starts at one screen column."""
+    from unicodedata import east_asian_width
+
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    starts = set()
+    for line in out.splitlines():
+        lang = next(f" {code} " for code in ("zh", "en") if f" {code} " in line)
+        head = line[: line.index(lang)]
+        starts.add(sum(2 if east_asian_width(c) in "WF" else 1 for c in head))
+    assert len(starts) == 1, out
+
+
 def test_list_reports_broken_folder_and_keeps_going(capsys, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "character.toml").write_text("nope = 1", encoding="utf-8")

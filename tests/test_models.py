@@ -181,9 +181,10 @@ def test_the_demo_shows_the_model_in_use(tmp_path, capsys, monkeypatch):
     [shown] = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-in-use"]
     assert shown.startswith("Model: smollm2-135m (SmolLM2-135M-Instruct Q4_1 (embedded), local) — it does not "
                             "speak zh: for those characters run `chatharuhi models pull qwen2.5-3b`")
-    monkeypatch.setattr("chatharuhi.web.launch", lambda *a, **k: None)
+    launched = {}
+    monkeypatch.setattr("chatharuhi.web.launch", lambda *a, **k: launched.update(k))
     assert cli.main(["demo", "--backend", "scripted", "--embedder", "hash", "--port", "7999"]) == 0
-    assert "chatharuhi demo on http://127.0.0.1:7999 with scripted" in capsys.readouterr().err
+    assert "chatharuhi demo on http://127.0.0.1:7999 with scripted" in launched["banner"]
 
 
 def test_a_model_name_alone_picks_the_local_backend(monkeypatch):

@@ -416,7 +416,7 @@ def test_cli_demo_binds_to_loopback_and_needs_a_password_or_a_flag_elsewhere(mon
 
     seen = {}
 
-    def fake_launch(app, host, port, block=True, password=None, open_access=False):
+    def fake_launch(app, host, port, block=True, password=None, open_access=False, banner=None):
         seen.update(host=host, port=port, demo=app.demo, password=password, open_access=open_access)
 
     monkeypatch.setattr("chatharuhi.web.launch", fake_launch)
@@ -465,3 +465,25 @@ def test_import_a_chatharuhi_zip_under_a_new_name(demo, tmp_path):
     with pytest.raises(InputError, match="could not import wukong.zip: monkey already exists; give it another") as e:
         demo.import_character(str(archive), "monkey")
     assert str(tmp_path) not in str(e.value) and "characters/" not in str(e.value)  # no server paths
+
+
+def test_launch_prints_one_line_and_never_suggests_share(capsys, tmp_path):
+    """Gradio's start-up text says 'To create a public link, set `share=True`': a public tunnel to the user's
+    machine. The demo prints its own one line instead."""
+    from chatharuhi.backends.scripted import ScriptedBackend
+    from chatharuhi.sessions import SessionStore
+    from chatharuhi.web import build_app, launch
+
+    app = build_app(backend=ScriptedBackend(), sessions=SessionStore(tmp_path / "s.sqlite3"), embedder="hash")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launch(app, "127.0.0.1", port, block=False, warm=False, banner="chatharuhi demo on test")
+    try:
+        out = capsys.readouterr()
+        assert "share=True" not in out.out + out.err and "public link" not in out.out + out.err
+        assert out.err.strip().splitlines() == ["chatharuhi demo on test"]
+    finally:
+        app.close()

@@ -1,4 +1,4 @@
-"""The command line: ``chatharuhi list | chat | ask | validate | index | eval | demo | build-dataset | train | models``."""
+"""The command line: ``chatharuhi list | chat | ask | validate | index | eval | demo | serve | models | ...``."""
 
 from __future__ import annotations
 

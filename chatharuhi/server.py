@@ -47,9 +47,9 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 
+from . import server_guard as guard
 from .backends.base import Backend, StreamInfo
 from .conversation import read_conversation
-from . import server_guard as guard
 from .errors import BackendUnavailable, ChatHaruhiError, InputError, InvalidCharacter
 from .server_api import (
     APIError,

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from native_guard import pytest_runtest_protocol  # noqa: F401 - the hook: `native` tests run in a forked child
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ It answers what huggingface_hub asks when it downloads a Git LFS file:
 Behaviour, changeable between requests: ``advertise`` (filename -> sha256 to claim instead of the
 real one), ``serve_instead`` (filename -> other bytes to send), ``rate`` (bytes per second, 0 = as
 fast as possible), ``drops`` (for each coming GET of bytes, close the connection after that many
-body bytes), ``ignore_range`` (answer ``200`` with the whole file). ``requests`` records ``(method, path, range)`` of each request.
+body bytes), ``ignore_range`` (answer ``200`` with the whole file).
+``requests`` records ``(method, path, range)`` of each request.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
+
 from chatharuhi.backends.transformers_backend import TransformersBackend  # noqa: E402
 from chatharuhi.chatbot import ChatHaruhi  # noqa: E402
-
-from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
 
 SCENE = "Watson:「Where were you last night?」\nHolmes:「At the club, Watson.」\n"
 
@@ -117,7 +117,8 @@ def test_server_picks_each_characters_adapter(tiny, shared):
 
 
 def test_adapter_for_another_base_names_both(tiny, shared, tmp_path):
-    _character(tmp_path, "moriarty", f'[adapter]\nbase = "HuggingFaceTB/SmolLM2-1.7B"\npath = "{tiny / "holmes-lora"}"\n')
+    _character(tmp_path, "moriarty",
+               f'[adapter]\nbase = "HuggingFaceTB/SmolLM2-1.7B"\npath = "{tiny / "holmes-lora"}"\n')
     with pytest.raises(AdapterMismatch) as info:
         ChatHaruhi("moriarty", llm=shared, embedder="hash", characters_dir=tmp_path, top_k=0)
     message = str(info.value)
@@ -147,7 +148,8 @@ def test_bad_adapter_tables(tmp_path, table, words):
 def test_relative_paths_resolve_against_the_character_folder(tiny, tmp_path):
     import shutil
 
-    folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\npath = "lora"\nserved_name = "watson-lora"\n')
+    folder = _character(tmp_path, "watson",
+                        '[adapter]\nbase = "embedded"\npath = "lora"\nserved_name = "watson-lora"\n')
     shutil.copytree(tiny / "holmes-lora", folder / "lora")
     c = load_character(folder)
     assert c.adapter.path == (folder / "lora").resolve() and c.adapter.name == "watson"
@@ -169,7 +171,6 @@ def test_backend_that_cannot_apply_an_adapter(tiny):
 
 def test_openai_backend_asks_for_the_served_adapter(tmp_path):
     from chatharuhi.backends.openai_compat import OpenAIBackend
-
     from openai_stub import StubOpenAIServer
 
     for name in ("holmes", "haruhi"):

@@ -156,7 +156,8 @@ def test_gguf_adapter_moves_llama_cpp_as_peft_moves_transformers(tmp_path):
     llama_base = np.array(got["base"])
     assert cos(llama_base, base) > 0.999  # same weights: llama.cpp's base logits are transformers'
     hf_delta = tuned - base
-    right, wrong = cos(np.array(got["right"]) - llama_base, hf_delta), cos(np.array(got["wrong"]) - llama_base, hf_delta)
+    right = cos(np.array(got["right"]) - llama_base, hf_delta)
+    wrong = cos(np.array(got["wrong"]) - llama_base, hf_delta)
     assert np.linalg.norm(hf_delta) > 10  # the adapter really changes the output
     assert right > 0.9, right
     assert wrong < right - 0.2, (right, wrong)

@@ -47,7 +47,8 @@ def test_consecutive_human_messages_and_a_leading_greeting_are_kept():
     model.invoke([AIMessage("欢迎来到SOS团！"), HumanMessage("第一句"), HumanMessage("第二句"),
                   AIMessage("哼"), HumanMessage("去哪？")])
     sent = [m.content for m in bot.backend.calls[-1][1:]]
-    assert sent == ["阿虚:「」", "春日:「欢迎来到SOS团！」", "阿虚:「第一句\n第二句」", "春日:「哼」", "阿虚:「去哪？」"]
+    assert sent == ["阿虚:「」", "春日:「欢迎来到SOS团！」", "阿虚:「第一句\n第二句」", "春日:「哼」",
+                    "阿虚:「去哪？」"]
 
 
 def test_message_handling_is_the_servers():

@@ -12,8 +12,7 @@ import pytest
 from chatharuhi.backends.registry import resolve_backend
 from chatharuhi.backends.scripted import ScriptedBackend
 from chatharuhi.errors import InputError, ModelError, UnknownModel
-from chatharuhi.models import BUILTIN, catalog, describe, find_model, language_warning
-from chatharuhi.models import selection, store
+from chatharuhi.models import BUILTIN, catalog, describe, find_model, language_warning, selection, store
 from chatharuhi.models.catalog import CATALOG, SHA256_RE
 
 
@@ -137,9 +136,8 @@ def test_describe_names_the_model_in_use():
 
 
 def test_models_list_shows_the_table_and_what_is_pulled(capsys):
-    from chatharuhi.cli import main
-
     from chatharuhi.backends.embedded import embedded_model_path
+    from chatharuhi.cli import main
 
     assert main(["models", "list"]) == 0
     builtin = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("smollm2-135m"))

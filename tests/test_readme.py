@@ -34,7 +34,8 @@ def test_both_setup_commands_make_a_venv_in_the_clone_and_build_llama_cpp_portab
         comment, clone, command = block.strip().split("\n")
         assert clone == "git clone https://github.com/chatharuhi/chatharuhi && cd chatharuhi"
         assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
-        build = f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir llama-cpp-python=={LLAMA_CPP_VERSION} && '
+        build = (f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir '
+                 f'llama-cpp-python=={LLAMA_CPP_VERSION} && ')
         assert build in command and command.index(build) < command.index("'.[")
         assert "GGML_NATIVE=OFF" in build and "GGML_AMX_INT8=OFF" in build and "GGML_AVX512=OFF" in build
 

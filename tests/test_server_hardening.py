@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -17,11 +16,12 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx2")
 
+from test_server import HARUHI_REPLY, error_of, make_app, running  # noqa: E402
+
 from chatharuhi.config import QUERY_EMBED_MAX_CHARS, builtin_characters_dir  # noqa: E402
 from chatharuhi.embeddings import HashEmbedder  # noqa: E402
 from chatharuhi.server_api import MAX_MESSAGE_CHARS, MAX_NAME_CHARS  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
-from test_server import HARUHI_REPLY, error_of, make_app, running  # noqa: E402
 from openai_stub import StubOpenAIServer  # noqa: E402
 
 

@@ -20,8 +20,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx2")
 
-from openai_stub import StubOpenAIServer  # noqa: E402
 from pg_server import free_port  # noqa: E402
+
+from openai_stub import StubOpenAIServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,8 +241,9 @@ def test_readme_compose_example_runs_our_real_options():
 
 
 def test_create_app_takes_the_store_from_chatharuhi_store(monkeypatch, upstream, pg_url):
-    from chatharuhi.errors import SessionError
     from test_server import make_app
+
+    from chatharuhi.errors import SessionError
 
     monkeypatch.setenv("CHATHARUHI_STORE", f"postgresql://bob:hunter2@127.0.0.1:{free_port()}/x")
     with pytest.raises(SessionError, match=r"bob:\*\*\*@.*unreachable") as info:

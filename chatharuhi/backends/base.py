@@ -2,7 +2,8 @@
 
 A blocking reply is the join of the stream; the async twin runs the stream in a worker thread
 unless a backend overrides it. A backend that learns how a reply ended (the upstream's finish reason,
-its token usage) reports it through ``stream_with_info``; the default reports nothing. A backend also says how it counts tokens and how large its
+its token usage) reports it through ``stream_with_info``; the default reports nothing.
+A backend also says how it counts tokens and how large its
 context window is, so the packer can fill the prompt exactly.
 
 Declared options (nothing is silently ignored): a backend's constructor accepts its named

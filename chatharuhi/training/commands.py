@@ -31,7 +31,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--history-tokens", type=int, help="token budget of the scene's earlier lines")
 
     p = sub.add_parser("train", help="fine-tune a LoRA adapter on build-dataset output; needs the [local] extra")
-    p.add_argument("--base", required=True, metavar="MODEL", help="base model: a folder, a .gguf file, 'embedded' (the embedded SmolLM2) or a hub id when online")
+    p.add_argument("--base", required=True, metavar="MODEL",
+                   help="base model: a folder, a .gguf file, 'embedded' (the embedded SmolLM2) or a hub id when online")
     p.add_argument("--data", required=True, metavar="FILE", help="data.jsonl (as given to build-dataset) or a file")
     p.add_argument("--out", required=True, metavar="DIR", help="adapter folder (checkpoints and loss.jsonl too)")
     p.add_argument("--epochs", type=float, default=2.0, help="default 2")

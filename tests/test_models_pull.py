@@ -79,10 +79,16 @@ def leftovers() -> list[str]:
                   if p.is_file() and ".locks" not in p.parts and p.parent != root / "tiny")
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A run started in the background by a non-interactive shell (a CI runner, `cmd &`) inherits SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt: give the child a terminal's default, as a user's shell does.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     return subprocess.Popen([sys.executable, "-m", "chatharuhi", "models", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal, **kw)
 
 
 def test_pull_installs_a_verified_file_and_rm_removes_it(hub, tiny_gguf):

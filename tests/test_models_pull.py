@@ -79,16 +79,18 @@ def leftovers() -> list[str]:
                   if p.is_file() and ".locks" not in p.parts and p.parent != root / "tiny")
 
 
-def _ctrl_c_as_in_a_terminal() -> None:
-    # A run started in the background by a non-interactive shell (a CI runner, `cmd &`) inherits SIGINT ignored,
-    # and Python then never raises KeyboardInterrupt: give the child a terminal's default, as a user's shell does.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def cli(*args: str, **kw) -> subprocess.Popen:
+def cli(*args: str, preexec_fn=None, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+    def child_setup() -> None:
+        # A run started in the background by a non-interactive shell (a CI runner, `cmd &`) inherits SIGINT
+        # ignored, and Python then never raises KeyboardInterrupt: give the child a terminal's default.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if preexec_fn is not None:
+            preexec_fn()
+
     return subprocess.Popen([sys.executable, "-m", "chatharuhi", "models", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=child_setup, **kw)
 
 
 def test_pull_installs_a_verified_file_and_rm_removes_it(hub, tiny_gguf):

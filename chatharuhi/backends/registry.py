@@ -27,6 +27,7 @@ from ..config import (
     ENV_BACKEND,
     ENV_MODEL,
     ENV_OPENAI_API_KEY,
+    home_dir,
     openai_base_url_from_env,
 )
 from ..errors import BackendUnavailable, ModelError, UnknownBackend, UnknownOption
@@ -244,21 +245,24 @@ NO_BACKEND_HELP = (
 # pulled 7B model once per user.
 SHARED_LOCAL_BACKENDS = ("embedded", "llama_cpp")
 _shared: dict[tuple, Backend] = {}
+_announced: set[tuple] = set()  # default choices already told to the user, once per process
 _shared_lock = threading.Lock()
 
 
 def _local(name: str, options: dict[str, Any], notice: Callable[[], str] | None = None) -> Backend:
-    """The process's backend for this local model and settings, built (and announced) on first use."""
-    key = (name, tuple(sorted(options.items())))
+    """The process's backend for this local model and settings, built on first use; a default choice is
+    announced once."""
+    key = (name, home_dir(), tuple(sorted(options.items())))  # a model name means a file in this home
     try:
         hash(key)
     except TypeError:  # settings that cannot be compared (a callable, say): this caller gets its own
         return get_backend(name, **options)
     with _shared_lock:
+        if notice is not None and key not in _announced:
+            logger.warning(notice())
+            _announced.add(key)
         backend = _shared.get(key)
         if backend is None or getattr(backend, "closed", False):
-            if notice is not None:
-                logger.warning(notice())
             backend = _shared[key] = get_backend(name, **options)
         return backend
 

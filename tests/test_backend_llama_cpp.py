@@ -180,3 +180,23 @@ def test_registered_names():
     from chatharuhi.backends.registry import available_backends
 
     assert {"llama_cpp", "embedded", "transformers"} <= set(available_backends())
+
+
+def test_a_chat_format_that_constrains_output_is_refused_not_dropped(backend, monkeypatch):
+    """A chat handler may pass a grammar to create_completion; the worker would sample without it, so the
+    render refuses instead of silently generating unconstrained text. Plain sampling defaults are kept."""
+    from chatharuhi.errors import BackendError
+
+    def handler(llama, messages, **_):
+        return llama.create_completion(prompt=[1, 2, 3], stop=["</s>"], temperature=0.2, grammar="root ::= \"x\"")
+
+    monkeypatch.setattr(backend, "_handler", lambda: handler)
+    with pytest.raises(BackendError, match="constrains generation with grammar"):
+        backend.render([Message("user", "hi")])
+
+    def plain(llama, messages, **_):
+        return llama.create_completion(prompt=[1, 2, 3], stop="</s>", temperature=0.2, grammar=None)
+
+    monkeypatch.setattr(backend, "_handler", lambda: plain)
+    captured = backend.render([Message("user", "hi")])
+    assert captured.tokens == [1, 2, 3] and captured.stop == ["</s>"] and captured.settings["temperature"] == 0.2

@@ -87,12 +87,17 @@ def _install_quiet_log() -> None:
         _quiet_log = llama_cpp.llama_log_callback(_drop_log)
 
 
+# Completion arguments a chat handler may set that change what may be generated (not merely how it is sampled).
+CONSTRAINING_SETTINGS = ("grammar", "logits_processor", "logit_bias")
+
+
 class _Captured(Exception):
     """Raised by the recorder to stop llama-cpp's chat handler once the prompt is known."""
 
-    def __init__(self, tokens: list[int], stop: list[str], stopping_criteria: Any):
+    def __init__(self, tokens: list[int], stop: list[str], stopping_criteria: Any, settings: dict[str, Any]):
         super().__init__("captured")
         self.tokens, self.stop, self.stopping_criteria = tokens, stop, stopping_criteria
+        self.settings = settings  # the handler's other completion arguments: sampling defaults, a grammar
 
 
 class _Recorder:
@@ -105,9 +110,10 @@ class _Recorder:
     def tokenize(self, *args: Any, **kwargs: Any) -> list[int]:
         return self._llm.tokenize(*args, **kwargs)
 
-    def create_completion(self, prompt: Any, stop: Any = None, stopping_criteria: Any = None, **_: Any) -> Any:
+    def create_completion(self, prompt: Any, stop: Any = None, stopping_criteria: Any = None,
+                          **settings: Any) -> Any:
         stop = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
-        raise _Captured(list(prompt), stop, stopping_criteria)
+        raise _Captured(list(prompt), stop, stopping_criteria, settings)
 
     def __getattr__(self, name: str) -> Any:  # anything else a handler asks for (metadata, token ids)
         return getattr(self._llm, name)
@@ -264,6 +270,11 @@ class LlamaCppBackend(Backend):
         try:
             self._handler()(llama=_Recorder(self.llm), messages=payload)
         except _Captured as captured:
+            constraints = sorted(k for k in CONSTRAINING_SETTINGS if captured.settings.get(k) is not None)
+            if constraints:  # the worker samples freely: a chat format that constrains output cannot be honoured
+                raise BackendError(f"{self.model_path.name}: its chat format ({self.llm.chat_format}) constrains "
+                                   f"generation with {', '.join(constraints)}, which chatharuhi does not apply; "
+                                   "pass chat_format= naming a plain chat template") from None
             return captured
         except Exception as exc:  # a template's raise_exception, a jinja error
             raise BackendError(f"{self.model_path.name}: the chat template rejected the messages: {exc}") from exc

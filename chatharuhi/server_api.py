@@ -12,9 +12,18 @@ import logging
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
 from .conversation import Incoming
 from .errors import (
@@ -202,6 +211,18 @@ ACCEPTED_NOT_APPLIED = ("presence_penalty", "frequency_penalty", "seed", "logit_
                         "prediction", "parallel_tool_calls", "top_k", "min_p", "repetition_penalty")
 
 
+def _model_name(value: str) -> str:
+    problem = model_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# Request fields checked the same way wherever they appear (chat completions, sessions).
+ModelName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_model_name)]
+UserRole = Annotated[str | None, BeforeValidator(lambda value: check_name(value, "user_role"))]
+
+
 class ChatRequest(BaseModel):
     """``POST /v1/chat/completions``. Unknown fields are refused, as OpenAI does, so a typo fails loudly;
     OpenAI parameters whose meaning a character cannot honour (tools, structured output, audio, web
@@ -209,7 +230,7 @@ class ChatRequest(BaseModel):
     (``ACCEPTED_NOT_APPLIED``)."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1, max_length=200)
+    model: ModelName
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
@@ -222,7 +243,7 @@ class ChatRequest(BaseModel):
     user: str | None = Field(None, max_length=MAX_USER_ID_CHARS)  # OpenAI's end-user id: never a story name
     # ours (extra_body): the server-side session and the user's in-story name
     session_id: str | None = Field(None, min_length=1, max_length=100)
-    user_role: str | None = None
+    user_role: UserRole = None
     session_token: str | None = Field(None, max_length=200)  # the session's owner token (or the header)
     # accepted, not applied (ACCEPTED_NOT_APPLIED)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -252,19 +273,6 @@ class ChatRequest(BaseModel):
     web_search_options: Any = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-
-    @field_validator("model")
-    @classmethod
-    def _not_a_path(cls, value: str) -> str:
-        problem = model_name_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("user_role", mode="before")
-    @classmethod
-    def _a_name(cls, value: Any) -> str | None:
-        return check_name(value, "user_role")
 
     @field_validator("stop")
     @classmethod
@@ -329,22 +337,9 @@ class SessionRequest(BaseModel):
     """``POST /v1/sessions``: the character, the user's in-story name and a title (all checked)."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1, max_length=200)
-    user_role: str | None = None
+    model: ModelName
+    user_role: UserRole = None
     title: str | None = Field(None, max_length=MAX_TITLE_CHARS)
-
-    @field_validator("model")
-    @classmethod
-    def _not_a_path(cls, value: str) -> str:
-        problem = model_name_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("user_role", mode="before")
-    @classmethod
-    def _a_name(cls, value: Any) -> str | None:
-        return check_name(value, "user_role")
 
 
 def _validation_error(exc: ValidationError | Any) -> APIError:

@@ -45,10 +45,7 @@ class Reply:
         if self._text is not None:  # replay a finished reply
             yield self._text
             return
-        if self._started:
-            raise RuntimeError("this reply is already being streamed")
-        self._started = True
-        filt = self.bot._filter()
+        filt = self._begin()
         stream = self.bot.backend.stream_with_info(self.plan.messages, self.info, **self.options)
         try:
             for chunk in stream:
@@ -64,19 +61,14 @@ class Reply:
             if close:
                 close()
             self._record(getattr(stream, "stats", None))
-        self._text = filt.text
-        if self.commit:  # True: a new turn; a callable: e.g. regenerate's "replace the last reply"
-            (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
+        self._finish(filt)
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """Stream on the event loop through the backend's async twin (no thread per chunk); same commit rule."""
         if self._text is not None:
             yield self._text
             return
-        if self._started:
-            raise RuntimeError("this reply is already being streamed")
-        self._started = True
-        filt = self.bot._filter()
+        filt = self._begin()
         stream = self.bot.backend.astream_with_info(self.plan.messages, self.info, **self.options)
         try:
             async for chunk in stream:
@@ -91,6 +83,18 @@ class Reply:
             aclose = getattr(stream, "aclose", None)
             if aclose:
                 await aclose()
+        self._finish(filt)
+
+    def _begin(self) -> Any:
+        """Mark the reply as streaming (once only) and return a fresh reply filter."""
+        if self._started:
+            raise RuntimeError("this reply is already being streamed")
+        self._started = True
+        return self.bot._filter()
+
+    def _finish(self, filt: Any) -> None:
+        """Keep the finished text and commit it: True commits a new turn; a callable does its own commit
+        (e.g. regenerate's "replace the last reply")."""
         self._text = filt.text
         if self.commit:
             (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)

@@ -42,15 +42,14 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any, Iterable
 
 from . import server_guard as guard
-from .backends.base import Backend, StreamInfo
+from .backends.base import Backend
 from .conversation import read_conversation
-from .errors import BackendUnavailable, ChatHaruhiError, InputError, InvalidCharacter
+from .errors import BackendUnavailable, ChatHaruhiError, InputError
 from .server_api import (
     APIError,
     ChatRequest,
@@ -59,12 +58,12 @@ from .server_api import (
     error_body,
     error_status,
     install_error_handlers,
-    model_name_problem,
     parse_request,
     public_message,
     sse,
 )
-from .types import Message, Turn
+from .server_pool import BotPool, _TimedBackend
+from .types import Turn
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -88,151 +87,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-class _TimedBackend(Backend):
-    """Wraps the shared backend to measure upstream time to first chunk (reported as ``Server-Timing``)."""
-
-    # What the chatbot, the demo and the model line read off a backend: the wrapper must show the inner
-    # backend's values, or the server would pack an embedded model's prompt at full budgets, without prefill.
-    _BEHAVIOUR = ("name", "context_window", "budget_hint", "prompt_layout", "supports_prefill", "transcript",
-                  "temperature", "seed", "model_entry", "model_path", "model", "base_url")
-
-    def __init__(self, inner: Backend):
-        self.inner = inner
-        for attr in self._BEHAVIOUR:
-            if hasattr(inner, attr):
-                setattr(self, attr, getattr(inner, attr))
-
-    def stream(self, messages: Sequence[Message], _timing: dict | None = None, **options: Any) -> Iterator[str]:
-        return self.stream_with_info(messages, StreamInfo(), _timing, **options)
-
-    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, _timing: dict | None = None,
-                         **options: Any) -> Iterator[str]:
-        start = perf_counter()
-        inner = self.inner.stream_with_info(messages, info, **options)
-        try:
-            for chunk in inner:
-                if _timing is not None and "upstream" not in _timing:
-                    _timing["upstream"] = (perf_counter() - start) * 1e3
-                yield chunk
-        finally:
-            close = getattr(inner, "close", None)
-            if close:
-                close()
-
-    async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo, _timing: dict | None = None,
-                                **options: Any) -> AsyncIterator[str]:
-        start = perf_counter()
-        inner = self.inner.astream_with_info(messages, info, **options)
-        try:
-            async for chunk in inner:
-                if _timing is not None and "upstream" not in _timing:
-                    _timing["upstream"] = (perf_counter() - start) * 1e3
-                yield chunk
-        finally:
-            aclose = getattr(inner, "aclose", None)
-            if aclose:
-                await aclose()
-
-    def token_counter(self):
-        return self.inner.token_counter()
-
-    def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
-        return self.inner.use_adapter(adapter)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-@dataclass
-class BotPool:
-    """One shared ``ChatHaruhi`` per character, created on first use; safe to use from many threads."""
-
-    backend: Backend
-    characters_dir: Any = None
-    bot_options: dict[str, Any] = field(default_factory=dict)
-    _bots: dict[str, Any] = field(default_factory=dict)  # folder name -> bot
-    _names: dict[str, str] = field(default_factory=dict)  # requested name (casefolded) -> folder name
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _building: dict[str, threading.Lock] = field(default_factory=dict)
-
-    def cached(self, model: str):
-        """The chatbot for ``model`` if it was built already (no lookup, no thread), else None."""
-        folder = self._names.get(model.strip().casefold())
-        return self._bots[folder] if folder is not None else None
-
-    def get(self, model: str):
-        """The chatbot for ``model`` (a folder name or alias); ``CharacterNotFound`` lists the names."""
-        key = model.strip().casefold()
-        folder = self._names.get(key)
-        if folder is not None:
-            return self._bots[folder]
-        from .chatbot import ChatHaruhi
-        from .discovery import find_entry
-
-        if model_name_problem(model):
-            raise APIError(404, f"Unknown character {model[:100]!r}: {model_name_problem(model)}", param="model",
-                           code="model_not_found")
-        entry = find_entry(model, self.characters_dir)  # raises for unknown names
-        with self._lock:
-            build_lock = self._building.setdefault(entry.name, threading.Lock())
-        with build_lock:  # one build per character; other characters are not held up
-            bot = self._bots.get(entry.name)
-            if bot is None:
-                try:
-                    if entry.error is not None:
-                        raise entry.error
-                    bot = ChatHaruhi(entry.path, llm=self.backend, **self.bot_options)
-                except InvalidCharacter as exc:  # named by its file inside the folder, never the server's path
-                    raise APIError(400, _broken(entry, exc), param="model", code="character_invalid") from None
-                self._bots[entry.name] = bot
-        self._names[key] = entry.name
-        return bot
-
-    def canonical(self, model: str) -> str:
-        """The ``/v1/models`` id of a name or alias (after ``get``): what responses echo as ``model``."""
-        return self._names.get(model.strip().casefold()) or self.get(model).character.path.name
-
-    def models(self) -> list[dict[str, Any]]:
-        """``/v1/models`` entries: id = folder name, with aliases and a description."""
-        from .discovery import list_characters
-
-        out = []
-        for e in list_characters(self.characters_dir):
-            if e.error is not None or e.manifest is None:
-                continue
-            m = e.manifest
-            out.append({"id": e.name, "object": "model", "created": _created(e.path), "owned_by": "chatharuhi",
-                        "aliases": e.aliases[1:], "display_name": m.display_name or e.name,
-                        "language": m.language, "description": m.description, "greeting": m.greeting})
-        return out
-
-
-def _broken(entry: Any, exc: InvalidCharacter) -> str:
-    """``character 'x' cannot be loaded: texts/a.txt line 3: <reason>`` (no path outside the folder)."""
-    where = ""
-    if exc.path is not None:
-        path = Path(str(exc.path))
-        try:
-            where = path.relative_to(entry.path).as_posix()
-        except ValueError:
-            where = path.name
-        where = (where if where != "." else entry.name + "/") + (f" line {exc.line}" if exc.line else "") + ": "
-    return f"character {entry.name!r} cannot be loaded: {where}{exc.reason}; fix the character's folder"
-
-
-def _created(folder: Any) -> int:
-    """A character's ``created``: when its folder's defining file (manifest, else system prompt) was written."""
-    for name in ("character.toml", "character.json", "system_prompt.txt"):
-        try:
-            return int(Path(folder, name).stat().st_mtime)
-        except OSError:
-            continue
-    try:
-        return int(Path(folder).stat().st_mtime)
-    except OSError:
-        return 0
 
 
 def _header_text(value: str | None) -> str | None:

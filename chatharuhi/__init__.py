@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AdapterError": ".errors",
     "AdapterMismatch": ".errors",
+    "AdapterNotPulled": ".errors",
     "Backend": ".backends.base",
     "BackendConnectionError": ".errors",
     "BackendError": ".errors",
@@ -54,6 +55,7 @@ _EXPORTS = {
     "TemplateError": ".errors",
     "Trace": ".types",
     "Turn": ".types",
+    "UnknownAdapter": ".errors",
     "UnknownBackend": ".errors",
     "UnknownModel": ".errors",
     "UnknownOption": ".errors",
@@ -72,6 +74,7 @@ _EXPORTS = {
 __all__ = [
     "AdapterError",
     "AdapterMismatch",
+    "AdapterNotPulled",
     "Backend",
     "BackendConnectionError",
     "BackendError",
@@ -109,6 +112,7 @@ __all__ = [
     "TemplateError",
     "Trace",
     "Turn",
+    "UnknownAdapter",
     "UnknownBackend",
     "UnknownModel",
     "UnknownOption",
@@ -148,6 +152,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .errors import (
         AdapterError,
         AdapterMismatch,
+        AdapterNotPulled,
         BackendConnectionError,
         BackendError,
         BackendResponseError,
@@ -167,6 +172,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         SessionError,
         SessionNotFound,
         TemplateError,
+        UnknownAdapter,
         UnknownBackend,
         UnknownModel,
         UnknownOption,

@@ -51,16 +51,11 @@ CONVERSATION_FORMAT = "chatharuhi.conversation/1"
 
 
 def gguf_adapter_options(adapter: Any, llm: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """For ``llm="llama_cpp"`` or ``"embedded"`` (a backend still to be built), load the character's GGUF adapter
-    with it: ``lora_path`` added to the options, after checking the adapter's base is the model to be loaded."""
-    if llm not in ("llama_cpp", "embedded") or adapter.gguf is None or "lora_path" in options:
-        return options
-    from .adapters import check_base
-    from .config import EMBEDDED_BASE
+    """The options that load the character's GGUF adapter (and its pulled base) with a llama_cpp backend to be
+    built: ``chatharuhi.adapters.llama_adapter_options``."""
+    from .adapters import llama_adapter_options
 
-    model = options.get("model_path") or options.get("model")
-    check_base(adapter, EMBEDDED_BASE if llm == "embedded" or model is None else model, llm)
-    return {**options, "lora_path": str(adapter.gguf)}
+    return llama_adapter_options(adapter, llm, options)
 
 
 def _warm_in_background(embedder: Embedder) -> None:

@@ -7,6 +7,8 @@ field or value at fault and say how to fix it.
     ├── CharacterError
     │   ├── CharacterNotFound      unknown name or alias (lists close matches and all names)
     │   ├── InvalidCharacter       a broken folder or manifest (names the file and line)
+    │   │   ├── AdapterNotPulled   the manifest names a catalogue adapter not pulled yet (names the pull command)
+    │   │   └── UnknownAdapter     the manifest names an adapter the catalogue does not know (closest name)
     │   └── CharacterImportError   a file that cannot be imported or exported (card, JSONL, zip, download)
     ├── InputError                 bad user input: an empty message, an invalid option
     │   └── UnknownOption          a keyword argument or option nobody accepts (names the closest valid one)
@@ -65,6 +67,24 @@ class InvalidCharacter(CharacterError, ValueError):
         self.reason = message  # the message without the file (for a client that must not see server paths)
         where = f"{path}:{line}: " if path is not None and line else (f"{path}: " if path is not None else "")
         super().__init__(f"{where}{message}")
+
+
+class AdapterNotPulled(InvalidCharacter):
+    """A character's manifest names a catalogue adapter that is not pulled; ``command`` is the pull to run."""
+
+    def __init__(self, message: str, path: object = None, model: str = ""):
+        self.model = model
+        self.command = f"chatharuhi models pull {model}"
+        super().__init__(message, path)
+
+
+class UnknownAdapter(InvalidCharacter, LookupError):
+    """A character's manifest names an adapter that is not in the catalogue; ``suggestions`` holds the closest."""
+
+    def __init__(self, message: str, path: object = None, name: str = "", suggestions: list[str] | None = None):
+        self.name = name
+        self.suggestions = suggestions or []
+        super().__init__(message, path)
 
 
 class CharacterImportError(CharacterError, ValueError):

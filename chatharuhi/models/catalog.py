@@ -1,4 +1,4 @@
-"""The curated table of GGUF chat models that ``chatharuhi models pull NAME`` can fetch.
+"""The curated table of GGUF chat models (and LoRA adapters) that ``chatharuhi models pull NAME`` can fetch.
 
 Each entry pins a Hugging Face repository, a revision (a commit id, so the bytes cannot change under
 us) and, per file, its sha256 and size. Sources: the sha256 values are the Git LFS object ids of
@@ -7,7 +7,10 @@ independent projects that pin the same files agree); a file whose sha256 is ``No
 against the sha256 the hub advertises for it (its LFS ``X-Linked-Etag``) at download time instead.
 
 Users may add entries in ``<chatharuhi home>/models.toml`` (``[[model]]`` tables with the same
-fields); a name that is already built in is refused.
+fields); a name that is already built in is refused. An entry with ``kind = "adapter"`` is a LoRA
+adapter for ``base`` (a model name from this table, a hub id or a path): its files are a llama.cpp
+LoRA ``.gguf``, a PEFT folder's ``adapter_config.json`` + ``adapter_model.safetensors``, or both. A
+character's manifest names it with ``[adapter] name = "..."`` (see ``chatharuhi.adapters``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from ..config import EMBEDDED_DISTRIBUTION, EMBEDDED_FILE, EMBEDDED_SHA256, USER
 from ..errors import InputError, UnknownModel
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+KINDS = ("model", "adapter")
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 QWEN_LANGUAGES = ("zh", "en", "ja", "ko", "fr", "de", "es", "pt", "it", "ru", "vi", "th", "ar")
 
 
@@ -36,7 +42,7 @@ class ModelFile:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A pullable (or built-in) GGUF chat model."""
+    """A pullable (or built-in) GGUF chat model, or a LoRA adapter for one (``kind="adapter"``, ``base``)."""
 
     name: str
     title: str
@@ -47,6 +53,13 @@ class ModelEntry:
     languages: tuple[str, ...]
     builtin: bool = False
     notes: str = ""
+    kind: str = "model"
+    base: str | None = None  # adapters: the model they were trained on
+
+    @property
+    def is_adapter(self) -> bool:
+        """Whether this entry is a LoRA adapter rather than a model."""
+        return self.kind == "adapter"
 
     @property
     def size(self) -> int | None:
@@ -101,7 +114,9 @@ CATALOG: tuple[ModelEntry, ...] = (
 def _user_entries(path: Path) -> list[ModelEntry]:
     if not path.is_file():
         return []
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
     if sys.version_info >= (3, 11):
         import tomllib
@@ -110,7 +125,7 @@ def _user_entries(path: Path) -> list[ModelEntry]:
 
     class _File(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        filename: str = Field(min_length=1)
+        filename: str = Field(min_length=1, pattern=r"^[^/\\]+$")  # files land side by side in one folder
         sha256: str | None = Field(default=None, pattern=SHA256_RE.pattern)
         size: int | None = Field(default=None, gt=0)
 
@@ -124,6 +139,24 @@ def _user_entries(path: Path) -> list[ModelEntry]:
         licence: str = "unknown"
         languages: list[str] = []
         notes: str = ""
+        kind: Literal["model", "adapter"] = "model"
+        base: str | None = Field(default=None, min_length=1)
+
+        @model_validator(mode="after")
+        def _adapter_fields(self) -> "_Entry":
+            names = [f.filename for f in self.files]
+            if self.kind == "model" and self.base is not None:
+                raise ValueError("base is for adapters: add kind = \"adapter\" or remove base")
+            if self.kind == "adapter":
+                if self.base is None:
+                    raise ValueError("an adapter needs base = the model it was trained on (a name from "
+                                     "`chatharuhi models list`, a hub id or a path)")
+                gguf = [n for n in names if n.lower().endswith(".gguf")]
+                peft = PEFT_CONFIG in names and any(w in names for w in PEFT_WEIGHTS)
+                if len(gguf) > 1 or not (gguf or peft):
+                    raise ValueError(f"an adapter's files are one llama.cpp LoRA .gguf and/or a PEFT adapter "
+                                     f"({PEFT_CONFIG} + {PEFT_WEIGHTS[0]}); got {names}")
+            return self
 
     class _Table(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -137,14 +170,15 @@ def _user_entries(path: Path) -> list[ModelEntry]:
             where, last = ".".join(map(str, e["loc"])), str(e["loc"][-1])
             fields = list(_Entry.model_fields) + list(_File.model_fields)
             close = difflib.get_close_matches(last, fields, n=1) if e["type"] == "extra_forbidden" else []
-            problems.append(f"{where}: {e['msg']}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            message = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise InputError(f"{path}: {'; '.join(problems)}") from None
     except (ValueError, OSError) as exc:  # TOMLDecodeError is a ValueError
         raise InputError(f"{path}: not a valid models table ({exc}); each [[model]] needs name, repo and "
                          "files = [{filename, sha256, size}]") from None
     return [ModelEntry(e.name, e.title or e.name, e.repo, e.revision,
                        tuple(ModelFile(f.filename, f.sha256, f.size) for f in e.files), e.licence,
-                       tuple(e.languages)) for e in table.model]
+                       tuple(e.languages), notes=e.notes, kind=e.kind, base=e.base) for e in table.model]
 
 
 def catalog() -> dict[str, ModelEntry]:
@@ -161,6 +195,11 @@ def catalog() -> dict[str, ModelEntry]:
 def is_model_name(name: str) -> bool:
     """Whether ``name`` is a catalogue name (case-insensitive)."""
     return name.strip().lower() in catalog()
+
+
+def adapter_names() -> list[str]:
+    """The names of every catalogue adapter."""
+    return [n for n, e in catalog().items() if e.is_adapter]
 
 
 def find_model(name: str) -> ModelEntry:

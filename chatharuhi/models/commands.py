@@ -8,10 +8,12 @@ import sys
 
 def add_parsers(sub) -> None:
     """Add the ``models`` command and its list, pull and rm sub-commands."""
-    p = sub.add_parser("models", help="local GGUF models: list the catalogue, pull one by name, remove one")
+    p = sub.add_parser("models", help="local GGUF models and LoRA adapters: list the catalogue, pull one by name, "
+                                      "remove one")
     verbs = p.add_subparsers(dest="models_command", required=True)
-    verbs.add_parser("list", help="the model table: size, licence, languages, and what is pulled")
-    q = verbs.add_parser("pull", help="download a model (resumable, sha256-checked) into the chatharuhi home")
+    verbs.add_parser("list", help="the model table: size, licence, languages, adapters' bases, and what is pulled")
+    q = verbs.add_parser("pull", help="download a model or adapter (resumable, sha256-checked) into the chatharuhi "
+                                      "home")
     q.add_argument("name", help="a name from `chatharuhi models list`, e.g. qwen2.5-3b")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q = verbs.add_parser("rm", help="delete a pulled model (and any partial download of it)")
@@ -30,7 +32,8 @@ def _list(args: argparse.Namespace) -> int:
 
     default = default_pulled()
     rows = [("NAME", "SIZE", "LICENCE", "LANGUAGES", "STATUS", "MODEL (REPO)")]
-    for e in catalog().values():
+    entries = sorted(catalog().values(), key=lambda e: e.is_adapter)  # models first, then adapters
+    for e in entries:
         if e.builtin:
             from ..backends.embedded import embedded_model_path
 
@@ -48,14 +51,17 @@ def _list(args: argparse.Namespace) -> int:
                 status += " (default)"
             pin = "" if e.pinned else ", sha256 from the hub"
             source = f"{e.title} ({e.repo}{pin})"
+            if e.is_adapter:
+                source = f"LoRA adapter for {e.base}: {source}"
             size = format_size(e.size)
-        langs = ",".join(e.languages[:3]) + ("+" if len(e.languages) > 3 else "")
+        langs = ",".join(e.languages[:3]) + ("+" if len(e.languages) > 3 else "") or "-"
         rows.append((e.name, size, e.licence, langs, status, source))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
     print(f"\nmodels are kept in {model_dir('')}; use one with --model NAME (chat, ask, demo, serve) or "
-          "ChatHaruhi(..., llm='llama_cpp', model=NAME)", file=sys.stderr)
+          "ChatHaruhi(..., llm='llama_cpp', model=NAME); an adapter with [adapter] name = NAME in a character's "
+          "character.toml", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``pull_model``: download a catalogue model with huggingface_hub, resumably, and verify its sha256.
+"""``pull_model``: download a catalogue model (or adapter) with huggingface_hub, resumably, and verify its sha256.
 
 For each file: ask the hub (``HF_ENDPOINT``, read now) for the file's metadata (the sha256 it
 advertises, size, download location), refuse if that sha256 differs from the pinned one, check the
@@ -70,7 +70,8 @@ def _endpoint() -> str:
 
 @strict
 def pull_model(name: str, *, progress: bool = True, log: Log | None = _stderr) -> Path:
-    """Download the model ``name`` (resuming an interrupted pull) and return the GGUF file to load."""
+    """Download the model or adapter ``name`` (resuming an interrupted pull) and return what to load (see
+    ``Installed.path``)."""
     from filelock import FileLock, Timeout
 
     entry = find_model(name)
@@ -120,7 +121,22 @@ def _pull_locked(entry: ModelEntry, endpoint: str, progress: bool, say: Log) -> 
     if done is None:  # pragma: no cover - only if the folder is changed under us
         raise ModelError(f"{folder}: the pulled files vanished while being installed; pull again")
     say(f"pulled {entry.name}: {done.path}")
+    if entry.is_adapter:
+        say(_adapter_hint(entry))
     return done
+
+
+def _adapter_hint(entry: ModelEntry) -> str:
+    """How to use a pulled adapter, and the pull its base still needs (an adapter never pulls its base)."""
+    from .catalog import catalog
+    from .store import not_pulled_message
+
+    hint = (f"use it from a character's character.toml: [adapter] name = {entry.name!r} "
+            f"(base {entry.base!r})")
+    base = catalog().get((entry.base or "").lower())
+    if base is not None and not base.builtin and installed(base) is None:
+        hint += f"; its base {not_pulled_message(base)}"
+    return hint
 
 
 def _record(path: Path, sha256: str) -> dict:
@@ -205,7 +221,7 @@ def _download(entry: ModelEntry, file: ModelFile, endpoint: str, progress: bool)
     got = part.stat().st_size
     with open(part, "rb") as fh:
         magic = fh.read(4)
-    if magic != GGUF_MAGIC:
+    if magic != GGUF_MAGIC and (not entry.is_adapter or file.filename.lower().endswith(".gguf")):
         part.unlink(missing_ok=True)
         raise ModelDownloadError(f"{entry.repo}/{file.filename} is not a GGUF file (it starts with {magic!r}); "
                                  "chatharuhi runs GGUF models with llama.cpp. The file was removed")

@@ -1,4 +1,4 @@
-"""Where pulled models live in the chatharuhi home, what is installed, and removing one.
+"""Where pulled models (and adapters) live in the chatharuhi home, what is installed, and removing one.
 
     <home>/models/<name>/<file>...          verified files, moved in only after their sha256 matched
     <home>/models/<name>/manifest.json      written last: a model is installed iff its manifest is there
@@ -9,6 +9,7 @@
 
 Nothing under ``<name>/`` is ever a half file: bytes arrive in ``.partial/`` and are renamed into
 place after the hash check. ``models rm`` removes both the model and any partial download.
+A pulled PEFT adapter is its folder: ``adapter_config.json`` and the weights sit side by side in it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from ..config import MODELS_DIR, cache_dir
 from ..errors import ModelDownloadError, ModelError
-from .catalog import ModelEntry, catalog, find_model
+from .catalog import PEFT_CONFIG, ModelEntry, catalog, find_model
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "chatharuhi.model/1"
@@ -54,7 +55,7 @@ def lock_file(name: str) -> Path:
 
 @dataclass(frozen=True)
 class Installed:
-    """A pulled model: its entry, folder and files (the first is the one llama.cpp opens)."""
+    """A pulled model or adapter: its entry, folder and files (a model's first is the one llama.cpp opens)."""
 
     entry: ModelEntry
     folder: Path
@@ -63,8 +64,21 @@ class Installed:
 
     @property
     def path(self) -> Path:
-        """The GGUF file to load (for a split model, its first part; llama.cpp finds the others beside it)."""
+        """What to load: a model's GGUF file (a split model's first part; llama.cpp finds the others beside
+        it); an adapter's LoRA GGUF if it has one, else its PEFT folder."""
+        if self.entry.is_adapter:
+            return self.gguf or self.folder
         return self.files[0]
+
+    @property
+    def gguf(self) -> Path | None:
+        """An adapter's llama.cpp LoRA file (None: it has none)."""
+        return next((p for p in self.files if p.suffix.lower() == ".gguf"), None)
+
+    @property
+    def peft_folder(self) -> Path | None:
+        """An adapter's PEFT folder (this folder, when it holds ``adapter_config.json``; else None)."""
+        return self.folder if any(p.name == PEFT_CONFIG for p in self.files) else None
 
     @property
     def size(self) -> int:
@@ -114,8 +128,8 @@ def installed(entry: ModelEntry) -> Installed | None:
 
 
 def installed_models() -> list[Installed]:
-    """Every pulled model, in catalogue order."""
-    found = (installed(e) for e in catalog().values() if not e.builtin)
+    """Every pulled model (not adapters), in catalogue order."""
+    found = (installed(e) for e in catalog().values() if not e.builtin and not e.is_adapter)
     return [i for i in found if i is not None]
 
 
@@ -126,7 +140,8 @@ def partial_bytes(name: str) -> int:
 
 
 def verified_path(inst: Installed) -> Path:
-    """The model file to load, re-hashed if a file changed since it was pulled; ``ModelError`` if damaged."""
+    """The model file (or adapter) to load, its files re-hashed if they changed since the pull; ``ModelError``
+    if damaged."""
     from ..backends.embedded import sha256_file
 
     for path in inst.files:
@@ -146,16 +161,31 @@ def model_path(name: str) -> Path:
         from ..backends.embedded import embedded_model
 
         return embedded_model()
+    if entry.is_adapter:
+        raise ModelError(f"{entry.name!r} is a LoRA adapter for {entry.base!r}, not a model: load the base "
+                         f"(model={entry.base!r}) and name the adapter in a character's character.toml "
+                         f"([adapter] name = {entry.name!r})")
+    return verified_path(pulled(entry))
+
+
+def pulled(entry: ModelEntry) -> Installed:
+    """The installed copy of ``entry``; ``ModelError`` naming the pull command if it is not (or no longer) pulled."""
     inst = installed(entry)
-    if inst is None and (model_dir(entry.name) / MANIFEST).is_file():
-        raise ModelError(f"{model_dir(entry.name)}: {entry.name} is damaged or from another revision (a file is "
-                         f"missing or resized); run `chatharuhi models pull {entry.name}` to repair it")
     if inst is None:
-        got = partial_bytes(entry.name)
-        resume = f" ({got / 1e6:.0f} MB of an earlier pull will be resumed)" if got else ""
-        raise ModelError(f"model {entry.name!r} is not pulled yet: run `chatharuhi models pull {entry.name}`"
-                         f" ({format_size(entry.size)}){resume}")
-    return verified_path(inst)
+        raise ModelError(not_pulled_message(entry))
+    return inst
+
+
+def not_pulled_message(entry: ModelEntry) -> str:
+    """Why ``entry`` cannot be used yet, with the exact ``chatharuhi models pull`` command that fixes it."""
+    what = "adapter" if entry.is_adapter else "model"
+    if (model_dir(entry.name) / MANIFEST).is_file():
+        return (f"{model_dir(entry.name)}: {what} {entry.name} is damaged or from another revision (a file is "
+                f"missing or resized); run `chatharuhi models pull {entry.name}` to repair it")
+    got = partial_bytes(entry.name)
+    resume = f" ({got / 1e6:.0f} MB of an earlier pull will be resumed)" if got else ""
+    return (f"{what} {entry.name!r} is not pulled yet: run `chatharuhi models pull {entry.name}`"
+            f" ({format_size(entry.size)}){resume}")
 
 
 def remove(name: str) -> list[Path]:

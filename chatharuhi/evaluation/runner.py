@@ -8,7 +8,8 @@ Configurations (all use the same packer, budget and backend; only the prompt's c
 - ``system_only``: the system prompt and the query alone: no scenes, no history.
 
 Every case excludes its source scene, and any other scene holding the answer line verbatim, from
-retrieval (checked: a run stops if one ever reaches a prompt). Each finished (case, configuration)
+retrieval (checked: a run stops if one ever reaches a prompt) and from the identity and voice judges
+that score its reply (fitted per case without those scenes: ``judges.py``). Each finished (case, configuration)
 is appended to ``checkpoint.jsonl``; a restarted run skips what is there.
 """
 
@@ -38,8 +39,10 @@ from ..index import SearchResult
 from ..types import ScoredScene
 from ..windows import scene_of
 from . import metrics
-from .cases import EvalCase, build_cases, is_meaningful, require_cases
-from .voice import VoiceModel
+from .cases import EvalCase, build_cases, require_cases
+from .judges import Fitted, Judges, own_lines
+
+__all__ = ["CONFIGS", "ExclusionLeak", "EvalIndex", "case_excludes", "own_lines", "run_eval"]
 
 CONFIGS = ("full", "none", "random", "system_only")
 DEFAULT_CASES = 30  # cases per character (ChatHaruhi's planned evaluation used 30 scenes per character)
@@ -99,22 +102,13 @@ class CharacterData:
     usable_scenes: int
     candidates: int
     lines_by_scene: dict[str, np.ndarray] = field(default_factory=dict)
-    centroid: np.ndarray | None = None
     key_terms: metrics.KeyTerms | None = None
     excludes: dict[str, list[str]] = field(default_factory=dict)  # case id -> scenes excluded
-    voice: Any = None  # the n-gram VoiceModel over every compared character (evaluation/voice.py)
 
     @property
     def own_names(self) -> set[str]:
         c = self.character
         return {c.speaker, c.display_name, *c.aliases}
-
-
-def own_lines(character: Character) -> list[tuple[str, str]]:
-    """(scene id, text) of every non-empty line the character speaks."""
-    sp = character.speaker
-    return [(s.id, ln.text.strip()) for s in character.scenes for ln in s.lines
-            if ln.kind == "speech" and ln.speaker == sp and ln.text.strip()]
 
 
 def case_excludes(character: Character, case: EvalCase) -> list[str]:
@@ -124,12 +118,6 @@ def case_excludes(character: Character, case: EvalCase) -> list[str]:
         if s.id != case.scene_id and any(ln.text.strip() == case.answer for ln in s.lines):
             out.append(s.id)
     return out
-
-
-def _centroid_lines(character: Character, seed: int) -> list[str]:
-    texts = sorted({t for _, t in own_lines(character) if is_meaningful(t, character.language)})
-    rng = random.Random(f"centroid:{seed}:{character.name}")
-    return rng.sample(texts, MAX_CENTROID_LINES) if len(texts) > MAX_CENTROID_LINES else texts
 
 
 
@@ -208,17 +196,10 @@ def run_eval(
                              f"same options, choose another --out, or delete {checkpoint}")
     run_file.write_text(json.dumps(settings, ensure_ascii=False, indent=1), encoding="utf-8")
 
-    # -- vectors: each character's lines, centroids (also of comparison characters), key terms ---------
+    # -- vectors: each character's lines, the judges (also over comparison characters), key terms -----
     lines = metrics.LineVectors(emb)
     comparison = [d.character for d in data] + [resolve_character(c, characters_dir) for c in compare]
-    centroids: dict[str, np.ndarray] = {}
-    voice_lines: dict[str, list[str]] = {}
-    for character in comparison:
-        texts = _centroid_lines(character, seed)
-        if texts:
-            centroids[character.name] = metrics.centroid(lines.embed(texts, progress, f"{character.name} lines"))
-            voice_lines[character.name] = texts
-    voice = VoiceModel(voice_lines) if len(voice_lines) > 1 else None
+    judges = Judges(comparison, lambda texts: lines.embed(texts, progress, "judge lines"), MAX_CENTROID_LINES, seed)
     for d in data:
         pairs = own_lines(d.character)
         vecs = lines.embed([t for _, t in pairs], progress, f"{d.character.name} lines")
@@ -226,8 +207,6 @@ def run_eval(
         for (scene_id, _), v in zip(pairs, vecs):
             grouped.setdefault(scene_id, []).append(v)
         d.lines_by_scene = {k: np.stack(v) for k, v in grouped.items()}
-        d.centroid = centroids.get(d.character.name)
-        d.voice = voice if voice is not None and d.character.name in voice.names else None
         d.key_terms = metrics.KeyTerms((s.id, s.text) for s in d.character.scenes)
         d.excludes = {c.id: case_excludes(d.character, c) for c in d.cases}
     answer_vecs = {(d.character.name, c.id): v for d in data
@@ -265,7 +244,7 @@ def run_eval(
         with checkpoint.open("a", encoding="utf-8") as sink:
             for d, case, cfg in todo:
                 rec = _evaluate(d, case, cfg, bot_for(d, cfg), answer_vecs[(d.character.name, case.id)],
-                                centroids, lines, retrieval_only, max_tokens)
+                                _judges_for(judges, d, case), lines, retrieval_only, max_tokens)
                 sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 sink.flush()
                 failures += bool(rec.get("error"))
@@ -285,7 +264,7 @@ def run_eval(
         if key in wanted:
             records[key] = rec  # the last record of a key wins
     ordered = [records[(d.character.name, c.id, cfg)] for d in data for c in d.cases for cfg in configs]
-    reference = _reference_scores(data, answer_vecs, centroids)
+    reference = _reference_scores(data, answer_vecs, judges)
     summary = summarize(ordered, settings, reference, skipped)
     write_outputs(out, settings, data, ordered, summary, plot_png=plot, log=log)
     return summary
@@ -303,8 +282,13 @@ def _read_jsonl(path: Path) -> Iterable[dict]:
                 continue
 
 
+def _judges_for(judges: Judges, d: CharacterData, case: EvalCase) -> Fitted:
+    """The judges for one case: fitted without its excluded scenes (its source scene, verbatim copies)."""
+    return judges.fit({d.character.name: d.excludes[case.id]})
+
+
 def _evaluate(d: CharacterData, case: EvalCase, cfg: str, bot_proxy: tuple[ChatHaruhi, EvalIndex],
-              answer: np.ndarray, centroids: dict[str, np.ndarray], lines: metrics.LineVectors,
+              answer: np.ndarray, fitted: Fitted, lines: metrics.LineVectors,
               retrieval_only: bool, max_tokens: int = EVAL_MAX_TOKENS) -> dict:
     bot, proxy = bot_proxy
     proxy.exclude = set(d.excludes[case.id])
@@ -342,11 +326,14 @@ def _evaluate(d: CharacterData, case: EvalCase, cfg: str, bot_proxy: tuple[ChatH
         rec["reply"] = reply
         rec["cosine"] = round(metrics.cosine(vec, answer), 4)
         rec["rouge_l"] = round(metrics.rouge_l(reply, case.answer, case.language), 4)
-        others = {k: v for k, v in centroids.items() if k != d.character.name}
-        score, margin = metrics.identity(vec, d.centroid, others) if d.centroid is not None else (None, None)
+        name = d.character.name
+        own = fitted.centroids.get(name)
+        others = {k: v for k, v in fitted.centroids.items() if k != name}
+        score, margin = metrics.identity(vec, own, others) if own is not None else (None, None)
         rec["identity"] = score
         rec["identity_margin"] = None if margin is None else round(margin, 4)
-        rec["voice"] = None if d.voice is None else float(d.voice.log_odds(reply or " ", d.character.name) > 0)
+        voice = fitted.voice if fitted.voice is not None and name in fitted.voice.names else None
+        rec["voice"] = None if voice is None else float(voice.log_odds(reply or " ", name) > 0)
         other_names = (d.character.speakers | {case.query_role, bot.user_role}) - d.own_names
         checks = metrics.rule_checks(reply, case.language, d.own_names, other_names)
         rec["rules"] = checks
@@ -360,16 +347,19 @@ def _support(d: CharacterData, answer: np.ndarray, scene_ids: Sequence[str]) -> 
     return metrics.answer_support(answer, np.concatenate(found) if found else None)
 
 
-def _reference_scores(data: list[CharacterData], answer_vecs: dict, centroids: dict[str, np.ndarray]) -> dict:
-    """Scores of the original answers themselves: the identity ceiling and the best support any scene gives."""
+def _reference_scores(data: list[CharacterData], answer_vecs: dict, judges: Judges) -> dict:
+    """Scores of the original answers themselves: the identity ceiling (judged without the case's scenes, as
+    replies are) and the best support any scene gives."""
     out: dict[str, Any] = {}
     for d in data:
         ident, ceiling = [], []
-        others = {k: v for k, v in centroids.items() if k != d.character.name}
         for c in d.cases:
             vec = answer_vecs[(d.character.name, c.id)]
-            if d.centroid is not None and others:
-                ident.append(metrics.identity(vec, d.centroid, others)[0])
+            centroids = _judges_for(judges, d, c).centroids
+            own = centroids.get(d.character.name)
+            others = {k: v for k, v in centroids.items() if k != d.character.name}
+            if own is not None and others:
+                ident.append(metrics.identity(vec, own, others)[0])
             allowed = [m for s, m in d.lines_by_scene.items() if s not in d.excludes[c.id]]
             ceiling.append(metrics.answer_support(vec, np.concatenate(allowed) if allowed else None))
         out[d.character.name] = {

@@ -42,6 +42,18 @@ class VoiceModel:
         self.alpha, self.vocabulary = alpha, len(vocabulary) + 1  # + 1: the unseen n-gram
         self.totals = {name: sum(c.values()) for name, c in self.counts.items()}
 
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, Counter], alpha: float = SMOOTHING) -> "VoiceModel":
+        """A model from n-gram counts per character (e.g. counts with some lines subtracted; see judges.py)."""
+        if len(counts) < 2:
+            raise ValueError("a voice model needs the lines of at least two characters")
+        model = cls.__new__(cls)
+        model.names = sorted(counts)
+        model.counts = {name: counts[name] for name in model.names}
+        model.alpha, model.vocabulary = alpha, len(set().union(*model.counts.values())) + 1
+        model.totals = {name: sum(c.values()) for name, c in model.counts.items()}
+        return model
+
     def scores(self, text: str) -> dict[str, float]:
         """Log-posterior of each character for ``text`` (per n-gram, so long and short lines compare)."""
         grams = ngrams(text)

@@ -236,3 +236,27 @@ def test_a_changed_pulled_adapter_file_is_refused_at_load(hub, tmp_path):
     with pytest.raises(InvalidCharacter, match="changed since it was pulled"):
         load_character(_character(tmp_path, "g", '[adapter]\nname = "tiny-peft"\n'))
     shutil.rmtree(model_dir("tiny-peft"))
+
+
+def test_the_readme_snippets_for_a_pulled_adapter_are_valid(tmp_path):
+    import re
+    import textwrap
+
+    from chatharuhi.models import catalog, find_model
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**An adapter pulled by name.**")[1].split("\n**")[0]
+    blocks = [textwrap.dedent(b) for b in re.findall(r"(?:^    .*\n)+", section, flags=re.M)]
+    table = next(b for b in blocks if b.startswith("[[model]]"))
+    manifest = next(b for b in blocks if b.startswith("[adapter]"))
+    commands = next(b for b in blocks if b.startswith("chatharuhi "))
+    home = Path(os.environ["CHATHARUHI_HOME"])
+    home.mkdir(parents=True)
+    (home / "models.toml").write_text(table, encoding="utf-8")
+    entry = catalog()["haruhi-lora-q"]
+    assert entry.is_adapter and entry.base == "qwen2.5-1.5b" and not entry.builtin
+    for name in re.findall(r"chatharuhi models pull (\S+)", commands):
+        find_model(name)
+    with pytest.raises(AdapterNotPulled) as info:  # the table parses; the adapter is simply not pulled here
+        load_character(_character(tmp_path, "haruhi", manifest))
+    assert info.value.command == "chatharuhi models pull haruhi-lora-q"

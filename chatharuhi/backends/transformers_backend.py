@@ -6,25 +6,36 @@ without reloading the base. ``adapter=None`` runs the bare base model.
 
 The prompt is the tokenizer's chat template rendered to text and encoded without added special
 tokens (the template already writes them), so the token counter counts exactly what generation
-receives. Generation runs in a thread feeding a ``TextIteratorStreamer``; closing the stream sets a
-stopping criterion, so a consumer that stops reading stops the model too. Stop strings are cut on
-our side (the streamer would show them), and a reply can be prefilled like ``llama_cpp``'s.
+receives. Stop strings are cut on our side (the streamer would show them), and a reply can be
+prefilled like ``llama_cpp``'s.
+
+One generation at a time per model, on the model's own thread (``serial.Serial``), fed by a queue:
+``stream()`` returns a ``Generation`` that queues a job when first iterated and reads the job's own
+buffer, so no lock is held while a caller holds the stream, the caller may resume it on any thread,
+and ``astream`` waits on the event loop without a thread. A job runs to its end even if its consumer
+pauses (the chunks wait in its buffer, and the next job starts when it is done); closing or dropping
+the stream cancels the job at the next token. Loading an adapter also runs on that thread, between
+jobs, since it changes the model under any generation.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Mapping, Sequence
 
-from ..config import DEFAULT_CONTEXT_WINDOW, DEFAULT_LOCAL_TEMPERATURE, DEFAULT_REPEAT_PENALTY
+from ..config import (
+    DEFAULT_CONTEXT_WINDOW,
+    DEFAULT_LOCAL_TEMPERATURE,
+    DEFAULT_LOCAL_TIMEOUT_S,
+    DEFAULT_REPEAT_PENALTY,
+)
 from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ModelError
 from ..types import Message
-from .base import Backend
+from .base import Backend, StreamInfo
+from .serial import Serial
+from .transformers_generate import Generation, Request, achunks, generation_work
 from .transformers_load import INSTALL_HINT, check_adapter_folder, import_torch, locate_base, pick_device, pick_dtype
-
-STREAM_TIMEOUT_S = 600.0  # longest wait for one chunk before the generation thread is presumed stuck
 
 
 class TransformersCounter:
@@ -50,31 +61,6 @@ class TransformersCounter:
             return sum(self.count(m.content) + 4 for m in messages) + 4  # the packer's lone-role probes
 
 
-class _Cancel:
-    """A stopping criterion that ends generation once the consumer has gone."""
-
-    def __init__(self, torch: Any):
-        self.torch, self.event = torch, threading.Event()
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        return self.torch.full((input_ids.shape[0],), self.event.is_set(), dtype=self.torch.bool,
-                               device=input_ids.device)
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """(the part of ``text`` that is safe to emit, whether a stop string was found)."""
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    if hits:
-        return text[: min(hits)], True
-    hold = 0  # keep back a tail that could be the start of a stop string
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:n]):
-                hold = max(hold, n)
-                break
-    return text[: len(text) - hold], False
-
-
 class TransformersBackend(Backend):
     """A transformers causal LM, optionally with named LoRA adapters switched per reply."""
 
@@ -97,12 +83,14 @@ class TransformersBackend(Backend):
         max_tokens: int | None = None,
         model_path: str | os.PathLike | None = None,
         trust_remote_code: bool = False,
+        timeout: float | None = None,
         **options: Any,
     ):
         """Load ``model`` (a folder, or a hub id) and every adapter in ``adapters`` (name -> folder).
 
         ``adapter``: the one used when a call names none. ``quantization``: "4bit" or "8bit" (CUDA and
-        bitsandbytes only). ``device``/``dtype``: automatic unless given.
+        bitsandbytes only). ``device``/``dtype``: automatic unless given. ``timeout``: seconds the model's
+        thread may go without producing a token before a waiting caller gets ``BackendTimeout``.
         """
         torch, transformers = import_torch()
         self.torch = torch
@@ -138,7 +126,9 @@ class TransformersBackend(Backend):
                              "or set tokenizer.chat_template")
         self.context_window = context_window or self._window()
         self.adapters: dict[str, Path] = {}
-        self._lock = threading.RLock()  # one generation at a time: adapters are global state of the model
+        # One generation at a time, on this thread: the active adapter is global state of the model.
+        self._serial = Serial(Path(self.model_name).name or self.model_name,
+                              DEFAULT_LOCAL_TIMEOUT_S if timeout is None else timeout)
         for name, path in (adapters or {}).items():
             self.add_adapter(name, path)
         if adapter is not None and adapter not in self.adapters:
@@ -179,13 +169,17 @@ class TransformersBackend(Backend):
         except ImportError:
             raise BackendUnavailable(f"LoRA adapters need peft: {INSTALL_HINT}") from None
         base = config.get("base_model_name_or_path") or "?"
+
+        def load() -> None:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+            self.model.eval()
+            self.adapters[name] = path
+
         try:
-            with self._lock:
-                if isinstance(self.model, PeftModel):
-                    self.model.load_adapter(str(path), adapter_name=name)
-                else:
-                    self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
-                self.model.eval()
+            self._serial.call(load)  # between generations: it changes the model under them
         except Exception as exc:  # peft and safetensors raise RuntimeError, ValueError, SafetensorError, OSError
             text = str(exc)
             what = (text.splitlines() or [type(exc).__name__])[0][:300]
@@ -195,7 +189,6 @@ class TransformersBackend(Backend):
                     f"{what}; load it with its own base model") from exc
             raise AdapterError(f"adapter {name!r} ({path}) is corrupt or unreadable: {what}; "
                                "save or download it again") from exc
-        self.adapters[name] = path
 
     def use_adapter(self, adapter: Any) -> dict[str, Any]:
         """Load a character's adapter (once) under the character's name; the options select it per call."""
@@ -205,13 +198,16 @@ class TransformersBackend(Backend):
         if adapter.path is None:
             raise AdapterError(f"character {adapter.name!r}: the transformers backend needs a PEFT adapter "
                                "folder: add path = '...' to [adapter] in character.toml")
-        with self._lock:
+
+        def load_once() -> None:  # on the model's thread, so two characters loading at once cannot race
             loaded = self.adapters.get(adapter.name)
             if loaded is None:
                 self.add_adapter(adapter.name, adapter.path)
             elif loaded.resolve() != adapter.path.resolve():
                 raise AdapterError(f"adapter name {adapter.name!r} is already taken by {loaded}; "
                                    f"two characters with one name cannot share a backend ({adapter.path})")
+
+        self._serial.call(load_once)
         return {"adapter": adapter.name}
 
     # -- prompt ---------------------------------------------------------------------------------
@@ -232,9 +228,30 @@ class TransformersBackend(Backend):
         return TransformersCounter(self)
 
     # -- generation -----------------------------------------------------------------------------
-    def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], **options: Any) -> Generation:
         """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, prefill, adapter, seed."""
+        request, prefill = self._request(messages, options)
+        return Generation(self._serial, generation_work(self, request), prefill)
+
+    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Generation:
+        """``stream``, filling ``info.finish_reason`` ("stop" or "length") when it ends."""
+        request, prefill = self._request(messages, options)
+        return Generation(self._serial, generation_work(self, request), prefill, info)
+
+    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream``: the chunks arrive on the running event loop (no thread per call)."""
+        return self.astream_with_info(messages, StreamInfo(), **options)
+
+    def astream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream_with_info``."""
+        request, prefill = self._request(messages, options)
+        return achunks(self._serial, generation_work(self, request), prefill, info)
+
+    def _request(self, messages: Sequence[Message], options: dict[str, Any]) -> tuple[Request, str]:
+        """The checked generation request and its prefill (errors raise here, on the caller's thread)."""
         self.check_call_options(options)
+        if self._serial.closed:
+            raise BackendError(f"{self.model_name}: the backend was closed")
         adapter = options.get("adapter", self.default_adapter)
         if adapter is not None and adapter not in self.adapters:
             raise AdapterError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or '(none)'}")
@@ -255,53 +272,7 @@ class TransformersBackend(Backend):
         else:
             sampling.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         sampling.setdefault("repetition_penalty", DEFAULT_REPEAT_PENALTY)
-        return self._generate(ids, prefill, max_new, stop, adapter, sampling, options.get("seed"))
-
-    def _generate(self, ids, prefill, max_new, stop, adapter, sampling, seed) -> Iterator[str]:
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-        torch = self.torch
-        with self._lock:
-            if prefill:
-                yield prefill
-            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                            timeout=STREAM_TIMEOUT_S)
-            cancel = _Cancel(torch)
-            failure: list[BaseException] = []
-            input_ids = torch.tensor([ids], device=self.model.device)
-            kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new,
-                          streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel]),
-                          pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id, **sampling)
-
-            def run() -> None:
-                try:
-                    if seed is not None:
-                        torch.manual_seed(seed)
-                    with torch.inference_mode(), self._adapter_scope(adapter):
-                        self.model.generate(**kwargs)
-                except BaseException as exc:  # re-raised in the consumer
-                    failure.append(exc)
-                    streamer.end()
-
-            worker = threading.Thread(target=run, name="chatharuhi-generate", daemon=True)
-            worker.start()
-            pending = ""  # text held back because it may be the start of a stop string
-            try:
-                for piece in streamer:
-                    pending += piece
-                    safe, done = cut_at_stop(pending, stop)
-                    if safe:
-                        yield safe
-                    if done:
-                        return
-                    pending = pending[len(safe):]
-                if failure:
-                    raise BackendError(f"{self.model_name}: generation failed: {failure[0]}") from failure[0]
-                if pending:
-                    yield pending
-            finally:
-                cancel.event.set()
-                worker.join()
+        return Request(ids, max_new, stop, adapter, sampling, options.get("seed")), prefill
 
     def _adapter_scope(self, adapter: str | None):
         from contextlib import nullcontext
@@ -314,7 +285,10 @@ class TransformersBackend(Backend):
         return nullcontext()
 
     def close(self) -> None:
-        """Drop the model and free GPU memory."""
+        """Stop the model's thread (a reply in progress ends with ``BackendError``), drop the model, free GPU memory."""
+        serial = getattr(self, "_serial", None)
+        if serial is not None:
+            serial.close()
         self.model = None
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()

@@ -1,0 +1,242 @@
+"""The transformers backend's one generation at a time, on the model's own thread, under callers that pause,
+hop threads, vanish or run on an event loop. A tiny random Llama with two real PEFT adapters (no downloads)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from test_backend_transformers import MESSAGES, _adapter, _model, _tokenizer  # noqa: E402
+
+from chatharuhi.backends import transformers_backend  # noqa: E402
+from chatharuhi.backends.base import StreamInfo  # noqa: E402
+from chatharuhi.backends.transformers_backend import TransformersBackend  # noqa: E402
+from chatharuhi.errors import BackendError  # noqa: E402
+
+WAIT_S = 120  # generous bound for a thread to finish on a loaded 2-core machine (a failure, not a timing)
+LONG = 1500  # far longer than a cancelled reply gets: the greedy tiny model ends none of these before ~900 tokens
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    root = tmp_path_factory.mktemp("queue")
+    tokenizer = _tokenizer()
+    _model(tokenizer).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    _adapter(_model(tokenizer), root / "holmes", seed=1)
+    _adapter(_model(tokenizer), root / "haruhi", seed=2)
+    b = TransformersBackend(root / "base", adapters={"holmes": root / "holmes", "haruhi": root / "haruhi"},
+                            device="cpu", temperature=0)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def expected(backend):
+    """Each adapter's greedy reply, asked alone."""
+    replies = {name: backend.complete(MESSAGES, max_tokens=24, adapter=name) for name in ("holmes", "haruhi")}
+    assert replies["holmes"] != replies["haruhi"]
+    return replies
+
+
+def in_thread(fn, *args, **kwargs):
+    """Run ``fn`` on a new thread; returns (thread, result list, error list)."""
+    result, errors = [], []
+
+    def run():
+        try:
+            result.append(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - asserted by the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result, errors
+
+
+def gate(backend) -> threading.Event:
+    """Hold the model's thread (as a long generation would) until the returned event is set."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold():
+        started.set()
+        release.wait(WAIT_S)
+
+    threading.Thread(target=backend._serial.call, args=(hold,), daemon=True).start()
+    assert started.wait(WAIT_S)
+    return release
+
+
+def test_a_paused_consumer_does_not_block_another_caller(backend, expected):
+    # With a lock held across yields, the second call would wait for the paused consumer forever.
+    paused = backend.stream(MESSAGES, max_tokens=24, adapter="holmes")
+    first = next(paused)
+    thread, result, errors = in_thread(backend.complete, MESSAGES, max_tokens=24, adapter="haruhi")
+    thread.join(WAIT_S)
+    assert not thread.is_alive() and not errors, errors
+    assert result == [expected["haruhi"]]
+    assert paused.stats["finish_reason"] in ("stop", "length")  # it ran to its end into its buffer
+    assert first + "".join(paused) == expected["holmes"]
+
+
+def test_thread_hopping_generator_while_a_third_call_waits_in_the_queue(backend, expected):
+    box = {}
+
+    def start_on_a():
+        box["g"] = backend.stream(MESSAGES, max_tokens=24, adapter="holmes")
+        box["first"] = next(box["g"])
+
+    thread_a, _, errors_a = in_thread(start_on_a)
+    thread_a.join(WAIT_S)
+    release = gate(backend)
+    thread_c, result_c, errors_c = in_thread(backend.complete, MESSAGES, max_tokens=24, adapter="haruhi")
+    thread_b, result_b, errors_b = in_thread(lambda: box["first"] + "".join(box["g"]))
+    thread_b.join(WAIT_S)
+    assert not thread_b.is_alive() and result_b == [expected["holmes"]], (result_b, errors_b)
+    assert thread_c.is_alive() and backend._serial.pending() == 1  # C waits its turn behind the gate
+    release.set()
+    thread_c.join(WAIT_S)
+    assert result_c == [expected["haruhi"]] and not (errors_a or errors_b or errors_c)
+
+
+def test_many_threads_two_adapters_with_hops_and_abandoned_streams(backend, expected):
+    got, errors, abandoned = [], [], []
+
+    def caller(i):
+        try:
+            name = ("holmes", "haruhi")[i % 2]
+            for turn in range(3):
+                if (i + turn) % 3 == 2:  # abandon a long stream after one chunk
+                    g = backend.stream(MESSAGES, max_tokens=LONG, adapter=name)
+                    next(g)
+                    abandoned.append(g.stats)
+                    del g
+                else:
+                    got.append((name, backend.complete(MESSAGES, max_tokens=24, adapter=name)))
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_S)
+    assert not errors, errors
+    assert len(got) == 8 and all(text == expected[name] for name, text in got), got
+    backend.complete(MESSAGES, max_tokens=1)  # queued after every abandoned job: they have all ended
+    assert len(abandoned) == 4
+    assert all(s["finish_reason"] == "cancelled" and s["decode_tokens"] < LONG for s in abandoned), abandoned
+
+
+def test_closing_the_stream_stops_generation_and_the_next_job_runs(backend, expected):
+    generation = backend.stream(MESSAGES, max_tokens=LONG, adapter="holmes")
+    next(generation)
+    generation.close()
+    assert backend.complete(MESSAGES, max_tokens=24, adapter="haruhi") == expected["haruhi"]
+    assert generation.stats["finish_reason"] == "cancelled" and generation.stats["decode_tokens"] < LONG
+
+
+def test_a_stream_never_iterated_queues_nothing(backend):
+    backend.stream(MESSAGES, max_tokens=LONG)
+    assert backend._serial.pending() == 0 and backend._serial.current is None
+
+
+def test_a_stop_string_ends_generation_on_the_models_thread(backend, expected):
+    reply = expected["holmes"]
+    stop = reply[len(reply) // 2: len(reply) // 2 + 2]
+    generation = backend.stream(MESSAGES, max_tokens=LONG, adapter="holmes", stop=[stop])
+    assert "".join(generation) == reply[: reply.find(stop)]
+    assert generation.stats["finish_reason"] == "stop" and generation.stats["decode_tokens"] < 100
+
+
+def test_finish_reason_reaches_stream_info(backend):
+    info = StreamInfo()
+    list(backend.stream_with_info(MESSAGES, info, max_tokens=3))
+    assert info.finish_reason == "length"
+
+
+def test_errors_reach_the_caller_typed_and_the_thread_survives(backend, expected, monkeypatch):
+    def oom(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(backend.model, "generate", oom)
+    with pytest.raises(BackendError, match="out of memory.*max_tokens"):
+        backend.complete(MESSAGES, max_tokens=4)
+
+    def bad_adapter(name):
+        raise ValueError(f"Adapter {name} not found.")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(backend.model, "set_adapter", bad_adapter)
+    with pytest.raises(BackendError, match="ValueError: Adapter holmes not found"):
+        backend.complete(MESSAGES, max_tokens=4, adapter="holmes")
+    monkeypatch.undo()
+    assert backend.complete(MESSAGES, max_tokens=24, adapter="holmes") == expected["holmes"]
+
+
+def test_astream_waits_on_the_event_loop_and_matches_stream(backend, expected):
+    async def main():
+        release = await asyncio.to_thread(gate, backend)
+        threads = threading.active_count()
+        chunks: list[str] = []
+
+        async def consume():
+            async for chunk in backend.astream(MESSAGES, max_tokens=24, adapter="haruhi"):
+                chunks.append(chunk)
+
+        task = asyncio.create_task(consume())
+        ticks = 0
+        for _ in range(10):  # the event loop runs while the reply waits behind the gate
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert threading.active_count() == threads  # no thread per call waits for the chunks
+        release.set()
+        await asyncio.wait_for(task, WAIT_S)
+        return "".join(chunks), ticks
+
+    text, ticks = asyncio.run(main())
+    assert text == expected["haruhi"] and ticks == 10
+
+
+def test_async_close_cancels_the_job(backend, expected, monkeypatch):
+    jobs = []
+    real = transformers_backend.generation_work
+
+    def spy(b, request):
+        work = real(b, request)
+        return lambda job: (jobs.append(job), work(job))[1]
+
+    monkeypatch.setattr(transformers_backend, "generation_work", spy)
+
+    async def main():
+        stream = backend.astream(MESSAGES, max_tokens=LONG, adapter="holmes")
+        await stream.__anext__()
+        await stream.aclose()
+
+    asyncio.run(main())
+    assert backend.complete(MESSAGES, max_tokens=24, adapter="haruhi") == expected["haruhi"]
+    assert jobs[0].stats["finish_reason"] == "cancelled" and jobs[0].stats["decode_tokens"] < LONG
+
+
+def test_close_ends_a_waiting_caller_with_an_error(tmp_path):
+    tokenizer = _tokenizer()
+    _model(tokenizer).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    b = TransformersBackend(tmp_path / "base", device="cpu", temperature=0)
+    release = gate(b)
+    thread, _, errors = in_thread(b.complete, MESSAGES, max_tokens=4)
+    while b._serial.pending() == 0 and thread.is_alive():
+        threading.Event().wait(0.01)
+    threading.Timer(0.5, release.set).start()  # the gate ends while close() waits for the thread
+    b.close()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], BackendError) and "closed before" in str(errors[0])
+    with pytest.raises(BackendError, match="closed"):
+        b.complete(MESSAGES, max_tokens=4)

@@ -12,7 +12,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from test_backend_transformers import MESSAGES, _adapter, _model, _tokenizer  # noqa: E402
+# The fixtures: a saved tiny base with two adapters, and a greedy backend holding both (holmes, haruhi).
+from test_backend_transformers import MESSAGES  # noqa: E402
+from test_backend_transformers import backend as backend  # noqa: E402,F401
+from test_backend_transformers import tiny as tiny  # noqa: E402,F401
 
 from chatharuhi.backends import transformers_backend  # noqa: E402
 from chatharuhi.backends.base import StreamInfo  # noqa: E402
@@ -21,20 +24,6 @@ from chatharuhi.errors import BackendError  # noqa: E402
 
 WAIT_S = 120  # generous bound for a thread to finish on a loaded 2-core machine (a failure, not a timing)
 LONG = 1500  # far longer than a cancelled reply gets: the greedy tiny model ends none of these before ~900 tokens
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    root = tmp_path_factory.mktemp("queue")
-    tokenizer = _tokenizer()
-    _model(tokenizer).save_pretrained(root / "base")
-    tokenizer.save_pretrained(root / "base")
-    _adapter(_model(tokenizer), root / "holmes", seed=1)
-    _adapter(_model(tokenizer), root / "haruhi", seed=2)
-    b = TransformersBackend(root / "base", adapters={"holmes": root / "holmes", "haruhi": root / "haruhi"},
-                            device="cpu", temperature=0)
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")
@@ -224,11 +213,8 @@ def test_async_close_cancels_the_job(backend, expected, monkeypatch):
     assert jobs[0].stats["finish_reason"] == "cancelled" and jobs[0].stats["decode_tokens"] < LONG
 
 
-def test_close_ends_a_waiting_caller_with_an_error(tmp_path):
-    tokenizer = _tokenizer()
-    _model(tokenizer).save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    b = TransformersBackend(tmp_path / "base", device="cpu", temperature=0)
+def test_close_ends_a_waiting_caller_with_an_error(tiny):
+    b = TransformersBackend(tiny / "base", device="cpu", temperature=0)
     release = gate(b)
     thread, _, errors = in_thread(b.complete, MESSAGES, max_tokens=4)
     while b._serial.pending() == 0 and thread.is_alive():

@@ -30,6 +30,13 @@ _DONE = object()
 _POLL_S = 1.0  # how often a waiting consumer checks that the thread still makes progress
 
 
+def _unwrap(item: Any) -> Any:
+    """A chunk as the consumer gets it: an exception from the job is raised in the consumer."""
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
 class Job:
     """One request: the ``work`` that runs on the serial thread, its consumer's buffer, a cancel flag, its stats."""
 
@@ -114,9 +121,7 @@ class Serial:
                     continue
                 if item is _DONE:
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+                yield _unwrap(item)
         finally:
             job.cancel()
 
@@ -134,9 +139,7 @@ class Serial:
                         continue
                 if item is _DONE:
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+                yield _unwrap(item)
         finally:
             job.cancel()
 

@@ -29,17 +29,19 @@ from .config import (
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
     STORY_CAP_MARGIN,
+    STORY_FRESH_SHARE,
 )
 from .discovery import find_character
 from .embeddings import Embedder, get_embedder
 from .errors import AdapterError, InputError, SessionError, UnknownOption
 from .models.selection import language_warning
 from .options import parameter_names
-from .packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
+from .packing import Budget, HistoryTurn, LoreUnit, Packed, SceneUnit, pack
 from .persona import Persona, fill_macros
 from .postprocess import PassThrough, ReplyFilter
 from .prompts import PromptSet
 from .reply import Plan, Reply
+from .reuse import StoryMemory, relevant
 from .sessions import open_session
 from .types import PartTrace, Trace, Turn
 from .windows import best_lines
@@ -115,9 +117,13 @@ class ChatHaruhi(ChatHaruhiCompat):
         reply_format: str = "plain",
         strict_jsonl: bool = False,
         use_adapter: bool | None = None,
+        story_reuse: bool | None = None,
         **llm_options: Any,
     ):
-        """``llm_options`` go to the backend and are checked against what it accepts (``UnknownOption``)."""
+        """``llm_options`` go to the backend and are checked against what it accepts (``UnknownOption``).
+
+        ``story_reuse`` keeps a turn's story for the next while it still holds the message's best scenes
+        (reuse.py), so that a local model's KV cache is not read again; None: when the backend asks for it."""
         story_tokens = _same("story_tokens", story_tokens, "max_len_story", max_len_story)
         history_tokens = _same("history_tokens", history_tokens, "max_len_history", max_len_history)
         searched = _same("top_k", top_k if top_k != DEFAULT_TOP_K else None, "k_search", k_search)
@@ -155,6 +161,7 @@ class ChatHaruhi(ChatHaruhiCompat):
             raise UnknownOption(exc.name, "ChatHaruhi()", [*exc.valid, *own],
                                 hint=f"(keywords the chatbot does not know go to the backend: {exc})") from None
         self._adapter_options = self._attach_adapter(use_adapter)
+        self._layout, self._stories = self._story_layout(story_reuse)
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
         seed_story_vectors(legacy, self.embedder)
@@ -211,6 +218,17 @@ class ChatHaruhi(ChatHaruhiCompat):
             warnings.warn(message + "; replying with the base model (use_adapter=False silences this)", stacklevel=3)
             return {}
         return options
+
+    def _story_layout(self, reuse: bool | None) -> tuple[str, StoryMemory | None]:
+        """The packing layout, and the memory of stories when the story is kept across turns."""
+        if reuse not in (None, True, False):
+            raise InputError(f"story_reuse={reuse!r}: use None (when the backend asks for it), True or False")
+        native = getattr(self.backend, "prompt_layout", "system")
+        if reuse is None:
+            reuse = native == "stable_story"
+        if reuse:
+            return "stable_story", StoryMemory()
+        return ("stable_prefix" if native == "stable_story" else native), None
 
     # -- history -------------------------------------------------------------------------------
     @property
@@ -355,11 +373,13 @@ class ChatHaruhi(ChatHaruhiCompat):
             unit = self._units[scene.id] = self._render_scene(scene.text)
         return unit
 
-    def _story_units(self, hits: Sequence[Any], text: str) -> tuple[list[SceneUnit], list[PartTrace]]:
+    def _story_units(self, hits: Sequence[Any], text: str, budget: int | None = None
+                     ) -> tuple[list[SceneUnit], list[PartTrace]]:
         """Hits as story units: a window overlapping a better one of the same scene is left out, and one
-        larger than the whole story budget is cut to its lines that best match ``text`` (windows.py)."""
+        larger than ``budget`` (the story budget) is cut to its lines that best match ``text`` (windows.py)."""
         units, overlapping, taken = [], [], {}
-        cap = self.budget.story_tokens - self.counter.count(self._header) - STORY_CAP_MARGIN
+        budget = self.budget.story_tokens if budget is None else budget
+        cap = budget - self.counter.count(self._header) - STORY_CAP_MARGIN
         for hit in hits:
             scene, spans = hit.scene, taken.setdefault(hit.scene.parent, [])
             if scene.span and any(a <= scene.span[1] and scene.span[0] <= b for a, b in spans):
@@ -375,7 +395,7 @@ class ChatHaruhi(ChatHaruhiCompat):
                     scene, unit = part, self._unit(part)
             if scene.span:
                 spans.append(scene.span)
-            units.append(SceneUnit(scene.id, unit, round(hit.score, 4)))
+            units.append(SceneUnit(scene.id, unit, round(hit.score, 4), scene.parent, scene.span))
         return units, overlapping
 
     def _render_scene(self, text: str) -> str:
@@ -400,18 +420,15 @@ class ChatHaruhi(ChatHaruhiCompat):
         else:
             t1 = t0
         t2 = perf_counter()
-        units, overlapping = self._story_units(hits, text)
         if history is None:
             with self._lock:
                 rendered = list(self._rendered)
         else:
             rendered = [self._render(i, t) for i, t in enumerate(history)]
-        query = self._line(user_role, text)
+        line = query = self._line(user_role, text)
         if self._post_history:  # a card's post-history instructions ride after the newest message
             query = f"{query}\n\n{self._post_history}"
-        packed = pack(self._system_prompt, self._header, units, rendered, query, self.counter, self.budget,
-                      lore=self._lore(query, rendered), lore_header=self._lore_header,
-                      layout=getattr(self.backend, "prompt_layout", "system"))
+        packed, overlapping = self._pack(hits, text, rendered, line, query)
         t3 = perf_counter()
         for dropped, kept in getattr(hits, "duplicates", ()):
             packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))
@@ -420,6 +437,32 @@ class ChatHaruhi(ChatHaruhiCompat):
         plan = Plan(packed.messages, packed.trace, user_role, text)
         self._say_plan(plan)
         return plan
+
+    def _pack(self, hits: Sequence[Any], text: str, rendered: list[HistoryTurn], line: str, query: str
+              ) -> tuple[Packed, list[PartTrace]]:
+        """Pack the turn; with story reuse, keep the previous turn's story and history start while they serve."""
+        def packed_with(scenes, fresh=(), start=None) -> Packed:
+            return pack(self._system_prompt, self._header, scenes, rendered, query, self.counter, self.budget,
+                        lore=self._lore(query, rendered), lore_header=self._lore_header, layout=self._layout,
+                        history_from=start, fresh_scenes=fresh)
+
+        if self._stories is None:
+            units, overlapping = self._story_units(hits, text)
+            return packed_with(units), overlapping
+        cap = self.budget.story_tokens
+        fresh, overlapping = self._story_units(hits, text, int(cap * STORY_FRESH_SHARE))
+        kept = self._stories.recall(rendered)
+        if kept is not None and relevant(kept.scenes, fresh):
+            packed = packed_with(kept.scenes, fresh, kept.first_turn)
+            if [i for i in packed.scene_ids if i not in packed.fresh_ids] == [s.id for s in kept.scenes]:
+                packed.trace.story_kept = True
+                self._stories.remember(rendered, line, kept.scenes, packed)
+                return packed, overlapping
+        units, overlapping = self._story_units(hits, text, cap - int(cap * STORY_FRESH_SHARE))
+        packed = packed_with(units, fresh)
+        packed.trace.story_kept = False
+        self._stories.remember(rendered, line, units, packed)
+        return packed, overlapping
 
     def _options(self, plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
         self.backend.check_call_options(options)  # a misspelt option is an error, not a silent no-op

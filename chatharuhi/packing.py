@@ -26,6 +26,8 @@ from .config import (
     DEFAULT_LORE_TOKENS,
     DEFAULT_REPLY_RESERVE,
     DEFAULT_STORY_TOKENS,
+    HISTORY_REBASE_SHARE,
+    STORY_FRESH_SHARE,
 )
 from .errors import BudgetError, InputError
 from .options import strict
@@ -36,7 +38,9 @@ SYSTEM_SEPARATOR = "\n\n"  # between the system prompt and the story block
 # Where retrieved scenes and lore go. "system": in the system message (the default, as ChatHaruhi does).
 # "stable_prefix": in the last user message, before the query, so that the system prompt and the committed
 # history form a prefix that is the same on every turn and a local model's KV cache keeps it.
-LAYOUTS = ("system", "stable_prefix")
+# "stable_story": the story in the system message and lore with the query; with a story kept across turns
+# (reuse.py) the system prompt, the story and the history form that prefix, so the story is not re-read.
+LAYOUTS = ("system", "stable_prefix", "stable_story")
 
 
 @strict
@@ -63,6 +67,15 @@ class SceneUnit:
     id: str
     text: str
     score: float | None = None
+    parent: str = ""  # the whole scene's id (a window's or a cut's scene); "" means ``id``
+    span: tuple[int, int] | None = None  # a window's or a cut's lines in that scene
+
+    def overlaps(self, other: "SceneUnit") -> bool:
+        """Whether both come from the same scene and share lines (a whole scene shares all of its lines)."""
+        if (self.parent or self.id) != (other.parent or other.id):
+            return False
+        return self.span is None or other.span is None or (
+            self.span[0] <= other.span[1] and other.span[0] <= self.span[1])
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,8 @@ class Packed:
 
     messages: list[Message]
     trace: Trace
-    scene_ids: list[str] = field(default_factory=list)
+    scene_ids: list[str] = field(default_factory=list)  # in prompt order: the story, then the fresh scenes
+    fresh_ids: list[str] = field(default_factory=list)  # the scenes that go with the query ("stable_story")
 
 
 class _Costs:
@@ -180,13 +194,19 @@ def pack(
     lore: Sequence[LoreUnit] = (),
     lore_header: str = "",
     layout: str = "system",
+    history_from: str | None = None,
+    fresh_scenes: Sequence[SceneUnit] = (),
 ) -> Packed:
     """Fill the budget: mandatory parts first, then lore entries, the best scenes, the newest whole turns.
 
-    ``layout`` (one of ``LAYOUTS``) says where the scenes and lore go; "stable_prefix" is always recounted
-    exactly."""
+    ``layout`` (one of ``LAYOUTS``) says where the scenes and lore go; layouts other than "system" are always
+    recounted exactly. ``history_from`` (the id of a turn) keeps the history starting at that turn while
+    it fits, so that the prompt's prefix stays the same across turns; when it no longer fits, the newest
+    turns are kept up to ``HISTORY_REBASE_SHARE`` of the history budget, leaving room to grow again."""
     if layout not in LAYOUTS:
         raise InputError(f"unknown prompt layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if fresh_scenes and layout != "stable_story":
+        raise InputError(f"fresh_scenes go with the query in the 'stable_story' layout, not in {layout!r}")
     if budget.prompt_tokens <= 0:
         raise BudgetError(
             f"reply_reserve ({budget.reply_reserve}) leaves no room in context_window ({budget.context_window}); "
@@ -229,30 +249,24 @@ def pack(
 
     # Story: the system unit gains a separator (unless the lore paid it) and a header with the first scene.
     header = _unit(story_header) if story_header.strip() else ""  # a bare "\n" would merge with the separator
-    opening = (0 if lore_kept else separator) + counter.count(header)
-    story_used, included = _fill(scenes, story_cap, opening, counter, trace.scenes, "story",
+    opening = (0 if lore_kept and layout == "system" else separator) + counter.count(header)
+    stable_cap = story_cap - int(story_cap * STORY_FRESH_SHARE) if fresh_scenes else story_cap
+    story_used, included = _fill(scenes, stable_cap, opening, counter, trace.scenes, "story",
                                  lambda s: {"score": s.score})
+    fresh = [s for s in fresh_scenes if not any(s.overlaps(k) for k, _ in included)]
+    fresh_used, fresh_kept = _fill(fresh, story_cap - story_used, counter.count(header), counter, trace.scenes,
+                                   "story", lambda s: {"score": s.score})
+    story_used += fresh_used
+    fresh_ids = {s.id for s, _ in fresh_kept}
+    included += fresh_kept
 
-    # History: newest whole turns, stopping at the first that does not fit.
-    history_used, kept = 0, []
-    full = False
-    for turn in reversed(history):
-        cost = costs.message("user", turn.user) + costs.message("assistant", turn.assistant)
-        if not full and history_used + cost <= history_cap:
-            history_used += cost
-            kept.append(turn)
-            trace.turns.append(PartTrace(turn.id, cost, True))
-        else:
-            full = True
-            trace.turns.append(PartTrace(turn.id, cost, False, "over the history budget"))
-    kept.reverse()
-    trace.turns.reverse()
+    history_used, kept = _history(history, history_cap, costs, trace, history_from)
 
-    messages = _assemble(system_plain, head, header, included, kept, query, lore_block, layout)
+    messages = _assemble(system_plain, head, header, included, kept, query, lore_block, layout, fresh_ids)
     total = mandatory + lore_used + story_used + history_used
     if not getattr(counter, "additive", False) or layout != "system":
         total = _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace,
-                             lore_kept, lore_head, layout)
+                             lore_kept, lore_head, layout, fresh_ids)
         story_used = sum(t.tokens for t in trace.scenes if t.included)
         history_used = sum(t.tokens for t in trace.turns if t.included)
         lore_used = sum(t.tokens for t in trace.lore if t.included)
@@ -266,21 +280,48 @@ def pack(
     }
     if lore:
         trace.parts["lore"] = lore_used
-    return Packed(messages, trace, [s.id for s, _ in included])
+    return Packed(messages, trace, [s.id for s, _ in included], [s.id for s, _ in included if s.id in fresh_ids])
 
 
-def _assemble(system_plain, head, header, included, kept, query, lore_block="", layout="system") -> list[Message]:
-    block = lore_block + (header + "".join(unit for _, unit in included) if included else "")
-    stable = layout == "stable_prefix"
-    messages = [Message("system", head + block if block and not stable else system_plain)]
+def _history(history: Sequence[HistoryTurn], cap: int, costs: _Costs, trace: Trace,
+             start: str | None) -> tuple[int, list[HistoryTurn]]:
+    """The turns kept: from turn ``start`` to the newest when they fit, else the newest whole turns up to
+    ``cap`` (or, when ``start`` no longer fits, up to ``HISTORY_REBASE_SHARE`` of it), oldest first."""
+    cost = [costs.message("user", t.user) + costs.message("assistant", t.assistant) for t in history]
+    ids = [t.id for t in history]
+    first = ids.index(start) if start in ids else None
+    if first is not None and sum(cost[first:]) <= cap:
+        reason = "before the turn the kept history starts at"
+    else:
+        limit = int(cap * HISTORY_REBASE_SHARE) if first is not None else cap
+        first, used = len(history), 0
+        while first > 0 and used + cost[first - 1] <= limit:
+            first -= 1
+            used += cost[first]
+        reason = "over the history budget" if limit == cap else "over the history budget (the kept history restarted)"
+    for i, turn in enumerate(history):
+        trace.turns.append(PartTrace(turn.id, cost[i], i >= first, "" if i >= first else reason))
+    return sum(cost[first:]), list(history[first:])
+
+
+def _assemble(system_plain, head, header, included, kept, query, lore_block="", layout="system",
+              fresh_ids=frozenset()) -> list[Message]:
+    def block(units: list[str]) -> str:
+        return header + "".join(units) if units else ""
+
+    story = block([unit for s, unit in included if s.id not in fresh_ids])
+    fresh = block([unit for s, unit in included if s.id in fresh_ids])
+    in_system = {"system": lore_block + story, "stable_prefix": "", "stable_story": story}[layout]
+    with_query = {"system": "", "stable_prefix": lore_block + story, "stable_story": lore_block + fresh}[layout]
+    messages = [Message("system", head + in_system if in_system else system_plain)]
     for turn in kept:
         messages += [Message("user", turn.user), Message("assistant", turn.assistant)]
-    messages.append(Message("user", block + "\n" + query if block and stable else query))
+    messages.append(Message("user", with_query + "\n" + query if with_query else query))
     return messages
 
 
 def _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace,
-                 lore_kept=(), lore_head="", layout="system") -> int:
+                 lore_kept=(), lore_head="", layout="system", fresh_ids=frozenset()) -> int:
     """Recount exactly; drop the lowest-ranked scene, then lore, then the oldest turn, until the prompt fits."""
     lore_kept = list(lore_kept)
 
@@ -300,7 +341,7 @@ def _fit_exactly(messages, counter, limit, system_plain, head, header, included,
             dropped = kept.pop(0)
             part = next(t for t in trace.turns if t.id == dropped.id and t.included)
         part.included, part.reason = False, "dropped after the exact count"
-        messages[:] = _assemble(system_plain, head, header, included, kept, query, block(), layout)
+        messages[:] = _assemble(system_plain, head, header, included, kept, query, block(), layout, fresh_ids)
         total = counter.count_messages(messages)
     if total > limit:
         raise BudgetError(f"the mandatory parts are {total} tokens by the exact count, over the budget of {limit}",

@@ -63,7 +63,8 @@ class Backend(ABC):
     context_window: int = DEFAULT_CONTEXT_WINDOW
     # Budget defaults this backend prefers (story_tokens, history_tokens, reply_reserve); arguments win.
     budget_hint: dict[str, int] = {}
-    # Where the packer puts scenes (packing.LAYOUTS): local models with a KV cache want "stable_prefix".
+    # Where the packer puts scenes (packing.LAYOUTS): local models with a KV cache want "stable_story", which
+    # also turns on story reuse across turns (reuse.py).
     prompt_layout: str = "system"
     # Keywords the constructor forwards through ``**kwargs`` (beyond its named parameters).
     extra_options: frozenset[str] = frozenset()

@@ -160,7 +160,7 @@ class LlamaCppBackend(Backend):
 
     name = "llama_cpp"
     supports_prefill = True
-    prompt_layout = "stable_prefix"  # system prompt + history first: llama.cpp keeps them cached across turns
+    prompt_layout = "stable_story"  # a story kept across turns, then history: llama.cpp keeps them cached
     call_options = frozenset({"max_tokens", "stop", "prefill", *_SAMPLING_KEYS})
 
     @classmethod

@@ -15,8 +15,9 @@ both sides, with the same n_ctx, threads and sampling (greedy). In one run it me
    child process; ours is ``LlamaCppBackend`` (its worker process), called as chatharuhi calls it.
    The KV cache is cleared before every repetition on both sides, so both read the whole prompt.
    Sides alternate for ``--rounds`` rounds; prefill tok/s = prompt tokens / time to first token;
-3. a five-turn conversation through ``ChatHaruhi`` at the full budgets: time to first token per turn
-   and the prompt tokens the KV cache already held (``trace.reused_tokens``).
+3. a five-turn conversation through ``ChatHaruhi`` at the full budgets, with the default embedder and story
+   reuse (reuse.py): time to first token per turn, the prompt tokens the KV cache already held
+   (``trace.reused_tokens``) and whether the turn kept the story (``trace.story_kept``).
 
 Raw runs twice: as a user runs it, and with ``OMP_WAIT_POLICY=PASSIVE`` (what our worker sets), so that
 ``ours_over_raw_passive_*`` isolates chatharuhi's own cost from the thread-policy gain. The last line is
@@ -125,7 +126,8 @@ def conversation(backend, turns: int, max_tokens: int) -> list[dict]:
     from chatharuhi import ChatHaruhi
 
     backend.reset_cache()
-    bot = ChatHaruhi(role="sherlock", llm=backend, embedder="hash", story_tokens=STORY, history_tokens=HISTORY)
+    # The default embedder, as users get it: which scenes a message retrieves decides whether the story is kept.
+    bot = ChatHaruhi(role="sherlock", llm=backend, story_tokens=STORY, history_tokens=HISTORY)
     out = []
     for query in QUERIES[:turns]:
         start, first = time.perf_counter(), None
@@ -135,9 +137,11 @@ def conversation(backend, turns: int, max_tokens: int) -> list[dict]:
                 first = time.perf_counter()
         trace = reply.trace
         out.append({"ttft_s": first - start, "prompt_tokens": trace.total_tokens, "reused_tokens": trace.reused_tokens,
-                    "scenes": len(trace.included_scenes), "history_turns": sum(t.included for t in trace.turns)})
+                    "scenes": len(trace.included_scenes), "history_turns": sum(t.included for t in trace.turns),
+                    "story_kept": trace.story_kept})
         print(f"  turn {len(out)}: ttft {out[-1]['ttft_s']:.2f} s, prompt {trace.total_tokens} tokens, "
-              f"{trace.reused_tokens} reused from the KV cache", file=sys.stderr)
+              f"{trace.reused_tokens} reused from the KV cache, story {'kept' if trace.story_kept else 'new'}",
+              file=sys.stderr)
     return out
 
 
@@ -162,7 +166,8 @@ def main() -> None:
     threads = args.threads or physical_cores()
     model = embedded_model()
     backend = LlamaCppBackend(n_ctx=N_CTX, n_threads=threads, temperature=0.0)
-    bot = ChatHaruhi(role="sherlock", llm=backend, embedder="hash", story_tokens=STORY, history_tokens=HISTORY)
+    # The default embedder, as users get it: which scenes a message retrieves decides whether the story is kept.
+    bot = ChatHaruhi(role="sherlock", llm=backend, story_tokens=STORY, history_tokens=HISTORY)
     plan = bot.prepare(QUERIES[0], role="Watson")
     messages = plan.messages
     tokens = backend.render(messages).tokens
@@ -213,6 +218,10 @@ def main() -> None:
         "ours_over_raw_passive_decode": round(ours_decode / passive_decode, 3),
         "turn5_over_turn1_ttft": round(turns[-1]["ttft_s"] / turns[0]["ttft_s"], 3),
         "turn5_reused_share": round((turns[-1]["reused_tokens"] or 0) / turns[-1]["prompt_tokens"], 3),
+        # turns after the first that kept the story, and their median time to first token over turn 1's
+        "kept_turns": sum(bool(t["story_kept"]) for t in turns[1:]),
+        "kept_over_turn1_ttft": round(statistics.median(t["ttft_s"] for t in turns[1:] if t["story_kept"])
+                                      / turns[0]["ttft_s"], 3) if any(t["story_kept"] for t in turns[1:]) else None,
         "prefill_share_of_roofline": round(ours_prefill / roof["roofline_tok_s"], 3),
     }
     print(f"{'':6} {'prefill tok/s':>14} {'decode tok/s':>13}")
@@ -222,7 +231,8 @@ def main() -> None:
     print(f"roofline {roof['roofline_tok_s']:.0f} prompt tok/s; ours reads prompts at "
           f"{result['prefill_share_of_roofline']:.0%} of it")
     for i, t in enumerate(turns, 1):
-        print(f"turn {i}: ttft {t['ttft_s']:.2f} s, {t['prompt_tokens']} prompt tokens, {t['reused_tokens']} reused")
+        print(f"turn {i}: ttft {t['ttft_s']:.2f} s, {t['prompt_tokens']} prompt tokens, {t['reused_tokens']} reused, "
+              f"story {'kept' if t['story_kept'] else 'new'}")
     print(json.dumps(result))
 
 

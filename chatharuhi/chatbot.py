@@ -450,15 +450,16 @@ class ChatHaruhi(ChatHaruhiCompat):
             units, overlapping = self._story_units(hits, text)
             return packed_with(units), overlapping
         cap = self.budget.story_tokens
-        fresh, overlapping = self._story_units(hits, text, int(cap * STORY_FRESH_SHARE))
+        whole, overlapping = self._story_units(hits, text)  # the story a fresh turn would hold
+        fresh, _ = self._story_units(hits, text, int(cap * STORY_FRESH_SHARE))
         kept = self._stories.recall(rendered)
-        if kept is not None and relevant(kept.scenes, fresh):
+        if kept is not None and relevant(kept.scenes, whole, self.counter, cap):
             packed = packed_with(kept.scenes, fresh, kept.first_turn)
             if [i for i in packed.scene_ids if i not in packed.fresh_ids] == [s.id for s in kept.scenes]:
                 packed.trace.story_kept = True
                 self._stories.remember(rendered, line, kept.scenes, packed)
                 return packed, overlapping
-        units, overlapping = self._story_units(hits, text, cap - int(cap * STORY_FRESH_SHARE))
+        units, _ = self._story_units(hits, text, cap - int(cap * STORY_FRESH_SHARE))
         packed = packed_with(units, fresh)
         packed.trace.story_kept = False
         self._stories.remember(rendered, line, units, packed)

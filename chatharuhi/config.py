@@ -84,14 +84,13 @@ DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default is 1.0, at which
 # sits in the stable prefix that the KV cache keeps, so a turn reads only the newest exchange of it: 700 tokens
 # hold the last two or three exchanges (200 could not hold one, so the model forgot every earlier turn).
 # Story reuse (reuse.py): the story is split into a kept part, chosen when the conversation (re)starts and
-# kept in the system message while it holds lines of one of the message's best STORY_KEEP_TOP scenes, and a fresh part,
+# kept in the system message while it shares a scene with the story the message would retrieve, and a fresh part,
 # STORY_FRESH_SHARE of the story budget, that holds the message's best other scenes and is read with it. So a
 # local model's KV cache keeps the prefix and reads only the newest exchange, the fresh part and the message.
 # Per chatbot, the kept stories of the last STORY_MEMORY conversation turns are remembered. When the kept
 # history outgrows its budget, it restarts from the newest turns filling HISTORY_REBASE_SHARE of it, so that it
 # can grow again without changing the prefix.
 STORY_FRESH_SHARE = 0.3
-STORY_KEEP_TOP = 3
 STORY_MEMORY = 256
 HISTORY_REBASE_SHARE = 0.5
 EMBEDDED_BUDGET = {"story_tokens": 300, "history_tokens": 700, "reply_reserve": 200}

@@ -5,8 +5,8 @@ full budgets that is 1,500 tokens of scenes per turn, whatever the cache holds. 
 two parts (packing's "stable_story" layout): a kept part in the system message, and a fresh part, the
 message's best other scenes, read with the message. A turn's kept part is remembered under the
 conversation up to its message; the next turn of that conversation keeps it (and the history starting at
-the same turn) while it still holds lines of one of the message's best ``STORY_KEEP_TOP`` scenes;
-otherwise the freshly retrieved scenes replace it (a re-base). Either way the message's best scenes are in
+the same turn) while it shares lines with a story retrieved afresh for the new message; otherwise the
+freshly retrieved scenes replace it (a re-base). Either way the message's best scenes are in
 the prompt: in the kept part or in the fresh one.
 
 The key is the conversation itself, not the chatbot, so a stateless caller (the HTTP server, which gets
@@ -21,8 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
-from .config import STORY_KEEP_TOP, STORY_MEMORY
+from .config import STORY_MEMORY
 from .packing import HistoryTurn, Packed, SceneUnit
+from .tokens import TokenCounter
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,18 @@ def conversation_key(turns: Sequence[HistoryTurn], query: str) -> str:
     return digest.hexdigest()
 
 
-def relevant(kept: Sequence[SceneUnit], fresh: Sequence[SceneUnit], top: int = STORY_KEEP_TOP) -> bool:
-    """Whether the kept story still holds lines of one of the message's best ``top`` scenes."""
-    return any(k.overlaps(f) for f in list(fresh)[:top] for k in kept)
+def relevant(kept: Sequence[SceneUnit], fresh: Sequence[SceneUnit], counter: TokenCounter, budget: int) -> bool:
+    """Whether the kept story shares lines with a scene that a fresh story of ``budget`` tokens would hold
+    (``fresh`` in rank order, filled as the packer fills it)."""
+    used = 0
+    for unit in fresh:
+        cost = counter.count(unit.text)
+        if used + cost > budget:
+            continue
+        used += cost
+        if any(k.overlaps(unit) for k in kept):
+            return True
+    return False
 
 
 class StoryMemory:

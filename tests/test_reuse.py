@@ -93,13 +93,16 @@ def unit(i, parent="", span=None):
     return SceneUnit(f"u{i}", f"###\n场景{i}", 1.0, parent, span)
 
 
-def test_the_kept_story_is_relevant_while_it_shares_lines_with_one_of_the_best_fresh_scenes():
+def test_the_kept_story_is_relevant_while_a_fresh_story_would_share_lines_with_it():
     kept = [unit(1, "a.txt", (1, 10)), unit(2, "b.txt")]
-    assert relevant(kept, [unit(3, "c.txt"), unit(4, "a.txt", (8, 20))])
-    assert relevant(kept, [unit(3, "b.txt", (1, 3))])  # a window of a scene kept whole
-    assert not relevant(kept, [unit(3, "a.txt", (11, 20)), unit(4, "c.txt")])  # the same scene, other lines
-    assert not relevant(kept, [unit(3, "c.txt"), unit(4, "d.txt"), unit(5, "e.txt"), unit(6, "a.txt")], top=3)
-    assert not relevant([], [unit(3, "a.txt")]) and not relevant(kept, [])
+    budget = COUNTER.count(unit(0).text) * 2  # a fresh story holds two units
+    assert relevant(kept, [unit(3, "c.txt"), unit(4, "a.txt", (8, 20))], COUNTER, budget)
+    assert relevant(kept, [unit(3, "b.txt", (1, 3))], COUNTER, budget)  # a window of a scene kept whole
+    assert not relevant(kept, [unit(3, "a.txt", (11, 20)), unit(4, "c.txt")], COUNTER, budget)  # other lines
+    assert not relevant(kept, [unit(3, "c.txt"), unit(4, "d.txt"), unit(5, "a.txt")], COUNTER, budget)
+    big = SceneUnit("x", "###\n" + "长" * 100, 1.0, "x")  # over the budget: skipped, as the packer skips it
+    assert relevant(kept, [big, unit(3, "c.txt"), unit(4, "b.txt")], COUNTER, budget)
+    assert not relevant([], [unit(3, "a.txt")], COUNTER, budget) and not relevant(kept, [], COUNTER, budget)
 
 
 def test_memory_forgets_the_least_recently_used_conversation():

@@ -30,6 +30,7 @@ from .config import (
     DEFAULT_TOP_K,
     STORY_CAP_MARGIN,
     STORY_FRESH_SHARE,
+    STORY_REUSE_MIN_TOKENS,
 )
 from .discovery import find_character
 from .embeddings import Embedder, get_embedder
@@ -122,8 +123,9 @@ class ChatHaruhi(ChatHaruhiCompat):
     ):
         """``llm_options`` go to the backend and are checked against what it accepts (``UnknownOption``).
 
-        ``story_reuse`` keeps a turn's story for the next while it still holds the message's best scenes
-        (reuse.py), so that a local model's KV cache is not read again; None: when the backend asks for it."""
+        ``story_reuse`` keeps a turn's story for the next while a fresh one would share a scene with it
+        (reuse.py), so that a local model's KV cache is not read again; None: when the backend asks for it
+        and the story budget is at least ``STORY_REUSE_MIN_TOKENS``."""
         story_tokens = _same("story_tokens", story_tokens, "max_len_story", max_len_story)
         history_tokens = _same("history_tokens", history_tokens, "max_len_history", max_len_history)
         searched = _same("top_k", top_k if top_k != DEFAULT_TOP_K else None, "k_search", k_search)
@@ -161,7 +163,6 @@ class ChatHaruhi(ChatHaruhiCompat):
             raise UnknownOption(exc.name, "ChatHaruhi()", [*exc.valid, *own],
                                 hint=f"(keywords the chatbot does not know go to the backend: {exc})") from None
         self._adapter_options = self._attach_adapter(use_adapter)
-        self._layout, self._stories = self._story_layout(story_reuse)
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
         seed_story_vectors(legacy, self.embedder)
@@ -182,6 +183,7 @@ class ChatHaruhi(ChatHaruhiCompat):
             history_tokens if history_tokens is not None else hint.get("history_tokens", DEFAULT_HISTORY_TOKENS),
             lore_tokens if lore_tokens is not None else DEFAULT_LORE_TOKENS,
         )
+        self._layout, self._stories = self._story_layout(story_reuse)
         self.postprocess = postprocess
         self.prompts = PromptSet.load(character.language)
         language_warning(character.language, getattr(self.backend, "model_entry", None), character.display_name)
@@ -225,7 +227,7 @@ class ChatHaruhi(ChatHaruhiCompat):
             raise InputError(f"story_reuse={reuse!r}: use None (when the backend asks for it), True or False")
         native = getattr(self.backend, "prompt_layout", "system")
         if reuse is None:
-            reuse = native == "stable_story"
+            reuse = native == "stable_story" and self.budget.story_tokens >= STORY_REUSE_MIN_TOKENS
         if reuse:
             return "stable_story", StoryMemory()
         return ("stable_prefix" if native == "stable_story" else native), None

@@ -91,6 +91,10 @@ DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default is 1.0, at which
 # history outgrows its budget, it restarts from the newest turns filling HISTORY_REBASE_SHARE of it, so that it
 # can grow again without changing the prefix.
 STORY_FRESH_SHARE = 0.3
+# story_reuse=None turns reuse on for a backend that asks for it only from this story budget up: a smaller
+# story is read again in about a second on two cores, and a 30 % fresh part of it is too small to hold one
+# cut of a scene (with the embedded model's 300 tokens it held nothing, and the story shrank by a third).
+STORY_REUSE_MIN_TOKENS = 1000
 STORY_MEMORY = 256
 HISTORY_REBASE_SHARE = 0.5
 EMBEDDED_BUDGET = {"story_tokens": 300, "history_tokens": 700, "reply_reserve": 200}

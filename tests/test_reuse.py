@@ -81,6 +81,9 @@ def test_reuse_off_retrieves_afresh_and_a_local_backend_then_keeps_scenes_after_
     on = ChatHaruhi(role="haruhi", llm=backend, embedder="hash")  # None: the backend asks for reuse
     on.chat(QUESTION, role="阿虚")
     assert on.last_trace.story_kept is False and header in backend.calls[-1][0].content
+    small = ChatHaruhi(role="haruhi", llm=backend, embedder="hash", story_tokens=300)  # too small to split
+    small.chat(QUESTION, role="阿虚")
+    assert small.last_trace.story_kept is None and header in backend.calls[-1][-1].content
 
 
 def test_story_reuse_must_be_a_bool_or_none():

@@ -49,19 +49,9 @@ from . import server_guard as guard
 from .backends.base import Backend
 from .conversation import read_conversation
 from .errors import BackendUnavailable, ChatHaruhiError, InputError
-from .server_api import (
-    APIError,
-    ChatRequest,
-    SessionRequest,
-    check_name,
-    error_body,
-    error_status,
-    install_error_handlers,
-    parse_request,
-    public_message,
-    sse,
-)
+from .server_api import ChatRequest, SessionRequest, check_name, parse_request, sse
 from .server_asgi import _BearerAuth, _disconnect_aware, _RequestId
+from .server_errors import APIError, error_body, error_status, install_error_handlers, public_message
 from .server_pool import BotPool, _TimedBackend
 from .types import Turn
 

@@ -59,7 +59,7 @@ def owner_token(secret: bytes, session_id: str) -> str:
 
 def check_owner(secret: bytes, session_id: str, token: str | None) -> None:
     """Refuse access to a session without its owner token; a wrong token reads as an unknown session."""
-    from .server_api import APIError
+    from .server_errors import APIError
 
     if not token:
         raise APIError(401, f"session {session_id[:100]!r} needs its owner token: send the 'owner_token' that "

@@ -10,7 +10,8 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 
 from .backends.base import Backend, StreamInfo
 from .errors import InvalidCharacter
-from .server_api import APIError, model_name_problem
+from .server_api import model_name_problem
+from .server_errors import APIError
 from .types import Message
 
 

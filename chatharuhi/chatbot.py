@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
 from .backends.base import Backend
 from .backends.registry import resolve_backend
 from .character import Character, load_character, own_file
+from .chatbot_edits import ConversationEdits
 from .compat import REPLY_FORMATS, ChatHaruhiCompat, build_index, resolve_legacy, seed_story_vectors
 from .config import (
     DEFAULT_DENSE_WEIGHT,
@@ -28,7 +29,6 @@ from .config import (
     DEFAULT_REPLY_RESERVE,
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
-    STORY_CAP_MARGIN,
     STORY_FRESH_SHARE,
     STORY_REUSE_MIN_TOKENS,
 )
@@ -44,8 +44,8 @@ from .prompts import PromptSet
 from .reply import Plan, Reply
 from .reuse import StoryMemory, relevant
 from .sessions import open_session
+from .story import StoryUnits
 from .types import PartTrace, Trace, Turn
-from .windows import best_lines
 
 if TYPE_CHECKING:
     from .sessions import Session, SessionStore
@@ -75,7 +75,7 @@ def _same(name: str, value: Any, old_name: str, old_value: Any) -> Any:
     return value if value is not None else old_value
 
 
-class ChatHaruhi(ChatHaruhiCompat):
+class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
     """A role-play chatbot that speaks as one character, grounded in the character's scenes."""
 
     def __init__(
@@ -189,7 +189,7 @@ class ChatHaruhi(ChatHaruhiCompat):
         language_warning(character.language, getattr(self.backend, "model_entry", None), character.display_name)
         self._header = self.prompts.story_header.render(character=character.display_name)
         self._setup_persona_and_lore(persona, lorebook, lore_tokens)
-        self._units: dict[str, str] = {}
+        self._scenes = StoryUnits(self.prompts, character, self._user_name, self.counter, self._header)
         self._own_names = {character.speaker, character.display_name, *character.aliases}
         self._history: list[Turn] = []
         self._rendered: list[HistoryTurn] = []  # each turn rendered once, when it is committed
@@ -268,65 +268,6 @@ class ChatHaruhi(ChatHaruhiCompat):
             self._history.append(turn)
             self.last_trace = plan.trace
 
-    # -- regenerate, undo, edit ------------------------------------------------------------------
-    def regenerate(self, **options: Any) -> Reply:
-        """Answer the last user message again; the old reply is kept as an alternative ("swipe")."""
-        with self._lock:
-            if not self._history:
-                raise InputError("nothing to regenerate: the conversation has no turns yet")
-            n, last, earlier = len(self._history), self._history[-1], self._history[:-1]
-        plan = self.prepare(last.text, last.user_role, history=earlier)
-        return Reply(self, plan, self._options(plan, options), commit=lambda p, text: self._replace_last(n, p, text))
-
-    def _replace_last(self, n: int, plan: Plan, reply: str) -> None:
-        with self._lock:
-            if len(self._history) != n:
-                raise InputError("the conversation changed while regenerating; the new reply was not kept")
-            old = self._history[-1]
-            if self.sessions is not None and self.session is not None:
-                self.sessions.add_alternative(self.session.id, n - 1, reply, plan.trace.as_dict())
-            turn = Turn(old.user_role, old.text, reply)
-            self._history[-1], self._rendered[-1] = turn, self._render(n - 1, turn)
-            self._alternatives.setdefault(n - 1, [old.reply]).append(reply)
-            self.last_trace = plan.trace
-
-    def alternatives(self, index: int = -1) -> list[str]:
-        """Every reply turn ``index`` has had, oldest first; the last one is current."""
-        with self._lock:
-            if not self._history:
-                raise InputError("the conversation has no turns yet")
-            index = index + len(self._history) if index < 0 else index
-            if not 0 <= index < len(self._history):
-                raise InputError(f"no turn {index}: the conversation has {len(self._history)}")
-            if self.sessions is not None and self.session is not None:
-                return self.sessions.alternatives(self.session.id, index)
-            return list(self._alternatives.get(index, [self._history[index].reply]))
-
-    def undo(self) -> Turn:
-        """Delete the last turn (kept, flagged as deleted, in a session store) and return it."""
-        with self._lock:
-            if not self._history:
-                raise InputError("nothing to undo: the conversation has no turns yet")
-            if self.sessions is not None and self.session is not None:
-                self.sessions.delete_last_turn(self.session.id)
-            self._rendered.pop()
-            self._alternatives.pop(len(self._history) - 1, None)
-            return self._history.pop()
-
-    def edit_last(self, text: str) -> None:
-        """Replace what the user said in the last turn (call ``regenerate()`` to have it answered anew)."""
-        if not isinstance(text, str) or not text.strip():
-            raise InputError("empty message: the edited text must not be blank")
-        with self._lock:
-            if not self._history:
-                raise InputError("nothing to edit: the conversation has no turns yet")
-            if self.sessions is not None and self.session is not None:
-                self.sessions.edit_last_turn(self.session.id, text)
-            old, n = self._history[-1], len(self._history)
-            turn = Turn(old.user_role, text.strip(), old.reply)
-            self._history[-1], self._rendered[-1] = turn, self._render(n - 1, turn)
-            self._alternatives.pop(n - 1, None)
-
     # -- persona, macros, lorebooks ------------------------------------------------------------
     def _setup_persona_and_lore(self, persona: Persona | None, lorebook: Any, lore_tokens: int | None = None) -> None:
         """The user's persona (its name is the default user role and fills ``{{user}}``) and lorebooks:
@@ -369,39 +310,10 @@ class ChatHaruhi(ChatHaruhiCompat):
     def _line(self, role: str, text: str) -> str:
         return self.prompts.line.render(role=role, text=text)
 
-    def _unit(self, scene) -> str:
-        unit = self._units.get(scene.id)
-        if unit is None:
-            unit = self._units[scene.id] = self._render_scene(scene.text)
-        return unit
-
     def _story_units(self, hits: Sequence[Any], text: str, budget: int | None = None
                      ) -> tuple[list[SceneUnit], list[PartTrace]]:
-        """Hits as story units: a window overlapping a better one of the same scene is left out, and one
-        larger than ``budget`` (the story budget) is cut to its lines that best match ``text`` (windows.py)."""
-        units, overlapping, taken = [], [], {}
-        budget = self.budget.story_tokens if budget is None else budget
-        cap = budget - self.counter.count(self._header) - STORY_CAP_MARGIN
-        for hit in hits:
-            scene, spans = hit.scene, taken.setdefault(hit.scene.parent, [])
-            if scene.span and any(a <= scene.span[1] and scene.span[0] <= b for a, b in spans):
-                overlapping.append(PartTrace(scene.id, 0, False, "overlaps a better window of the same scene"))
-                continue
-            unit = self._unit(scene)
-            if 0 < cap < self.counter.count(unit):
-                def fits(lines: str) -> bool:
-                    return self.counter.count(self._render_scene(lines)) <= cap
-
-                part = best_lines(scene, text, fits, self.character.manifest.narrators)
-                if part is not None:
-                    scene, unit = part, self._unit(part)
-            if scene.span:
-                spans.append(scene.span)
-            units.append(SceneUnit(scene.id, unit, round(hit.score, 4), scene.parent, scene.span))
-        return units, overlapping
-
-    def _render_scene(self, text: str) -> str:
-        return self.prompts.scene.render(scene=fill_macros(text, self.character.display_name, self._user_name))
+        """The hits as story units for ``budget`` tokens (the story budget): see ``story.StoryUnits``."""
+        return self._scenes.units(hits, text, self.budget.story_tokens if budget is None else budget)
 
     def prepare(self, text: str, role: str | None = None, *, exclude: Iterable[str] = (),
                 history: Sequence[Turn] | None = None) -> Plan:

@@ -29,6 +29,18 @@ def no_scene_reason(trace: dict) -> str:
     return f"No scene went into the prompt ({len(scenes)} candidates: {'; '.join(reasons)})."
 
 
+def cache_sentence(trace: dict) -> str:
+    """Whether the story was kept from the previous turn and how much of the prompt the model had cached."""
+    kept = trace.get("story_kept")
+    story = {True: "The story was kept from the previous turn", False: "The story was chosen afresh for this message",
+             None: ""}.get(kept, "")
+    reused, total = trace.get("reused_tokens"), trace.get("total_tokens")
+    if reused is not None and total:
+        cached = f"the model had {reused} of the {total} prompt tokens cached and read the other {total - reused}"
+        return f"{story}; {cached}." if story else f"{cached[0].upper()}{cached[1:]}."
+    return f"{story}." if story else ""
+
+
 def trace_view(trace: dict | None, character: "Character | None") -> View:
     """Summary, scene table, scene texts and the raw trace of a reply (``Trace.as_dict()``)."""
     if not trace:
@@ -40,6 +52,8 @@ def trace_view(trace: dict | None, character: "Character | None") -> View:
                f"story used {trace.get('story_fill', 0):.0%} of its {trace.get('story_budget')}-token share; "
                f"{len(included)} scenes and {sum(bool(t.get('included')) for t in trace.get('turns', []))} "
                "earlier turns went into the prompt.")
+    if cache := cache_sentence(trace):
+        summary = f"{summary} {cache}"
     if reason := no_scene_reason(trace):
         summary = f"**⚠ {reason}**\n\n{summary}"
     rows = [[s["id"], "" if s.get("score") is None else round(s["score"], 4), s.get("tokens", 0),

@@ -372,3 +372,29 @@ def test_served_local_backend_keeps_its_budgets_layout_and_prefill():
     # stable prefix: the system message holds no scenes; they travel in the last user message
     assert messages[0].role == "system" and messages[-1].role == "user"
     assert "###" not in messages[0].content and "###" in messages[-1].content  # the story block after the prefix
+
+
+def test_a_served_local_model_keeps_the_story_across_requests_of_one_conversation(monkeypatch):
+    """The server gets the whole conversation on every request; story reuse is keyed by it, so the second
+    request of a conversation finds the first's story (and keeps it for the model's KV cache)."""
+    from chatharuhi.backends.scripted import ScriptedBackend
+    from chatharuhi.reuse import StoryMemory
+
+    recalled = []
+    recall = StoryMemory.recall
+    monkeypatch.setattr(StoryMemory, "recall", lambda self, turns: recalled.append(recall(self, turns)) or recalled[-1])
+    backend = ScriptedBackend(["春日:「好啊！」"])
+    backend.prompt_layout = "stable_story"
+    question = "我们今天去找外星人吧，你觉得他们会在哪里？"
+    with running(create_app(backend, embedder="hash")) as url:
+        api = client(url)
+        api.chat.completions.create(model="haruhi", messages=[{"role": "user", "content": question}])
+        api.chat.completions.create(model="haruhi", messages=[
+            {"role": "user", "content": question}, {"role": "assistant", "content": "好啊！"},
+            {"role": "user", "content": question}])
+        api.chat.completions.create(model="haruhi", messages=[
+            {"role": "user", "content": "别的话题"}, {"role": "assistant", "content": "好啊！"},
+            {"role": "user", "content": question}])
+    assert recalled[0] is None and recalled[1] is not None and recalled[2] is None
+    first, second, _ = backend.calls[-3:]
+    assert second[0] == first[0] and first[0].content.count("###") >= 1  # the kept story, in the system message

@@ -169,7 +169,9 @@ def llama_adapter_options(adapter: CharacterAdapter, llm: Any, options: dict[str
     if llm not in ("llama_cpp", "embedded") or adapter.gguf is None or "lora_path" in options:
         return options
     if llm == "llama_cpp" and not any(options.get(k) for k in ("model_path", "model", "llama")):
-        entry = _catalog_entry(adapter.base)
+        from .models.catalog import BUILTIN
+
+        entry = BUILTIN if adapter.base == EMBEDDED_BASE else _catalog_entry(adapter.base)
         if entry is not None and not entry.is_adapter:
             from .models.store import pulled
 

@@ -187,6 +187,12 @@ def test_a_pulled_gguf_adapter_loads_its_pulled_base_on_llama_cpp(hub, files, tm
                                          r"`chatharuhi models pull smol`"):
         ChatHaruhi("haruhi", llm="llama_cpp", **kw)  # at load, not at the first reply
     pull_model("smol", progress=False, log=None)
+    from chatharuhi.chatbot import gguf_adapter_options
+
+    adapter = load_character(tmp_path / "haruhi").adapter
+    lora = str(model_dir("smol-lora") / "smol-lora.gguf")
+    assert gguf_adapter_options(adapter, "llama_cpp", {}) == {"model": "smol", "lora_path": lora}
+    assert gguf_adapter_options(adapter, "llama_cpp", {"model": "smol"}) == {"model": "smol", "lora_path": lora}
 
     bot = ChatHaruhi("haruhi", llm="llama_cpp", **kw)  # no model=: the character's base, from the store
     plain = ChatHaruhi("haruhi", llm="llama_cpp", model="smol", use_adapter=False, **kw)
@@ -260,3 +266,20 @@ def test_the_readme_snippets_for_a_pulled_adapter_are_valid(tmp_path):
     with pytest.raises(AdapterNotPulled) as info:  # the table parses; the adapter is simply not pulled here
         load_character(_character(tmp_path, "haruhi", manifest))
     assert info.value.command == "chatharuhi models pull haruhi-lora-q"
+
+
+def test_llama_cpp_with_no_model_loads_the_characters_base_ahead_of_chatharuhi_model(tmp_path, monkeypatch):
+    from chatharuhi.chatbot import gguf_adapter_options
+
+    monkeypatch.setenv("CHATHARUHI_MODEL", "qwen2.5-3b")  # the default for characters without an adapter
+    folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\ngguf = "watson.gguf"\n')
+    (folder / "watson.gguf").write_bytes(b"GGUF")
+    adapter = load_character(folder).adapter
+    assert gguf_adapter_options(adapter, "llama_cpp", {}) == {"model": "smollm2-135m",
+                                                              "lora_path": str(folder / "watson.gguf")}
+    folder = _character(tmp_path, "hudson", '[adapter]\nbase = "qwen2.5-1.5b"\ngguf = "hudson.gguf"\n')
+    (folder / "hudson.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ModelError, match=r"character 'hudson': its adapter runs on the base model 'qwen2.5-1.5b', "
+                                         r"and model 'qwen2.5-1.5b' is not pulled yet: run `chatharuhi models "
+                                         r"pull qwen2.5-1.5b` \(1.1 GB\)"):
+        gguf_adapter_options(load_character(folder).adapter, "llama_cpp", {})

@@ -94,7 +94,7 @@ def resolve_adapter(name: str, spec: AdapterSpec, folder: Path) -> tuple[Charact
                if p is not None and not p.exists()]
     for field_name, _ in missing:
         value = spec.path if field_name == "adapter.path" else spec.gguf
-        entry = _catalog_entry(value) if value else None
+        entry = _catalog_entry(value, folder / MANIFEST_FILE) if value else None
         if entry is not None and entry.is_adapter:
             raise InvalidCharacter(f"{field_name} = {value!r} is not a file in the character folder but the name of "
                                    f"a catalogue adapter: write name = {value!r} instead",
@@ -102,11 +102,19 @@ def resolve_adapter(name: str, spec: AdapterSpec, folder: Path) -> tuple[Charact
     return adapter, missing
 
 
-def _catalog_entry(name: str):
-    """The catalogue entry called ``name`` (any case), or None."""
+def _catalog_entry(name: str, where: Path | None = None):
+    """The catalogue entry called ``name`` (any case), or None; with ``where`` (a manifest), a broken
+    ``models.toml`` is an ``InvalidCharacter`` there, so that one character fails, not every caller."""
+    from .errors import InputError
     from .models.catalog import catalog
 
-    return catalog().get(name.strip().lower())
+    try:
+        return catalog().get(name.strip().lower())
+    except InputError as exc:
+        if where is None:
+            raise
+        raise InvalidCharacter(f"its [adapter] names a model from the catalogue, which cannot be read: {exc}",
+                               path=where) from None
 
 
 def _pulled_adapter(character: str, spec: AdapterSpec, folder: Path) -> CharacterAdapter:
@@ -117,13 +125,13 @@ def _pulled_adapter(character: str, spec: AdapterSpec, folder: Path) -> Characte
     from .models.store import installed, not_pulled_message, verified_path
 
     manifest = folder / MANIFEST_FILE
-    entry = _catalog_entry(str(spec.name))
+    entry = _catalog_entry(str(spec.name), manifest)
     if entry is None or not entry.is_adapter:
         names = adapter_names()
         close = difflib.get_close_matches(str(spec.name).lower(), names, n=1, cutoff=0.5)
         why = (f"{spec.name!r} is a model, not an adapter (a model goes in base =)" if entry is not None
                else f"no adapter {spec.name!r} in the catalogue")
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         listing = ", ".join(names) if names else "none; add one to models.toml with kind = \"adapter\""
         raise UnknownAdapter(f"adapter.name: {why}{hint} Adapters: {listing} (see `chatharuhi models list`)",
                              path=manifest, name=str(spec.name), suggestions=close)

@@ -232,6 +232,10 @@ def test_a_named_adapter_that_is_not_pulled_or_unknown_fails_at_load(hub, tmp_pa
     with pytest.raises(InvalidCharacter, match="trained for .*remove base or set base"):
         load_character(_character(tmp_path, "f", '[adapter]\nname = "tiny-peft"\nbase = "qwen2.5-1.5b"\n'))
 
+    (Path(os.environ["CHATHARUHI_HOME"]) / "models.toml").write_text("[[model]\nname = 1\n", encoding="utf-8")
+    with pytest.raises(InvalidCharacter, match=r"character.toml: .*catalogue, which cannot be read: .*models.toml"):
+        load_character(tmp_path / "a")  # one character fails with it, as a broken folder does
+
 
 def test_a_changed_pulled_adapter_file_is_refused_at_load(hub, tmp_path):
     pull_model("tiny-peft", progress=False, log=None)

@@ -81,3 +81,21 @@ def test_eval_does_not_judge_a_case_by_its_own_scene(tmp_path):
     voice = np.mean([r["voice"] for r in records])
     identity = np.mean([r["identity"] for r in records])
     assert voice < 0.85 and identity < 0.85, (voice, identity)  # judged with the own scene: 1.0 and 0.94
+
+
+def test_a_run_scored_by_judges_that_saw_the_scene_is_not_resumed(tmp_path):
+    import pytest
+
+    from chatharuhi.errors import InputError
+
+    folder, _ = _character(tmp_path, "alpha", 1)
+    other, _ = _character(tmp_path, "beta", 2)
+    out = tmp_path / "out"
+    kw = dict(backend=ScriptedBackend(["a reply of some five words"]), embedder="hash", compare=[other], cases=3,
+              configs=("none",), progress=False, plot=False, log=lambda m: None)
+    run_eval([folder], out, **kw)
+    settings = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    del settings["judges"]  # as a run before the judges left the case's scenes out wrote it
+    (out / "run.json").write_text(json.dumps(settings), encoding="utf-8")
+    with pytest.raises(InputError, match=r"other settings \(judges\)"):
+        run_eval([folder], out, **kw)

@@ -49,6 +49,7 @@ DEFAULT_CASES = 30  # cases per character (ChatHaruhi's planned evaluation used 
 EVAL_MAX_TOKENS = 256  # reply cap: answers are one line, and a runaway small model should not cost minutes
 MAX_CENTROID_LINES = 300  # lines per character averaged into its identity centroid
 CHECKPOINT_FILE = "checkpoint.jsonl"
+JUDGES_FIT = "without the case's scenes"  # recorded in run.json: a run scored by judges that saw them is not resumed
 RUN_FILE = "run.json"
 
 
@@ -120,7 +121,6 @@ def case_excludes(character: Character, case: EvalCase) -> list[str]:
     return out
 
 
-
 def _settings_match(saved: dict, current: dict) -> list[str]:
     return [k for k in current if saved.get(k) != current[k]]
 
@@ -186,7 +186,8 @@ def run_eval(
                 "cases": cases, "seed": seed, "retrieval_only": retrieval_only, "configs": list(configs),
                 "top_k": top_k, "dense_weight": dense_weight, "lexical_weight": lexical_weight,
                 "max_tokens": None if retrieval_only else max_tokens,
-                "compare": [c.name if isinstance(c, Character) else os.fspath(c) for c in compare]}
+                "compare": [c.name if isinstance(c, Character) else os.fspath(c) for c in compare],
+                "judges": JUDGES_FIT}
     run_file, checkpoint = out / RUN_FILE, out / CHECKPOINT_FILE
     if checkpoint.exists() and run_file.exists():
         saved = json.loads(run_file.read_text(encoding="utf-8"))

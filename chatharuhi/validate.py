@@ -51,6 +51,8 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
     except InvalidCharacter as exc:
         add("error", exc.path or folder, exc.line, str(exc).split(": ", 1)[-1] if exc.path else str(exc))
         manifest = None
+    if manifest is not None and manifest.adapter is not None:
+        _check_adapter(folder, manifest, add)
     narrators = frozenset(manifest.narrators) if manifest else frozenset()
     if manifest is not None and "language" in manifest.model_fields_set:
         base = manifest.language.split("-")[0].casefold()
@@ -110,6 +112,21 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
             f"speaker {manifest.speaker!r} never speaks in {TEXTS_DIR}/ (the lines there are spoken by {common}); "
             "set speaker to the character's name as the scene lines write it")
     return problems
+
+
+def _check_adapter(folder: Path, manifest, add) -> None:
+    """The [adapter] table as loading the character would resolve it: files present, a named adapter pulled."""
+    from .adapters import resolve_adapter
+
+    try:
+        _, missing = resolve_adapter(manifest.name or folder.name, manifest.adapter, folder)
+    except InvalidCharacter as exc:
+        key = "name" if manifest.adapter.name else None
+        add("error", folder / MANIFEST_FILE, _key_line(folder, key) if key else None, exc.reason)
+        return
+    for field_name, path in missing:
+        add("error", folder / MANIFEST_FILE, _key_line(folder, field_name.split(".")[1]),
+            f"{field_name}: {path} does not exist; train it (chatharuhi train --out ...) or fix the path")
 
 
 def _key_line(folder: Path, key: str) -> int | None:

@@ -216,6 +216,11 @@ def test_a_named_adapter_that_is_not_pulled_or_unknown_fails_at_load(hub, tmp_pa
                                                r"yet: run `chatharuhi models pull tiny-peft`") as info:
         load_character(folder)
     assert info.value.command == "chatharuhi models pull tiny-peft"
+    from chatharuhi.validate import validate_folder
+
+    problems = validate_folder(folder)  # `chatharuhi validate` says the same, on the manifest's line
+    assert [(p.severity, p.line) for p in problems] == [("error", 3)]
+    assert "run `chatharuhi models pull tiny-peft`" in problems[0].message
 
     folder = _character(tmp_path, "b", '[adapter]\nname = "tiny-pef"\n')
     with pytest.raises(UnknownAdapter, match="did you mean 'tiny-peft'") as info:

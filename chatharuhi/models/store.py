@@ -184,8 +184,8 @@ def not_pulled_message(entry: ModelEntry) -> str:
                 f"missing or resized); run `chatharuhi models pull {entry.name}` to repair it")
     got = partial_bytes(entry.name)
     resume = f" ({got / 1e6:.0f} MB of an earlier pull will be resumed)" if got else ""
-    return (f"{what} {entry.name!r} is not pulled yet: run `chatharuhi models pull {entry.name}`"
-            f" ({format_size(entry.size)}){resume}")
+    size = f" ({format_size(entry.size)})" if entry.size is not None else ""
+    return f"{what} {entry.name!r} is not pulled yet: run `chatharuhi models pull {entry.name}`{size}{resume}"
 
 
 def remove(name: str) -> list[Path]:

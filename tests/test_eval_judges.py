@@ -74,13 +74,15 @@ def test_eval_does_not_judge_a_case_by_its_own_scene(tmp_path):
         return next(a for q, a in answers.items() if q in last)
 
     out = tmp_path / "out"
-    run_eval([folder], out, backend=ScriptedBackend([true_line]), embedder="hash", compare=[other], cases=None,
-             configs=("none",), progress=False, plot=False, log=lambda m: None)
+    summary = run_eval([folder], out, backend=ScriptedBackend([true_line]), embedder="hash", compare=[other],
+                       cases=None, configs=("none",), progress=False, plot=False, log=lambda m: None)
     records = json.loads((out / "results.json").read_text(encoding="utf-8"))["records"]
     assert len(records) == SCENES and all(r["reply"] in answers.values() for r in records)
     voice = np.mean([r["voice"] for r in records])
     identity = np.mean([r["identity"] for r in records])
     assert voice < 0.85 and identity < 0.85, (voice, identity)  # judged with the own scene: 1.0 and 0.94
+    reference = summary["reference"]["alpha"]  # the original lines: the same lines, so the same scores
+    assert reference["voice"] == voice and reference["identity"] == identity
 
 
 def test_a_run_scored_by_judges_that_saw_the_scene_is_not_resumed(tmp_path):

@@ -89,11 +89,11 @@ def markdown(summary: dict[str, Any]) -> str:
     if ref:
         lines += ["", "The original lines themselves (ceilings):", "",
                   "| character | cases | usable scenes | identity of the original line "
-                  "| best support in any other scene |",
-                  "|---|---|---|---|---|"]
+                  "| voice of the original line | best support in any other scene |",
+                  "|---|---|---|---|---|---|"]
         for name, r in ref.items():
             lines.append(f"| {name} | {r['cases']} | {r['usable_scenes']} | {_fmt(r['identity'])} | "
-                         f"{_fmt(r['answer_support_ceiling'])} |")
+                         f"{_fmt(r.get('voice'))} | {_fmt(r['answer_support_ceiling'])} |")
     if summary.get("skipped"):
         lines += ["", "Skipped:", ""] + [f"- {m}" for m in summary["skipped"]]
     return "\n".join(lines) + "\n"

@@ -349,23 +349,27 @@ def _support(d: CharacterData, answer: np.ndarray, scene_ids: Sequence[str]) -> 
 
 
 def _reference_scores(data: list[CharacterData], answer_vecs: dict, judges: Judges) -> dict:
-    """Scores of the original answers themselves: the identity ceiling (judged without the case's scenes, as
-    replies are) and the best support any scene gives."""
+    """Scores of the original answers themselves: the identity and voice ceilings (judged without the case's
+    scenes, as replies are) and the best support any scene gives."""
     out: dict[str, Any] = {}
     for d in data:
-        ident, ceiling = [], []
+        ident, voice, ceiling = [], [], []
+        name = d.character.name
         for c in d.cases:
-            vec = answer_vecs[(d.character.name, c.id)]
-            centroids = _judges_for(judges, d, c).centroids
-            own = centroids.get(d.character.name)
-            others = {k: v for k, v in centroids.items() if k != d.character.name}
+            vec = answer_vecs[(name, c.id)]
+            fitted = _judges_for(judges, d, c)
+            own = fitted.centroids.get(name)
+            others = {k: v for k, v in fitted.centroids.items() if k != name}
             if own is not None and others:
                 ident.append(metrics.identity(vec, own, others)[0])
+            if fitted.voice is not None and name in fitted.voice.names:
+                voice.append(float(fitted.voice.log_odds(c.answer, name) > 0))
             allowed = [m for s, m in d.lines_by_scene.items() if s not in d.excludes[c.id]]
             ceiling.append(metrics.answer_support(vec, np.concatenate(allowed) if allowed else None))
         out[d.character.name] = {
             "cases": len(d.cases), "usable_scenes": d.usable_scenes, "candidates": d.candidates,
             "identity": float(np.mean(ident)) if ident else None,
+            "voice": float(np.mean(voice)) if voice else None,
             "answer_support_ceiling": float(np.mean(ceiling)) if ceiling else None,
         }
     return out

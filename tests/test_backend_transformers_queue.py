@@ -20,7 +20,7 @@ from test_backend_transformers import tiny as tiny  # noqa: E402,F401
 from chatharuhi.backends import transformers_backend  # noqa: E402
 from chatharuhi.backends.base import StreamInfo  # noqa: E402
 from chatharuhi.backends.transformers_backend import TransformersBackend  # noqa: E402
-from chatharuhi.errors import BackendError  # noqa: E402
+from chatharuhi.errors import AdapterError, BackendError  # noqa: E402
 
 WAIT_S = 120  # generous bound for a thread to finish on a loaded 2-core machine (a failure, not a timing)
 LONG = 1500  # far longer than a cancelled reply gets: the greedy tiny model ends none of these before ~900 tokens
@@ -226,3 +226,27 @@ def test_close_ends_a_waiting_caller_with_an_error(tiny):
     assert len(errors) == 1 and isinstance(errors[0], BackendError) and "closed before" in str(errors[0])
     with pytest.raises(BackendError, match="closed"):
         b.complete(MESSAGES, max_tokens=4)
+
+
+def _serial_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("chatharuhi-serial-")}
+
+
+def test_a_dropped_backend_ends_its_thread_and_frees_the_model(tiny):
+    import gc
+    import weakref
+
+    b = TransformersBackend(tiny / "base", adapters={"holmes": tiny / "holmes"}, device="cpu", temperature=0)
+    assert b.complete(MESSAGES, max_tokens=2)
+    thread, model = b._serial._thread, weakref.ref(b.model)
+    del b  # never closed
+    gc.collect()
+    thread.join(WAIT_S)
+    assert not thread.is_alive() and model() is None
+
+
+def test_a_failed_construction_leaves_no_thread(tiny):
+    before = _serial_threads()
+    with pytest.raises(AdapterError, match="another base model"):
+        TransformersBackend(tiny / "base", adapters={"holmes": tiny / "holmes", "x": tiny / "other"}, device="cpu")
+    assert _serial_threads() <= before

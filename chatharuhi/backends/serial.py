@@ -159,19 +159,23 @@ class Serial:
             job = self._jobs.get()
             if job is None:
                 return
-            if self._closed:
-                job.put(BackendError(f"{self.label}: the backend was closed before this request started"))
-                continue
-            if job.cancelled.is_set():  # its consumer left while it waited
-                continue
-            self.current, self.beat = job, time.monotonic()
-            try:
-                job.work(job)
-                job.put(job.error if job.error is not None else _DONE)
-            except BaseException as exc:  # handed to the job's consumer, raised there; the thread goes on
-                job.put(job.error if job.error is not None else exc)
-            finally:
-                self.current, self.beat = None, time.monotonic()
+            self._run(job)
+            del job  # an idle thread must not keep the last job's work (and through it the model) alive
+
+    def _run(self, job: Job) -> None:
+        if self._closed:
+            job.put(BackendError(f"{self.label}: the backend was closed before this request started"))
+            return
+        if job.cancelled.is_set():  # its consumer left while it waited
+            return
+        self.current, self.beat = job, time.monotonic()
+        try:
+            job.work(job)
+            job.put(job.error if job.error is not None else _DONE)
+        except BaseException as exc:  # handed to the job's consumer, raised there; the thread goes on
+            job.put(job.error if job.error is not None else exc)
+        finally:
+            self.current, self.beat = None, time.monotonic()
 
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new jobs; end the running one at its next check and the queued ones (with ``BackendError``)."""

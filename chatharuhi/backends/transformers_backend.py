@@ -21,6 +21,7 @@ jobs, since it changes the model under any generation.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Sequence
 
@@ -127,12 +128,17 @@ class TransformersBackend(Backend):
         self.context_window = context_window or self._window()
         self.adapters: dict[str, Path] = {}
         # One generation at a time, on this thread: the active adapter is global state of the model.
-        self._serial = Serial(Path(self.model_name).name or self.model_name,
-                              DEFAULT_LOCAL_TIMEOUT_S if timeout is None else timeout)
-        for name, path in (adapters or {}).items():
-            self.add_adapter(name, path)
-        if adapter is not None and adapter not in self.adapters:
-            raise AdapterError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or '(none)'}")
+        self._serial = serial = Serial(Path(self.model_name).name or self.model_name,
+                                       DEFAULT_LOCAL_TIMEOUT_S if timeout is None else timeout)
+        weakref.finalize(self, serial.close, 0)  # a backend dropped without close() ends its thread too
+        try:
+            for name, path in (adapters or {}).items():
+                self.add_adapter(name, path)
+            if adapter is not None and adapter not in self.adapters:
+                raise AdapterError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or '(none)'}")
+        except BaseException:
+            serial.close()
+            raise
         self.default_adapter = adapter if adapter is not None else next(iter(self.adapters), None)
 
     def _quantization(self, transformers: Any, quantization: str) -> Any:

@@ -49,6 +49,20 @@ def in_thread(fn, *args, **kwargs):
     return thread, result, errors
 
 
+@pytest.fixture
+def jobs(monkeypatch) -> list:
+    """Every job the backend queues from now on (an async stream does not expose its stats)."""
+    seen: list = []
+    real = transformers_backend.generation_work
+
+    def spy(b, request):
+        work = real(b, request)
+        return lambda job: (seen.append(job), work(job))[1]
+
+    monkeypatch.setattr(transformers_backend, "generation_work", spy)
+    return seen
+
+
 def gate(backend) -> threading.Event:
     """Hold the model's thread (as a long generation would) until the returned event is set."""
     release, started = threading.Event(), threading.Event()
@@ -193,16 +207,7 @@ def test_astream_waits_on_the_event_loop_and_matches_stream(backend, expected):
     assert text == expected["haruhi"] and ticks == 10
 
 
-def test_async_close_cancels_the_job(backend, expected, monkeypatch):
-    jobs = []
-    real = transformers_backend.generation_work
-
-    def spy(b, request):
-        work = real(b, request)
-        return lambda job: (jobs.append(job), work(job))[1]
-
-    monkeypatch.setattr(transformers_backend, "generation_work", spy)
-
+def test_async_close_cancels_the_job(backend, expected, jobs):
     async def main():
         stream = backend.astream(MESSAGES, max_tokens=LONG, adapter="holmes")
         await stream.__anext__()
@@ -250,3 +255,28 @@ def test_a_failed_construction_leaves_no_thread(tiny):
     with pytest.raises(AdapterError, match="another base model"):
         TransformersBackend(tiny / "base", adapters={"holmes": tiny / "holmes", "x": tiny / "other"}, device="cpu")
     assert _serial_threads() <= before
+
+
+def test_a_cancelled_async_reply_stops_its_generation_and_commits_nothing(backend, jobs):
+    from chatharuhi import ChatHaruhi
+
+    bot = ChatHaruhi(role="haruhi", llm=backend, embedder="hash", reply_reserve=32, story_tokens=200,
+                     history_tokens=100, top_k=2, postprocess=False)
+
+    async def main():
+        first = asyncio.Event()
+
+        async def client():  # a client that disconnects: its task is cancelled mid-reply
+            async for _ in bot.stream("你好", max_tokens=LONG):
+                first.set()
+
+        task = asyncio.create_task(client())
+        await asyncio.wait_for(first.wait(), WAIT_S)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await bot.achat("再见", max_tokens=3)  # queued after the cancelled job: it has ended
+
+    assert isinstance(asyncio.run(main()), str)
+    assert jobs[0].stats["finish_reason"] == "cancelled" and jobs[0].stats["decode_tokens"] < LONG
+    assert [t.text for t in bot.history] == ["再见"]  # the cancelled turn was not committed

@@ -231,6 +231,9 @@ def test_close_ends_a_waiting_caller_with_an_error(tiny):
     assert len(errors) == 1 and isinstance(errors[0], BackendError) and "closed before" in str(errors[0])
     with pytest.raises(BackendError, match="closed"):
         b.complete(MESSAGES, max_tokens=4)
+    with pytest.raises(BackendError, match="closed") as info:
+        b.add_adapter("holmes", tiny / "holmes")
+    assert not isinstance(info.value, AdapterError)  # a closed backend, not a broken adapter
 
 
 def _serial_threads() -> set[threading.Thread]:

@@ -31,7 +31,7 @@ from ..config import (
     DEFAULT_LOCAL_TIMEOUT_S,
     DEFAULT_REPEAT_PENALTY,
 )
-from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ModelError
+from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ChatHaruhiError, ModelError
 from ..types import Message
 from .base import Backend, StreamInfo
 from .serial import Serial
@@ -186,6 +186,8 @@ class TransformersBackend(Backend):
 
         try:
             self._serial.call(load)  # between generations: it changes the model under them
+        except ChatHaruhiError:  # the backend was closed: not the adapter's fault
+            raise
         except Exception as exc:  # peft and safetensors raise RuntimeError, ValueError, SafetensorError, OSError
             text = str(exc)
             what = (text.splitlines() or [type(exc).__name__])[0][:300]

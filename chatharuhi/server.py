@@ -30,15 +30,15 @@ The server keeps no state of its own beyond caches: with a ``postgresql://`` sto
 vectors and the owner-token secret), any number of replicas serve one conversation turn by turn
 (server_workers.py). Upstream streams run on the event loop through the backend's async twin
 (``upstream="async"``); ``upstream="thread"`` is the older path, a blocking stream on a worker thread.
+
+This module builds the app (``create_app``); ``serve`` (server_run.py) runs it with uvicorn.
 """
 
 
 # no "from __future__ import annotations": FastAPI reads the handlers' annotations at runtime
-import ipaddress
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -53,29 +53,16 @@ from .server_api import ChatRequest, SessionRequest, check_name, parse_request, 
 from .server_asgi import _BearerAuth, _disconnect_aware, _RequestId
 from .server_errors import APIError, error_body, error_status, install_error_handlers, public_message
 from .server_pool import BotPool, _TimedBackend
+
+# ``serve`` and its settings live in server_run; the names stay importable from here, where users import them
+from .server_run import DEFAULT_HOST, DEFAULT_PORT, ENV_API_KEY, INSTALL_HINT, is_loopback, serve  # noqa: F401
 from .types import Turn
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-ENV_API_KEY = "CHATHARUHI_API_KEY"
 USER_ROLE_HEADER = "x-chatharuhi-user-role"
-SHUTDOWN_GRACE_S = 2.0  # on SIGTERM/Ctrl-C, open requests get this long to finish...
-SHUTDOWN_DEADLINE_S = 4.0  # ...and the process exits by this time whatever is still running
 UPSTREAM_MODES = ("async", "thread")  # how upstream chunks reach the event loop (see the module docstring)
 WORKER_THREADS = 256  # blocking backend streams run in threads: one per open stream, up to this many
-INSTALL_HINT = "pip install 'chatharuhi[web]'"
 
 logger = logging.getLogger("chatharuhi.server")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _header_text(value: str | None) -> str | None:
@@ -369,50 +356,3 @@ def _secrets(backend: Any, pool: BotPool, sessions: Any, sessions_path: Any) -> 
     for d in search_dirs(pool.characters_dir):
         found += [str(d), str(d.resolve()) if d.exists() else ""]
     return [s for s in found if s]
-
-
-def serve(
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    api_key: str | None = None,
-    log_level: str = "info",
-    workers: int = 1,
-    **app_options: Any,
-) -> None:
-    """Run the server with uvicorn (``workers`` processes); refuses a non-loopback address without an API key."""
-    api_key = api_key or os.environ.get(ENV_API_KEY) or None
-    if not is_loopback(host) and not api_key:
-        raise InputError(f"refusing to listen on {host} without an API key: anyone who can reach it could use "
-                         f"your backend. Pass --api-key KEY or set {ENV_API_KEY} (or bind to 127.0.0.1)")
-    try:
-        import uvicorn
-    except ImportError:
-        raise BackendUnavailable(f"the server needs uvicorn: {INSTALL_HINT}") from None
-    if workers != 1:
-        from .server_workers import serve_workers
-
-        return serve_workers(workers, host=host, port=port, log_level=log_level, api_key=api_key, **app_options)
-    app = create_app(api_key=api_key, **app_options)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,
-                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
-    graceful = server.handle_exit
-
-    def handle_exit(sig, frame) -> None:  # uvicorn stops accepting and drains; a watchdog bounds the wait
-        graceful(sig, frame)
-        watchdog = threading.Timer(SHUTDOWN_DEADLINE_S, _exit_now)
-        watchdog.daemon = True
-        watchdog.start()
-
-    server.handle_exit = handle_exit
-    server.run()
-
-
-def _exit_now() -> None:
-    """End the process: blocking work still running in threads (an embedding, a hung upstream) would
-    otherwise hold it up for as long as it runs. Saved turns are safe: each is one committed transaction."""
-    logger.warning("shutdown took over %s s: exiting without waiting for the requests still running",
-                   SHUTDOWN_DEADLINE_S)
-    logging.shutdown()
-    os._exit(0)
-
-

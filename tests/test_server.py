@@ -20,9 +20,10 @@ httpx = pytest.importorskip("httpx2")
 from chatharuhi.backends.openai_compat import OpenAIBackend  # noqa: E402
 from chatharuhi.conversation import Incoming, read_conversation, unwrap  # noqa: E402
 from chatharuhi.errors import InputError  # noqa: E402
-from chatharuhi.server import create_app, is_loopback, serve  # noqa: E402
+from chatharuhi.server import create_app  # noqa: E402
 from chatharuhi.server_api import MAX_BODY_BYTES, MAX_MESSAGES  # noqa: E402
 from chatharuhi.server_guard import owner_token  # noqa: E402
+from chatharuhi.server_run import is_loopback, serve  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.types import Turn  # noqa: E402
 from openai_stub import StubOpenAIServer  # noqa: E402

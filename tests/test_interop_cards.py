@@ -16,7 +16,8 @@ from chatharuhi import ChatHaruhi, load_character  # noqa: E402
 from chatharuhi.backends.scripted import ScriptedBackend  # noqa: E402
 from chatharuhi.errors import CharacterImportError  # noqa: E402
 from chatharuhi.interop import export_character, import_character  # noqa: E402
-from chatharuhi.interop.cards import character_to_card, read_png_card  # noqa: E402
+from chatharuhi.interop.card_export import character_to_card  # noqa: E402
+from chatharuhi.interop.cards import read_png_card  # noqa: E402
 
 
 def v2_card(**data):

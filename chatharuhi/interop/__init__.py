@@ -87,7 +87,7 @@ def export_character(character: "Character | str | os.PathLike", fmt: str, out: 
                      png: bool = False, characters_dir: Any = None, embedder: Any = None) -> Path:
     """Write a character (a ``Character``, a name, or a folder) as a card, role JSONL or zip."""
     from ..character import Character, load_character
-    from . import cards, haruhi_formats
+    from . import card_export, haruhi_formats
     from .haruhi_formats import _atomic_write
 
     if not isinstance(character, Character):
@@ -99,13 +99,13 @@ def export_character(character: "Character | str | os.PathLike", fmt: str, out: 
             character = find_character(str(character), characters_dir)
     fmt = fmt.lower()
     if fmt in ("v2", "v3"):
-        data = cards.card_png_bytes(character, fmt) if png else cards.card_json_bytes(
-            cards.character_to_card(character, fmt))
+        data = card_export.card_png_bytes(character, fmt) if png else card_export.card_json_bytes(
+            card_export.character_to_card(character, fmt))
         return _atomic_write(Path(out), data)
     if png:
         raise CharacterImportError("--png applies to card formats (v2, v3) only")
     if fmt == "charx":
-        return _atomic_write(Path(out), cards.card_charx_bytes(character))
+        return _atomic_write(Path(out), card_export.card_charx_bytes(character))
     if fmt == "jsonl":
         return haruhi_formats.write_role_jsonl(character, out, embedder)
     if fmt == "zip":

@@ -323,7 +323,7 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
         HTTP server passes the conversation it received)."""
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"empty message: type something for {self.character.display_name} to answer")
-        text = text.strip()
+        text, exclude = text.strip(), tuple(exclude)
         user_role = (role or self.user_role).strip() or self.user_role
         t0 = perf_counter()
         hits = []
@@ -342,7 +342,7 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
         line = query = self._line(user_role, text)
         if self._post_history:  # a card's post-history instructions ride after the newest message
             query = f"{query}\n\n{self._post_history}"
-        packed, overlapping = self._pack(hits, text, rendered, line, query)
+        packed, overlapping = self._pack(hits, text, rendered, line, query, recall=not exclude)
         t3 = perf_counter()
         for dropped, kept in getattr(hits, "duplicates", ()):
             packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))
@@ -352,9 +352,10 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
         self._say_plan(plan)
         return plan
 
-    def _pack(self, hits: Sequence[Any], text: str, rendered: list[HistoryTurn], line: str, query: str
-              ) -> tuple[Packed, list[PartTrace]]:
-        """Pack the turn; with story reuse, keep the previous turn's story and history start while they serve."""
+    def _pack(self, hits: Sequence[Any], text: str, rendered: list[HistoryTurn], line: str, query: str,
+              recall: bool = True) -> tuple[Packed, list[PartTrace]]:
+        """Pack the turn; with story reuse, keep the previous turn's story and history start while they serve
+        (not when ``recall`` is false: a story kept from before could hold scenes this turn excludes)."""
         def packed_with(scenes, fresh=(), start=None) -> Packed:
             return pack(self._system_prompt, self._header, scenes, rendered, query, self.counter, self.budget,
                         lore=self._lore(query, rendered), lore_header=self._lore_header, layout=self._layout,
@@ -366,7 +367,7 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
         cap = self.budget.story_tokens
         whole, overlapping = self._story_units(hits, text)  # the story a fresh turn would hold
         fresh, _ = self._story_units(hits, text, int(cap * STORY_FRESH_SHARE))
-        kept = self._stories.recall(rendered)
+        kept = self._stories.recall(rendered) if recall else None
         if kept is not None and relevant(kept.scenes, whole, self.counter, cap):
             packed = packed_with(kept.scenes, fresh, kept.first_turn)
             if [i for i in packed.scene_ids if i not in packed.fresh_ids] == [s.id for s in kept.scenes]:

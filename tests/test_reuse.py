@@ -22,7 +22,8 @@ QUESTION = "我们今天去找外星人吧，你觉得他们会在哪里？"
 def bot(**kw):
     backend = ScriptedBackend(["春日:「好啊！」"])
     kw.setdefault("story_reuse", True)
-    return ChatHaruhi(role="haruhi", llm=backend, embedder="hash", story_tokens=400, **kw), backend
+    kw.setdefault("story_tokens", 400)
+    return ChatHaruhi(role="haruhi", llm=backend, embedder="hash", **kw), backend
 
 
 def test_the_same_topic_keeps_the_story_and_each_prompt_extends_the_one_before():
@@ -165,3 +166,16 @@ def test_fresh_scenes_go_with_the_query_and_skip_what_the_kept_story_holds():
     assert p.trace.parts["story"] <= budget.story_tokens
     with pytest.raises(InputError, match="stable_story"):
         pack("系统", "", kept, [], "q", COUNTER, budget, layout="stable_prefix", fresh_scenes=fresh)
+
+
+def test_a_turn_that_excludes_scenes_never_gets_them_back_from_a_kept_story():
+    """Evaluation excludes a case's own scene: a story kept from an earlier turn must not bring it back."""
+    b, _ = bot(story_tokens=1500)
+    b.prepare(QUESTION, role="阿虚", history=[])
+    history = [Turn("阿虚", QUESTION, "好啊！")]
+    kept = b.prepare(QUESTION, role="阿虚", history=history)
+    assert kept.trace.story_kept is True and len(kept.trace.included_scenes) >= 3
+    excluded = kept.trace.included_scenes[0].split("#")[0]
+    plan = b.prepare(QUESTION, role="阿虚", history=history, exclude=[excluded])
+    assert plan.trace.story_kept is False
+    assert all(i.split("#")[0] != excluded for i in plan.trace.included_scenes)

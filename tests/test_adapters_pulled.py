@@ -81,7 +81,8 @@ def hub(files, monkeypatch):
 
     served = {(PEFT_REPO, "adapter_config.json"): files["peft"] / "adapter_config.json",
               (PEFT_REPO, "adapter_model.safetensors"): files["peft"] / "adapter_model.safetensors",
-              (GGUF_REPO, "smol-lora.gguf"): files["lora_gguf"]}
+              (GGUF_REPO, "smol-lora.gguf"): files["lora_gguf"],
+              (PEFT_REPO, "tiny.gguf"): files["lora_gguf"]}  # stands in for the same adapter as a GGUF
     if files["smol"] is not None:
         served[(BASE_REPO, "smol.gguf")] = files["smol"]
     with HubMirror(served, commit=COMMIT) as mirror:
@@ -97,7 +98,9 @@ def hub(files, monkeypatch):
 
         table = [entry("tiny-peft", PEFT_REPO, ["adapter_config.json", "adapter_model.safetensors"],
                        f'kind = "adapter"\nbase = "{files["base"]}"\ntitle = "A tiny PEFT adapter"\n'),
-                 entry("smol-lora", GGUF_REPO, ["smol-lora.gguf"], 'kind = "adapter"\nbase = "smol"\n')]
+                 entry("smol-lora", GGUF_REPO, ["smol-lora.gguf"], 'kind = "adapter"\nbase = "smol"\n'),
+                 entry("tiny-both", PEFT_REPO, ["adapter_config.json", "adapter_model.safetensors", "tiny.gguf"],
+                       f'kind = "adapter"\nbase = "{files["base"]}"\n')]
         if files["smol"] is not None:
             table.append(entry("smol", BASE_REPO, ["smol.gguf"], 'languages = ["en"]\n'))
         home = Path(os.environ["CHATHARUHI_HOME"])
@@ -292,3 +295,11 @@ def test_llama_cpp_with_no_model_loads_the_characters_base_ahead_of_chatharuhi_m
                                          r"and model 'qwen2.5-1.5b' is not pulled yet: run `chatharuhi models "
                                          r"pull qwen2.5-1.5b` \(1.1 GB\)"):
         gguf_adapter_options(load_character(folder).adapter, "llama_cpp", {})
+
+
+def test_an_adapter_with_both_forms_gives_the_folder_and_the_gguf(hub, tmp_path):
+    pull_model("tiny-both", progress=False, log=None)
+    adapter = load_character(_character(tmp_path, "both", '[adapter]\nname = "tiny-both"\nserved_name = "b"\n')).adapter
+    folder = model_dir("tiny-both")
+    assert (adapter.path, adapter.gguf, adapter.served_name) == (folder, folder / "tiny.gguf", "b")
+    assert pull_model("tiny-both", progress=False, log=None) == folder / "tiny.gguf"  # what llama.cpp loads

@@ -174,7 +174,9 @@ def _expected(entry: ModelEntry, file: ModelFile, meta: Any) -> tuple[str, int]:
     sha256 = file.sha256 or advertised
     if sha256 is None:
         raise ModelDownloadError(f"{entry.repo}/{file.filename}: no sha256 is pinned and the hub advertises none "
-                                 f"(etag {meta.etag!r}); refusing an unverifiable download")
+                                 f"(etag {meta.etag!r}: small files such as a PEFT adapter_config.json are kept "
+                                 "outside Git LFS and have none); refusing an unverifiable download: pin its sha256 "
+                                 f"in {entry.name}'s files in models.toml")
     if file.sha256 and advertised and advertised != file.sha256:
         raise ModelDownloadError(f"{entry.repo}/{file.filename}: the hub advertises sha256 {advertised} but "
                                  f"chatharuhi pins {file.sha256}; refusing to download bytes that would not match")

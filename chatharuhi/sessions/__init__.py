@@ -1,6 +1,7 @@
 """Persistent conversations: the ``SessionStore`` contract and its implementations.
 
     base.py        the contract (Session, SessionStore, export) and ``SessionStore(target)`` dispatch
+    sql.py         the operations of both stores, written once over a small SQL dialect
     sqlite.py      the embedded default: one SQLite file (WAL) in the chatharuhi home
     postgres.py    the shared store for server replicas (``postgresql://...``; the [postgres] extra)
     pg_schema.py   its connection pool, typed errors and versioned migrations

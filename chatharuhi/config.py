@@ -74,7 +74,16 @@ LLAMA_CPP_INSTALL = (
     f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall --no-deps '
     f"llama-cpp-python=={LLAMA_CPP_VERSION}"
 )
-OMP_WAIT_POLICY = "PASSIVE"  # for the worker's llama.cpp threads unless the environment says otherwise
+# Threads of a local model (backends/worker_threads.py). n_threads="auto": before each generation the worker
+# uses the physical cores other programs left free over the last LOCAL_LOAD_WINDOW_S seconds or more
+# (at least 1). Its OpenMP threads keep their default short spin: OMP_WAIT_POLICY=PASSIVE decoded 3.4x slower
+# on a quiet machine (benchmarks/bench_threads.py). A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
+DEFAULT_LOCAL_THREADS = "auto"
+OMP_ENV_NAMES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+OMP_ENV_DEFAULTS: tuple[tuple[str, str], ...] = ()  # what the worker adds when the user set none of OMP_ENV_NAMES
+LOCAL_LOAD_WINDOW_S = 0.2  # the shortest window to measure other programs' CPU use in (/proc/stat: 10 ms ticks)
+LOCAL_LOAD_RECHECK_S = 0.5  # mid-reply, between prompt batches and tokens: look at the load again this often
+LOCAL_FREE_CORE = 0.75  # a core counts as free for a thread when other programs leave this share of it idle
 DEFAULT_LOCAL_TIMEOUT_S = 300.0  # a local worker silent this long (no token, no progress) is hung: killed
 DEFAULT_LOCAL_START_TIMEOUT_S = 120.0  # loading a model file in the worker
 DEFAULT_LOCAL_CONTEXT_WINDOW = 4096  # n_ctx for GGUF models unless given: fits the default prompt budget

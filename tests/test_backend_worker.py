@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -15,11 +17,11 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from chatharuhi.backends import embedded  # noqa: E402
-from chatharuhi.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from chatharuhi.backends.llama_cpp import Generation, LlamaCppBackend  # noqa: E402
 from chatharuhi.backends.worker import crash_error, physical_cores  # noqa: E402
 from chatharuhi.backends.worker_main import build_features, unsupported  # noqa: E402
-from chatharuhi.config import LLAMA_CPP_INSTALL  # noqa: E402
-from chatharuhi.errors import BackendTimeout, BackendUnavailable, ModelError, WorkerCrashed  # noqa: E402
+from chatharuhi.config import LLAMA_CPP_INSTALL, OMP_ENV_DEFAULTS, OMP_ENV_NAMES  # noqa: E402
+from chatharuhi.errors import BackendTimeout, BackendUnavailable, InputError, ModelError, WorkerCrashed  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
 
 if embedded.embedded_model_path() is None:
@@ -235,8 +237,76 @@ def test_ctrl_c_is_the_callers_business_not_the_workers(backend):
     assert os.getsid(pid) == os.getsid(0)  # same session: nice and scheduling groups apply to the worker too
 
 
-def test_threads_default_to_physical_cores(backend):
+def _omp_environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [item.decode().split("=", 1) for item in f.read().split(b"\0") if b"=" in item]
+    return {k: v for k, v in pairs if k in OMP_ENV_NAMES}
+
+
+def _long_generation(backend, max_tokens: int):
+    """A greedy reply to a repetitive text, which SmolLM2 continues instead of ending it early."""
+    tokens = backend.llm.tokenize(("Holmes looked at the letter and said nothing. " * 20).encode())
+    request = {"tokens": tokens, "max_tokens": max_tokens, "stop": [], "stop_ids": [], "reset": True,
+               "params": {"temperature": 0.0, "repeat_penalty": 1.0, "seed": 0}}
+    return Generation(backend.worker, request, "")
+
+
+def test_threads_start_at_the_physical_cores_and_openmp_keeps_its_default_wait(backend):
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
     assert backend.worker.info["n_threads"] == physical_cores()
-    with open(f"/proc/{backend.worker.pid}/environ", "rb") as f:  # waiting threads sleep instead of spinning
-        assert b"OMP_WAIT_POLICY=PASSIVE" in f.read().split(b"\0")
+    assert backend.worker.auto_threads and backend.worker.auto_threads_batch
+    # What the worker process really got: our defaults (no PASSIVE: it decoded 3.4x slower on a quiet machine).
+    assert _omp_environ(backend.worker.pid) == dict(OMP_ENV_DEFAULTS)
+    assert "OMP_WAIT_POLICY" not in _omp_environ(backend.worker.pid)
+
+
+@pytest.mark.parametrize("name, value", [("OMP_WAIT_POLICY", "PASSIVE"), ("GOMP_SPINCOUNT", "20000")])
+def test_a_users_openmp_setting_reaches_the_worker_untouched(tmp_path, monkeypatch, name, value):
+    monkeypatch.setenv("CHATHARUHI_HOME", str(tmp_path))
+    monkeypatch.setenv(name, value)
+    b = LlamaCppBackend(n_ctx=256, temperature=0)
+    try:
+        assert _omp_environ(b.worker.pid) == {name: value}
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("options", [{"n_threads": 0}, {"n_threads": "many"}, {"n_threads": 1.5},
+                                     {"n_threads": True}, {"n_threads_batch": -2}])
+def test_a_thread_count_that_is_not_one_or_more_or_auto_is_refused(options):
+    with pytest.raises(InputError) as err:
+        LlamaCppBackend(n_ctx=256, **options)
+    assert next(iter(options)) in str(err.value) and "'auto'" in str(err.value)
+
+
+def test_a_fixed_thread_count_is_used_as_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATHARUHI_HOME", str(tmp_path))
+    b = LlamaCppBackend(n_ctx=512, temperature=0, n_threads=1, n_threads_batch=2)
+    try:
+        generation = _long_generation(b, 8)
+        assert "".join(generation)
+        stats = generation.stats
+        assert (stats["n_threads"], stats["n_threads_batch"], stats["threads_seen"]) == (1, 2, [1])
+        assert "others_busy" not in stats  # nothing measured: the user decided
+    finally:
+        b.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="load is read from Linux's /proc/stat")
+def test_auto_threads_back_off_to_one_when_every_core_gets_busy_mid_reply(backend):
+    cpus = len(os.sched_getaffinity(0))
+    generation = _long_generation(backend, 400)
+    first = next(generation)  # the reply has started (on a quiet machine with every core)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    try:
+        text = first + "".join(generation)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    stats = generation.stats
+    assert text and stats["decode_tokens"] > 50
+    assert stats["threads_seen"][-1] == 1, stats  # looked again mid-reply and saw no free core
+    assert 1 <= stats["n_threads"] <= physical_cores() and stats["others_busy"] >= 0
+    again = _long_generation(backend, 4)
+    assert "".join(again) and again.stats["n_threads"] >= 1

@@ -27,11 +27,12 @@ from ..config import (
     DEFAULT_LOCAL_CONTEXT_WINDOW,
     DEFAULT_LOCAL_START_TIMEOUT_S,
     DEFAULT_LOCAL_TEMPERATURE,
+    DEFAULT_LOCAL_THREADS,
     DEFAULT_LOCAL_TIMEOUT_S,
     DEFAULT_REPEAT_PENALTY,
     LLAMA_CPP_INSTALL,
 )
-from ..errors import BackendError, BackendUnavailable, BudgetError, ModelError
+from ..errors import BackendError, BackendUnavailable, BudgetError, InputError, ModelError
 from ..memo import BytesMemo
 from ..options import parameter_names
 from ..types import Message
@@ -155,6 +156,16 @@ class LlamaCppCounter:
             return sum(self.count(c) + 4 for _, c in key) + 4
 
 
+def thread_count(name: str, value: Any) -> int | None:
+    """A thread option checked: a positive int, or None for ``"auto"``/unset; anything else is ``InputError``."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name}={value!r}: pass a number of threads (1 or more) or 'auto' (the physical cores "
+                         "other programs leave free, chosen before each generation)")
+    return value
+
+
 class LlamaCppBackend(Backend):
     """A GGUF model run in process by llama-cpp-python; streams, honours stop strings and prefill."""
 
@@ -174,7 +185,7 @@ class LlamaCppBackend(Backend):
         self,
         model_path: str | Path | None = None,
         n_ctx: int | None = None,
-        n_threads: int | None = None,
+        n_threads: int | str | None = None,
         chat_format: str | None = None,
         seed: int = DEFAULT_SEED,
         verbose: bool = False,
@@ -189,8 +200,10 @@ class LlamaCppBackend(Backend):
     ):
         """Load ``model_path`` (default: the embedded model) in a worker process; ``sha256`` pins any file.
 
-        ``n_threads`` defaults to the physical cores; ``timeout`` (seconds) is how long the worker may
-        stay silent (no token, no prefill progress) before it counts as hung. Other keyword arguments go
+        ``n_threads`` (default ``"auto"``): before each generation, the physical cores other programs leave
+        free (at least 1; ``n_threads_batch`` follows it unless given); a number fixes it. ``timeout``
+        (seconds) is how long the worker may stay silent (no token, no prefill progress) before it
+        counts as hung. Other keyword arguments go
         to ``llama_cpp.Llama`` (``n_gpu_layers``, ``n_batch``, ...); one that neither accepts is
         ``UnknownOption`` (see ``accepted_options``).
         """
@@ -221,12 +234,15 @@ class LlamaCppBackend(Backend):
             options.pop(key, None)
         self._sampling = {k: options.pop(k) for k in _SAMPLING_KEYS if k in options}
         _import_llama()  # a missing llama-cpp-python is a clear error here, not a dead worker
-        threads = n_threads or physical_cores()
+        auto = thread_count("n_threads", DEFAULT_LOCAL_THREADS if n_threads is None else n_threads)
+        batch = thread_count("n_threads_batch", options.pop("n_threads_batch", None))
+        threads = physical_cores() if auto is None else auto
         spec = {"model_path": str(self.model_path), "n_ctx": n_ctx or DEFAULT_LOCAL_CONTEXT_WINDOW,
-                "n_threads": threads, "n_threads_batch": options.pop("n_threads_batch", None) or threads,
+                "n_threads": threads, "n_threads_batch": batch or threads,
                 "chat_format": chat_format, "seed": seed, "verbose": verbose, **options}
         self.worker = Worker(spec, self.model_path.name, DEFAULT_LOCAL_TIMEOUT_S if timeout is None else timeout,
-                             DEFAULT_LOCAL_START_TIMEOUT_S, verbose)
+                             DEFAULT_LOCAL_START_TIMEOUT_S, verbose, auto_threads=auto is None,
+                             auto_threads_batch=auto is None and batch is None)
         info = self.worker.start()  # loads the model in the child: a bad file fails there, not here
         self.context_window = int(info["n_ctx"])
         self.llm = self._vocabulary(spec)

@@ -25,8 +25,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import LLAMA_CPP_INSTALL, OMP_WAIT_POLICY
+from ..config import LLAMA_CPP_INSTALL
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ModelError, WorkerCrashed
+from .worker_threads import omp_env
 
 CHILD_MODULE = "chatharuhi.backends.worker_main"
 STDERR_LINES = 30  # the child's last stderr lines, quoted in crash messages
@@ -95,8 +96,10 @@ class Job:
 class Worker:
     """A child process that loads ``spec`` (keyword arguments for ``llama_cpp.Llama``) and serves requests."""
 
-    def __init__(self, spec: dict, label: str, timeout: float, start_timeout: float, verbose: bool = False):
+    def __init__(self, spec: dict, label: str, timeout: float, start_timeout: float, verbose: bool = False,
+                 auto_threads: bool = False, auto_threads_batch: bool = False):
         self.spec, self.label = spec, label
+        self.auto_threads, self.auto_threads_batch = auto_threads, auto_threads_batch  # fewer threads when busy
         self.timeout, self.start_timeout, self.verbose = timeout, start_timeout, verbose
         self.info: dict[str, Any] = {}
         self.starts = 0  # how many children were started (a crash makes the next request start one more)
@@ -133,9 +136,8 @@ class Worker:
         ours, theirs = socket.socketpair()
         root = str(Path(__file__).resolve().parents[2])  # so the child imports this very chatharuhi
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-        # OpenMP threads that spin while they wait starve each other on a busy machine: 2 threads read prompts at
-        # 11-15 tok/s instead of 66-88 (benchmarks/bench_local.py). Passive waiting costs little when idle.
-        env.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+        # OpenMP reads its settings once, when the child starts: the user's own win (worker_threads.py).
+        env.update(omp_env(os.environ))
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", CHILD_MODULE, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
@@ -147,7 +149,8 @@ class Worker:
         self._drainer = threading.Thread(target=self._drain, args=(proc, lines), daemon=True)
         self._drainer.start()
         try:
-            self._conn.send(("load", self.spec))
+            threads = {"auto_threads": self.auto_threads, "auto_threads_batch": self.auto_threads_batch}
+            self._conn.send(("load", self.spec, threads))
             reply = self._recv(self.start_timeout, "loading the model")
         except BaseException:
             self._stop_child()

@@ -5,7 +5,9 @@ model and answers ``("ready", info)``; then serves ``("generate", request)`` mes
 answering ``start``, ``progress`` (after every prefill batch: the parent's proof of life), ``chunk``
 and ``done`` messages, and stopping early on ``("cancel",)``. Token ids come rendered from the
 parent, so llama.cpp's KV cache keeps whatever prefix two consecutive prompts share.
-Besides the standard library it imports llama_cpp and chatharuhi's (light) package modules.
+With ``n_threads="auto"`` it sets each generation's thread count from the machine's load first
+(``worker_threads.py``). Besides the standard library it imports llama_cpp and chatharuhi's (light)
+package modules.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
+
+from .worker_threads import ThreadGovernor
 
 # llama.cpp's system info names the CPU features the build uses; these are /proc/cpuinfo's names for them.
 CPU_FLAGS = {
@@ -121,7 +125,27 @@ class _BadModel(Exception):
     pass
 
 
-def _generate(conn: Connection, llm: Any, request: dict) -> None:
+def _set_threads(llm: Any, governor: ThreadGovernor | None, batch_too: bool, stats: dict[str, Any]) -> None:
+    """As many threads as the cores other programs leave free (``n_threads="auto"``); stats say what was used."""
+    import llama_cpp
+
+    if governor is not None:
+        threads, others = governor.choose()
+        batch = threads if batch_too else llm.n_threads_batch
+        if (threads, batch) != (llm.n_threads, llm.n_threads_batch):
+            llama_cpp.llama_set_n_threads(llm.ctx, threads, batch)
+            llm.n_threads, llm.n_threads_batch = threads, batch
+        if others is not None:
+            stats.setdefault("others_busy", round(others, 2))  # as seen when the generation started
+    stats.setdefault("n_threads", llm.n_threads)
+    stats.setdefault("n_threads_batch", llm.n_threads_batch)
+    seen = stats.setdefault("threads_seen", [])
+    if not seen or seen[-1] != llm.n_threads:
+        seen.append(llm.n_threads)
+
+
+def _generate(conn: Connection, llm: Any, request: dict, governor: ThreadGovernor | None = None,
+              batch_too: bool = False) -> None:
     import llama_cpp
 
     tokens = request["tokens"]
@@ -130,6 +154,7 @@ def _generate(conn: Connection, llm: Any, request: dict) -> None:
     stop_ids = set(request.get("stop_ids") or ())
     stats: dict[str, Any] = {"prompt_tokens": len(tokens), "reused_tokens": 0, "prefill_tokens": 0,
                              "prefill_s": 0.0, "decode_tokens": 0}
+    _set_threads(llm, governor, batch_too, stats)
     original = type(llm).eval
     t0 = time.perf_counter()
     prefill = [True]  # llama-cpp's first eval call of a generation is the prompt (maybe empty: all cached)
@@ -137,6 +162,8 @@ def _generate(conn: Connection, llm: Any, request: dict) -> None:
     def timed_eval(batch):
         start, batch = time.perf_counter(), list(batch)
         if not prefill[0]:
+            if governor is not None and governor.due():
+                _set_threads(llm, governor, batch_too, stats)
             original(llm, batch)
             stats["decode_tokens"] += len(batch)
             return
@@ -144,6 +171,8 @@ def _generate(conn: Connection, llm: Any, request: dict) -> None:
         stats["reused_tokens"] = llm.n_tokens  # what llama-cpp kept of the previous prompt's KV cache
         step = max(1, llm.n_batch)
         for i in range(0, len(batch), step):  # batch by batch, telling the parent we are alive
+            if i and governor is not None and governor.due():
+                _set_threads(llm, governor, batch_too, stats)
             original(llm, batch[i:i + step])
             conn.send(("progress", {"prefill_done": min(len(batch), i + step)}))
         stats["prefill_tokens"] = len(batch)
@@ -182,9 +211,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[1]))
     try:
-        _, spec = conn.recv()
+        _, spec, options = conn.recv()
     except EOFError:
         return 0
+    # Started before the model loads, so that the first generation has a window to measure the load in.
+    governor = ThreadGovernor(spec["n_threads"]) if options.get("auto_threads") else None
     keep = _capture_log(bool(spec.get("verbose")))  # noqa: F841 - the C side holds a pointer to it
     try:
         llm, info = _load(spec)
@@ -203,7 +234,7 @@ def main(argv: list[str]) -> int:
             return 0
         if message[0] == "generate":
             try:
-                _generate(conn, llm, message[1])
+                _generate(conn, llm, message[1], governor, bool(options.get("auto_threads_batch")))
             except (BrokenPipeError, ConnectionResetError):
                 return 0
             except Exception as exc:  # reported to the caller; the worker stays usable

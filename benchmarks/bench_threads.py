@@ -1,0 +1,206 @@
+"""Local model threads: OpenMP wait policies, thread counts and builds, on a quiet machine and under load.
+
+Run from the repository root, NOT nice'd (the point is how the model competes for the cores):
+
+    python benchmarks/bench_threads.py --quick                     # ~3 minutes: quiet, 1 and 2 busy cores
+    python benchmarks/bench_threads.py --hogs 0 1 2 --rounds 3     # ~10 minutes
+    python benchmarks/bench_threads.py --build noomp=/work/venv-noomp/bin/python \\
+                                       --build avx512=/work/venv-avx512/bin/python
+
+Load is made by ``--hogs`` busy-loop processes (``while True: pass``, not nice'd), like a user's
+compile or browser tab. Every variant reads the same prompt (``--prompt`` tokens of English text)
+and generates ``--max-tokens`` greedy tokens with the embedded model (SmolLM2-135M Q4_1), in a
+fresh process per round; variants alternate within a round, so slow drifts of the machine hit all
+of them. Raw variants are ``llama_cpp.Llama`` as a user runs it, with one OpenMP setting and
+thread count each; ``ours`` is chatharuhi's worker with its shipped defaults (``n_threads="auto"``).
+``--build NAME=PYTHON`` adds the same default variant run by another llama-cpp-python build (e.g.
+``-DGGML_OPENMP=OFF``, or with AVX-512), reported against the build this script runs on.
+
+Per load: prefill tok/s (prompt / time to first token) and decode tok/s, medians, with the p95 of
+time to first token and of ms per decoded token. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+N_CTX = 2048
+TEXT = "Holmes looked at the letter and said nothing for a long time. " * 80
+RAW_CHILD = r"""
+import json, sys, time
+from llama_cpp import Llama
+cfg = json.loads(sys.stdin.read())
+llm = Llama(model_path=cfg["model"], n_ctx=cfg["n_ctx"], n_threads=cfg["threads"], n_threads_batch=cfg["batch"],
+            seed=0, verbose=False)
+tokens = llm.tokenize(cfg["text"].encode())[:cfg["prompt"]]
+runs = []
+for _ in range(cfg["reps"]):
+    llm.reset()
+    start, first, n = time.perf_counter(), None, 0
+    for chunk in llm.create_completion(prompt=tokens, max_tokens=cfg["max_tokens"], temperature=0.0,
+                                       repeat_penalty=1.0, stream=True):
+        n += 1
+        if first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    runs.append({"ttft_s": first - start, "decode_s": end - first, "decoded": n - 1, "prompt": len(tokens)})
+print(json.dumps(runs))
+"""
+OURS_CHILD = r"""
+import json, os, sys, tempfile, time
+os.environ["CHATHARUHI_HOME"] = tempfile.mkdtemp(prefix="bench-threads-")
+from chatharuhi.backends.llama_cpp import Generation, LlamaCppBackend
+cfg = json.loads(sys.stdin.read())
+backend = LlamaCppBackend(n_ctx=cfg["n_ctx"], temperature=0.0)
+tokens = backend.llm.tokenize(cfg["text"].encode())[:cfg["prompt"]]
+runs = []
+for _ in range(cfg["reps"]):
+    request = {"tokens": tokens, "max_tokens": cfg["max_tokens"], "stop": [], "stop_ids": [], "reset": True,
+               "params": {"temperature": 0.0, "repeat_penalty": 1.0, "seed": 0}}
+    start, first = time.perf_counter(), None
+    generation = Generation(backend.worker, request, "")
+    for _chunk in generation:
+        if first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    s = generation.stats
+    runs.append({"ttft_s": first - start, "decode_s": end - first, "decoded": s["decode_tokens"],
+                 "prompt": len(tokens), "threads": s.get("n_threads"), "others_busy": s.get("others_busy")})
+backend.close()
+print(json.dumps(runs))
+"""
+
+
+def variants(cores: int, builds: dict[str, str]) -> dict[str, dict]:
+    """name -> how to run it: python, extra environment, threads (decode), batch threads (prefill)."""
+    py = sys.executable
+    out = {
+        f"default-{cores}t": {"python": py, "env": {}, "threads": cores, "batch": cores},
+        f"passive-{cores}t": {"python": py, "env": {"OMP_WAIT_POLICY": "PASSIVE"}, "threads": cores, "batch": cores},
+        f"spin10k-{cores}t": {"python": py, "env": {"GOMP_SPINCOUNT": "10000"}, "threads": cores, "batch": cores},
+        f"active-{cores}t": {"python": py, "env": {"OMP_WAIT_POLICY": "ACTIVE"}, "threads": cores, "batch": cores},
+    }
+    if cores > 1:
+        out[f"default-{cores - 1}t"] = {"python": py, "env": {}, "threads": cores - 1, "batch": cores - 1}
+        out[f"passive-1t-decode-{cores}t-prefill"] = {"python": py, "env": {"OMP_WAIT_POLICY": "PASSIVE"},
+                                                      "threads": 1, "batch": cores}
+    for name, python in builds.items():
+        out[f"{name}-{cores}t"] = {"python": python, "env": {}, "threads": cores, "batch": cores}
+    out["ours"] = {"python": py, "env": None}
+    return out
+
+
+def run_variant(spec: dict, cfg: dict) -> list[dict]:
+    from chatharuhi.config import OMP_ENV_NAMES
+
+    env = {k: v for k, v in os.environ.items() if k not in OMP_ENV_NAMES}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    if spec["env"] is None:
+        code = OURS_CHILD
+    else:
+        code = RAW_CHILD
+        env.update(spec["env"])
+        cfg = {**cfg, "threads": spec["threads"], "batch": spec["batch"]}
+    out = subprocess.run([spec["python"], "-c", code], input=json.dumps(cfg), capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"variant failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered) + 0.5) - 1))]
+
+
+def summarise(runs: list[dict]) -> dict:
+    prefill = [r["prompt"] / r["ttft_s"] for r in runs]
+    decode = [r["decoded"] / r["decode_s"] for r in runs if r["decoded"] > 0]
+    out = {"prefill_tok_s": round(statistics.median(prefill), 1), "ttft_p95_s": round(p95([r["ttft_s"] for r in runs]), 3),
+           "decode_tok_s": round(statistics.median(decode), 1),
+           "decode_ms_p95": round(p95([1000 / d for d in decode]), 2), "n": len(runs)}
+    threads = [r["threads"] for r in runs if r.get("threads") is not None]
+    if threads:
+        out["threads_chosen"] = sorted(set(threads))
+        out["others_busy_median"] = round(statistics.median(r["others_busy"] for r in runs if r.get("others_busy") is not None), 2) \
+            if any(r.get("others_busy") is not None for r in runs) else None
+    return out
+
+
+def measure(load: int, plan: dict[str, dict], cfg: dict, rounds: int) -> dict[str, dict]:
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
+    runs: dict[str, list[dict]] = {name: [] for name in plan}
+    try:
+        time.sleep(1.0 if load else 0.0)  # let the hogs be seen as load
+        for r in range(rounds):
+            order = list(plan) if r % 2 == 0 else list(reversed(plan))
+            for name in order:
+                runs[name] += run_variant(plan[name], cfg)
+                print(f"  {load} hogs, round {r + 1}: {name} done", file=sys.stderr)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    return {name: summarise(v) for name, v in runs.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round x 2 reps, loads 0 1 2")
+    parser.add_argument("--hogs", type=int, nargs="+", default=[0, 1, 2], help="busy-loop processes per load level")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--prompt", type=int, default=600)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--build", action="append", default=[], metavar="NAME=PYTHON",
+                        help="another llama-cpp-python build to compare (its venv's python)")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.reps = 1, 2
+    builds = dict(b.split("=", 1) for b in args.build)
+
+    from chatharuhi.backends.embedded import embedded_model
+    from chatharuhi.backends.worker import physical_cores
+
+    cores = physical_cores()
+    plan = variants(cores, builds)
+    cfg = {"model": str(embedded_model()), "n_ctx": N_CTX, "text": TEXT, "prompt": args.prompt,
+           "max_tokens": args.max_tokens, "reps": args.reps}
+    print(f"{cores} physical cores, load average {os.getloadavg()[0]:.1f} at start; {args.rounds} rounds x "
+          f"{args.reps} reps; {args.prompt}-token prompt, {args.max_tokens}-token replies", file=sys.stderr)
+    table = {}
+    for load in args.hogs:
+        table[str(load)] = measure(load, plan, cfg, args.rounds)
+        print(f"\n{load} busy-loop processes on {cores} cores")
+        print(f"{'variant':32} {'prefill tok/s':>13} {'ttft p95 s':>10} {'decode tok/s':>12} {'ms/tok p95':>10}")
+        for name, s in table[str(load)].items():
+            extra = f"  threads {s['threads_chosen']}" if "threads_chosen" in s else ""
+            print(f"{name:32} {s['prefill_tok_s']:13.1f} {s['ttft_p95_s']:10.2f} {s['decode_tok_s']:12.1f} "
+                  f"{s['decode_ms_p95']:10.1f}{extra}")
+    result = {"cores": cores, "prompt_tokens": args.prompt, "max_tokens": args.max_tokens, "rounds": args.rounds,
+              "reps": args.reps, "loads": table}
+    base = f"default-{cores}t"
+    for load, rows in table.items():
+        best = max((n for n in rows if n != "ours"), key=lambda n: rows[n]["decode_tok_s"])
+        result[f"ours_over_{base}_hogs{load}"] = {
+            "prefill": round(rows["ours"]["prefill_tok_s"] / rows[base]["prefill_tok_s"], 3),
+            "decode": round(rows["ours"]["decode_tok_s"] / rows[base]["decode_tok_s"], 3)}
+        result[f"ours_over_best_decode_hogs{load}"] = {"best": best, "ratio": round(
+            rows["ours"]["decode_tok_s"] / rows[best]["decode_tok_s"], 3)}
+        for name in builds:
+            result[f"{name}_over_portable_hogs{load}"] = {
+                "prefill": round(rows[f"{name}-{cores}t"]["prefill_tok_s"] / rows[base]["prefill_tok_s"], 3),
+                "decode": round(rows[f"{name}-{cores}t"]["decode_tok_s"] / rows[base]["decode_tok_s"], 3)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

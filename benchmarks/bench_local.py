@@ -1,12 +1,13 @@
 """Local model speed: chatharuhi's llama_cpp backend against raw llama-cpp-python, and the KV cache across turns.
 
-Run from the repository root (nice'd on a shared machine; the figures that matter are ratios):
+Run from the repository root, not nice'd (a nice'd run measures the scheduler; on a shared machine the
+figures that matter are the ratios):
 
-    nice -n 10 python benchmarks/bench_local.py --quick      # a few minutes
-    nice -n 10 python benchmarks/bench_local.py              # more rounds, longer replies
+    python benchmarks/bench_local.py --quick      # a few minutes
+    python benchmarks/bench_local.py              # more rounds, longer replies
 
 The model is the embedded one (SmolLM2-135M-Instruct Q4_1) on the same llama-cpp-python build on
-both sides, with the same n_ctx, threads and sampling (greedy). In one run it measures:
+every side, with the same n_ctx and sampling (greedy); threads below. In one run it measures:
 
 1. the matmul roofline: numpy float32 matrix products of the model's own shapes (GFLOPS), and from
    it the prefill rate the machine allows, 1e9 * GFLOPS / (2 * weights per token);
@@ -19,10 +20,14 @@ both sides, with the same n_ctx, threads and sampling (greedy). In one run it me
    reuse (reuse.py): time to first token per turn, the prompt tokens the KV cache already held
    (``trace.reused_tokens``) and whether the turn kept the story (``trace.story_kept``).
 
-Raw runs twice: as a user runs it, and with ``OMP_WAIT_POLICY=PASSIVE`` (what our worker sets), so that
-``ours_over_raw_passive_*`` isolates chatharuhi's own cost from the thread-policy gain. The last line is
-one JSON object: ours_over_raw_prefill, ours_over_raw_decode, turn5_over_turn1_ttft,
-prefill_share_of_roofline, turn5_reused_share and the figures behind them.
+Raw runs twice, both without any OpenMP variable: ``raw`` exactly as a user runs it (``Llama(model_path,
+n_ctx)``: llama-cpp-python's own thread defaults, half the logical CPUs to decode, all of them to
+read the prompt), and ``raw_same_threads`` with our starting thread count (the physical cores) on
+both, so that ``ours_over_raw_same_threads_*`` isolates chatharuhi's own cost. Ours runs with its
+shipped defaults (``n_threads="auto"``: on a busy machine it uses fewer threads; the JSON says how
+many); ``--threads N`` fixes N threads on all three sides instead. The last line is one JSON object:
+ours_over_raw_prefill, ours_over_raw_decode, turn5_over_turn1_ttft, prefill_share_of_roofline,
+turn5_reused_share and the figures behind them.
 """
 
 from __future__ import annotations
@@ -52,8 +57,8 @@ RAW_CHILD = r"""
 import json, sys, time
 from llama_cpp import Llama
 cfg = json.loads(sys.stdin.read())
-llm = Llama(model_path=cfg["model"], n_ctx=cfg["n_ctx"], n_threads=cfg["threads"], n_threads_batch=cfg["threads"],
-            seed=0, verbose=False)
+threads = {"n_threads": cfg["threads"], "n_threads_batch": cfg["threads"]} if cfg["threads"] else {}
+llm = Llama(model_path=cfg["model"], n_ctx=cfg["n_ctx"], seed=0, verbose=False, **threads)
 runs = []
 for _ in range(cfg["reps"]):
     llm.reset()
@@ -98,7 +103,7 @@ def weights_per_token(path: Path) -> int:
     return sum(int(t.n_elements) for t in reader.tensors if len(t.shape) >= 2 and t.name != "token_embd.weight")
 
 
-def run_raw(model: Path, tokens: list[int], threads: int, reps: int, max_tokens: int, env: dict) -> list[dict]:
+def run_raw(model: Path, tokens: list[int], threads: int | None, reps: int, max_tokens: int, env: dict) -> list[dict]:
     cfg = {"model": str(model), "n_ctx": N_CTX, "threads": threads, "tokens": tokens, "reps": reps,
            "max_tokens": max_tokens}
     out = subprocess.run([sys.executable, "-c", RAW_CHILD], input=json.dumps(cfg), capture_output=True, text=True,
@@ -118,7 +123,8 @@ def run_ours(backend, messages, reps: int, max_tokens: int) -> list[dict]:
                 first = time.perf_counter()
         end = time.perf_counter()
         runs.append({"ttft_s": first - start, "decode_s": end - first, "chunks": n,
-                     "decode_tokens": stream.stats.get("decode_tokens"), "reused": stream.stats.get("reused_tokens")})
+                     "decode_tokens": stream.stats.get("decode_tokens"), "reused": stream.stats.get("reused_tokens"),
+                     "threads_seen": stream.stats.get("threads_seen")})
     return runs
 
 
@@ -152,11 +158,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--turns", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="n_threads on both sides (default: physical cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="fix n_threads on all sides (default: raw as users run it, ours 'auto')")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.reps, args.max_tokens = 1, 1, 16
     os.environ["CHATHARUHI_HOME"] = tempfile.mkdtemp(prefix="bench-local-")
+    load_start = os.getloadavg()[0]
 
     from chatharuhi import ChatHaruhi
     from chatharuhi.backends.embedded import embedded_model
@@ -165,13 +173,13 @@ def main() -> None:
 
     threads = args.threads or physical_cores()
     model = embedded_model()
-    backend = LlamaCppBackend(n_ctx=N_CTX, n_threads=threads, temperature=0.0)
+    backend = LlamaCppBackend(n_ctx=N_CTX, n_threads=args.threads or "auto", temperature=0.0)
     # The default embedder, as users get it: which scenes a message retrieves decides whether the story is kept.
     bot = ChatHaruhi(role="sherlock", llm=backend, story_tokens=STORY, history_tokens=HISTORY)
     plan = bot.prepare(QUERIES[0], role="Watson")
     messages = plan.messages
     tokens = backend.render(messages).tokens
-    print(f"model {model.name}; {threads} threads; prompt {len(tokens)} tokens (turn 1 at story {STORY} / "
+    print(f"model {model.name}; {physical_cores()} physical cores, ours {args.threads or 'auto'} threads; prompt {len(tokens)} tokens (turn 1 at story {STORY} / "
           f"history {HISTORY}); {args.rounds} rounds x {args.reps} reps, {args.max_tokens}-token replies",
           file=sys.stderr)
 
@@ -179,17 +187,17 @@ def main() -> None:
     print(f"roofline: numpy float32 {roof['gflops']:.1f} GFLOPS -> {roof['roofline_tok_s']:.0f} prompt tok/s "
           f"({roof['weights_per_token'] / 1e6:.0f}M weights per token)", file=sys.stderr)
 
-    # "raw": llama-cpp-python as a user runs it; "raw_passive": the same with the OpenMP wait policy our
-    # worker sets, so ours/raw_passive is the cost of chatharuhi itself (worker, rendering, IPC).
-    from chatharuhi.config import OMP_WAIT_POLICY
+    # "raw": llama-cpp-python as a user runs it; "raw_same_threads": with the thread count ours starts with,
+    # so ours/raw_same_threads is the cost of chatharuhi itself (worker, rendering, IPC) on a quiet machine.
+    from chatharuhi.config import OMP_ENV_NAMES
 
-    plain = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    envs = {"raw": plain, "raw_passive": {**plain, "OMP_WAIT_POLICY": OMP_WAIT_POLICY}}
-    sides: dict[str, list[dict]] = {"raw": [], "raw_passive": [], "ours": []}
+    plain = {k: v for k, v in os.environ.items() if k not in OMP_ENV_NAMES}
+    raw_threads = {"raw": args.threads, "raw_same_threads": threads}
+    sides: dict[str, list[dict]] = {"raw": [], "raw_same_threads": [], "ours": []}
     for r in range(args.rounds):
-        for side in (("raw", "raw_passive", "ours") if r % 2 == 0 else ("ours", "raw_passive", "raw")):
+        for side in (("raw", "raw_same_threads", "ours") if r % 2 == 0 else ("ours", "raw_same_threads", "raw")):
             if side != "ours":
-                sides[side] += run_raw(model, tokens, threads, args.reps, args.max_tokens, envs[side])
+                sides[side] += run_raw(model, tokens, raw_threads[side], args.reps, args.max_tokens, plain)
             else:
                 sides["ours"] += run_ours(backend, messages, args.reps, args.max_tokens)
             print(f"  round {r + 1} {side}: ttft {sides[side][-1]['ttft_s']:.2f} s", file=sys.stderr)
@@ -200,22 +208,24 @@ def main() -> None:
         return prefill, decode
 
     raw_prefill, raw_decode = rates(sides["raw"])
-    passive_prefill, passive_decode = rates(sides["raw_passive"])
+    same_prefill, same_decode = rates(sides["raw_same_threads"])
     ours_prefill, ours_decode = rates(sides["ours"])
     turns = conversation(backend, args.turns, args.max_tokens)
     backend.close()
 
     result = {
-        "prompt_tokens": len(tokens), "threads": threads,
+        "prompt_tokens": len(tokens), "physical_cores": physical_cores(), "ours_threads": args.threads or "auto",
+        "ours_threads_seen": sorted({t for run in sides["ours"] for t in run["threads_seen"] or ()}),
         "raw_prefill_tok_s": round(raw_prefill, 1), "ours_prefill_tok_s": round(ours_prefill, 1),
         "raw_decode_tok_s": round(raw_decode, 1), "ours_decode_tok_s": round(ours_decode, 1),
-        "raw_passive_prefill_tok_s": round(passive_prefill, 1), "raw_passive_decode_tok_s": round(passive_decode, 1),
+        "raw_same_threads_prefill_tok_s": round(same_prefill, 1), "raw_same_threads_decode_tok_s": round(same_decode, 1),
         "roofline_gflops": round(roof["gflops"], 1), "roofline_prefill_tok_s": round(roof["roofline_tok_s"], 1),
         "turns": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items()} for t in turns],
         "ours_over_raw_prefill": round(ours_prefill / raw_prefill, 3),
         "ours_over_raw_decode": round(ours_decode / raw_decode, 3),
-        "ours_over_raw_passive_prefill": round(ours_prefill / passive_prefill, 3),
-        "ours_over_raw_passive_decode": round(ours_decode / passive_decode, 3),
+        "ours_over_raw_same_threads_prefill": round(ours_prefill / same_prefill, 3),
+        "ours_over_raw_same_threads_decode": round(ours_decode / same_decode, 3),
+        "load_average_start": round(load_start, 2),
         "turn5_over_turn1_ttft": round(turns[-1]["ttft_s"] / turns[0]["ttft_s"], 3),
         "turn5_reused_share": round((turns[-1]["reused_tokens"] or 0) / turns[-1]["prompt_tokens"], 3),
         # turns after the first that kept the story, and their median time to first token over turn 1's
@@ -224,10 +234,10 @@ def main() -> None:
                                       / turns[0]["ttft_s"], 3) if any(t["story_kept"] for t in turns[1:]) else None,
         "prefill_share_of_roofline": round(ours_prefill / roof["roofline_tok_s"], 3),
     }
-    print(f"{'':6} {'prefill tok/s':>14} {'decode tok/s':>13}")
-    print(f"{'raw':6} {raw_prefill:14.1f} {raw_decode:13.1f}")
-    print(f"{'raw+passive':6} {passive_prefill:14.1f} {passive_decode:13.1f}")
-    print(f"{'ours':6} {ours_prefill:14.1f} {ours_decode:13.1f}")
+    print(f"{'':17} {'prefill tok/s':>14} {'decode tok/s':>13}")
+    print(f"{'raw':17} {raw_prefill:14.1f} {raw_decode:13.1f}")
+    print(f"{'raw, same threads':17} {same_prefill:14.1f} {same_decode:13.1f}")
+    print(f"{'ours':17} {ours_prefill:14.1f} {ours_decode:13.1f}")
     print(f"roofline {roof['roofline_tok_s']:.0f} prompt tok/s; ours reads prompts at "
           f"{result['prefill_share_of_roofline']:.0%} of it")
     for i, t in enumerate(turns, 1):

@@ -74,13 +74,19 @@ LLAMA_CPP_INSTALL = (
     f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall --no-deps '
     f"llama-cpp-python=={LLAMA_CPP_VERSION}"
 )
-# Threads of a local model (backends/worker_threads.py). n_threads="auto": before each generation the worker
-# uses the physical cores other programs left free over the last LOCAL_LOAD_WINDOW_S seconds or more
-# (at least 1). Its OpenMP threads keep their default short spin: OMP_WAIT_POLICY=PASSIVE decoded 3.4x slower
-# on a quiet machine (benchmarks/bench_threads.py). A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
+# Threads of a local model (backends/worker_threads.py). OpenMP reads its settings once, so the wait policy is
+# chosen when the worker starts, from the load other programs put on its cores over LOCAL_LOAD_WINDOW_S:
+# - cores to spare: OpenMP's default short spin (PASSIVE decoded 3.4x slower on a quiet machine), and
+#   n_threads="auto" uses, before each generation and every LOCAL_LOAD_RECHECK_S during it, the physical cores
+#   other programs left free (at least 1: two spinning threads that wait for a busy core collapse);
+# - every core busy (other programs use LOCAL_PASSIVE_LOAD of them or more): OMP_WAIT_POLICY=PASSIVE on every
+#   core, which cannot collapse and gets its share of an oversubscribed machine (benchmarks/bench_threads.py).
+# A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept (PASSIVE: every core too; anything else: "auto").
 DEFAULT_LOCAL_THREADS = "auto"
 OMP_ENV_NAMES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-OMP_ENV_DEFAULTS: tuple[tuple[str, str], ...] = ()  # what the worker adds when the user set none of OMP_ENV_NAMES
+OMP_ENV_SPARE_CORES: tuple[tuple[str, str], ...] = ()  # added to the worker's environment: OpenMP's defaults
+OMP_ENV_ALL_BUSY: tuple[tuple[str, str], ...] = (("OMP_WAIT_POLICY", "PASSIVE"),)
+LOCAL_PASSIVE_LOAD = 0.9  # share of the cores other programs must keep busy, at worker start, for PASSIVE
 LOCAL_LOAD_WINDOW_S = 0.2  # the shortest window to measure other programs' CPU use in (/proc/stat: 10 ms ticks)
 LOCAL_LOAD_RECHECK_S = 0.5  # mid-reply, between prompt batches and tokens: look at the load again this often
 LOCAL_FREE_CORE = 0.75  # a core counts as free for a thread when other programs leave this share of it idle

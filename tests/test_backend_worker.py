@@ -20,7 +20,8 @@ from chatharuhi.backends import embedded  # noqa: E402
 from chatharuhi.backends.llama_cpp import Generation, LlamaCppBackend  # noqa: E402
 from chatharuhi.backends.worker import crash_error, physical_cores  # noqa: E402
 from chatharuhi.backends.worker_main import build_features, unsupported  # noqa: E402
-from chatharuhi.config import LLAMA_CPP_INSTALL, OMP_ENV_DEFAULTS, OMP_ENV_NAMES  # noqa: E402
+from chatharuhi.backends.worker_threads import omp_env  # noqa: E402
+from chatharuhi.config import LLAMA_CPP_INSTALL, OMP_ENV_NAMES  # noqa: E402
 from chatharuhi.errors import BackendTimeout, BackendUnavailable, InputError, ModelError, WorkerCrashed  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
 
@@ -251,22 +252,55 @@ def _long_generation(backend, max_tokens: int):
     return Generation(backend.worker, request, "")
 
 
-def test_threads_start_at_the_physical_cores_and_openmp_keeps_its_default_wait(backend):
+def test_the_worker_gets_the_wait_policy_chosen_from_the_load_at_its_start(backend):
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
     assert backend.worker.info["n_threads"] == physical_cores()
-    assert backend.worker.auto_threads and backend.worker.auto_threads_batch
-    # What the worker process really got: our defaults (no PASSIVE: it decoded 3.4x slower on a quiet machine).
-    assert _omp_environ(backend.worker.pid) == dict(OMP_ENV_DEFAULTS)
-    assert "OMP_WAIT_POLICY" not in _omp_environ(backend.worker.pid)
+    worker = backend.worker
+    chosen = omp_env({}, worker.load_at_start, len(os.sched_getaffinity(0)))
+    assert worker.omp_env == chosen and _omp_environ(worker.pid) == chosen  # what the process really got
+    assert worker.info["adaptive_threads"] == ("OMP_WAIT_POLICY" not in chosen)
 
 
-@pytest.mark.parametrize("name, value", [("OMP_WAIT_POLICY", "PASSIVE"), ("GOMP_SPINCOUNT", "20000")])
-def test_a_users_openmp_setting_reaches_the_worker_untouched(tmp_path, monkeypatch, name, value):
+def _backend_at_load(monkeypatch, tmp_path, load: float, **options):
+    """A backend whose worker starts as if other programs kept ``load`` cores busy (measured in this process)."""
+    from chatharuhi.backends import worker as worker_module
+
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(worker_module, "load_at_start", lambda physical: (load * cpus, cpus))
     monkeypatch.setenv("CHATHARUHI_HOME", str(tmp_path))
-    monkeypatch.setenv(name, value)
-    b = LlamaCppBackend(n_ctx=256, temperature=0)
+    return LlamaCppBackend(n_ctx=512, temperature=0, **options)
+
+
+def test_cores_to_spare_at_start_mean_openmps_spin_and_threads_that_follow_the_load(tmp_path, monkeypatch):
+    b = _backend_at_load(monkeypatch, tmp_path, 0.0)
     try:
-        assert _omp_environ(b.worker.pid) == {name: value}
+        assert _omp_environ(b.worker.pid) == {} and b.worker.info["adaptive_threads"]
+        generation = _long_generation(b, 8)
+        assert "".join(generation) and "others_busy" in generation.stats  # measured before the reply
+    finally:
+        b.close()
+
+
+def test_every_core_busy_at_start_means_passive_waits_on_every_core(tmp_path, monkeypatch):
+    b = _backend_at_load(monkeypatch, tmp_path, 1.0)
+    try:
+        assert _omp_environ(b.worker.pid) == {"OMP_WAIT_POLICY": "PASSIVE"}
+        assert not b.worker.info["adaptive_threads"]
+        generation = _long_generation(b, 8)
+        assert "".join(generation)
+        assert generation.stats["threads_seen"] == [physical_cores()] and "others_busy" not in generation.stats
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("name, value, adaptive", [("OMP_WAIT_POLICY", "PASSIVE", False),
+                                                    ("GOMP_SPINCOUNT", "20000", True)])
+def test_a_users_openmp_setting_reaches_the_worker_untouched(tmp_path, monkeypatch, name, value, adaptive):
+    monkeypatch.setenv(name, value)
+    b = _backend_at_load(monkeypatch, tmp_path, 1.0)  # a busy machine would get PASSIVE: the user's choice wins
+    try:
+        assert _omp_environ(b.worker.pid) == {name: value} and b.worker.omp_env == {}
+        assert b.worker.info["adaptive_threads"] == adaptive  # sleeping waiters use every core
     finally:
         b.close()
 
@@ -293,7 +327,15 @@ def test_a_fixed_thread_count_is_used_as_given(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="load is read from Linux's /proc/stat")
-def test_auto_threads_back_off_to_one_when_every_core_gets_busy_mid_reply(backend):
+def test_auto_threads_back_off_to_one_when_every_core_gets_busy_mid_reply(tmp_path, monkeypatch):
+    backend = _backend_at_load(monkeypatch, tmp_path, 0.0)  # started on a quiet machine: spinning threads
+    try:
+        _back_off(backend)
+    finally:
+        backend.close()
+
+
+def _back_off(backend):
     cpus = len(os.sched_getaffinity(0))
     generation = _long_generation(backend, 400)
     first = next(generation)  # the reply has started (on a quiet machine with every core)

@@ -10,16 +10,33 @@ import time
 import pytest
 
 from chatharuhi.backends import worker_threads
-from chatharuhi.backends.worker_threads import CpuSample, ThreadGovernor, omp_env, others_busy, threads_for
-from chatharuhi.config import LOCAL_LOAD_WINDOW_S, OMP_ENV_DEFAULTS, OMP_ENV_NAMES
+from chatharuhi.backends.worker_threads import (
+    CpuSample,
+    ThreadGovernor,
+    load_at_start,
+    omp_env,
+    others_busy,
+    threads_for,
+    user_omp,
+    waits_passively,
+)
+from chatharuhi.config import LOCAL_LOAD_WINDOW_S, OMP_ENV_ALL_BUSY, OMP_ENV_NAMES, OMP_ENV_SPARE_CORES
 
 
-def test_the_users_own_openmp_settings_win():
-    assert omp_env({}) == dict(OMP_ENV_DEFAULTS)
-    assert "OMP_WAIT_POLICY" not in omp_env({"PATH": "/bin"})  # not PASSIVE: it decoded 3.4x slower on a quiet machine
+def test_the_wait_policy_follows_the_load_at_start_and_the_users_own_settings_win():
+    assert omp_env({}, 0.0, 2) == dict(OMP_ENV_SPARE_CORES) == {}  # quiet: OpenMP's short spin (PASSIVE: 3.4x slower)
+    assert omp_env({}, 1.0, 2) == {}  # one core of two busy: spin, and "auto" threads use the free one
+    assert omp_env({}, None, 2) == {}  # not measured (not Linux): the machine counts as ours
+    assert omp_env({}, 0.95 * 2, 2) == dict(OMP_ENV_ALL_BUSY) == {"OMP_WAIT_POLICY": "PASSIVE"}  # every core busy
+    assert omp_env({}, 7.0, 8) == {} and omp_env({}, 7.5, 8) == {"OMP_WAIT_POLICY": "PASSIVE"}
     for name, value in [("OMP_WAIT_POLICY", "PASSIVE"), ("GOMP_SPINCOUNT", "10000"), ("OMP_WAIT_POLICY", "ACTIVE")]:
-        assert name in OMP_ENV_NAMES
-        assert omp_env({name: value}) == {}  # we add nothing that could contradict it
+        assert name in OMP_ENV_NAMES and user_omp({name: value})
+        assert omp_env({name: value}, 0.0, 2) == omp_env({name: value}, 2.0, 2) == {}  # nothing that contradicts it
+
+
+def test_passive_waiting_is_recognised_however_it_is_spelled():
+    assert waits_passively({"OMP_WAIT_POLICY": "passive"}) and waits_passively({"OMP_WAIT_POLICY": " PASSIVE "})
+    assert not waits_passively({"OMP_WAIT_POLICY": "ACTIVE"}) and not waits_passively({})
 
 
 def test_others_load_is_everything_minus_our_own_cpu_time():
@@ -64,6 +81,8 @@ def test_a_machine_whose_cores_are_all_busy_gets_one_thread():
         threads, others = governor.choose()
         assert time.monotonic() - start >= LOCAL_LOAD_WINDOW_S * 0.9  # it waited for a window worth measuring
         assert threads == 1 and others >= 0.5 * cpus
+        load, logical = load_at_start(cpus)  # what a new worker's wait policy is decided from
+        assert logical == cpus and load >= 0.5 * cpus
     finally:
         for h in hogs:
             h.kill()

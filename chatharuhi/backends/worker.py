@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from ..config import LLAMA_CPP_INSTALL
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ModelError, WorkerCrashed
-from .worker_threads import omp_env
+from .worker_threads import load_at_start, omp_env, user_omp
 
 CHILD_MODULE = "chatharuhi.backends.worker_main"
 STDERR_LINES = 30  # the child's last stderr lines, quoted in crash messages
@@ -103,6 +103,8 @@ class Worker:
         self.timeout, self.start_timeout, self.verbose = timeout, start_timeout, verbose
         self.info: dict[str, Any] = {}
         self.starts = 0  # how many children were started (a crash makes the next request start one more)
+        self.omp_env: dict[str, str] = {}  # the OpenMP variables the live child got from us (not the user's)
+        self.load_at_start: float | None = None  # other programs' load, in cores, when it started
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
@@ -136,8 +138,10 @@ class Worker:
         ours, theirs = socket.socketpair()
         root = str(Path(__file__).resolve().parents[2])  # so the child imports this very chatharuhi
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-        # OpenMP reads its settings once, when the child starts: the user's own win (worker_threads.py).
-        env.update(omp_env(os.environ))
+        # OpenMP reads its settings once, when the child starts: the user's own win, else the load decides.
+        self.load_at_start, logical = (None, 0) if user_omp(os.environ) else load_at_start(physical_cores())
+        self.omp_env = omp_env(os.environ, self.load_at_start, logical)
+        env.update(self.omp_env)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", CHILD_MODULE, str(theirs.fileno())], pass_fds=(theirs.fileno(),),

@@ -5,9 +5,9 @@ model and answers ``("ready", info)``; then serves ``("generate", request)`` mes
 answering ``start``, ``progress`` (after every prefill batch: the parent's proof of life), ``chunk``
 and ``done`` messages, and stopping early on ``("cancel",)``. Token ids come rendered from the
 parent, so llama.cpp's KV cache keeps whatever prefix two consecutive prompts share.
-With ``n_threads="auto"`` it sets each generation's thread count from the machine's load first
-(``worker_threads.py``). Besides the standard library it imports llama_cpp and chatharuhi's (light)
-package modules.
+With ``n_threads="auto"`` and OpenMP threads that spin, it sets each generation's thread count from
+the machine's load first (``worker_threads.py``). Besides the standard library it imports llama_cpp
+and chatharuhi's (light) package modules.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .worker_threads import ThreadGovernor
+from .worker_threads import ThreadGovernor, waits_passively
 
 # llama.cpp's system info names the CPU features the build uses; these are /proc/cpuinfo's names for them.
 CPU_FLAGS = {
@@ -215,7 +215,9 @@ def main(argv: list[str]) -> int:
     except EOFError:
         return 0
     # Started before the model loads, so that the first generation has a window to measure the load in.
-    governor = ThreadGovernor(spec["n_threads"]) if options.get("auto_threads") else None
+    # Threads that sleep when they wait cannot collapse on a busy machine: then every core, always.
+    auto = options.get("auto_threads") and not waits_passively(os.environ)
+    governor = ThreadGovernor(spec["n_threads"]) if auto else None
     keep = _capture_log(bool(spec.get("verbose")))  # noqa: F841 - the C side holds a pointer to it
     try:
         llm, info = _load(spec)
@@ -226,6 +228,7 @@ def main(argv: list[str]) -> int:
         conn.send(("error", "model", str(exc)))
         return 2
     conn.send(("ready", {"n_ctx": llm.n_ctx(), "n_threads": llm.n_threads, "n_batch": llm.n_batch,
+                         "adaptive_threads": governor is not None,
                          "n_ubatch": llm.context_params.n_ubatch, "system_info": info}))
     while True:
         try:
@@ -234,7 +237,7 @@ def main(argv: list[str]) -> int:
             return 0
         if message[0] == "generate":
             try:
-                _generate(conn, llm, message[1], governor, bool(options.get("auto_threads_batch")))
+                _generate(conn, llm, message[1], governor, bool(auto and options.get("auto_threads_batch")))
             except (BrokenPipeError, ConnectionResetError):
                 return 0
             except Exception as exc:  # reported to the caller; the worker stays usable

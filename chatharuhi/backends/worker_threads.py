@@ -3,11 +3,13 @@
 llama.cpp's threads meet at a barrier after every operation: hundreds of times per generated token.
 On a quiet machine a thread that spins at the barrier for a moment is fastest; one that sleeps
 (``OMP_WAIT_POLICY=PASSIVE``) pays a wake-up at every barrier and decodes ~3x slower. On a busy
-machine it is the other way round: a spinning thread burns the core its partner is waiting for. So
-the worker keeps OpenMP's default short spin and uses only the cores other programs leave free,
-measured before each generation, and again every ``LOCAL_LOAD_RECHECK_S`` while it runs, from
-``/proc/stat``: the CPU time of everything on the cores this process may use, minus the worker's own
-and its parent's. With one thread there is no barrier at all.
+machine spinning collapses: a thread spins on its core while the partner it waits for has none.
+OpenMP reads its settings once, so the policy is chosen when the worker starts (``omp_env``): with
+cores to spare, OpenMP's default spin, and then only the cores other programs leave free, measured
+before each generation and again every ``LOCAL_LOAD_RECHECK_S`` while it runs (with one thread there
+is no barrier at all); with every core busy, PASSIVE on every core, which cannot collapse and gets
+its share of an oversubscribed machine. Load is read from ``/proc/stat``: the CPU time of everything
+on the cores this process may use, minus the worker's own and its parent's.
 
 The pure functions (``omp_env``, ``others_busy``, ``threads_for``) take what they need as arguments;
 ``ThreadGovernor`` reads the machine.
@@ -20,16 +22,40 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..config import LOCAL_FREE_CORE, LOCAL_LOAD_RECHECK_S, LOCAL_LOAD_WINDOW_S, OMP_ENV_DEFAULTS, OMP_ENV_NAMES
+from ..config import (
+    LOCAL_FREE_CORE,
+    LOCAL_LOAD_RECHECK_S,
+    LOCAL_LOAD_WINDOW_S,
+    LOCAL_PASSIVE_LOAD,
+    OMP_ENV_ALL_BUSY,
+    OMP_ENV_NAMES,
+    OMP_ENV_SPARE_CORES,
+)
 
 _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 
 
-def omp_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The OpenMP variables to add to the worker's environment: none if the user set any of their own."""
-    if any(name in environ for name in OMP_ENV_NAMES):
+def user_omp(environ: Mapping[str, str]) -> bool:
+    """Whether the user set an OpenMP variable of their own (then it is theirs to decide)."""
+    return any(name in environ for name in OMP_ENV_NAMES)
+
+
+def omp_env(environ: Mapping[str, str], others: float | None, logical: int) -> dict[str, str]:
+    """The OpenMP variables to add to a new worker's environment, given the load other programs put on its cores.
+
+    None if the user set any of their own; PASSIVE when every core is busy (``LOCAL_PASSIVE_LOAD``), where
+    sleeping waiters cannot collapse and get their share; else OpenMP's defaults (a short spin).
+    """
+    if user_omp(environ):
         return {}
-    return dict(OMP_ENV_DEFAULTS)
+    if others is not None and others >= LOCAL_PASSIVE_LOAD * max(1, logical):
+        return dict(OMP_ENV_ALL_BUSY)
+    return dict(OMP_ENV_SPARE_CORES)
+
+
+def waits_passively(environ: Mapping[str, str]) -> bool:
+    """Whether OpenMP threads sleep at once when they wait (then every core can be used, however busy)."""
+    return environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
 
 
 @dataclass(frozen=True)
@@ -128,3 +154,9 @@ class ThreadGovernor:
         others = others_busy(self._last, now)
         self._last = now
         return threads_for(self.physical, len(self.cpus), others), others
+
+
+def load_at_start(physical: int) -> tuple[float | None, int]:
+    """Other programs' load on this process's cores over ``LOCAL_LOAD_WINDOW_S`` (None off Linux), and the CPU count."""
+    governor = ThreadGovernor(physical, parent=0)  # in the parent: its own CPU time is ours, nobody else's
+    return governor.choose()[1], len(governor.cpus)

@@ -130,8 +130,8 @@ def p95(values: list[float]) -> float:
 def summarise(runs: list[dict]) -> dict:
     prefill = [r["prompt"] / r["ttft_s"] for r in runs]
     decode = [r["decoded"] / r["decode_s"] for r in runs if r["decoded"] > 0]
-    out = {"prefill_tok_s": round(statistics.median(prefill), 1), "ttft_p95_s": round(p95([r["ttft_s"] for r in runs]), 3),
-           "decode_tok_s": round(statistics.median(decode), 1),
+    out = {"prefill_tok_s": round(statistics.median(prefill), 2), "ttft_p95_s": round(p95([r["ttft_s"] for r in runs]), 3),
+           "decode_tok_s": round(statistics.median(decode), 2),
            "decode_ms_p95": round(p95([1000 / d for d in decode]), 2), "n": len(runs),
            "timed_out": sum(1 for r in runs if r.get("timed_out"))}
     threads = [r["threads"] for r in runs if r.get("threads") is not None]
@@ -206,7 +206,7 @@ def main() -> None:
     for load, rows in table.items():  # ours against every other variant, same run: {variant: [prefill, decode]}
         if "ours" in rows:
             result[f"ours_over_hogs{load}"] = {
-                name: [round(rows["ours"][k] / row[k], 3) for k in ("prefill_tok_s", "decode_tok_s")]
+                name: [round(rows["ours"][k] / row[k], 3) if row[k] else None for k in ("prefill_tok_s", "decode_tok_s")]
                 for name, row in rows.items() if name != "ours"}
     for load, rows in table.items():
         for name in builds:
@@ -214,7 +214,8 @@ def main() -> None:
                 ours_build, portable = rows.get(f"{name}-{t}t"), rows.get(f"default-{t}t")
                 if ours_build and portable:
                     result[f"{name}_over_portable_{t}t_hogs{load}"] = {
-                        k: round(ours_build[k] / portable[k], 3) for k in ("prefill_tok_s", "decode_tok_s")}
+                        k: round(ours_build[k] / portable[k], 3) if portable[k] else None
+                        for k in ("prefill_tok_s", "decode_tok_s")}
     print(json.dumps(result))
 
 

@@ -12,7 +12,7 @@ import pytest
 from chatharuhi.backends.serial import Job, Serial
 from chatharuhi.errors import BackendError, BackendTimeout
 
-WAIT_S = 30  # generous bound for a thread to finish on a loaded machine (a failure, not a timing)
+WAIT_S = 60  # generous bound for a thread to finish on a loaded machine (a failure, not a timing)
 
 
 def words(*chunks: str, log: list | None = None, name: str = ""):
@@ -41,19 +41,27 @@ def until_cancelled(counter: list[int]):
     return work
 
 
-def in_thread(fn, *args):
+def in_thread(fn, *args, **kwargs):
     """Run ``fn`` on a new thread; returns (thread, result list, error list)."""
     result, errors = [], []
 
     def run():
         try:
-            result.append(fn(*args))
+            result.append(fn(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - asserted by the caller
             errors.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, result, errors
+
+
+def wait_until(condition, what: str) -> None:
+    """Poll ``condition()`` until it holds (bounded by WAIT_S: a failure, not a timing)."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
 
 
 def gated(serial: Serial) -> threading.Event:
@@ -109,6 +117,7 @@ def test_a_generator_resumes_on_another_thread_while_a_third_call_waits(serial):
     thread_a.join(WAIT_S)
     gate = gated(serial)
     thread_c, result_c, errors_c = in_thread(lambda: list(serial.results(serial.submit(words("c")))))
+    wait_until(lambda: serial.pending() == 1, "C's job is queued")
     thread_b, result_b, errors_b = in_thread(lambda: list(stream["g"]))
     thread_b.join(WAIT_S)
     assert not thread_b.is_alive() and result_b == [["a", "b"]]
@@ -199,7 +208,7 @@ def test_a_stuck_thread_is_a_timeout_not_a_hang():
 def test_async_results_wait_on_the_event_loop(serial):
     async def main():
         gate = await asyncio.to_thread(gated, serial)
-        threads = threading.active_count()
+        threads = set(threading.enumerate())
         job = serial.submit(words("春", "日"), loop=asyncio.get_running_loop())
         got, ticks = [], 0
 
@@ -211,7 +220,7 @@ def test_async_results_wait_on_the_event_loop(serial):
         for _ in range(10):  # the loop keeps running while the job waits behind the gate
             await asyncio.sleep(0.01)
             ticks += 1
-        assert threading.active_count() == threads  # no thread waits for the chunks
+        assert not set(threading.enumerate()) - threads  # no thread was started to wait for the chunks
         gate.set()
         await asyncio.wait_for(task, WAIT_S)
         return got, ticks

@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+from test_backend_serial import in_thread, wait_until  # noqa: E402
+
 # The fixtures: a saved tiny base with two adapters, and a greedy backend holding both (holmes, haruhi).
 from test_backend_transformers import MESSAGES  # noqa: E402
 from test_backend_transformers import backend as backend  # noqa: E402,F401
@@ -32,21 +34,6 @@ def expected(backend):
     replies = {name: backend.complete(MESSAGES, max_tokens=24, adapter=name) for name in ("holmes", "haruhi")}
     assert replies["holmes"] != replies["haruhi"]
     return replies
-
-
-def in_thread(fn, *args, **kwargs):
-    """Run ``fn`` on a new thread; returns (thread, result list, error list)."""
-    result, errors = [], []
-
-    def run():
-        try:
-            result.append(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - asserted by the caller
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, result, errors
 
 
 @pytest.fixture
@@ -99,6 +86,7 @@ def test_thread_hopping_generator_while_a_third_call_waits_in_the_queue(backend,
     thread_a.join(WAIT_S)
     release = gate(backend)
     thread_c, result_c, errors_c = in_thread(backend.complete, MESSAGES, max_tokens=24, adapter="haruhi")
+    wait_until(lambda: backend._serial.pending() == 1, "C's job is queued")
     thread_b, result_b, errors_b = in_thread(lambda: box["first"] + "".join(box["g"]))
     thread_b.join(WAIT_S)
     assert not thread_b.is_alive() and result_b == [expected["holmes"]], (result_b, errors_b)
@@ -186,7 +174,7 @@ def test_errors_reach_the_caller_typed_and_the_thread_survives(backend, expected
 def test_astream_waits_on_the_event_loop_and_matches_stream(backend, expected):
     async def main():
         release = await asyncio.to_thread(gate, backend)
-        threads = threading.active_count()
+        threads = set(threading.enumerate())
         chunks: list[str] = []
 
         async def consume():
@@ -198,7 +186,7 @@ def test_astream_waits_on_the_event_loop_and_matches_stream(backend, expected):
         for _ in range(10):  # the event loop runs while the reply waits behind the gate
             await asyncio.sleep(0.01)
             ticks += 1
-        assert threading.active_count() == threads  # no thread per call waits for the chunks
+        assert not set(threading.enumerate()) - threads  # no thread per call waits for the chunks
         release.set()
         await asyncio.wait_for(task, WAIT_S)
         return "".join(chunks), ticks
@@ -222,8 +210,7 @@ def test_close_ends_a_waiting_caller_with_an_error(tiny):
     b = TransformersBackend(tiny / "base", device="cpu", temperature=0)
     release = gate(b)
     thread, _, errors = in_thread(b.complete, MESSAGES, max_tokens=4)
-    while b._serial.pending() == 0 and thread.is_alive():
-        threading.Event().wait(0.01)
+    wait_until(lambda: b._serial.pending() == 1, "the call is queued")
     threading.Timer(0.5, release.set).start()  # the gate ends while close() waits for the thread
     b.close()
     thread.join(WAIT_S)

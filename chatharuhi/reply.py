@@ -118,6 +118,7 @@ class Reply:
             return
         trace = self.plan.trace
         trace.reused_tokens = stats["reused_tokens"]
+        trace.model_prompt_tokens = stats.get("prompt_tokens")
         for key in ("prefill", "first_token"):
             if f"{key}_s" in stats:
                 trace.timings_ms[key] = round(stats[f"{key}_s"] * 1000, 1)

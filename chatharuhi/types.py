@@ -113,6 +113,7 @@ class Trace:
     lore: list[PartTrace] = field(default_factory=list)  # lorebook entries that fired, kept or dropped
     timings_ms: dict[str, float] = field(default_factory=dict)  # embed / retrieve / pack (+ prefill, first_token)
     reused_tokens: int | None = None  # prompt tokens a local model's KV cache still held: not read again
+    model_prompt_tokens: int | None = None  # what a local model was given: the packed prompt + the reply's prefill
     story_kept: bool | None = None  # story reuse (reuse.py): the previous turn's story was kept; None: reuse off
 
     @property

@@ -29,12 +29,17 @@ def no_scene_reason(trace: dict) -> str:
     return f"No scene went into the prompt ({len(scenes)} candidates: {'; '.join(reasons)})."
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def cache_sentence(trace: dict) -> str:
     """Whether the story was kept from the previous turn and how much of the prompt the model had cached."""
     kept = trace.get("story_kept")
     story = {True: "The story was kept from the previous turn", False: "The story was chosen afresh for this message",
              None: ""}.get(kept, "")
-    reused, total = trace.get("reused_tokens"), trace.get("total_tokens")
+    # The model's own count: the packed prompt plus the start of the reply it was given (the speaker's tag).
+    reused, total = trace.get("reused_tokens"), trace.get("model_prompt_tokens") or trace.get("total_tokens")
     if reused is not None and total:
         cached = f"the model had {reused} of the {total} prompt tokens cached and read the other {total - reused}"
         return f"{story}; {cached}." if story else f"{cached[0].upper()}{cached[1:]}."
@@ -50,8 +55,9 @@ def trace_view(trace: dict | None, character: "Character | None") -> View:
     included = trace.get("included_scenes", [s["id"] for s in scenes if s.get("included")])
     summary = (f"**Prompt: {trace.get('total_tokens')} of {trace.get('budget')} tokens** ({parts}); "
                f"story used {trace.get('story_fill', 0):.0%} of its {trace.get('story_budget')}-token share; "
-               f"{len(included)} scenes and {sum(bool(t.get('included')) for t in trace.get('turns', []))} "
-               "earlier turns went into the prompt.")
+               f"{_count(len(included), 'scene')} and "
+               f"{_count(sum(bool(t.get('included')) for t in trace.get('turns', [])), 'earlier turn')} "
+               "went into the prompt.")
     if cache := cache_sentence(trace):
         summary = f"{summary} {cache}"
     if reason := no_scene_reason(trace):

@@ -32,6 +32,10 @@ def reused_share(reuse: bool, tmp_path, monkeypatch) -> tuple[list, float]:
             bot.chat(QUESTION, role="Watson", max_tokens=8)
             kept.append(bot.last_trace.story_kept)
         trace = bot.last_trace
+        assert trace.reused_tokens < trace.model_prompt_tokens  # the model reads at least the last token
+        assert trace.model_prompt_tokens >= trace.total_tokens  # the packed prompt plus the reply's start
+        "".join(bot.regenerate(max_tokens=8))  # the same prompt again: all but its last token cached
+        assert bot.last_trace.reused_tokens == bot.last_trace.model_prompt_tokens - 1
         return kept, trace.reused_tokens / trace.total_tokens
     finally:
         backend.close()

@@ -23,3 +23,15 @@ def test_a_fresh_story_an_api_model_and_reuse_off():
     assert cache_sentence({**TRACE, "reused_tokens": 0}).startswith("The model had 0 of the 1800")
     assert cache_sentence(TRACE) == ""  # an API model, reuse off: nothing to say
     assert "cached" not in trace_view(TRACE, None)["summary"]
+
+
+def test_the_cached_count_is_out_of_what_the_model_read_and_never_negative():
+    """A regenerated reply: the model had the whole prompt cached, and the prompt it read is the packed one
+    plus the reply's start (``Holmes:「``); counting against the packed prompt alone gave "read the other -4"."""
+    said = cache_sentence({**TRACE, "reused_tokens": 1803, "model_prompt_tokens": 1804})
+    assert said.endswith("1803 of the 1804 prompt tokens cached and read the other 1.")
+
+
+def test_counts_agree_with_their_nouns():
+    one = trace_view({**TRACE, "turns": [{"id": "0", "included": True}]}, None)["summary"]
+    assert "1 scene and 1 earlier turn went" in one

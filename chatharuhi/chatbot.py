@@ -222,7 +222,8 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
         return options
 
     def _story_layout(self, reuse: bool | None) -> tuple[str, StoryMemory | None]:
-        """The packing layout, and the memory of stories when the story is kept across turns."""
+        """The packing layout, and for a backend that caches the prompt's prefix, the memory of what each
+        turn kept (the story with story reuse; else the turn the history starts at)."""
         if reuse not in (None, True, False):
             raise InputError(f"story_reuse={reuse!r}: use None (when the backend asks for it), True or False")
         native = getattr(self.backend, "prompt_layout", "system")
@@ -230,7 +231,9 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
             reuse = native == "stable_story" and self.budget.story_tokens >= STORY_REUSE_MIN_TOKENS
         if reuse:
             return "stable_story", StoryMemory()
-        return ("stable_prefix" if native == "stable_story" else native), None
+        if native in ("stable_story", "stable_prefix"):
+            return "stable_prefix", StoryMemory()
+        return native, None
 
     # -- history -------------------------------------------------------------------------------
     @property
@@ -354,20 +357,24 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
 
     def _pack(self, hits: Sequence[Any], text: str, rendered: list[HistoryTurn], line: str, query: str,
               recall: bool = True) -> tuple[Packed, list[PartTrace]]:
-        """Pack the turn; with story reuse, keep the previous turn's story and history start while they serve
-        (not when ``recall`` is false: a story kept from before could hold scenes this turn excludes)."""
+        """Pack the turn. For a backend that caches the prompt's prefix, keep the turn the previous turn's history
+        started at and, with story reuse, its story while they serve (not when ``recall`` is false: a story kept
+        from before could hold scenes this turn excludes)."""
         def packed_with(scenes, fresh=(), start=None) -> Packed:
             return pack(self._system_prompt, self._header, scenes, rendered, query, self.counter, self.budget,
                         lore=self._lore(query, rendered), lore_header=self._lore_header, layout=self._layout,
                         history_from=start, fresh_scenes=fresh)
 
-        if self._stories is None:
+        kept = self._stories.recall(rendered) if self._stories is not None and recall else None
+        if self._layout != "stable_story":  # no story reuse; the history still keeps its start when cached
             units, overlapping = self._story_units(hits, text)
-            return packed_with(units), overlapping
+            packed = packed_with(units, start=kept.first_turn if kept is not None else None)
+            if self._stories is not None:
+                self._stories.remember(rendered, line, (), packed)
+            return packed, overlapping
         cap = self.budget.story_tokens
         whole, overlapping = self._story_units(hits, text)  # the story a fresh turn would hold
         fresh, _ = self._story_units(hits, text, int(cap * STORY_FRESH_SHARE))
-        kept = self._stories.recall(rendered) if recall else None
         if kept is not None and relevant(kept.scenes, whole, self.counter, cap):
             packed = packed_with(kept.scenes, fresh, kept.first_turn)
             if [i for i in packed.scene_ids if i not in packed.fresh_ids] == [s.id for s in kept.scenes]:

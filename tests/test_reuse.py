@@ -179,3 +179,19 @@ def test_a_turn_that_excludes_scenes_never_gets_them_back_from_a_kept_story():
     plan = b.prepare(QUESTION, role="阿虚", history=history, exclude=[excluded])
     assert plan.trace.story_kept is False
     assert all(i.split("#")[0] != excluded for i in plan.trace.included_scenes)
+
+
+def test_without_story_reuse_a_caching_backend_still_keeps_where_its_history_starts():
+    """The embedded model (stable_prefix): once the history is full, dropping the oldest turn on every turn
+    changed the prefix every turn; keeping its start and restarting at half the budget changes it rarely."""
+    backend = ScriptedBackend(["春日:「好啊！我们明天就去车站前集合，谁迟到谁请客！」"])
+    backend.prompt_layout = "stable_prefix"
+    b = ChatHaruhi(role="haruhi", llm=backend, embedder="hash", story_tokens=200, history_tokens=240)
+    for i in range(12):
+        b.chat(f"第{i}个问题：我们明天去哪里？", role="阿虚")
+    calls = backend.calls
+    assert all(c[-1].content.count("###") for c in calls)  # the scenes ride with the message
+    history = [len(c) // 2 - 1 for c in calls]
+    assert max(history) >= 3 and min(history[3:]) >= 1  # it holds several turns, and never empties
+    breaks = sum(calls[n][: len(calls[n - 1]) - 1] != calls[n - 1][:-1] for n in range(1, len(calls)))
+    assert breaks <= 3, breaks  # dropping the oldest turn each time would break it on every full turn

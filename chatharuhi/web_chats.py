@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import DEFAULT_HISTORY_TOKENS, DEFAULT_STORY_TOKENS
 from .errors import ChatHaruhiError, InputError
 from .web_state import MAX_BUDGET_TOKENS, MAX_TITLE_CHARS, MIN_BUDGET_TOKENS, SESSION_LIST_SIZE, Settings, Tab, View
 
@@ -97,10 +98,17 @@ class ChatListHandlers:
 
     # -- persona and settings --------------------------------------------------------------------
     def settings_view(self: "WebDemo", tab: Tab) -> View:
-        """The panels' fields for a tab, and the backend in use."""
-        s = tab.settings
-        return {"persona": s.persona, "temperature": s.temperature, "story_tokens": s.story_tokens,
-                "history_tokens": s.history_tokens, "backend_info": self.backend_info()}
+        """The panels' fields for a tab (the values in use: the chat's own, else the defaults), and the backend."""
+        s, default = tab.settings, self.setting_defaults()
+        return {"persona": s.persona, "backend_info": self.backend_info(),
+                **{k: default[k] if getattr(s, k) is None else getattr(s, k) for k in default}}
+
+    def setting_defaults(self: "WebDemo") -> dict[str, Any]:
+        """What a chat uses when its settings leave a value unset: the backend's temperature and budgets."""
+        hint = getattr(self.backend, "budget_hint", {})
+        return {"temperature": getattr(self.backend, "temperature", None),
+                "story_tokens": hint.get("story_tokens", DEFAULT_STORY_TOKENS),
+                "history_tokens": hint.get("history_tokens", DEFAULT_HISTORY_TOKENS)}
 
     def backend_info(self: "WebDemo") -> str:
         """Which backend and model answer, in one line."""
@@ -116,8 +124,14 @@ class ChatListHandlers:
                       tab: Tab | None) -> View:
         """Apply the persona and settings panels to this chat (the next reply uses them)."""
         tab = tab or Tab(character=self.shelf.default())
-        settings = Settings((persona or "").strip(), _number("temperature", temperature, 0.0, MAX_TEMPERATURE),
-                            _integer("story budget", story_tokens), _integer("history budget", history_tokens))
+        given = {"temperature": _number("temperature", temperature, 0.0, MAX_TEMPERATURE),
+                 "story_tokens": _integer("story budget", story_tokens),
+                 "history_tokens": _integer("history budget", history_tokens)}
+        # The panel shows the defaults in use: saving them unchanged (e.g. with a new persona) keeps "default".
+        default = self.setting_defaults()
+        given = {k: None if v is not None and v == default[k] else v for k, v in given.items()}
+        settings = Settings((persona or "").strip(), given["temperature"], given["story_tokens"],
+                            given["history_tokens"])
         tab = replace(tab, settings=settings)
         if tab.session_id is not None:
             self._settings[tab.session_id] = settings

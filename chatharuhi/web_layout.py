@@ -88,12 +88,15 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
         c["persona"] = gr.Textbox(label="Who you are (the character is told)", lines=2, elem_id="persona")
     with gr.Accordion("Settings", open=False, elem_id="settings-panel"):
         c["backend_info"] = gr.Markdown(demo.backend_info(), elem_id="backend-info")
-        c["temperature"] = gr.Number(label="Temperature (empty: the backend's default)", minimum=0, maximum=2,
-                                     step=0.1, elem_id="temperature")
-        c["story_tokens"] = gr.Number(label="Story budget, tokens (empty: default)", precision=0, minimum=0,
-                                      elem_id="story-tokens")
-        c["history_tokens"] = gr.Number(label="History budget, tokens (empty: default)", precision=0, minimum=0,
-                                        elem_id="history-tokens")
+        c["temperature"] = gr.Number(label="Temperature (the value in use; clear it for the backend's default)",
+                                     minimum=0, maximum=2, step=0.1, elem_id="temperature",
+                                     value=demo.setting_defaults()["temperature"])
+        c["story_tokens"] = gr.Number(label="Story budget, tokens (the value in use; clear it for the default)",
+                                      precision=0, minimum=0, elem_id="story-tokens",
+                                      value=demo.setting_defaults()["story_tokens"])
+        c["history_tokens"] = gr.Number(label="History budget, tokens (the value in use; clear it for the default)",
+                                        precision=0, minimum=0, elem_id="history-tokens",
+                                        value=demo.setting_defaults()["history_tokens"])
     c["save_settings"] = gr.Button("Save persona and settings", size="sm", elem_id="save-settings")
     with gr.Accordion("Add a character", open=False, elem_id="add-character"):
         c["import_file"] = gr.File(label="Drop a card (PNG/JSON/CHARX) or a ChatHaruhi zip here",

@@ -198,6 +198,25 @@ def test_the_settings_panel_temperature_and_budgets_reach_the_model(demo, backen
     assert "backend **scripted**" in demo.backend_info()
 
 
+def test_the_settings_panel_shows_the_values_in_use_and_saving_them_unchanged_keeps_the_defaults(demo, backend):
+    """The fields used to show 0 for "default": a user who saved only a persona got a history budget of 0
+    and a character that forgot the conversation. 设置面板显示实际使用的值。"""
+    tab, token = opened(demo)
+    shown = demo.settings_view(tab)
+    default = demo.setting_defaults()
+    assert shown["story_tokens"] == default["story_tokens"] > 0
+    assert shown["history_tokens"] == default["history_tokens"] > 0
+    view = demo.save_settings("我是新来的转学生。", shown["temperature"], shown["story_tokens"],
+                              shown["history_tokens"], tab)
+    assert view["tab"].settings == Settings("我是新来的转学生。", None, None, None)
+    _, last = send(demo, "你好", view["tab"], token)
+    bot = demo.bot(last["tab"].session_id)
+    assert bot.budget.history_tokens == default["history_tokens"] and last["trace"]["history_budget"] > 0
+    chosen = demo.save_settings("", None, 0, 250, last["tab"])["tab"]  # 0 is a real choice: no scenes
+    assert (chosen.settings.story_tokens, chosen.settings.history_tokens) == (0, 250)
+    assert demo.settings_view(chosen)["story_tokens"] == 0
+
+
 def test_stop_shows_the_partial_reply_and_keeps_it_only_on_request(demo, backend, store):
     tab, token = opened(demo)
     stream = demo.send("讲个故事", "阿虚", tab, token)

@@ -21,6 +21,7 @@ peft = pytest.importorskip("peft")
 gguf = pytest.importorskip("gguf")
 
 from hub_mirror import HubMirror  # noqa: E402
+from smol_lora import smol_lora  # noqa: E402
 from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
 
 from chatharuhi.character import load_character  # noqa: E402
@@ -55,22 +56,14 @@ def _character(root: Path, name: str, adapter_table: str) -> Path:
 def files(tmp_path_factory):
     """A tiny base + a PEFT adapter for it, and a llama.cpp LoRA GGUF for the embedded SmolLM2."""
     from chatharuhi.backends.embedded import embedded_model_path
-    from chatharuhi.training.gguf_export import export_gguf
 
     root = tmp_path_factory.mktemp("pulled")
     tokenizer = _tokenizer()
     _model(tokenizer).save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
     _adapter(_model(tokenizer), root / "peft", seed=1)
-    # SmolLM2-135M's attention shapes (576 wide, 9 heads, 3 kv heads, 30 layers); the rest is cut small,
-    # since a LoRA on q/v only needs those. llama.cpp checks every shape against the real model.
-    torch.manual_seed(3)
-    smol = transformers.LlamaConfig(vocab_size=64, hidden_size=576, intermediate_size=64, num_hidden_layers=30,
-                                    num_attention_heads=9, num_key_value_heads=3)
-    lora = peft.LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft.get_peft_model(transformers.LlamaForCausalLM(smol), lora).save_pretrained(root / "smol-peft")
-    export_gguf(root / "smol-peft", root / "smol-lora.gguf", "embedded")
-    return {"root": root, "base": root / "base", "peft": root / "peft", "lora_gguf": root / "smol-lora.gguf",
+    (root / "smol").mkdir()
+    return {"root": root, "base": root / "base", "peft": root / "peft", "lora_gguf": smol_lora(root / "smol", seed=3),
             "smol": embedded_model_path()}
 
 

@@ -12,6 +12,10 @@ OOM kill) is a ``WorkerCrashed`` error for that request, and the next one starts
 The parent keeps a vocabulary-only copy of the model (no weights, no matrix code) to render and count
 prompts, loaded only after the worker has loaded the same file without trouble.
 
+GGUF LoRA adapters load onto the one model in the worker (``add_adapter``; ``lora_path=`` is the
+default adapter) and a call picks one with the ``adapter`` option, so characters with their own
+adapters share one base model (``use_adapter``).
+
 With no ``model_path`` the backend runs the embedded default (``backends/embedded.py``), which is
 registered as ``embedded``.
 """
@@ -32,7 +36,7 @@ from ..config import (
     DEFAULT_REPEAT_PENALTY,
     LLAMA_CPP_INSTALL,
 )
-from ..errors import BackendError, BackendUnavailable, BudgetError, InputError, ModelError
+from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, InputError, ModelError
 from ..memo import BytesMemo
 from ..options import parameter_names
 from ..types import Message
@@ -172,7 +176,7 @@ class LlamaCppBackend(Backend):
     name = "llama_cpp"
     supports_prefill = True
     prompt_layout = "stable_story"  # a story kept across turns, then history: llama.cpp keeps them cached
-    call_options = frozenset({"max_tokens", "stop", "prefill", *_SAMPLING_KEYS})
+    call_options = frozenset({"max_tokens", "stop", "prefill", "adapter", *_SAMPLING_KEYS})
 
     @classmethod
     def accepted_options(cls) -> frozenset[str] | None:
@@ -200,6 +204,8 @@ class LlamaCppBackend(Backend):
     ):
         """Load ``model_path`` (default: the embedded model) in a worker process; ``sha256`` pins any file.
 
+        ``lora_path`` is a GGUF LoRA adapter (at ``lora_scale``) that every call without an ``adapter``
+        option applies.
         ``n_threads`` (default ``"auto"``): before each generation, the physical cores other programs leave
         free (at least 1; ``n_threads_batch`` follows it unless given); a number fixes it. ``timeout``
         (seconds) is how long the worker may stay silent (no token, no prefill progress) before it
@@ -222,10 +228,7 @@ class LlamaCppBackend(Backend):
                 verify_file(self.model_path, sha256, "download the file again")
         self.lora_path = Path(lora_path).expanduser() if lora_path else None
         if self.lora_path is not None:
-            if not self.lora_path.is_file():
-                raise ModelError(f"LoRA adapter file not found: {self.lora_path}; pass lora_path= a GGUF adapter "
-                                 "(chatharuhi train --gguf writes one)")
-            options.update(lora_path=str(self.lora_path), lora_scale=lora_scale)
+            _adapter_file(self.lora_path, "lora_path=")  # before the model loads
         self.temperature = DEFAULT_LOCAL_TEMPERATURE if temperature is None else temperature
         self.max_tokens = max_tokens
         self.seed = seed
@@ -249,6 +252,14 @@ class LlamaCppBackend(Backend):
         self._counter: LlamaCppCounter | None = None
         self._stop_ids: list[int] | None = None
         self._forget = False
+        self.adapters: dict[str, Path] = {}  # adapter id (the file's resolved path) -> file, loaded in the worker
+        self.default_adapter: str | None = None  # what a call without ``adapter=`` applies
+        if self.lora_path is not None:
+            try:
+                self.default_adapter = self.add_adapter(self.lora_path, lora_scale)
+            except BaseException:
+                self.close()
+                raise
 
     def _vocabulary(self, spec: dict) -> Any:
         """A weightless copy of the model for the chat template and the tokenizer (safe: no matrix code runs)."""
@@ -308,8 +319,14 @@ class LlamaCppBackend(Backend):
 
     # -- generation -----------------------------------------------------------------------------
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
-        """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, seed, prefill."""
+        """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, seed, prefill, adapter
+        (an id from ``add_adapter``; None: the base model; left out: ``lora_path``'s, if any)."""
         self.check_call_options(options)
+        adapter = options["adapter"] if "adapter" in options else self.default_adapter
+        if adapter is not None and adapter not in self.adapters:
+            loaded = ", ".join(self.adapters) or "none"
+            raise AdapterError(f"adapter={adapter!r} is not loaded in this llama_cpp backend (loaded: {loaded}); "
+                               "load it first with add_adapter(path), or pass adapter=None for the base model")
         prompt = self.render(messages)
         prefill = options.get("prefill") or ""
         tokens = prompt.tokens + (self.tokenize(prefill) if prefill else [])
@@ -325,7 +342,7 @@ class LlamaCppBackend(Backend):
                   **self._sampling, **{k: options[k] for k in _SAMPLING_KEYS if options.get(k) is not None}}
         request = {"tokens": tokens, "max_tokens": min(max_tokens, room), "stop": stop + prompt.stop,
                    "stop_ids": self._stop_token_ids(prompt.stopping_criteria), "params": params,
-                   "reset": self._forget}
+                   "reset": self._forget, "adapter": adapter}
         self._forget = False
         return Generation(self.worker, request, prefill)
 
@@ -351,18 +368,33 @@ class LlamaCppBackend(Backend):
                                    f"the model's worker process ({exc})") from exc
         return self._stop_ids
 
+    def add_adapter(self, path: str | Path, scale: float = 1.0) -> str:
+        """Load a GGUF LoRA adapter onto the model (once per file) and return its id, for ``adapter=``.
+
+        A missing file, or one llama.cpp rejects (another architecture, other shapes), is ``ModelError``
+        quoting llama.cpp. The worker loads it again if it has to restart.
+        """
+        path = Path(path).expanduser()
+        _adapter_file(path, "add_adapter()")
+        adapter_id = str(path.resolve())
+        if adapter_id not in self.adapters:
+            self.worker.load_adapter(adapter_id, adapter_id, scale)  # in turn with generations in flight
+            self.adapters[adapter_id] = path
+        return adapter_id
+
     def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
-        """llama.cpp applies one GGUF adapter, given at load (``lora_path=``): the character's, or none."""
-        if adapter.gguf is None or self.lora_path is None:
+        """Load a character's GGUF adapter (``gguf =``) onto this model; the options select it per call."""
+        if adapter.gguf is None:
             return None
         from ..adapters import check_base
-        from ..errors import AdapterError
 
         check_base(adapter, self.model_path, self.name)
-        if self.lora_path.resolve() != adapter.gguf.resolve():
-            raise AdapterError(f"character {adapter.name!r} needs the adapter {adapter.gguf}, but this llama_cpp "
-                               f"backend was loaded with {self.lora_path}; give each character its own backend")
-        return {}
+        try:
+            return {"adapter": self.add_adapter(adapter.gguf)}
+        except AdapterError:
+            raise
+        except ModelError as exc:
+            raise AdapterError(f"character {adapter.name!r}: {exc}") from None
 
     @property
     def closed(self) -> bool:
@@ -378,6 +410,12 @@ class LlamaCppBackend(Backend):
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None and hasattr(llm, "close"):
             llm.close()
+
+
+def _adapter_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise ModelError(f"LoRA adapter file not found: {path}; pass {what} a GGUF adapter "
+                         "(chatharuhi train --gguf writes one)")
 
 
 class Generation:

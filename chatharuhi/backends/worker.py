@@ -7,6 +7,7 @@ Gradio do) and no lock is held across a ``yield``. If the child dies (SIGSEGV in
 kill, an abort), the request in flight raises ``WorkerCrashed`` naming the signal, the likely cause
 and the fix, and the next request starts a fresh child. A child that sends nothing (no token, no
 prefill progress) for ``timeout`` seconds is killed and the request raises ``BackendTimeout``.
+GGUF LoRA adapters loaded with ``load_adapter`` are remembered and loaded again into a fresh child.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class Worker:
         self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.adapters: dict[str, tuple[str, float]] = {}  # id -> (GGUF path, scale): loaded into every child
 
     @property
     def closed(self) -> bool:
@@ -161,6 +163,12 @@ class Worker:
             raise
         if reply[0] == "ready":
             self.info = reply[1]
+            try:
+                for adapter_id, (path, scale) in self.adapters.items():  # a fresh child after a crash
+                    self._load_adapter(adapter_id, path, scale)
+            except BaseException:
+                self._stop_child()
+                raise
             return
         self._stop_child()
         self._drainer.join(timeout=2)
@@ -170,6 +178,12 @@ class Worker:
         if kind == "model":
             raise ModelError(message)
         raise BackendError(message)
+
+    def _load_adapter(self, adapter_id: str, path: str, scale: float) -> None:
+        self._send(("adapter", {"id": adapter_id, "path": path, "scale": scale}), "loading a LoRA adapter")
+        reply = self._recv(self.start_timeout, "loading a LoRA adapter")
+        if reply[0] == "error":
+            raise ModelError(reply[2]) if reply[1] == "model" else BackendError(f"{self.label}: {reply[-1]}")
 
     def _drain(self, proc: subprocess.Popen, lines: deque) -> None:
         for raw in iter(proc.stderr.readline, b""):
@@ -239,6 +253,13 @@ class Worker:
         self._jobs.put(job)
         return job
 
+    def load_adapter(self, adapter_id: str, path: str, scale: float = 1.0) -> None:
+        """Load a GGUF LoRA adapter into the child under ``adapter_id`` (in turn with generations); a file
+        llama.cpp rejects is ``ModelError`` quoting it. Generations select it with ``request["adapter"]``."""
+        job = self.submit({"op": "adapter", "adapter_id": adapter_id, "path": path, "scale": scale})
+        for _ in self.results(job):
+            pass
+
     def results(self, job: Job) -> Iterator[str]:
         """The chunks of ``job``; closing this generator cancels the job."""
         try:
@@ -268,6 +289,12 @@ class Worker:
     def _run(self, job: Job) -> None:
         if self._proc is None or self._proc.poll() is not None:
             self._spawn()
+        request = job.request
+        if request.get("op") == "adapter":
+            if request["adapter_id"] not in self.adapters:
+                self._load_adapter(request["adapter_id"], request["path"], request["scale"])
+                self.adapters[request["adapter_id"]] = (request["path"], request["scale"])
+            return
         self._send(("generate", job.request), "starting a generation")
         stage = "reading the prompt"
         while True:

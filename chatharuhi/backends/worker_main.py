@@ -6,8 +6,10 @@ answering ``start``, ``progress`` (after every prefill batch: the parent's proof
 and ``done`` messages, and stopping early on ``("cancel",)``. Token ids come rendered from the
 parent, so llama.cpp's KV cache keeps whatever prefix two consecutive prompts share.
 With ``n_threads="auto"`` and OpenMP threads that spin, it sets each generation's thread count from
-the machine's load first (``worker_threads.py``). Besides the standard library it imports llama_cpp
-and chatharuhi's (light) package modules.
+the machine's load first (``worker_threads.py``). ``("adapter", {"id", "path", "scale"})`` loads a
+GGUF LoRA adapter onto the model (``worker_adapters.py``); a generation names the adapter it runs
+under (or none: the base model), and a switch drops the KV cache. Besides the standard library it
+imports llama_cpp and chatharuhi's (light) package modules.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .worker_adapters import AdapterRejected, Adapters
 from .worker_threads import ThreadGovernor, waits_passively
 
 # llama.cpp's system info names the CPU features the build uses; these are /proc/cpuinfo's names for them.
@@ -144,16 +147,18 @@ def _set_threads(llm: Any, governor: ThreadGovernor | None, batch_too: bool, sta
         seen.append(llm.n_threads)
 
 
-def _generate(conn: Connection, llm: Any, request: dict, governor: ThreadGovernor | None = None,
-              batch_too: bool = False) -> None:
+def _generate(conn: Connection, llm: Any, request: dict, adapters: Adapters,
+              governor: ThreadGovernor | None = None, batch_too: bool = False) -> None:
     import llama_cpp
 
     tokens = request["tokens"]
-    if request.get("reset"):
+    switched = adapters.select(request.get("adapter"))
+    if request.get("reset") or switched:  # a KV cache computed under another adapter must not be reused
         llm.reset()
     stop_ids = set(request.get("stop_ids") or ())
     stats: dict[str, Any] = {"prompt_tokens": len(tokens), "reused_tokens": 0, "prefill_tokens": 0,
-                             "prefill_s": 0.0, "decode_tokens": 0}
+                             "prefill_s": 0.0, "decode_tokens": 0, "adapter": adapters.active,
+                             "adapter_switched": switched}
     _set_threads(llm, governor, batch_too, stats)
     original = type(llm).eval
     t0 = time.perf_counter()
@@ -230,6 +235,7 @@ def main(argv: list[str]) -> int:
     conn.send(("ready", {"n_ctx": llm.n_ctx(), "n_threads": llm.n_threads, "n_batch": llm.n_batch,
                          "adaptive_threads": governor is not None,
                          "n_ubatch": llm.context_params.n_ubatch, "system_info": info}))
+    adapters = Adapters(llm)
     while True:
         try:
             message = conn.recv()
@@ -237,11 +243,21 @@ def main(argv: list[str]) -> int:
             return 0
         if message[0] == "generate":
             try:
-                _generate(conn, llm, message[1], governor, bool(auto and options.get("auto_threads_batch")))
+                _generate(conn, llm, message[1], adapters, governor,
+                          bool(auto and options.get("auto_threads_batch")))
             except (BrokenPipeError, ConnectionResetError):
                 return 0
             except Exception as exc:  # reported to the caller; the worker stays usable
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        elif message[0] == "adapter":
+            request = message[1]
+            _log.clear()  # so that _why() quotes this load's complaint
+            try:
+                adapters.load(request["id"], request["path"], request["scale"])
+            except AdapterRejected as exc:
+                conn.send(("error", "model", f"{exc}{_why()}"))
+            else:
+                conn.send(("adapter_ready", {"id": request["id"], "loaded": len(adapters.loaded)}))
         elif message[0] == "close":
             return 0  # anything else (a cancel that came after its job ended) needs no answer
 

@@ -213,8 +213,8 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
         options = self.backend.use_adapter(spec)
         if options is None:
             message = (f"character {self.character.name!r} names a LoRA adapter, but the {self.backend.name} backend "
-                       "cannot apply it: use the transformers backend with its base (path), llama_cpp with "
-                       "lora_path (gguf), or an OpenAI-compatible server (served_name)")
+                       "cannot apply it: use the transformers backend with its base (path), llama_cpp or embedded "
+                       "with its base (gguf), or an OpenAI-compatible server (served_name)")
             if mode is True:
                 raise AdapterError(message)
             warnings.warn(message + "; replying with the base model (use_adapter=False silences this)", stacklevel=3)

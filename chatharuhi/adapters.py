@@ -170,10 +170,11 @@ def base_key(base: str | os.PathLike) -> str:
 
 
 def llama_adapter_options(adapter: CharacterAdapter, llm: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """For ``llm="llama_cpp"`` or ``"embedded"`` (a backend still to be built), load the character's GGUF adapter
-    with it: ``lora_path`` added to the options, after checking the adapter's base is the model to be loaded.
-    With no model given, ``llama_cpp`` loads the adapter's base when it is a catalogue model (pulled, or a
-    ``ModelError`` naming the pull command)."""
+    """For ``llm="llama_cpp"`` or ``"embedded"`` (a backend still to be built), the options that load the base of
+    the character's GGUF adapter, checked against the adapter's base. With no model given, ``llama_cpp`` loads the
+    adapter's base when it is a catalogue model (pulled, or a ``ModelError`` naming the pull command). The adapter
+    itself is not among them: the chatbot loads it onto that (shared) model with ``use_adapter``, so characters
+    on one base share one model and worker."""
     if llm not in ("llama_cpp", "embedded") or adapter.gguf is None or "lora_path" in options:
         return options
     if llm == "llama_cpp" and not any(options.get(k) for k in ("model_path", "model", "llama")):
@@ -193,7 +194,7 @@ def llama_adapter_options(adapter: CharacterAdapter, llm: Any, options: dict[str
             options = {**options, "model": entry.name}
     model = options.get("model_path") or options.get("model")
     check_base(adapter, EMBEDDED_BASE if llm == "embedded" or model is None else model, llm)
-    return {**options, "lora_path": str(adapter.gguf)}
+    return options
 
 
 def check_base(adapter: CharacterAdapter, loaded: str | os.PathLike, backend: str) -> None:

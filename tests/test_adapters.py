@@ -194,7 +194,7 @@ def test_a_gguf_adapter_rides_along_when_llama_cpp_is_built_for_the_character(tm
     folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\ngguf = "watson.gguf"\n')
     (folder / "watson.gguf").write_bytes(b"GGUF")
     adapter = load_character(folder).adapter
-    assert gguf_adapter_options(adapter, "embedded", {}) == {"lora_path": str(folder / "watson.gguf")}
+    assert gguf_adapter_options(adapter, "embedded", {}) == {}  # the chatbot loads it onto the shared model
     assert gguf_adapter_options(adapter, "embedded", {"lora_path": "x.gguf"}) == {"lora_path": "x.gguf"}
     assert gguf_adapter_options(adapter, "transformers", {}) == {}  # that backend uses path=, not gguf=
     other = tmp_path / "other.gguf"

@@ -187,19 +187,19 @@ def test_a_pulled_gguf_adapter_loads_its_pulled_base_on_llama_cpp(hub, files, tm
 
     adapter = load_character(tmp_path / "haruhi").adapter
     lora = str(model_dir("smol-lora") / "smol-lora.gguf")
-    assert gguf_adapter_options(adapter, "llama_cpp", {}) == {"model": "smol", "lora_path": lora}
-    assert gguf_adapter_options(adapter, "llama_cpp", {"model": "smol"}) == {"model": "smol", "lora_path": lora}
+    assert gguf_adapter_options(adapter, "llama_cpp", {}) == {"model": "smol"}
+    assert gguf_adapter_options(adapter, "llama_cpp", {"model": "smol"}) == {"model": "smol"}
 
     bot = ChatHaruhi("haruhi", llm="llama_cpp", **kw)  # no model=: the character's base, from the store
     plain = ChatHaruhi("haruhi", llm="llama_cpp", model="smol", use_adapter=False, **kw)
     try:
-        assert bot.backend.model_path == model_path("smol") == plain.backend.model_path
-        assert bot.backend.lora_path == model_dir("smol-lora") / "smol-lora.gguf" and plain.backend.lora_path is None
+        assert bot.backend is plain.backend and bot.backend.model_path == model_path("smol")  # one shared model
+        assert list(bot.backend.adapters) == [str(Path(lora).resolve())]  # loaded onto it, selected per call
+        assert bot.backend.lora_path is None
         tuned, base = bot.chat("Who are you?", history=[]), plain.chat("Who are you?", history=[])
         assert tuned.strip() and base.strip() and tuned != base, (tuned, base)
     finally:
         bot.backend.close()
-        plain.backend.close()
 
     with pytest.raises(AdapterMismatch) as info:  # another base named explicitly: both are named
         ChatHaruhi("haruhi", llm="llama_cpp", model=str(files["smol"]), **kw)
@@ -280,8 +280,7 @@ def test_llama_cpp_with_no_model_loads_the_characters_base_ahead_of_chatharuhi_m
     folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\ngguf = "watson.gguf"\n')
     (folder / "watson.gguf").write_bytes(b"GGUF")
     adapter = load_character(folder).adapter
-    assert gguf_adapter_options(adapter, "llama_cpp", {}) == {"model": "smollm2-135m",
-                                                              "lora_path": str(folder / "watson.gguf")}
+    assert gguf_adapter_options(adapter, "llama_cpp", {}) == {"model": "smollm2-135m"}
     folder = _character(tmp_path, "hudson", '[adapter]\nbase = "qwen2.5-1.5b"\ngguf = "hudson.gguf"\n')
     (folder / "hudson.gguf").write_bytes(b"GGUF")
     with pytest.raises(ModelError, match=r"character 'hudson': its adapter runs on the base model 'qwen2.5-1.5b', "

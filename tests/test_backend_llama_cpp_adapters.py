@@ -166,10 +166,12 @@ def test_characters_on_one_backend_each_get_their_own_adapter_from_many_threads(
             alone.close()
     assert len(set(expected.values())) == 3, expected
 
-    shared = LlamaCppBackend(**KW)
+    # Named by backend, as ChatHaruhi(role) users write it: the three bots get the process's one embedded model.
+    bots = {name: _bot(characters, "embedded", name, **KW) for name in ("holmes", "haruhi")}
+    bots["base"] = _bot(characters, "embedded", "holmes", use_adapter=False, **KW)
+    shared = bots["holmes"].backend
     try:
-        bots = {"holmes": _bot(characters, shared, "holmes"), "haruhi": _bot(characters, shared, "haruhi"),
-                "base": _bot(characters, shared, "holmes", use_adapter=False)}
+        assert bots["haruhi"].backend is shared and bots["base"].backend is shared and shared.lora_path is None
         assert set(shared.adapters) == {str(p.resolve()) for p in loras.values()}  # loaded with the characters
         got: list[tuple[str, str]] = []
         errors: list[BaseException] = []

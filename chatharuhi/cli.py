@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
     parser = argparse.ArgumentParser(prog="chatharuhi",
                                      description="Role-play chatbots grounded in a character's scenes.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"chatharuhi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the characters that can be found")
     _add_character_dir(p)

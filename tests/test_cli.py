@@ -120,3 +120,12 @@ def test_list_warns_about_a_folder_with_no_system_prompt(capsys, tmp_path):
     code, out, err = run(capsys, "list", "--characters-dir", str(tmp_path))
     assert code == 0 and "haruhi" in out
     assert f"warning: half: {tmp_path / 'half'} has no system_prompt.txt" in err
+
+
+def test_version_prints_the_package_version(capsys):
+    import chatharuhi
+    from chatharuhi.cli import build_parser
+
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"chatharuhi {chatharuhi.__version__}"

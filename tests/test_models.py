@@ -119,6 +119,7 @@ def test_a_chinese_character_on_an_english_only_model_is_warned_once(caplog):
     assert len(warnings) == 1 and "\n" not in warnings[0]
     assert "speaks zh but the model smollm2-135m only speaks en" in warnings[0]
     assert "`chatharuhi models pull qwen2.5-3b`" in warnings[0]
+    assert "--model qwen2.5-3b (in Python: model='qwen2.5-3b')" in warnings[0]  # the CLI's and the API's spelling
     selection._warned.clear()
     assert language_warning("zh", find_model("qwen2.5-3b"), "x") is None
     assert language_warning("zh", None, "x") is None

@@ -49,7 +49,8 @@ def language_warning(language: str, entry: ModelEntry | None, character: str) ->
             return None
         _warned.add(key)
     better = next((e.name for e in (catalog().get(RECOMMENDED_MODEL),) if e and e.speaks(language)), None)
-    fix = f"run `chatharuhi models pull {better}` and pass --model {better}" if better else "use another model"
+    fix = (f"run `chatharuhi models pull {better}` and pass --model {better} (in Python: model={better!r})"
+           if better else "use another model")
     message = (f"chatharuhi: {character} speaks {language} but the model {entry.name} only speaks "
                f"{', '.join(entry.languages)}; for replies in {language}, {fix}")
     logger.warning(message)

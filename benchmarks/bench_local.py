@@ -216,6 +216,7 @@ def main() -> None:
     result = {
         "prompt_tokens": len(tokens), "physical_cores": physical_cores(), "ours_threads": args.threads or "auto",
         "ours_threads_seen": sorted({t for run in sides["ours"] for t in run["threads_seen"] or ()}),
+        "ours_omp_env": backend.worker.omp_env, "ours_load_at_start": backend.worker.load_at_start,
         "raw_prefill_tok_s": round(raw_prefill, 1), "ours_prefill_tok_s": round(ours_prefill, 1),
         "raw_decode_tok_s": round(raw_decode, 1), "ours_decode_tok_s": round(ours_decode, 1),
         "raw_same_threads_prefill_tok_s": round(same_prefill, 1), "raw_same_threads_decode_tok_s": round(same_decode, 1),

@@ -1,9 +1,9 @@
 """A local model in its own process, so that a native crash is a typed error and not the end of the program.
 
 ``Worker`` starts ``python -m chatharuhi.backends.worker_main`` and talks to it over a socket pair.
-One owner thread per worker takes requests from a queue and runs them one at a time; each request
-has its own queue of chunks, so a caller may resume its generator on any thread (the server and
-Gradio do) and no lock is held across a ``yield``. If the child dies (SIGSEGV inside ggml, an OOM
+One owner thread per worker (``serial.Serial``) takes requests from a queue and runs them one at a
+time; each request has its own queue of chunks, so a caller may resume its generator on any thread
+(the server and Gradio do) and no lock is held across a ``yield``. If the child dies (SIGSEGV inside ggml, an OOM
 kill, an abort), the request in flight raises ``WorkerCrashed`` naming the signal, the likely cause
 and the fix, and the next request starts a fresh child. A child that sends nothing (no token, no
 prefill progress) for ``timeout`` seconds is killed and the request raises ``BackendTimeout``.
@@ -13,8 +13,8 @@ GGUF LoRA adapters loaded with ``load_adapter`` are remembered and loaded again 
 from __future__ import annotations
 
 import itertools
+import math
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -28,12 +28,13 @@ from typing import Any, Iterator
 
 from ..config import LLAMA_CPP_INSTALL
 from ..errors import BackendError, BackendTimeout, BackendUnavailable, ModelError, WorkerCrashed
+from .serial import Job, Serial
 from .worker_threads import load_at_start, omp_env, user_omp
 
 CHILD_MODULE = "chatharuhi.backends.worker_main"
 STDERR_LINES = 30  # the child's last stderr lines, quoted in crash messages
 _POLL_S = 0.05
-_DONE = object()
+_request_ids = itertools.count(1)  # what the child's cancel message names
 
 # Why a worker dies, by signal: (likely cause, fix).
 CAUSES = {
@@ -82,18 +83,6 @@ def crash_error(label: str, code: int | None, stage: str, stderr: list[str]) -> 
                          f"The next request starts a fresh worker.{tail}", exit_code=code)
 
 
-class Job:
-    """One request: its message to the child, the caller's queue of chunks, a cancel flag, and its stats."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self, request: dict):
-        self.request = {**request, "id": next(Job._ids)}
-        self.out: queue.Queue = queue.Queue()
-        self.cancelled = threading.Event()
-        self.stats: dict[str, Any] = {}
-
-
 class Worker:
     """A child process that loads ``spec`` (keyword arguments for ``llama_cpp.Llama``) and serves requests."""
 
@@ -109,8 +98,7 @@ class Worker:
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
-        self._jobs: queue.Queue = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._serial = Serial(label, stall_s=math.inf)  # no stall limit there: _recv's timeout stops a silent child
         self._closed = False
         self.adapters: dict[str, tuple[str, float]] = {}  # id -> (GGUF path, scale): loaded into every child
 
@@ -130,9 +118,6 @@ class Worker:
         """Start the child and load the model now; errors (a bad file, a crash while loading) raise here."""
         if self._proc is None or self._proc.poll() is not None:
             self._spawn()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name=f"chatharuhi-worker-{self.label}", daemon=True)
-            self._thread.start()
         return self.info
 
     def _spawn(self) -> None:
@@ -192,14 +177,14 @@ class Worker:
             if self.verbose:
                 sys.stderr.write(line)
 
-    def _recv(self, timeout: float | None, stage: str, job: Job | None = None) -> tuple:
+    def _recv(self, timeout: float | None, stage: str, job: Job | None = None, request_id: int = 0) -> tuple:
         """The child's next message; a crash or silence (``timeout``, else ``self.timeout``) is the typed error."""
         conn = self._conn
         since = time.monotonic()
         while True:
             if job is not None and job.cancelled.is_set() and not job.stats.get("cancel_sent"):
                 job.stats["cancel_sent"] = True
-                self._send(("cancel", job.request["id"]), stage)
+                self._send(("cancel", request_id), stage)
             try:
                 if conn.poll(_POLL_S):
                     return conn.recv()
@@ -246,12 +231,11 @@ class Worker:
 
     # -- requests -------------------------------------------------------------------------------
     def submit(self, request: dict) -> Job:
-        """Queue a generation; its chunks arrive on ``job.out`` (then the end marker or an exception)."""
+        """Queue a generation; read its chunks with ``results(job)``; ``job.stats`` fills as it runs."""
         if self._closed:
             raise BackendError(f"{self.label}: the backend was closed")
-        job = Job(request)
-        self._jobs.put(job)
-        return job
+        request = {**request, "id": next(_request_ids)}
+        return self._serial.submit(lambda job: self._run(job, request))
 
     def load_adapter(self, adapter_id: str, path: str, scale: float = 1.0) -> None:
         """Load a GGUF LoRA adapter into the child under ``adapter_id`` (in turn with generations); a file
@@ -262,46 +246,23 @@ class Worker:
 
     def results(self, job: Job) -> Iterator[str]:
         """The chunks of ``job``; closing this generator cancels the job."""
-        try:
-            while True:
-                item = job.out.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            job.cancelled.set()
+        return self._serial.results(job)
 
-    def _serve(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            if job.cancelled.is_set():
-                continue
-            try:
-                self._run(job)
-                job.out.put(_DONE)
-            except BaseException as exc:  # handed to the caller, raised there
-                job.out.put(exc)
-
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, request: dict) -> None:
         if self._proc is None or self._proc.poll() is not None:
             self._spawn()
-        request = job.request
         if request.get("op") == "adapter":
             if request["adapter_id"] not in self.adapters:
                 self._load_adapter(request["adapter_id"], request["path"], request["scale"])
                 self.adapters[request["adapter_id"]] = (request["path"], request["scale"])
             return
-        self._send(("generate", job.request), "starting a generation")
+        self._send(("generate", request), "starting a generation")
         stage = "reading the prompt"
         while True:
-            kind, *payload = self._recv(None, stage, job)
+            kind, *payload = self._recv(None, stage, job, request["id"])
             if kind == "chunk":
                 stage = "generating"
-                job.out.put(payload[0])
+                job.put(payload[0])
             elif kind in ("start", "progress", "done"):
                 job.stats.update(payload[0])
                 if kind == "done":
@@ -312,5 +273,5 @@ class Worker:
     def close(self) -> None:
         """Stop the owner thread and the child."""
         self._closed = True
-        self._jobs.put(None)
+        self._serial.close(timeout=0)
         self._stop_child()

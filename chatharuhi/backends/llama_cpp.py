@@ -37,10 +37,10 @@ from ..config import (
     LLAMA_CPP_INSTALL,
 )
 from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, InputError, ModelError
-from ..memo import BytesMemo
 from ..options import parameter_names
 from ..types import Message
 from .base import Backend, StreamInfo
+from .llama_cpp_render import CONSTRAINING_SETTINGS, LlamaCppCounter, _Captured, _Recorder
 from .worker import Worker, physical_cores
 
 INSTALL_HINT = f"{LLAMA_CPP_INSTALL} && pip install 'chatharuhi[embedded]'  (builds from source: 5-30 minutes)"
@@ -93,73 +93,6 @@ def _install_quiet_log() -> None:
 
 
 # Completion arguments a chat handler may set that change what may be generated (not merely how it is sampled).
-CONSTRAINING_SETTINGS = ("grammar", "logits_processor", "logit_bias")
-
-
-class _Captured(Exception):
-    """Raised by the recorder to stop llama-cpp's chat handler once the prompt is known."""
-
-    def __init__(self, tokens: list[int], stop: list[str], stopping_criteria: Any, settings: dict[str, Any]):
-        super().__init__("captured")
-        self.tokens, self.stop, self.stopping_criteria = tokens, stop, stopping_criteria
-        self.settings = settings  # the handler's other completion arguments: sampling defaults, a grammar
-
-
-class _Recorder:
-    """Stands in for ``Llama`` inside a chat handler: tokenizes for real, records the completion call."""
-
-    def __init__(self, llm: Any):
-        self._llm = llm
-        self.verbose = False
-
-    def tokenize(self, *args: Any, **kwargs: Any) -> list[int]:
-        return self._llm.tokenize(*args, **kwargs)
-
-    def create_completion(self, prompt: Any, stop: Any = None, stopping_criteria: Any = None,
-                          **settings: Any) -> Any:
-        stop = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
-        raise _Captured(list(prompt), stop, stopping_criteria, settings)
-
-    def __getattr__(self, name: str) -> Any:  # anything else a handler asks for (metadata, token ids)
-        return getattr(self._llm, name)
-
-
-class LlamaCppCounter:
-    """Exact counts for a GGUF model: the rendered chat prompt tokenized by the model's own tokenizer.
-
-    Not additive: a chat template can inject text (SmolLM2 adds a default system prompt when the
-    first message is not a system message), so the packer recounts the packed messages once.
-    """
-
-    additive = False
-
-    def __init__(self, backend: "LlamaCppBackend"):
-        self._backend = backend
-        self.id = f"llama_cpp:{backend.model_path.name}"
-        self._memo: BytesMemo[int] = BytesMemo()
-
-    def count(self, text: str) -> int:
-        """Tokens of a bare text (no BOS, special tokens read as text)."""
-        n = self._memo.get(text)
-        if n is None:
-            n = len(self._backend.tokenize(text))
-            self._memo.put(text, n)
-        return n
-
-    def count_messages(self, messages: Sequence[Message]) -> int:
-        """Tokens of the whole prompt exactly as sent, generation prompt included."""
-        if len(messages) <= 1:  # the packer's per-role probes: the same few lists every turn
-            return self._small(tuple((m.role, m.content) for m in messages))
-        return len(self._backend.render(messages).tokens)
-
-    @lru_cache(maxsize=64)  # noqa: B019 - one counter per backend, a handful of keys
-    def _small(self, key: tuple[tuple[str, str], ...]) -> int:
-        try:
-            return len(self._backend.render([Message(r, c) for r, c in key]).tokens)
-        except BackendError:  # templates that insist on alternating roles reject a lone probe
-            return sum(self.count(c) + 4 for _, c in key) + 4
-
-
 def thread_count(name: str, value: Any) -> int | None:
     """A thread option checked: a positive int, or None for ``"auto"``/unset; anything else is ``InputError``."""
     if value is None or value == "auto":

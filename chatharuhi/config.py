@@ -89,6 +89,11 @@ OMP_ENV_ALL_BUSY: tuple[tuple[str, str], ...] = (("OMP_WAIT_POLICY", "PASSIVE"),
 LOCAL_PASSIVE_LOAD = 0.9  # share of the cores other programs must keep busy, at worker start, for PASSIVE
 LOCAL_LOAD_WINDOW_S = 0.2  # the shortest window to measure other programs' CPU use in (/proc/stat: 10 ms ticks)
 LOCAL_LOAD_RECHECK_S = 0.5  # mid-reply, between prompt batches and tokens: look at the load again this often
+# Before a reply, when the last look is older than this (a pause between replies) and the load averaged over the
+# pause says to use fewer threads, the load is measured again over LOCAL_LOAD_WINDOW_S: a burst of other work
+# during the pause (a benchmark's other side, a build that just ended) does not cost the reply its threads when
+# the cores are free again, and a quiet pause costs no extra wait.
+LOCAL_LOAD_STALE_S = 1.0
 LOCAL_FREE_CORE = 0.75  # a core counts as free for a thread when other programs leave this share of it idle
 DEFAULT_LOCAL_TIMEOUT_S = 300.0  # a local worker silent this long (no token, no progress) is hung: killed
 DEFAULT_LOCAL_START_TIMEOUT_S = 120.0  # loading a model file in the worker

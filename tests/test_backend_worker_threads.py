@@ -92,6 +92,21 @@ def test_a_machine_whose_cores_are_all_busy_gets_one_thread():
     assert governor.due()  # a reply still running would now look again
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="load is read from Linux's /proc/stat")
+def test_a_burst_of_other_work_during_the_pause_does_not_cost_the_next_reply_its_threads():
+    """The bench's raw side (or a browser) ran between two replies and stopped: the cores are free again.
+    两次回复之间别的程序忙过一阵、现在已停：下一次回复仍用全部空闲核心。"""
+    cpus = len(os.sched_getaffinity(0))
+    governor = ThreadGovernor(physical=cpus, parent=1)
+    burst = [subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
+             for _ in range(cpus)]
+    for h in burst:
+        h.wait()
+    time.sleep(0.3)
+    threads, others = governor.choose()  # the last look was before the burst: measured afresh, not averaged
+    assert threads == cpus and others < 0.5, (threads, others)
+
+
 def test_off_linux_the_machine_counts_as_ours(monkeypatch):
     monkeypatch.setattr(worker_threads, "_busy_seconds", lambda cpus: None)
     governor = ThreadGovernor(physical=6)

@@ -25,6 +25,7 @@ from typing import Mapping
 from ..config import (
     LOCAL_FREE_CORE,
     LOCAL_LOAD_RECHECK_S,
+    LOCAL_LOAD_STALE_S,
     LOCAL_LOAD_WINDOW_S,
     LOCAL_PASSIVE_LOAD,
     OMP_ENV_ALL_BUSY,
@@ -147,13 +148,23 @@ class ThreadGovernor:
         now = self.sample()
         if now is None or self._last is None:  # not Linux: assume the machine is ours
             return self.physical, None
+        stale = now.at - self._last.at > LOCAL_LOAD_STALE_S
+        others = self._others_since_last(now)
+        threads = threads_for(self.physical, len(self.cpus), others)
+        if stale and threads < self.physical:  # busy on average since the last reply: is it busy now?
+            others = self._others_since_last(self.sample())
+            threads = threads_for(self.physical, len(self.cpus), others)
+        return threads, others
+
+    def _others_since_last(self, now: CpuSample) -> float:
+        """Other programs' load from the last look to ``now`` (at least ``LOCAL_LOAD_WINDOW_S`` of it)."""
         wait = LOCAL_LOAD_WINDOW_S - (now.at - self._last.at)
         if wait > 0:  # a window this short would be all rounding (/proc/stat counts in 10 ms ticks)
             time.sleep(wait)
             now = self.sample()
         others = others_busy(self._last, now)
         self._last = now
-        return threads_for(self.physical, len(self.cpus), others), others
+        return others
 
 
 def load_at_start(physical: int) -> tuple[float | None, int]:

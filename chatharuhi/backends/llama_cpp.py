@@ -41,6 +41,7 @@ from ..options import parameter_names
 from ..types import Message
 from .base import Backend, StreamInfo
 from .llama_cpp_render import CONSTRAINING_SETTINGS, LlamaCppCounter, _Captured, _Recorder
+from .serial import Chunks
 from .worker import Worker, physical_cores
 
 INSTALL_HINT = f"{LLAMA_CPP_INSTALL} && pip install 'chatharuhi[embedded]'  (builds from source: 5-30 minutes)"
@@ -254,6 +255,9 @@ class LlamaCppBackend(Backend):
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
         """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, seed, prefill, adapter
         (an id from ``add_adapter``; None: the base model; left out: ``lora_path``'s, if any)."""
+        return self._generation(messages, None, **options)
+
+    def _generation(self, messages: Sequence[Message], info: StreamInfo | None, **options: Any) -> "Generation":
         self.check_call_options(options)
         adapter = options["adapter"] if "adapter" in options else self.default_adapter
         if adapter is not None and adapter not in self.adapters:
@@ -277,13 +281,11 @@ class LlamaCppBackend(Backend):
                    "stop_ids": self._stop_token_ids(prompt.stopping_criteria), "params": params,
                    "reset": self._forget, "adapter": adapter}
         self._forget = False
-        return Generation(self.worker, request, prefill)
+        return Generation(self.worker, request, prefill, info)
 
     def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Iterator[str]:
         """``stream``, filling ``info.finish_reason`` ("stop" or "length") from the worker when it ends."""
-        generation = self.stream(messages, **options)
-        generation.info = info
-        return generation
+        return self._generation(messages, info, **options)
 
     def reset_cache(self) -> None:
         """Forget the KV cache: the next prompt is read in full (benchmarks measure cold prefill with it)."""
@@ -351,34 +353,22 @@ def _adapter_file(path: Path, what: str) -> None:
                          "(chatharuhi train --gguf writes one)")
 
 
-class Generation:
+def _chunks(worker: Worker, request: dict, prefill: str, stats: dict[str, Any],
+            info: StreamInfo | None) -> Iterator[str]:
+    if prefill:
+        yield prefill
+    yield from worker.results(worker.submit(request, stats=stats))
+    if info is not None:  # usage stays None: llama-cpp's streamed chunks do not report it
+        info.finish_reason = stats.get("finish_reason")
+
+
+class Generation(Chunks):
     """A reply being generated in the worker: iterate it for chunks; ``stats`` holds the worker's figures.
 
     ``stats`` (filled as it streams): prompt_tokens, reused_tokens (read from llama.cpp's KV cache, not
     re-read), prefill_tokens, prefill_s, decode_tokens, first_token_s, total_s.
     """
 
-    def __init__(self, worker: Worker, request: dict, prefill: str):
-        self._worker, self._request, self._prefill = worker, request, prefill
-        self.stats: dict[str, Any] = {}
-        self.info: StreamInfo | None = None
-        self._chunks = self._run()
-
-    def _run(self) -> Iterator[str]:
-        if self._prefill:
-            yield self._prefill
-        job = self._worker.submit(self._request)
-        self.stats = job.stats
-        yield from self._worker.results(job)
-        if self.info is not None:  # usage stays None: llama-cpp's streamed chunks do not report it
-            self.info.finish_reason = self.stats.get("finish_reason")
-
-    def __iter__(self) -> "Generation":
-        return self
-
-    def __next__(self) -> str:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        """Stop early: the worker cancels the generation after its current token."""
-        self._chunks.close()
+    def __init__(self, worker: Worker, request: dict, prefill: str, info: StreamInfo | None = None):
+        stats: dict[str, Any] = {}
+        super().__init__(_chunks(worker, request, prefill, stats, info), stats)

@@ -188,3 +188,22 @@ class Serial:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+
+class Chunks:
+    """A job's chunks as an iterator any thread may resume; ``close()`` (or dropping it) cancels the job, and
+    ``stats`` fills as the job runs. The wrapped generator must not refer back to this object: then dropping it
+    closes the generator (and cancels the job) at once, not at the next cyclic garbage collection."""
+
+    def __init__(self, chunks: Iterator[str], stats: dict[str, Any]):
+        self.stats, self._chunks = stats, chunks
+
+    def __iter__(self) -> "Chunks":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop early: the model stops after its current token and the next queued job starts."""
+        self._chunks.close()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Sequen
 
 from ..errors import BackendError, ChatHaruhiError
 from .base import StreamInfo
-from .serial import Job, Serial
+from .serial import Chunks, Job, Serial
 
 if TYPE_CHECKING:
     from .transformers_backend import TransformersBackend
@@ -153,24 +153,13 @@ def _chunks(serial: Serial, work: Callable[[Job], None], prefill: str, stats: di
         info.finish_reason = stats.get("finish_reason")
 
 
-class Generation:
+class Generation(Chunks):
     """A reply being generated on the model's thread: iterate it (from any thread) for chunks; ``close()``
     (or dropping it) cancels it. ``stats`` fills as it runs (see ``generation_work``)."""
 
     def __init__(self, serial: Serial, work: Callable[[Job], None], prefill: str, info: StreamInfo | None = None):
-        self.stats: dict[str, Any] = {}
-        # The generator does not refer back to self: dropping the Generation closes it (and cancels the job) at once.
-        self._chunks = _chunks(serial, work, prefill, self.stats, info)
-
-    def __iter__(self) -> "Generation":
-        return self
-
-    def __next__(self) -> str:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        """Stop early: the model stops after its current token and the next queued job starts."""
-        self._chunks.close()
+        stats: dict[str, Any] = {}
+        super().__init__(_chunks(serial, work, prefill, stats, info), stats)
 
 
 async def achunks(serial: Serial, work: Callable[[Job], None], prefill: str,

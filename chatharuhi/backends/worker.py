@@ -230,12 +230,12 @@ class Worker:
                 proc.stderr.close()
 
     # -- requests -------------------------------------------------------------------------------
-    def submit(self, request: dict) -> Job:
-        """Queue a generation; read its chunks with ``results(job)``; ``job.stats`` fills as it runs."""
+    def submit(self, request: dict, stats: dict[str, Any] | None = None) -> Job:
+        """Queue a generation; read its chunks with ``results(job)``; ``job.stats`` (``stats``) fills as it runs."""
         if self._closed:
             raise BackendError(f"{self.label}: the backend was closed")
         request = {**request, "id": next(_request_ids)}
-        return self._serial.submit(lambda job: self._run(job, request))
+        return self._serial.submit(lambda job: self._run(job, request), stats=stats)
 
     def load_adapter(self, adapter_id: str, path: str, scale: float = 1.0) -> None:
         """Load a GGUF LoRA adapter into the child under ``adapter_id`` (in turn with generations); a file

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
 
 from .backends.base import Backend
 from .backends.registry import resolve_backend
-from .character import Character, load_character, own_file
+from .character import Character, load_character
 from .chatbot_edits import ConversationEdits
+from .chatbot_persona import PersonaAndLore
+from .chatbot_story import StoryPacking
 from .compat import REPLY_FORMATS, ChatHaruhiCompat, build_index, resolve_legacy, seed_story_vectors
 from .config import (
     DEFAULT_DENSE_WEIGHT,
@@ -29,20 +31,17 @@ from .config import (
     DEFAULT_REPLY_RESERVE,
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
-    STORY_FRESH_SHARE,
-    STORY_REUSE_MIN_TOKENS,
 )
 from .discovery import find_character
 from .embeddings import Embedder, get_embedder
 from .errors import AdapterError, InputError, SessionError, UnknownOption
 from .models.selection import language_warning
 from .options import parameter_names
-from .packing import Budget, HistoryTurn, LoreUnit, Packed, SceneUnit, pack
-from .persona import Persona, fill_macros
+from .packing import Budget, HistoryTurn
+from .persona import Persona
 from .postprocess import PassThrough, ReplyFilter
 from .prompts import PromptSet
 from .reply import Plan, Reply
-from .reuse import StoryMemory, relevant
 from .sessions import open_session
 from .story import StoryUnits
 from .types import PartTrace, Trace, Turn
@@ -75,7 +74,7 @@ def _same(name: str, value: Any, old_name: str, old_value: Any) -> Any:
     return value if value is not None else old_value
 
 
-class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
+class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacking):
     """A role-play chatbot that speaks as one character, grounded in the character's scenes."""
 
     def __init__(
@@ -221,20 +220,6 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
             return {}
         return options
 
-    def _story_layout(self, reuse: bool | None) -> tuple[str, StoryMemory | None]:
-        """The packing layout, and for a backend that caches the prompt's prefix, the memory of what each
-        turn kept (the story with story reuse; else the turn the history starts at)."""
-        if reuse not in (None, True, False):
-            raise InputError(f"story_reuse={reuse!r}: use None (when the backend asks for it), True or False")
-        native = getattr(self.backend, "prompt_layout", "system")
-        if reuse is None:
-            reuse = native == "stable_story" and self.budget.story_tokens >= STORY_REUSE_MIN_TOKENS
-        if reuse:
-            return "stable_story", StoryMemory()
-        if native in ("stable_story", "stable_prefix"):
-            return "stable_prefix", StoryMemory()
-        return native, None
-
     # -- history -------------------------------------------------------------------------------
     @property
     def history(self) -> list[Turn]:
@@ -271,52 +256,9 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
             self._history.append(turn)
             self.last_trace = plan.trace
 
-    # -- persona, macros, lorebooks ------------------------------------------------------------
-    def _setup_persona_and_lore(self, persona: Persona | None, lorebook: Any, lore_tokens: int | None = None) -> None:
-        """The user's persona (its name is the default user role and fills ``{{user}}``) and lorebooks:
-        the folder's ``lorebook.json`` plus ``lorebook=`` (a path, a ``Lorebook``, or a list of them).
-        A book's own ``token_budget`` is its lore share unless ``lore_tokens=`` is given."""
-        from .lorebook import load_lorebooks
-        from .prompts import load_template
-
-        c = self.character
-        self.persona = persona
-        if persona is not None and self.user_role == c.user_role:
-            self.user_role = persona.name.strip()
-        self._user_name = persona.name.strip() if persona is not None else self.user_role
-        prompt = fill_macros(c.system_prompt, c.display_name, self._user_name)
-        if persona is not None and persona.description.strip():
-            block = load_template("persona", c.language).render(name=self._user_name,
-                                                                 description=persona.description.strip())
-            prompt = prompt.rstrip() + "\n\n" + block.strip()
-        self._system_prompt = prompt
-        phi = c.manifest.post_history_instructions
-        self._post_history = fill_macros(phi, c.display_name, self._user_name).strip() if phi else ""
-        extra = lorebook if isinstance(lorebook, (list, tuple)) else [lorebook]
-        own = own_file(Path(c.path), "lorebook.json") if getattr(c, "path", None) else None  # no links out
-        self.lorebook = load_lorebooks([own if own is not None and own.is_file() else None, *extra])
-        self._lore_header = load_template("lore_header", c.language).text if self.lorebook else ""
-        if self.lorebook is not None and self.lorebook.token_budget and lore_tokens is None:
-            from dataclasses import replace
-
-            self.budget = replace(self.budget, lore_tokens=self.lorebook.token_budget)
-
-    def _lore(self, query_line: str, rendered: Sequence[HistoryTurn]) -> list[LoreUnit]:
-        if self.lorebook is None:
-            return []
-        messages = [m for h in rendered for m in (h.user, h.assistant)] + [query_line]
-        name, user = self.character.display_name, self._user_name
-        return [LoreUnit(a.entry.id, fill_macros(a.entry.content, name, user), a.entry.insertion_order, a.key)
-                for a in self.lorebook.activate(messages)]
-
     # -- one turn ------------------------------------------------------------------------------
     def _line(self, role: str, text: str) -> str:
         return self.prompts.line.render(role=role, text=text)
-
-    def _story_units(self, hits: Sequence[Any], text: str, budget: int | None = None
-                     ) -> tuple[list[SceneUnit], list[PartTrace]]:
-        """The hits as story units for ``budget`` tokens (the story budget): see ``story.StoryUnits``."""
-        return self._scenes.units(hits, text, self.budget.story_tokens if budget is None else budget)
 
     def prepare(self, text: str, role: str | None = None, *, exclude: Iterable[str] = (),
                 history: Sequence[Turn] | None = None) -> Plan:
@@ -354,38 +296,6 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits):
         plan = Plan(packed.messages, packed.trace, user_role, text)
         self._say_plan(plan)
         return plan
-
-    def _pack(self, hits: Sequence[Any], text: str, rendered: list[HistoryTurn], line: str, query: str,
-              recall: bool = True) -> tuple[Packed, list[PartTrace]]:
-        """Pack the turn. For a backend that caches the prompt's prefix, keep the turn the previous turn's history
-        started at and, with story reuse, its story while they serve (not when ``recall`` is false: a story kept
-        from before could hold scenes this turn excludes)."""
-        def packed_with(scenes, fresh=(), start=None) -> Packed:
-            return pack(self._system_prompt, self._header, scenes, rendered, query, self.counter, self.budget,
-                        lore=self._lore(query, rendered), lore_header=self._lore_header, layout=self._layout,
-                        history_from=start, fresh_scenes=fresh)
-
-        kept = self._stories.recall(rendered) if self._stories is not None and recall else None
-        if self._layout != "stable_story":  # no story reuse; the history still keeps its start when cached
-            units, overlapping = self._story_units(hits, text)
-            packed = packed_with(units, start=kept.first_turn if kept is not None else None)
-            if self._stories is not None:
-                self._stories.remember(rendered, line, (), packed)
-            return packed, overlapping
-        cap = self.budget.story_tokens
-        whole, overlapping = self._story_units(hits, text)  # the story a fresh turn would hold
-        fresh, _ = self._story_units(hits, text, int(cap * STORY_FRESH_SHARE))
-        if kept is not None and relevant(kept.scenes, whole, self.counter, cap):
-            packed = packed_with(kept.scenes, fresh, kept.first_turn)
-            if [i for i in packed.scene_ids if i not in packed.fresh_ids] == [s.id for s in kept.scenes]:
-                packed.trace.story_kept = True
-                self._stories.remember(rendered, line, kept.scenes, packed)
-                return packed, overlapping
-        units, _ = self._story_units(hits, text, cap - int(cap * STORY_FRESH_SHARE))
-        packed = packed_with(units, fresh)
-        packed.trace.story_kept = False
-        self._stories.remember(rendered, line, units, packed)
-        return packed, overlapping
 
     def _options(self, plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
         self.backend.check_call_options(options)  # a misspelt option is an error, not a silent no-op

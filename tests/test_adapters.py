@@ -10,6 +10,7 @@ import threading
 import warnings
 
 import pytest
+from adapter_folders import character_folder as _character  # noqa: E402
 
 from chatharuhi.character import load_character
 from chatharuhi.errors import AdapterError, AdapterMismatch, InvalidCharacter
@@ -22,17 +23,6 @@ from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
 
 from chatharuhi.backends.transformers_backend import TransformersBackend  # noqa: E402
 from chatharuhi.chatbot import ChatHaruhi  # noqa: E402
-
-SCENE = "Watson:「Where were you last night?」\nHolmes:「At the club, Watson.」\n"
-
-
-def _character(root, name, adapter_table: str):
-    folder = root / name
-    (folder / "texts").mkdir(parents=True)
-    (folder / "system_prompt.txt").write_text(f"You are {name}.", encoding="utf-8")
-    (folder / "texts" / "01.txt").write_text(SCENE.replace("Holmes", name), encoding="utf-8")
-    (folder / "character.toml").write_text(f'language = "en"\n{adapter_table}', encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")

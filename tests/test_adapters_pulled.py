@@ -20,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 gguf = pytest.importorskip("gguf")
 
+from adapter_folders import character_folder as _character  # noqa: E402
 from hub_mirror import HubMirror  # noqa: E402
 from smol_lora import smol_lora  # noqa: E402
 from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
@@ -40,16 +41,8 @@ from chatharuhi.models.store import model_dir, model_path  # noqa: E402
 
 COMMIT = "ada9" + "0" * 36
 PEFT_REPO, GGUF_REPO, BASE_REPO = "test/tiny-peft", "test/smol-lora", "test/smol-GGUF"
-SCENE = "Watson:「Where were you last night?」\nHolmes:「At the club, Watson.」\n"
 
 
-def _character(root: Path, name: str, adapter_table: str) -> Path:
-    folder = root / name
-    (folder / "texts").mkdir(parents=True, exist_ok=True)
-    (folder / "system_prompt.txt").write_text(f"You are {name}.", encoding="utf-8")
-    (folder / "texts" / "01.txt").write_text(SCENE.replace("Holmes", name), encoding="utf-8")
-    (folder / "character.toml").write_text(f'language = "en"\n{adapter_table}', encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("gguf")
 
+from adapter_folders import character_folder as _character  # noqa: E402
 from smol_lora import smol_lora  # noqa: E402
 
 from chatharuhi.backends import embedded  # noqa: E402
@@ -35,7 +36,6 @@ if embedded.embedded_model_path() is None:
 pytestmark = pytest.mark.native
 
 MESSAGES = [Message("user", "Who are you?")]
-SCENE = "Watson:「Where were you last night?」\nHolmes:「At the club, Watson.」\n"
 KW = dict(n_ctx=1024, temperature=0, timeout=120)
 
 
@@ -132,13 +132,6 @@ def test_missing_and_unreadable_adapters_are_model_errors_quoting_llama_cpp(tmp_
         backend.close()
 
 
-def _character(root: Path, name: str, adapter_table: str) -> Path:
-    folder = root / name
-    (folder / "texts").mkdir(parents=True, exist_ok=True)
-    (folder / "system_prompt.txt").write_text(f"You are {name}.", encoding="utf-8")
-    (folder / "texts" / "01.txt").write_text(SCENE.replace("Holmes", name), encoding="utf-8")
-    (folder / "character.toml").write_text(f'language = "en"\n{adapter_table}', encoding="utf-8")
-    return folder
 
 
 @pytest.fixture

@@ -174,7 +174,7 @@ def measure_synthetic(folder: Path, n_scenes: int, n_turns: int):
     """Child process: ``n_scenes`` short scenes of 3 random real lines each, random vectors, real BM25."""
     from chatharuhi import ChatHaruhi
     from chatharuhi.backends.scripted import ScriptedBackend
-    from chatharuhi.character import Character, load_character, parse_scene
+    from chatharuhi.character.folder import Character, load_character, parse_scene
 
     base = load_character(folder)
     lines = [ln for s in base.scenes for ln in s.text.splitlines() if ln.strip()]

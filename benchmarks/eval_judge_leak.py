@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chatharuhi.discovery import resolve_character  # noqa: E402
+from chatharuhi.character.discovery import resolve_character  # noqa: E402
 from chatharuhi.embeddings import get_embedder  # noqa: E402
 from chatharuhi.evaluation import metrics  # noqa: E402
 from chatharuhi.evaluation.judges import Judges  # noqa: E402

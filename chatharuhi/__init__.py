@@ -61,10 +61,10 @@ _EXPORTS = {
     "UnknownOption": ".errors",
     "WorkerCrashed": ".errors",
     "available_backends": ".backends.registry",
-    "find_character": ".discovery",
+    "find_character": ".character.discovery",
     "get_backend": ".backends.registry",
     "get_embedder": ".embeddings",
-    "list_characters": ".discovery",
+    "list_characters": ".character.discovery",
     "load_character": ".character",
     "pack": ".packing",
     "pull_model": ".models",
@@ -145,9 +145,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .backends.base import Backend
     from .backends.registry import available_backends, get_backend, register_backend
-    from .character import Character, Manifest, load_character
+    from .character.discovery import find_character, list_characters
+    from .character.folder import Character, Manifest, load_character
     from .chatbot import ChatHaruhi
-    from .discovery import find_character, list_characters
     from .embeddings import Embedder, get_embedder
     from .errors import (
         AdapterError,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
 
 from .backends.base import Backend
 from .backends.registry import resolve_backend
-from .character import Character, load_character
+from .character.discovery import find_character
+from .character.folder import Character, load_character
 from .chatbot_edits import ConversationEdits
 from .chatbot_persona import PersonaAndLore
 from .chatbot_story import StoryPacking
@@ -32,7 +33,6 @@ from .config import (
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
 )
-from .discovery import find_character
 from .embeddings import Embedder, get_embedder
 from .errors import AdapterError, InputError, SessionError, UnknownOption
 from .models.selection import language_warning

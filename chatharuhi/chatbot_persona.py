@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .character import own_file
+from .character.folder import own_file
 from .packing import HistoryTurn, LoreUnit
 from .persona import Persona, fill_macros
 

@@ -118,7 +118,7 @@ def _bot(args: argparse.Namespace):
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every character: name, display name, language, aliases; broken folders to stderr."""
-    from .discovery import list_characters
+    from .character.discovery import list_characters
 
     entries = list_characters(args.characters_dir)
     for e in entries:
@@ -200,7 +200,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Report problems with file:line; exit 1 on errors (or warnings with --strict)."""
-    from .validate import validate_path
+    from .character.validate import validate_path
 
     results = validate_path(args.path)
     if not results:
@@ -220,7 +220,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Build the character's scene index, embedding only what is not cached yet."""
-    from .discovery import find_character
+    from .character.discovery import find_character
     from .embeddings import get_embedder
     from .index import index_for
 
@@ -324,7 +324,7 @@ COMMANDS.update(_models_commands.COMMANDS)  # models list | pull | rm
 
 def _check_characters_dirs(dirs: list[str] | None) -> None:
     """A ``--characters-dir`` that does not exist is a typo to report, not a folder to skip quietly."""
-    from .discovery import missing_dirs
+    from .character.discovery import missing_dirs
 
     missing = missing_dirs(dirs)
     if missing:

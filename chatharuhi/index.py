@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .character.windows import windows
 from .config import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_DUPLICATE_THRESHOLD,
@@ -37,7 +38,6 @@ from .errors import EmbedderError
 from .lexical import BM25
 from .partition import PARTITION_MIN_SCENES, Partition
 from .types import Scene, ScoredScene
-from .windows import windows
 
 PROGRESS_MIN_TEXTS = 64  # below this a progress bar is noise
 CANDIDATE_FACTOR = 2  # candidates ranked per wanted scene before near-duplicates are dropped (widened if needed)

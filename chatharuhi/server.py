@@ -347,7 +347,7 @@ def create_app(
 
 def _secrets(backend: Any, pool: BotPool, sessions: Any, sessions_path: Any) -> list[str]:
     """Strings an error body must not reveal: the upstream address, the session database, character folders."""
-    from .discovery import search_dirs
+    from .character.discovery import search_dirs
     from .sessions import default_sessions_path
 
     found = [str(getattr(getattr(backend, "inner", backend), "base_url", "") or "")]

@@ -93,8 +93,8 @@ class BotPool:
         folder = self._names.get(key)
         if folder is not None:
             return self._bots[folder]
+        from .character.discovery import find_entry
         from .chatbot import ChatHaruhi
-        from .discovery import find_entry
 
         if model_name_problem(model):
             raise APIError(404, f"Unknown character {model[:100]!r}: {model_name_problem(model)}", param="model",
@@ -121,7 +121,7 @@ class BotPool:
 
     def models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries: id = folder name, with aliases and a description."""
-        from .discovery import list_characters
+        from .character.discovery import list_characters
 
         out = []
         for e in list_characters(self.characters_dir):

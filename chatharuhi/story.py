@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .character import Character
+from .character.folder import Character
+from .character.windows import best_lines
 from .config import STORY_CAP_MARGIN
 from .packing import SceneUnit
 from .persona import fill_macros
 from .prompts import PromptSet
 from .tokens import TokenCounter
 from .types import PartTrace
-from .windows import best_lines
 
 
 class StoryUnits:

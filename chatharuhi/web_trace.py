@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .web_state import View
 
 if TYPE_CHECKING:
-    from .character import Character
+    from .character.folder import Character
 
 
 def no_scene_reason(trace: dict) -> str:

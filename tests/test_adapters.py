@@ -12,7 +12,7 @@ import warnings
 import pytest
 from adapter_folders import character_folder as _character  # noqa: E402
 
-from chatharuhi.character import load_character
+from chatharuhi.character.folder import load_character
 from chatharuhi.errors import AdapterError, AdapterMismatch, InvalidCharacter
 
 torch = pytest.importorskip("torch")

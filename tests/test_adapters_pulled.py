@@ -25,7 +25,7 @@ from hub_mirror import HubMirror  # noqa: E402
 from smol_lora import smol_lora  # noqa: E402
 from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
 
-from chatharuhi.character import load_character  # noqa: E402
+from chatharuhi.character.folder import load_character  # noqa: E402
 from chatharuhi.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.errors import (  # noqa: E402
     AdapterMismatch,
@@ -205,7 +205,7 @@ def test_a_named_adapter_that_is_not_pulled_or_unknown_fails_at_load(hub, tmp_pa
                                                r"yet: run `chatharuhi models pull tiny-peft`") as info:
         load_character(folder)
     assert info.value.command == "chatharuhi models pull tiny-peft"
-    from chatharuhi.validate import validate_folder
+    from chatharuhi.character.validate import validate_folder
 
     problems = validate_folder(folder)  # `chatharuhi validate` says the same, on the manifest's line
     assert [(p.severity, p.line) for p in problems] == [("error", 3)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatharuhi.character import load_character, parse_line, parse_scene
+from chatharuhi.character.folder import load_character, parse_line, parse_scene
 from chatharuhi.errors import InvalidCharacter
 
 # Measured on ../shared/fixtures/chatharuhi with this parser: scenes, speech, narration, unformatted lines.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatharuhi.discovery import find_character, find_entry, list_characters
+from chatharuhi.character.discovery import find_character, find_entry, list_characters
 from chatharuhi.errors import CharacterNotFound, InvalidCharacter
 
 
@@ -77,7 +77,7 @@ def test_empty_name():
 
 
 def test_not_found_says_the_given_folder_is_missing(tmp_path):
-    from chatharuhi.discovery import find_entry
+    from chatharuhi.character.discovery import find_entry
     from chatharuhi.errors import CharacterNotFound
 
     missing = tmp_path / "my_characters"

@@ -171,7 +171,7 @@ def test_sentence_transformers_for_real_index_and_chat(tmp_path):
     pytest.importorskip("sentence_transformers")
     from chatharuhi import ChatHaruhi
     from chatharuhi.backends.scripted import ScriptedBackend
-    from chatharuhi.discovery import find_character
+    from chatharuhi.character.discovery import find_character
 
     scenes = find_character("haruhi").scenes
     path = build_tiny_sentence_transformer(tmp_path, [s.text for s in scenes] + ["今天去哪里？"])

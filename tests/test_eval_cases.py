@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chatharuhi.character import Character, load_character, parse_scene
+from chatharuhi.character.folder import Character, load_character, parse_scene
 from chatharuhi.errors import InputError
 from chatharuhi.evaluation.cases import build_cases, require_cases
 from chatharuhi.types import Turn

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from chatharuhi.backends.scripted import ScriptedBackend
-from chatharuhi.character import load_character
+from chatharuhi.character.folder import load_character
 from chatharuhi.embeddings import get_embedder
 from chatharuhi.evaluation import metrics, run_eval
 from chatharuhi.evaluation.judges import Judges, judge_lines

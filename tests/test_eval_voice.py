@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from chatharuhi.character import load_character
+from chatharuhi.character.folder import load_character
 from chatharuhi.evaluation.cases import is_meaningful
 from chatharuhi.evaluation.runner import own_lines
 from chatharuhi.evaluation.voice import VoiceModel, auc, ngrams, separation

@@ -16,13 +16,13 @@ import zipfile
 
 import pytest
 
-from chatharuhi.character import load_character
+from chatharuhi.character.discovery import list_characters
+from chatharuhi.character.folder import load_character
+from chatharuhi.character.validate import validate_path
 from chatharuhi.config import builtin_characters_dir
-from chatharuhi.discovery import list_characters
 from chatharuhi.errors import CharacterImportError, InvalidCharacter
 from chatharuhi.interop import export_character, import_character
 from chatharuhi.memo import BytesMemo
-from chatharuhi.validate import validate_path
 
 SECRET = "root:x:0:0:SECRET-OUTSIDE-LINE"
 

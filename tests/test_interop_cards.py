@@ -341,7 +341,7 @@ def test_charx_main_icon_becomes_the_avatar_and_every_asset_is_kept(tmp_path):
 def test_folder_character_exports_to_charx_with_its_avatar_as_main_icon(tmp_path):
     import shutil
 
-    from chatharuhi.discovery import find_character
+    from chatharuhi.character.discovery import find_character
 
     folder = tmp_path / "kyon"
     shutil.copytree(find_character("haruhi").path, folder)

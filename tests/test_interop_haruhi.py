@@ -168,7 +168,7 @@ def test_cli_import_and_export(fixtures_dir, tmp_path, capsys):
 
 
 def test_cli_import_defaults_to_the_users_characters_folder(tmp_path, capsys):
-    from chatharuhi.discovery import find_character, user_characters_dir
+    from chatharuhi.character.discovery import find_character, user_characters_dir
 
     assert main(["import", str(PACKAGED / "haruhi.zip"), "--name", "haruhi2"]) == 0
     assert (user_characters_dir() / "haruhi2" / "system_prompt.txt").is_file()

@@ -62,7 +62,7 @@ def test_missing_role_and_offline_are_clear(hub, monkeypatch):
 
 
 def test_cli_pull(hub, capsys):
-    from chatharuhi.discovery import find_character
+    from chatharuhi.character.discovery import find_character
 
     assert main(["pull", "nagato"]) == 0
     assert capsys.readouterr().out.strip() == "nagato"

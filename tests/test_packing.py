@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatharuhi.character import load_character
+from chatharuhi.character.folder import load_character
 from chatharuhi.errors import BudgetError
 from chatharuhi.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
 from chatharuhi.tokens import CharCounter, TiktokenCounter

@@ -164,7 +164,7 @@ def test_story_name_from_message_name_header_and_extra_body(url, stub):
 
 
 def test_models_have_real_created_and_responses_echo_the_canonical_id(url):
-    from chatharuhi.discovery import find_character
+    from chatharuhi.character.discovery import find_character
 
     models = sdk(url).models.list().data
     haruhi = next(m for m in models if m.id == "haruhi")

@@ -122,7 +122,7 @@ def test_text_postgres_cannot_hold_is_refused_not_mangled(pg_url):
 def test_scene_vectors_in_postgres_a_new_replica_embeds_nothing(pg_url, tmp_path, monkeypatch):
     import numpy as np
 
-    from chatharuhi.discovery import find_character
+    from chatharuhi.character.discovery import find_character
     from chatharuhi.embeddings import HashEmbedder
     from chatharuhi.index import clear_shared_indexes, index_for
 

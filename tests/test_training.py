@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chatharuhi.character import load_character
+from chatharuhi.character.folder import load_character
 from chatharuhi.cli import main
 from chatharuhi.errors import InputError
 from chatharuhi.training import build_samples, read_samples

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatharuhi.validate import validate_folder, validate_path
+from chatharuhi.character.validate import validate_folder, validate_path
 
 
 def make(tmp_path, files: dict[str, bytes | str]):

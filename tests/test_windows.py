@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chatharuhi.character import load_character
+from chatharuhi.character.folder import load_character
+from chatharuhi.character.windows import best_lines, estimate_tokens, scene_of, scene_windows, windows
 from chatharuhi.index import SceneIndex, index_for
 from chatharuhi.types import Scene, ScoredScene
-from chatharuhi.windows import best_lines, estimate_tokens, scene_of, scene_windows, windows
 
 LINES = [f"春日:「第{i}句，我们今天要去找外星人、未来人和超能力者，一个都不能少！」" for i in range(1, 31)]
 LONG = Scene("long.txt", "\n".join(LINES))

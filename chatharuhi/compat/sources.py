@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..character import Character, load_character, parse_scene, read_text
+from ..character.folder import Character, load_character, parse_scene, read_text
 from ..config import cache_dir
 from ..errors import CharacterImportError, CharacterNotFound, InputError, InvalidCharacter
 from .roles import ROLE_NAMES, builtin_role_spec, close_role_names
@@ -72,7 +72,7 @@ def from_role_name(name: str, characters_dir: Any = None) -> Character:
         except CharacterImportError as exc:
             raise CharacterImportError(f"role_name={name!r} is ChatHaruhi's packaged role {spec}: {exc} "
                                        f"(role={name!r} picks a local character instead)") from None
-    from ..discovery import find_character, scan
+    from ..character.discovery import find_character, scan
 
     try:
         return find_character(name, characters_dir)

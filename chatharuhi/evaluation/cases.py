@@ -13,7 +13,7 @@ import random
 import re
 from dataclasses import asdict, dataclass, field
 
-from ..character import Character
+from ..character.folder import Character
 from ..errors import InputError
 from ..types import Line, Turn
 

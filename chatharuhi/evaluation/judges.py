@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..character import Character
+from ..character.folder import Character
 from . import metrics
 from .cases import is_meaningful
 from .voice import SMOOTHING, VoiceModel, ngrams

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..character import detect_language
+from ..character.folder import detect_language
 from ..config import MAX_SPEAKER_CHARS, cache_dir
 from ..embeddings import Embedder
 from ..lexical import tokenize

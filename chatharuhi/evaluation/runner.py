@@ -29,15 +29,15 @@ import numpy as np
 from ..backends.base import Backend
 from ..backends.registry import resolve_backend
 from ..backends.scripted import ScriptedBackend
-from ..character import Character
+from ..character.discovery import resolve_character
+from ..character.folder import Character
+from ..character.windows import scene_of
 from ..chatbot import ChatHaruhi
 from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K
-from ..discovery import resolve_character
 from ..embeddings import Embedder, get_embedder
 from ..errors import ChatHaruhiError, InputError
 from ..index import SearchResult
 from ..types import ScoredScene
-from ..windows import scene_of
 from . import metrics
 from .cases import EvalCase, build_cases, require_cases
 from .judges import Fitted, Judges, own_lines

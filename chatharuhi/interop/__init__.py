@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CharacterImportError
 
 if TYPE_CHECKING:
-    from ..character import Character
+    from ..character.folder import Character
     from .folder import CharacterDraft
 
 EXPORT_FORMATS = ("v2", "v3", "charx", "jsonl", "zip")
@@ -25,7 +25,7 @@ __all__ = ["EXPORT_FORMATS", "export_character", "import_character", "read_draft
 
 
 def _folder_draft(folder: Path, name: str | None) -> "CharacterDraft":
-    from ..character import inside_folder, load_character
+    from ..character.folder import inside_folder, load_character
     from .folder import CharacterDraft
 
     character = load_character(folder)  # a broken folder fails here, before anything is written
@@ -73,7 +73,7 @@ def read_draft(path: str | os.PathLike, *, name: str | None = None, role: str | 
 def import_character(path: str | os.PathLike, to: str | os.PathLike | None = None, *, name: str | None = None,
                      role: str | None = None, overwrite: bool = False) -> Path:
     """Import ``path`` as a character folder in ``to`` (default: the user's characters folder)."""
-    from ..discovery import user_characters_dir
+    from ..character.discovery import user_characters_dir
     from .folder import write_draft
 
     try:
@@ -86,7 +86,7 @@ def import_character(path: str | os.PathLike, to: str | os.PathLike | None = Non
 def export_character(character: "Character | str | os.PathLike", fmt: str, out: str | os.PathLike, *,
                      png: bool = False, characters_dir: Any = None, embedder: Any = None) -> Path:
     """Write a character (a ``Character``, a name, or a folder) as a card, role JSONL or zip."""
-    from ..character import Character, load_character
+    from ..character.folder import Character, load_character
     from . import card_export, haruhi_formats
     from .haruhi_formats import _atomic_write
 
@@ -94,7 +94,7 @@ def export_character(character: "Character | str | os.PathLike", fmt: str, out: 
         if isinstance(character, os.PathLike) or Path(str(character)).is_dir():
             character = load_character(character)
         else:
-            from ..discovery import find_character
+            from ..character.discovery import find_character
 
             character = find_character(str(character), characters_dir)
     fmt = fmt.lower()

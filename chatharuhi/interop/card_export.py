@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..character import Character, inside_folder, own_file
+from ..character.folder import Character, inside_folder, own_file
 from ..errors import CharacterImportError
 from .card_spec import V2_FIELDS, spec_data
 from .cards import AVATAR_FILE, CARD_FILE, LOREBOOK_FILE, V2, V3, _embedded, normalize_card, parse_card_json

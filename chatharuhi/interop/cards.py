@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..character import detect_language
+from ..character.folder import detect_language
 from ..errors import CharacterImportError
 from ..prompts import load_template
 from .folder import CharacterDraft

@@ -46,7 +46,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """Download and import a packaged role; print its name."""
-    from ..discovery import user_characters_dir
+    from ..character.discovery import user_characters_dir
     from .pull import pull_role
 
     folder = pull_role(args.name, args.to or user_characters_dir(), refresh=args.refresh)

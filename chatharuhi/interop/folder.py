@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..character import Character, Manifest, load_character
+from ..character.folder import Character, Manifest, load_character
 from ..config import MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from ..errors import CharacterError, CharacterImportError
 from .safezip import SafeZip, ZipMember

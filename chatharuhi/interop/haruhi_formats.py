@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..character import Character, inside_folder
+from ..character.folder import Character, inside_folder
 from ..errors import CharacterImportError
 from .folder import CharacterDraft, manifest_dict, safe_name
 from .safezip import SafeZip
@@ -206,7 +206,7 @@ def dialogue_rows_to_draft(rows: list[dict[str, Any]], path: Path, *, name: str 
         scenes.append((f"{len(scenes) + 1:05d}.txt", "\n".join(lines)))
     if not scenes:
         raise CharacterImportError(f"no usable rows for role {role!r}", path)
-    from ..character import detect_language
+    from ..character.folder import detect_language
     from ..prompts import load_template
 
     language = detect_language(" ".join(t for _, t in scenes[:50]))

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..character import Character
-from ..discovery import resolve_character
+from ..character.discovery import resolve_character
+from ..character.folder import Character
 from ..errors import InputError
 from ..evaluation.cases import every_case
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .adapters import AdapterSpec, CharacterAdapter, resolve_adapter
-from .config import DEFAULT_NARRATORS, MANIFEST_FILE, MAX_SPEAKER_CHARS, SYSTEM_PROMPT_FILE, TEXTS_DIR
-from .errors import InvalidCharacter
-from .options import strict
-from .types import Line, Scene
+from ..adapters import AdapterSpec, CharacterAdapter, resolve_adapter
+from ..config import DEFAULT_NARRATORS, MANIFEST_FILE, MAX_SPEAKER_CHARS, SYSTEM_PROMPT_FILE, TEXTS_DIR
+from ..errors import InvalidCharacter
+from ..options import strict
+from ..types import Line, Scene
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .character import inside_folder, load_manifest, parse_scene, read_text, scene_files
-from .config import DEFAULT_STORY_TOKENS, MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR
+from ..config import DEFAULT_STORY_TOKENS, MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR
+from ..errors import InvalidCharacter
+from ..prompts import SUPPORTED_LANGUAGES
+from ..tokens import TiktokenCounter, TokenCounter
 from .discovery import is_character_folder
-from .errors import InvalidCharacter
-from .prompts import SUPPORTED_LANGUAGES
-from .tokens import TiktokenCounter, TokenCounter
+from .folder import inside_folder, load_manifest, parse_scene, read_text, scene_files
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
 
 def _check_adapter(folder: Path, manifest, add) -> None:
     """The [adapter] table as loading the character would resolve it: files present, a named adapter pulled."""
-    from .adapters import resolve_adapter
+    from ..adapters import resolve_adapter
 
     try:
         _, missing = resolve_adapter(manifest.name or folder.name, manifest.adapter, folder)

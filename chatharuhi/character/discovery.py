@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .character import Character, Manifest, load_character, load_manifest
-from .config import ENV_CHARACTERS, MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR, builtin_characters_dir, home_dir
-from .errors import CharacterError, CharacterNotFound, InvalidCharacter
-from .options import strict
+from ..config import ENV_CHARACTERS, MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR, builtin_characters_dir, home_dir
+from ..errors import CharacterError, CharacterNotFound, InvalidCharacter
+from ..options import strict
+from .folder import Character, Manifest, load_character, load_manifest
 
 PathLike = str | os.PathLike
 

@@ -117,7 +117,7 @@ def run_turns(bot, queries, bare_embedder=None):
 
 def construct(make, repeats):
     """Seconds of each of ``repeats`` constructions, each after forgetting the process's shared indexes."""
-    from chatharuhi.index import clear_shared_indexes
+    from chatharuhi.retrieval.index import clear_shared_indexes
 
     times, bot = [], None
     for _ in range(repeats):
@@ -132,7 +132,7 @@ def measure_character(folder: Path, n_queries: int):
     """Child process: cold build, warm construction, turns and peak RSS for one character folder."""
     from chatharuhi import ChatHaruhi
     from chatharuhi.backends.scripted import ScriptedBackend
-    from chatharuhi.embeddings import get_embedder
+    from chatharuhi.retrieval.embeddings import get_embedder
     from chatharuhi.tokens import TiktokenCounter
 
     t = time.perf_counter()

@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from chatharuhi.character.discovery import resolve_character  # noqa: E402
-from chatharuhi.embeddings import get_embedder  # noqa: E402
 from chatharuhi.evaluation import metrics  # noqa: E402
 from chatharuhi.evaluation.judges import Judges  # noqa: E402
 from chatharuhi.evaluation.runner import MAX_CENTROID_LINES  # noqa: E402
+from chatharuhi.retrieval.embeddings import get_embedder  # noqa: E402
 
 
 def _scores(fitted, name: str, text: str, vec) -> tuple[float | None, float | None]:

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="summary JSON (records go beside it)")
     args = p.parse_args(argv)
-    from chatharuhi.embeddings import get_embedder
+    from chatharuhi.retrieval.embeddings import get_embedder
 
     start = time.perf_counter()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = p.parse_args(argv)
-    from chatharuhi.embeddings import get_embedder
+    from chatharuhi.retrieval.embeddings import get_embedder
 
     start = time.perf_counter()
     characters = {}

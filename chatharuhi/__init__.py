@@ -32,7 +32,7 @@ _EXPORTS = {
     "CharacterNotFound": ".errors",
     "ChatHaruhi": ".chatbot",
     "ChatHaruhiError": ".errors",
-    "Embedder": ".embeddings",
+    "Embedder": ".retrieval.embeddings",
     "EmbedderError": ".errors",
     "InputError": ".errors",
     "InvalidCharacter": ".errors",
@@ -63,7 +63,7 @@ _EXPORTS = {
     "available_backends": ".backends.registry",
     "find_character": ".character.discovery",
     "get_backend": ".backends.registry",
-    "get_embedder": ".embeddings",
+    "get_embedder": ".retrieval.embeddings",
     "list_characters": ".character.discovery",
     "load_character": ".character",
     "pack": ".packing",
@@ -148,7 +148,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .character.discovery import find_character, list_characters
     from .character.folder import Character, Manifest, load_character
     from .chatbot import ChatHaruhi
-    from .embeddings import Embedder, get_embedder
     from .errors import (
         AdapterError,
         AdapterMismatch,
@@ -182,6 +181,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .packing import Budget, pack
     from .persona import Persona
     from .reply import Plan, Reply
+    from .retrieval.embeddings import Embedder, get_embedder
     from .sessions import Session, SessionStore
     from .types import (
         Line,

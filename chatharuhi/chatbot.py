@@ -33,7 +33,6 @@ from .config import (
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
 )
-from .embeddings import Embedder, get_embedder
 from .errors import AdapterError, InputError, SessionError, UnknownOption
 from .models.selection import language_warning
 from .options import parameter_names
@@ -42,6 +41,7 @@ from .persona import Persona
 from .postprocess import PassThrough, ReplyFilter
 from .prompts import PromptSet
 from .reply import Plan, Reply
+from .retrieval.embeddings import Embedder, get_embedder
 from .sessions import open_session
 from .story import StoryUnits
 from .types import PartTrace, Trace, Turn

@@ -221,8 +221,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     """Build the character's scene index, embedding only what is not cached yet."""
     from .character.discovery import find_character
-    from .embeddings import get_embedder
-    from .index import index_for
+    from .retrieval.embeddings import get_embedder
+    from .retrieval.index import index_for
 
     character = find_character(args.name, args.characters_dir)
     embedder = get_embedder(args.embedder)

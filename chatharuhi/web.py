@@ -74,7 +74,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
     def __init__(self, backend: Any = None, characters_dir: Any = None, sessions: "SessionStore | None" = None,
                  embedder: Any = None, owners: Owners | None = None, **llm_options: Any):
         from .backends.registry import resolve_backend
-        from .embeddings import get_embedder
+        from .retrieval.embeddings import get_embedder
 
         if sessions is None:
             from .sessions import SessionStore
@@ -102,7 +102,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
     def warm(self) -> None:
         """Load the embedder and every character's scene index now (run in a thread at start-up), so the
         first visitor does not wait for them. Local work only: indexes are cached on disk."""
-        from .index import index_for
+        from .retrieval.index import index_for
 
         for name in list(self.shelf.entries):
             try:

@@ -345,7 +345,7 @@ def test_verbose_reports_loading_and_each_turn(mirror, capsys):
 
 
 def test_db_type_chroma_keeps_the_scenes_in_chroma(mirror):
-    from chatharuhi.chroma_index import ChromaIndex
+    from chatharuhi.retrieval.chroma import ChromaIndex
 
     bot = ChatHaruhi(role_name="haruhi", llm="debug", db_type="chroma")
     assert isinstance(bot.index, ChromaIndex) and len(bot.index.scenes) == 172

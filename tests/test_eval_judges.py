@@ -10,10 +10,10 @@ import numpy as np
 
 from chatharuhi.backends.scripted import ScriptedBackend
 from chatharuhi.character.folder import load_character
-from chatharuhi.embeddings import get_embedder
 from chatharuhi.evaluation import metrics, run_eval
 from chatharuhi.evaluation.judges import Judges, judge_lines
 from chatharuhi.evaluation.voice import ngrams
+from chatharuhi.retrieval.embeddings import get_embedder
 
 SCENES = 16
 

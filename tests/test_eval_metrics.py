@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chatharuhi.embeddings import HashEmbedder
 from chatharuhi.evaluation import metrics
 from chatharuhi.evaluation.cases import is_meaningful, text_units
 from chatharuhi.evaluation.report import config_scores, markdown, summarize
+from chatharuhi.retrieval.embeddings import HashEmbedder
 
 
 @pytest.mark.parametrize("text, language", [("今天天气很好，我们去找外星人吧！", "zh"),

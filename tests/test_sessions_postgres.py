@@ -123,8 +123,8 @@ def test_scene_vectors_in_postgres_a_new_replica_embeds_nothing(pg_url, tmp_path
     import numpy as np
 
     from chatharuhi.character.discovery import find_character
-    from chatharuhi.embeddings import HashEmbedder
-    from chatharuhi.index import clear_shared_indexes, index_for
+    from chatharuhi.retrieval.embeddings import HashEmbedder
+    from chatharuhi.retrieval.index import clear_shared_indexes, index_for
 
     class Counting(HashEmbedder):
         embedded = 0

@@ -463,7 +463,7 @@ def test_login_check_accepts_only_the_password():
 
 
 def test_warm_builds_every_index_before_the_first_visitor(demo):
-    from chatharuhi.index import index_for
+    from chatharuhi.retrieval.index import index_for
 
     demo.warm()
     tab, token = opened(demo)

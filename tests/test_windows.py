@@ -6,7 +6,7 @@ import pytest
 
 from chatharuhi.character.folder import load_character
 from chatharuhi.character.windows import best_lines, estimate_tokens, scene_of, scene_windows, windows
-from chatharuhi.index import SceneIndex, index_for
+from chatharuhi.retrieval.index import SceneIndex, index_for
 from chatharuhi.types import Scene, ScoredScene
 
 LINES = [f"春日:「第{i}句，我们今天要去找外星人、未来人和超能力者，一个都不能少！」" for i in range(1, 31)]
@@ -46,7 +46,7 @@ def test_a_line_longer_than_the_limit_is_a_window_of_its_own():
 
 
 def test_index_search_excludes_a_scene_with_all_its_windows(tmp_path):
-    from chatharuhi.embeddings import get_embedder
+    from chatharuhi.retrieval.embeddings import get_embedder
 
     scenes = windows([LONG, Scene("b.txt", "阿虚:「外星人？」")], max_tokens=200)
     index = SceneIndex.build(scenes, get_embedder("hash"), tmp_path / "v.npz")
@@ -62,7 +62,7 @@ def test_characters_are_indexed_as_windows_and_window_ids_resolve(tmp_path, monk
     (folder / "system_prompt.txt").write_text("你是春日。", encoding="utf-8")
     (folder / "texts" / "long.txt").write_text("\n".join(LINES * 3), encoding="utf-8")
     character = load_character(folder)
-    from chatharuhi.embeddings import get_embedder
+    from chatharuhi.retrieval.embeddings import get_embedder
 
     index = index_for(character, get_embedder("hash"))
     assert len(index.scenes) > 1 and all(s.source == "long.txt" for s in index.scenes)

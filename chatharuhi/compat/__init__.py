@@ -107,8 +107,8 @@ def resolve_legacy(*, role: Any, character: Any, characters_dir: Any, llm: Any, 
 
 def seed_story_vectors(legacy: Legacy, embedder: Any) -> None:
     """Put a story_db's stored vectors into the embedding cache when they were made by ``embedder``."""
-    from ..embeddings import normalize
-    from ..index import _save_cache, default_cache_file
+    from ..retrieval.embeddings import normalize
+    from ..retrieval.index import _save_cache, default_cache_file
 
     if legacy.vectors is None or legacy.character is None:
         return
@@ -124,7 +124,7 @@ def seed_story_vectors(legacy: Legacy, embedder: Any) -> None:
 
 def build_index(legacy: Legacy, character: Any, embedder: Any, vector_cache: Any = None) -> Any:
     """The scene index: ours (``naive``), or a persistent Chroma collection (``db_type='chroma'``)."""
-    from ..index import _safe, index_for
+    from ..retrieval.index import _safe, index_for
 
     if legacy.db != "chroma":
         return index_for(character, embedder, cache=vector_cache, whole_scenes=True)  # ChatHaruhi's own passages
@@ -132,8 +132,8 @@ def build_index(legacy: Legacy, character: Any, embedder: Any, vector_cache: Any
         raise InputError("db_type='chroma' keeps the vectors in Chroma: leave out vector_cache=")
     import hashlib
 
-    from ..chroma_index import ChromaIndex
     from ..config import cache_dir
+    from ..retrieval.chroma import ChromaIndex
 
     key = os.path.abspath(os.fspath(character.path or character.name))
     folder = cache_dir("compat", "chroma", hashlib.sha256(key.encode("utf-8")).hexdigest()[:16])

@@ -11,8 +11,8 @@ The embedder ids match the vector columns of ChatHaruhi's packaged roles (``luot
 
 from __future__ import annotations
 
-from ..embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from ..errors import EmbedderError, UnknownOption
+from ..retrieval.embeddings import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 
 LUOTUO_OPENAI_MODEL = "text-embedding-ada-002"
 BGE_MODELS = {"bge_zh": "BAAI/bge-small-zh-v1.5", "bge_en": "BAAI/bge-small-en-v1.5"}

@@ -35,8 +35,8 @@ import numpy as np
 
 from ..character.folder import detect_language
 from ..config import MAX_SPEAKER_CHARS, cache_dir
-from ..embeddings import Embedder
-from ..lexical import tokenize
+from ..retrieval.embeddings import Embedder
+from ..retrieval.lexical import tokenize
 from .cases import text_units
 
 KEY_TERMS = 3  # key terms per answer

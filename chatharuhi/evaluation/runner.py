@@ -34,9 +34,9 @@ from ..character.folder import Character
 from ..character.windows import scene_of
 from ..chatbot import ChatHaruhi
 from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K
-from ..embeddings import Embedder, get_embedder
 from ..errors import ChatHaruhiError, InputError
-from ..index import SearchResult
+from ..retrieval.embeddings import Embedder, get_embedder
+from ..retrieval.index import SearchResult
 from ..types import ScoredScene
 from . import metrics
 from .cases import EvalCase, build_cases, require_cases

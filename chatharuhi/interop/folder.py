@@ -174,8 +174,8 @@ def _store_vectors(draft: CharacterDraft, dest: Path, character: Character) -> N
     """Seed the embedding cache with vectors that came with the file (keyed by content, per embedder)."""
     if not draft.vectors:
         return
-    from ..embeddings import normalize
-    from ..index import _save_cache, default_cache_file
+    from ..retrieval.embeddings import normalize
+    from ..retrieval.index import _save_cache, default_cache_file
 
     by_text = {}
     for i, (_, text) in enumerate(draft.scenes):

@@ -217,8 +217,8 @@ def dialogue_rows_to_draft(rows: list[dict[str, Any]], path: Path, *, name: str 
 
 def write_role_jsonl(character: Character, out: str | os.PathLike, embedder: Any = None) -> Path:
     """Write a character as a packaged role JSONL, with our embedder's vectors under its id."""
-    from ..embeddings import get_embedder
-    from ..index import index_for
+    from ..retrieval.embeddings import get_embedder
+    from ..retrieval.index import index_for
 
     embedder = get_embedder(embedder)
     index = index_for(character, embedder, whole_scenes=True)  # the scenes as they are, not their windows

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import SessionError
 
 if TYPE_CHECKING:
-    from ..embeddings import Embedder
+    from ..retrieval.embeddings import Embedder
     from .pg_schema import Database
 
 

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .character.windows import windows
-from .config import (
+from ..character.windows import windows
+from ..config import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_EMBED_BATCH,
@@ -33,11 +33,11 @@ from .config import (
     QUERY_EMBED_MAX_CHARS,
     cache_dir,
 )
+from ..errors import EmbedderError
+from ..types import Scene, ScoredScene
 from .embeddings import Embedder
-from .errors import EmbedderError
 from .lexical import BM25
 from .partition import PARTITION_MIN_SCENES, Partition
-from .types import Scene, ScoredScene
 
 PROGRESS_MIN_TEXTS = 64  # below this a progress bar is noise
 CANDIDATE_FACTOR = 2  # candidates ranked per wanted scene before near-duplicates are dropped (widened if needed)

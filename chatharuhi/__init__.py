@@ -24,7 +24,7 @@ _EXPORTS = {
     "BackendResponseError": ".errors",
     "BackendTimeout": ".errors",
     "BackendUnavailable": ".errors",
-    "Budget": ".packing",
+    "Budget": ".prompting.packing",
     "BudgetError": ".errors",
     "Character": ".character",
     "CharacterError": ".errors",
@@ -37,13 +37,13 @@ _EXPORTS = {
     "InputError": ".errors",
     "InvalidCharacter": ".errors",
     "Line": ".types",
-    "Lorebook": ".lorebook",
+    "Lorebook": ".prompting.lorebook",
     "Manifest": ".character",
     "Message": ".types",
     "MissingAPIKey": ".errors",
     "ModelDownloadError": ".errors",
     "ModelError": ".errors",
-    "Persona": ".persona",
+    "Persona": ".prompting.persona",
     "Plan": ".reply",
     "Reply": ".reply",
     "Scene": ".types",
@@ -66,7 +66,7 @@ _EXPORTS = {
     "get_embedder": ".retrieval.embeddings",
     "list_characters": ".character.discovery",
     "load_character": ".character",
-    "pack": ".packing",
+    "pack": ".prompting.packing",
     "pull_model": ".models",
     "register_backend": ".backends.registry",
 }
@@ -176,10 +176,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs
         UnknownModel,
         UnknownOption,
     )
-    from .lorebook import Lorebook
     from .models import pull_model
-    from .packing import Budget, pack
-    from .persona import Persona
+    from .prompting.lorebook import Lorebook
+    from .prompting.packing import Budget, pack
+    from .prompting.persona import Persona
     from .reply import Plan, Reply
     from .retrieval.embeddings import Embedder, get_embedder
     from .sessions import Session, SessionStore

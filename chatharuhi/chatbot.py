@@ -36,14 +36,14 @@ from .config import (
 from .errors import AdapterError, InputError, SessionError, UnknownOption
 from .models.selection import language_warning
 from .options import parameter_names
-from .packing import Budget, HistoryTurn
-from .persona import Persona
-from .postprocess import PassThrough, ReplyFilter
-from .prompts import PromptSet
+from .prompting.packing import Budget, HistoryTurn
+from .prompting.persona import Persona
+from .prompting.postprocess import PassThrough, ReplyFilter
+from .prompting.story import StoryUnits
+from .prompting.templates import PromptSet
 from .reply import Plan, Reply
 from .retrieval.embeddings import Embedder, get_embedder
 from .sessions import open_session
-from .story import StoryUnits
 from .types import PartTrace, Trace, Turn
 
 if TYPE_CHECKING:

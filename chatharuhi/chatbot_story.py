@@ -7,8 +7,8 @@ from typing import Any, Sequence
 
 from .config import STORY_FRESH_SHARE, STORY_REUSE_MIN_TOKENS
 from .errors import InputError
-from .packing import HistoryTurn, Packed, SceneUnit, pack
-from .reuse import StoryMemory, relevant
+from .prompting.packing import HistoryTurn, Packed, SceneUnit, pack
+from .prompting.reuse import StoryMemory, relevant
 from .types import PartTrace
 
 

@@ -120,7 +120,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
     def bot(self, session_id: Any, settings: Settings | None = None) -> "ChatHaruhi":
         """The chatbot of a stored session, with its history read from the store (the truth, shared by tabs)."""
         from .chatbot import ChatHaruhi
-        from .persona import Persona
+        from .prompting.persona import Persona
 
         settings = settings or self._settings.get(session_id) or Settings()
         key = (session_id, settings.bot_key())

@@ -21,7 +21,7 @@ _ISOLATED_PREFIXES = ("CHATHARUHI_", "OPENAI_")
 @pytest.fixture(scope="session")
 def tiktoken_cache(tmp_path_factory) -> Path:
     """One seeded tiktoken cache for the whole run (seeding is tested on its own)."""
-    from chatharuhi.tokens import ensure_tiktoken_cache
+    from chatharuhi.prompting.tokens import ensure_tiktoken_cache
 
     path = tmp_path_factory.mktemp("tiktoken")
     old = os.environ.get("TIKTOKEN_CACHE_DIR")

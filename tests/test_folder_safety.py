@@ -22,7 +22,7 @@ from chatharuhi.character.validate import validate_path
 from chatharuhi.config import builtin_characters_dir
 from chatharuhi.errors import CharacterImportError, InvalidCharacter
 from chatharuhi.interop import export_character, import_character
-from chatharuhi.memo import BytesMemo
+from chatharuhi.prompting.memo import BytesMemo
 
 SECRET = "root:x:0:0:SECRET-OUTSIDE-LINE"
 
@@ -169,8 +169,8 @@ def test_bytes_memo_is_bounded_by_bytes_not_entries():
 
 
 def test_token_counter_memo_stays_bounded_with_large_unique_texts():
-    from chatharuhi.memo import MEMO_MAX_BYTES
-    from chatharuhi.tokens import TiktokenCounter
+    from chatharuhi.prompting.memo import MEMO_MAX_BYTES
+    from chatharuhi.prompting.tokens import TiktokenCounter
 
     counter = TiktokenCounter()
     base = "春日:「外星人在哪里」" * 5_000  # ~55 KB

@@ -245,7 +245,7 @@ def test_charx_with_dotdot_entry_is_refused(tmp_path):
 
 
 def test_card_character_chats_with_persona_macros_and_post_history(tmp_path):
-    from chatharuhi.persona import Persona
+    from chatharuhi.prompting.persona import Persona
 
     src = tmp_path / "mina.json"
     src.write_text(json.dumps(v2_card()), encoding="utf-8")

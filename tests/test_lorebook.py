@@ -8,9 +8,9 @@ import pytest
 
 from chatharuhi import ChatHaruhi
 from chatharuhi.backends.scripted import ScriptedBackend
-from chatharuhi.lorebook import Lorebook, LoreEntry
-from chatharuhi.packing import Budget, LoreUnit, pack
-from chatharuhi.tokens import TokenCounter
+from chatharuhi.prompting.lorebook import Lorebook, LoreEntry
+from chatharuhi.prompting.packing import Budget, LoreUnit, pack
+from chatharuhi.prompting.tokens import TokenCounter
 
 
 def entry(**kw):
@@ -118,7 +118,7 @@ def test_chatbot_global_lorebook_fires_and_is_traced(tmp_path):
 def test_card_token_budget_is_honoured_and_filled_as_sillytavern_does(tmp_path):
     """A book's token_budget is its share (not capped at the default 500), and a low-order constant entry
     gives way to a high-order keyed one (SillyTavern fills by insertion order, not constants first)."""
-    from chatharuhi.tokens import CharCounter
+    from chatharuhi.prompting.tokens import CharCounter
 
     big = {"keys": ["外星人"], "content": "甲" * 1650, "enabled": True, "insertion_order": 50}
     keyed = {"keys": ["外星人"], "content": "乙" * 200, "enabled": True, "insertion_order": 300}
@@ -139,7 +139,7 @@ def test_card_token_budget_is_honoured_and_filled_as_sillytavern_does(tmp_path):
 def test_lore_entry_starting_with_a_slash_is_counted_exactly_under_o200k():
     """The reported case: gpt-4o-mini (o200k), an entry starting "/start" after a line ending in '：'.
     The trace said 1858 where tiktoken counts 1860; now the trace is the exact count."""
-    from chatharuhi.tokens import TiktokenCounter
+    from chatharuhi.prompting.tokens import TiktokenCounter
 
     counter = TiktokenCounter(model="gpt-4o-mini")
     book = Lorebook([LoreEntry("1", "/start 是SOS团的暗号。", keys=["SOS"]),

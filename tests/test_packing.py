@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from chatharuhi.character.folder import load_character
 from chatharuhi.errors import BudgetError
-from chatharuhi.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
-from chatharuhi.tokens import CharCounter, TiktokenCounter
+from chatharuhi.prompting.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
+from chatharuhi.prompting.tokens import CharCounter, TiktokenCounter
 
 HEADER = "以下是经典桥段："
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chatharuhi.errors import InputError
-from chatharuhi.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
-from chatharuhi.tokens import CharCounter, TiktokenCounter
+from chatharuhi.prompting.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
+from chatharuhi.prompting.tokens import CharCounter, TiktokenCounter
 
 SYSTEM = "你是凉宫春日。"
 HEADER = "以下是春日的经典桥段："

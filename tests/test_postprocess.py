@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatharuhi.postprocess import ReplyFilter, clean_reply
+from chatharuhi.prompting.postprocess import ReplyFilter, clean_reply
 
 OWN, OTHERS, SKIP = ["春日", "凉宫春日", "Holmes"], ["阿虚", "Watson"], ["旁白"]
 

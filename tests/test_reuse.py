@@ -10,9 +10,9 @@ import pytest
 from chatharuhi import ChatHaruhi
 from chatharuhi.backends.scripted import ScriptedBackend
 from chatharuhi.errors import InputError
-from chatharuhi.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
-from chatharuhi.reuse import StoryMemory, relevant
-from chatharuhi.tokens import CharCounter
+from chatharuhi.prompting.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
+from chatharuhi.prompting.reuse import StoryMemory, relevant
+from chatharuhi.prompting.tokens import CharCounter
 from chatharuhi.types import Turn
 
 COUNTER = CharCounter()

@@ -379,7 +379,7 @@ def test_a_served_local_model_keeps_the_story_across_requests_of_one_conversatio
     """The server gets the whole conversation on every request; story reuse is keyed by it, so the second
     request of a conversation finds the first's story (and keeps it for the model's KV cache)."""
     from chatharuhi.backends.scripted import ScriptedBackend
-    from chatharuhi.reuse import StoryMemory
+    from chatharuhi.prompting.reuse import StoryMemory
 
     recalled = []
     recall = StoryMemory.recall

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from chatharuhi.tokens import CharCounter, TiktokenCounter, encoding_for_model
+from chatharuhi.prompting.tokens import CharCounter, TiktokenCounter, encoding_for_model
 from chatharuhi.types import Message
 
 
@@ -16,7 +16,7 @@ def test_seeds_an_empty_cache_offline(tmp_path):
         "import socket\n"
         "def deny(*a, **k): raise OSError('network disabled in this test')\n"
         "socket.socket.connect = deny\n"
-        "from chatharuhi.tokens import TiktokenCounter\n"
+        "from chatharuhi.prompting.tokens import TiktokenCounter\n"
         "print(TiktokenCounter(encoding='cl100k_base').count('hello world'),"
         " TiktokenCounter(encoding='o200k_base').count('我们去找外星人吧'))\n"
     )

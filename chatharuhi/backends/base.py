@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 
 from ..config import DEFAULT_CONTEXT_WINDOW
 from ..options import check_options, parameter_names
-from ..tokens import TiktokenCounter, TokenCounter
+from ..prompting.tokens import TiktokenCounter, TokenCounter
 from ..types import Message
 
 _DONE = object()

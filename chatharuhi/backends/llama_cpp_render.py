@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import BackendError
-from ..memo import BytesMemo
+from ..prompting.memo import BytesMemo
 from ..types import Message
 
 if TYPE_CHECKING:

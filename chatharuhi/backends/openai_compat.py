@@ -36,7 +36,7 @@ from ..config import (
     openai_base_url_from_env,
 )
 from ..errors import BackendConnectionError, BackendError, BackendResponseError, BackendTimeout, MissingAPIKey
-from ..tokens import TiktokenCounter, TokenCounter
+from ..prompting.tokens import TiktokenCounter, TokenCounter
 from ..types import Message
 from .base import Backend, StreamInfo
 

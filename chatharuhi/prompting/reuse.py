@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
-from .config import STORY_MEMORY
+from ..config import STORY_MEMORY
 from .packing import HistoryTurn, Packed, SceneUnit
 from .tokens import TokenCounter
 

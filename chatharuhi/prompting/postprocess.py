@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .config import MAX_SPEAKER_CHARS
+from ..config import MAX_SPEAKER_CHARS
 
 MAX_TAG_CHARS = 20  # a streamed line with no colon after this many characters cannot start with a speaker tag
 _NOT_IN_NAME = re.compile(r"[，。！？!?…,.；;、\n]")  # punctuation before any colon: the line is not a tag

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from .config import prompts_dir
-from .errors import TemplateError
+from ..config import prompts_dir
+from ..errors import TemplateError
 
 SUPPORTED_LANGUAGES = ("zh", "en")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import InvalidCharacter
-from .options import strict
+from ..errors import InvalidCharacter
+from ..options import strict
 
 DEFAULT_SCAN_DEPTH = 2  # messages scanned, newest first: the user's message and the reply before it
 MAX_RECURSION = 3  # passes over fired entries' content when recursion is on

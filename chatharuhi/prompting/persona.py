@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .options import strict
+from ..options import strict
 
 _USER = re.compile(r"\{\{user\}\}|<USER>", re.IGNORECASE)
 _CHAR = re.compile(r"\{\{char\}\}|<BOT>", re.IGNORECASE)
@@ -22,7 +22,7 @@ class Persona:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            from .errors import InputError
+            from ..errors import InputError
 
             raise InputError("a persona needs a name: Persona(name='Kyon', description='...')")
 

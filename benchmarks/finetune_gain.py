@@ -38,13 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from chatharuhi.character.discovery import resolve_character  # noqa: E402
-from chatharuhi.chatbot import ChatHaruhi  # noqa: E402
+from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
+from chatharuhi.chat.reply import Reply  # noqa: E402
 from chatharuhi.evaluation import metrics  # noqa: E402
 from chatharuhi.evaluation.cases import every_case  # noqa: E402
 from chatharuhi.evaluation.judges import judge_lines  # noqa: E402
 from chatharuhi.evaluation.runner import case_excludes  # noqa: E402
 from chatharuhi.evaluation.voice import VoiceModel  # noqa: E402
-from chatharuhi.reply import Reply  # noqa: E402
 from chatharuhi.training.dataset import read_samples, split_paths  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "chatharuhi"

@@ -30,7 +30,7 @@ _EXPORTS = {
     "CharacterError": ".errors",
     "CharacterImportError": ".errors",
     "CharacterNotFound": ".errors",
-    "ChatHaruhi": ".chatbot",
+    "ChatHaruhi": ".chat.chatbot",
     "ChatHaruhiError": ".errors",
     "Embedder": ".retrieval.embeddings",
     "EmbedderError": ".errors",
@@ -44,8 +44,8 @@ _EXPORTS = {
     "ModelDownloadError": ".errors",
     "ModelError": ".errors",
     "Persona": ".prompting.persona",
-    "Plan": ".reply",
-    "Reply": ".reply",
+    "Plan": ".chat.reply",
+    "Reply": ".chat.reply",
     "Scene": ".types",
     "ScoredScene": ".types",
     "Session": ".sessions",
@@ -147,7 +147,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .backends.registry import available_backends, get_backend, register_backend
     from .character.discovery import find_character, list_characters
     from .character.folder import Character, Manifest, load_character
-    from .chatbot import ChatHaruhi
+    from .chat.chatbot import ChatHaruhi
+    from .chat.reply import Plan, Reply
     from .errors import (
         AdapterError,
         AdapterMismatch,
@@ -180,7 +181,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .prompting.lorebook import Lorebook
     from .prompting.packing import Budget, pack
     from .prompting.persona import Persona
-    from .reply import Plan, Reply
     from .retrieval.embeddings import Embedder, get_embedder
     from .sessions import Session, SessionStore
     from .types import (

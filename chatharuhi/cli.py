@@ -107,7 +107,7 @@ def _add_demo_parser(sub) -> None:
 
 
 def _bot(args: argparse.Namespace):
-    from .chatbot import ChatHaruhi
+    from .chat.chatbot import ChatHaruhi
 
     given = {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}
     llm_options = {k: v for k, v in given.items() if v}

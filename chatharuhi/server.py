@@ -5,7 +5,7 @@ runs the whole pipeline (retrieval over the last user message, packing under the
 budget, post-processing) and forwards to the configured backend, streamed (SSE) or not. Any OpenAI
 client works unchanged. How the incoming ``messages`` are read:
 
-- the conversation is read by ``chatharuhi.conversation.read_conversation`` (the LangChain model uses
+- the conversation is read by ``chatharuhi.chat.conversation.read_conversation`` (the LangChain model uses
   the same function): the last message is the query; earlier user/assistant messages are the history
   (consecutive user messages are joined, a leading assistant greeting is kept); ``system``/``developer``
   messages are left out, the character's own system prompt is used;
@@ -47,7 +47,7 @@ from typing import Any, Iterable
 
 from . import server_guard as guard
 from .backends.base import Backend
-from .conversation import read_conversation
+from .chat.conversation import read_conversation
 from .errors import BackendUnavailable, ChatHaruhiError, InputError
 from .server_api import ChatRequest, SessionRequest, check_name, parse_request, sse
 from .server_asgi import _BearerAuth, _disconnect_aware, _RequestId

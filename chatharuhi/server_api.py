@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from .conversation import Incoming
+from .chat.conversation import Incoming
 from .server_errors import APIError, _validation_error
 
 MAX_BODY_BYTES = 1_000_000  # a request body larger than this is refused (413) before it is parsed

@@ -94,7 +94,7 @@ class BotPool:
         if folder is not None:
             return self._bots[folder]
         from .character.discovery import find_entry
-        from .chatbot import ChatHaruhi
+        from .chat.chatbot import ChatHaruhi
 
         if model_name_problem(model):
             raise APIError(404, f"Unknown character {model[:100]!r}: {model_name_problem(model)}", param="model",

@@ -48,8 +48,8 @@ from .web_trace import no_scene_reason, trace_view
 if TYPE_CHECKING:
     import gradio
 
-    from .chatbot import ChatHaruhi
-    from .reply import Reply
+    from .chat.chatbot import ChatHaruhi
+    from .chat.reply import Reply
     from .sessions import SessionStore
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Tab", "WebDemo", "build_app", "check_exposure", "launch"]
@@ -119,7 +119,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
     # -- chatbots --------------------------------------------------------------------------------
     def bot(self, session_id: Any, settings: Settings | None = None) -> "ChatHaruhi":
         """The chatbot of a stored session, with its history read from the store (the truth, shared by tabs)."""
-        from .chatbot import ChatHaruhi
+        from .chat.chatbot import ChatHaruhi
         from .prompting.persona import Persona
 
         settings = settings or self._settings.get(session_id) or Settings()

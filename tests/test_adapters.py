@@ -22,7 +22,7 @@ peft = pytest.importorskip("peft")
 from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
 
 from chatharuhi.backends.transformers_backend import TransformersBackend  # noqa: E402
-from chatharuhi.chatbot import ChatHaruhi  # noqa: E402
+from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_openai_backend_asks_for_the_served_adapter(tmp_path):
 
 
 def test_a_gguf_adapter_rides_along_when_llama_cpp_is_built_for_the_character(tmp_path):
-    from chatharuhi.chatbot import gguf_adapter_options
+    from chatharuhi.chat.chatbot import gguf_adapter_options
 
     folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\ngguf = "watson.gguf"\n')
     (folder / "watson.gguf").write_bytes(b"GGUF")

@@ -26,7 +26,7 @@ from smol_lora import smol_lora  # noqa: E402
 from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
 
 from chatharuhi.character.folder import load_character  # noqa: E402
-from chatharuhi.chatbot import ChatHaruhi  # noqa: E402
+from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.errors import (  # noqa: E402
     AdapterMismatch,
     AdapterNotPulled,
@@ -176,7 +176,7 @@ def test_a_pulled_gguf_adapter_loads_its_pulled_base_on_llama_cpp(hub, files, tm
                                          r"`chatharuhi models pull smol`"):
         ChatHaruhi("haruhi", llm="llama_cpp", **kw)  # at load, not at the first reply
     pull_model("smol", progress=False, log=None)
-    from chatharuhi.chatbot import gguf_adapter_options
+    from chatharuhi.chat.chatbot import gguf_adapter_options
 
     adapter = load_character(tmp_path / "haruhi").adapter
     lora = str(model_dir("smol-lora") / "smol-lora.gguf")
@@ -267,7 +267,7 @@ def test_the_readme_snippets_for_a_pulled_adapter_are_valid(tmp_path):
 
 
 def test_llama_cpp_with_no_model_loads_the_characters_base_ahead_of_chatharuhi_model(tmp_path, monkeypatch):
-    from chatharuhi.chatbot import gguf_adapter_options
+    from chatharuhi.chat.chatbot import gguf_adapter_options
 
     monkeypatch.setenv("CHATHARUHI_MODEL", "qwen2.5-3b")  # the default for characters without an adapter
     folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\ngguf = "watson.gguf"\n')

@@ -55,7 +55,7 @@ def test_message_handling_is_the_servers():
     """One reader for both surfaces: the same conversation gives the same turns, query and name."""
     from langchain_core.messages import SystemMessage
 
-    from chatharuhi.conversation import read_conversation
+    from chatharuhi.chat.conversation import read_conversation
     from chatharuhi.integrations.langchain import split_messages
     from chatharuhi.server_api import ChatRequest
 

@@ -18,7 +18,7 @@ uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx2")
 
 from chatharuhi.backends.openai_compat import OpenAIBackend  # noqa: E402
-from chatharuhi.conversation import Incoming, read_conversation, unwrap  # noqa: E402
+from chatharuhi.chat.conversation import Incoming, read_conversation, unwrap  # noqa: E402
 from chatharuhi.errors import InputError  # noqa: E402
 from chatharuhi.server import create_app  # noqa: E402
 from chatharuhi.server_api import MAX_BODY_BYTES, MAX_MESSAGES  # noqa: E402

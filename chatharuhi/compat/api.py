@@ -25,7 +25,7 @@ from ..errors import InputError, SessionError
 from ..types import Message, Turn
 
 if TYPE_CHECKING:
-    from ..reply import Plan
+    from ..chat.reply import Plan
 
 REPLY_FORMATS = ("plain", "chatharuhi")
 # ChatHaruhi attributes that have no assignable equivalent here: assigning one is an error, not a no-op.

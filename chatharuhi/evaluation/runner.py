@@ -32,7 +32,7 @@ from ..backends.scripted import ScriptedBackend
 from ..character.discovery import resolve_character
 from ..character.folder import Character
 from ..character.windows import scene_of
-from ..chatbot import ChatHaruhi
+from ..chat.chatbot import ChatHaruhi
 from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K
 from ..errors import ChatHaruhiError, InputError
 from ..retrieval.embeddings import Embedder, get_embedder

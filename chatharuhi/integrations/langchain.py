@@ -7,7 +7,7 @@ model that runs a character's whole pipeline, so a character can sit in an LCEL 
     model.invoke([HumanMessage("我们去找外星人吧")])
 
 Both pass langchain-tests' standard suites (tests/test_langchain_standard.py). Messages are read by
-``chatharuhi.conversation.read_conversation``, exactly as the HTTP server reads them.
+``chatharuhi.chat.conversation.read_conversation``, exactly as the HTTP server reads them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
 
     raise BackendUnavailable("the LangChain adapters need langchain-core: pip install 'chatharuhi[langchain]'") from exc
 
-from ..conversation import Incoming, read_conversation
+from ..chat.conversation import Incoming, read_conversation
 from ..errors import InputError
 from ..types import Turn
 
@@ -112,7 +112,7 @@ class ChatHaruhiChatModel(BaseChatModel):
             return self
         if not self.character:
             raise InputError("no character: pass bot=ChatHaruhi(...) or character='haruhi'")
-        from ..chatbot import ChatHaruhi
+        from ..chat.chatbot import ChatHaruhi
 
         embedder = given.pop("embedder", None)
         llm = given.pop("llm", None)
@@ -162,7 +162,7 @@ class ChatHaruhiChatModel(BaseChatModel):
             return self.bot
         key = model.strip().casefold()
         if key not in self._others:
-            from ..chatbot import ChatHaruhi
+            from ..chat.chatbot import ChatHaruhi
 
             self._others[key] = ChatHaruhi(model.strip(), llm=self.bot.backend, embedder=self.bot.embedder)
         return self._others[key]

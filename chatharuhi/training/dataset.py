@@ -96,7 +96,7 @@ def build_samples(character: Character | str | os.PathLike, *, llm: Any = None, 
                   **bot_options: Any) -> list[dict]:
     """The samples of one character, in scene and line order, each with ``meta.split`` set."""
     from ..backends.scripted import ScriptedBackend
-    from ..chatbot import ChatHaruhi
+    from ..chat.chatbot import ChatHaruhi
 
     character = resolve_character(character, characters_dir)
     cases = every_case(character)

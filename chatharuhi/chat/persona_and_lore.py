@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .character.folder import own_file
-from .prompting.packing import HistoryTurn, LoreUnit
-from .prompting.persona import Persona, fill_macros
+from ..character.folder import own_file
+from ..prompting.packing import HistoryTurn, LoreUnit
+from ..prompting.persona import Persona, fill_macros
 
 
 class PersonaAndLore:
@@ -18,8 +18,8 @@ class PersonaAndLore:
         """The user's persona (its name is the default user role and fills ``{{user}}``) and lorebooks:
         the folder's ``lorebook.json`` plus ``lorebook=`` (a path, a ``Lorebook``, or a list of them).
         A book's own ``token_budget`` is its lore share unless ``lore_tokens=`` is given."""
-        from .prompting.lorebook import load_lorebooks
-        from .prompting.templates import load_template
+        from ..prompting.lorebook import load_lorebooks
+        from ..prompting.templates import load_template
 
         c = self.character
         self.persona = persona

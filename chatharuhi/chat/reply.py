@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
-from .backends.base import StreamInfo
-from .options import strict
-from .types import Message, Trace
+from ..backends.base import StreamInfo
+from ..options import strict
+from ..types import Message, Trace
 
 if TYPE_CHECKING:
     from .chatbot import ChatHaruhi

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
+from ..types import Turn
 from .reply import Plan, Reply
-from .types import Turn
 
 
 class ConversationEdits:

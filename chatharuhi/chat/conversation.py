@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import InputError
-from .types import Turn
+from ..errors import InputError
+from ..types import Turn
 
 _WRAPPED = re.compile(r"^\s*(?P<name>[^:：「」\n]{1,40}?)\s*[:：]\s*「(?P<text>.*)」\s*$", re.S)
 

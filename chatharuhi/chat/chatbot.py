@@ -15,15 +15,12 @@ from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
 
-from .backends.base import Backend
-from .backends.registry import resolve_backend
-from .character.discovery import find_character
-from .character.folder import Character, load_character
-from .chatbot_edits import ConversationEdits
-from .chatbot_persona import PersonaAndLore
-from .chatbot_story import StoryPacking
-from .compat import REPLY_FORMATS, ChatHaruhiCompat, build_index, resolve_legacy, seed_story_vectors
-from .config import (
+from ..backends.base import Backend
+from ..backends.registry import resolve_backend
+from ..character.discovery import find_character
+from ..character.folder import Character, load_character
+from ..compat import REPLY_FORMATS, ChatHaruhiCompat, build_index, resolve_legacy, seed_story_vectors
+from ..config import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_HISTORY_TOKENS,
@@ -33,21 +30,24 @@ from .config import (
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
 )
-from .errors import AdapterError, InputError, SessionError, UnknownOption
-from .models.selection import language_warning
-from .options import parameter_names
-from .prompting.packing import Budget, HistoryTurn
-from .prompting.persona import Persona
-from .prompting.postprocess import PassThrough, ReplyFilter
-from .prompting.story import StoryUnits
-from .prompting.templates import PromptSet
+from ..errors import AdapterError, InputError, SessionError, UnknownOption
+from ..models.selection import language_warning
+from ..options import parameter_names
+from ..prompting.packing import Budget, HistoryTurn
+from ..prompting.persona import Persona
+from ..prompting.postprocess import PassThrough, ReplyFilter
+from ..prompting.story import StoryUnits
+from ..prompting.templates import PromptSet
+from ..retrieval.embeddings import Embedder, get_embedder
+from ..sessions import open_session
+from ..types import PartTrace, Trace, Turn
+from .edits import ConversationEdits
+from .persona_and_lore import PersonaAndLore
 from .reply import Plan, Reply
-from .retrieval.embeddings import Embedder, get_embedder
-from .sessions import open_session
-from .types import PartTrace, Trace, Turn
+from .story_packing import StoryPacking
 
 if TYPE_CHECKING:
-    from .sessions import Session, SessionStore
+    from ..sessions import Session, SessionStore
 
 CONVERSATION_FORMAT = "chatharuhi.conversation/1"
 
@@ -55,7 +55,7 @@ CONVERSATION_FORMAT = "chatharuhi.conversation/1"
 def gguf_adapter_options(adapter: Any, llm: Any, options: dict[str, Any]) -> dict[str, Any]:
     """The options that load the base of the character's GGUF adapter (maybe a pulled one) with a llama_cpp backend
     to be built: ``chatharuhi.adapters.llama_adapter_options``."""
-    from .adapters import llama_adapter_options
+    from ..adapters import llama_adapter_options
 
     return llama_adapter_options(adapter, llm, options)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .config import STORY_FRESH_SHARE, STORY_REUSE_MIN_TOKENS
-from .errors import InputError
-from .prompting.packing import HistoryTurn, Packed, SceneUnit, pack
-from .prompting.reuse import StoryMemory, relevant
-from .types import PartTrace
+from ..config import STORY_FRESH_SHARE, STORY_REUSE_MIN_TOKENS
+from ..errors import InputError
+from ..prompting.packing import HistoryTurn, Packed, SceneUnit, pack
+from ..prompting.reuse import StoryMemory, relevant
+from ..types import PartTrace
 
 
 class StoryPacking:

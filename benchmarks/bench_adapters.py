@@ -49,7 +49,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from smol_lora import smol_lora
 
-    from chatharuhi.backends.llama_cpp import LlamaCppBackend
+    from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
     from chatharuhi.types import Message
 
     with tempfile.TemporaryDirectory() as tmp:

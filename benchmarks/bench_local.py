@@ -168,8 +168,8 @@ def main() -> None:
 
     from chatharuhi import ChatHaruhi
     from chatharuhi.backends.embedded import embedded_model
-    from chatharuhi.backends.llama_cpp import LlamaCppBackend
-    from chatharuhi.backends.worker import physical_cores
+    from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
+    from chatharuhi.backends.llama_cpp.worker import physical_cores
 
     threads = args.threads or physical_cores()
     model = embedded_model()

@@ -58,7 +58,7 @@ print(json.dumps(runs))
 OURS_CHILD = r"""
 import json, os, sys, tempfile, time
 os.environ["CHATHARUHI_HOME"] = tempfile.mkdtemp(prefix="bench-threads-")
-from chatharuhi.backends.llama_cpp import Generation, LlamaCppBackend
+from chatharuhi.backends.llama_cpp.backend import Generation, LlamaCppBackend
 cfg = json.loads(sys.stdin.read())
 backend = LlamaCppBackend(n_ctx=cfg["n_ctx"], temperature=0.0)
 tokens = backend.llm.tokenize(cfg["text"].encode())[:cfg["prompt"]]
@@ -178,7 +178,7 @@ def main() -> None:
     builds = dict(b.split("=", 1) for b in args.build)
 
     from chatharuhi.backends.embedded import embedded_model
-    from chatharuhi.backends.worker import physical_cores
+    from chatharuhi.backends.llama_cpp.worker import physical_cores
 
     cores = physical_cores()
     plan = variants(cores, builds)

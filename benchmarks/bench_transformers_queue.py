@@ -69,7 +69,7 @@ class LockedAcrossYields:
     def _generate(self, request):
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        from chatharuhi.backends.transformers_generate import cut_at_stop
+        from chatharuhi.backends.transformers.generate import cut_at_stop
 
         b, torch = self.backend, self.backend.torch
         with self.lock:
@@ -148,7 +148,7 @@ def run_scenario(stream, messages, max_tokens: int, threads: int, calls: int, pa
 def build(root: Path, hidden: int):
     from test_backend_transformers import MESSAGES, _adapter, _model, _tokenizer
 
-    from chatharuhi.backends.transformers_backend import TransformersBackend
+    from chatharuhi.backends.transformers.backend import TransformersBackend
 
     tokenizer = _tokenizer()
     _model(tokenizer, hidden).save_pretrained(root / "base")

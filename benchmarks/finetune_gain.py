@@ -71,11 +71,11 @@ def bootstrap(values: list[float], seed: int = 0) -> tuple[float, float, float]:
 def backends(engine: str, adapter: Path, out_dir: Path):
     """(base backend, adapter backend, adapter-call options) for one character."""
     if engine == "transformers":
-        from chatharuhi.backends.transformers_backend import TransformersBackend
+        from chatharuhi.backends.transformers.backend import TransformersBackend
 
         b = TransformersBackend("embedded", adapters={"lora": adapter}, adapter=None, device="cpu", temperature=0)
         return b, b, {"base": {"adapter": None}, "lora": {"adapter": "lora"}}
-    from chatharuhi.backends.llama_cpp import LlamaCppBackend
+    from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
     from chatharuhi.training.gguf_export import export_gguf
 
     gguf = adapter / "adapter.gguf"

@@ -21,7 +21,7 @@ peft = pytest.importorskip("peft")
 
 from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
 
-from chatharuhi.backends.transformers_backend import TransformersBackend  # noqa: E402
+from chatharuhi.backends.transformers.backend import TransformersBackend  # noqa: E402
 from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 
 

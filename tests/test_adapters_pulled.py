@@ -145,7 +145,7 @@ def test_bad_adapter_entries(entry, words):
 
 
 def test_a_pulled_peft_adapter_is_applied_by_name(hub, files, tmp_path):
-    from chatharuhi.backends.transformers_backend import TransformersBackend
+    from chatharuhi.backends.transformers.backend import TransformersBackend
 
     pull_model("tiny-peft", progress=False, log=None)
     _character(tmp_path, "holmes", '[adapter]\nname = "tiny-peft"\n')

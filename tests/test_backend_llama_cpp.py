@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from chatharuhi.backends import embedded  # noqa: E402
-from chatharuhi.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
 from chatharuhi.config import EMBEDDED_SHA256  # noqa: E402
 from chatharuhi.errors import BackendUnavailable, BudgetError, ModelError  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402

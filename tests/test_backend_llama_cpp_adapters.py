@@ -25,7 +25,7 @@ from adapter_folders import character_folder as _character  # noqa: E402
 from smol_lora import smol_lora  # noqa: E402
 
 from chatharuhi.backends import embedded  # noqa: E402
-from chatharuhi.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
 from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.errors import AdapterError, AdapterMismatch, ModelError  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402

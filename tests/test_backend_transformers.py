@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from chatharuhi.backends.transformers_backend import TransformersBackend  # noqa: E402
-from chatharuhi.backends.transformers_generate import cut_at_stop  # noqa: E402
+from chatharuhi.backends.transformers.backend import TransformersBackend  # noqa: E402
+from chatharuhi.backends.transformers.generate import cut_at_stop  # noqa: E402
 from chatharuhi.errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ModelError  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
 

@@ -19,9 +19,9 @@ from test_backend_transformers import MESSAGES  # noqa: E402
 from test_backend_transformers import backend as backend  # noqa: E402,F401
 from test_backend_transformers import tiny as tiny  # noqa: E402,F401
 
-from chatharuhi.backends import transformers_backend  # noqa: E402
 from chatharuhi.backends.base import StreamInfo  # noqa: E402
-from chatharuhi.backends.transformers_backend import TransformersBackend  # noqa: E402
+from chatharuhi.backends.transformers import backend as transformers_backend  # noqa: E402
+from chatharuhi.backends.transformers.backend import TransformersBackend  # noqa: E402
 from chatharuhi.errors import AdapterError, BackendError  # noqa: E402
 
 WAIT_S = 120  # generous bound for a thread to finish on a loaded 2-core machine (a failure, not a timing)

@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from chatharuhi.backends import embedded  # noqa: E402
-from chatharuhi.backends.llama_cpp import Generation, LlamaCppBackend  # noqa: E402
-from chatharuhi.backends.worker import crash_error, physical_cores  # noqa: E402
-from chatharuhi.backends.worker_main import build_features, unsupported  # noqa: E402
-from chatharuhi.backends.worker_threads import omp_env  # noqa: E402
+from chatharuhi.backends.llama_cpp.backend import Generation, LlamaCppBackend  # noqa: E402
+from chatharuhi.backends.llama_cpp.threads import omp_env  # noqa: E402
+from chatharuhi.backends.llama_cpp.worker import crash_error, physical_cores  # noqa: E402
+from chatharuhi.backends.llama_cpp.worker_main import build_features, unsupported  # noqa: E402
 from chatharuhi.config import LLAMA_CPP_INSTALL, OMP_ENV_NAMES  # noqa: E402
 from chatharuhi.errors import BackendTimeout, BackendUnavailable, InputError, ModelError, WorkerCrashed  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
@@ -209,7 +209,7 @@ def test_the_build_guard_refuses_amx_that_the_kernel_does_not_grant():
 def test_this_machines_build_passes_its_own_guard():
     import llama_cpp
 
-    from chatharuhi.backends.worker_main import _amx_granted, cpu_flags
+    from chatharuhi.backends.llama_cpp.worker_main import _amx_granted, cpu_flags
 
     info = llama_cpp.llama_print_system_info().decode()
     assert unsupported(info, cpu_flags(), _amx_granted()) == []
@@ -263,7 +263,7 @@ def test_the_worker_gets_the_wait_policy_chosen_from_the_load_at_its_start(backe
 
 def _backend_at_load(monkeypatch, tmp_path, load: float, **options):
     """A backend whose worker starts as if other programs kept ``load`` cores busy (measured in this process)."""
-    from chatharuhi.backends import worker as worker_module
+    from chatharuhi.backends.llama_cpp import worker as worker_module
 
     cpus = len(os.sched_getaffinity(0))
     monkeypatch.setattr(worker_module, "load_at_start", lambda physical: (load * cpus, cpus))

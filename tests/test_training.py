@@ -151,7 +151,7 @@ def _loss(model, tokenizer, samples) -> float:
 
 
 def test_training_lowers_the_loss_and_the_adapter_loads_in_the_backend(tiny_setup, tmp_path):
-    from chatharuhi.backends.transformers_backend import TransformersBackend
+    from chatharuhi.backends.transformers.backend import TransformersBackend
     from chatharuhi.types import Message
 
     root, samples = tiny_setup

@@ -81,7 +81,7 @@ def _builtin_factories() -> dict[str, BackendFactory]:
 
     def llama_cpp(**options: Any) -> Backend:
         from ..models import BUILTIN
-        from .llama_cpp import LlamaCppBackend
+        from .llama_cpp.backend import LlamaCppBackend
 
         entry = _local_model(options)
         try:
@@ -99,7 +99,7 @@ def _builtin_factories() -> dict[str, BackendFactory]:
 
     def embedded(**options: Any) -> Backend:
         from ..models import BUILTIN
-        from .llama_cpp import LlamaCppBackend
+        from .llama_cpp.backend import LlamaCppBackend
 
         backend = LlamaCppBackend(**options)  # always the pinned default model (_check refuses another)
         backend.budget_hint = dict(EMBEDDED_BUDGET)
@@ -107,7 +107,7 @@ def _builtin_factories() -> dict[str, BackendFactory]:
         return backend
 
     def transformers(**options: Any) -> Backend:
-        from .transformers_backend import TransformersBackend
+        from .transformers.backend import TransformersBackend
 
         return TransformersBackend(**options)
 
@@ -119,8 +119,8 @@ def _builtin_factories() -> dict[str, BackendFactory]:
     # the class whose constructor declares each factory's options
     openai.target = ("openai_compat", "OpenAIBackend")  # type: ignore[attr-defined]
     scripted.target = ("scripted", "ScriptedBackend")  # type: ignore[attr-defined]
-    llama_cpp.target = embedded.target = ("llama_cpp", "LlamaCppBackend")  # type: ignore[attr-defined]
-    transformers.target = ("transformers_backend", "TransformersBackend")  # type: ignore[attr-defined]
+    llama_cpp.target = embedded.target = ("llama_cpp.backend", "LlamaCppBackend")  # type: ignore[attr-defined]
+    transformers.target = ("transformers.backend", "TransformersBackend")  # type: ignore[attr-defined]
     debug.target = ("debug", "DebugBackend")  # type: ignore[attr-defined]
     embedded.refused = EMBEDDED_REFUSED  # type: ignore[attr-defined]
     return {"debug": debug, "embedded": embedded, "llama_cpp": llama_cpp, "openai": openai, "scripted": scripted,

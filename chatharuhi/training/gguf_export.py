@@ -31,7 +31,7 @@ _KEY = re.compile(r"layers\.(?P<layer>\d+)\.(?:self_attn|mlp)\.(?P<module>\w+)\.
 
 def base_shape(base: str | os.PathLike) -> dict[str, Any]:
     """``model_type``, ``n_head`` and ``n_head_kv`` of a base model: a folder, a .gguf file, 'embedded' or a hub id."""
-    from ..backends.transformers_backend import locate_base
+    from ..backends.transformers.backend import locate_base
 
     source, gguf_file = locate_base(base)
     if gguf_file:
@@ -70,7 +70,7 @@ def export_gguf(adapter: str | os.PathLike, out: str | os.PathLike, base: str | 
     import numpy as np
     from safetensors.numpy import load_file
 
-    from ..backends.transformers_backend import check_adapter_folder
+    from ..backends.transformers.backend import check_adapter_folder
 
     adapter, out = Path(adapter), Path(out)
     config = check_adapter_folder(adapter)

@@ -148,7 +148,7 @@ def train(base: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLi
     cuda = torch.cuda.is_available() and config.device != "cpu"
     bf16 = cuda and torch.cuda.is_bf16_supported()
     dtype = torch.bfloat16 if bf16 else torch.float16 if cuda else torch.float32
-    from ..backends.transformers_backend import locate_base
+    from ..backends.transformers.backend import locate_base
 
     source, gguf_file = locate_base(base)
     load = {"gguf_file": gguf_file} if gguf_file else {}

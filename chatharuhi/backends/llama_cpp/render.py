@@ -11,12 +11,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import BackendError
-from ..prompting.memo import BytesMemo
-from ..types import Message
+from ...errors import BackendError
+from ...prompting.memo import BytesMemo
+from ...types import Message
 
 if TYPE_CHECKING:
-    from .llama_cpp import LlamaCppBackend
+    from .backend import LlamaCppBackend
 
 CONSTRAINING_SETTINGS = ("grammar", "logits_processor", "logit_bias")
 

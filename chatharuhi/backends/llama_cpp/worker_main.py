@@ -1,4 +1,4 @@
-"""The worker process of a local GGUF model: ``python -m chatharuhi.backends.worker_main FD``.
+"""The worker process of a local GGUF model: ``python -m chatharuhi.backends.llama_cpp.worker_main FD``.
 
 It receives ``("load", kwargs)``, checks that this llama.cpp build can run on this CPU, loads the
 model and answers ``("ready", info)``; then serves ``("generate", request)`` messages one at a time,
@@ -24,8 +24,8 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .worker_adapters import AdapterRejected, Adapters
-from .worker_threads import ThreadGovernor, waits_passively
+from .adapters import AdapterRejected, Adapters
+from .threads import ThreadGovernor, waits_passively
 
 # llama.cpp's system info names the CPU features the build uses; these are /proc/cpuinfo's names for them.
 CPU_FLAGS = {
@@ -43,7 +43,7 @@ def build_features(system_info: str) -> set[str]:
 
 def cpu_flags() -> set[str] | None:
     """This CPU's flags as the kernel reports them (it hides AMX when the tile state is not granted)."""
-    from ..config import ENV_CPU_FLAGS
+    from ...config import ENV_CPU_FLAGS
 
     if os.environ.get(ENV_CPU_FLAGS):  # to check a build against another CPU's flags
         return set(os.environ[ENV_CPU_FLAGS].split())
@@ -105,7 +105,7 @@ def _why() -> str:
 def _load(spec: dict) -> Any:
     import llama_cpp
 
-    from ..config import LLAMA_CPP_INSTALL
+    from ...config import LLAMA_CPP_INSTALL
 
     info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
     missing = unsupported(info, cpu_flags(), _amx_granted())

@@ -1,6 +1,6 @@
 """A local model in its own process, so that a native crash is a typed error and not the end of the program.
 
-``Worker`` starts ``python -m chatharuhi.backends.worker_main`` and talks to it over a socket pair.
+``Worker`` starts ``python -m chatharuhi.backends.llama_cpp.worker_main`` and talks to it over a socket pair.
 One owner thread per worker (``serial.Serial``) takes requests from a queue and runs them one at a
 time; each request has its own queue of chunks, so a caller may resume its generator on any thread
 (the server and Gradio do) and no lock is held across a ``yield``. If the child dies (SIGSEGV inside ggml, an OOM
@@ -26,12 +26,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import LLAMA_CPP_INSTALL
-from ..errors import BackendError, BackendTimeout, BackendUnavailable, ModelError, WorkerCrashed
-from .serial import Job, Serial
-from .worker_threads import load_at_start, omp_env, user_omp
+from ...config import LLAMA_CPP_INSTALL
+from ...errors import BackendError, BackendTimeout, BackendUnavailable, ModelError, WorkerCrashed
+from ..serial import Job, Serial
+from .threads import load_at_start, omp_env, user_omp
 
-CHILD_MODULE = "chatharuhi.backends.worker_main"
+CHILD_MODULE = "chatharuhi.backends.llama_cpp.worker_main"
 STDERR_LINES = 30  # the child's last stderr lines, quoted in crash messages
 _POLL_S = 0.05
 _request_ids = itertools.count(1)  # what the child's cancel message names
@@ -123,7 +123,7 @@ class Worker:
     def _spawn(self) -> None:
         self._stop_child()
         ours, theirs = socket.socketpair()
-        root = str(Path(__file__).resolve().parents[2])  # so the child imports this very chatharuhi
+        root = str(Path(__file__).resolve().parents[3])  # so the child imports this very chatharuhi
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         # OpenMP reads its settings once, when the child starts: the user's own win, else the load decides.
         self.load_at_start, logical = (None, 0) if user_omp(os.environ) else load_at_start(physical_cores())

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..config import (
+from ...config import (
     LOCAL_FREE_CORE,
     LOCAL_LOAD_RECHECK_S,
     LOCAL_LOAD_STALE_S,

@@ -167,9 +167,9 @@ def main() -> None:
     load_start = os.getloadavg()[0]
 
     from chatharuhi import ChatHaruhi
-    from chatharuhi.backends.embedded import embedded_model
     from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
     from chatharuhi.backends.llama_cpp.worker import physical_cores
+    from chatharuhi.models.embedded import embedded_model
 
     threads = args.threads or physical_cores()
     model = embedded_model()

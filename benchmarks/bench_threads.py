@@ -177,8 +177,8 @@ def main() -> None:
         args.rounds, args.reps = 1, 2
     builds = dict(b.split("=", 1) for b in args.build)
 
-    from chatharuhi.backends.embedded import embedded_model
     from chatharuhi.backends.llama_cpp.worker import physical_cores
+    from chatharuhi.models.embedded import embedded_model
 
     cores = physical_cores()
     plan = variants(cores, builds)

@@ -48,7 +48,7 @@ PEFT_REPO, GGUF_REPO, BASE_REPO = "test/tiny-peft", "test/smol-lora", "test/smol
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A tiny base + a PEFT adapter for it, and a llama.cpp LoRA GGUF for the embedded SmolLM2."""
-    from chatharuhi.backends.embedded import embedded_model_path
+    from chatharuhi.models.embedded import embedded_model_path
 
     root = tmp_path_factory.mktemp("pulled")
     tokenizer = _tokenizer()

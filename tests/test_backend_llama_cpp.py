@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from chatharuhi.backends import embedded  # noqa: E402
 from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
 from chatharuhi.config import EMBEDDED_SHA256  # noqa: E402
 from chatharuhi.errors import BackendUnavailable, BudgetError, ModelError  # noqa: E402
+from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
 
 if embedded.embedded_model_path() is None:

@@ -24,10 +24,10 @@ pytest.importorskip("gguf")
 from adapter_folders import character_folder as _character  # noqa: E402
 from smol_lora import smol_lora  # noqa: E402
 
-from chatharuhi.backends import embedded  # noqa: E402
 from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
 from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.errors import AdapterError, AdapterMismatch, ModelError  # noqa: E402
+from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
 
 if embedded.embedded_model_path() is None:

@@ -201,7 +201,7 @@ def test_registered_as_transformers(tiny):
 @pytest.mark.slow
 def test_real_smollm2_gguf_through_transformers():
     pytest.importorskip("gguf")
-    from chatharuhi.backends.embedded import embedded_model_path
+    from chatharuhi.models.embedded import embedded_model_path
 
     path = embedded_model_path()
     if path is None:

@@ -16,13 +16,13 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from chatharuhi.backends import embedded  # noqa: E402
 from chatharuhi.backends.llama_cpp.backend import Generation, LlamaCppBackend  # noqa: E402
 from chatharuhi.backends.llama_cpp.threads import omp_env  # noqa: E402
 from chatharuhi.backends.llama_cpp.worker import crash_error, physical_cores  # noqa: E402
 from chatharuhi.backends.llama_cpp.worker_main import build_features, unsupported  # noqa: E402
 from chatharuhi.config import LLAMA_CPP_INSTALL, OMP_ENV_NAMES  # noqa: E402
 from chatharuhi.errors import BackendTimeout, BackendUnavailable, InputError, ModelError, WorkerCrashed  # noqa: E402
+from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
 
 if embedded.embedded_model_path() is None:

@@ -138,7 +138,7 @@ def test_unknown_character_never_falls_back():
 
 
 def test_no_backend_configured_says_how(monkeypatch):
-    monkeypatch.setattr("chatharuhi.backends.embedded.embedded_available", lambda: False)
+    monkeypatch.setattr("chatharuhi.models.embedded.embedded_available", lambda: False)
     with pytest.raises(BackendUnavailable) as err:
         ChatHaruhi(role="haruhi", embedder="hash")
     assert "OPENAI_API_KEY" in str(err.value) and "--backend" in str(err.value)

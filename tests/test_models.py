@@ -137,8 +137,8 @@ def test_describe_names_the_model_in_use():
 
 
 def test_models_list_shows_the_table_and_what_is_pulled(capsys):
-    from chatharuhi.backends.embedded import embedded_model_path
     from chatharuhi.cli import main
+    from chatharuhi.models.embedded import embedded_model_path
 
     assert main(["models", "list"]) == 0
     builtin = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("smollm2-135m"))

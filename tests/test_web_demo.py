@@ -424,7 +424,7 @@ def test_build_app_names_every_endpoint_and_switches_analytics_off(backend, stor
 
 
 def test_no_backend_configured_fails_at_start_up_with_the_fix(store, monkeypatch):
-    monkeypatch.setattr("chatharuhi.backends.embedded.embedded_available", lambda: False)
+    monkeypatch.setattr("chatharuhi.models.embedded.embedded_available", lambda: False)
     with pytest.raises(BackendUnavailable, match="OPENAI_API_KEY"):
         WebDemo(sessions=store, embedder="hash")
 

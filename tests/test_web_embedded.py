@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("gradio", reason="the web demo needs the [web] extra: pip install 'chatharuhi[web]'")
 pytest.importorskip("llama_cpp")
 
-from chatharuhi.backends import embedded  # noqa: E402
+from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.web import Tab, WebDemo  # noqa: E402
 

@@ -141,7 +141,7 @@ class Backend(ABC):
         return "".join([chunk async for chunk in self.astream(messages, **options)])
 
     def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
-        """Make a character's LoRA adapter (``chatharuhi.adapters.CharacterAdapter``) ready and return the
+        """Make a character's LoRA adapter (``chatharuhi.models.adapters.CharacterAdapter``) ready and return the
         per-call options that select it; ``None``: this backend cannot apply adapters."""
         return None
 

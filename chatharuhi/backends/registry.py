@@ -288,8 +288,8 @@ def resolve_backend(llm: Backend | str | None = None, **options: Any) -> Backend
         return _local("llama_cpp", options)
     if os.environ.get(ENV_OPENAI_API_KEY) or openai_base_url_from_env():
         return get_backend("openai", **options)
+    from ..models.embedded import embedded_available, llama_cpp_installed
     from ..models.selection import default_pulled, embedded_notice, pulled_notice
-    from .embedded import embedded_available, llama_cpp_installed
 
     pulled = default_pulled() if llama_cpp_installed() else None
     if pulled is not None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..adapters import AdapterSpec, CharacterAdapter, resolve_adapter
 from ..config import DEFAULT_NARRATORS, MANIFEST_FILE, MAX_SPEAKER_CHARS, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from ..errors import InvalidCharacter
+from ..models.adapters import AdapterSpec, CharacterAdapter, resolve_adapter
 from ..options import strict
 from ..types import Line, Scene
 
@@ -52,7 +52,7 @@ class Manifest(BaseModel):
     source: str | None = None
     license: str | None = None
     rights_note: str | None = None
-    adapter: AdapterSpec | None = None  # the character's own LoRA (see chatharuhi.adapters)
+    adapter: AdapterSpec | None = None  # the character's own LoRA (see chatharuhi.models.adapters)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
 
 def _check_adapter(folder: Path, manifest, add) -> None:
     """The [adapter] table as loading the character would resolve it: files present, a named adapter pulled."""
-    from ..adapters import resolve_adapter
+    from ..models.adapters import resolve_adapter
 
     try:
         _, missing = resolve_adapter(manifest.name or folder.name, manifest.adapter, folder)

@@ -54,8 +54,8 @@ CONVERSATION_FORMAT = "chatharuhi.conversation/1"
 
 def gguf_adapter_options(adapter: Any, llm: Any, options: dict[str, Any]) -> dict[str, Any]:
     """The options that load the base of the character's GGUF adapter (maybe a pulled one) with a llama_cpp backend
-    to be built: ``chatharuhi.adapters.llama_adapter_options``."""
-    from ..adapters import llama_adapter_options
+    to be built: ``chatharuhi.models.adapters.llama_adapter_options``."""
+    from ..models.adapters import llama_adapter_options
 
     return llama_adapter_options(adapter, llm, options)
 

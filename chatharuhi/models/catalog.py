@@ -10,7 +10,7 @@ Users may add entries in ``<chatharuhi home>/models.toml`` (``[[model]]`` tables
 fields); a name that is already built in is refused. An entry with ``kind = "adapter"`` is a LoRA
 adapter for ``base`` (a model name from this table, a hub id or a path): its files are a llama.cpp
 LoRA ``.gguf``, a PEFT folder's ``adapter_config.json`` + ``adapter_model.safetensors``, or both. A
-character's manifest names it with ``[adapter] name = "..."`` (see ``chatharuhi.adapters``).
+character's manifest names it with ``[adapter] name = "..."`` (see ``chatharuhi.models.adapters``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def _list(args: argparse.Namespace) -> int:
     entries = sorted(catalog().values(), key=lambda e: e.is_adapter)  # models first, then adapters
     for e in entries:
         if e.builtin:
-            from ..backends.embedded import embedded_model_path
+            from .embedded import embedded_model_path
 
             found = embedded_model_path()
             status = "built in" if found is not None else "not installed"

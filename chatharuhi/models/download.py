@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ..backends.embedded import sha256_file
 from ..config import (
     DEFAULT_HF_ENDPOINT,
     DEFAULT_HUB_TIMEOUT_S,
@@ -39,6 +38,7 @@ from ..config import (
 from ..errors import BackendUnavailable, ModelDownloadError, ModelError
 from ..options import strict
 from .catalog import SHA256_RE, ModelEntry, ModelFile, find_model
+from .embedded import sha256_file
 from .store import Installed, format_size, installed, lock_file, model_dir, partial_dir, write_manifest
 
 INSTALL_HINT = "pip install 'chatharuhi[embedded]'  (huggingface-hub and filelock)"

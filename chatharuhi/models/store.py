@@ -142,7 +142,7 @@ def partial_bytes(name: str) -> int:
 def verified_path(inst: Installed) -> Path:
     """The model file (or adapter) to load, its files re-hashed if they changed since the pull; ``ModelError``
     if damaged."""
-    from ..backends.embedded import sha256_file
+    from .embedded import sha256_file
 
     for path in inst.files:
         record = inst.records[path.name]
@@ -158,7 +158,7 @@ def model_path(name: str) -> Path:
     """The GGUF file of the model called ``name``: pulled (verified) or the embedded one."""
     entry = find_model(name)
     if entry.builtin:
-        from ..backends.embedded import embedded_model
+        from .embedded import embedded_model
 
         return embedded_model()
     if entry.is_adapter:

@@ -149,7 +149,7 @@ class LlamaCppBackend(Backend):
         """
         model_path = model_path or model
         if model_path is None:
-            from ..embedded import embedded_model
+            from ...models.embedded import embedded_model
 
             self.model_path = embedded_model()
         else:
@@ -157,7 +157,7 @@ class LlamaCppBackend(Backend):
             if not self.model_path.is_file():
                 raise ModelError(f"GGUF model file not found: {self.model_path}; pass model_path= a .gguf file")
             if sha256:
-                from ..embedded import verify_file
+                from ...models.embedded import verify_file
 
                 verify_file(self.model_path, sha256, "download the file again")
         self.lora_path = Path(lora_path).expanduser() if lora_path else None
@@ -321,7 +321,7 @@ class LlamaCppBackend(Backend):
         """Load a character's GGUF adapter (``gguf =``) onto this model; the options select it per call."""
         if adapter.gguf is None:
             return None
-        from ...adapters import check_base
+        from ...models.adapters import check_base
 
         check_base(adapter, self.model_path, self.name)
         try:

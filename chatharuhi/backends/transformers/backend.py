@@ -200,7 +200,7 @@ class TransformersBackend(Backend):
 
     def use_adapter(self, adapter: Any) -> dict[str, Any]:
         """Load a character's adapter (once) under the character's name; the options select it per call."""
-        from ...adapters import check_base
+        from ...models.adapters import check_base
 
         check_base(adapter, self.model_name, self.name)
         if adapter.path is None:

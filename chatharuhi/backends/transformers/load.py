@@ -62,7 +62,7 @@ def locate_base(source: str | os.PathLike, gguf_file: str | None = None) -> tupl
     ``.gguf`` file or ``"embedded"`` (the embedded SmolLM2 GGUF, which transformers de-quantizes)."""
     source = str(source)
     if source == EMBEDDED_BASE and gguf_file is None:
-        from ..embedded import embedded_model_path
+        from ...models.embedded import embedded_model_path
 
         path = embedded_model_path()
         if path is None:

@@ -38,8 +38,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from .config import EMBEDDED_BASE, MANIFEST_FILE
-from .errors import AdapterMismatch, AdapterNotPulled, InvalidCharacter, ModelError, UnknownAdapter
+from ..config import EMBEDDED_BASE, MANIFEST_FILE
+from ..errors import AdapterMismatch, AdapterNotPulled, InvalidCharacter, ModelError, UnknownAdapter
 
 
 class AdapterSpec(BaseModel):
@@ -105,8 +105,8 @@ def resolve_adapter(name: str, spec: AdapterSpec, folder: Path) -> tuple[Charact
 def _catalog_entry(name: str, where: Path | None = None):
     """The catalogue entry called ``name`` (any case), or None; with ``where`` (a manifest), a broken
     ``models.toml`` is an ``InvalidCharacter`` there, so that one character fails, not every caller."""
-    from .errors import InputError
-    from .models.catalog import catalog
+    from ..errors import InputError
+    from .catalog import catalog
 
     try:
         return catalog().get(name.strip().lower())
@@ -121,8 +121,8 @@ def _pulled_adapter(character: str, spec: AdapterSpec, folder: Path) -> Characte
     """The adapter ``spec.name`` from the model store, checked: known, an adapter, pulled, intact, same base."""
     import difflib
 
-    from .models.catalog import adapter_names
-    from .models.store import installed, not_pulled_message, verified_path
+    from .catalog import adapter_names
+    from .store import installed, not_pulled_message, verified_path
 
     manifest = folder / MANIFEST_FILE
     entry = _catalog_entry(str(spec.name), manifest)
@@ -153,7 +153,7 @@ def base_key(base: str | os.PathLike) -> str:
     resolved to files."""
     base = str(base)
     if base == EMBEDDED_BASE:
-        from .backends.embedded import embedded_model_path
+        from .embedded import embedded_model_path
 
         path = embedded_model_path()
         return str(path.resolve()) if path is not None else EMBEDDED_BASE
@@ -161,7 +161,7 @@ def base_key(base: str | os.PathLike) -> str:
     if entry is not None and not entry.is_adapter:
         if entry.builtin:
             return base_key(EMBEDDED_BASE)
-        from .models.store import installed
+        from .store import installed
 
         inst = installed(entry)
         return str(inst.path.resolve()) if inst is not None else entry.name  # not pulled: compared by name
@@ -178,11 +178,11 @@ def llama_adapter_options(adapter: CharacterAdapter, llm: Any, options: dict[str
     if llm not in ("llama_cpp", "embedded") or adapter.gguf is None or "lora_path" in options:
         return options
     if llm == "llama_cpp" and not any(options.get(k) for k in ("model_path", "model", "llama")):
-        from .models.catalog import BUILTIN
+        from .catalog import BUILTIN
 
         entry = BUILTIN if adapter.base == EMBEDDED_BASE else _catalog_entry(adapter.base)
         if entry is not None and not entry.is_adapter:
-            from .models.store import pulled
+            from .store import pulled
 
             if not entry.builtin:
                 try:

@@ -104,7 +104,7 @@ async def _normal(client, n: int, turns: int, out: list, errors: list) -> None:
 
 
 async def _heavy(client, stop: asyncio.Event, out: list) -> None:
-    from chatharuhi.server_api import MAX_MESSAGE_CHARS
+    from chatharuhi.server.api import MAX_MESSAGE_CHARS
 
     rng = random.Random(1)
     while not stop.is_set():

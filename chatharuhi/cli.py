@@ -300,7 +300,7 @@ def _add_serve_parser(sub) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the OpenAI-compatible API until interrupted."""
     from .config import ENV_STORE
-    from .server_run import serve
+    from .server.run import serve
 
     given = {"model": args.model, "base_url": args.base_url, "api_key": args.upstream_api_key}
     given.update({k: v for k, v in {"timeout": args.upstream_timeout, "max_retries": args.upstream_retries}.items()

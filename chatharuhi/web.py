@@ -337,7 +337,7 @@ def build_app(backend: Any = None, characters_dir: Any = None, sessions: "Sessio
 
 def check_exposure(host: str, password: str | None, open_access: bool) -> None:
     """Off loopback, refuse to serve without a password unless told to on purpose (and then warn)."""
-    from .server_run import is_loopback
+    from .server.run import is_loopback
 
     if is_loopback(host) or password:
         return

@@ -91,7 +91,7 @@ def test_an_explicit_adapter_per_call_wins(tiny, shared):
 def test_server_picks_each_characters_adapter(tiny, shared):
     from fastapi.testclient import TestClient
 
-    from chatharuhi.server import create_app
+    from chatharuhi.server.app import create_app
 
     app = create_app(shared, characters_dir=tiny / "characters", embedder="hash", top_k=0, postprocess=False)
     with TestClient(app) as http:

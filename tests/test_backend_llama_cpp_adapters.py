@@ -204,7 +204,7 @@ def test_an_adapter_for_another_base_names_both(tmp_path, loras):
 def test_the_server_gives_each_character_its_adapter_on_one_shared_backend(characters, loras):
     from fastapi.testclient import TestClient
 
-    from chatharuhi.server import create_app
+    from chatharuhi.server.app import create_app
 
     def replies(backend, names):
         app = create_app(backend, characters_dir=characters, embedder="hash", top_k=0, postprocess=False)

@@ -57,7 +57,7 @@ def test_message_handling_is_the_servers():
 
     from chatharuhi.chat.conversation import read_conversation
     from chatharuhi.integrations.langchain import split_messages
-    from chatharuhi.server_api import ChatRequest
+    from chatharuhi.server.api import ChatRequest
 
     lc = [SystemMessage("你是助手"), AIMessage("欢迎！"), HumanMessage("古泉:「一」"), HumanMessage("二", name="长门"),
           AIMessage("春日:「好」"), HumanMessage("三", name="朝比奈")]

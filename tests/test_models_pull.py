@@ -376,7 +376,7 @@ def test_a_pulled_model_is_used_by_name_and_chosen_by_default(monkeypatch, caplo
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from chatharuhi.server import create_app
+    from chatharuhi.server.app import create_app
 
     with TestClient(create_app(llm_options={"model": "smol"}, embedder="hash", top_k=0)) as client:  # serve
         answer = client.post("/v1/chat/completions", json={"model": "sherlock", "max_tokens": 3,

@@ -1,5 +1,5 @@
 """The OpenAI-compatible server, end to end over real HTTP twice: the official ``openai`` SDK talks to
-``chatharuhi.server`` (uvicorn on a real socket), which talks to ``StubOpenAIServer`` as its upstream."""
+``chatharuhi.server.app`` (uvicorn on a real socket), which talks to ``StubOpenAIServer`` as its upstream."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ httpx = pytest.importorskip("httpx2")
 from chatharuhi.backends.openai_compat import OpenAIBackend  # noqa: E402
 from chatharuhi.chat.conversation import Incoming, read_conversation, unwrap  # noqa: E402
 from chatharuhi.errors import InputError  # noqa: E402
-from chatharuhi.server import create_app  # noqa: E402
-from chatharuhi.server_api import MAX_BODY_BYTES, MAX_MESSAGES  # noqa: E402
-from chatharuhi.server_guard import owner_token  # noqa: E402
-from chatharuhi.server_run import is_loopback, serve  # noqa: E402
+from chatharuhi.server.api import MAX_BODY_BYTES, MAX_MESSAGES  # noqa: E402
+from chatharuhi.server.app import create_app  # noqa: E402
+from chatharuhi.server.guard import owner_token  # noqa: E402
+from chatharuhi.server.run import is_loopback, serve  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.types import Turn  # noqa: E402
 from openai_stub import StubOpenAIServer  # noqa: E402

@@ -1,5 +1,5 @@
 """The server as real OpenAI clients use it: the openai SDK, langchain-openai and litellm, each against
-``chatharuhi.server`` (uvicorn on a real socket) with ``StubOpenAIServer`` as the upstream."""
+``chatharuhi.server.app`` (uvicorn on a real socket) with ``StubOpenAIServer`` as the upstream."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_usage_is_the_upstreams_own_when_it_reports_one(url, stub):
 
 def test_usage_falls_back_to_our_exact_count(tmp_path):
     from chatharuhi.backends.scripted import ScriptedBackend
-    from chatharuhi.server import create_app
+    from chatharuhi.server.app import create_app
 
     with running(create_app(ScriptedBackend([HARUHI_REPLY]), embedder="hash")) as u:
         r = httpx.post(f"{u}/v1/chat/completions", json=ask())

@@ -20,7 +20,7 @@ from test_server import HARUHI_REPLY, error_of, make_app, running  # noqa: E402
 
 from chatharuhi.config import QUERY_EMBED_MAX_CHARS, builtin_characters_dir  # noqa: E402
 from chatharuhi.retrieval.embeddings import HashEmbedder  # noqa: E402
-from chatharuhi.server_api import MAX_MESSAGE_CHARS, MAX_NAME_CHARS  # noqa: E402
+from chatharuhi.server.api import MAX_MESSAGE_CHARS, MAX_NAME_CHARS  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from openai_stub import StubOpenAIServer  # noqa: E402
 
@@ -218,7 +218,7 @@ def test_error_bodies_do_not_reveal_paths_or_the_upstream(hard_server, tmp_path)
     assert r.status_code == 404 and "nope" in msg
     assert str(store.path) not in msg and str(store.path.parent) not in msg
     from chatharuhi.backends.openai_compat import OpenAIBackend
-    from chatharuhi.server import create_app
+    from chatharuhi.server.app import create_app
 
     dead = "http://127.0.0.1:9/secret-upstream/v1"  # nothing listens on port 9
     app = create_app(OpenAIBackend(base_url=dead, api_key="k", max_retries=0, timeout=2), embedder="hash",
@@ -301,7 +301,7 @@ def test_an_abandoned_non_streaming_request_commits_nothing_and_stops_the_upstre
     import time
 
     from chatharuhi.backends.openai_compat import OpenAIBackend
-    from chatharuhi.server import create_app
+    from chatharuhi.server.app import create_app
 
     store = SessionStore(tmp_path / "s.db")
     with StubOpenAIServer("春日:「" + "啊" * 3000 + "」", chunk_size=1) as stub:

@@ -221,7 +221,7 @@ def test_readme_compose_example_runs_our_real_options():
 
     from chatharuhi import config
     from chatharuhi.cli import build_parser
-    from chatharuhi.server_run import ENV_API_KEY
+    from chatharuhi.server.run import ENV_API_KEY
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     (block,) = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)

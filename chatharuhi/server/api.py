@@ -20,8 +20,8 @@ from pydantic import (
     field_validator,
 )
 
-from .chat.conversation import Incoming
-from .server_errors import APIError, _validation_error
+from ..chat.conversation import Incoming
+from .errors import APIError, _validation_error
 
 MAX_BODY_BYTES = 1_000_000  # a request body larger than this is refused (413) before it is parsed
 MAX_MESSAGES = 256  # messages per request; older turns beyond the history budget are dropped anyway

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import uuid
 
-from .server_errors import error_body
+from .errors import error_body
 
 REQUEST_ID_HEADER = "x-request-id"  # echoed when the client sends a sane one, else ours
 

@@ -45,18 +45,18 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Iterable
 
-from . import server_guard as guard
-from .backends.base import Backend
-from .chat.conversation import read_conversation
-from .errors import BackendUnavailable, ChatHaruhiError, InputError
-from .server_api import ChatRequest, SessionRequest, check_name, parse_request, sse
-from .server_asgi import _BearerAuth, _disconnect_aware, _RequestId
-from .server_errors import APIError, error_body, error_status, install_error_handlers, public_message
-from .server_pool import BotPool, _TimedBackend
+from ..backends.base import Backend
+from ..chat.conversation import read_conversation
+from ..errors import BackendUnavailable, ChatHaruhiError, InputError
+from ..types import Turn
+from . import guard as guard
+from .api import ChatRequest, SessionRequest, check_name, parse_request, sse
+from .asgi import _BearerAuth, _disconnect_aware, _RequestId
+from .errors import APIError, error_body, error_status, install_error_handlers, public_message
+from .pool import BotPool, _TimedBackend
 
 # ``serve`` and its settings live in server_run; the names stay importable from here, where users import them
-from .server_run import DEFAULT_HOST, DEFAULT_PORT, ENV_API_KEY, INSTALL_HINT, is_loopback, serve  # noqa: F401
-from .types import Turn
+from .run import DEFAULT_HOST, DEFAULT_PORT, ENV_API_KEY, INSTALL_HINT, is_loopback, serve  # noqa: F401
 
 USER_ROLE_HEADER = "x-chatharuhi-user-role"
 UPSTREAM_MODES = ("async", "thread")  # how upstream chunks reach the event loop (see the module docstring)
@@ -102,11 +102,11 @@ def create_app(
     except ImportError as exc:
         raise BackendUnavailable(f"the server needs FastAPI and uvicorn ({exc.name} is missing): {INSTALL_HINT}") \
             from None
-    from .backends.registry import resolve_backend
+    from ..backends.registry import resolve_backend
 
     if upstream not in UPSTREAM_MODES:
         raise InputError(f"unknown upstream mode {upstream!r}: use one of {', '.join(UPSTREAM_MODES)}")
-    from .server_workers import open_shared_store
+    from .workers import open_shared_store
 
     sessions = sessions if sessions is not None else open_shared_store(sessions_path)
     if getattr(sessions, "vector_cache", None) is not None:  # replicas share one embedding of every scene
@@ -118,7 +118,7 @@ def create_app(
 
     def store():
         if state["store"] is None:
-            from .sessions import SessionStore
+            from ..sessions import SessionStore
 
             state["store"] = SessionStore(sessions_path)
         return state["store"]
@@ -347,8 +347,8 @@ def create_app(
 
 def _secrets(backend: Any, pool: BotPool, sessions: Any, sessions_path: Any) -> list[str]:
     """Strings an error body must not reveal: the upstream address, the session database, character folders."""
-    from .character.discovery import search_dirs
-    from .sessions import default_sessions_path
+    from ..character.discovery import search_dirs
+    from ..sessions import default_sessions_path
 
     found = [str(getattr(getattr(backend, "inner", backend), "base_url", "") or "")]
     db = getattr(sessions, "path", None) or sessions_path or default_sessions_path()

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import (
+from ..errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,

@@ -13,8 +13,8 @@ import json
 import os
 from typing import Any
 
-from .errors import InputError
-from .sessions.pg_schema import is_postgres_url
+from ..errors import InputError
+from ..sessions.pg_schema import is_postgres_url
 
 ENV_SERVE_OPTIONS = "CHATHARUHI_SERVE_OPTIONS"  # set by the parent for its worker processes only
 MAX_WORKERS = 64
@@ -23,12 +23,12 @@ MAX_WORKERS = 64
 def open_shared_store(target: Any) -> Any:
     """The PostgreSQL store for a ``postgresql://`` target (None: ``$CHATHARUHI_STORE``), opened and migrated
     now; None for a SQLite file."""
-    from .sessions.base import default_target
+    from ..sessions.base import default_target
 
     target = default_target() if target is None else target
     if not is_postgres_url(os.fspath(target) if isinstance(target, os.PathLike) else target):
         return None  # SQLite: opened on first use, as before
-    from .sessions import SessionStore
+    from ..sessions import SessionStore
 
     return SessionStore(target)
 
@@ -47,13 +47,13 @@ def serve_workers(workers: int, *, host: str, port: int, log_level: str, **app_o
     import uvicorn
 
     os.environ[ENV_SERVE_OPTIONS] = options  # inherited by the worker processes uvicorn spawns
-    uvicorn.run("chatharuhi.server_workers:app_from_env", factory=True, workers=workers, host=host, port=port,
+    uvicorn.run("chatharuhi.server.workers:app_from_env", factory=True, workers=workers, host=host, port=port,
                 log_level=log_level, server_header=False)
 
 
 def app_from_env():
     """The app of one worker process, built from the options its parent handed down."""
-    from .server import create_app
+    from .app import create_app
 
     raw = os.environ.get(ENV_SERVE_OPTIONS)
     if not raw:

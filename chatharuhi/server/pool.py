@@ -8,11 +8,11 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, AsyncIterator, Iterator, Sequence
 
-from .backends.base import Backend, StreamInfo
-from .errors import InvalidCharacter
-from .server_api import model_name_problem
-from .server_errors import APIError
-from .types import Message
+from ..backends.base import Backend, StreamInfo
+from ..errors import InvalidCharacter
+from ..types import Message
+from .api import model_name_problem
+from .errors import APIError
 
 
 class _TimedBackend(Backend):
@@ -93,8 +93,8 @@ class BotPool:
         folder = self._names.get(key)
         if folder is not None:
             return self._bots[folder]
-        from .character.discovery import find_entry
-        from .chat.chatbot import ChatHaruhi
+        from ..character.discovery import find_entry
+        from ..chat.chatbot import ChatHaruhi
 
         if model_name_problem(model):
             raise APIError(404, f"Unknown character {model[:100]!r}: {model_name_problem(model)}", param="model",
@@ -121,7 +121,7 @@ class BotPool:
 
     def models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries: id = folder name, with aliases and a description."""
-        from .character.discovery import list_characters
+        from ..character.discovery import list_characters
 
         out = []
         for e in list_characters(self.characters_dir):

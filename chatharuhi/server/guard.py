@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
-from .config import ENV_SESSION_SECRET, home_dir
-from .errors import BackendResponseError, SessionError, SessionNotFound
+from ..config import ENV_SESSION_SECRET, home_dir
+from ..errors import BackendResponseError, SessionError, SessionNotFound
 
 SESSION_TOKEN_HEADER = "x-chatharuhi-session-token"
 SECRET_FILE = "server-session-secret"
@@ -59,7 +59,7 @@ def owner_token(secret: bytes, session_id: str) -> str:
 
 def check_owner(secret: bytes, session_id: str, token: str | None) -> None:
     """Refuse access to a session without its owner token; a wrong token reads as an unknown session."""
-    from .server_errors import APIError
+    from .errors import APIError
 
     if not token:
         raise APIError(401, f"session {session_id[:100]!r} needs its owner token: send the 'owner_token' that "

@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Any
 
-from .errors import BackendUnavailable, InputError
+from ..errors import BackendUnavailable, InputError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -52,10 +52,10 @@ def serve(
     except ImportError:
         raise BackendUnavailable(f"the server needs uvicorn: {INSTALL_HINT}") from None
     if workers != 1:
-        from .server_workers import serve_workers
+        from .workers import serve_workers
 
         return serve_workers(workers, host=host, port=port, log_level=log_level, api_key=api_key, **app_options)
-    from .server import create_app
+    from .app import create_app
 
     app = create_app(api_key=api_key, **app_options)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,

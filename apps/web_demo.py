@@ -1,6 +1,6 @@
 """The Gradio web demo from a source checkout: ``python apps/web_demo.py [--port 7860] [--backend NAME]``.
 
-The app itself lives in the package (``chatharuhi/web.py``) so that ``chatharuhi demo`` works from an
+The app itself lives in the package (``chatharuhi/web/app.py``) so that ``chatharuhi demo`` works from an
 installed wheel too; this file is the same command for people browsing ``apps/``.
 """
 

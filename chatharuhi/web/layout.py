@@ -11,13 +11,13 @@ import functools
 import hmac
 from typing import Any, Callable, Iterator
 
-from .errors import ChatHaruhiError, InputError
-from .models.selection import model_line
-from .web import WebDemo
-from .web_characters import SCENE_SEPARATOR
-from .web_chats import EXPORT_FORMATS
-from .web_edit import Stale
-from .web_state import SCENE_HEADERS, STORAGE_KEY, Tab, View
+from ..errors import ChatHaruhiError, InputError
+from ..models.selection import model_line
+from .app import WebDemo
+from .characters import SCENE_SEPARATOR
+from .chats import EXPORT_FORMATS
+from .edit import Stale
+from .state import SCENE_HEADERS, STORAGE_KEY, Tab, View
 
 TITLE = "ChatHaruhi"
 CONCURRENCY = 8  # replies streamed at once; local backends serialise generation themselves
@@ -45,8 +45,8 @@ def login_check(password: str) -> Callable[[str, str], bool]:
 
 def layout(gr, demo: WebDemo, secret: str) -> Any:
     """Build the Blocks for ``demo``; every visitor's state is per tab (``gr.State``) or per browser."""
-    from .config import home_dir
-    from .web_characters import THUMB_DIR
+    from ..config import home_dir
+    from .characters import THUMB_DIR
 
     gr.set_static_paths([str(home_dir() / THUMB_DIR)])  # the avatars shown in chat bubbles
     c: dict[str, Any] = {}

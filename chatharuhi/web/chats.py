@@ -9,12 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import DEFAULT_HISTORY_TOKENS, DEFAULT_STORY_TOKENS
-from .errors import ChatHaruhiError, InputError
-from .web_state import MAX_BUDGET_TOKENS, MAX_TITLE_CHARS, MIN_BUDGET_TOKENS, SESSION_LIST_SIZE, Settings, Tab, View
+from ..config import DEFAULT_HISTORY_TOKENS, DEFAULT_STORY_TOKENS
+from ..errors import ChatHaruhiError, InputError
+from .state import MAX_BUDGET_TOKENS, MAX_TITLE_CHARS, MIN_BUDGET_TOKENS, SESSION_LIST_SIZE, Settings, Tab, View
 
 if TYPE_CHECKING:
-    from .web import WebDemo
+    from .app import WebDemo
 
 EXPORT_FORMATS = ("jsonl", "markdown")
 MAX_TEMPERATURE = 2.0

@@ -24,13 +24,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .config import ENV_DEMO_PASSWORD, home_dir
-from .errors import BackendUnavailable, InputError
-from .web_characters import Shelf
-from .web_chats import ChatListHandlers
-from .web_edit import EditHandlers
-from .web_owners import Owners, owners_path_for, valid_token
-from .web_state import (
+from ..config import ENV_DEMO_PASSWORD, home_dir
+from ..errors import BackendUnavailable, InputError
+from .characters import Shelf
+from .chats import ChatListHandlers
+from .edit import EditHandlers
+from .owners import Owners, owners_path_for, valid_token
+from .state import (
     BOT_CACHE_SIZE,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -43,14 +43,14 @@ from .web_state import (
     bubble,
     title_of,
 )
-from .web_trace import no_scene_reason, trace_view
+from .trace import no_scene_reason, trace_view
 
 if TYPE_CHECKING:
     import gradio
 
-    from .chat.chatbot import ChatHaruhi
-    from .chat.reply import Reply
-    from .sessions import SessionStore
+    from ..chat.chatbot import ChatHaruhi
+    from ..chat.reply import Reply
+    from ..sessions import SessionStore
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Tab", "WebDemo", "build_app", "check_exposure", "launch"]
 logger = logging.getLogger("chatharuhi")
@@ -73,11 +73,11 @@ class WebDemo(EditHandlers, ChatListHandlers):
 
     def __init__(self, backend: Any = None, characters_dir: Any = None, sessions: "SessionStore | None" = None,
                  embedder: Any = None, owners: Owners | None = None, **llm_options: Any):
-        from .backends.registry import resolve_backend
-        from .retrieval.embeddings import get_embedder
+        from ..backends.registry import resolve_backend
+        from ..retrieval.embeddings import get_embedder
 
         if sessions is None:
-            from .sessions import SessionStore
+            from ..sessions import SessionStore
 
             sessions = SessionStore()
         self.backend = resolve_backend(backend, **llm_options)  # fail at start-up, not at the first message
@@ -102,7 +102,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
     def warm(self) -> None:
         """Load the embedder and every character's scene index now (run in a thread at start-up), so the
         first visitor does not wait for them. Local work only: indexes are cached on disk."""
-        from .retrieval.index import index_for
+        from ..retrieval.index import index_for
 
         for name in list(self.shelf.entries):
             try:
@@ -119,8 +119,8 @@ class WebDemo(EditHandlers, ChatListHandlers):
     # -- chatbots --------------------------------------------------------------------------------
     def bot(self, session_id: Any, settings: Settings | None = None) -> "ChatHaruhi":
         """The chatbot of a stored session, with its history read from the store (the truth, shared by tabs)."""
-        from .chat.chatbot import ChatHaruhi
-        from .prompting.persona import Persona
+        from ..chat.chatbot import ChatHaruhi
+        from ..prompting.persona import Persona
 
         settings = settings or self._settings.get(session_id) or Settings()
         key = (session_id, settings.bot_key())
@@ -290,7 +290,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
 
 
 def _new_token() -> str:
-    from .web_owners import new_token
+    from .owners import new_token
 
     return new_token()
 
@@ -326,7 +326,7 @@ def import_gradio():
 def build_app(backend: Any = None, characters_dir: Any = None, sessions: "SessionStore | None" = None,
               embedder: Any = None, **llm_options: Any) -> "gradio.Blocks":
     """The demo's Gradio Blocks (not launched); ``app.demo`` is its ``WebDemo``."""
-    from .web_layout import layout
+    from .layout import layout
 
     gr = import_gradio()
     demo = WebDemo(backend, characters_dir, sessions, embedder, **llm_options)
@@ -337,7 +337,7 @@ def build_app(backend: Any = None, characters_dir: Any = None, sessions: "Sessio
 
 def check_exposure(host: str, password: str | None, open_access: bool) -> None:
     """Off loopback, refuse to serve without a password unless told to on purpose (and then warn)."""
-    from .server.run import is_loopback
+    from ..server.run import is_loopback
 
     if is_loopback(host) or password:
         return
@@ -358,7 +358,7 @@ def launch(app: "gradio.Blocks", host: str = DEFAULT_HOST, port: int = DEFAULT_P
     Off loopback it needs ``password`` (a login page; any user name) or ``open_access=True`` (said out loud).
     ``banner`` is the one line printed to stderr (default: the address); Gradio's own start-up lines are kept
     quiet, since one of them suggests ``share=True``, a public tunnel to this machine."""
-    from .web_layout import CSS, login_check
+    from .layout import CSS, login_check
 
     check_exposure(host, password, open_access)
     if warm and getattr(app, "demo", None) is not None:

@@ -11,12 +11,12 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .config import SYSTEM_PROMPT_FILE, home_dir
-from .errors import CharacterError, InputError
+from ..config import SYSTEM_PROMPT_FILE, home_dir
+from ..errors import CharacterError, InputError
 
 if TYPE_CHECKING:
-    from .character.discovery import CharacterEntry
-    from .character.folder import Character
+    from ..character.discovery import CharacterEntry
+    from ..character.folder import Character
 
 AVATAR_FILES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "avatar.gif")
 AVATAR_MAX_BYTES = 5 * 1024 * 1024  # an avatar file larger than this is refused (a 20 MB photo is a mistake)
@@ -66,7 +66,7 @@ class Shelf:
 
     def refresh(self) -> None:
         """Scan the characters folders again (after an import or a new character)."""
-        from .character.discovery import list_characters
+        from ..character.discovery import list_characters
 
         found = {e.name: e for e in list_characters(self.characters_dir)
                  if e.error is None and (e.path / SYSTEM_PROMPT_FILE).is_file()}
@@ -85,7 +85,7 @@ class Shelf:
 
     def character(self, name: str) -> "Character":
         """The loaded character of a folder (parsed once)."""
-        from .character.folder import load_character
+        from ..character.folder import load_character
 
         entry = self.entry(name)
         with self._lock:
@@ -161,8 +161,8 @@ class Shelf:
     # -- adding characters -----------------------------------------------------------------------
     def import_file(self, path: str | Path, name: str | None = None) -> str:
         """Import a card (PNG/JSON/CHARX), a ChatHaruhi role (zip/JSONL) or a folder zip; returns the folder name."""
-        from .character.discovery import user_characters_dir
-        from .interop import import_character
+        from ..character.discovery import user_characters_dir
+        from ..interop import import_character
 
         path = Path(path)
         if not path.is_file():
@@ -183,9 +183,9 @@ class Shelf:
     def create(self, name: str, display_name: str, prompt: str, scenes_text: str,
                scene_files: Iterable[str | Path] = (), avatar: str | Path | None = None) -> str:
         """Write a new character folder from the form, validated before it appears; returns its folder name."""
-        from .character.discovery import user_characters_dir
-        from .character.validate import validate_folder
-        from .interop.folder import CharacterDraft, safe_name, write_draft
+        from ..character.discovery import user_characters_dir
+        from ..character.validate import validate_folder
+        from ..interop.folder import CharacterDraft, safe_name, write_draft
 
         name = (name or "").strip()
         if not name:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .web_state import View
+from .state import View
 
 if TYPE_CHECKING:
-    from .character.folder import Character
+    from ..character.folder import Character
 
 
 def no_scene_reason(trace: dict) -> str:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import InputError
-from .types import Turn
-from .web_state import Tab, View, bubble
-from .web_trace import trace_view
+from ..errors import InputError
+from ..types import Turn
+from .state import Tab, View, bubble
+from .trace import trace_view
 
 if TYPE_CHECKING:
-    from .web import WebDemo
+    from .app import WebDemo
 
 
 class Stale(InputError):

@@ -15,7 +15,8 @@ from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.web.app import Tab, WebDemo, build_app  # noqa: E402
 from chatharuhi.web.edit import Stale  # noqa: E402
 from chatharuhi.web.owners import NotYourChat  # noqa: E402
-from chatharuhi.web.state import Settings, bubble  # noqa: E402
+from chatharuhi.web.render import bubble, literal  # noqa: E402
+from chatharuhi.web.state import Settings  # noqa: E402
 from conftest import ROOT  # noqa: E402
 
 HARUHI = "凉宫春日"
@@ -346,7 +347,7 @@ def test_trace_panel_shows_scenes_and_says_plainly_when_none_fitted(demo):
     trace = last["trace"]
     included = [r for r in last["scenes"] if r[3] == "yes"]
     assert included and [r[0] for r in included] == trace["included_scenes"]
-    assert f"**{included[0][0]}** — score {included[0][1]:.4f}" in last["scene_texts"]
+    assert f"**{literal(included[0][0])}** — score {included[0][1]:.4f}" in last["scene_texts"]
     assert f"Prompt: {trace['total_tokens']} of {trace['budget']} tokens" in last["summary"]
     assert "No scene" not in last["summary"] and last["status"] == ""
     small = demo.save_settings("", None, 20, None, last["tab"])["tab"]  # a story budget no scene fits in

@@ -30,6 +30,7 @@ from .characters import Shelf
 from .chats import ChatListHandlers
 from .edit import EditHandlers
 from .owners import Owners, owners_path_for, valid_token
+from .render import bubble, literal
 from .state import (
     BOT_CACHE_SIZE,
     DEFAULT_HOST,
@@ -40,7 +41,6 @@ from .state import (
     Settings,
     Tab,
     View,
-    bubble,
     title_of,
 )
 from .trace import no_scene_reason, trace_view
@@ -113,7 +113,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
     def character_view(self, name: str) -> View:
         """Everything on the page that belongs to a character: card, avatar, bubbles' avatar."""
         avatar, note = self.shelf.avatar(name)
-        card = self.shelf.card(name) + (f"\n\n*{note}*" if note else "")
+        card = self.shelf.card(name) + (f"\n\n*{literal(note)}*" if note else "")
         return {"character": name, "card": card, "avatar": avatar}
 
     # -- chatbots --------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
         live = self._live[tab.session_id] = Live("send", text, role, {})  # from now on Stop can find it
         yield {"tab": tab, "message": "", "partial": False, "swipes": "",
                "chat": shown + [{"role": "assistant", "content": bubble(name, "")}],
-               "status": f"{name} is replying…"}
+               "status": f"{literal(name)} is replying…"}
         bot = self.bot(tab.session_id)  # the first chat with a character may build its index first
         reply = bot.stream(text, role=role, **self._sampling(tab))
         yield from self._stream(reply, live, shown, tab)
@@ -268,7 +268,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
         reason = no_scene_reason(view["trace"]) if view["trace"] else ""
         tab = self.seen(tab)
         return {"tab": tab, "sessions": (self.session_choices(token), tab.session_id), "chat": self.messages(tab),
-                "status": f"⚠ {reason}" if reason else "", "swipes": self.swipe_label(tab), **view}
+                "status": f"⚠ {literal(reason)}" if reason else "", "swipes": self.swipe_label(tab), **view}
 
     # -- resuming ----------------------------------------------------------------------------------
     def resume(self, session_id: Any, token: Any, tab: Tab | None = None) -> View:
@@ -284,7 +284,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
                             settings=settings))
         trace = self.sessions.trace(s.id, -1) if turns else None
         return {"tab": new, **self.character_view(name), "user_role": new.user_role, "chat": self.messages(new),
-                "message": "", "status": f"resumed: {s.title or '(untitled)'}", "partial": False,
+                "message": "", "status": f"resumed: {literal(s.title or '(untitled)')}", "partial": False,
                 "swipes": self.swipe_label(new), "title": s.title or "", **self.settings_view(new),
                 **trace_view(trace, self.character(name))}
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ..config import SYSTEM_PROMPT_FILE, home_dir
 from ..errors import CharacterError, InputError
+from .render import literal, markup
 
 if TYPE_CHECKING:
     from ..character.discovery import CharacterEntry
@@ -125,9 +126,9 @@ class Shelf:
         return (m.greeting if m else None) or ""
 
     def card(self, name: str) -> str:
-        """A short Markdown card: display name and description."""
+        """A short card: display name and description, shown as text (``render``)."""
         m = self.entry(name).manifest
-        return f"### {self.display_name(name)}\n\n{(m.description if m else None) or ''}".strip()
+        return f"### {literal(self.display_name(name))}\n\n{markup((m.description if m else None) or '')}".strip()
 
     def default_role(self, name: str) -> str:
         """The user's default in-story name for a character."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_HISTORY_TOKENS, DEFAULT_STORY_TOKENS
 from ..errors import ChatHaruhiError, InputError
+from .render import literal
 from .state import MAX_BUDGET_TOKENS, MAX_TITLE_CHARS, MIN_BUDGET_TOKENS, SESSION_LIST_SIZE, Settings, Tab, View
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class ChatListHandlers:
         self.sessions.rename(tab.session_id, title)
         tab = self.seen(tab)
         return {"tab": tab, "sessions": (self.session_choices(token), tab.session_id), "title": title,
-                "status": f"renamed to “{title}”"}
+                "status": f"renamed to “{literal(title)}”"}
 
     def delete_chat(self: "WebDemo", tab: Tab | None, token: Any = None) -> View:
         """Delete the open chat for good, then start a new one with the same character."""
@@ -94,7 +95,7 @@ class ChatListHandlers:
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{tab.character}-{s.title or s.id}")[:60]
         path = folder / f"{stem}{suffix}"
         path.write_text(body, encoding="utf-8")
-        return {"export_file": str(path), "status": f"exported as {path.name}"}
+        return {"export_file": str(path), "status": f"exported as {literal(path.name)}"}
 
     # -- persona and settings --------------------------------------------------------------------
     def settings_view(self: "WebDemo", tab: Tab) -> View:
@@ -144,7 +145,7 @@ class ChatListHandlers:
         if not path:
             raise InputError("nothing to import: drop a card PNG/JSON, a .charx or a ChatHaruhi zip")
         folder = self.shelf.import_file(path, name)
-        view = self._opened(folder, tab, f"imported {self.shelf.display_name(folder)}")
+        view = self._opened(folder, tab, f"imported {literal(self.shelf.display_name(folder))}")
         return {**view, "import_file": None, "import_name": ""}  # the drop zone is ready for the next one
 
     def create_character(self: "WebDemo", name: str, display_name: str, prompt: str, scenes: str,
@@ -152,7 +153,7 @@ class ChatListHandlers:
         """The form's character, written as a folder, validated, then opened."""
         files = [getattr(f, "name", f) for f in (scene_files or [])]
         folder = self.shelf.create(name, display_name, prompt, scenes, files, getattr(avatar, "name", avatar))
-        view = self._opened(folder, tab, f"created {self.shelf.display_name(folder)}")
+        view = self._opened(folder, tab, f"created {literal(self.shelf.display_name(folder))}")
         return {**view, "form_clear": True}
 
     def _opened(self: "WebDemo", folder: str, tab: Tab | None, status: str) -> View:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import InputError
 from ..types import Turn
-from .state import Tab, View, bubble
+from .render import bubble
+from .state import Tab, View
 from .trace import trace_view
 
 if TYPE_CHECKING:

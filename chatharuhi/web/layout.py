@@ -17,6 +17,7 @@ from .app import WebDemo
 from .characters import SCENE_SEPARATOR
 from .chats import EXPORT_FORMATS
 from .edit import Stale
+from .render import toast
 from .state import SCENE_HEADERS, STORAGE_KEY, Tab, View
 
 TITLE = "ChatHaruhi"
@@ -159,7 +160,7 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
 
     def to_gradio(view: View) -> dict | tuple:
         if view.get("warning"):
-            gr.Warning(view["warning"])
+            gr.Warning(toast(view["warning"]))
         out: dict = {}
         for name, value in view.items():
             if name == "sessions":
@@ -195,10 +196,10 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
             try:
                 return to_gradio(fn(*args))
             except Stale as exc:  # nothing failed: the page catches up, and the user's text stays
-                gr.Warning(str(exc))
+                gr.Warning(toast(exc))
                 return to_gradio(exc.view)
             except ChatHaruhiError as exc:  # bad input too: an error a script driving the API sees, shown
-                raise gr.Error(str(exc)) from None  # in the page; the components keep what was typed
+                raise gr.Error(toast(exc)) from None  # in the page; the components keep what was typed
         return run
 
     def streaming(fn: Callable[..., Iterator[View]]) -> Callable[..., Iterator[Any]]:
@@ -210,14 +211,14 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
                     tab_value = view.get("tab", tab_value)
                     yield to_gradio(view)
             except Stale as exc:
-                gr.Warning(str(exc))
+                gr.Warning(toast(exc))
                 yield to_gradio(exc.view)
             except InputError as exc:  # refused before anything was stored (no session is ever NotYourChat'd here)
-                raise gr.Error(str(exc)) from None
+                raise gr.Error(toast(exc)) from None
             except Exception as exc:  # a failed reply is not kept: show the chat as stored
                 restore = {"chat": demo.messages(tab_value), "status": ""} if tab_value else {}
                 yield to_gradio(restore)
-                raise gr.Error(f"the reply failed and was not kept: {exc}") from None
+                raise gr.Error(toast(f"the reply failed and was not kept: {exc}")) from None
         return run
 
     # no progress or error overlay on the ~30 outputs: the status line and toasts say what happens

@@ -3,7 +3,6 @@ stands on: it imports nothing of theirs)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,15 +45,6 @@ class Tab:
     user_role: str = ""
     seen: float = 0.0  # the session's ``updated`` when this tab last showed it: edits on a stale view are refused
     settings: Settings = field(default_factory=Settings)
-
-
-_ACTION = re.compile(r"（[^（）\n]{1,80}）|\([^()\n]{1,80}\)")
-
-
-def bubble(name: str, text: str) -> str:
-    """A chat bubble's Markdown: the speaker's name, then the text with stage directions ``（…）`` in italics."""
-    shown = _ACTION.sub(lambda m: f"<em>{m.group(0)}</em>", text)
-    return f"**{name}**\n{shown}" if name else shown
 
 
 def title_of(text: str) -> str:

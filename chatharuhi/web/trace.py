@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .render import literal
 from .state import View
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def trace_view(trace: dict | None, character: "Character | None") -> View:
     if cache := cache_sentence(trace):
         summary = f"{summary} {cache}"
     if reason := no_scene_reason(trace):
-        summary = f"**⚠ {reason}**\n\n{summary}"
+        summary = f"**⚠ {literal(reason)}**\n\n{summary}"
     rows = [[s["id"], "" if s.get("score") is None else round(s["score"], 4), s.get("tokens", 0),
              "yes" if s.get("included") else "no", s.get("reason", "")] for s in scenes]
     texts = []
@@ -73,6 +74,6 @@ def trace_view(trace: dict | None, character: "Character | None") -> View:
         except KeyError:
             continue
         score = f" — score {s['score']:.4f}" if s.get("score") is not None else ""
-        quoted = "\n".join(f"> {line}  " if line.strip() else ">" for line in text.splitlines())
-        texts.append(f"**{s['id']}**{score}\n\n{quoted}")
+        quoted = "\n".join(f"> {literal(line)}  " if line.strip() else ">" for line in text.splitlines())
+        texts.append(f"**{literal(s['id'])}**{score}\n\n{quoted}")
     return {"summary": summary, "scenes": rows, "scene_texts": "\n\n".join(texts), "trace": trace}

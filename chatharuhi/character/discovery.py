@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -30,6 +30,12 @@ class CharacterEntry:
     path: Path
     manifest: Manifest | None = None
     error: CharacterError | None = None
+    shadowed: list[Path] = field(default_factory=list)  # folders of the same name earlier in the search path
+
+    @property
+    def builtin(self) -> bool:
+        """Whether this is one of the characters shipped with chatharuhi."""
+        return self.path.parent.resolve() == builtin_characters_dir().resolve()
 
     @property
     def aliases(self) -> list[str]:
@@ -80,6 +86,8 @@ def scan(characters_dir: PathLike | Iterable[PathLike] | None = None) -> dict[st
                 entry.manifest = load_manifest(path)
             except CharacterError as exc:
                 entry.error = exc
+            if path.name in found:  # this folder wins: say which one it hides
+                entry.shadowed = [*found[path.name].shadowed, found[path.name].path]
             found[path.name] = entry
     return found
 

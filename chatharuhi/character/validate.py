@@ -3,7 +3,7 @@
 Errors stop the character from loading or from being played as written (missing or empty system
 prompt, no scenes, a malformed manifest, a file that is not UTF-8, a language with no prompts, a
 manifest ``speaker`` who never speaks in the scenes); warnings do not (an empty scene file, a line
-in no known format, a scene larger than the story budget).
+in no known format, a line larger than the story budget: a long scene is retrieved as windows of whole lines).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Problem:
     path: Path
     line: int | None
     message: str
+    kind: str = ""  # what sort of problem, for grouping repeats ("unformatted line", "scene too large", ...)
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else str(self.path)
@@ -41,8 +42,8 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
     folder = Path(folder).expanduser()
     problems: list[Problem] = []
 
-    def add(severity, path, line, message):
-        problems.append(Problem(severity, path, line, message))
+    def add(severity, path, line, message, kind=""):
+        problems.append(Problem(severity, path, line, message, kind))
 
     if not folder.is_dir():
         return [Problem("error", folder, None, "not a folder")]
@@ -92,18 +93,22 @@ def validate_folder(folder: str | Path, story_tokens: int = DEFAULT_STORY_TOKENS
             continue
         scene = parse_scene(path.name, text, narrators or frozenset({"旁白", "Narrator", ""}))
         if not scene.lines:
-            add("warning", path, None, "empty scene (skipped)")
+            add("warning", path, None, "empty scene (skipped)", "empty scene")
             continue
         usable += 1
         spoken.update(line.speaker for line in scene.lines if line.kind == "speech" and line.speaker)
         for line in scene.lines:
             if line.kind == "other":
                 add("warning", path, line.lineno, f"line in no known format, kept as narration: {line.text[:40]!r} "
-                    "(expected 名字:「台词」 or 旁白:叙述)")
+                    "(expected 名字:「台词」, 名字:(动作)「台词」 or 旁白:叙述)", "line in no known format")
         tokens = counter.count(scene.text)
-        if tokens > story_tokens:
-            add("warning", path, None, f"scene is {tokens} tokens, larger than the story budget of {story_tokens}: "
-                "it can never be retrieved; split it into smaller scenes")
+        if tokens > story_tokens:  # a long scene is retrieved as windows of whole lines: only a line can be too big
+            for line in scene.lines:
+                size = counter.count(line.text)
+                if size > story_tokens:
+                    add("warning", path, line.lineno, f"scene is {tokens} tokens and this one line is {size}, larger "
+                        f"than the story budget of {story_tokens}: it can never be retrieved; split the line",
+                        "line larger than the story budget")
     if files and not usable:
         add("error", texts, None, "every scene file is empty")
     if manifest is not None and manifest.speaker and usable and manifest.speaker not in spoken:
@@ -144,3 +149,26 @@ def validate_path(path: str | Path, **options) -> dict[Path, list[Problem]]:
     if is_character_folder(path) or not path.is_dir():
         return {path: validate_folder(path, **options)}
     return {sub: validate_folder(sub, **options) for sub in sorted(path.iterdir()) if is_character_folder(sub)}
+
+
+GROUP_AFTER = 3  # a kind of problem seen more often than this in one folder is shown this many times, then counted
+
+
+def grouped(problems: list[Problem], limit: int = GROUP_AFTER) -> list[str]:
+    """The report lines for one folder: each kind of problem at most ``limit`` times, then one line with the
+    count of the rest (which files, how many), so a folder with 150 unformatted lines stays readable."""
+    seen: Counter[str] = Counter()
+    rest: dict[str, list[Problem]] = {}
+    out = []
+    for p in problems:
+        key = p.kind or p.message
+        seen[key] += 1
+        if not p.kind or seen[key] <= limit:
+            out.append(str(p))
+        else:
+            rest.setdefault(key, []).append(p)
+    for key, more in rest.items():
+        files = len({p.path for p in more})
+        out.append(f"  … and {len(more)} more {more[0].severity}s of the same kind ({key}) in {files} "
+                   f"file{'s' if files != 1 else ''} (--all lists every one)")
+    return out

@@ -62,24 +62,34 @@ def from_story_folder(system_prompt: str, folder: str | os.PathLike) -> Characte
 
 
 def from_role_name(name: str, characters_dir: Any = None) -> Character:
-    """One of ChatHaruhi's built-in roles (pulled once, then cached), else a local character of that name."""
+    """A local character of that name or alias (built in, imported or in ``characters_dir``), else one of
+    ChatHaruhi's packaged roles (pulled once, then cached). Local first: no download when the character is here."""
+    import logging
+
+    from ..character.discovery import find_entry, scan
     from ..interop.pull import pull_role
 
     spec = builtin_role_spec(name)
-    if spec is not None:
-        try:
-            return load_character(pull_role(spec))
-        except CharacterImportError as exc:
-            raise CharacterImportError(f"role_name={name!r} is ChatHaruhi's packaged role {spec}: {exc} "
-                                       f"(role={name!r} picks a local character instead)") from None
-    from ..character.discovery import find_character, scan
-
     try:
-        return find_character(name, characters_dir)
+        entry = find_entry(name, characters_dir)
     except CharacterNotFound as exc:
-        local = sorted(scan(characters_dir))
-        raise CharacterNotFound(name, sorted({*local, *ROLE_NAMES}),
-                                close_role_names(name) or exc.suggestions) from None
+        if spec is None:
+            local = sorted(scan(characters_dir))
+            raise CharacterNotFound(name, sorted({*local, *ROLE_NAMES}),
+                                    close_role_names(name) or exc.suggestions) from None
+    else:
+        if entry.error is not None:
+            raise entry.error
+        if spec is not None:
+            logging.getLogger("chatharuhi").info(
+                "role_name=%r: using the local character %s (%s), not downloading ChatHaruhi's packaged role; "
+                "role_from_hf=%r gets that one", name, entry.name, entry.path, spec)
+        return load_character(entry.path)
+    try:
+        return load_character(pull_role(spec))
+    except CharacterImportError as exc:
+        raise CharacterImportError(f"role_name={name!r} is ChatHaruhi's packaged role {spec}: {exc} "
+                                   f"(role={name!r} picks a local character instead)") from None
 
 
 def from_hf(spec: str) -> Character:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parsers(sub) -> None:
@@ -32,6 +33,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     folder = import_character(args.path, args.to, name=args.name, role=args.role, overwrite=args.force)
     print(folder.name)
+    print(f"imported into {folder} (chat with it: chatharuhi chat {folder.name})", file=sys.stderr)
     return 0
 
 
@@ -51,6 +53,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     folder = pull_role(args.name, args.to or user_characters_dir(), refresh=args.refresh)
     print(folder.name)
+    print(f"imported into {folder} (chat with it: chatharuhi chat {folder.name})", file=sys.stderr)
     return 0
 
 

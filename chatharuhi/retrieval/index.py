@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -110,8 +110,11 @@ class SceneIndex:
 
     @classmethod
     def build(cls, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | VectorCache | None = None,
-              progress: bool = False, batch_size: int = DEFAULT_EMBED_BATCH) -> SceneIndex:
-        """Embed the scenes not in ``cache_file`` (all of them without one), update the cache, index."""
+              progress: bool = False, batch_size: int = DEFAULT_EMBED_BATCH,
+              announce: Callable[[str], None] | None = None) -> SceneIndex:
+        """Embed the scenes not in ``cache_file`` (all of them without one), update the cache, index.
+
+        ``announce`` hears one line before a build that has to embed many scenes (a first use)."""
         scenes = list(scenes)
         hashes = [s.content_hash for s in scenes]
         if cache_file is not None and hasattr(cache_file, "load"):  # a VectorCache: stores only what is new
@@ -128,6 +131,9 @@ class SceneIndex:
             if h in cached:
                 vectors[i] = cached[h]
         if missing:
+            if announce is not None and len(missing) > PROGRESS_MIN_TEXTS:
+                where = f" (kept in {cache_file} for next time)" if isinstance(cache_file, Path) else ""
+                announce(f"indexing {len(missing)} passages with {embedder.id} for the first time{where}…")
             fresh = _embed(embedder, [scenes[i].text for i in missing], progress, batch_size)
             for i, vec in zip(missing, fresh):
                 cached[hashes[i]] = vec
@@ -311,7 +317,7 @@ _indexes_lock = threading.Lock()
 
 
 def shared_index(key: str, scenes: Sequence[Scene], embedder: Embedder, cache_file: Path | VectorCache | None = None,
-                 *, progress: bool = False) -> SceneIndex:
+                 *, progress: bool = False, announce: Callable[[str], None] | None = None) -> SceneIndex:
     """The process-wide index for ``key``; rebuilt (from the cache) when the scenes change."""
     scenes = list(scenes)
     full = (key, embedder.id, scenes_fingerprint(scenes))
@@ -324,7 +330,7 @@ def shared_index(key: str, scenes: Sequence[Scene], embedder: Embedder, cache_fi
         with _indexes_lock:
             index = _indexes.get(full)
         if index is None:
-            index = SceneIndex.build(scenes, embedder, cache_file, progress=progress)
+            index = SceneIndex.build(scenes, embedder, cache_file, progress=progress, announce=announce)
             with _indexes_lock:
                 for stale in [k for k in _indexes if k[:2] == full[:2]]:
                     del _indexes[stale]  # an edited folder replaces its old index
@@ -333,7 +339,8 @@ def shared_index(key: str, scenes: Sequence[Scene], embedder: Embedder, cache_fi
 
 
 def index_for(character: Any, embedder: Embedder, *, progress: bool = False,
-              cache: VectorCache | None = None, whole_scenes: bool = False) -> SceneIndex:
+              cache: VectorCache | None = None, whole_scenes: bool = False,
+              announce: Callable[[str], None] | None = None) -> SceneIndex:
     """The shared index of a loaded ``Character``, its vectors cached on disk (or in ``cache``).
 
     Long scenes are indexed as windows of whole lines (windows.py); ``whole_scenes`` indexes every
@@ -347,7 +354,7 @@ def index_for(character: Any, embedder: Embedder, *, progress: bool = False,
         narrators = getattr(getattr(character, "manifest", None), "narrators", None) or DEFAULT_NARRATORS
         passages = windows(character.scenes, narrators=narrators)
     where = cache if cache is not None else default_cache_file(key, embedder.id)
-    return shared_index(key, passages, embedder, where, progress=progress)
+    return shared_index(key, passages, embedder, where, progress=progress, announce=announce)
 
 
 def clear_shared_indexes() -> None:

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..config import SYSTEM_PROMPT_FILE, home_dir
+from ..config import SYSTEM_PROMPT_FILE, cache_dir, cache_home
 from ..errors import CharacterError, InputError
 from .render import literal, markup
 
@@ -145,7 +145,7 @@ class Shelf:
         if file is None:
             return None, ""
         stat = file.stat()
-        thumb = home_dir() / THUMB_DIR / f"{name}-{stat.st_size}-{int(stat.st_mtime)}.png"
+        thumb = cache_home() / THUMB_DIR / f"{name}-{stat.st_size}-{int(stat.st_mtime)}.png"
         if thumb.is_file():
             return thumb, ""
         try:
@@ -242,9 +242,7 @@ class Shelf:
 
 
 def _tmp_dir() -> Path:
-    path = home_dir() / "tmp"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return cache_dir("tmp")
 
 
 def _without_paths(text: str, *paths: Path) -> str:

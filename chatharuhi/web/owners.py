@@ -22,6 +22,7 @@ from ..config import home_dir
 from ..errors import InputError, SessionError
 
 OWNERS_FILE = "web_owners.sqlite3"
+TERMINAL = "terminal"  # the owner of chats made with `chatharuhi chat` (never a token's digest: those are 64 hex)
 TOKEN_BYTES = 32
 MIN_TOKEN_CHARS = 32  # a shorter "token" was not made here: treat it as none
 LOCK_TIMEOUT_S = 5.0
@@ -69,6 +70,7 @@ class Owners:
             self._db.execute("CREATE TABLE IF NOT EXISTS owners (session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                              "created REAL NOT NULL)")
             self._db.execute("CREATE INDEX IF NOT EXISTS owners_owner ON owners(owner)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS last_open (owner TEXT PRIMARY KEY, session_id TEXT NOT NULL)")
         except (OSError, sqlite3.Error) as exc:
             raise SessionError(f"{self.path}: cannot open the demo's table of chat owners: {exc}") from None
 
@@ -83,27 +85,57 @@ class Owners:
         """Record that ``token``'s browser owns a new session."""
         self._run("INSERT INTO owners VALUES (?, ?, ?)", (str(session_id), owner_key(token), time.time()))
 
-    def owns(self, session_id: Any, token: Any) -> bool:
-        """Whether ``token``'s browser owns ``session_id``."""
+    def claim_terminal(self, session_id: str) -> None:
+        """Record a chat made in the terminal (``chatharuhi chat``): the demo on this machine lists it too."""
+        self._run("INSERT OR IGNORE INTO owners VALUES (?, ?, ?)", (str(session_id), TERMINAL, time.time()))
+
+    def terminal_sessions(self) -> list[str]:
+        """The ids of the chats made in the terminal."""
+        return [r[0] for r in self._run("SELECT session_id FROM owners WHERE owner = ?", (TERMINAL,))]
+
+    def owns(self, session_id: Any, token: Any, terminal: bool = False) -> bool:
+        """Whether ``token``'s browser owns ``session_id`` (with ``terminal``: or it is a terminal chat)."""
         if not valid_token(token) or session_id in (None, ""):
             return False
         rows = self._run("SELECT owner FROM owners WHERE session_id = ?", (str(session_id),))
+        if rows and terminal and rows[0][0] == TERMINAL:
+            return True
         return bool(rows) and secrets.compare_digest(rows[0][0], owner_key(token))
 
-    def check(self, session_id: Any, token: Any) -> None:
-        """Raise ``NotYourChat`` unless ``token``'s browser owns ``session_id``."""
-        if not self.owns(session_id, token):
+    def check(self, session_id: Any, token: Any, terminal: bool = False) -> None:
+        """Raise ``NotYourChat`` unless ``token``'s browser owns ``session_id`` (or, with ``terminal``, it is a
+        terminal chat)."""
+        if not self.owns(session_id, token, terminal):
             raise NotYourChat("that chat is not one of this browser's chats (or it was deleted)")
 
-    def sessions(self, token: Any) -> list[str]:
-        """The ids of the sessions ``token``'s browser owns."""
+    def sessions(self, token: Any, terminal: bool = False) -> list[str]:
+        """The ids of the sessions ``token``'s browser owns (with ``terminal``: and the terminal's chats)."""
         if not valid_token(token):
             return []
-        return [r[0] for r in self._run("SELECT session_id FROM owners WHERE owner = ?", (owner_key(token),))]
+        owners = (owner_key(token), TERMINAL) if terminal else (owner_key(token),)
+        marks = ", ".join("?" * len(owners))
+        return [r[0] for r in self._run(f"SELECT session_id FROM owners WHERE owner IN ({marks})", owners)]
+
+    def last_open(self, token: Any) -> str | None:
+        """The chat this browser had open last (None: none yet)."""
+        if not valid_token(token):
+            return None
+        rows = self._run("SELECT session_id FROM last_open WHERE owner = ?", (owner_key(token),))
+        return rows[0][0] if rows else None
+
+    def opened(self, session_id: Any, token: Any) -> None:
+        """Remember that this browser has ``session_id`` open (None: a new chat not stored yet)."""
+        if not valid_token(token):
+            return
+        if session_id in (None, ""):
+            self._run("DELETE FROM last_open WHERE owner = ?", (owner_key(token),))
+        else:
+            self._run("INSERT OR REPLACE INTO last_open VALUES (?, ?)", (owner_key(token), str(session_id)))
 
     def forget(self, session_id: str) -> None:
         """Drop a deleted session's row."""
         self._run("DELETE FROM owners WHERE session_id = ?", (str(session_id),))
+        self._run("DELETE FROM last_open WHERE session_id = ?", (str(session_id),))
 
     def close(self) -> None:
         """Close the file."""

@@ -1,0 +1,226 @@
+"""``chatharuhi chat``: the terminal conversation, its slash commands and the chats it keeps.
+
+Every turn is stored in the same session store as the web demo's chats (the data folder's
+``sessions.sqlite3`` unless ``CHATHARUHI_STORE`` says otherwise) and marked as a terminal chat, so
+the demo served on this machine lists it and ``--resume`` or ``/load`` opens it again later.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import ChatHaruhiError, InputError
+
+if TYPE_CHECKING:
+    from .chat.chatbot import ChatHaruhi
+    from .sessions import SessionStore
+
+COMMANDS_HELP = """commands:
+  /help          this list
+  /load          list your earlier chats with this character; /load N opens number N, /load FILE a /save file
+  /save FILE     write this chat to a JSON file (it is also kept in the chat list automatically)
+  /reset         start a new chat (the old one stays in the list)
+  /trace         why the last reply looked that way (scenes and tokens, as JSON)
+  /quit          leave (so does Ctrl-D); Ctrl-C stops a reply without keeping it"""
+CHAT_HINT = "type /help for commands"
+LOAD_LIST_SIZE = 10
+TITLE_CHARS = 30
+
+
+def terminal_owners(store: "SessionStore"):
+    """The demo's table of chat owners beside ``store`` (terminal chats are marked there)."""
+    from .web.owners import Owners, owners_path_for
+
+    return Owners(owners_path_for(store))
+
+
+def terminal_chats(store: "SessionStore", character: str) -> list:
+    """This character's terminal chats, newest first."""
+    owners = terminal_owners(store)
+    try:
+        ids = set(owners.terminal_sessions())
+    finally:
+        owners.close()
+    found = [s for s in store.list(character=character, limit=1000) if s.id in ids]
+    return sorted(found, key=lambda s: s.updated, reverse=True)
+
+
+class TerminalChat:
+    """One terminal conversation: reads lines, runs slash commands, streams replies, keeps the chat."""
+
+    def __init__(self, make_bot: Callable[..., "ChatHaruhi"], store: "SessionStore",
+                 out: Callable[[str], None] = print, ask: Callable[[str], str] = input):
+        self.make_bot, self.store, self.out, self.ask = make_bot, store, out, ask
+        self.bot = make_bot()
+
+    def run(self, resume: str | None = None) -> int:
+        """The read-reply loop until /quit or end of input."""
+        if resume is not None:
+            self._open(resume)
+        c = self.bot.character
+        self.out(f"[{c.display_name}] — {CHAT_HINT}; this chat is kept in {self.store_where()}")
+        if c.manifest.greeting and not self.bot.history:
+            self.out(f"{c.speaker}: {c.manifest.greeting}")
+        while True:
+            try:
+                line = self.ask(f"{self.bot.user_role}> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                self.out("")
+                return 0
+            if not line:
+                continue
+            if line.startswith("/"):
+                if self.command(line) == "quit":
+                    return 0
+                continue
+            self.reply(line)
+
+    def store_where(self) -> str:
+        path = getattr(self.store, "path", None)
+        return str(path) if path else "the session store"
+
+    def command(self, line: str) -> str | None:
+        """Run one slash command; an unknown one is named with the list, never sent to the character."""
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        if name in ("/quit", "/exit"):
+            return "quit"
+        if name in ("/help", "/?"):
+            self.out(COMMANDS_HELP)
+        elif name == "/reset":
+            self.bot.reset()  # the next turn starts a new stored chat
+            self.out("(new chat; the old one stays in /load's list)")
+        elif name == "/trace":
+            trace = self.bot.last_trace.as_dict() if self.bot.last_trace else None
+            self.out(json.dumps(trace, ensure_ascii=False, indent=1))
+        elif name == "/save":
+            if not arg:
+                self.out("usage: /save FILE")
+            else:
+                path = Path(arg).expanduser().resolve()
+                self.bot.save(path)
+                self.out(f"(saved to {path}; /load {arg} opens it again)")
+        elif name == "/load":
+            self._load(arg)
+        else:
+            import difflib
+
+            known = ["/help", "/load", "/save", "/reset", "/trace", "/quit"]
+            close = difflib.get_close_matches(name, known, n=1)
+            self.out(f"unknown command {name}" + (f"; did you mean {close[0]}?" if close else "") +
+                     f" ({CHAT_HINT}; to say something starting with /, put a space before it)")
+        return None
+
+    def _load(self, arg: str) -> None:
+        chats = terminal_chats(self.store, self.bot.character.name)
+        if not arg:
+            if not chats:
+                self.out("(no earlier chats with this character yet)")
+            for i, s in enumerate(chats[:LOAD_LIST_SIZE], 1):
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated))
+                self.out(f"  {i}. {s.title or '(untitled)'} · {len(self.store.turns(s.id))} turns · {when}")
+            if chats:
+                self.out("/load N opens one")
+            return
+        if arg.isdigit():
+            n = int(arg)
+            if not 1 <= n <= min(len(chats), LOAD_LIST_SIZE):
+                self.out(f"there is no chat {n}: /load lists them")
+                return
+            self._open(chats[n - 1].id)
+        else:
+            path = Path(arg).expanduser()
+            if not path.is_file():
+                self.out(f"{path}: no such file (and not a number from /load's list)")
+                return
+            self._open(self._import_saved(path))
+        self._show()
+
+    def _import_saved(self, path: Path) -> str:
+        """A ``/save`` file becomes a stored chat (so it is in the lists from now on); returns its id."""
+        from .chat.chatbot import ChatHaruhi
+
+        saved = ChatHaruhi.load(path, llm=self.bot.backend, embedder=self.bot.embedder)
+        if saved.character.name != self.bot.character.name:
+            raise InputError(f"{path} is a chat with {saved.character.name}, not {self.bot.character.name}: "
+                             f"`chatharuhi chat {saved.character.name}` and /load it there")
+        session = self.store.create(saved.character.name, saved.user_role, title=f"from {path.name}")
+        for turn in saved.history:
+            self.store.append_turn(session.id, turn)
+        _claim(self.store, session.id)
+        return session.id
+
+    def _open(self, session_id: str) -> None:
+        try:
+            session = self.store.get(session_id)
+        except (ChatHaruhiError, LookupError):
+            raise InputError(f"no chat {session_id!r} in {self.store_where()}: `/load` in a chat lists them") from None
+        self.bot = self.make_bot(session=session, user_role=session.user_role, llm=self.bot.backend,
+                                 embedder=self.bot.embedder)
+
+    def _show(self) -> None:
+        c = self.bot.character
+        turns = self.bot.history
+        self.out(f"(opened a chat of {len(turns)} turns; the last ones:)")
+        for t in turns[-3:]:
+            self.out(f"{t.user_role}: {t.text}")
+            self.out(f"{c.speaker}: {t.reply}")
+
+    def reply(self, text: str) -> None:
+        """Stream the character's reply; a stopped reply is not kept."""
+        c = self.bot.character
+        self.out_raw(f"{c.speaker}: ")
+        try:
+            reply = self.bot.stream(text)
+            for chunk in reply:
+                self.out_raw(chunk)
+            self.out("")
+        except KeyboardInterrupt:
+            self.out("\n(reply stopped; not kept in the conversation)")
+            return
+        except ChatHaruhiError as exc:
+            print(f"\nerror: {exc}", file=sys.stderr)
+            return
+        self._keep()
+
+    def out_raw(self, text: str) -> None:
+        print(text, end="", flush=True)
+
+    def _keep(self) -> None:
+        """After the first turn: give the chat a title and mark it as a terminal chat (for the lists)."""
+        session = self.bot.session
+        if session is None or len(self.bot.history) != 1:
+            return
+        first = self.bot.history[0].text.strip().splitlines()[0]
+        title = first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
+        self.store.rename(session.id, title)
+        _claim(self.store, session.id)
+
+
+def _claim(store: "SessionStore", session_id: str) -> None:
+    owners = terminal_owners(store)
+    try:
+        owners.claim_terminal(session_id)
+    finally:
+        owners.close()
+
+
+def latest_chat(store: "SessionStore", character: str) -> str:
+    """The id of the newest terminal chat with ``character`` (``--resume`` without an id)."""
+    chats = terminal_chats(store, character)
+    if not chats:
+        raise InputError(f"no earlier terminal chat with {character} to resume: start one with "
+                         f"`chatharuhi chat {character}`")
+    return chats[0].id
+
+
+def run_chat(make_bot: Callable[..., "ChatHaruhi"], store: "SessionStore", resume: Any = None) -> int:
+    """``chatharuhi chat``: ``resume`` is None, True (the newest chat) or a session id."""
+    chat = TerminalChat(make_bot, store)
+    if resume is True:
+        resume = latest_chat(store, chat.bot.character.name)
+    return chat.run(resume)

@@ -139,6 +139,17 @@ MANIFEST_FILE = "character.toml"
 SYSTEM_PROMPT_FILE = "system_prompt.txt"
 TEXTS_DIR = "texts"
 
+# -- building characters from novels, subtitles and scripts (chatharuhi.building) --------------------------
+BUILD_MAX_SOURCE_BYTES = 64_000_000  # a source file larger than this is refused before it is read whole
+BUILD_THRESHOLD = 0.85  # quotations attributed with less confidence stay narration in the character's scenes
+BUILD_MIN_LINES = 5  # a character with fewer lines is refused unless min_lines allows it
+BUILD_SCENE_TOKENS = 500  # ChatHaruhi's guideline for one scene
+BUILD_MAX_SCENES = 400  # scenes written for one character (the most characteristic first, then in book order)
+BUILD_LLM_BATCH = 8  # uncertain quotations sent to the LLM in one request
+BUILD_LLM_CONTEXT_CHARS = 600  # narration either side of a quotation sent with it
+BUILD_MAX_LLM_CALLS = 200  # the default cap on LLM requests for one build
+BUILD_CACHE_DIR = "build-cache"  # under the home folder: the LLM pass's answers, per source and cast
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 

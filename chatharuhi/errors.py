@@ -9,7 +9,13 @@ field or value at fault and say how to fix it.
     │   ├── InvalidCharacter       a broken folder or manifest (names the file and line)
     │   │   ├── AdapterNotPulled   the manifest names a catalogue adapter not pulled yet (names the pull command)
     │   │   └── UnknownAdapter     the manifest names an adapter the catalogue does not know (closest name)
-    │   └── CharacterImportError   a file that cannot be imported or exported (card, JSONL, zip, download)
+    │   ├── CharacterImportError   a file that cannot be imported or exported (card, JSONL, zip, download)
+    │   └── BuildError             building a character from a novel, subtitles or a script failed
+    │       ├── SourceError        a source that cannot be read: binary, empty, too big, unknown encoding, bad epub/subtitles
+    │       ├── CastError          a cast file with a malformed line
+    │       ├── NameNotInSource    the character's name never occurs (lists the closest names found)
+    │       ├── TooFewLines        the character has fewer lines than --min-lines (gives the count)
+    │       └── OutputExists       the output folder exists and --force was not given
     ├── InputError                 bad user input: an empty message, an invalid option
     │   └── UnknownOption          a keyword argument or option nobody accepts (names the closest valid one)
     ├── TemplateError              a prompt template that is missing or lacks a variable
@@ -93,6 +99,49 @@ class CharacterImportError(CharacterError, ValueError):
     def __init__(self, message: str, path: object = None):
         self.path = path
         super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class BuildError(CharacterError, ValueError):
+    """Building a character from a source (novel, subtitles, script) failed; ``path`` names the file when one is to blame."""
+
+    def __init__(self, message: str, path: object = None):
+        self.path = path
+        self.reason = message
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class SourceError(BuildError):
+    """A source cannot be read: binary, empty, too big, an unknown encoding, a broken epub or subtitle file."""
+
+
+class CastError(BuildError):
+    """A cast file (``--cast``) that cannot be used; the message names the line."""
+
+
+class NameNotInSource(BuildError, LookupError):
+    """The requested character never speaks in (or is never named by) the sources; ``suggestions`` are the closest."""
+
+    def __init__(self, name: str, suggestions: list[str], cast: list[str]):
+        self.name, self.suggestions, self.cast = name, suggestions, cast
+        hint = f" Closest names found: {', '.join(suggestions)}." if suggestions else ""
+        listing = f" Speakers found: {', '.join(cast[:20])}{' ...' if len(cast) > 20 else ''}." if cast else ""
+        super().__init__(f"{name!r} never occurs as a speaker in the sources.{hint}{listing} Pass --character with "
+                         "one of them, or --alias/--cast to say how the book names them.")
+
+
+class TooFewLines(BuildError):
+    """The character has fewer attributed lines than the minimum."""
+
+    def __init__(self, name: str, count: int, minimum: int):
+        self.name, self.count, self.minimum = name, count, minimum
+        super().__init__(f"{name!r} has only {count} line{'s' if count != 1 else ''} attributed with enough confidence "
+                         f"(at least {minimum} needed): add sources, lower --threshold, or pass --min-lines {count}"
+                         if count else f"{name!r} has no line attributed with enough confidence: add sources, lower "
+                         "--threshold or add aliases with --alias")
+
+
+class OutputExists(BuildError, FileExistsError):
+    """The output folder exists; nothing was written."""
 
 
 class InputError(ChatHaruhiError, ValueError):

@@ -22,7 +22,7 @@ from .context import Context, Tag
 
 # Each rule's confidence is the share of its answers that were right on the novels it was tuned on (Emma,
 # Oliver Twist, The Mysterious Affair at Styles; benchmarks/attribution.py).
-CONF = {"explicit": 0.95, "explicit-ambiguous": 0.8, "narrator": 0.95, "beat": 0.7, "beat-before": 0.4, "narrator-beat": 0.7,
+CONF = {"explicit": 0.95, "explicit-ambiguous": 0.8, "narrator": 0.95, "beat": 0.7, "beat-before": 0.4, "reaction": 0.6, "narrator-beat": 0.7,
         "vocative": 0.8, "pronoun-paragraph": 0.6, "pronoun-partner": 0.65, "pronoun-recent": 0.65,
         "pronoun-beat": 0.5, "continued": 0.0}
 _FIRST_PERSON_EN = re.compile(r"\b(?:I|me|my|myself)\b")
@@ -48,6 +48,8 @@ class Rules:
         else:
             from . import tags_en as mod
         self.tag_after, self.tag_before, self.beat, self.vocatives = mod.tag_after, mod.tag_before, mod.beat, mod.vocatives
+        self.tag_next_line = mod.tag_next_line
+        self.beat_from_previous_paragraph = language != "zh"  # there a short line before is the last one's tag
 
 
 def find_narrator(ctx: Context, rules: Rules) -> int | None:
@@ -92,6 +94,8 @@ def _local_tag(ctx: Context, rules: Rules, qi: int) -> Tag | None:
     if tag is None and k == 0 and q.start - 1 <= para.start and q.paragraph and q.paragraph - 1 not in ctx.by_paragraph:
         prev = ctx.paragraphs[q.paragraph - 1]  # a lead-in paragraph: "…, and said, with some asperity:"
         tag = rules.tag_before(ctx, prev.start, prev.end)
+    if tag is None and k == len(siblings) - 1:
+        tag = rules.tag_next_line(ctx, qi)
     return tag
 
 
@@ -142,6 +146,8 @@ class Sieve:
         for _, tag in ptags:
             if tag.kind == "name":
                 who, ambiguous = self._pick(tag.who, tag.position)
+                if not tag.verb:
+                    return who, CONF["reaction"], "reaction"
                 return who, CONF["explicit-ambiguous" if ambiguous else "explicit"], "explicit"
             if tag.kind == "narrator" and self.narrator is not None:
                 return self.narrator, CONF["narrator"], "narrator"
@@ -151,7 +157,8 @@ class Sieve:
             return None, 0.0, "pending"
         b = self.rules.beat(ctx, p)
         before = False
-        if b is None and p and p - 1 not in ctx.by_paragraph and _short(ctx, p - 1):
+        if b is None and p and p - 1 not in ctx.by_paragraph and _short(ctx, p - 1) and \
+                self.rules.beat_from_previous_paragraph:
             b, before = self.rules.beat(ctx, p - 1), True  # "Poirot smiled." on its own line, then the speech
         self.beats[p] = b
         if b is not None and b.kind == "name":
@@ -250,10 +257,11 @@ class Sieve:
 
     # -- 4. alternation ------------------------------------------------------------------------------------
     def _alternate(self, run: list[int], speaker) -> None:
-        anchors = [(n, speaker[p][0]) for n, p in enumerate(run) if speaker[p][0] is not None]
+        turns = [p for p in run]
+        anchors = [(n, speaker[p][0]) for n, p in enumerate(turns) if speaker[p][0] is not None]
         if not anchors:
             return
-        for n, p in enumerate(run):
+        for n, p in enumerate(turns):
             if speaker[p][0] is not None:
                 continue
             left = [a for a in anchors if a[0] < n][-2:]
@@ -267,10 +275,16 @@ class Sieve:
                 else:
                     near = fwd if n - left[-1][0] <= right[0][0] - n else back
                     speaker[p] = (near, 0.45, "alternation")
-            elif fwd is not None or back is not None:
+                continue
+            if fwd is not None or back is not None:
                 guess = fwd if fwd is not None else back
                 dist = n - left[-1][0] if fwd is not None else right[0][0] - n
                 speaker[p] = (guess, max(0.4, 0.72 - 0.06 * (dist - 1)), "alternation")
+                continue
+            # one anchor on a side: the turns two, four... away are theirs in a two-person exchange
+            same = {a for m, a in (left[-1:] + right[:1]) if (n - m) % 2 == 0}
+            if len(same) == 1:
+                speaker[p] = (same.pop(), 0.55, "alternation")
 
 
 def _parity(pair: list[tuple[int, int]], n: int) -> int | None:

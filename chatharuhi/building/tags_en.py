@@ -107,6 +107,11 @@ def _mention_end(ctx: Context, tag: Tag, limit: int) -> int:
     return w.end() if w else tag.position
 
 
+def tag_next_line(ctx: Context, qi: int) -> Tag | None:
+    """English books keep a quotation's tag in its own paragraph."""
+    return None
+
+
 def tag_before(ctx: Context, start: int, end: int) -> Tag | None:
     """A tag in the narration ``text[start:end]`` before a quotation, ending in ``,`` or ``:``: ``Holmes said, "…"``."""
     text = ctx.text

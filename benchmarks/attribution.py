@@ -135,9 +135,10 @@ def wp_instances(path: Path) -> list[dict]:
     out = []
     for block in path.read_text(encoding="utf-8").strip().split("\n\n"):
         lines = block.strip().split("\n")
-        head = [l for l in lines if l.startswith(("Speaker:", "Speaker index:", "Category:"))]
-        body = [l for l in lines[1:] if not l.startswith(("Speaker:", "Speaker index:", "Category:"))]
-        info = dict(l.split(": ", 1) for l in head)
+        keys = ("Speaker:", "Speaker index:", "Category:")
+        head = [x for x in lines if x.startswith(keys)]
+        body = [x for x in lines[1:] if not x.startswith(keys)]
+        info = dict(x.split(": ", 1) for x in head)
         out.append({"sentences": body, "speaker": info["Speaker"].strip(), "category": info["Category"].strip()})
     return out
 
@@ -161,7 +162,6 @@ def evaluate_wp(split: str, threshold: float) -> dict:
     all_text = "\n".join(s for name in ("train", "dev") for i in wp_instances(NOVELS / "wp" / f"{name}_unsplit.txt")
                          for s in i["sentences"])
     cast: Cast = wp_cast(all_text)
-    names = [m.name for m in cast.members]
     by_cat = defaultdict(Counter)
     rules = Counter()
     for inst in insts:
@@ -206,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing {NOVELS}: the shared/ folder must sit beside the checkout", file=sys.stderr)
         return 2
     report = {"threshold": threshold, "novels": [], "wp": []}
-    total = defaultdict(Counter)
     for name in [n for n in args.novels.split(",") if n]:
         r = evaluate_novel(name, threshold)
         report["novels"].append(r)

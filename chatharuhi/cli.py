@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Sequence
 
+from .building import commands as _building_commands
 from .config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, ENV_DEMO_PASSWORD, SYSTEM_PROMPT_FILE
 from .errors import ChatHaruhiError, InputError
 from .interop import commands as _interop_commands
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(sub)
     _interop_commands.add_parsers(sub)
     _training_commands.add_parsers(sub)
+    _building_commands.add_parsers(sub)
     _models_commands.add_parsers(sub)
     return parser
 
@@ -346,6 +348,7 @@ COMMANDS["demo"] = cmd_demo
 COMMANDS["serve"] = cmd_serve
 COMMANDS.update(_interop_commands.COMMANDS)  # import, export, pull
 COMMANDS.update(_training_commands.COMMANDS)  # build-dataset, train
+COMMANDS.update(_building_commands.COMMANDS)  # build-character
 COMMANDS.update(_models_commands.COMMANDS)  # models list | pull | rm
 
 

@@ -11,7 +11,7 @@ field or value at fault and say how to fix it.
     │   │   └── UnknownAdapter     the manifest names an adapter the catalogue does not know (closest name)
     │   ├── CharacterImportError   a file that cannot be imported or exported (card, JSONL, zip, download)
     │   └── BuildError             building a character from a novel, subtitles or a script failed
-    │       ├── SourceError        a source that cannot be read: binary, empty, too big, unknown encoding, bad epub/subtitles
+    │       ├── SourceError        an unreadable source: binary, empty, too big, unknown encoding, bad epub/subtitles
     │       ├── CastError          a cast file with a malformed line
     │       ├── NameNotInSource    the character's name never occurs (lists the closest names found)
     │       ├── TooFewLines        the character has fewer lines than --min-lines (gives the count)
@@ -102,7 +102,7 @@ class CharacterImportError(CharacterError, ValueError):
 
 
 class BuildError(CharacterError, ValueError):
-    """Building a character from a source (novel, subtitles, script) failed; ``path`` names the file when one is to blame."""
+    """Building a character from a novel, subtitles or a script failed; ``path`` names the file at fault."""
 
     def __init__(self, message: str, path: object = None):
         self.path = path

@@ -1,7 +1,7 @@
 """Who said it: a deterministic, precision-first sieve over a source's quotations.
 
 Rules, strongest first (each sets ``rule`` and a confidence):
-  explicit   a name with a speech verb next to the quotation (``said Holmes``, ``少安对他说：``)      0.95
+  explicit   a name with a speech verb next to the quotation (``said Holmes``, ``少安对他说：``)   0.95
   narrator   ``I said`` in a first-person book, when the narrator is known                          0.92
   pronoun    ``he said`` / ``她问``: the named subject of the paragraph, or the one conversation
              partner of that gender                                                                0.70-0.88
@@ -22,7 +22,8 @@ from .context import Context, Tag
 
 # Each rule's confidence is the share of its answers that were right on the novels it was tuned on (Emma,
 # Oliver Twist, The Mysterious Affair at Styles; benchmarks/attribution.py).
-CONF = {"explicit": 0.95, "explicit-ambiguous": 0.8, "narrator": 0.95, "beat": 0.7, "beat-before": 0.4, "reaction": 0.6, "narrator-beat": 0.7,
+CONF = {"explicit": 0.95, "explicit-ambiguous": 0.8, "narrator": 0.95, "beat": 0.7, "beat-before": 0.4,
+        "reaction": 0.6, "narrator-beat": 0.7,
         "vocative": 0.8, "pronoun-paragraph": 0.6, "pronoun-partner": 0.65, "pronoun-recent": 0.65,
         "pronoun-beat": 0.5, "continued": 0.0}
 _FIRST_PERSON_EN = re.compile(r"\b(?:I|me|my|myself)\b")
@@ -47,7 +48,8 @@ class Rules:
             from . import tags_zh as mod
         else:
             from . import tags_en as mod
-        self.tag_after, self.tag_before, self.beat, self.vocatives = mod.tag_after, mod.tag_before, mod.beat, mod.vocatives
+        self.tag_after, self.tag_before, self.beat = mod.tag_after, mod.tag_before, mod.beat
+        self.vocatives = mod.vocatives
         self.tag_next_line = mod.tag_next_line
         self.beat_from_previous_paragraph = language != "zh"  # there a short line before is the last one's tag
 
@@ -79,8 +81,10 @@ def find_narrator(ctx: Context, rules: Rules) -> int | None:
                             votes[who[0]] += 1
     if not votes:
         return None
-    (top, n), = votes.most_common(1)
-    return top if n >= 3 else None
+    ranked = votes.most_common(2)
+    top, n = ranked[0]
+    second = ranked[1][1] if len(ranked) > 1 else 0
+    return top if n >= 3 and n >= 2 * second else None
 
 
 def _local_tag(ctx: Context, rules: Rules, qi: int) -> Tag | None:
@@ -182,7 +186,6 @@ class Sieve:
 
     # -- 2. pronouns ----------------------------------------------------------------------------------------
     def _pronouns(self, run: list[int], tags, speaker) -> None:
-        ctx = self.ctx
         for n, p in enumerate(run):
             who, conf, rule = speaker[p]
             if rule == "continued" and n and speaker[run[n - 1]][0] is not None:

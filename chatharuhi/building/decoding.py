@@ -64,17 +64,30 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> Decoded:
         raise SourceError("is empty: there is no text to read", path)
     for bom, codec in _BOMS:
         if data.startswith(bom):
-            return Decoded(_clean(data.decode(codec, errors="strict")), codec.replace("-sig", " (BOM)"), len(data))
+            label = "utf-8 (BOM)" if codec == "utf-8-sig" else f"{codec} (BOM)"
+            return Decoded(_clean(data.decode(codec, errors="strict")), label, len(data))
     utf16 = _utf16_without_bom(data[:SNIFF_BYTES])
     if utf16:
         try:
             return Decoded(_clean(data.decode(utf16)), utf16, len(data))
         except UnicodeDecodeError:
             pass
+    try:
+        return Decoded(_clean(data.decode("utf-8")), "utf-8", len(data))
+    except UnicodeDecodeError:
+        pass
+    for codec in ("utf-16-le", "utf-16-be"):  # Chinese UTF-16 without a BOM has no NUL bytes to spot it by
+        if len(data) % 2 == 0:
+            try:
+                text = data.decode(codec)
+            except UnicodeDecodeError:
+                continue
+            if _mostly_cjk(text[:SNIFF_BYTES]):
+                return Decoded(_clean(text), codec, len(data))
     if b"\x00" in data[:SNIFF_BYTES]:
         raise SourceError("looks binary (it has NUL bytes and no UTF-16 pattern): give a text, epub, srt, ass "
                           "or script file", path)
-    for codec in ("utf-8", "gb18030", "big5", "cp1252"):
+    for codec in ("gb18030", "big5", "cp1252"):
         try:
             text = data.decode(codec)
         except UnicodeDecodeError:
@@ -111,6 +124,12 @@ def _plausible(text: str, codec: str) -> bool:
                   or c in "“”‘’…—")
         return bool(wide) and cjk >= 0.9 * len(wide)
     return len(wide) <= 0.05 * max(1, len(sample))  # cp1252: English with a few curly quotes or accents
+
+
+def _mostly_cjk(text: str) -> bool:
+    ok = sum(1 for c in text if "\u4e00" <= c <= "\u9fff" or c in "“”‘’，。！？：；、…—（）《》\n " or
+             (c.isascii() and c.isprintable()))
+    return ok >= 0.97 * max(1, len(text)) and sum(1 for c in text if "\u4e00" <= c <= "\u9fff") >= 0.3 * len(text)
 
 
 def _clean(text: str) -> str:

@@ -6,8 +6,8 @@ import re
 
 MALE_TITLES = ("Mr", "Mister", "Sir", "Lord", "Monsieur", "M", "Master", "Captain", "Colonel", "Father", "Uncle",
                "Signor", "Herr", "Count", "Prince", "King", "Brother", "Squire")
-FEMALE_TITLES = ("Mrs", "Miss", "Ms", "Lady", "Madame", "Mme", "Mademoiselle", "Mlle", "Mistress", "Dame", "Aunt",
-                 "Sister", "Queen", "Princess", "Duchess", "Countess", "Signora", "Frau")
+FEMALE_TITLES = ("Mrs", "Miss", "Ms", "Lady", "Madame", "Mme", "Mademoiselle", "Mlle", "Mistress", "Dame",
+                 "Aunt", "Sister", "Queen", "Princess", "Duchess", "Countess", "Signora", "Frau")
 OTHER_TITLES = ("Dr", "Doctor", "Professor", "Prof", "Inspector", "Sergeant", "Rev", "Reverend", "Judge", "Coroner",
                 "Superintendent", "Admiral", "General", "Major", "Mr", "Mrs")
 TITLES = frozenset(MALE_TITLES + FEMALE_TITLES + OTHER_TITLES)
@@ -27,15 +27,18 @@ Perhaps Certainly Surely Sure Really Exactly Never Always Oui Non Mais Voila Bie
 """.split())
 
 # Common Chinese surnames (single characters), for the short forms 孙少平 -> 少平.
-ZH_SURNAMES = frozenset("赵钱孙李周吴郑王冯陈褚卫蒋沈韩杨朱秦尤许何吕施张孔曹严华金魏陶姜戚谢邹喻柏水窦章云苏潘葛奚范彭郎"
-                        "鲁韦昌马苗凤花方俞任袁柳酆鲍史唐费廉岑薛雷贺倪汤滕殷罗毕郝邬安常乐于时傅皮卞齐康伍余元卜顾孟平"
-                        "黄和穆萧尹姚邵湛汪祁毛禹狄米贝明臧计伏成戴谈宋茅庞熊纪舒屈项祝董梁杜阮蓝闵席季麻强贾路娄危江童"
-                        "颜郭梅盛林刁钟徐邱骆高夏蔡田樊胡凌霍虞万支柯昝管卢莫经房裘缪干解应宗丁宣邓郁单杭洪包诸左石崔吉"
-                        "龚程嵇邢滑裴陆荣翁荀羊惠甄曲家封芮羿储靳汲邴糜松井段富巫乌焦巴弓牧隗山谷车侯宓蓬全郗班仰秋仲伊"
-                        "宫宁仇栾暴甘厉戎祖武符刘景詹束龙叶幸司韶郜黎蓟薄印宿白怀蒲邰从鄂索咸籍赖卓蔺屠蒙池乔阴胥能苍双"
-                        "闻莘党翟谭贡劳逄姬申扶堵冉宰郦雍桑桂濮牛寿通边扈燕冀浦尚农温别庄晏柴瞿阎充慕连茹习宦艾鱼容向古"
-                        "易慎戈廖庾终暨居衡步都耿满弘匡国文寇广禄阙东欧沃利蔚越夔隆师巩厍聂晁勾敖融冷訾辛阚那简饶空曾毋"
-                        "沙乜养鞠须丰巢关蒯相查后荆红游竺权逯盖益桓公")
+ZH_SURNAMES = frozenset(
+    "赵钱孙李周吴郑王冯陈褚卫蒋沈韩杨朱秦尤许何吕施张孔曹严华金魏陶姜戚谢邹喻柏水窦章"
+    "云苏潘葛奚范彭郎鲁韦昌马苗凤花方俞任袁柳酆鲍史唐费廉岑薛雷贺倪汤滕殷罗毕郝邬安常"
+    "乐于时傅皮卞齐康伍余元卜顾孟平黄和穆萧尹姚邵湛汪祁毛禹狄米贝明臧计伏成戴谈宋茅庞"
+    "熊纪舒屈项祝董梁杜阮蓝闵席季麻强贾路娄危江童颜郭梅盛林刁钟徐邱骆高夏蔡田樊胡凌霍"
+    "虞万支柯昝管卢莫经房裘缪干解应宗丁宣邓郁单杭洪包诸左石崔吉龚程嵇邢滑裴陆荣翁荀羊"
+    "惠甄曲家封芮羿储靳汲邴糜松井段富巫乌焦巴弓牧隗山谷车侯宓蓬全郗班仰秋仲伊宫宁仇栾"
+    "暴甘厉戎祖武符刘景詹束龙叶幸司韶郜黎蓟薄印宿白怀蒲邰从鄂索咸籍赖卓蔺屠蒙池乔阴胥"
+    "能苍双闻莘党翟谭贡劳逄姬申扶堵冉宰郦雍桑桂濮牛寿通边扈燕冀浦尚农温别庄晏柴瞿阎充"
+    "慕连茹习宦艾鱼容向古易慎戈廖庾终暨居衡步都耿满弘匡国文寇广禄阙东欧沃利蔚越夔隆师"
+    "巩厍聂晁勾敖融冷訾辛阚那简饶空曾毋沙乜养鞠须丰巢关蒯相查后荆红游竺权逯盖益桓公"
+)
 ZH_MALE_SUFFIXES = ("哥", "叔", "伯", "爷", "爸", "公", "兄", "弟", "先生", "老汉", "书记", "主任", "老头")
 ZH_FEMALE_SUFFIXES = ("姐", "妹", "嫂", "婶", "妈", "娘", "姑", "婆", "奶", "女士", "小姐", "太太", "夫人", "媳妇")
 

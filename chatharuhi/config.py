@@ -31,6 +31,13 @@ DEFAULT_CONTEXT_WINDOW = 8192  # tokens the model can see, prompt + reply
 DEFAULT_REPLY_RESERVE = 512  # tokens kept free for the reply
 DEFAULT_LORE_TOKENS = 500  # share of the prompt for triggered lorebook entries (only when a lorebook fires)
 
+# -- lorebooks (a card's keys are hostile input) -----------------------------------------------------------
+LORE_SCAN_BUDGET_S = 0.05  # the whole lorebook scan of one turn; keys not reached by then are skipped (warned)
+LORE_PATTERN_MAX_CHARS = 1000  # a longer regular-expression key is skipped (warned)
+LORE_PATTERN_MAX_MEM = 1 << 20  # bytes RE2 may use for one pattern's program and cache (it then runs slower)
+LORE_MAX_PATTERNS = 1000  # regular-expression keys in one book; the rest are skipped (warned)
+LORE_RECURSION_MAX_CHARS = 200_000  # fired entries' text scanned again by recursion, at most
+
 # -- retrieval ---------------------------------------------------------------------------------------
 DEFAULT_TOP_K = 12  # ranked candidate scenes handed to the packer
 DEFAULT_DENSE_WEIGHT = 0.75  # weight of the embedding cosine in the hybrid score

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatharuhi import ChatHaruhi
 from chatharuhi.backends.scripted import ScriptedBackend
@@ -159,3 +162,121 @@ def test_v3_use_regex_keys_are_patterns():
     assert entry(keys=["[unclosed"], use_regex=True).match("[unclosed") is None  # invalid: not a match
     assert entry(keys=["Dragon"], use_regex=True, case_sensitive=True).match("dragon") is None
     assert e.to_character_book()["use_regex"] is True
+
+
+# -- hostile keys (issue 21, item 1) ---------------------------------------------------------------------
+HANG_GUARD_S = 120  # a backtracking engine needs hours for these; the scan must come back at all
+
+
+def run_apart(code: str) -> str:
+    """Run ``code`` in a child Python (a backtracking regex holds the GIL: only a process can be given up on)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S,
+                              cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the lorebook scan did not come back within {HANG_GUARD_S} s")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_nested_quantifier_key_and_a_self_matching_constant_entry_cost_no_time():
+    """The reported cards: ``/(a+)+$/`` against a 40-character message (a backtracking engine: hours), and a
+    constant entry whose text matches its own pattern with recursion on (every turn, with no user input)."""
+    out = run_apart("""
+import warnings; warnings.simplefilter("error")
+from chatharuhi.prompting.lorebook import Lorebook, LoreEntry
+book = Lorebook([LoreEntry("1", "lore", keys=["/(a+)+$/"]), LoreEntry("2", "a" * 40 + "!", constant=True,
+                 keys=["/(a|aa)+$/"]), LoreEntry("3", "more", keys=["/^(\\\\w+\\\\s?)*$/"])], recursive=True)
+print([a.entry.id for a in book.activate(["a" * 40 + "!", "x" * 5000 + "!"], budget_s=None)])
+print([a.entry.id for a in book.activate(["aaaa"], budget_s=None)])
+""")
+    assert out.splitlines() == ["['2']", "['1', '2', '3']"]  # no match where there is none; matches where there is
+
+
+def test_patterns_the_engine_refuses_are_skipped_with_a_warning_naming_the_entry():
+    book = Lorebook([LoreEntry("7", "lore", keys=["/(a)\\1/"], name="echo"),
+                     LoreEntry("8", "lore", keys=["/(?<!x)dragon/"]),
+                     LoreEntry("9", "lore", keys=["/" + "a?" * 600 + "/"]),  # over the length limit
+                     LoreEntry("10", "dragon lore", keys=["dragon"])])
+    with pytest.warns(RuntimeWarning) as caught:
+        fired = book.activate(["aa dragon"])
+    said = " ".join(str(w.message) for w in caught)
+    assert [a.entry.id for a in fired] == ["10"]
+    assert "entry 7 ('echo')" in said and "entry 8" in said and "entry 9" in said and "limit is 1,000" in said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per book, not on every turn
+        book.activate(["aa dragon again"])
+
+
+def test_keys_not_reached_within_the_time_budget_are_skipped_and_named():
+    book = Lorebook([LoreEntry("1", "moon lore", keys=["moon"]), LoreEntry("2", "rx lore", keys=["/mo+n/"],
+                                                                          name="pattern"),
+                     LoreEntry("3", "always", constant=True)])
+    fired, report = book.scan(["the moon"], budget_s=0.0)  # spent before any pattern runs
+    assert [a.entry.id for a in fired] == ["1", "3"] and report.over_budget
+    assert report.skipped == ["entry 2 ('pattern'): the key /mo+n/ was not tried"]
+    with pytest.warns(RuntimeWarning, match=r"entry 2 \('pattern'\)"):
+        book.activate(["the moon"], budget_s=0.0)
+    assert [a.entry.id for a in book.activate(["the moon"])] == ["1", "2", "3"]  # the default budget is ample
+
+
+def reference_activate(book, messages, recursive):
+    """The scan entry by entry (the loop the index replaced), from ``LoreEntry.match``."""
+    from chatharuhi.prompting.lorebook import MAX_RECURSION, Activation
+
+    fired = {}
+    live = [(i, e) for i, e in enumerate(book.entries) if e.enabled and e.content.strip()]
+    for i, e in live:
+        if e.constant:
+            fired[i] = Activation(e, "constant")
+            continue
+        depth = book.scan_depth if e.scan_depth is None else e.scan_depth
+        window = "\n".join(messages[-depth:]) if depth > 0 else ""
+        key = e.match(window) if window else None
+        if key is not None:
+            fired[i] = Activation(e, key)
+    for _ in range(MAX_RECURSION if recursive else 0):
+        text = "\n".join(a.entry.content for a in fired.values() if not a.entry.prevent_recursion)
+        new = {i: Activation(e, key, recursive=True) for i, e in live
+               if i not in fired and not e.exclude_recursion and (key := e.match(text)) is not None}
+        if not new:
+            break
+        fired.update(new)
+    order = sorted(fired.items(), key=lambda p: (p[1].recursive, -p[1].entry.insertion_order, -p[1].entry.priority,
+                                                 p[0]))
+    return [(i, a.key, a.recursive) for i, a in order]
+
+
+WORDS = ["dragon", "Dragon", "cat", "concat", "长门", "有希", "moon", "sword", "smith", "town", "a b", "x_y"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_index_fires_what_matching_entry_by_entry_fires(data):
+    keys = st.lists(st.sampled_from(WORDS + ["/drag(on|ons)\\b/i", "/^moon/m", "/长.希/", "/cat$/"]), max_size=3,
+                    min_size=data.draw(st.sampled_from([0, 1, 1, 1])))
+    content = st.lists(st.sampled_from(WORDS + ["lore"]), max_size=3).map(" ".join)
+    entries = [LoreEntry(str(n), content=data.draw(content),
+                         keys=data.draw(keys), secondary_keys=data.draw(keys), selective=data.draw(st.booleans()),
+                         logic=data.draw(st.sampled_from(["and_any", "and_all", "not_any", "not_all"])),
+                         constant=data.draw(st.booleans()) and data.draw(st.booleans()),
+                         enabled=data.draw(st.booleans()) or data.draw(st.booleans()),
+                         insertion_order=data.draw(st.integers(0, 3)), priority=data.draw(st.integers(0, 2)),
+                         case_sensitive=data.draw(st.booleans()), whole_words=data.draw(st.booleans()),
+                         scan_depth=data.draw(st.one_of(st.none(), st.integers(0, 4))),
+                         prevent_recursion=data.draw(st.booleans()), exclude_recursion=data.draw(st.booleans()),
+                         use_regex=data.draw(st.booleans()) and data.draw(st.booleans()))
+               for n in range(data.draw(st.integers(0, 12)))]
+    book = Lorebook(entries, scan_depth=data.draw(st.sampled_from([0, 1, 2, 2, 3])))
+    text = st.lists(st.sampled_from(WORDS + [" ", "\n", ".", "!", "concatenate", "DRAGONS", "长门有希"]), max_size=8)
+    messages = [" ".join(data.draw(text)) for _ in range(data.draw(st.sampled_from([0, 1, 2, 3, 3, 4])))]
+    recursive = data.draw(st.sampled_from([False, True, True]))
+    position = {id(e): i for i, e in enumerate(entries)}
+    got = [(position[id(a.entry)], a.key, a.recursive)
+           for a in book.activate(messages, recursive=recursive, budget_s=None)]
+    assert got == reference_activate(book, messages, recursive)

@@ -4,31 +4,38 @@ Reads both SillyTavern shapes: a world-info file (``{"entries": {"0": {"key": [.
 [...], "selectiveLogic": 0, "order": 100, "disable": false, ...}}}``) and a card's ``character_book``
 (``{"entries": [{"keys": [...], "secondary_keys": [...], "insertion_order": 100, "enabled": true,
 ...}]}``). Matching follows SillyTavern: keys are substrings (case-insensitive unless the entry says
-otherwise) or ``/regex/flags``; a selective entry also checks its secondary keys with AND ANY, AND
-ALL, NOT ANY or NOT ALL; constant entries always fire; the scan covers the newest ``scan_depth``
-messages; with recursion, fired entries' text is scanned again. ``activate`` returns the entries in
-SillyTavern's budget order: entries fired by the chat (constant or keyed alike) before those fired by
-recursion, then higher ``insertion_order`` first, then higher ``priority`` (the V2 spec: lower priority is
-discarded first). The packer fills the lore share in that order and stops at the first entry that does
-not fit, as SillyTavern does; the kept entries enter the prompt by insertion order (lowest first).
+otherwise) or ``/regex/flags`` (run by RE2, in linear time: ``lore_keys``); a selective entry also checks
+its secondary keys with AND ANY, AND ALL, NOT ANY or NOT ALL; constant entries always fire; the scan covers
+the newest ``scan_depth`` messages; with recursion, fired entries' text is scanned again. ``activate``
+returns the entries in SillyTavern's budget order: entries fired by the chat (constant or keyed alike)
+before those fired by recursion, then higher ``insertion_order`` first, then higher ``priority`` (the V2
+spec: lower priority is discarded first). The packer fills the lore share in that order and stops at the
+first entry that does not fit, as SillyTavern does; the kept entries enter the prompt by insertion order
+(lowest first).
+
+A turn's scan goes through an index of the book's keys (``lore_index``), so a book of 200,000 entries costs
+milliseconds, and it has a time budget: keys not reached within it, and patterns RE2 refuses, are skipped
+with a warning naming the entry.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..config import LORE_SCAN_BUDGET_S
 from ..errors import InvalidCharacter
 from ..options import strict
+from .lore_index import LoreIndex, ScanReport
+from .lore_keys import Literal, literal_in, parse_key, pattern_in
 
 DEFAULT_SCAN_DEPTH = 2  # messages scanned, newest first: the user's message and the reply before it
 MAX_RECURSION = 3  # passes over fired entries' content when recursion is on
 LOGIC = {0: "and_any", 1: "not_all", 2: "not_any", 3: "and_all"}  # SillyTavern's selectiveLogic numbers
-_REGEX_KEY = re.compile(r"^/(.+)/([a-z]*)$", re.DOTALL)
 
 
 @dataclass
@@ -54,25 +61,17 @@ class LoreEntry:
     use_regex: bool = False  # V3: every key is a regular expression (``/…/flags`` keys always are)
 
     def _match_one(self, key: str, text: str) -> bool:
-        key = key.strip()
-        if not key:
+        parsed = parse_key(key, use_regex=self.use_regex, case_sensitive=self.case_sensitive,
+                           whole_words=self.whole_words)
+        if parsed is None:
             return False
-        m = _REGEX_KEY.match(key)
-        if m or self.use_regex:
-            pattern, letters = (m[1], m[2]) if m else (key, "" if self.case_sensitive else "i")
-            flags = (re.IGNORECASE if "i" in letters else 0) | (re.MULTILINE if "m" in letters else 0) | \
-                (re.DOTALL if "s" in letters else 0)
-            try:
-                return re.search(pattern, text, flags) is not None
-            except re.error:  # the V3 spec: an invalid pattern is not a match
-                return False
-        if self.whole_words and key.isascii():
-            flags = 0 if self.case_sensitive else re.IGNORECASE
-            return re.search(rf"(?<!\w){re.escape(key)}(?!\w)", text, flags) is not None
-        return key in text if self.case_sensitive else key.casefold() in text.casefold()
+        if isinstance(parsed, Literal):
+            return literal_in(parsed, text)
+        return pattern_in(parsed, text.encode("utf-8", "surrogatepass"))  # the V3 spec: invalid is no match
 
     def match(self, text: str) -> str | None:
-        """The key that fires this entry on ``text`` (``None`` if it does not fire)."""
+        """The key that fires this entry on ``text`` (``None`` if it does not fire), entry by entry; a book's
+        ``activate`` gives the same answers through its index."""
         primary = next((k for k in self.keys if self._match_one(k, text)), None)
         if primary is None:
             return None
@@ -165,6 +164,8 @@ class Lorebook:
     recursive: bool = False
     token_budget: int | None = None
     name: str = ""
+    _index: LoreIndex | None = field(default=None, init=False, repr=False, compare=False)
+    _warned: set = field(default_factory=set, init=False, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, data: Any, source: object = None) -> "Lorebook":
@@ -204,35 +205,49 @@ class Lorebook:
             book["token_budget"] = self.token_budget
         return book
 
-    def activate(self, messages: Sequence[str], *, recursive: bool | None = None) -> list[Activation]:
-        """Entries fired by the newest messages (``messages`` oldest first), in budget order."""
+    def index(self) -> LoreIndex:
+        """The book's compiled keys (built on first use; rebuilt when ``entries`` is replaced or grows or
+        shrinks; after changing an entry in place, call ``reindex``)."""
+        if self._index is None or self._index.source is not self.entries or self._index.size != len(self.entries):
+            self.reindex()
+        return self._index  # type: ignore[return-value]
+
+    def reindex(self) -> None:
+        """Compile the keys again (after entries were changed in place); warns about patterns it skips."""
+        self._index = LoreIndex(self.entries)
+        for line in self._index.refused:
+            self._warn(line)
+
+    def scan(self, messages: Sequence[str], *, recursive: bool | None = None,
+             budget_s: float | None = LORE_SCAN_BUDGET_S) -> tuple[list[Activation], ScanReport]:
+        """Entries fired by the newest messages (``messages`` oldest first), in budget order, and what the scan
+        skipped (``budget_s``: the whole scan's time budget; ``None``: no limit)."""
         recursive = self.recursive if recursive is None else recursive
-        fired: dict[int, Activation] = {}
-        live = [(i, e) for i, e in enumerate(self.entries) if e.enabled and e.content.strip()]
-        for i, e in live:
-            if e.constant:
-                fired[i] = Activation(e, "constant")
-                continue
-            depth = self.scan_depth if e.scan_depth is None else e.scan_depth
-            window = "\n".join(messages[-depth:]) if depth > 0 else ""
-            key = e.match(window) if window else None
-            if key is not None:
-                fired[i] = Activation(e, key)
-        for _ in range(MAX_RECURSION if recursive else 0):
-            text = "\n".join(a.entry.content for a in fired.values() if not a.entry.prevent_recursion)
-            new = {}
-            for i, e in live:
-                if i in fired or e.exclude_recursion:
-                    continue
-                key = e.match(text)
-                if key is not None:
-                    new[i] = Activation(e, key, recursive=True)
-            if not new:
-                break
-            fired.update(new)
-        position = {id(e): i for i, e in enumerate(self.entries)}
-        return sorted(fired.values(), key=lambda a: (a.recursive, -a.entry.insertion_order, -a.entry.priority,
-                                                     position[id(a.entry)]))
+        index = self.index()
+        found, report = index.scan(messages, self.scan_depth, recursive, MAX_RECURSION, budget_s)
+        fired = [(i, Activation(self.entries[i], key, recursive=rec)) for i, key, rec in found]
+        fired.sort(key=lambda p: (p[1].recursive, -p[1].entry.insertion_order, -p[1].entry.priority, p[0]))
+        return [a for _, a in fired], report
+
+    def activate(self, messages: Sequence[str], *, recursive: bool | None = None,
+                 budget_s: float | None = LORE_SCAN_BUDGET_S) -> list[Activation]:
+        """Entries fired by the newest messages (``messages`` oldest first), in budget order; what the time
+        budget cut short is warned about, once per book and entry."""
+        fired, report = self.scan(messages, recursive=recursive, budget_s=budget_s)
+        if report.over_budget:
+            self._warn(f"the scan ran past its {budget_s * 1000:.0f} ms budget "
+                       f"({report.elapsed_s * 1000:.0f} ms) and skipped: {'; '.join(report.skipped[:5])}"
+                       + (f" and {len(report.skipped) - 5} more" if len(report.skipped) > 5 else ""),
+                       "; ".join(report.skipped))
+        return fired
+
+    def _warn(self, message: str, condition: str | None = None) -> None:
+        condition = condition or message
+        if condition in self._warned:
+            return
+        self._warned.add(condition)
+        book = f"lorebook {self.name!r}" if self.name else "lorebook"
+        warnings.warn(f"{book}: {message}", RuntimeWarning, stacklevel=3)
 
 
 def load_lorebooks(paths: Iterable[str | os.PathLike | Lorebook | None]) -> Lorebook | None:

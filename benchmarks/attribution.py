@@ -53,17 +53,24 @@ def gold_quotes(folder: Path) -> list[dict]:
     return rows
 
 
-def evaluate_novel(name: str, threshold: float) -> dict:
-    from chatharuhi.building.prose import attribute_prose
+def evaluate_novel(name: str, threshold: float, llm=None, max_llm_calls: int = 0) -> dict:
+    from chatharuhi.building.analysis import analyse
 
     folder = NOVELS / "pdnc" / name
-    text = (folder / "novel_text.txt").read_text(encoding="utf-8")
     cast, major = pdnc_cast(folder)
-    cast = cast.with_genders(text)
     t0 = time.perf_counter()
-    result = attribute_prose(text, cast, "en")
+    analysis = analyse([folder / "novel_text.txt"], cast=cast, threshold=threshold)
     took = time.perf_counter() - t0
-    quotes = result.ctx.quotes
+    llm_note, llm_s = None, None
+    if llm is not None:
+        from chatharuhi.building.llm import llm_pass
+
+        t1 = time.perf_counter()
+        llm_note = llm_pass(analysis, llm, max_calls=max_llm_calls)
+        llm_s = round(time.perf_counter() - t1, 1)
+    cast = analysis.cast
+    quotes = analysis.lines
+    narrator = analysis.narrators.get(0)
     names = [m.name for m in cast.members]
     starts = [q.start for q in quotes]
 
@@ -94,7 +101,7 @@ def evaluate_novel(name: str, threshold: float) -> dict:
         if speaker not in names:
             c["no_cast_speaker"] += 1
             continue
-        best = max((result.attributions[i] for i in hits), key=lambda a: a.confidence)
+        best = max((quotes[i] for i in hits), key=lambda a: a.confidence)
         guess = names[best.speaker] if best.speaker is not None else None
         c["scored"] += 1
         c["correct"] += guess == speaker
@@ -113,7 +120,7 @@ def evaluate_novel(name: str, threshold: float) -> dict:
         total.update(c)
     found_precision = len(matched_found) / len(quotes) if quotes else 0.0
     return {"novel": name, "seconds": round(took, 2), "quotes_found": len(quotes),
-            "narrator": names[result.narrator] if result.narrator is not None else None,
+            "narrator": names[narrator] if narrator is not None else None, "llm": llm_note, "llm_seconds": llm_s,
             "detection_recall": _r(total["found"], total["gold"]), "detection_precision": round(found_precision, 3),
             "by_type": {t: _summary(by_type[t]) for t in TYPES}, "overall": _summary(total),
             "major": {k: {"precision": _r(v["predicted_correct"], v["predicted"]),
@@ -198,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=None, help="default: the library's")
     ap.add_argument("--wp", default="dev", help="dev, train, both or none")
     ap.add_argument("--verbose", action="store_true", help="also print each rule's right and wrong counts")
+    ap.add_argument("--llm", help="also run the LLM pass with this backend (e.g. embedded, openai)")
+    ap.add_argument("--max-llm-calls", type=int, default=20, help="cap of LLM requests per novel (default 20)")
     args = ap.parse_args(argv)
     from chatharuhi.config import BUILD_THRESHOLD
 
@@ -207,13 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = {"threshold": threshold, "novels": [], "wp": []}
     for name in [n for n in args.novels.split(",") if n]:
-        r = evaluate_novel(name, threshold)
+        r = evaluate_novel(name, threshold, args.llm, args.max_llm_calls)
         report["novels"].append(r)
         o = r["overall"]
         print(f"{name:28} det R {r['detection_recall']:.3f} P {r['detection_precision']:.3f}  "
               + "  ".join(f"{t[:4]} {r['by_type'][t]['accuracy']} ({r['by_type'][t]['n']})" for t in TYPES)
               + f"  all {o['accuracy']}  @thr {o['attributed']} P {o['precision']}  narr {r['narrator']} "
               f"{r['seconds']}s")
+        if r["llm"]:
+            print(f"    {r['llm']} in {r['llm_seconds']} s")
         for k, v in r["major"].items():
             print(f"    {k:26} P {v['precision']} R {v['recall']} ({v['lines']})")
         if args.verbose:

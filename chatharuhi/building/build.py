@@ -75,7 +75,7 @@ def build_character(sources: list[str | Path] | str | Path, character: str, out:
     object) sends the uncertain quotations to a model; with ``dry_run`` nothing is written."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    if not sources:
+    if not sources and analysis is None:
         raise InputError("build_character() needs at least one source file")
     if not character or not character.strip():
         raise InputError("build_character() needs the character's name (character=...)")

@@ -116,6 +116,9 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
         c["new_avatar"] = gr.File(label="Avatar image (optional, at most 5 MB)", file_types=["image"],
                                   elem_id="new-avatar")
         c["create"] = gr.Button("Create character", variant="primary", elem_id="create")
+    from .build import build_section
+
+    build_section(gr, demo, c)  # novels, subtitles and scripts in (chatharuhi.building)
 
 
 def _chat_column(gr, c: dict) -> None:

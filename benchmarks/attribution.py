@@ -199,12 +199,38 @@ def evaluate_wp(split: str, threshold: float) -> dict:
                                                    sorted(rules.items())}}
 
 
+def time_one_mb(runs: int = 3) -> dict:
+    """build-character's whole offline path (read, decode, find the cast, attribute, cut scenes; nothing written)
+    on 1,000,000 characters of Emma and Oliver Twist, with no cast given and no LLM."""
+    import resource
+    import statistics
+    import tempfile
+
+    from chatharuhi.building.build import build_character
+
+    text = "\n\n".join((NOVELS / "pdnc" / n / "novel_text.txt").read_text(encoding="utf-8")
+                        for n in ("Emma", "OliverTwist"))[:1_000_000]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "one_mb.txt"
+        path.write_text(text, encoding="utf-8")
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            result = build_character([path], "Emma", dry_run=True)
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"chars": len(text), "bytes": len(text.encode("utf-8")), "median_s": round(statistics.median(times), 2),
+            "p95_s": round(times[-1], 2), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "lines": result.lines, "scenes": result.scenes}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--novels", default=",".join(PDNC))
     ap.add_argument("--threshold", type=float, default=None, help="default: the library's")
     ap.add_argument("--wp", default="dev", help="dev, train, both or none")
     ap.add_argument("--verbose", action="store_true", help="also print each rule's right and wrong counts")
+    ap.add_argument("--one-mb", action="store_true", help="also time the whole build on a 1 MB novel")
     ap.add_argument("--llm", help="also run the LLM pass with this backend (e.g. embedded, openai)")
     ap.add_argument("--max-llm-calls", type=int, default=20, help="cap of LLM requests per novel (default 20)")
     args = ap.parse_args(argv)
@@ -236,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
               + f"  all {w['overall']['accuracy']}  @thr {w['overall']['attributed']} P {w['overall']['precision']}")
         if args.verbose:
             print("    rules:", w["rules"])
+    if args.one_mb:
+        report["one_mb"] = time_one_mb()
+        o = report["one_mb"]
+        print(f"1 MB novel ({o['bytes']:,} bytes), whole build without LLM: median {o['median_s']} s, p95 "
+              f"{o['p95_s']} s, peak RSS {o['peak_rss_mb']} MB ({o['lines']} lines, {o['scenes']} scenes for Emma)")
     print(json.dumps(report, ensure_ascii=False))
     return 0
 

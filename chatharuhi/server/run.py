@@ -1,5 +1,6 @@
 """Running the server in this process: ``serve`` refuses a non-loopback address without an API key, runs
-uvicorn (or hands over to ``server_workers`` for ``--workers N``) and bounds the shutdown.
+uvicorn with the watched HTTP protocol of ``server.connections`` (slow clients), or hands over to
+``server.workers`` for ``--workers N``, and bounds the shutdown.
 
 The app itself is built by ``server.create_app``.
 """
@@ -10,7 +11,7 @@ import ipaddress
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, InputError
 
@@ -22,6 +23,9 @@ SHUTDOWN_DEADLINE_S = 4.0  # ...and the process exits by this time whatever is s
 INSTALL_HINT = "pip install 'chatharuhi[web]'"
 
 logger = logging.getLogger("chatharuhi.server")
+
+if TYPE_CHECKING:
+    from .connections import Limits
 
 
 def is_loopback(host: str) -> bool:
@@ -40,9 +44,11 @@ def serve(
     api_key: str | None = None,
     log_level: str = "info",
     workers: int = 1,
+    limits: "Limits | None" = None,
     **app_options: Any,
 ) -> None:
-    """Run the server with uvicorn (``workers`` processes); refuses a non-loopback address without an API key."""
+    """Run the server with uvicorn (``workers`` processes); refuses a non-loopback address without an API key.
+    ``limits``: what a slow client may hold (``server.connections``; default: the named defaults)."""
     api_key = api_key or os.environ.get(ENV_API_KEY) or None
     if not is_loopback(host) and not api_key:
         raise InputError(f"refusing to listen on {host} without an API key: anyone who can reach it could use "
@@ -51,15 +57,19 @@ def serve(
         import uvicorn
     except ImportError:
         raise BackendUnavailable(f"the server needs uvicorn: {INSTALL_HINT}") from None
+    from .connections import Limits, configure, protocol_class
+
+    limits = configure(limits or Limits())  # refused now, before anything starts, if it cannot be honoured
     if workers != 1:
         from .workers import serve_workers
 
-        return serve_workers(workers, host=host, port=port, log_level=log_level, api_key=api_key, **app_options)
+        return serve_workers(workers, host=host, port=port, log_level=log_level, api_key=api_key, limits=limits,
+                             **app_options)
     from .app import create_app
 
     app = create_app(api_key=api_key, **app_options)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, server_header=False,
-                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S, http=protocol_class()))
     graceful = server.handle_exit
 
     def handle_exit(sig, frame) -> None:  # uvicorn stops accepting and drains; a watchdog bounds the wait

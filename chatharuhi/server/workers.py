@@ -9,6 +9,7 @@ uvicorn processes on one socket; each builds its own app from the options the pa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -17,6 +18,7 @@ from ..errors import InputError
 from ..sessions.pg_schema import is_postgres_url
 
 ENV_SERVE_OPTIONS = "CHATHARUHI_SERVE_OPTIONS"  # set by the parent for its worker processes only
+ENV_SERVE_LIMITS = "CHATHARUHI_SERVE_LIMITS"  # the slow-client limits, likewise (server.connections.Limits)
 MAX_WORKERS = 64
 
 
@@ -33,7 +35,8 @@ def open_shared_store(target: Any) -> Any:
     return SessionStore(target)
 
 
-def serve_workers(workers: int, *, host: str, port: int, log_level: str, **app_options: Any) -> None:
+def serve_workers(workers: int, *, host: str, port: int, log_level: str, limits: Any = None,
+                  **app_options: Any) -> None:
     """Run ``workers`` server processes on one port, all on the same session store."""
     if not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise InputError(f"--workers must be a whole number from 1 to {MAX_WORKERS}, not {workers!r}")
@@ -46,15 +49,22 @@ def serve_workers(workers: int, *, host: str, port: int, log_level: str, **app_o
         store.close()
     import uvicorn
 
+    from .connections import protocol_path
+
     os.environ[ENV_SERVE_OPTIONS] = options  # inherited by the worker processes uvicorn spawns
+    if limits is not None:
+        os.environ[ENV_SERVE_LIMITS] = json.dumps(dataclasses.asdict(limits))
     uvicorn.run("chatharuhi.server.workers:app_from_env", factory=True, workers=workers, host=host, port=port,
-                log_level=log_level, server_header=False)
+                log_level=log_level, server_header=False, http=protocol_path())
 
 
 def app_from_env():
     """The app of one worker process, built from the options its parent handed down."""
     from .app import create_app
+    from .connections import Limits, configure
 
+    if os.environ.get(ENV_SERVE_LIMITS):
+        configure(Limits(**json.loads(os.environ[ENV_SERVE_LIMITS])))
     raw = os.environ.get(ENV_SERVE_OPTIONS)
     if not raw:
         raise InputError(f"{ENV_SERVE_OPTIONS} is not set: start workers with `chatharuhi serve --workers N`")

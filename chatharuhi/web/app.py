@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from ..chat.chatbot import ChatHaruhi
     from ..chat.reply import Reply
+    from ..server.connections import Limits
     from ..sessions import SessionStore
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Tab", "WebDemo", "build_app", "check_exposure", "launch"]
@@ -351,19 +352,31 @@ def check_exposure(host: str, password: str | None, open_access: bool) -> None:
 
 def launch(app: "gradio.Blocks", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, block: bool = True,
            warm: bool = True, password: str | None = None, open_access: bool = False,
-           banner: str | None = None) -> None:
+           banner: str | None = None, limits: "Limits | None" = None) -> None:
     """Serve the app on ``host:port``: never shared through Gradio's tunnel, no browser opened; with
     ``warm``, the characters' indexes are built in the background meanwhile.
 
     Off loopback it needs ``password`` (a login page; any user name) or ``open_access=True`` (said out loud).
     ``banner`` is the one line printed to stderr (default: the address); Gradio's own start-up lines are kept
-    quiet, since one of them suggests ``share=True``, a public tunnel to this machine."""
+    quiet, since one of them suggests ``share=True``, a public tunnel to this machine.
+
+    Slow clients: Gradio builds its uvicorn server itself and takes no protocol, so once it is up the server is
+    given the watched protocol of ``server.connections`` (deadlines for a request's head and body, a cap on
+    connections below the open-file limit, one log line per condition); ``limits`` defaults to the server's,
+    with ``DEMO_BODY_TIMEOUT_S`` for bodies (uploads of up to 50 MB). A connection that opens in the moment
+    between Gradio's start and that hand-over is served unwatched."""
+    from ..config import DEMO_BODY_TIMEOUT_S
+    from ..server.connections import Limits, configure, protocol_class
     from .layout import CSS, login_check
 
     check_exposure(host, password, open_access)
+    configure(limits or Limits(body_timeout_s=DEMO_BODY_TIMEOUT_S))
     if warm and getattr(app, "demo", None) is not None:
         threading.Thread(target=app.demo.warm, name="chatharuhi-demo-warm", daemon=True).start()
     print(banner or f"chatharuhi demo on http://{host}:{port}", file=sys.stderr, flush=True)
-    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=not block,
+    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
                ssr_mode=False, show_error=True, footer_links=[], css=CSS, quiet=True,
                auth=login_check(password) if password else None)
+    app.server.config.http_protocol_class = protocol_class()  # uvicorn reads it for each new connection
+    if block:
+        app.block_thread()

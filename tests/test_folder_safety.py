@@ -132,7 +132,7 @@ def test_honest_charx_assets_are_streamed_to_disk(tmp_path):
     blob = os.urandom(300_000)  # incompressible, so well within the ratios
     src = _zip(tmp_path / "ok.charx", [("card.json", json.dumps(card)), ("assets/other/x.bin", blob)])
     dest = import_character(src, tmp_path / "chars")
-    assert (dest / "assets" / "other" / "x.bin").read_bytes() == blob
+    assert (dest / "card_assets" / "assets" / "other" / "x.bin").read_bytes() == blob
 
 
 def test_deeply_nested_card_is_a_typed_error(tmp_path):

@@ -26,13 +26,15 @@ __all__ = ["EXPORT_FORMATS", "export_character", "import_character", "read_draft
 
 def _folder_draft(folder: Path, name: str | None) -> "CharacterDraft":
     from ..character.folder import inside_folder, load_character
+    from ..config import SYSTEM_PROMPT_FILE
     from .folder import CharacterDraft
 
     character = load_character(folder)  # a broken folder fails here, before anything is written
     files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
              if p.is_file() and not p.is_symlink() and inside_folder(folder, p)  # never copy what a link points at
              and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
-    return CharacterDraft(name or folder.name, character.system_prompt, [], files=files, source=str(folder))
+    prompt = files.pop(SYSTEM_PROMPT_FILE, b"").decode("utf-8-sig") or character.system_prompt  # written as such
+    return CharacterDraft(name or folder.name, prompt, [], files=files, source=str(folder))
 
 
 def read_draft(path: str | os.PathLike, *, name: str | None = None, role: str | None = None) -> "CharacterDraft":

@@ -18,7 +18,17 @@ from typing import Any
 from ..character.folder import Character, inside_folder, own_file
 from ..errors import CharacterImportError
 from .card_spec import V2_FIELDS, spec_data
-from .cards import AVATAR_FILE, CARD_FILE, LOREBOOK_FILE, V2, V3, _embedded, normalize_card, parse_card_json
+from .cards import (
+    ASSETS_DIR,
+    AVATAR_FILE,
+    CARD_FILE,
+    LOREBOOK_FILE,
+    V2,
+    V3,
+    _embedded,
+    normalize_card,
+    parse_card_json,
+)
 from .folder import manifest_dict
 
 
@@ -106,7 +116,9 @@ def card_charx_bytes(character: Character) -> bytes:
         if path is None:
             assets.append(asset)
             continue
-        file = folder / path
+        file = folder / ASSETS_DIR / path
+        if not file.is_file():  # imported before assets had their own folder
+            file = folder / path
         if not (file.is_file() and inside_folder(folder, file)):
             raise CharacterImportError(f"the card names the asset {asset['uri']!r} but {path} is not in the "
                                        "character's folder; restore it or remove it from card.json", folder)

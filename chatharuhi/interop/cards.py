@@ -32,6 +32,7 @@ V2, V3 = "chara_card_v2", "chara_card_v3"
 CARD_FILE = "card.json"
 LOREBOOK_FILE = "lorebook.json"
 AVATAR_FILE = "avatar.png"
+ASSETS_DIR = "card_assets"  # a CHARX's assets, under their own paths: never where the importer writes
 MAX_CARD_BYTES = 32 << 20  # a card's JSON
 MAX_FIELD_CHARS = 2_000_000  # one text field; longer is not a real card
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -234,16 +235,18 @@ def card_system_prompt(fields: dict[str, str], char: str, language: str) -> str:
 
 
 def read_charx(z: Any, name: str | None = None) -> CharacterDraft:
-    """A CHARX zip (``card.json`` + assets, already opened as a ``SafeZip``); every asset is kept in the
-    folder under its own path, and the main icon becomes ``avatar.png`` (converted if it is not a PNG)."""
+    """A CHARX zip (``card.json`` + assets, already opened as a ``SafeZip``); every asset is kept under
+    ``card_assets/`` at its own path (so none can stand in for the prompt, a scene or the manifest), and the
+    main icon becomes ``avatar.png`` (converted if it is not a PNG)."""
     raw = z.read(CARD_FILE)
     card = parse_card_json(raw, z.path)
-    files = {n: z.member(n) for n in z.names if n != CARD_FILE}  # assets are streamed to disk, not held
+    assets = {n: z.member(n) for n in z.names if n != CARD_FILE}  # streamed to disk, not held
+    files: dict[str, Any] = {f"{ASSETS_DIR}/{n}": member for n, member in assets.items()}
     icon = _icon_asset(normalize_card(card, z.path)["data"])
-    if icon and icon in files:
-        avatar = files[icon] if files[icon].head(8) == PNG_SIGNATURE else _as_png(z.read(icon))
+    if icon and icon in assets:
+        avatar = assets[icon] if assets[icon].head(8) == PNG_SIGNATURE else _as_png(z.read(icon))
         if avatar is not None:
-            files.setdefault(AVATAR_FILE, avatar)
+            files[AVATAR_FILE] = avatar
     return card_to_draft(card, z.path, name=name, raw=raw, files=files)
 
 

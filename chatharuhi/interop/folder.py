@@ -5,6 +5,11 @@ vectors); ``write_draft`` writes it into a temporary folder beside the destinati
 with the real loader (so a folder that would not load is never left behind), then renames it into
 place. Stored vectors go into the embedding cache, keyed by scene content, so a chatbot whose
 embedder has the same id does not re-embed.
+
+An imported file is someone else's: its extra files never replace one the importer wrote (the prompt, the
+scenes, the manifest), and its manifest never chooses an operator's setting. ``[adapter] served_name`` (the
+model an OpenAI-compatible upstream is asked for, on the operator's key) is removed, and an ``[adapter]``
+whose files or base lie outside the folder is removed whole; each with a warning saying what and why.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..character.folder import Character, Manifest, load_character
+from ..character.folder import Character, Manifest, load_character, tomllib
 from ..config import MANIFEST_FILE, SYSTEM_PROMPT_FILE, TEXTS_DIR
 from ..errors import CharacterError, CharacterImportError
 from .safezip import SafeZip, ZipMember
@@ -76,9 +82,62 @@ def _toml_value(value: Any) -> str:
 
 
 def manifest_toml(manifest: dict[str, Any]) -> str:
-    """``character.toml`` text for a manifest dict (validated first; ``None`` values left out)."""
+    """``character.toml`` text for a manifest dict (validated first; ``None`` values left out; a table such as
+    ``adapter`` last)."""
     Manifest.model_validate(manifest)
-    return "".join(f"{key} = {_toml_value(v)}\n" for key, v in manifest.items() if v is not None)
+    plain = "".join(f"{key} = {_toml_value(v)}\n" for key, v in manifest.items()
+                    if v is not None and not isinstance(v, dict))
+    tables = "".join(f"\n[{key}]\n" + "".join(f"{k} = {_toml_value(x)}\n" for k, x in v.items() if x is not None)
+                     for key, v in manifest.items() if isinstance(v, dict))
+    return plain + tables
+
+
+def _outside(folder: Path, value: str) -> bool:
+    """Whether a path written in an imported manifest leads out of ``folder`` (absolute, ``~``, ``..``)."""
+    path = Path(value)
+    if path.is_absolute() or value.startswith("~") or (len(value) > 1 and value[1] == ":"):
+        return True
+    try:
+        return not (folder / path).resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return True
+
+
+def imported_manifest(manifest: dict[str, Any], folder: Path) -> tuple[dict[str, Any], list[str]]:
+    """An imported manifest without the operator's settings, and what was removed (one line each)."""
+    adapter = manifest.get("adapter")
+    if not isinstance(adapter, dict):
+        return manifest, []
+    removed, adapter = [], dict(adapter)
+    if adapter.pop("served_name", None) is not None:
+        removed.append("[adapter] served_name: which model the upstream is asked for is the operator's choice")
+    paths = [(k, adapter[k]) for k in ("path", "gguf", "base") if isinstance(adapter.get(k), str)
+             and (k != "base" or adapter[k].startswith(("/", "~", ".")) or "/" in adapter[k] or "\\" in adapter[k])]
+    outside = [f"[adapter]: its {k} = {v!r} leads outside the character's folder" for k, v in paths
+               if _outside(folder, v)]
+    without = {k: v for k, v in manifest.items() if k != "adapter"}
+    if outside:
+        return without, removed + outside
+    if not any(adapter.get(k) for k in ("name", "path", "gguf")):  # served_name was all it named
+        return without, removed
+    return {**manifest, "adapter": adapter}, removed
+
+
+def _check_imported_manifest(folder: Path, source: str) -> None:
+    """Rewrite ``folder``'s manifest without what an import may not choose, warning about each removal."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+        return  # load_character names what is wrong with it
+    kept, removed = imported_manifest(data, folder)
+    if removed:
+        path.write_text(manifest_toml(kept), encoding="utf-8")
+        for line in removed:
+            warnings.warn(f"{source or 'import'}: removed {line}; set it in {MANIFEST_FILE} yourself if you trust "
+                          "this character", RuntimeWarning, stacklevel=4)
 
 
 def manifest_dict(character: Character) -> dict[str, Any]:
@@ -105,6 +164,9 @@ def _write(draft: CharacterDraft, folder: Path) -> None:
     try:
         for rel, data in draft.files.items():
             target = folder.joinpath(*[safe_name(p, "file") for p in rel.split("/")])
+            if target.exists():  # the prompt, a scene, the manifest or another file already written
+                raise CharacterImportError(f"the file {rel!r} would replace {target.relative_to(folder).as_posix()}, "
+                                           "which the importer wrote; refusing to import", draft.source)
             target.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(data, ZipMember):
                 if data.zip_path not in zips:
@@ -150,6 +212,7 @@ def write_draft(draft: CharacterDraft, to: str | os.PathLike, *, overwrite: bool
     old = None
     try:
         _write(draft, tmp)
+        _check_imported_manifest(tmp, draft.source)
         character = load_character(tmp)  # only a folder that loads is moved into place
         if dest.exists():
             old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name[:20]}.old-"))

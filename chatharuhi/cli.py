@@ -118,6 +118,8 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--password", help="ask visitors for this password (default: CHATHARUHI_DEMO_PASSWORD); "
                    "required unless the host is loopback or --no-auth is given")
     p.add_argument("--no-auth", action="store_true", help="serve off loopback with no password, on purpose")
+    p.add_argument("--shared-imports", action="store_true", help="characters a visitor imports or creates are "
+                   "listed for every visitor (default: only for that browser)")
 
 
 def _bot(args: argparse.Namespace, **extra):
@@ -294,7 +296,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
     password = args.password or os.environ.get(ENV_DEMO_PASSWORD) or None
     web.check_exposure(args.host, password, args.no_auth)  # before anything is loaded
-    app = web.build_app(backend=args.backend, characters_dir=args.characters_dir, embedder=args.embedder, **options)
+    app = web.build_app(backend=args.backend, characters_dir=args.characters_dir, embedder=args.embedder,
+                        shared_imports=args.shared_imports, **options)
     from .models.selection import describe
 
     login = " (password required)" if password else ""

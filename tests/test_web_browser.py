@@ -299,9 +299,10 @@ def test_a_fan_chats_swipes_stops_edits_deletes_imports_and_creates_in_chromium(
     time.sleep(1.0)
     click(a, "#create")
     wait(lambda: "the limit is 5 MB" in a.find_element("tag name", "body").text, "the avatar size message")
-    from chatharuhi.character.discovery import user_characters_dir
+    from chatharuhi.web.characters import Shelf
 
-    assert not (user_characters_dir() / "yuki").exists() and (user_characters_dir() / "nagato").is_dir()
+    mine = Shelf.private_dir()  # what a visitor adds is that browser's own
+    assert not (mine / "yuki").exists() and (mine / "nagato").is_dir()
     assert by_css(a, "#new-prompt textarea")[0].get_attribute("value") == "你是长门有希。"  # the form is kept
 
     # two tabs of one browser on the same chat: the stale one is refused, reloaded, and keeps its text

@@ -3,6 +3,7 @@ delete, chats, settings, new characters, ownership, and serving off loopback."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -14,7 +15,7 @@ from chatharuhi.errors import BackendUnavailable, InputError  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.web.app import Tab, WebDemo, build_app  # noqa: E402
 from chatharuhi.web.edit import Stale  # noqa: E402
-from chatharuhi.web.owners import NotYourChat  # noqa: E402
+from chatharuhi.web.owners import NotYourChat, owner_key  # noqa: E402
 from chatharuhi.web.render import bubble, literal  # noqa: E402
 from chatharuhi.web.state import Settings  # noqa: E402
 from conftest import ROOT  # noqa: E402
@@ -79,7 +80,8 @@ def texts(view):
 
 def test_start_shows_the_default_character_with_its_greeting_and_hands_out_a_token(demo):
     view = demo.start("")
-    assert view["character"] == "haruhi" and view["tab"] == Tab("haruhi", None, "阿虚")
+    assert view["character"] == "haruhi" and view["tab"] == Tab("haruhi", None, "阿虚", owner=view["tab"].owner)
+    assert view["tab"].owner == owner_key(view["browser"])  # whose own characters this tab may see
     assert texts(view)[0][0] == HARUHI and "SOS团" in texts(view)[0][1]
     assert view["card"].startswith(f"### {HARUHI}") and "SOS团团长" in view["card"]
     assert view["user_role"] == "阿虚" and view["sessions"] == ([], None)
@@ -98,7 +100,7 @@ def test_bubbles_carry_names_and_format_stage_directions():
 def test_picking_a_character_opens_its_greeting_and_keeps_a_typed_name(demo):
     tab, _ = opened(demo)
     view = demo.pick("wukong", "阿虚", tab)  # the old character's default name gives way to the new one's
-    assert view["tab"] == Tab("wukong", None, "唐僧") and view["user_role"] == "唐僧"
+    assert view["tab"] == Tab("wukong", None, "唐僧", owner=view["tab"].owner) and view["user_role"] == "唐僧"
     assert "俺老孙" in view["chat"][0]["content"] and "孙悟空" in view["card"]
     view = demo.pick("haruhi", "小明", view["tab"])  # a name the user typed is kept
     assert view["user_role"] == "小明"
@@ -361,49 +363,53 @@ def test_trace_panel_shows_scenes_and_says_plainly_when_none_fitted(demo):
 def test_create_a_character_from_the_form_and_bad_forms_are_refused(demo, tmp_path):
     from PIL import Image
 
+    mine, token = opened(demo)
+
     with pytest.raises(InputError, match="looks like a path"):
-        demo.create_character("../evil", "", "你是谁", "甲:「好」")
+        demo.create_character("../evil", "", "你是谁", "甲:「好」", tab=mine)
     with pytest.raises(InputError, match="system prompt is empty"):
-        demo.create_character("nagato", "长门", "  ", "长门:「……」")
+        demo.create_character("nagato", "长门", "  ", "长门:「……」", tab=mine)
     with pytest.raises(InputError, match="no scenes"):
-        demo.create_character("nagato", "长门", "你是长门有希。", "  ")
+        demo.create_character("nagato", "长门", "你是长门有希。", "  ", tab=mine)
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + b"\0" * (20 * 2**20))
     with pytest.raises(InputError, match="20.0 MB; the limit is 5 MB"):
-        demo.create_character("nagato", "长门", "你是长门有希。", "长门:「……」", avatar=str(big))
+        demo.create_character("nagato", "长门", "你是长门有希。", "长门:「……」", avatar=str(big), tab=mine)
     assert "nagato" not in demo.shelf.entries
     avatar = tmp_path / "a.png"
     Image.new("RGB", (600, 400), (10, 20, 200)).save(avatar)
     scene2 = tmp_path / "s2.txt"
     scene2.write_text("阿虚:「你在看什么书？」\n长门:「……海伯利安。」\n", encoding="utf-8")
     scenes = "阿虚:「早」\n长门:「……早。」\n---\n朝仓:「你好」\n长门:「……」"
-    view = demo.create_character("nagato", "长门有希", "你是长门有希，话很少。", scenes, [str(scene2)], str(avatar))
+    view = demo.create_character("nagato", "长门有希", "你是长门有希，话很少。", scenes, [str(scene2)], str(avatar),
+                                 tab=mine)
     assert view["character"] == "nagato" and ("长门有希 (nagato)", "nagato") in view["choices"]
     assert view["form_clear"] is True and view["avatar"] is not None
     c = demo.character("nagato")
     assert len(c.scenes) == 3 and c.speaker == "长门" and c.display_name == "长门有希"
     with Image.open(c.path / "avatar.png") as img:
         assert max(img.size) == 256
-    tab, token = opened(demo)
     _, last = send(demo, "你在看什么书？", view["tab"], token)
     assert last["trace"]["included_scenes"]
     with pytest.raises(InputError, match="already exists"):
-        demo.create_character("nagato", "", "p", "长门:「……」")
+        demo.create_character("nagato", "", "p", "长门:「……」", tab=mine)
 
 
 def test_import_a_card_and_a_png_with_no_card_is_a_clear_message(demo, tmp_path):
     from PIL import Image
 
+    mine, _ = opened(demo)
+
     plain = tmp_path / "photo.png"
     Image.new("RGB", (32, 32), (0, 0, 0)).save(plain)
     with pytest.raises(InputError, match="could not import photo.png: .*no character card"):
-        demo.import_character(str(plain))
+        demo.import_character(str(plain), tab=mine)
     card = tmp_path / "card.json"
     card.write_text('{"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Mikuru", '
                     '"description": "A time traveller.", "first_mes": "Ah, um, hello!", '
                     '"mes_example": "<START>\\n{{user}}: Who are you?\\n{{char}}: I am Mikuru, from the future."}}',
                     encoding="utf-8")
-    view = demo.import_character(str(card))
+    view = demo.import_character(str(card), tab=mine)
     assert view["character"] == "Mikuru" and texts(view)[0][1] == "Ah, um, hello!"
     assert view["status"] == "imported Mikuru" and ("Mikuru", "Mikuru") in view["choices"]
 
@@ -479,11 +485,12 @@ def test_import_a_chatharuhi_zip_under_a_new_name(demo, tmp_path):
     from chatharuhi.interop.haruhi_formats import write_folder_zip
 
     archive = write_folder_zip(demo.character("wukong"), tmp_path / "wukong.zip")
-    view = demo.import_character(str(archive), "monkey")
+    mine, _ = opened(demo)
+    view = demo.import_character(str(archive), "monkey", mine)
     assert view["character"] == "monkey" and "俺老孙" in texts(view)[0][1]
     assert view["import_file"] is None and len(demo.character("monkey").scenes) == len(demo.character("wukong").scenes)
     with pytest.raises(InputError, match="could not import wukong.zip: monkey already exists; give it another") as e:
-        demo.import_character(str(archive), "monkey")
+        demo.import_character(str(archive), "monkey", mine)
     assert str(tmp_path) not in str(e.value) and "characters/" not in str(e.value)  # no server paths
 
 
@@ -507,3 +514,31 @@ def test_launch_prints_one_line_and_never_suggests_share(capsys, tmp_path):
         assert out.err.strip().splitlines() == ["chatharuhi demo on test"]
     finally:
         app.close()
+
+
+def test_a_visitors_import_never_shadows_a_built_in_nor_shows_to_other_visitors(backend, store, tmp_path):
+    """Issue 21 §4: a card whose folder name is ``haruhi`` replaced the built-in for every visitor."""
+    card = tmp_path / "haruhi.json"
+    card.write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+        "name": "haruhi", "description": "An impostor.", "first_mes": "I am the new Haruhi now.",
+        "mes_example": "<START>\n{{user}}: hi\n{{char}}: Obey me."}}), encoding="utf-8")
+    demo = WebDemo(backend, sessions=store, embedder="hash")
+    alice, _ = opened(demo)
+    view = demo.import_character(str(card), tab=alice)
+    assert view["character"] == "haruhi-2" and view["status"] == "imported haruhi as haruhi-2"
+    assert "haruhi-2" in dict((v, k) for k, v in view["choices"])
+    for fresh in (demo, WebDemo(backend, sessions=store, embedder="hash")):  # also after a restart
+        bob = fresh.start("")
+        assert bob["character"] == "haruhi" and "SOS团" in texts(bob)[0][1]  # the built-in, for everyone else
+        assert "haruhi-2" not in dict((v, k) for k, v in bob["choices"])
+        with pytest.raises(InputError, match="unknown character 'haruhi-2'"):
+            fresh.pick("haruhi-2", "", bob["tab"])
+        assert fresh.pick("haruhi-2", "", alice)["character"] == "haruhi-2"  # still Alice's own
+    from chatharuhi.character.discovery import list_characters
+
+    assert "haruhi-2" not in {e.name for e in list_characters()}  # nor for `chatharuhi list` or serve
+    shared = WebDemo(backend, sessions=store, embedder="hash", shared_imports=True)  # the operator's choice
+    carol, _ = opened(shared)
+    view = shared.import_character(str(card), tab=carol)
+    assert view["character"] == "haruhi-3" and "haruhi-3" in dict((v, k) for k, v in shared.start("")["choices"])
+    assert shared.start("")["character"] == "haruhi"

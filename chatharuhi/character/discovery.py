@@ -76,19 +76,26 @@ def scan(characters_dir: PathLike | Iterable[PathLike] | None = None) -> dict[st
     """Every character folder in the search path, keyed by folder name; later folders win."""
     found: dict[str, CharacterEntry] = {}
     for root in search_dirs(characters_dir):
-        if not root.is_dir():
+        scan_folder(root, found)
+    return found
+
+
+def scan_folder(root: Path, found: dict[str, CharacterEntry] | None = None) -> dict[str, CharacterEntry]:
+    """The character folders in ``root`` added to ``found`` (keyed by folder name; these win)."""
+    found = {} if found is None else found
+    if not root.is_dir():
+        return found
+    for path in sorted(root.iterdir()):
+        if not is_character_folder(path):
             continue
-        for path in sorted(root.iterdir()):
-            if not is_character_folder(path):
-                continue
-            entry = CharacterEntry(path.name, path)
-            try:
-                entry.manifest = load_manifest(path)
-            except CharacterError as exc:
-                entry.error = exc
-            if path.name in found:  # this folder wins: say which one it hides
-                entry.shadowed = [*found[path.name].shadowed, found[path.name].path]
-            found[path.name] = entry
+        entry = CharacterEntry(path.name, path)
+        try:
+            entry.manifest = load_manifest(path)
+        except CharacterError as exc:
+            entry.error = exc
+        if path.name in found:  # this folder wins: say which one it hides
+            entry.shadowed = [*found[path.name].shadowed, found[path.name].path]
+        found[path.name] = entry
     return found
 
 

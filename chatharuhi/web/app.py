@@ -29,7 +29,7 @@ from ..errors import BackendUnavailable, InputError
 from .characters import Shelf
 from .chats import ChatListHandlers
 from .edit import EditHandlers
-from .owners import Owners, owners_path_for, valid_token
+from .owners import Owners, owner_key, owners_path_for, valid_token
 from .render import bubble, literal
 from .state import (
     BOT_CACHE_SIZE,
@@ -73,7 +73,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
     """The demo's handlers without Gradio: each takes plain values and returns (or yields) a ``View``."""
 
     def __init__(self, backend: Any = None, characters_dir: Any = None, sessions: "SessionStore | None" = None,
-                 embedder: Any = None, owners: Owners | None = None, **llm_options: Any):
+                 embedder: Any = None, owners: Owners | None = None, shared_imports: bool = False, **llm_options: Any):
         from ..backends.registry import resolve_backend
         from ..retrieval.embeddings import get_embedder
 
@@ -85,16 +85,16 @@ class WebDemo(EditHandlers, ChatListHandlers):
         self.embedder = get_embedder(embedder)  # built lazily: nothing is loaded or downloaded here
         self.sessions = sessions
         self.owners = owners or Owners(owners_path_for(sessions))
-        self.shelf = Shelf(characters_dir)
+        self.shelf = Shelf(characters_dir, self.owners, shared_imports)  # visitors' own characters: theirs
         self._bots: OrderedDict[tuple, ChatHaruhi] = OrderedDict()
         self._settings: dict[Any, Settings] = {}  # session id -> its panel settings (this server's lifetime)
         self._live: dict[Any, Live] = {}  # session id -> the reply being streamed (or just stopped)
         self._lock = threading.Lock()
 
     # -- characters (delegated to the shelf) -------------------------------------------------------
-    def choices(self) -> list[tuple[str, str]]:
-        """Dropdown choices: (label, folder name)."""
-        return self.shelf.choices()
+    def choices(self, owner: str = "") -> list[tuple[str, str]]:
+        """Dropdown choices for the browser with owner digest ``owner``: (label, folder name)."""
+        return self.shelf.choices(owner)
 
     def character(self, name: str):
         """The loaded character of a folder."""
@@ -172,19 +172,21 @@ class WebDemo(EditHandlers, ChatListHandlers):
     def start(self, token: Any = "", name: str | None = None) -> View:
         """A page opened: the default character, its greeting, and this browser's chats (a token if it has none)."""
         token = token if valid_token(token) else _new_token()
-        view = self.pick(name or self.shelf.default(), "", Tab())
-        view.update(browser=token, sessions=(self.session_choices(token), None), choices=self.choices())
+        owner = owner_key(token)
+        view = self.pick(name or self.shelf.default(), "", Tab(owner=owner))
+        view.update(browser=token, sessions=(self.session_choices(token), None), choices=self.choices(owner))
         return view
 
     def pick(self, name: str, user_role: str, tab: Tab | None) -> View:
         """Pick a character: a fresh chat that opens with its greeting; the user's typed name is kept."""
-        self.shelf.entry(name)
+        owner = tab.owner if tab else ""
+        self.shelf.check_visible(name, owner)  # another visitor's own character is not there for this one
         if tab is not None and tab.character == name:
             return {}  # already chatting with this character (and dropdowns may report one pick twice)
         old_default = self.shelf.default_role(tab.character) if tab and tab.character in self.shelf.entries else ""
         typed = (user_role or "").strip()
         role = typed if typed and typed != old_default else self.shelf.default_role(name)
-        new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings())
+        new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings(), owner=owner)
         return {"tab": new, **self.character_view(name), "user_role": role, "chat": self.messages(new),
                 "status": "", "partial": False, "swipes": "", **trace_view(None, None)}
 
@@ -192,7 +194,8 @@ class WebDemo(EditHandlers, ChatListHandlers):
         """Start over with the same character; the old chat stays in the chat list."""
         name = tab.character if tab and tab.character else self.shelf.default()
         role = (user_role or "").strip() or self.shelf.default_role(name)
-        new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings())
+        new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings(),
+                  owner=tab.owner if tab else "")
         return {"tab": new, "chat": self.messages(new), "status": "", "message": "", "partial": False,
                 "swipes": "", **trace_view(None, None)}
 
@@ -282,7 +285,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
         turns = self.sessions.turns(s.id)
         settings = self._settings.get(s.id) or Settings()
         new = self.seen(Tab(character=name, session_id=s.id, user_role=turns[-1].user_role if turns else s.user_role,
-                            settings=settings))
+                            settings=settings, owner=owner_key(token)))
         trace = self.sessions.trace(s.id, -1) if turns else None
         return {"tab": new, **self.character_view(name), "user_role": new.user_role, "chat": self.messages(new),
                 "message": "", "status": f"resumed: {literal(s.title or '(untitled)')}", "partial": False,
@@ -325,12 +328,13 @@ def import_gradio():
 
 
 def build_app(backend: Any = None, characters_dir: Any = None, sessions: "SessionStore | None" = None,
-              embedder: Any = None, **llm_options: Any) -> "gradio.Blocks":
-    """The demo's Gradio Blocks (not launched); ``app.demo`` is its ``WebDemo``."""
+              embedder: Any = None, shared_imports: bool = False, **llm_options: Any) -> "gradio.Blocks":
+    """The demo's Gradio Blocks (not launched); ``app.demo`` is its ``WebDemo``. ``shared_imports``: characters
+    a visitor adds are listed for everyone (default: for that browser only)."""
     from .layout import layout
 
     gr = import_gradio()
-    demo = WebDemo(backend, characters_dir, sessions, embedder, **llm_options)
+    demo = WebDemo(backend, characters_dir, sessions, embedder, shared_imports=shared_imports, **llm_options)
     app = layout(gr, demo, secret=web_secret())
     app.demo = demo
     return app

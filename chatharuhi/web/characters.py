@@ -1,5 +1,11 @@
 """The web demo's characters: the ones it offers, their names, cards and avatars, and adding new ones
-(importing a card or a ChatHaruhi zip, or creating one from a form)."""
+(importing a card or a ChatHaruhi zip, or creating one from a form).
+
+A character a visitor adds is that browser's own: it is written under ``web_characters/`` in the home
+folder, listed for that browser only, and takes a folder name no other character has (``haruhi-2`` when
+``haruhi`` is taken), so it never hides a built-in one nor changes what another visitor sees. With
+``shared_imports`` (the operator's choice: ``chatharuhi demo --shared-imports``) additions go to the user's
+characters folder and are listed for everyone, still under a name that collides with nothing."""
 
 from __future__ import annotations
 
@@ -11,13 +17,16 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..config import SYSTEM_PROMPT_FILE, cache_dir, cache_home
+from ..config import SYSTEM_PROMPT_FILE, cache_dir, cache_home, home_dir
 from ..errors import CharacterError, InputError
+from ..interop.folder import MAX_NAME_CHARS
 from .render import literal, markup
+from .state import WEB_IMPORTS_DIR
 
 if TYPE_CHECKING:
     from ..character.discovery import CharacterEntry
     from ..character.folder import Character
+    from .owners import Owners
 
 AVATAR_FILES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "avatar.gif")
 AVATAR_MAX_BYTES = 5 * 1024 * 1024  # an avatar file larger than this is refused (a 20 MB photo is a mistake)
@@ -54,27 +63,67 @@ def read_avatar(path: Path, what: str = "avatar"):
 
 
 class Shelf:
-    """The characters the demo offers (folders that load and have a system prompt), found once and on refresh."""
+    """The characters the demo offers (folders that load and have a system prompt), found once and on refresh;
+    visitors' own additions are seen only by their browser unless ``shared_imports``."""
 
-    def __init__(self, characters_dir: Any = None):
+    def __init__(self, characters_dir: Any = None, owners: "Owners | None" = None, shared_imports: bool = False):
         self.characters_dir = characters_dir
+        self.owners = owners
+        self.shared_imports = shared_imports
         self._lock = threading.Lock()
         self._loaded: dict[str, Character] = {}  # folder name -> parsed once, shared by its chatbots
         self.entries: dict[str, CharacterEntry] = {}
+        self.private: dict[str, str] = {}  # folder name -> the owner digest of the browser that added it
         self.refresh()
-        if not self.entries:
+        if not self.public():
             raise InputError("no characters found: add a character folder or pass --characters-dir DIR")
+
+    @staticmethod
+    def private_dir() -> Path:
+        """Where visitors' own characters are written."""
+        return home_dir() / WEB_IMPORTS_DIR
 
     def refresh(self) -> None:
         """Scan the characters folders again (after an import or a new character)."""
-        from ..character.discovery import list_characters
+        from ..character.discovery import list_characters, scan_folder
 
-        found = {e.name: e for e in list_characters(self.characters_dir)
-                 if e.error is None and (e.path / SYSTEM_PROMPT_FILE).is_file()}
+        usable = lambda e: e.error is None and (e.path / SYSTEM_PROMPT_FILE).is_file()  # noqa: E731
+        found = {e.name: e for e in list_characters(self.characters_dir) if usable(e)}
+        owners = self.owners.character_owners() if self.owners is not None else {}
+        private = {n: e for n, e in scan_folder(self.private_dir()).items()
+                   if usable(e) and n in owners and n not in found}  # a name never hides a public one
         with self._lock:
-            for name in [n for n in self._loaded if n not in found or found[n].path != self.entries[n].path]:
+            for name in [n for n in self._loaded if n not in found and n not in private
+                         or (found.get(n) or private[n]).path != self.entries[n].path]:
                 del self._loaded[name]
-            self.entries = found
+            self.entries = {**found, **private}
+            self.private = {n: owners[n] for n in private}
+
+    def public(self) -> list[str]:
+        """The folder names every visitor sees."""
+        return [n for n in self.entries if n not in self.private]
+
+    def visible(self, name: str | None, owner: str = "") -> bool:
+        """Whether the browser with owner digest ``owner`` may see the character ``name``."""
+        return name in self.entries and (name not in self.private or bool(owner) and self.private[name] == owner)
+
+    def check_visible(self, name: str | None, owner: str = "") -> None:
+        """``InputError`` listing what this browser may pick, unless it may see ``name``."""
+        if not self.visible(name, owner):
+            shown = ", ".join(n for n in self.entries if self.visible(n, owner))
+            raise InputError(f"unknown character {name!r}; available: {shown}")
+
+    def free_name(self, wanted: str) -> str:
+        """``wanted``, or ``wanted-2``, ``wanted-3``, ...: a folder name no character has, in any folder."""
+        from ..character.discovery import search_dirs
+
+        taken = {n.casefold() for n in self.entries} | {p.name.casefold() for d in [*search_dirs(
+            self.characters_dir), self.private_dir()] if d.is_dir() for p in d.iterdir()}
+        name, n = wanted, 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"{wanted[:MAX_NAME_CHARS - 4]}-{n}"
+        return name
 
     # -- looking up ------------------------------------------------------------------------------
     def entry(self, name: str | None) -> "CharacterEntry":
@@ -106,14 +155,15 @@ class Shelf:
                 return name
         raise InputError(f"the character {stored!r} of this chat is no longer installed")
 
-    def choices(self) -> list[tuple[str, str]]:
-        """Dropdown choices: (label, folder name)."""
-        shown = {name: self.display_name(name) for name in self.entries}
+    def choices(self, owner: str = "") -> list[tuple[str, str]]:
+        """Dropdown choices for the browser with owner digest ``owner``: (label, folder name)."""
+        shown = {name: self.display_name(name) for name in self.entries if self.visible(name, owner)}
         return [(label if label == name else f"{label} ({name})", name) for name, label in shown.items()]
 
     def default(self) -> str:
-        """The character shown when a page opens."""
-        return "haruhi" if "haruhi" in self.entries else next(iter(self.entries))
+        """The character shown when a page opens (never one a visitor added)."""
+        public = self.public()
+        return "haruhi" if "haruhi" in public else public[0]
 
     def display_name(self, name: str) -> str:
         """The human-facing name of a character folder."""
@@ -160,10 +210,26 @@ class Shelf:
         return thumb, ""
 
     # -- adding characters -----------------------------------------------------------------------
-    def import_file(self, path: str | Path, name: str | None = None) -> str:
-        """Import a card (PNG/JSON/CHARX), a ChatHaruhi role (zip/JSONL) or a folder zip; returns the folder name."""
+    def _destination(self, owner: str) -> Path:
         from ..character.discovery import user_characters_dir
-        from ..interop import import_character
+
+        if self.shared_imports:
+            return user_characters_dir()
+        if not owner or self.owners is None:
+            raise InputError("this page has no browser token yet: reload the page")
+        return self.private_dir()
+
+    def _added(self, dest: Path, owner: str) -> str:
+        if not self.shared_imports:
+            self.owners.claim_character(dest.name, owner)  # type: ignore[union-attr]
+        self.refresh()
+        return dest.name
+
+    def import_file(self, path: str | Path, name: str | None = None, owner: str = "") -> str:
+        """Import a card (PNG/JSON/CHARX), a ChatHaruhi role (zip/JSONL) or a folder zip for the browser with
+        owner digest ``owner``; returns the folder name (a free one: see the module's docstring)."""
+        from ..interop import read_draft
+        from ..interop.folder import safe_name, write_draft
 
         path = Path(path)
         if not path.is_file():
@@ -171,20 +237,26 @@ class Shelf:
         if path.stat().st_size > MAX_UPLOAD_BYTES:
             raise InputError(f"{path.name} is {path.stat().st_size / 2**20:.0f} MB; the limit for an import is "
                              f"{MAX_UPLOAD_BYTES // 2**20} MB")
+        to = self._destination(owner)
+        asked = (name or "").strip()
+        if asked and self.free_name(safe_name(asked, "character")) != safe_name(asked, "character"):
+            raise InputError(f"could not import {path.name}: {asked} already exists; give it another folder name")
         try:
-            dest = import_character(path, user_characters_dir(), name=(name or "").strip() or None)
+            draft = read_draft(path, name=asked or None)
+            draft.name = self.free_name(safe_name(draft.name, "character"))  # the card's own name: made free
+            dest = write_draft(draft, to)
         except CharacterError as exc:
-            reason = _without_paths(str(exc), path, user_characters_dir() / "x").removeprefix(f"{path.name}: ")
-            reason = reason.replace("pass --force (overwrite=True) or --name", "give it another folder name")
+            reason = _without_paths(str(exc), path, to / "x").removeprefix(f"{path.name}: ")
             raise InputError(f"could not import {path.name}: {reason}") from None
+        except RecursionError:
+            raise InputError(f"could not import {path.name}: it is nested too deeply to be a character") from None
         self._check_avatar(dest)
-        self.refresh()
-        return dest.name
+        return self._added(dest, owner)
 
     def create(self, name: str, display_name: str, prompt: str, scenes_text: str,
-               scene_files: Iterable[str | Path] = (), avatar: str | Path | None = None) -> str:
-        """Write a new character folder from the form, validated before it appears; returns its folder name."""
-        from ..character.discovery import user_characters_dir
+               scene_files: Iterable[str | Path] = (), avatar: str | Path | None = None, owner: str = "") -> str:
+        """Write a new character folder from the form, validated before it appears, for the browser with owner
+        digest ``owner``; returns its folder name."""
         from ..character.validate import validate_folder
         from ..interop.folder import CharacterDraft, safe_name, write_draft
 
@@ -204,7 +276,8 @@ class Shelf:
                 raise InputError(f"cannot read the scene file {Path(file).name} as UTF-8 text: {exc}") from None
         if not any(scenes):
             raise InputError("no scenes: paste at least one scene (lines like 名字:「台词」), or upload .txt files")
-        if (user_characters_dir() / name).exists() or name in self.entries:
+        to = self._destination(owner)
+        if self.free_name(name) != name:
             raise InputError(f"a character called {name!r} already exists: pick another name")
         files = {}
         if avatar:
@@ -225,11 +298,10 @@ class Shelf:
                 listing = "; ".join(f"{p.path.relative_to(trial) if p.path.is_relative_to(trial) else p.path.name}"
                                     f"{':' + str(p.line) if p.line else ''}: {p.message}" for p in errors)
                 raise InputError(f"the character was not saved: {listing}")
-            dest = write_draft(draft, user_characters_dir())
+            dest = write_draft(draft, to)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.refresh()
-        return dest.name
+        return self._added(dest, owner)
 
     def _check_avatar(self, folder: Path) -> None:
         """An imported card's image becomes the avatar only if it is a sane size (the character is kept anyway)."""

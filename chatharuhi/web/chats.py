@@ -144,21 +144,24 @@ class ChatListHandlers:
         path = getattr(file, "name", file)
         if not path:
             raise InputError("nothing to import: drop a card PNG/JSON, a .charx or a ChatHaruhi zip")
-        folder = self.shelf.import_file(path, name)
-        view = self._opened(folder, tab, f"imported {literal(self.shelf.display_name(folder))}")
+        folder = self.shelf.import_file(path, name, owner=tab.owner if tab else "")
+        shown = self.shelf.display_name(folder)
+        named = "" if folder == shown else f" as {literal(folder)}"  # a name another character has stays theirs
+        view = self._opened(folder, tab, f"imported {literal(shown)}{named}")
         return {**view, "import_file": None, "import_name": ""}  # the drop zone is ready for the next one
 
     def create_character(self: "WebDemo", name: str, display_name: str, prompt: str, scenes: str,
                          scene_files: Any = None, avatar: Any = None, tab: Tab | None = None) -> View:
         """The form's character, written as a folder, validated, then opened."""
         files = [getattr(f, "name", f) for f in (scene_files or [])]
-        folder = self.shelf.create(name, display_name, prompt, scenes, files, getattr(avatar, "name", avatar))
+        folder = self.shelf.create(name, display_name, prompt, scenes, files, getattr(avatar, "name", avatar),
+                                   owner=tab.owner if tab else "")
         view = self._opened(folder, tab, f"created {literal(self.shelf.display_name(folder))}")
         return {**view, "form_clear": True}
 
     def _opened(self: "WebDemo", folder: str, tab: Tab | None, status: str) -> View:
         view = self.pick(folder, tab.user_role if tab else "", tab)
-        return {**view, "choices": self.choices(), "status": status}
+        return {**view, "choices": self.choices(tab.owner if tab else ""), "status": status}
 
 
 def _number(what: str, value: Any, low: float, high: float) -> float | None:

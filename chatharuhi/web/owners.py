@@ -71,6 +71,7 @@ class Owners:
                              "created REAL NOT NULL)")
             self._db.execute("CREATE INDEX IF NOT EXISTS owners_owner ON owners(owner)")
             self._db.execute("CREATE TABLE IF NOT EXISTS last_open (owner TEXT PRIMARY KEY, session_id TEXT NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS characters (folder TEXT PRIMARY KEY, owner TEXT NOT NULL)")
         except (OSError, sqlite3.Error) as exc:
             raise SessionError(f"{self.path}: cannot open the demo's table of chat owners: {exc}") from None
 
@@ -131,6 +132,14 @@ class Owners:
             self._run("DELETE FROM last_open WHERE owner = ?", (owner_key(token),))
         else:
             self._run("INSERT OR REPLACE INTO last_open VALUES (?, ?)", (owner_key(token), str(session_id)))
+
+    def claim_character(self, folder: str, owner: str) -> None:
+        """Record that the browser with owner digest ``owner`` imported or made the character ``folder``."""
+        self._run("INSERT OR REPLACE INTO characters VALUES (?, ?)", (folder, owner))
+
+    def character_owners(self) -> dict[str, str]:
+        """Character folder -> the owner digest of the browser that added it (its private characters)."""
+        return dict(self._run("SELECT folder, owner FROM characters"))
 
     def forget(self, session_id: str) -> None:
         """Drop a deleted session's row."""

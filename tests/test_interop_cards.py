@@ -443,3 +443,53 @@ def test_serve_never_asks_the_upstream_for_a_model_an_imported_card_names(tmp_pa
         assert r.status_code == 200
         models = [q.body.get("model") for q in stub.requests if q.method == "POST"]
     assert models and "o1-pro" not in models
+
+
+# -- decompression bombs below Pillow's limit (issue 21, item 5) -----------------------------------------------
+def bomb_png(path, width: int, height: int, text: dict[str, str], rgb: bool = False) -> None:
+    """A black PNG (grey, or ``rgb``) of ``width``×``height`` pixels that compresses to under a megabyte, with
+    text chunks after the image data (where SillyTavern writes its card)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    squeeze, row = zlib.compressobj(9), b"\0" * (width * (3 if rgb else 1) + 1)
+    idat = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    texts = b"".join(chunk(b"tEXt", k.encode("latin-1") + b"\0" + v.encode("latin-1")) for k, v in text.items())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2 if rgb else 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + texts + chunk(b"IEND", b""))
+
+
+def test_a_png_bomb_is_read_for_its_card_and_never_decoded(tmp_path, monkeypatch):
+    """The reported file: 13,000×13,000 pixels in well under a megabyte (716 MB decoded on the CLI)."""
+    from PIL import Image, ImageFile
+
+    from chatharuhi.interop.cards import png_size
+
+    bomb = tmp_path / "bomb.png"
+    bomb_png(bomb, 13_000, 13_000, {"chara": b64(v2_card(name="Bomb"))})
+    assert bomb.stat().st_size < 1_000_000 and png_size(bomb) == (13_000, 13_000)
+
+    def decoded(*_):
+        raise AssertionError("the image was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
+    monkeypatch.setattr(Image.Image, "load", decoded)
+    with pytest.warns(RuntimeWarning, match="13000×13000 pixels, over the limit of 25 megapixels"):
+        c = load_character(import_character(bomb, tmp_path / "chars"))
+    assert c.display_name == "Bomb" and not (c.path / "avatar.png").exists()
+
+
+def test_cards_in_compressed_and_international_text_chunks_are_read(tmp_path):
+    for how in ("zip", "itxt"):
+        info = PngImagePlugin.PngInfo()
+        if how == "zip":
+            info.add_text("chara", b64(v2_card(name="Zipped")), zip=True)
+        else:
+            info.add_itxt("chara", b64(v2_card(name="长门")), zip=True)
+        src = tmp_path / f"{how}.png"
+        Image.new("RGB", (8, 8)).save(src, "PNG", pnginfo=info)
+        card, _ = read_png_card(src)
+        assert card["data"]["name"] == {"zip": "Zipped", "itxt": "长门"}[how]

@@ -10,9 +10,11 @@ leaves nothing behind.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import IMAGE_MAX_PIXELS
 from ..errors import CharacterImportError
 
 if TYPE_CHECKING:
@@ -52,6 +54,12 @@ def read_draft(path: str | os.PathLike, *, name: str | None = None, role: str | 
     suffix = p.suffix.lower()
     if head == cards.PNG_SIGNATURE or suffix == ".png":
         card, raw = cards.read_png_card(p)
+        width, height = cards.png_size(p)
+        if width * height > IMAGE_MAX_PIXELS:  # the card is read; a picture this large is no avatar
+            warnings.warn(f"{p.name}: the card's picture is {width}×{height} pixels, over the limit of "
+                          f"{IMAGE_MAX_PIXELS // 1_000_000} megapixels: imported without an avatar", RuntimeWarning,
+                          stacklevel=3)
+            return cards.card_to_draft(card, p, name=name, raw=raw)
         return cards.card_to_draft(card, p, name=name, raw=raw, files={cards.AVATAR_FILE: p.read_bytes()})
     if head[:2] == b"PK" or suffix in (".zip", ".charx"):
         with SafeZip(p) as z:

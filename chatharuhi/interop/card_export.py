@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..character.folder import Character, inside_folder, own_file
+from ..config import IMAGE_MAX_PIXELS
 from ..errors import CharacterImportError
 from .card_spec import V2_FIELDS, spec_data
 from .cards import (
@@ -163,6 +164,8 @@ def card_png_bytes(character: Character, version: str = "v2", image: bytes | Non
     if image is not None:
         try:
             im = Image.open(io.BytesIO(image))
+            if im.width * im.height > IMAGE_MAX_PIXELS:  # from the header: never decoded
+                raise ValueError("too many pixels")
             im.load()
         except Exception:  # noqa: BLE001 - a broken avatar falls back to the plain image
             im = None

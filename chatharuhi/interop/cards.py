@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..character.folder import detect_language
+from ..config import IMAGE_MAX_PIXELS
 from ..errors import CharacterImportError
 from ..prompting.templates import load_template
 from .folder import CharacterDraft
@@ -36,6 +37,7 @@ ASSETS_DIR = "card_assets"  # a CHARX's assets, under their own paths: never whe
 MAX_CARD_BYTES = 32 << 20  # a card's JSON
 MAX_FIELD_CHARS = 2_000_000  # one text field; longer is not a real card
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_CHUNKS = 100_000  # chunks walked in one PNG (a real card has a few dozen)
 _V1_ALIASES = {"name": "char_name", "description": "char_persona", "scenario": "world_scenario",
                "first_mes": "char_greeting", "mes_example": "example_dialogue"}
 TEXT_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example", "creator_notes",
@@ -61,27 +63,73 @@ def parse_card_json(raw: bytes | str, source: object = None) -> dict[str, Any]:
     return card
 
 
+def png_size(path: str | os.PathLike) -> tuple[int, int]:
+    """A PNG's width and height from its header (nothing decoded); ``CharacterImportError`` if it is no PNG."""
+    with Path(path).open("rb") as f:
+        head = f.read(24)
+    if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise CharacterImportError("not a PNG image (no PNG signature and header)", path)
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def png_text_chunks(path: str | os.PathLike, keys: tuple[str, ...] = ("ccv3", "chara")) -> dict[str, str]:
+    """The text chunks called ``keys`` in a PNG, read chunk by chunk: the image data is skipped, never
+    decompressed, so a small file that would decode to gigabytes costs nothing (SillyTavern writes its chunk
+    after the image data, so the whole file is walked). A compressed text chunk may expand to
+    ``MAX_CARD_BYTES`` at most."""
+    import zlib
+
+    path = Path(path)
+    found: dict[str, str] = {}
+    with path.open("rb") as f:
+        if f.read(8) != PNG_SIGNATURE:
+            raise CharacterImportError("not a PNG image (no PNG signature)", path)
+        for _ in range(MAX_PNG_CHUNKS):
+            head = f.read(8)
+            if len(head) < 8:
+                break
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"IEND":
+                break
+            if kind not in (b"tEXt", b"zTXt", b"iTXt") or length > MAX_CARD_BYTES * 2:
+                f.seek(length + 4, os.SEEK_CUR)  # the chunk and its CRC, unread
+                continue
+            data = f.read(length)
+            f.seek(4, os.SEEK_CUR)
+            if len(data) < length:
+                raise CharacterImportError("not a readable PNG (truncated in a text chunk)", path)
+            keyword, _, rest = data.partition(b"\0")
+            key = keyword.decode("latin-1")
+            if key not in keys or key in found:
+                continue
+            compressed = kind == b"zTXt" or (kind == b"iTXt" and rest[:1] == b"\1")
+            if kind == b"zTXt":
+                rest = rest[1:]
+            elif kind == b"iTXt":
+                rest = rest[2:].split(b"\0", 2)[-1]  # language tag and translated keyword, then the text
+            if compressed:
+                inflate = zlib.decompressobj()
+                try:
+                    rest = inflate.decompress(rest, MAX_CARD_BYTES + 1)
+                except zlib.error as exc:
+                    raise CharacterImportError(f"the PNG's {key!r} chunk cannot be decompressed: {exc}", path) from None
+                if len(rest) > MAX_CARD_BYTES:
+                    raise CharacterImportError(f"the PNG's {key!r} chunk is larger than {MAX_CARD_BYTES} bytes", path)
+            found[key] = rest.decode("utf-8" if kind == b"iTXt" else "latin-1", "replace")
+    return found
+
+
 def read_png_card(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
-    """The card inside a PNG (``ccv3`` chunk first, then ``chara``) and its JSON text."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        raise CharacterImportError("reading PNG cards needs Pillow: pip install 'chatharuhi[cards]'", path) from None
+    """The card inside a PNG (``ccv3`` chunk first, then ``chara``) and its JSON text; the image itself is
+    never decoded (``png_text_chunks``)."""
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            if im.format != "PNG":
-                raise CharacterImportError(f"not a PNG image ({im.format})", path)
-            im.load()  # SillyTavern writes its chunk after the image data: load reads to the end
-            chunks = dict(getattr(im, "text", None) or im.info)
-    except CharacterImportError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise CharacterImportError(f"not a readable PNG (truncated or corrupt?): {exc}", path) from None
+        png_size(path)
+        chunks = png_text_chunks(path)
+    except OSError as exc:
+        raise CharacterImportError(f"not a readable PNG: {exc}", path) from None
     for key in ("ccv3", "chara"):
         value = chunks.get(key)
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
         if isinstance(value, str) and value.strip():
             raw = _decode_chunk(value, key, path)
             return parse_card_json(raw, path), raw
@@ -275,6 +323,8 @@ def _as_png(image: bytes) -> bytes | None:
         return None
     try:
         with Image.open(io.BytesIO(image)) as im:
+            if im.width * im.height > IMAGE_MAX_PIXELS:  # from the header: a bomb is never decoded
+                return None
             out = io.BytesIO()
             im.convert("RGBA").save(out, "PNG")
             return out.getvalue()

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..config import SYSTEM_PROMPT_FILE, cache_dir, cache_home, home_dir
+from ..config import IMAGE_MAX_PIXELS, SYSTEM_PROMPT_FILE, cache_dir, cache_home, home_dir
 from ..errors import CharacterError, InputError
 from ..interop.folder import MAX_NAME_CHARS
 from .render import literal, markup
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 AVATAR_FILES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "avatar.gif")
 AVATAR_MAX_BYTES = 5 * 1024 * 1024  # an avatar file larger than this is refused (a 20 MB photo is a mistake)
-AVATAR_MAX_PIXELS = 25_000_000
+AVATAR_MAX_PIXELS = IMAGE_MAX_PIXELS
 AVATAR_SIZE = 256  # avatars are stored and shown at most this many pixels wide
 THUMB_DIR = "web_avatars"  # under the home folder: small copies Gradio can serve in chat bubbles
 SCENE_SEPARATOR = "---"  # pasted scenes are separated by a line holding only this

@@ -458,8 +458,9 @@ def bomb_png(path, width: int, height: int, text: dict[str, str], rgb: bool = Fa
     squeeze, row = zlib.compressobj(9), b"\0" * (width * (3 if rgb else 1) + 1)
     idat = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
     texts = b"".join(chunk(b"tEXt", k.encode("latin-1") + b"\0" + v.encode("latin-1")) for k, v in text.items())
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2 if rgb else 0, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + texts + chunk(b"IEND", b""))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2 if rgb else 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + texts
+                     + chunk(b"IEND", b""))
 
 
 def test_a_png_bomb_is_read_for_its_card_and_never_decoded(tmp_path, monkeypatch):

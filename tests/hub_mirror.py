@@ -13,6 +13,11 @@ Behaviour, changeable between requests: ``advertise`` (filename -> sha256 to cla
 real one), ``serve_instead`` (filename -> other bytes to send), ``rate`` (bytes per second, 0 = as
 fast as possible), ``drops`` (for each coming GET of bytes, close the connection after that many
 body bytes), ``ignore_range`` (answer ``200`` with the whole file).
+
+Misbehaviours of a hostile mirror (issue 21): ``endless`` (filenames whose bytes never end: no length,
+then zeros for as long as the client reads), ``endless_error`` (filenames whose bytes are answered ``500``
+with a body that never ends), ``endless_head`` (the same for the hub's metadata answer). ``sent`` counts
+the bytes those endless answers wrote.
 ``requests`` records ``(method, path, range)`` of each request.
 """
 
@@ -44,6 +49,10 @@ class HubMirror:
         self.rate = 0
         self.drops: list[int] = []
         self.ignore_range = False  # answer 200 with every byte, as some proxies and CDNs do
+        self.endless: set[str] = set()
+        self.endless_error: set[str] = set()
+        self.endless_head: set[str] = set()
+        self.sent = 0
         self.requests: list[tuple[str, str, str | None]] = []
         self._sha: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -118,6 +127,8 @@ class HubMirror:
                     return self._status(404, "RevisionNotFound")
                 if (repo, filename) not in mirror.files:
                     return self._status(404, "EntryNotFound")
+                if filename in mirror.endless_head:
+                    return self._forever(500)
                 key = list(mirror.files).index((repo, filename))
                 sha = mirror.advertise.get(filename) or mirror.sha256(repo, filename)
                 cdn_port = mirror.cdn.server_address[1]
@@ -141,6 +152,10 @@ class HubMirror:
                     repo, filename = list(mirror.files)[int(path.rsplit("/", 1)[-1])]
                 except (ValueError, IndexError):
                     return self._status(404, "EntryNotFound")
+                if filename in mirror.endless_error:
+                    return self._forever(500)
+                if filename in mirror.endless and body:
+                    return self._forever(200)
                 data = mirror.serve_instead.get(filename, mirror.files[(repo, filename)])
                 size = data.stat().st_size if isinstance(data, Path) else len(data)
                 start = 0
@@ -156,6 +171,22 @@ class HubMirror:
                 self.end_headers()
                 if body:
                     self._send(data, start, size)
+
+            def _forever(self, code: int) -> None:
+                """A response whose body never ends (closing the connection is the only end a client sees)."""
+                self.send_response(code)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                block = b"\0" * CHUNK
+                try:
+                    while mirror.sent < 512 << 20:  # a ceiling, so a client that reads it all stays in memory
+                        self.wfile.write(block)
+                        with mirror._lock:
+                            mirror.sent += len(block)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
 
             def _send(self, data, start: int, size: int) -> None:
                 with mirror._lock:

@@ -169,6 +169,24 @@ def test_an_entry_without_a_pinned_hash_is_checked_against_the_hubs(hub, tiny_gg
         pull_model("loose", progress=False, log=None)
 
 
+def test_a_mirror_that_never_stops_sending_the_file_fills_no_disk(hub):
+    """Issue 21 §6: a 1 KB pinned file filled 200 MB of disk in 3 s before the hash check."""
+    hub.endless.add(FILE)
+    with pytest.raises(ModelDownloadError, match=f"sent more than (the pinned )?{hub.size(REPO, FILE):,} bytes.*"
+                                                 "misbehaves"):
+        pull_model("tiny", progress=False, log=None)
+    assert leftovers() == [] and installed(find_model("tiny")) is None
+
+
+def test_a_mirror_whose_error_page_never_ends_is_read_no_further_than_a_page(hub):
+    """huggingface_hub reads an error answer whole to quote it: an endless one grew a process to 20.8 GB."""
+    hub.endless_error.add(FILE)
+    with pytest.raises(ModelDownloadError, match=r"an error answer \(HTTP 500\), more than it may: the mirror "
+                                                 "misbehaves"):
+        pull_model("tiny", progress=False, log=None)
+    assert hub.sent < 64 << 20 and leftovers() == []  # it stopped reading (a greedy client takes all 512 MB)
+
+
 def test_a_file_that_is_not_gguf_is_refused_and_removed(hub):
     hub.files[("test/zip", "model.gguf")] = b"PK\x03\x04" + b"\0" * 4096
     write_catalog(hub.sha256("test/zip", "model.gguf"), 4100, name="zipped", repo="test/zip", filename="model.gguf")

@@ -11,6 +11,10 @@ the process and deletes it on any failure, so an interrupted pull restarts from 
 checks the sha256 of what it received. Here an interrupted pull (network drop, Ctrl-C, kill -9)
 keeps its bytes and the next pull continues from them.
 
+Nothing a mirror sends is taken on trust (``hub_http``): a file's bytes stop at its pinned size, and every
+other answer (metadata, an error page), huggingface_hub's own reads included, at a small limit; a mirror
+that sends more is named as misbehaving and the partial file is removed.
+
 Failures are ``ModelDownloadError``s that say what to do. A wrong hash or a full disk deletes the
 partial file; an interruption keeps it for the next pull. One process pulls a model at a time (a
 file lock); a second one waits, then finds the model installed.
@@ -39,6 +43,7 @@ from ..errors import BackendUnavailable, ModelDownloadError, ModelError
 from ..options import strict
 from .catalog import SHA256_RE, ModelEntry, ModelFile, find_model
 from .embedded import sha256_file
+from .hub_http import ERROR_BODY_MAX_BYTES, MirrorMisbehaves, install, limited
 from .store import Installed, format_size, installed, lock_file, model_dir, partial_dir, write_manifest
 
 INSTALL_HINT = "pip install 'chatharuhi[embedded]'  (huggingface-hub and filelock)"
@@ -147,7 +152,10 @@ def _record(path: Path, sha256: str) -> dict:
 def _metadata(hub: Any, entry: ModelEntry, file: ModelFile, endpoint: str) -> Any:
     url = hub.hf_hub_url(entry.repo, file.filename, revision=entry.revision or None, endpoint=endpoint)
     try:
-        return hub.get_hf_file_metadata(url, timeout=DEFAULT_HUB_TIMEOUT_S, endpoint=endpoint)
+        return hub.get_hf_file_metadata(url, timeout=DEFAULT_HUB_TIMEOUT_S, endpoint=endpoint,
+                                        headers=limited({}, ERROR_BODY_MAX_BYTES))
+    except MirrorMisbehaves:
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear error
         raise _network_error(exc, f"{endpoint}/{entry.repo}", entry) from None
 
@@ -191,6 +199,7 @@ def _expected(entry: ModelEntry, file: ModelFile, meta: Any) -> tuple[str, int]:
 
 def _download(entry: ModelEntry, file: ModelFile, endpoint: str, progress: bool) -> tuple[Path, str]:
     hub, file_download = _hub()
+    install(hub)
     meta = _metadata(hub, entry, file, endpoint)
     sha256, size = _expected(entry, file, meta)
     folder = partial_dir(entry.name)
@@ -203,14 +212,18 @@ def _download(entry: ModelEntry, file: ModelFile, endpoint: str, progress: bool)
         part.unlink()
         have = 0
     _check_space(part, size - have, entry)
-    kwargs: dict[str, Any] = {"resume_size": have, "headers": hub.utils.build_hf_headers(),
+    # one answer may hold the whole file (a server that ignores Range starts again); the sink stops at the size
+    kwargs: dict[str, Any] = {"resume_size": have, "headers": limited(hub.utils.build_hf_headers(), size),
                               "expected_size": size, "displayed_filename": file.filename}
     if not progress and "tqdm_class" in inspect.signature(file_download.http_get).parameters:
         kwargs["tqdm_class"] = _silent_tqdm(hub)
     try:
         with open(part, "ab") as fh:
-            sink = _HashingFile(fh, part if have else None)
+            sink = _HashingFile(fh, part if have else None, size)
             file_download.http_get(meta.location, sink, **kwargs)
+    except MirrorMisbehaves as exc:
+        part.unlink(missing_ok=True)
+        raise MirrorMisbehaves(f"{entry.repo}/{file.filename}: {exc} (the partial file was removed)") from None
     except OSError as exc:
         if exc.errno in DISK_FULL:
             part.unlink(missing_ok=True)
@@ -243,10 +256,10 @@ class _HashingFile:
     ignored ``Range``), the running hash is abandoned and the file is hashed from disk afterwards.
     """
 
-    def __init__(self, fh: Any, existing: Path | None):
+    def __init__(self, fh: Any, existing: Path | None, limit: int):
         import hashlib
 
-        self._fh = fh
+        self._fh, self._limit = fh, limit
         self._digest: Any = hashlib.sha256()
         if existing is not None:
             with open(existing, "rb") as f:
@@ -254,6 +267,10 @@ class _HashingFile:
                     self._digest.update(block)
 
     def write(self, data: bytes) -> int:
+        if self._fh.tell() + len(data) > self._limit:  # the file is pinned at this size: not a byte more
+            raise MirrorMisbehaves(f"the mirror sent more than the pinned {self._limit:,} bytes: it misbehaves. "
+                                   "Nothing past that was written; try again later, or set HF_ENDPOINT to another "
+                                   "mirror")
         if self._digest is not None:
             self._digest.update(data)
         return self._fh.write(data)

@@ -5,7 +5,7 @@ Run from the repository root (the figures that matter are ratios measured in the
     nice -n 10 python benchmarks/bench_adapters.py --rounds 5
 
 The model is the embedded one (SmolLM2-135M-Instruct) in its worker; the adapters are two random
-rank-8 q/v LoRAs for it built here (``tests/smol_lora.py``; needs torch, peft and gguf). It measures:
+rank-8 q/v LoRAs for it built here (``tests/helpers/smol_lora.py``; needs torch, peft and gguf). It measures:
 
 1. the time to load an adapter into the worker (``add_adapter``);
 2. a reply on the same prompt (a system prompt plus a few hundred tokens of scenes) with the same
@@ -47,10 +47,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "tests"))
-    from smol_lora import smol_lora
-
     from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
     from chatharuhi.types import Message
+    from helpers.smol_lora import smol_lora
 
     with tempfile.TemporaryDirectory() as tmp:
         files = []

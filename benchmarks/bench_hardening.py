@@ -55,7 +55,7 @@ from bench_server import QUERIES, free_port, pct  # noqa: E402
 STUB_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from openai_stub import StubOpenAIServer
+from helpers.openai_stub import StubOpenAIServer
 with StubOpenAIServer("春日:「外星人？今天就去找！SOS团全员出动！」", chunk_size=8) as stub:
     print(stub.base_url, flush=True)
     while True:

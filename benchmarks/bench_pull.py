@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from hub_mirror import HubMirror  # noqa: E402
+from helpers.hub_mirror import HubMirror  # noqa: E402
 
 
 def main() -> None:

@@ -18,10 +18,9 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 gguf = pytest.importorskip("gguf")
 
-from test_backend_transformers import _model, _tokenizer  # noqa: E402
-
 from chatharuhi.errors import AdapterError, ModelError  # noqa: E402
 from chatharuhi.training.gguf_export import _permute_rows, export_gguf  # noqa: E402
+from helpers.tiny_llama import _model, _tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

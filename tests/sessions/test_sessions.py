@@ -23,7 +23,7 @@ from chatharuhi.errors import InputError, SessionError
 from chatharuhi.sessions import SESSION_FORMAT, Session, SessionStore
 from chatharuhi.types import Turn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -33,7 +33,7 @@ def test_redact_hides_the_password_only():
 
 
 def test_down_at_start_names_the_url_without_its_password(postgres_server):
-    from pg_server import free_port
+    from helpers.pg_server import free_port
 
     url = postgres_server.url().replace(f":{postgres_server.port}/", f":{free_port()}/")
     t0 = time.perf_counter()

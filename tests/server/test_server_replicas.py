@@ -20,11 +20,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx2")
 
-from pg_server import free_port  # noqa: E402
+from helpers.openai_stub import StubOpenAIServer  # noqa: E402
+from helpers.pg_server import free_port  # noqa: E402
 
-from openai_stub import StubOpenAIServer  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def reply_for(body: dict) -> str:
@@ -214,8 +213,8 @@ def test_postgres_lost_mid_run_is_a_503_then_recovers(postgres_server, pg_url, u
         assert [t["text"] for t in export(url, sid)] == ["一", "二"]  # nothing half-written in between
 
 
-def test_readme_compose_example_runs_our_real_options():
-    """The README's deployment example: valid YAML, a serve command our parser accepts, variables we read."""
+def test_the_deployment_compose_example_runs_our_real_options():
+    """The deployment page's example: valid YAML, a serve command our parser accepts, variables we read."""
     yaml = pytest.importorskip("yaml")
     import shlex
 
@@ -223,7 +222,7 @@ def test_readme_compose_example_runs_our_real_options():
     from chatharuhi.cli import build_parser
     from chatharuhi.server.run import ENV_API_KEY
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     (block,) = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
     services = yaml.safe_load(block)["services"]
     assert {"postgres", "vllm", "chatharuhi"} <= set(services)

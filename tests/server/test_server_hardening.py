@@ -22,7 +22,7 @@ from chatharuhi.config import QUERY_EMBED_MAX_CHARS, builtin_characters_dir  # n
 from chatharuhi.retrieval.embeddings import HashEmbedder  # noqa: E402
 from chatharuhi.server.api import MAX_MESSAGE_CHARS, MAX_NAME_CHARS  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
-from openai_stub import StubOpenAIServer  # noqa: E402
+from helpers.openai_stub import StubOpenAIServer  # noqa: E402
 
 
 class RecordingEmbedder(HashEmbedder):

@@ -10,19 +10,18 @@ import threading
 import warnings
 
 import pytest
-from adapter_folders import character_folder as _character  # noqa: E402
 
 from chatharuhi.character.folder import load_character
 from chatharuhi.errors import AdapterError, AdapterMismatch, InvalidCharacter
+from helpers.adapter_folders import character_folder as _character  # noqa: E402
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
-
 from chatharuhi.backends.transformers.backend import TransformersBackend  # noqa: E402
 from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
+from helpers.tiny_llama import _adapter, _model, _tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +160,7 @@ def test_backend_that_cannot_apply_an_adapter(tiny):
 
 def test_openai_backend_asks_for_the_served_adapter(tmp_path):
     from chatharuhi.backends.openai_compat import OpenAIBackend
-    from openai_stub import StubOpenAIServer
+    from helpers.openai_stub import StubOpenAIServer
 
     for name in ("holmes", "haruhi"):
         _character(tmp_path, name, f'[adapter]\nbase = "Qwen/Qwen2.5-7B-Instruct"\nserved_name = "{name}-lora"\n')

@@ -17,7 +17,7 @@ from chatharuhi.retrieval.embeddings import (
     get_embedder,
     normalize,
 )
-from openai_stub import StubOpenAIServer
+from helpers.openai_stub import StubOpenAIServer
 
 
 def _check_contract(emb: Embedder, texts: list[str]) -> None:

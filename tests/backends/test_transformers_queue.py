@@ -12,17 +12,16 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from test_backend_serial import in_thread, wait_until  # noqa: E402
-
 # The fixtures: a saved tiny base with two adapters, and a greedy backend holding both (holmes, haruhi).
-from test_backend_transformers import MESSAGES  # noqa: E402
-from test_backend_transformers import backend as backend  # noqa: E402,F401
-from test_backend_transformers import tiny as tiny  # noqa: E402,F401
+from test_transformers import backend as backend  # noqa: E402,F401
+from test_transformers import tiny as tiny  # noqa: E402,F401
 
 from chatharuhi.backends.base import StreamInfo  # noqa: E402
 from chatharuhi.backends.transformers import backend as transformers_backend  # noqa: E402
 from chatharuhi.backends.transformers.backend import TransformersBackend  # noqa: E402
 from chatharuhi.errors import AdapterError, BackendError  # noqa: E402
+from helpers.tiny_llama import MESSAGES  # noqa: E402
+from helpers.waiting import in_thread, wait_until  # noqa: E402
 
 WAIT_S = 120  # generous bound for a thread to finish on a loaded 2-core machine (a failure, not a timing)
 LONG = 1500  # far longer than a cancelled reply gets: the greedy tiny model ends none of these before ~900 tokens

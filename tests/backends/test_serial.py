@@ -11,8 +11,7 @@ import pytest
 
 from chatharuhi.backends.serial import Job, Serial
 from chatharuhi.errors import BackendError, BackendTimeout
-
-WAIT_S = 60  # generous bound for a thread to finish on a loaded machine (a failure, not a timing)
+from helpers.waiting import WAIT_S, in_thread, wait_until
 
 
 def words(*chunks: str, log: list | None = None, name: str = ""):
@@ -39,29 +38,6 @@ def until_cancelled(counter: list[int]):
             time.sleep(0.001)
 
     return work
-
-
-def in_thread(fn, *args, **kwargs):
-    """Run ``fn`` on a new thread; returns (thread, result list, error list)."""
-    result, errors = [], []
-
-    def run():
-        try:
-            result.append(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - asserted by the caller
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, result, errors
-
-
-def wait_until(condition, what: str) -> None:
-    """Poll ``condition()`` until it holds (bounded by WAIT_S: a failure, not a timing)."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.01)
 
 
 def gated(serial: Serial) -> threading.Event:

@@ -70,7 +70,7 @@ def test_message_handling_is_the_servers():
 
 
 def test_usage_length_cut_and_standard_params_against_the_stub():
-    from openai_stub import StubOpenAIServer
+    from helpers.openai_stub import StubOpenAIServer
 
     with StubOpenAIServer("春日:「" + "外星人" * 20 + "」") as stub:
         model = ChatHaruhiChatModel(character="haruhi", llm="openai", base_url=stub.base_url, embedder="hash",

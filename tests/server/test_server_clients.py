@@ -11,7 +11,7 @@ httpx = pytest.importorskip("httpx2")
 
 from test_server import HARUHI_REPLY, error_of, make_app, running  # noqa: E402
 
-from openai_stub import StubOpenAIServer  # noqa: E402
+from helpers.openai_stub import StubOpenAIServer  # noqa: E402
 
 LONG_REPLY = "春日:「" + "外星人" * 30 + "」"
 HASH_ID = "5f2d8c1b9e7a4f60a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0"  # a 64-character end-user hash

@@ -20,11 +20,6 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 gguf = pytest.importorskip("gguf")
 
-from adapter_folders import character_folder as _character  # noqa: E402
-from hub_mirror import HubMirror  # noqa: E402
-from smol_lora import smol_lora  # noqa: E402
-from test_backend_transformers import _adapter, _model, _tokenizer  # noqa: E402
-
 from chatharuhi.character.folder import load_character  # noqa: E402
 from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.errors import (  # noqa: E402
@@ -38,6 +33,10 @@ from chatharuhi.errors import (  # noqa: E402
 from chatharuhi.models import pull_model  # noqa: E402
 from chatharuhi.models.selection import default_pulled  # noqa: E402
 from chatharuhi.models.store import model_dir, model_path  # noqa: E402
+from helpers.adapter_folders import character_folder as _character  # noqa: E402
+from helpers.hub_mirror import HubMirror  # noqa: E402
+from helpers.smol_lora import smol_lora  # noqa: E402
+from helpers.tiny_llama import _adapter, _model, _tokenizer  # noqa: E402
 
 COMMIT = "ada9" + "0" * 36
 PEFT_REPO, GGUF_REPO, BASE_REPO = "test/tiny-peft", "test/smol-lora", "test/smol-GGUF"
@@ -242,13 +241,13 @@ def test_a_changed_pulled_adapter_file_is_refused_at_load(hub, tmp_path):
     shutil.rmtree(model_dir("tiny-peft"))
 
 
-def test_the_readme_snippets_for_a_pulled_adapter_are_valid(tmp_path):
+def test_the_docs_snippets_for_a_pulled_adapter_are_valid(tmp_path):
     import re
     import textwrap
 
     from chatharuhi.models import catalog, find_model
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "local-models.md").read_text(encoding="utf-8")
     section = readme.split("**An adapter pulled by name.**")[1].split("\n**")[0]
     blocks = [textwrap.dedent(b) for b in re.findall(r"(?:^    .*\n)+", section, flags=re.M)]
     table = next(b for b in blocks if b.startswith("[[model]]"))

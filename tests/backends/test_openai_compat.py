@@ -25,7 +25,7 @@ from chatharuhi.errors import (
     UnknownOption,
 )
 from chatharuhi.types import Message
-from openai_stub import StubOpenAIServer, embed_text
+from helpers.openai_stub import StubOpenAIServer, embed_text
 
 REPLY = "你好，我是凉宫春日。Nice to meet you!"
 MESSAGES = [Message("system", "你是凉宫春日。"), Message("user", "你好")]

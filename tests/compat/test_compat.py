@@ -1,6 +1,6 @@
 """ChatHaruhi drop-in: the snippets from ChatHaruhi 2.0's README and notebooks, written out unchanged.
 
-They run against the stub OpenAI-compatible upstream (tests/openai_stub.py) and a local HTTP mirror of
+They run against the stub OpenAI-compatible upstream (tests/helpers/openai_stub.py) and a local HTTP mirror of
 the Hugging Face dataset ``silk-road/ChatHaruhi-RolePlaying`` (role JSONL files built here from the
 real ChatHaruhi fixture data). Each must give a reply and put the right story into the prompt. The
 environment does what a ChatHaruhi user's would (an API key, an endpoint); ``CHATHARUHI_EMBEDDER=hash``
@@ -33,8 +33,8 @@ from chatharuhi.errors import (
     UnknownOption,
 )
 from chatharuhi.interop.haruhi_formats import float_array_to_base64
-from conftest import FIXTURES, PACKAGED, ROOT
-from openai_stub import StubOpenAIServer
+from conftest import FIXTURES, PACKAGED, ROOT, require_shared
+from helpers.openai_stub import StubOpenAIServer
 
 HARUHI = FIXTURES / "haruhi"
 REPLY = "春日:「棒球？当然要参加，SOS团要拿冠军！」"
@@ -62,6 +62,7 @@ def write_jsonl(path: Path, rows: list[dict], extra_lines: tuple[str, ...] = ())
 
 
 def haruhi_scenes() -> list[str]:
+    require_shared()
     return [p.read_text(encoding="utf-8") for p in sorted((HARUHI / "texts").glob("*.txt"))]
 
 
@@ -73,6 +74,7 @@ def marker_role(file: str) -> list[dict]:
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
     """A local Hugging Face mirror: the 32 built-in role files and the dataset ``silk-road/linghuchong``."""
+    require_shared()  # it serves the real haruhi role
     root = tmp_path / "hub"
     folder = root / ROLE_REPO
     for file in BUILTIN_ROLES:
@@ -125,6 +127,7 @@ def included_texts(bot: ChatHaruhi) -> list[str]:
 
 
 # -- the README's snippets, unchanged ----------------------------------------------------------------
+@pytest.mark.shared
 def test_snippet_role_name_openai(mirror, upstream):
     from chatharuhi import ChatHaruhi
 
@@ -149,6 +152,7 @@ def test_snippet_role_name_openai(mirror, upstream):
     assert [h for h in mirror if h.endswith("Snape.jsonl")] == downloads
 
 
+@pytest.mark.shared
 def test_snippet_system_prompt_and_story_db(tmp_path, upstream):
     with zipfile.ZipFile(PACKAGED / "haruhi.zip") as z:  # wget + unzip of ChatHaruhi's real haruhi.zip
         z.extractall(tmp_path / "new_output")
@@ -172,6 +176,7 @@ def test_snippet_system_prompt_and_story_db(tmp_path, upstream):
     assert stories and all(s in prompt for s in stories)
 
 
+@pytest.mark.shared
 def test_snippet_story_text_folder_debug_and_save_story_db(tmp_path, monkeypatch):
     monkeypatch.setenv("CHATHARUHI_EMBEDDER", "hash")
     from chatharuhi import ChatHaruhi
@@ -257,6 +262,7 @@ def test_snippet_generate_prompt_then_append_response(mirror, monkeypatch):
         ChatHaruhi(role_name='haruhi', llm='debug').append_response('春日:「？」')
 
 
+@pytest.mark.shared
 def test_snippet_role_from_jsonl(tmp_path, upstream):
     path = write_jsonl(tmp_path / "haruhi.jsonl", role_rows((HARUHI / "system_prompt.txt").read_text(encoding="utf-8"),
                                                              haruhi_scenes()))
@@ -463,6 +469,7 @@ def test_luotuo_openai_without_a_key_says_what_to_set(mirror):
         ChatHaruhi(role_name="haruhi", llm="debug", embedding="luotuo_openai")
 
 
+@pytest.mark.shared
 def test_conflicting_or_incomplete_sources_are_refused(tmp_path, mirror):
     with pytest.raises(InputError, match="story_text_folder= needs system_prompt="):
         ChatHaruhi(story_text_folder=str(HARUHI / "texts"), llm="debug")

@@ -17,7 +17,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests  # noqa: E402
 
 from chatharuhi import ChatHaruhi  # noqa: E402
 from chatharuhi.integrations.langchain import ChatHaruhiChatModel, SceneRetriever  # noqa: E402
-from openai_stub import StubOpenAIServer  # noqa: E402
+from helpers.openai_stub import StubOpenAIServer  # noqa: E402
 
 pytestmark = pytest.mark.standard_suite
 

@@ -26,7 +26,7 @@ from chatharuhi.server.guard import owner_token  # noqa: E402
 from chatharuhi.server.run import is_loopback, serve  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.types import Turn  # noqa: E402
-from openai_stub import StubOpenAIServer  # noqa: E402
+from helpers.openai_stub import StubOpenAIServer  # noqa: E402
 
 HARUHI_REPLY = "春日:「外星人？今天就去找！」"
 

@@ -90,6 +90,7 @@ def test_dialogue_rows_54k(tmp_path):
     assert c.speaker == "春日" and "春日" in c.system_prompt
 
 
+@pytest.mark.shared
 def test_chatharuhi2_role_zip_imports_all_172_scenes(tmp_path):
     c = load_character(import_character(PACKAGED / "haruhi.zip", tmp_path / "chars"))
     assert c.name == "haruhi" and len(c.scenes) == 172
@@ -156,6 +157,7 @@ def test_existing_folder_is_not_overwritten_without_force(fixtures_dir, tmp_path
     assert sorted(p.name for p in (tmp_path / "chars").iterdir()) == ["wangduoyu"]
 
 
+@pytest.mark.shared
 def test_cli_import_and_export(fixtures_dir, tmp_path, capsys):
     assert main(["import", str(PACKAGED / "haruhi.zip"), "--to", str(tmp_path / "chars")]) == 0
     assert capsys.readouterr().out.strip() == "haruhi"
@@ -167,6 +169,7 @@ def test_cli_import_and_export(fixtures_dir, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.shared
 def test_cli_import_defaults_to_the_users_characters_folder(tmp_path, capsys):
     from chatharuhi.character.discovery import find_character, user_characters_dir
 

@@ -104,9 +104,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from test_backend_transformers import _model, _tokenizer  # noqa: E402  the tiny random Llama builder
-
 from chatharuhi.training.train import IGNORE_INDEX, TrainConfig, encode_sample, train  # noqa: E402
+from helpers.tiny_llama import _model, _tokenizer  # noqa: E402  the tiny random Llama builder
 
 FAST = dict(batch_size=1, grad_accum=1, lr=1e-2, rank=8, alpha=16, dropout=0.0, max_length=4096, logging_steps=1,
             gradient_checkpointing=False, warmup=0.0, scheduler="constant", device="cpu")
@@ -114,14 +113,14 @@ FAST = dict(batch_size=1, grad_accum=1, lr=1e-2, rank=8, alpha=16, dropout=0.0, 
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
-    """A saved tiny base model and a handful of samples built from the haruhi fixture with short prompts."""
-    from conftest import FIXTURES
+    """A saved tiny base model and a handful of samples built from the built-in haruhi with short prompts."""
+    from chatharuhi.config import builtin_characters_dir
 
     root = tmp_path_factory.mktemp("train")
     tokenizer = _tokenizer()
     _model(tokenizer, hidden=64).save_pretrained(root / "base")  # 32 wide learns too little to measure
     tokenizer.save_pretrained(root / "base")
-    samples = build_samples(FIXTURES / "haruhi", embedder="hash", val_fraction=0.0, **SMALL)[:4]
+    samples = build_samples(builtin_characters_dir() / "haruhi", embedder="hash", val_fraction=0.0, **SMALL)[:4]
     data = root / "data.train.jsonl"
     data.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples), encoding="utf-8")
     return root, samples

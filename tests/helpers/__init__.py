@@ -1,0 +1,1 @@
+"""Test helpers: a stub OpenAI server, a hub mirror, PostgreSQL, tiny LoRAs, the native-crash guard."""

@@ -72,7 +72,9 @@ def test_backend_snippet_builds_without_network(monkeypatch, shared_home):
 
     monkeypatch.setenv("CHATHARUHI_HOME", str(shared_home))
     namespace = {"ChatHaruhi": ChatHaruhi}
-    exec(python_blocks()[1], namespace)  # builds an openai backend for Ollama; no request is made
+    backends = (ROOT / "docs" / "backends.md").read_text(encoding="utf-8")
+    (snippet,) = re.findall(r"```python\n(.*?)```", backends, flags=re.S)
+    exec(snippet, namespace)  # builds an openai backend for Ollama; no request is made
     bot = namespace["bot"]
     assert bot.backend.name == "openai" and "11434" in str(bot.backend.base_url)
 
@@ -102,8 +104,36 @@ def test_the_first_hour_path_reads_start_to_finish():
     assert listed and set(listed) <= known, set(listed) - known
     assert parser.parse_args(["demo", "--host", "0.0.0.0", "--password", "p"]).password == "p"
     assert "--password" in README and "--no-auth" in README
-    # every in-page link points at a heading
-    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", README,
-                                                                                               flags=re.M)}
-    links = set(re.findall(r"\]\(#([^)]+)\)", README))
-    assert links <= anchors, links - anchors
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors for a page's headings (code blocks' comment lines are not headings)."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text,
+                                                                                              flags=re.M)}
+
+
+def test_every_link_between_the_readme_and_the_docs_pages_resolves():
+    """README.md, docs/*.md and benchmarks/README.md: every relative link names a file that exists, and its
+    #anchor, if any, a heading of that file."""
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) >= 10
+    checked = 0
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # an external address
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            assert file.exists(), f"{page.relative_to(ROOT)}: {target} names no file"
+            if anchor:
+                assert anchor in _anchors(file.read_text(encoding="utf-8")), f"{page.relative_to(ROOT)}: {target}"
+            checked += 1
+    assert checked >= 10
+
+
+def test_the_readme_is_a_five_minute_read_and_points_at_every_docs_page():
+    assert len(README.splitlines()) <= 150
+    linked = set(re.findall(r"\]\(docs/([^)#]+)", README))
+    assert linked == {p.name for p in (ROOT / "docs").glob("*.md")}

@@ -103,7 +103,7 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacki
         lore_tokens: int | None = None,
         role_from_hf: str | None = None,
         vector_cache: Any = None,
-        # ChatHaruhi's own keywords (see compat/ and the README's "Coming from ChatHaruhi"):
+        # ChatHaruhi's own keywords (see compat/ and docs/chatharuhi-migration.md):
         system_prompt: str | os.PathLike | None = None,
         story_text_folder: str | os.PathLike | None = None,
         role_from_jsonl: str | os.PathLike | None = None,

@@ -3,7 +3,7 @@
 Every score is a pure function of its inputs (texts and vectors); ``LineVectors`` embeds short texts
 with the run's embedder and keeps them in a disk cache, so a second run embeds nothing.
 
-Definitions (the README's "Evaluation" section repeats them):
+Definitions (docs/evaluation.md repeats them):
 
 - ``answer_support``: the best cosine between the original answer and any line the character speaks
   in the scenes put in the prompt. No scenes gives 0.0 (nothing supports the answer).

@@ -6,7 +6,7 @@ model that runs a character's whole pipeline, so a character can sit in an LCEL 
     model = ChatHaruhiChatModel(character="haruhi", llm="openai", base_url="http://localhost:8000/v1")
     model.invoke([HumanMessage("我们去找外星人吧")])
 
-Both pass langchain-tests' standard suites (tests/test_langchain_standard.py). Messages are read by
+Both pass langchain-tests' standard suites (tests/integrations/test_langchain_standard.py). Messages are read by
 ``chatharuhi.chat.conversation.read_conversation``, exactly as the HTTP server reads them.
 """
 

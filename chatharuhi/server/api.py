@@ -128,7 +128,7 @@ def _refuse(param: str, why: str) -> APIError:
 
 
 # OpenAI parameters accepted and not applied: they tune an upstream's sampling, caching, storage or
-# billing, and a reply in the character's voice is the same answer without them. Listed in the README.
+# billing, and a reply in the character's voice is the same answer without them. Listed in docs/web-and-server.md.
 ACCEPTED_NOT_APPLIED = ("presence_penalty", "frequency_penalty", "seed", "logit_bias", "metadata", "store",
                         "service_tier", "prompt_cache_key", "safety_identifier", "verbosity", "reasoning_effort",
                         "prediction", "parallel_tool_calls", "top_k", "min_p", "repetition_penalty")

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     call = {"temperature": 0, "max_tokens": MAX_TOKENS,
                             **options["lora" if cfg.startswith("lora") else "base"]}
                     t0 = time.perf_counter()
-                    reply = Reply(bot, plan, bot._options(plan, call), commit=False).text().strip()
+                    reply = Reply(bot.backend, plan, bot.call_options(plan, call), filter=bot.reply_filter).text().strip()
                     rec = {"character": character.name, "case": case.id, "config": cfg, "reply": reply,
                            "answer": case.answer, "seconds": round(time.perf_counter() - t0, 2),
                            "scenes": [s.id for s in plan.trace.scenes if s.included]}

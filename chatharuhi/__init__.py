@@ -30,7 +30,8 @@ _EXPORTS = {
     "CharacterError": ".errors",
     "CharacterImportError": ".errors",
     "CharacterNotFound": ".errors",
-    "ChatHaruhi": ".chat.chatbot",
+    "ChatHaruhi": ".compat.api",
+    "Chatbot": ".chat.chatbot",
     "ChatHaruhiError": ".errors",
     "Embedder": ".retrieval.embeddings",
     "EmbedderError": ".errors",
@@ -89,6 +90,7 @@ __all__ = [
     "CharacterNotFound",
     "ChatHaruhi",
     "ChatHaruhiError",
+    "Chatbot",
     "Embedder",
     "EmbedderError",
     "InputError",
@@ -147,8 +149,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .backends.registry import available_backends, get_backend, register_backend
     from .character.discovery import find_character, list_characters
     from .character.folder import Character, Manifest, load_character
-    from .chat.chatbot import ChatHaruhi
+    from .chat.chatbot import Chatbot
     from .chat.reply import Plan, Reply
+    from .compat.api import ChatHaruhi
     from .errors import (
         AdapterError,
         AdapterMismatch,

@@ -124,7 +124,7 @@ def _add_demo_parser(sub) -> None:
 
 def _bot(args: argparse.Namespace, **extra):
     """The chatbot the options describe; ``extra`` (a rebuilt chat's session, its backend and embedder) wins."""
-    from .chat.chatbot import ChatHaruhi
+    from .chat.chatbot import Chatbot
     from .retrieval.embeddings import get_embedder
 
     budget = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
@@ -136,7 +136,7 @@ def _bot(args: argparse.Namespace, **extra):
     if extra.get("embedder") is None:
         extra["embedder"] = get_embedder(args.embedder)
         _index_first(args, extra["embedder"])
-    return ChatHaruhi(args.name, characters_dir=args.characters_dir, **budget, **extra)
+    return Chatbot(args.name, characters_dir=args.characters_dir, **budget, **extra)
 
 
 def _index_first(args: argparse.Namespace, embedder) -> None:

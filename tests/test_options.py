@@ -35,6 +35,10 @@ class ThirdParty(Backend):
 MISSPELT = [
     ("ChatHaruhi", lambda: ChatHaruhi(role="haruhi", llm=ScriptedBackend(), embedder="hash", max_len_stroy=100),
      "max_len_story"),
+    ("Chatbot", lambda: chatharuhi.Chatbot(role="haruhi", llm=ScriptedBackend(), embedder="hash", persnoa=None),
+     "persona"),
+    ("ChatHaruhi, core keyword", lambda: ChatHaruhi(role="haruhi", llm=ScriptedBackend(), embedder="hash",
+                                                    story_tokns=100), "story_tokens"),
     ("ChatHaruhi, backend keyword", lambda: ChatHaruhi(role="haruhi", llm="scripted", embedder="hash", replys=["x"]),
      "replies"),
     ("OpenAIBackend", lambda: OpenAIBackend(base_url="http://127.0.0.1:9/v1", temprature=0.2), "temperature"),

@@ -66,6 +66,13 @@ class Backend(ABC):
     # Where the packer puts scenes (packing.LAYOUTS): local models with a KV cache want "stable_story", which
     # also turns on story reuse across turns (reuse.py).
     prompt_layout: str = "system"
+    # A transcript backend (debug) echoes its prompt: no stop strings, no reply filter.
+    transcript: bool = False
+    # Whether ``stream`` honours ``prefill=`` (the reply's first words, yielded first): local models.
+    supports_prefill: bool = False
+    # The catalogue entry of the local model in use (models.catalog.ModelEntry), for the language warning and the
+    # web demo's "model in use"; None for a remote model.
+    model_entry: Any = None
     # Keywords the constructor forwards through ``**kwargs`` (beyond its named parameters).
     extra_options: frozenset[str] = frozenset()
     # Options ``stream`` honours; None: not declared (the caller cannot check them).

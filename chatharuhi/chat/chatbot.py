@@ -1,7 +1,10 @@
-"""``ChatHaruhi``: the turn loop. Retrieve scenes, pack the prompt, stream the reply, keep history.
+"""``Chatbot``: the turn loop. Retrieve scenes, have the prompt builder pack them, stream the reply, commit the turn.
 
-A turn is committed to history only when its reply completes: an error or a stream closed early
-leaves history unchanged. Many chatbots for one character share one index and one embedder.
+A chatbot is made of parts it owns: the character, a scene index, a ``PromptBuilder`` (persona, lore, layout,
+story reuse, ``pack()``), a backend, and a ``History`` (turns, alternatives, the session store, the one
+``commit()``). ChatHaruhi 1.0's keywords, names and methods live on top of it, in ``compat/``
+(``chatharuhi.ChatHaruhi`` is that subclass). A turn is committed only when its reply completes: an error or a
+stream closed early leaves history unchanged. Many chatbots for one character share one index and one embedder.
 """
 
 from __future__ import annotations
@@ -13,13 +16,12 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from ..backends.base import Backend
 from ..backends.registry import resolve_backend
 from ..character.discovery import find_character
 from ..character.folder import Character, load_character
-from ..compat import REPLY_FORMATS, ChatHaruhiCompat, build_index, resolve_legacy, seed_story_vectors
 from ..config import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_DUPLICATE_THRESHOLD,
@@ -33,31 +35,22 @@ from ..config import (
 from ..errors import AdapterError, InputError, SessionError, UnknownOption
 from ..models.selection import language_warning
 from ..options import parameter_names
-from ..prompting.packing import Budget, HistoryTurn
+from ..prompting.builder import PromptBuilder
+from ..prompting.packing import Budget
 from ..prompting.persona import Persona
 from ..prompting.postprocess import PassThrough, ReplyFilter
-from ..prompting.story import StoryUnits
-from ..prompting.templates import PromptSet
 from ..retrieval.embeddings import Embedder, get_embedder
 from ..sessions import open_session
 from ..types import PartTrace, Trace, Turn
-from .edits import ConversationEdits
-from .persona_and_lore import PersonaAndLore
+from .history import History
 from .reply import Plan, Reply
-from .story_packing import StoryPacking
 
 if TYPE_CHECKING:
+    from ..retrieval.index import SceneIndex
     from ..sessions import Session, SessionStore
 
 CONVERSATION_FORMAT = "chatharuhi.conversation/1"
-
-
-def gguf_adapter_options(adapter: Any, llm: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """The options that load the base of the character's GGUF adapter (maybe a pulled one) with a llama_cpp backend
-    to be built: ``chatharuhi.models.adapters.llama_adapter_options``."""
-    from ..models.adapters import llama_adapter_options
-
-    return llama_adapter_options(adapter, llm, options)
+IndexFactory = Callable[[Character, Embedder], "SceneIndex"]
 
 
 def _warm_in_background(embedder: Embedder) -> None:
@@ -67,14 +60,7 @@ def _warm_in_background(embedder: Embedder) -> None:
         threading.Thread(target=warm, name="chatharuhi-warm-embedder", daemon=True).start()
 
 
-def _same(name: str, value: Any, old_name: str, old_value: Any) -> Any:
-    """One setting under two names (ours and ChatHaruhi's): either, or both when they agree."""
-    if value is not None and old_value is not None and value != old_value:
-        raise InputError(f"{name}={value!r} and {old_name}={old_value!r} set the same thing: pass one")
-    return value if value is not None else old_value
-
-
-class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacking):
+class Chatbot:
     """A role-play chatbot that speaks as one character, grounded in the character's scenes."""
 
     def __init__(
@@ -85,6 +71,7 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacki
         characters_dir: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
         *,
         character: Character | None = None,
+        index: "SceneIndex | IndexFactory | None" = None,
         user_role: str | None = None,
         top_k: int = DEFAULT_TOP_K,
         story_tokens: int | None = None,
@@ -95,111 +82,86 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacki
         lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
         duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
         postprocess: bool = True,
-        role_name: str | None = None,
         session: str | Session | None = None,
         sessions: SessionStore | None = None,
         persona: Persona | None = None,
         lorebook: Any = None,
         lore_tokens: int | None = None,
-        role_from_hf: str | None = None,
         vector_cache: Any = None,
-        # ChatHaruhi's own keywords (see compat/ and docs/chatharuhi-migration.md):
-        system_prompt: str | os.PathLike | None = None,
-        story_text_folder: str | os.PathLike | None = None,
-        role_from_jsonl: str | os.PathLike | None = None,
-        story_db: str | os.PathLike | None = None,
-        max_len_story: int | None = None,
-        max_len_history: int | None = None,
-        k_search: int | None = None,
-        verbose: bool = False,
-        embedding: str | None = None,
-        db_type: str | None = None,
-        reply_format: str = "plain",
-        strict_jsonl: bool = False,
         use_adapter: bool | None = None,
         story_reuse: bool | None = None,
         **llm_options: Any,
     ):
         """``llm_options`` go to the backend and are checked against what it accepts (``UnknownOption``).
 
-        ``story_reuse`` keeps a turn's story for the next while a fresh one would share a scene with it
-        (reuse.py), so that a local model's KV cache is not read again; None: when the backend asks for it
-        and the story budget is at least ``STORY_REUSE_MIN_TOKENS``."""
-        story_tokens = _same("story_tokens", story_tokens, "max_len_story", max_len_story)
-        history_tokens = _same("history_tokens", history_tokens, "max_len_history", max_len_history)
-        searched = _same("top_k", top_k if top_k != DEFAULT_TOP_K else None, "k_search", k_search)
-        top_k = top_k if searched is None else searched
-        if reply_format not in REPLY_FORMATS:
-            raise UnknownOption(reply_format, "reply_format=", REPLY_FORMATS, kind="value")
-        self.reply_format, self.verbose = reply_format, verbose
-        legacy = resolve_legacy(
-            role=role, character=character, characters_dir=characters_dir, llm=llm, llm_options=llm_options,
-            embedder=embedder, role_name=role_name, role_from_hf=role_from_hf, role_from_jsonl=role_from_jsonl,
-            system_prompt=system_prompt, story_text_folder=story_text_folder, story_db=story_db,
-            embedding=embedding, db_type=db_type, strict_jsonl=strict_jsonl)
-        character = character or legacy.character
-        llm, llm_options, embedder = legacy.llm, legacy.llm_options, legacy.embedder
-        self.sessions, self.session = open_session(session, sessions)
-        if role is None and character is None and self.session is not None:
-            role = self.session.character
+        ``index``: the scene index, or a function ``(character, embedder) -> index`` (default: the character's
+        shared index, its vectors cached on disk or in ``vector_cache``). ``story_reuse`` keeps a turn's story for
+        the next while a fresh one would share a scene with it (reuse.py), so that a local model's KV cache is not
+        read again; None: when the backend asks for it and the story budget is at least ``STORY_REUSE_MIN_TOKENS``."""
+        store, saved = open_session(session, sessions)
+        if role is None and character is None and saved is not None:
+            role = saved.character
         if character is None:
             if role is None:
                 raise InputError("no character given: pass role='haruhi' (or character=)")
-            if isinstance(role, os.PathLike):
-                character = load_character(role)
-            else:
-                character = find_character(str(role), characters_dir)
+            character = load_character(role) if isinstance(role, os.PathLike) else find_character(str(role),
+                                                                                                 characters_dir)
         self.character = character
         if use_adapter not in (None, True, False):
             raise InputError(f"use_adapter={use_adapter!r}: use None (the character's adapter when the backend can "
                              "apply it), True (required) or False (the base model)")
         if use_adapter is not False and character.adapter is not None:
-            llm_options = gguf_adapter_options(character.adapter, llm, llm_options)
+            from ..models.adapters import llama_adapter_options
+
+            llm_options = llama_adapter_options(character.adapter, llm, llm_options)
         try:
             self.backend = resolve_backend(llm, **llm_options)
         except UnknownOption as exc:  # suggest among our own keywords too: it may be a misspelt one
-            own, _ = parameter_names(ChatHaruhi.__init__)
-            raise UnknownOption(exc.name, "ChatHaruhi()", [*exc.valid, *own],
+            own = parameter_names(Chatbot.__init__)[0] | parameter_names(type(self).__init__)[0]
+            raise UnknownOption(exc.name, f"{type(self).__name__}()", [*exc.valid, *own],
                                 hint=f"(keywords the chatbot does not know go to the backend: {exc})") from None
         self._adapter_options = self._attach_adapter(use_adapter)
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
-        seed_story_vectors(legacy, self.embedder)
-        self.index = build_index(legacy, character, self.embedder, vector_cache)  # None: files in the home folder
-        self._say(f"{character.name}: {len(self.index.scenes)} scenes, embedder {self.embedder.id}, "
-                  f"backend {self.backend.name}")
+        self.index = self._index(index, vector_cache)
         if top_k > 0:
             _warm_in_background(self.embedder)  # the first turn should not pay for loading the model
-        self.user_role = user_role or (self.session.user_role if self.session else None) or character.user_role
         self.top_k = top_k
         self.weights = {"dense_weight": dense_weight, "lexical_weight": lexical_weight,
                         "duplicate_threshold": duplicate_threshold}
-        hint = getattr(self.backend, "budget_hint", {})  # small local models want a short prompt
-        self.budget = Budget(
+        hint = self.backend.budget_hint  # small local models want a short prompt
+        budget = Budget(
             context_window or self.backend.context_window,
             reply_reserve if reply_reserve is not None else hint.get("reply_reserve", DEFAULT_REPLY_RESERVE),
             story_tokens if story_tokens is not None else hint.get("story_tokens", DEFAULT_STORY_TOKENS),
             history_tokens if history_tokens is not None else hint.get("history_tokens", DEFAULT_HISTORY_TOKENS),
             lore_tokens if lore_tokens is not None else DEFAULT_LORE_TOKENS,
         )
-        self._layout, self._stories = self._story_layout(story_reuse)
         self.postprocess = postprocess
-        self.prompts = PromptSet.load(character.language)
-        language_warning(character.language, getattr(self.backend, "model_entry", None), character.display_name)
-        self._header = self.prompts.story_header.render(character=character.display_name)
-        self._setup_persona_and_lore(persona, lorebook, lore_tokens)
-        self._scenes = StoryUnits(self.prompts, character, self._user_name, self.counter, self._header)
+        language_warning(character.language, self.backend.model_entry, character.display_name)
+        user_role = user_role or (saved.user_role if saved else None) or character.user_role
+        self.prompt = PromptBuilder(character, self.counter, budget, user_role=user_role, persona=persona,
+                                    lorebook=lorebook, lore_tokens=lore_tokens, layout=self.backend.prompt_layout,
+                                    story_reuse=story_reuse)
+        self.user_role = self.prompt.user_role
         self._own_names = {character.speaker, character.display_name, *character.aliases}
-        self._history: list[Turn] = []
-        self._rendered: list[HistoryTurn] = []  # each turn rendered once, when it is committed
-        self._lock = threading.Lock()
+        self.dialogue = History(self.prompt.render_turn, store=store, session=saved, character=character.name,
+                                user_role=self.user_role)
         self.last_trace: Trace | None = None
-        self._alternatives: dict[int, list[str]] = {}  # turn index -> every reply it has had (no store)
-        if self.session is not None:
-            if self.session.character != character.name:
-                raise SessionError(f"session {self.session.id} is a conversation with {self.session.character!r}, "
+        if saved is not None:
+            if saved.character != character.name:
+                raise SessionError(f"session {saved.id} is a conversation with {saved.character!r}, "
                                    f"not {character.name!r}: leave out role= to resume it")
-            self._set_history(self.sessions.turns(self.session.id))
+            self.dialogue.reload()
+
+    def _index(self, index: "SceneIndex | IndexFactory | None", vector_cache: Any) -> "SceneIndex":
+        if index is None:
+            from ..retrieval.index import index_for
+
+            return index_for(self.character, self.embedder, cache=vector_cache, whole_scenes=True)
+        if vector_cache is not None:
+            raise InputError("index= and vector_cache= both choose where the vectors live: pass one")
+        return index(self.character, self.embedder) if callable(index) else index
 
     def _attach_adapter(self, mode: bool | None) -> dict[str, Any]:
         """Load the character's adapter into the backend now (a bad one fails here, not at the first reply)."""
@@ -220,46 +182,77 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacki
             return {}
         return options
 
-    # -- history -------------------------------------------------------------------------------
+    # -- the parts' settings, read where they live -------------------------------------------------
+    @property
+    def budget(self) -> Budget:
+        """How the model's window is shared (the prompt builder's; assignable)."""
+        return self.prompt.budget
+
+    @budget.setter
+    def budget(self, value: Budget) -> None:
+        self.prompt.budget = value
+
+    @property
+    def persona(self) -> Persona | None:
+        """The user's persona, if any."""
+        return self.prompt.persona
+
+    @property
+    def lorebook(self) -> Any:
+        """The lorebooks in use (the folder's and ``lorebook=``), merged; None without any."""
+        return self.prompt.lorebook
+
+    @property
+    def sessions(self) -> "SessionStore | None":
+        """The session store the turns are written to, if any."""
+        return self.dialogue.store
+
+    @property
+    def session(self) -> "Session | None":
+        """The stored conversation (None before the first turn, or without a store)."""
+        return self.dialogue.session
+
+    # -- history -----------------------------------------------------------------------------------
     @property
     def history(self) -> list[Turn]:
         """The committed turns, oldest first (a copy)."""
-        with self._lock:
-            return list(self._history)
+        return self.dialogue.turns
 
     def reset(self) -> None:
-        """Forget the conversation."""
-        with self._lock:
-            self._history.clear()
-            self._rendered.clear()
-            self._alternatives.clear()
-            self.last_trace = None
-            self.session = None  # with a store, the next turn starts a new session; the old one is kept
-
-    def _set_history(self, turns: Iterable[Turn]) -> None:
-        with self._lock:
-            self._history = list(turns)
-            self._rendered = [self._render(i, t) for i, t in enumerate(self._history)]
-
-    def _render(self, i: int, turn: Turn) -> HistoryTurn:
-        user, reply = self._line(turn.user_role, turn.text), self._line(self.character.speaker, turn.reply)
-        return HistoryTurn(str(i), user, reply)
+        """Forget the conversation (with a store, the next turn starts a new session; the old one is kept)."""
+        self.dialogue.reset()
+        self.last_trace = None
 
     def _commit(self, plan: Plan, reply: str) -> None:
-        turn = Turn(plan.user_role, plan.text, reply)
-        with self._lock:
-            if self.sessions is not None:  # stored first: if the write fails, memory is unchanged too
-                if self.session is None:
-                    self.session = self.sessions.create(self.character.name, self.user_role)
-                self.sessions.append_turn(self.session.id, turn, plan.trace.as_dict())
-            self._rendered.append(self._render(len(self._history), turn))
-            self._history.append(turn)
+        self.dialogue.commit(Turn(plan.user_role, plan.text, reply), plan.trace.as_dict())
+        self.last_trace = plan.trace
+
+    def regenerate(self, **options: Any) -> Reply:
+        """Answer the last user message again; the old reply is kept as an alternative ("swipe")."""
+        turns = self.dialogue.turns
+        if not turns:
+            raise InputError("nothing to regenerate: the conversation has no turns yet")
+        plan = self.prepare(turns[-1].text, turns[-1].user_role, history=turns[:-1])
+
+        def replace_last(plan: Plan, reply: str) -> None:
+            self.dialogue.commit_alternative(reply, plan.trace.as_dict(), expect=len(turns))
             self.last_trace = plan.trace
 
-    # -- one turn ------------------------------------------------------------------------------
-    def _line(self, role: str, text: str) -> str:
-        return self.prompts.line.render(role=role, text=text)
+        return self._reply(plan, options, replace_last)
 
+    def alternatives(self, index: int = -1) -> list[str]:
+        """Every reply turn ``index`` has had, oldest first; the last one is current."""
+        return self.dialogue.alternatives(index)
+
+    def undo(self) -> Turn:
+        """Delete the last turn (kept, flagged as deleted, in a session store) and return it."""
+        return self.dialogue.undo()
+
+    def edit_last(self, text: str) -> None:
+        """Replace what the user said in the last turn (call ``regenerate()`` to have it answered anew)."""
+        self.dialogue.edit_last(text)
+
+    # -- one turn ----------------------------------------------------------------------------------
     def prepare(self, text: str, role: str | None = None, *, exclude: Iterable[str] = (),
                 history: Sequence[Turn] | None = None) -> Plan:
         """Retrieve and pack: the messages a turn would send, with their trace (no model call).
@@ -279,83 +272,72 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacki
         else:
             t1 = t0
         t2 = perf_counter()
-        if history is None:
-            with self._lock:
-                rendered = list(self._rendered)
-        else:
-            rendered = [self._render(i, t) for i, t in enumerate(history)]
-        line = query = self._line(user_role, text)
-        if self._post_history:  # a card's post-history instructions ride after the newest message
-            query = f"{query}\n\n{self._post_history}"
-        packed, overlapping = self._pack(hits, text, rendered, line, query, recall=not exclude)
+        rendered = self.dialogue.rendered if history is None else self.dialogue.render(history)
+        line = self.prompt.line(user_role, text)
+        packed, overlapping = self.prompt.pack(hits, text, rendered, line, self.prompt.query(line),
+                                               recall=not exclude)
         t3 = perf_counter()
         for dropped, kept in getattr(hits, "duplicates", ()):
             packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))
         packed.trace.scenes.extend(overlapping)
         packed.trace.timings_ms = {"embed": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "pack": (t3 - t2) * 1e3}
-        plan = Plan(packed.messages, packed.trace, user_role, text)
-        self._say_plan(plan)
-        return plan
+        return Plan(packed.messages, packed.trace, user_role, text)
 
-    def _options(self, plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
+    def call_options(self, plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
+        """The backend's options for ``plan``: the caller's (checked), the character's adapter, the reply's length,
+        and the stop strings and prefill that keep the reply the character's own."""
         self.backend.check_call_options(options)  # a misspelt option is an error, not a silent no-op
         for key, value in self._adapter_options.items():  # the character's adapter, unless the call names one
             options.setdefault(key, value)
         options.setdefault("max_tokens", self.budget.reply_reserve)
         # a caller's stop strings come first and add to the character's own (a transcript backend gets none)
-        if self.postprocess and not getattr(self.backend, "transcript", False):
+        if self.postprocess and not self.backend.transcript:
             own = [f"\n{plan.user_role}:", f"\n{plan.user_role}："]
             given = [options["stop"]] if isinstance(options.get("stop"), str) else list(options.get("stop") or [])
             options["stop"] = list(dict.fromkeys([*given, *own]))
-            if getattr(self.backend, "supports_prefill", False) and "prefill" not in options:
+            if self.backend.supports_prefill and "prefill" not in options:
                 # Local models: the reply opens as `春日:「` and ends at `」` (keeps small models in character).
                 # The backend yields the prefill first, so the filter strips the tag as usual.
-                head, _, tail = self._line(self.character.speaker, "\0").partition("\0")
+                head, _, tail = self.prompt.line(self.character.speaker, "\0").partition("\0")
                 options["prefill"] = head
                 options["stop"] = [*options["stop"], tail.strip()] if tail.strip() else options["stop"]
         return options
 
-    def _filter(self) -> ReplyFilter | PassThrough:
-        if not self.postprocess or getattr(self.backend, "transcript", False):  # e.g. the debug backend
+    def reply_filter(self) -> ReplyFilter | PassThrough:
+        """A fresh filter that keeps the character's own words (none for a transcript backend such as debug)."""
+        if not self.postprocess or self.backend.transcript:
             return PassThrough()
         c = self.character
         return ReplyFilter(self._own_names, c.speakers | {self.user_role}, c.manifest.narrators)
 
+    def _reply(self, plan: Plan, options: dict[str, Any], commit: Callable[[Plan, str], None] | None) -> Reply:
+        return Reply(self.backend, plan, self.call_options(plan, options), filter=self.reply_filter, commit=commit)
+
     def stream(self, text: str | None = None, role: str | None = None, *, history: Sequence[Turn] | None = None,
                **options: Any) -> Reply:
-        """Start a turn and return the streaming ``Reply`` (iterate it for chunks).
+        """Start a turn and return the streaming ``Reply`` (iterate it for chunks; ``async for`` works too).
 
         With ``history=`` the turn runs on that conversation and is not committed to the chatbot's own."""
         plan = self.prepare(text, role, history=history)
-        return Reply(self, plan, self._options(plan, options), commit=history is None)
+        return self._reply(plan, options, self._commit if history is None else None)
 
     def chat(self, text: str | None = None, role: str | None = None, *, history: Sequence[Turn] | None = None,
              **options: Any) -> str:
-        """One turn: the character's whole reply (bare words; ``春日:「…」`` with ``reply_format="chatharuhi"``)."""
-        return self._formatted(self.stream(text, role, history=history, **options).text())
+        """One turn: the character's whole reply."""
+        return self.stream(text, role, history=history, **options).text()
 
-    async def astream(self, text: str | None = None, role: str | None = None, *,
-                      history: Sequence[Turn] | None = None, **options: Any) -> AsyncIterator[str]:
-        """Async twin of ``stream``: yields chunks; history is updated when the reply completes."""
-        plan = self.prepare(text, role, history=history)
-        filt = self._filter()
-        async for chunk in self.backend.astream(plan.messages, **self._options(plan, options)):
-            if out := filt.feed(chunk):
-                yield out
-            if filt.stopped:
-                break
-        if tail := filt.finish():
-            yield tail
-        if history is None:
-            self._commit(plan, filt.text)
+    def astream(self, text: str | None = None, role: str | None = None, *,
+                history: Sequence[Turn] | None = None, **options: Any) -> Reply:
+        """Async twin of ``stream``: ``async for chunk in bot.astream(...)``; the same ``Reply`` (finish reason,
+        usage, cache figures), streamed on the event loop; history is updated when the reply completes."""
+        return self.stream(text, role, history=history, **options)
 
     async def achat(self, text: str | None = None, role: str | None = None, *,
                     history: Sequence[Turn] | None = None, **options: Any) -> str:
         """Async twin of ``chat``."""
-        return self._formatted("".join([chunk async for chunk in self.astream(text, role, history=history,
-                                                                              **options)]))
+        return await self.astream(text, role, history=history, **options).atext()
 
-    # -- persistence ---------------------------------------------------------------------------
+    # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the conversation to a JSON file (atomically)."""
         path = Path(path).expanduser()
@@ -367,7 +349,7 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacki
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **kwargs: Any) -> "ChatHaruhi":
+    def load(cls, path: str | os.PathLike, **kwargs: Any) -> "Chatbot":
         """Resume a conversation saved with ``save``; keyword arguments configure the new chatbot."""
         path = Path(path).expanduser()
         try:
@@ -382,5 +364,5 @@ class ChatHaruhi(ChatHaruhiCompat, ConversationEdits, PersonaAndLore, StoryPacki
             kwargs["role"] = saved if saved.is_dir() else data["character"]
         kwargs.setdefault("user_role", data.get("user_role"))
         bot = cls(**kwargs)
-        bot._set_history(history)
+        bot.dialogue.replace(history)
         return bot

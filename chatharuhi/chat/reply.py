@@ -1,16 +1,18 @@
-"""A streamed reply and the plan it answers: iterate for chunks; history is committed on completion."""
+"""A streamed reply and the plan it answers: iterate for chunks; the turn is committed on completion.
+
+A ``Reply`` is given what it needs (the backend, a reply filter, a commit callback) and knows nothing of the
+chatbot that made it: a failed or abandoned stream commits nothing.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
-from ..backends.base import StreamInfo
+from ..backends.base import Backend, StreamInfo
 from ..options import strict
+from ..prompting.postprocess import PassThrough
 from ..types import Message, Trace
-
-if TYPE_CHECKING:
-    from .chatbot import ChatHaruhi
 
 
 @strict
@@ -26,11 +28,14 @@ class Plan:
 
 @strict
 class Reply:
-    """A streamed reply: iterate it for chunks; ``text()`` joins it. History is updated on completion."""
+    """A streamed reply: iterate it (or ``async for``) for chunks; ``text()`` joins it. Committed on completion."""
 
-    def __init__(self, bot: "ChatHaruhi", plan: Plan, options: dict[str, Any],
-                 commit: bool | Callable[[Plan, str], None] = True):
-        self.bot, self.plan, self.options, self.commit = bot, plan, options, commit
+    def __init__(self, backend: Backend, plan: Plan, options: dict[str, Any], *,
+                 filter: Callable[[], Any] = PassThrough, commit: Callable[[Plan, str], None] | None = None):
+        """``filter``: makes the reply filter for one streaming; ``commit(plan, text)``: called once the whole
+        reply is in (None: nothing is kept, e.g. a turn on a caller's own history)."""
+        self.backend, self.plan, self.options = backend, plan, options
+        self._new_filter, self._commit = filter, commit
         self.info = StreamInfo()  # filled by the backend when the stream ends
         self._text: str | None = None
         self._started = False
@@ -46,7 +51,7 @@ class Reply:
             yield self._text
             return
         filt = self._begin()
-        stream = self.bot.backend.stream_with_info(self.plan.messages, self.info, **self.options)
+        stream = self.backend.stream_with_info(self.plan.messages, self.info, **self.options)
         try:
             for chunk in stream:
                 if out := filt.feed(chunk):
@@ -69,7 +74,7 @@ class Reply:
             yield self._text
             return
         filt = self._begin()
-        stream = self.bot.backend.astream_with_info(self.plan.messages, self.info, **self.options)
+        stream = self.backend.astream_with_info(self.plan.messages, self.info, **self.options)
         try:
             async for chunk in stream:
                 if out := filt.feed(chunk):
@@ -83,6 +88,7 @@ class Reply:
             aclose = getattr(stream, "aclose", None)
             if aclose:
                 await aclose()
+            self._record(getattr(stream, "stats", None))
         self._finish(filt)
 
     def _begin(self) -> Any:
@@ -90,14 +96,13 @@ class Reply:
         if self._started:
             raise RuntimeError("this reply is already being streamed")
         self._started = True
-        return self.bot._filter()
+        return self._new_filter()
 
     def _finish(self, filt: Any) -> None:
-        """Keep the finished text and commit it: True commits a new turn; a callable does its own commit
-        (e.g. regenerate's "replace the last reply")."""
+        """Keep the finished text and hand it to the commit callback."""
         self._text = filt.text
-        if self.commit:
-            (self.commit if callable(self.commit) else self.bot._commit)(self.plan, self._text)
+        if self._commit is not None:
+            self._commit(self.plan, self._text)
 
     @property
     def finish_reason(self) -> str:
@@ -127,6 +132,13 @@ class Reply:
         """The whole reply (streams it if it has not been consumed yet)."""
         if self._text is None:
             for _ in self:
+                pass
+        return self._text or ""
+
+    async def atext(self) -> str:
+        """Async twin of ``text``."""
+        if self._text is None:
+            async for _ in self:
                 pass
         return self._text or ""
 

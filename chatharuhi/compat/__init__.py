@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, UnknownBackend
-from .api import REPLY_FORMATS, ChatHaruhiCompat, untag
+from .api import REPLY_FORMATS, ChatHaruhi, untag
 from .embedding import EMBEDDING_NAMES, legacy_embedder
 from .llms import LEGACY_LLM_NAMES, legacy_backend
 from .roles import BUILTIN_ROLES, ROLE_NAMES, builtin_role_spec
 
-__all__ = ["BUILTIN_ROLES", "EMBEDDING_NAMES", "LEGACY_LLM_NAMES", "REPLY_FORMATS", "ROLE_NAMES", "ChatHaruhiCompat",
+__all__ = ["BUILTIN_ROLES", "EMBEDDING_NAMES", "LEGACY_LLM_NAMES", "REPLY_FORMATS", "ROLE_NAMES", "ChatHaruhi",
            "Legacy", "builtin_role_spec", "resolve_legacy", "untag"]
 
 DB_TYPES = {"naive": "naive", "chroma": "chroma", "Chroma": "chroma", "ChromaDB": "chroma", "chromadb": "chroma"}

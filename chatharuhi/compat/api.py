@@ -1,4 +1,4 @@
-"""ChatHaruhi's methods and attributes on ``ChatHaruhi`` (mixed into the chatbot).
+"""``ChatHaruhi``: the core ``Chatbot`` plus ChatHaruhi 1.0.9's keywords, names, methods and reply format.
 
     k_search                 the number of scenes retrieved per turn (our ``top_k``), readable and assignable
     max_len_story, max_len_history, system_prompt   readable and assignable (the budget, the prompt)
@@ -19,9 +19,11 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ..errors import InputError, SessionError
+from ..chat.chatbot import Chatbot
+from ..config import DEFAULT_TOP_K
+from ..errors import InputError, SessionError, UnknownOption
 from ..types import Message, Turn
 
 if TYPE_CHECKING:
@@ -49,15 +51,75 @@ def untag(line: str) -> tuple[str | None, str]:
     return (m["name"].strip() or None, m["text"]) if m else (None, (line or "").strip())
 
 
-class ChatHaruhiCompat:
-    """ChatHaruhi 1.0.9's methods, attributes and reply format, on this engine's state."""
 
-    # provided by the chatbot
-    top_k: int
-    character: Any
-    user_role: str
-    reply_format: str
-    verbose: bool
+
+def _same(name: str, value: Any, old_name: str, old_value: Any) -> Any:
+    """One setting under two names (ours and ChatHaruhi's): either, or both when they agree."""
+    if value is not None and old_value is not None and value != old_value:
+        raise InputError(f"{name}={value!r} and {old_name}={old_value!r} set the same thing: pass one")
+    return value if value is not None else old_value
+
+
+class ChatHaruhi(Chatbot):
+    """A role-play chatbot that speaks as one character, grounded in the character's scenes; ChatHaruhi's own
+    keywords, names and methods work on it too (docs/chatharuhi-migration.md)."""
+
+    def __init__(
+        self,
+        role: str | os.PathLike | None = None,
+        llm: Any = None,
+        embedder: Any = None,
+        characters_dir: Any = None,
+        *,
+        character: Any = None,
+        top_k: int = DEFAULT_TOP_K,
+        story_tokens: int | None = None,
+        history_tokens: int | None = None,
+        vector_cache: Any = None,
+        role_name: str | None = None,
+        role_from_hf: str | None = None,
+        system_prompt: str | os.PathLike | None = None,
+        story_text_folder: str | os.PathLike | None = None,
+        role_from_jsonl: str | os.PathLike | None = None,
+        story_db: str | os.PathLike | None = None,
+        max_len_story: int | None = None,
+        max_len_history: int | None = None,
+        k_search: int | None = None,
+        verbose: bool = False,
+        embedding: str | None = None,
+        db_type: str | None = None,
+        reply_format: str = "plain",
+        strict_jsonl: bool = False,
+        **options: Any,
+    ):
+        """ChatHaruhi's keywords are turned into the core's (``resolve_legacy``); ``options`` are the core
+        ``Chatbot``'s keywords and the backend's, checked there (``UnknownOption``)."""
+        from . import build_index, resolve_legacy, seed_story_vectors
+
+        story_tokens = _same("story_tokens", story_tokens, "max_len_story", max_len_story)
+        history_tokens = _same("history_tokens", history_tokens, "max_len_history", max_len_history)
+        searched = _same("top_k", top_k if top_k != DEFAULT_TOP_K else None, "k_search", k_search)
+        top_k = top_k if searched is None else searched
+        if reply_format not in REPLY_FORMATS:
+            raise UnknownOption(reply_format, "reply_format=", REPLY_FORMATS, kind="value")
+        self.reply_format, self.verbose = reply_format, verbose
+        core = set(_core_keywords())
+        llm_options = {k: v for k, v in options.items() if k not in core}
+        legacy = resolve_legacy(
+            role=role, character=character, characters_dir=characters_dir, llm=llm, llm_options=llm_options,
+            embedder=embedder, role_name=role_name, role_from_hf=role_from_hf, role_from_jsonl=role_from_jsonl,
+            system_prompt=system_prompt, story_text_folder=story_text_folder, story_db=story_db,
+            embedding=embedding, db_type=db_type, strict_jsonl=strict_jsonl)
+
+        def index(character: Any, embedder: Any) -> Any:
+            seed_story_vectors(legacy, embedder)
+            return build_index(legacy, character, embedder, vector_cache)
+
+        super().__init__(role, legacy.llm, legacy.embedder, characters_dir, character=character or legacy.character,
+                         index=index, top_k=top_k, story_tokens=story_tokens, history_tokens=history_tokens,
+                         **{k: v for k, v in options.items() if k in core}, **legacy.llm_options)
+        self._say(f"{self.character.name}: {len(self.index.scenes)} scenes, embedder {self.embedder.id}, "
+                  f"backend {self.backend.name}")
 
     # -- attributes ------------------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -88,13 +150,13 @@ class ChatHaruhiCompat:
     @property
     def system_prompt(self) -> str:
         """The system prompt as sent (persona and macros filled); assignable, as in ChatHaruhi."""
-        return self._system_prompt
+        return self.prompt.system_prompt
 
     @system_prompt.setter
     def system_prompt(self, value: str) -> None:
         if not isinstance(value, str) or not value.strip():
             raise InputError("system_prompt must be non-empty text")
-        self._system_prompt = value
+        self.prompt.system_prompt = value
 
     @property
     def max_len_story(self) -> int:
@@ -135,15 +197,16 @@ class ChatHaruhiCompat:
     @property
     def dialogue_history(self) -> list[tuple[str, str]]:
         """The conversation as ChatHaruhi keeps it: (``用户:「…」``, ``春日:「…」``) pairs, oldest first."""
-        return [(self._line(t.user_role, t.text), self._line(self.character.speaker, t.reply)) for t in self.history]
+        line, speaker = self.prompt.line, self.character.speaker
+        return [(line(t.user_role, t.text), line(speaker, t.reply)) for t in self.history]
 
     @dialogue_history.setter
     def dialogue_history(self, pairs: Iterable[tuple[str | None, str | None]]) -> None:
         turns = [self._turn_from_pair(i, pair) for i, pair in enumerate(list(pairs))]
-        if getattr(self, "sessions", None) is not None:
+        if self.sessions is not None:
             raise SessionError("dialogue_history cannot be replaced in a chatbot backed by a session store "
                                "(the stored turns would disagree); start one without session=/sessions=")
-        self._set_history(turns)
+        self.dialogue.replace(turns)
 
     def _turn_from_pair(self, i: int, pair: Any) -> Turn:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -161,7 +224,7 @@ class ChatHaruhiCompat:
     def generate_messages(self, text: str, role: str) -> list[Message]:
         """The messages a turn would send for ``text`` said by ``role`` (no model call)."""
         plan: Plan = self.prepare(text, role)
-        self.last_query = self._line(plan.user_role, plan.text)
+        self.last_query = self.prompt.line(plan.user_role, plan.text)
         self._last_plan = plan
         return plan.messages
 
@@ -178,15 +241,9 @@ class ChatHaruhiCompat:
         turn = self._turn_from_pair(len(self.history), (query, response))
         plan = getattr(self, "_last_plan", None)
         trace = plan.trace if plan is not None and query == self.last_query else None
-        with self._lock:
-            if self.sessions is not None:
-                if self.session is None:
-                    self.session = self.sessions.create(self.character.name, self.user_role)
-                self.sessions.append_turn(self.session.id, turn, trace.as_dict() if trace else None)
-            self._rendered.append(self._render(len(self._history), turn))
-            self._history.append(turn)
-            if trace is not None:
-                self.last_trace = trace
+        self.dialogue.commit(turn, trace.as_dict() if trace else None)
+        if trace is not None:
+            self.last_trace = trace
 
     def save_story_db(self, db_path: str | os.PathLike) -> Path:
         """Write the scenes and their vectors as a persisted Chroma folder (collection ``search``)."""
@@ -210,9 +267,25 @@ class ChatHaruhiCompat:
         return path
 
     # -- reply format and verbosity ----------------------------------------------------------------
+    def chat(self, text: str | None = None, role: str | None = None, *, history: Sequence[Turn] | None = None,
+             **options: Any) -> str:
+        """One turn: the character's whole reply (bare words; ``春日:「…」`` with ``reply_format="chatharuhi"``)."""
+        return self._formatted(super().chat(text, role, history=history, **options))
+
+    async def achat(self, text: str | None = None, role: str | None = None, *,
+                    history: Sequence[Turn] | None = None, **options: Any) -> str:
+        """Async twin of ``chat``."""
+        return self._formatted(await super().achat(text, role, history=history, **options))
+
+    def prepare(self, text: str, role: str | None = None, **kwargs: Any) -> "Plan":
+        """The core's ``prepare``, said on stderr with ``verbose=True``."""
+        plan = super().prepare(text, role, **kwargs)
+        self._say_plan(plan)
+        return plan
+
     def _formatted(self, reply: str) -> str:
         if self.reply_format == "chatharuhi":
-            return self._line(self.character.speaker, reply)
+            return self.prompt.line(self.character.speaker, reply)
         return reply
 
     def _say(self, message: str) -> None:
@@ -225,3 +298,11 @@ class ChatHaruhiCompat:
             more = ", ..." if len(used) > 8 else ""
             self._say(f"{len(used)} scene(s) in the prompt ({', '.join(used[:8])}{more}); "
                       f"{plan.trace.total_tokens} prompt tokens")
+
+
+def _core_keywords() -> list[str]:
+    """The core chatbot's own keywords (the rest of ``**options`` go to the backend)."""
+    from ..options import parameter_names
+
+    names, _ = parameter_names(Chatbot.__init__)
+    return sorted(names)

@@ -32,7 +32,7 @@ from ..backends.scripted import ScriptedBackend
 from ..character.discovery import resolve_character
 from ..character.folder import Character
 from ..character.windows import scene_of
-from ..chat.chatbot import ChatHaruhi
+from ..chat.chatbot import Chatbot
 from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K
 from ..errors import ChatHaruhiError, InputError
 from ..retrieval.embeddings import Embedder, get_embedder
@@ -223,13 +223,13 @@ def run_eval(
             if (d.character.name, c.id, cfg) not in done]
     if done:
         log(f"resuming: {len(done)} finished, {len(todo)} to go")
-    bots: dict[tuple[str, str], tuple[ChatHaruhi, EvalIndex]] = {}
+    bots: dict[tuple[str, str], tuple[Chatbot, EvalIndex]] = {}
 
-    def bot_for(d: CharacterData, cfg: str) -> tuple[ChatHaruhi, EvalIndex]:
+    def bot_for(d: CharacterData, cfg: str) -> tuple[Chatbot, EvalIndex]:
         key = (d.character.name, cfg)
         if key not in bots:
             k = 0 if cfg in ("none", "system_only") else top_k
-            bot = ChatHaruhi(character=d.character, llm=llm, embedder=emb, top_k=k,
+            bot = Chatbot(character=d.character, llm=llm, embedder=emb, top_k=k,
                              dense_weight=dense_weight, lexical_weight=lexical_weight)
             proxy = EvalIndex(bot.index, "random" if cfg == "random" else "retrieve", seed)
             bot.index = proxy
@@ -288,7 +288,7 @@ def _judges_for(judges: Judges, d: CharacterData, case: EvalCase) -> Fitted:
     return judges.fit({d.character.name: d.excludes[case.id]})
 
 
-def _evaluate(d: CharacterData, case: EvalCase, cfg: str, bot_proxy: tuple[ChatHaruhi, EvalIndex],
+def _evaluate(d: CharacterData, case: EvalCase, cfg: str, bot_proxy: tuple[Chatbot, EvalIndex],
               answer: np.ndarray, fitted: Fitted, lines: metrics.LineVectors,
               retrieval_only: bool, max_tokens: int = EVAL_MAX_TOKENS) -> dict:
     bot, proxy = bot_proxy

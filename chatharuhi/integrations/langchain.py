@@ -2,7 +2,7 @@
 model that runs a character's whole pipeline, so a character can sit in an LCEL chain or an agent.
 
     from chatharuhi.integrations.langchain import ChatHaruhiChatModel, SceneRetriever
-    model = ChatHaruhiChatModel(bot=ChatHaruhi("haruhi"))          # or, built here:
+    model = ChatHaruhiChatModel(bot=Chatbot("haruhi"))          # or, built here:
     model = ChatHaruhiChatModel(character="haruhi", llm="openai", base_url="http://localhost:8000/v1")
     model.invoke([HumanMessage("我们去找外星人吧")])
 
@@ -76,7 +76,7 @@ def split_messages(messages: list[BaseMessage], default_role: str) -> tuple[list
 class ChatHaruhiChatModel(BaseChatModel):
     """A ``BaseChatModel`` that answers as a character: retrieval, packing, the backend, the reply filter.
 
-    Give a ready ``bot=ChatHaruhi(...)``, or ``character=`` plus backend settings (``llm``, ``model``,
+    Give a ready ``bot=Chatbot(...)``, or ``character=`` plus backend settings (``llm``, ``model``,
     ``base_url``, ``api_key``, ``timeout``, ``max_retries``, ``embedder``) to have one built. The
     conversation comes from the messages (stateless: a bot's own history is not touched); a
     ``HumanMessage`` ``name`` is the user's in-story name. ``temperature``, ``max_tokens`` and ``stop``
@@ -111,12 +111,12 @@ class ChatHaruhiChatModel(BaseChatModel):
                                  f"(got bot= and {sorted(given) or ['character']})")
             return self
         if not self.character:
-            raise InputError("no character: pass bot=ChatHaruhi(...) or character='haruhi'")
-        from ..chat.chatbot import ChatHaruhi
+            raise InputError("no character: pass bot=Chatbot(...) or character='haruhi'")
+        from ..chat.chatbot import Chatbot
 
         embedder = given.pop("embedder", None)
         llm = given.pop("llm", None)
-        self.bot = ChatHaruhi(self.character, llm=llm, embedder=embedder, **given)
+        self.bot = Chatbot(self.character, llm=llm, embedder=embedder, **given)
         return self
 
     @property
@@ -162,9 +162,9 @@ class ChatHaruhiChatModel(BaseChatModel):
             return self.bot
         key = model.strip().casefold()
         if key not in self._others:
-            from ..chat.chatbot import ChatHaruhi
+            from ..chat.chatbot import Chatbot
 
-            self._others[key] = ChatHaruhi(model.strip(), llm=self.bot.backend, embedder=self.bot.embedder)
+            self._others[key] = Chatbot(model.strip(), llm=self.bot.backend, embedder=self.bot.embedder)
         return self._others[key]
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,

@@ -47,9 +47,10 @@ from typing import Any, Iterable
 
 from ..backends.base import Backend
 from ..chat.conversation import read_conversation
+from ..chat.history import History
 from ..errors import BackendUnavailable, ChatHaruhiError, InputError
 from ..types import Turn
-from . import guard as guard
+from . import guard
 from .api import ChatRequest, SessionRequest, check_name, parse_request, sse
 from .asgi import _BearerAuth, _disconnect_aware, _RequestId
 from .errors import APIError, error_body, error_status, install_error_handlers, public_message
@@ -259,8 +260,8 @@ def create_app(
         def record(reply) -> None:
             guard.check_reply(reply.text())  # an empty reply is an upstream failure, never a stored turn
             if session is not None:
-                guard.commit_with_retry(lambda: store().append_turn(
-                    session.id, Turn(reply.plan.user_role, text, reply.text()), trace.as_dict()))
+                turn = Turn(reply.plan.user_role, text, reply.text())
+                guard.commit_with_retry(lambda: History(store=store(), session=session).commit(turn, trace.as_dict()))
 
         def usage(replies) -> tuple[dict[str, int], str]:
             """The upstream's figures summed over the choices when every call reported them, else ours."""

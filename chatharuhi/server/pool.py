@@ -1,4 +1,4 @@
-"""What a server serves: one shared backend (timed) and one ``ChatHaruhi`` per character, built on first use."""
+"""What a server serves: one shared backend (timed) and one ``Chatbot`` per character, built on first use."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class _TimedBackend(Backend):
 
 @dataclass
 class BotPool:
-    """One shared ``ChatHaruhi`` per character, created on first use; safe to use from many threads."""
+    """One shared ``Chatbot`` per character, created on first use; safe to use from many threads."""
 
     backend: Backend
     characters_dir: Any = None
@@ -94,7 +94,7 @@ class BotPool:
         if folder is not None:
             return self._bots[folder]
         from ..character.discovery import find_entry
-        from ..chat.chatbot import ChatHaruhi
+        from ..chat.chatbot import Chatbot
 
         if model_name_problem(model):
             raise APIError(404, f"Unknown character {model[:100]!r}: {model_name_problem(model)}", param="model",
@@ -108,7 +108,7 @@ class BotPool:
                 try:
                     if entry.error is not None:
                         raise entry.error
-                    bot = ChatHaruhi(entry.path, llm=self.backend, **self.bot_options)
+                    bot = Chatbot(entry.path, llm=self.backend, **self.bot_options)
                 except InvalidCharacter as exc:  # named by its file inside the folder, never the server's path
                     raise APIError(400, _broken(entry, exc), param="model", code="character_invalid") from None
                 self._bots[entry.name] = bot

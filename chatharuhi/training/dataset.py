@@ -3,7 +3,7 @@ LLaMA-Factory and Axolotl read.
 
 One sample per character line that answers another speaker's line in a scene (the evaluation's
 ``every_case``: same pairs, same length filter, same history). Its input is the whole prompt the
-chatbot would send for that turn — ``ChatHaruhi.prepare(cue, role=cue_speaker, exclude=[...],
+chatbot would send for that turn — ``Chatbot.prepare(cue, role=cue_speaker, exclude=[...],
 history=earlier turns)``: system prompt, retrieved scenes, the scene's earlier lines as history, the
 cue as the last user message — and its target is the character's line as an assistant message
 (``春日:「…」``), so the model learns exactly the format the chatbot parses at run time.
@@ -96,19 +96,19 @@ def build_samples(character: Character | str | os.PathLike, *, llm: Any = None, 
                   **bot_options: Any) -> list[dict]:
     """The samples of one character, in scene and line order, each with ``meta.split`` set."""
     from ..backends.scripted import ScriptedBackend
-    from ..chat.chatbot import ChatHaruhi
+    from ..chat.chatbot import Chatbot
 
     character = resolve_character(character, characters_dir)
     cases = every_case(character)
     val = split_scenes((c.scene_id for c in cases), val_fraction, seed, character.name)
-    bot = ChatHaruhi(character=character, llm=llm if llm is not None else ScriptedBackend(), embedder=embedder,
+    bot = Chatbot(character=character, llm=llm if llm is not None else ScriptedBackend(), embedder=embedder,
                      use_adapter=False,
                      postprocess=False, **bot_options)
     samples = []
     for case in cases:
         plan = bot.prepare(case.query, case.query_role, exclude=[case.scene_id, *sorted(val)],
                            history=list(case.history))
-        target = bot._line(character.speaker, case.answer)
+        target = bot.prompt.line(character.speaker, case.answer)
         messages = [m.as_dict() for m in plan.messages] + [{"role": "assistant", "content": target}]
         split = "val" if case.scene_id in val else "train"
         samples.append({"messages": messages, "meta": {"character": character.name, "scene": case.scene_id,

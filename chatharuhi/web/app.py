@@ -48,7 +48,7 @@ from .trace import no_scene_reason, trace_view
 if TYPE_CHECKING:
     import gradio
 
-    from ..chat.chatbot import ChatHaruhi
+    from ..chat.chatbot import Chatbot
     from ..chat.reply import Reply
     from ..server.connections import Limits
     from ..sessions import SessionStore
@@ -86,7 +86,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
         self.sessions = sessions
         self.owners = owners or Owners(owners_path_for(sessions))
         self.shelf = Shelf(characters_dir, self.owners, shared_imports)  # visitors' own characters: theirs
-        self._bots: OrderedDict[tuple, ChatHaruhi] = OrderedDict()
+        self._bots: OrderedDict[tuple, Chatbot] = OrderedDict()
         self._settings: dict[Any, Settings] = {}  # session id -> its panel settings (this server's lifetime)
         self._live: dict[Any, Live] = {}  # session id -> the reply being streamed (or just stopped)
         self._lock = threading.Lock()
@@ -118,9 +118,9 @@ class WebDemo(EditHandlers, ChatListHandlers):
         return {"character": name, "card": card, "avatar": avatar}
 
     # -- chatbots --------------------------------------------------------------------------------
-    def bot(self, session_id: Any, settings: Settings | None = None) -> "ChatHaruhi":
+    def bot(self, session_id: Any, settings: Settings | None = None) -> "Chatbot":
         """The chatbot of a stored session, with its history read from the store (the truth, shared by tabs)."""
-        from ..chat.chatbot import ChatHaruhi
+        from ..chat.chatbot import Chatbot
         from ..prompting.persona import Persona
 
         settings = settings or self._settings.get(session_id) or Settings()
@@ -134,7 +134,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
             budgets = {k: v for k, v in (("story_tokens", settings.story_tokens),
                                          ("history_tokens", settings.history_tokens)) if v is not None}
             persona = Persona(session.user_role, settings.persona.strip()) if settings.persona.strip() else None
-            bot = ChatHaruhi(character=self.character(self.shelf.folder_of(session.character)), llm=self.backend,
+            bot = Chatbot(character=self.character(self.shelf.folder_of(session.character)), llm=self.backend,
                              embedder=self.embedder, session=session, sessions=self.sessions, persona=persona,
                              **budgets)
             with self._lock:
@@ -142,7 +142,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
                 while len(self._bots) > BOT_CACHE_SIZE:
                     self._bots.popitem(last=False)
         else:
-            bot._set_history(self.sessions.turns(session_id))  # another tab may have changed the chat
+            bot.dialogue.reload()  # another tab may have changed the chat
         return bot
 
     def messages(self, tab: Tab) -> list[dict]:
@@ -266,7 +266,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
             yield {"chat": shown + [{"role": "assistant", "content": bubble(name, live.reply)}]}
         live.done = True
 
-    def _after_reply(self, bot: "ChatHaruhi", tab: Tab, token: Any) -> View:
+    def _after_reply(self, bot: "Chatbot", tab: Tab, token: Any) -> View:
         self._live.pop(tab.session_id, None)
         view = trace_view(bot.last_trace.as_dict() if bot.last_trace else None, bot.character)
         reason = no_scene_reason(view["trace"]) if view["trace"] else ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ..chat.history import History
 from ..errors import InputError
 from ..types import Turn
 from .render import bubble
@@ -63,10 +64,11 @@ class EditHandlers:
         if live is None or live.done or not live.reply.strip():
             return {"status": "there is no stopped reply to keep", "partial": False}
         self.owners.check(tab.session_id, token)
+        stored = History(store=self.sessions, session_id=tab.session_id)
         if live.kind == "send":
-            self.sessions.append_turn(tab.session_id, Turn(live.role, live.text, live.reply.strip()), live.trace)
+            stored.commit(Turn(live.role, live.text, live.reply.strip()), live.trace)
         else:
-            self.sessions.add_alternative(tab.session_id, -1, live.reply.strip(), live.trace)
+            stored.commit_alternative(live.reply.strip(), live.trace)
         tab = self.seen(tab)
         return {"tab": tab, "chat": self.messages(tab), "partial": False, "status": "kept the partial reply",
                 "swipes": self.swipe_label(tab), **trace_view(live.trace, self.character(tab.character))}

@@ -102,6 +102,6 @@ def test_a_window_overlapping_a_better_one_is_left_out(tmp_path, monkeypatch):
     monkeypatch.setenv("CHATHARUHI_HOME", str(tmp_path))
     bot = ChatHaruhi(role="haruhi", llm="scripted", embedder="hash")
     a, b, c = scene_windows(LONG, max_tokens=200, overlap=2)[:3]
-    units, skipped = bot._story_units([ScoredScene(a, 0.9), ScoredScene(b, 0.8), ScoredScene(c, 0.7)], "外星人")
+    units, skipped = bot.prompt.story_units([ScoredScene(a, 0.9), ScoredScene(b, 0.8), ScoredScene(c, 0.7)], "外星人")
     assert [u.id for u in units] == [a.id, c.id]
     assert [(s.id, s.reason) for s in skipped] == [(b.id, "overlaps a better window of the same scene")]

@@ -36,7 +36,7 @@ def test_the_same_topic_keeps_the_story_and_each_prompt_extends_the_one_before()
     first, second, third = backend.calls
     assert first[0] == second[0] == third[0]  # the system message holds the same story
     assert third[: len(second) - 1] == second[:-1]  # only the newest exchange and the message are new
-    assert b.last_trace.included_scenes and b._header.strip() in third[0].content
+    assert b.last_trace.included_scenes and b.prompt.header.strip() in third[0].content
 
 
 def test_a_message_about_another_scene_replaces_the_story():
@@ -77,7 +77,7 @@ def test_reuse_off_retrieves_afresh_and_a_local_backend_then_keeps_scenes_after_
     b.chat(QUESTION, role="阿虚")
     assert b.last_trace.story_kept is None
     system, *_, last = backend.calls[-1]
-    header = b._header.strip()
+    header = b.prompt.header.strip()
     assert header not in system.content and header in last.content  # "stable_prefix"
     on = ChatHaruhi(role="haruhi", llm=backend, embedder="hash")  # None: the backend asks for reuse
     on.chat(QUESTION, role="阿虚")

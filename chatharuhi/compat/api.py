@@ -25,6 +25,7 @@ from ..chat.chatbot import Chatbot
 from ..config import DEFAULT_TOP_K
 from ..errors import InputError, SessionError, UnknownOption
 from ..types import Message, Turn
+from .legacy import build_index, resolve_legacy, seed_story_vectors
 
 if TYPE_CHECKING:
     from ..chat.reply import Plan
@@ -94,8 +95,6 @@ class ChatHaruhi(Chatbot):
     ):
         """ChatHaruhi's keywords are turned into the core's (``resolve_legacy``); ``options`` are the core
         ``Chatbot``'s keywords and the backend's, checked there (``UnknownOption``)."""
-        from . import build_index, resolve_legacy, seed_story_vectors
-
         story_tokens = _same("story_tokens", story_tokens, "max_len_story", max_len_story)
         history_tokens = _same("history_tokens", history_tokens, "max_len_history", max_len_history)
         searched = _same("top_k", top_k if top_k != DEFAULT_TOP_K else None, "k_search", k_search)

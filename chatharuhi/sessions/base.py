@@ -24,6 +24,7 @@ from ..options import strict
 from ..types import Turn
 
 SESSION_FORMAT = "chatharuhi.session/1"
+POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
 
 
 @strict
@@ -48,27 +49,26 @@ def default_target() -> str | None:
     return os.environ.get(ENV_STORE) or None
 
 
-def _implementation(target: Any) -> type[SessionStore]:
-    from .pg_schema import is_postgres_url
-
-    target = default_target() if target is None else target
-    if is_postgres_url(target):
-        from .postgres import PostgresSessionStore
-
-        return PostgresSessionStore
-    from .sqlite import SQLiteSessionStore
-
-    return SQLiteSessionStore
-
-
 class SessionStore(ABC):
     """Sessions and their turns; safe to share between threads (and processes, through the database)."""
+
+    # The implementations by what a target looks like: "postgresql" for a postgresql:// URL, "file" for the rest.
+    # Each registers itself by declaring ``kind`` (sessions/__init__.py imports both, before any store is opened).
+    kind: str | None = None
+    _kinds: dict[str, type[SessionStore]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind is not None:
+            SessionStore._kinds[cls.kind] = cls
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SessionStore:
         # ``SessionStore(path)`` keeps meaning "open the store at path": the contract picks its implementation
         if cls is SessionStore:
             target = args[0] if args else kwargs.get("path")
-            cls = _implementation(target)
+            target = default_target() if target is None else target
+            postgres = isinstance(target, str) and target.strip().lower().startswith(POSTGRES_URL_PREFIXES)
+            cls = SessionStore._kinds["postgresql" if postgres else "file"]
         return super().__new__(cls)
 
     # -- sessions ------------------------------------------------------------------------------------

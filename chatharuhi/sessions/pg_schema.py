@@ -20,11 +20,12 @@ from typing import Any, Iterator
 
 from ..config import DEFAULT_PG_CONNECT_TIMEOUT_S, DEFAULT_PG_POOL_MAX
 from ..errors import BackendUnavailable, SessionError
+from .base import POSTGRES_URL_PREFIXES
 
 SCHEMA_VERSION = 2
 INSTALL_HINT = "pip install 'chatharuhi[postgres]'"
 MIGRATION_LOCK = 0x6368617468617275  # pg_advisory lock key ("chatharu"): one migrating process at a time
-URL_PREFIXES = ("postgresql://", "postgres://")
+URL_PREFIXES = POSTGRES_URL_PREFIXES
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [

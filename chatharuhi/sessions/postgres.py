@@ -21,6 +21,8 @@ from .sql import SQLSessionStore
 class PostgresSessionStore(SQLSessionStore):
     """Sessions and their turns in PostgreSQL; safe to share between threads, processes and machines."""
 
+    kind = "postgresql"
+
     _PARAM = "%s"
     _LIVE = "NOT {t}deleted AND {t}superseded_by IS NULL"  # as the turns_live index says it
     _FOR_UPDATE = " FOR UPDATE"  # writers to one session queue on its row

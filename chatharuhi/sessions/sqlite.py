@@ -73,6 +73,8 @@ def default_sessions_path() -> Path:
 class SQLiteSessionStore(SQLSessionStore):
     """Sessions and their turns in one SQLite file; safe to share between threads and processes."""
 
+    kind = "file"
+
     _PARAM = "?"
     _LIVE = "{t}deleted = 0 AND {t}superseded_by IS NULL"  # as the turns_live index says it, so queries can use it
     _FOR_UPDATE = ""  # every write is BEGIN IMMEDIATE: writers already queue for the whole file

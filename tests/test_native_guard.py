@@ -34,7 +34,7 @@ def test_after_the_crashes():
 
 def test_a_segfaulting_test_is_one_failure_and_the_run_goes_on(tmp_path):
     (tmp_path / "conftest.py").write_text(
-        "from native_guard import pytest_runtest_protocol  # noqa: F401\n"
+        "from helpers.native_guard import pytest_runtest_protocol  # noqa: F401\n"
         "def pytest_configure(config):\n    config.addinivalue_line('markers', 'native: forked')\n")
     (tmp_path / "test_crash.py").write_text(CRASHING)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .errors import ChatHaruhiError, InputError
 
 if TYPE_CHECKING:
-    from .chat.chatbot import ChatHaruhi
+    from .chat.chatbot import Chatbot
     from .sessions import SessionStore
 
 COMMANDS_HELP = """commands:
@@ -52,7 +52,7 @@ def terminal_chats(store: "SessionStore", character: str) -> list:
 class TerminalChat:
     """One terminal conversation: reads lines, runs slash commands, streams replies, keeps the chat."""
 
-    def __init__(self, make_bot: Callable[..., "ChatHaruhi"], store: "SessionStore",
+    def __init__(self, make_bot: Callable[..., "Chatbot"], store: "SessionStore",
                  out: Callable[[str], None] = print, ask: Callable[[str], str] = input):
         self.make_bot, self.store, self.out, self.ask = make_bot, store, out, ask
         self.bot = make_bot()
@@ -142,9 +142,9 @@ class TerminalChat:
 
     def _import_saved(self, path: Path) -> str:
         """A ``/save`` file becomes a stored chat (so it is in the lists from now on); returns its id."""
-        from .chat.chatbot import ChatHaruhi
+        from .chat.chatbot import Chatbot
 
-        saved = ChatHaruhi.load(path, llm=self.bot.backend, embedder=self.bot.embedder)
+        saved = Chatbot.load(path, llm=self.bot.backend, embedder=self.bot.embedder)
         if saved.character.name != self.bot.character.name:
             raise InputError(f"{path} is a chat with {saved.character.name}, not {self.bot.character.name}: "
                              f"`chatharuhi chat {saved.character.name}` and /load it there")
@@ -218,7 +218,7 @@ def latest_chat(store: "SessionStore", character: str) -> str:
     return chats[0].id
 
 
-def run_chat(make_bot: Callable[..., "ChatHaruhi"], store: "SessionStore", resume: Any = None) -> int:
+def run_chat(make_bot: Callable[..., "Chatbot"], store: "SessionStore", resume: Any = None) -> int:
     """``chatharuhi chat``: ``resume`` is None, True (the newest chat) or a session id."""
     chat = TerminalChat(make_bot, store)
     if resume is True:

@@ -12,7 +12,7 @@ from chatharuhi.backends.openai_compat import OpenAIBackend
 from chatharuhi.building.analysis import analyse
 from chatharuhi.building.cast import parse_cast
 from chatharuhi.building.llm import llm_pass
-from openai_stub import StubOpenAIServer
+from helpers.openai_stub import StubOpenAIServer
 
 # Quotations with no tag at all: the sieve leaves most of them unknown.
 NOVEL = "\n\n".join(["It was late.", '"Who is there?" said Holmes.'] + [

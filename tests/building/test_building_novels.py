@@ -67,8 +67,8 @@ def test_no_scene_gives_poirot_a_line_annotated_as_someone_elses(styles, poirot)
 
 
 def test_chat_with_the_built_character_retrieves_its_scenes(poirot):
+    from chatharuhi import ChatHaruhi
     from chatharuhi.backends.scripted import ScriptedBackend
-    from chatharuhi.chat.chatbot import ChatHaruhi
 
     backend = ScriptedBackend(replies=["Poirot:「Order and method, mon ami.」"])
     bot = ChatHaruhi(role=poirot.path.name, characters_dir=[str(poirot.path.parent)], llm=backend, embedder="hash")

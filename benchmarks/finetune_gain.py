@@ -37,8 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from chatharuhi import ChatHaruhi  # noqa: E402
 from chatharuhi.character.discovery import resolve_character  # noqa: E402
-from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.chat.reply import Reply  # noqa: E402
 from chatharuhi.evaluation import metrics  # noqa: E402
 from chatharuhi.evaluation.cases import every_case  # noqa: E402

@@ -21,8 +21,8 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("gguf")
 
+from chatharuhi import ChatHaruhi  # noqa: E402
 from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
-from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.errors import AdapterError, AdapterMismatch, ModelError  # noqa: E402
 from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402

@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+from chatharuhi import ChatHaruhi  # noqa: E402
 from chatharuhi.backends.transformers.backend import TransformersBackend  # noqa: E402
-from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from helpers.tiny_llama import _adapter, _model, _tokenizer  # noqa: E402
 
 

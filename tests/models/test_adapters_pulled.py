@@ -20,8 +20,8 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 gguf = pytest.importorskip("gguf")
 
+from chatharuhi import ChatHaruhi  # noqa: E402
 from chatharuhi.character.folder import load_character  # noqa: E402
-from chatharuhi.chat.chatbot import ChatHaruhi  # noqa: E402
 from chatharuhi.errors import (  # noqa: E402
     AdapterMismatch,
     AdapterNotPulled,

@@ -178,7 +178,7 @@ def test_openai_backend_asks_for_the_served_adapter(tmp_path):
 
 
 def test_a_gguf_adapter_rides_along_when_llama_cpp_is_built_for_the_character(tmp_path):
-    from chatharuhi.chat.chatbot import gguf_adapter_options
+    from chatharuhi.models.adapters import llama_adapter_options as gguf_adapter_options
 
     folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\ngguf = "watson.gguf"\n')
     (folder / "watson.gguf").write_bytes(b"GGUF")

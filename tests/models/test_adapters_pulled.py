@@ -175,7 +175,7 @@ def test_a_pulled_gguf_adapter_loads_its_pulled_base_on_llama_cpp(hub, files, tm
                                          r"`chatharuhi models pull smol`"):
         ChatHaruhi("haruhi", llm="llama_cpp", **kw)  # at load, not at the first reply
     pull_model("smol", progress=False, log=None)
-    from chatharuhi.chat.chatbot import gguf_adapter_options
+    from chatharuhi.models.adapters import llama_adapter_options as gguf_adapter_options
 
     adapter = load_character(tmp_path / "haruhi").adapter
     lora = str(model_dir("smol-lora") / "smol-lora.gguf")
@@ -266,7 +266,7 @@ def test_the_docs_snippets_for_a_pulled_adapter_are_valid(tmp_path):
 
 
 def test_llama_cpp_with_no_model_loads_the_characters_base_ahead_of_chatharuhi_model(tmp_path, monkeypatch):
-    from chatharuhi.chat.chatbot import gguf_adapter_options
+    from chatharuhi.models.adapters import llama_adapter_options as gguf_adapter_options
 
     monkeypatch.setenv("CHATHARUHI_MODEL", "qwen2.5-3b")  # the default for characters without an adapter
     folder = _character(tmp_path, "watson", '[adapter]\nbase = "embedded"\ngguf = "watson.gguf"\n')

@@ -433,7 +433,7 @@ def test_serve_never_asks_the_upstream_for_a_model_an_imported_card_names(tmp_pa
     httpx = pytest.importorskip("httpx2")
     from test_server import make_app, running
 
-    from openai_stub import StubOpenAIServer
+    from helpers.openai_stub import StubOpenAIServer
 
     chars = tmp_path / "chars"
     import_character(hostile_charx(tmp_path / "xia.charx"), chars)

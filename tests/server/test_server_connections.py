@@ -23,7 +23,7 @@ httpx = pytest.importorskip("httpx2")
 from test_server import HARUHI_REPLY  # noqa: E402
 
 from chatharuhi.server.connections import Conditions, Limits, _loop_errors, connection_cap  # noqa: E402
-from openai_stub import StubOpenAIServer  # noqa: E402
+from helpers.openai_stub import StubOpenAIServer  # noqa: E402
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 BODY_HEAD = HEAD + b"Content-Length: 100000\r\n\r\n{"

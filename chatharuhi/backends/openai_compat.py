@@ -53,6 +53,7 @@ KNOWN_CONTEXT_WINDOWS = (
     ("gpt-4", 8_192),
 )
 _OPTION_KEYS = ("temperature", "max_tokens", "top_p", "stop")
+_REQUEST_KEYS = ("timeout", "max_retries", "api_key")  # per call, of the request rather than the body
 MAX_STOP = 4  # stop sequences OpenAI's API accepts
 
 
@@ -109,7 +110,7 @@ class OpenAIBackend(Backend):
     """Streams chat replies from an OpenAI-compatible API (OpenAI, vLLM, Ollama, llama.cpp server)."""
 
     name = "openai"
-    call_options = frozenset({*_OPTION_KEYS, "model"})
+    call_options = frozenset({*_OPTION_KEYS, *_REQUEST_KEYS, "model"})
 
     def __init__(
         self,
@@ -201,12 +202,18 @@ class OpenAIBackend(Backend):
             params["extra_body"] = self.extra_body
         return params
 
+    @staticmethod
+    def _for_call(client: Any, options: dict[str, Any]) -> Any:
+        """``client`` with this call's own timeout, retries or key (the SDK's ``with_options``), if any."""
+        given = {k: options[k] for k in _REQUEST_KEYS if options.get(k) is not None}
+        return client.with_options(**given) if given else client
+
     @contextmanager
-    def _errors(self, streaming: bool = False) -> Iterator[None]:
+    def _errors(self, streaming: bool = False, timeout: float | None = None) -> Iterator[None]:
         try:
             yield
         except Exception as exc:
-            error = _translate(exc, self.base_url, self.timeout, streaming)
+            error = _translate(exc, self.base_url, timeout or self.timeout, streaming)
             if error is None:
                 raise
             raise error from exc
@@ -243,7 +250,8 @@ class OpenAIBackend(Backend):
         return (text if isinstance(text, str) else ""), bool(choice.get("finish_reason"))
 
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
-        """Yield the reply as the server streams it. Options: temperature, max_tokens, stop, top_p, model."""
+        """Yield the reply as the server streams it. Options: temperature, max_tokens, stop, top_p, model, and
+        the request's own timeout, max_retries and api_key."""
         return self.stream_with_info(messages, StreamInfo(), **options)
 
     def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Iterator[str]:
@@ -251,11 +259,11 @@ class OpenAIBackend(Backend):
         params = self._params(messages, options)
         if self.stream_usage:
             params["stream_options"] = {"include_usage": True}
-        with self._errors():
-            response = self.client.chat.completions.create(stream=True, **params)
+        with self._errors(timeout=options.get("timeout")):
+            response = self._for_call(self.client, options).chat.completions.create(stream=True, **params)
         finished = False
         try:
-            with self._errors(streaming=True):
+            with self._errors(streaming=True, timeout=options.get("timeout")):
                 for chunk in response:
                     piece, done = self._read(chunk, info)
                     finished = finished or done
@@ -268,8 +276,9 @@ class OpenAIBackend(Backend):
 
     def complete(self, messages: Sequence[Message], **options: Any) -> str:
         """The whole reply from one non-streaming request."""
-        with self._errors():
-            response = self.client.chat.completions.create(stream=False, **self._params(messages, options))
+        with self._errors(timeout=options.get("timeout")):
+            response = self._for_call(self.client, options).chat.completions.create(stream=False,
+                                                                                   **self._params(messages, options))
         if not response.choices:
             raise BackendResponseError(f"{self.base_url} answered with no choices")
         return response.choices[0].message.content or ""
@@ -292,13 +301,13 @@ class OpenAIBackend(Backend):
             params["stream_options"] = {"include_usage": True}
         extra = params.pop("extra_body", {})  # what the SDK would merge into the JSON body
         body = {**params, **extra, "stream": True}
-        with self._errors():
-            client = await self._aclient()
+        with self._errors(timeout=options.get("timeout")):
+            client = self._for_call(await self._aclient(), options)
             response = await client.post("/chat/completions", cast_to=object, body=body, stream=True,
                                          stream_cls=openai.AsyncStream[object])
         finished = False
         try:
-            with self._errors(streaming=True):
+            with self._errors(streaming=True, timeout=options.get("timeout")):
                 async for chunk in response:
                     piece, done = self._read_raw(chunk, info)
                     finished = finished or done

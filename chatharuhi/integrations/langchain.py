@@ -31,6 +31,7 @@ from ..chat.conversation import Incoming, read_conversation
 from ..errors import InputError
 from ..types import Turn
 
+PER_CALL = ("timeout", "max_retries", "api_key")  # LangChain's standard request parameters, applied per call with bot=
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "developer": "developer", "tool": "tool",
           "function": "function"}
 
@@ -81,7 +82,12 @@ class ChatHaruhiChatModel(BaseChatModel):
     conversation comes from the messages (stateless: a bot's own history is not touched); a
     ``HumanMessage`` ``name`` is the user's in-story name. ``temperature``, ``max_tokens`` and ``stop``
     apply to every call (``stop`` adds to the character's own stops); a reply cut at ``max_tokens`` says
-    ``finish_reason: "length"``; ``usage_metadata`` is the upstream's when it reports one, else our count."""
+    ``finish_reason: "length"``; ``usage_metadata`` is the upstream's when it reports one, else our count.
+
+    With ``bot=``, LangChain's other standard parameters (``timeout``, ``max_retries``, ``api_key``) apply to
+    every call too, when the bot's backend takes them per call (the OpenAI-compatible one does); one its
+    backend cannot honour is refused by name. The settings that would make another bot (``character``,
+    ``llm``, ``model``, ``base_url``, ``embedder``) are refused with ``bot=``."""
 
     bot: Any = None
     character: str | None = None
@@ -106,9 +112,17 @@ class ChatHaruhiChatModel(BaseChatModel):
                     "api_key": self.api_key.get_secret_value() if self.api_key is not None else None}
         given = {k: v for k, v in settings.items() if v is not None}
         if self.bot is not None:
-            if self.character is not None or given:
-                raise InputError(f"pass either bot= or character= with backend settings, not both "
-                                 f"(got bot= and {sorted(given) or ['character']})")
+            other = sorted({"character", *given} - set(PER_CALL) if self.character is not None else
+                           set(given) - set(PER_CALL))
+            if other:
+                raise InputError(f"{other[0]}= makes another bot: pass either bot= or character= with backend "
+                                 f"settings, not both (got bot= and {', '.join(other)})")
+            takes = getattr(self.bot.backend, "call_options", None)
+            for name in (k for k in PER_CALL if k in given):
+                if takes is None or name not in takes:
+                    raise InputError(f"{name}= cannot apply to this bot: its {getattr(self.bot.backend, 'name', '')} "
+                                     f"backend does not take {name} per call; leave it out, or give the backend "
+                                     f"its own {name} when you build it")
             return self
         if not self.character:
             raise InputError("no character: pass bot=Chatbot(...) or character='haruhi'")
@@ -149,6 +163,9 @@ class ChatHaruhiChatModel(BaseChatModel):
                              "top_p or stop")
         options = {"temperature": self.temperature, "max_tokens": self.max_tokens, **kwargs}
         options.pop("model", None)  # a character name: chooses the bot (``_bot_for``), not a backend option
+        if self.character is None:  # bot=: the standard request parameters apply per call (built bots have them)
+            options.update(timeout=self.timeout, max_retries=self.max_retries,
+                           api_key=self.api_key.get_secret_value() if self.api_key is not None else None)
         stops = [*(self.stop or []), *(stop or [])]
         if stops:
             options["stop"] = list(dict.fromkeys(stops))

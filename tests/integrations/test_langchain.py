@@ -99,3 +99,26 @@ def test_retriever_k_per_call():
     bot = make_bot()
     retriever = SceneRetriever(bot=bot, k=4)
     assert len(retriever.invoke("外星人", k=1)) == 1 and len(retriever.invoke("外星人")) == 4
+
+
+def test_with_a_bot_the_standard_parameters_apply_per_call_and_one_that_cannot_is_named():
+    """Issue 21 §8: ``ChatHaruhiChatModel(bot=..., timeout=60, ...)`` was refused."""
+    from chatharuhi.backends.openai_compat import OpenAIBackend
+    from chatharuhi.errors import BackendTimeout
+    from openai_stub import StubOpenAIServer
+
+    with StubOpenAIServer("春日:「好！」") as stub:
+        backend = OpenAIBackend(base_url=stub.base_url, api_key="bot-key", timeout=60, max_retries=0)
+        bot = ChatHaruhi("haruhi", llm=backend, embedder="hash")
+        model = ChatHaruhiChatModel(bot=bot, temperature=0, max_tokens=100, timeout=60, stop=[], max_retries=0,
+                                    api_key="call-key")
+        assert model.invoke([HumanMessage("你好")]).content == "好！"
+        assert stub.requests[-1].headers["authorization"] == "Bearer call-key"  # this model's key, per call
+        stub.mode, stub.delay = "slow", 30.0
+        with pytest.raises(BackendTimeout, match="within 0.5 s"):  # this model's timeout, not the bot's 60 s
+            ChatHaruhiChatModel(bot=bot, timeout=0.5, max_retries=0).invoke([HumanMessage("你好")])
+    scripted = make_bot()
+    with pytest.raises(ValueError, match="timeout= cannot apply to this bot: its scripted backend"):  # pydantic's
+        ChatHaruhiChatModel(bot=scripted, timeout=60)
+    with pytest.raises(ValueError, match="base_url= makes another bot"):
+        ChatHaruhiChatModel(bot=scripted, base_url="http://127.0.0.1:9/v1")

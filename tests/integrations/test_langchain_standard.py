@@ -78,6 +78,21 @@ class TestChatHaruhiIntegration(_Params, ChatModelIntegrationTests):
     pass
 
 
+class _BotParams(_Params):
+    """The other form: a model built around a ready bot, given LangChain's standard parameters too."""
+
+    @property
+    def chat_model_params(self) -> dict:
+        from chatharuhi.backends.openai_compat import OpenAIBackend
+
+        backend = OpenAIBackend(model="gpt-4o-mini", base_url=self.base_url or "http://127.0.0.1:9/v1", api_key="k")
+        return {"bot": ChatHaruhi("haruhi", llm=backend, embedder="hash")}
+
+
+class TestChatHaruhiBotUnit(_BotParams, ChatModelUnitTests):
+    pass
+
+
 class TestSceneRetriever(RetrieversIntegrationTests):
     @property
     def retriever_constructor(self) -> type[SceneRetriever]:

@@ -16,8 +16,8 @@ def test_counts_on_the_haruhi_fixture_are_pinned(fixtures_dir):
     haruhi = load_character(fixtures_dir / "haruhi")
     assert haruhi.speaker == "春日"
     everything = build_cases(haruhi)
-    assert (everything.usable_scenes, everything.candidates, len(everything.cases)) == (137, 281, 137)
-    assert len({c.scene_id for c in everything.cases}) == 137  # at most one case per scene
+    assert (everything.usable_scenes, everything.candidates, len(everything.cases)) == (138, 283, 138)  # ChatHaruhi's 名字:(动作)「台词」 lines count as speech
+    assert len({c.scene_id for c in everything.cases}) == 138  # at most one case per scene
     drawn = build_cases(haruhi, 30, seed=0)
     assert len(drawn.cases) == 30
     assert [c.id for c in drawn.cases] == [c.id for c in build_cases(haruhi, 30, seed=0).cases]  # deterministic

@@ -22,13 +22,13 @@ def _build(fixtures_dir, out, *extra):
 def test_build_dataset_counts_split_and_determinism(fixtures_dir, tmp_path, capsys):
     _build(fixtures_dir, tmp_path / "data.jsonl")
     report = capsys.readouterr().out
-    assert "haruhi" in report and "270" in report and "prompt" in report and "p95" in report
+    assert "haruhi" in report and "263" in report and "prompt" in report and "p95" in report
     train = read_samples(tmp_path / "data.train.jsonl")
     val = read_samples(tmp_path / "data.val.jsonl")
-    assert (len(train), len(val)) == (270, 11)  # every (q, a) pair of the eval builder: 281
+    assert (len(train), len(val)) == (263, 20)  # every (q, a) pair of the eval builder: 283
     train_scenes = {s["meta"]["scene"] for s in train}
     val_scenes = {s["meta"]["scene"] for s in val}
-    assert (len(train_scenes), len(val_scenes)) == (130, 7) and not train_scenes & val_scenes  # split by scene
+    assert (len(train_scenes), len(val_scenes)) == (131, 7) and not train_scenes & val_scenes  # split by scene
     assert {s["meta"]["split"] for s in train} == {"train"} and {s["meta"]["split"] for s in val} == {"val"}
 
     haruhi = load_character(fixtures_dir / "haruhi")
@@ -47,7 +47,7 @@ def test_build_dataset_counts_split_and_determinism(fixtures_dir, tmp_path, caps
     _build(fixtures_dir, tmp_path / "other.jsonl", "--seed", "1")
     assert (tmp_path / "other.val.jsonl").read_bytes() != (tmp_path / "data.val.jsonl").read_bytes()
     _build(fixtures_dir, tmp_path / "all.jsonl", "--val-fraction", "0")
-    assert len(read_samples(tmp_path / "all.train.jsonl")) == 281 and not (tmp_path / "all.val.jsonl").exists()
+    assert len(read_samples(tmp_path / "all.train.jsonl")) == 283 and not (tmp_path / "all.val.jsonl").exists()
 
 
 def test_the_exclusion_matters(fixtures_dir):

@@ -105,7 +105,7 @@ def test_with_a_bot_the_standard_parameters_apply_per_call_and_one_that_cannot_i
     """Issue 21 §8: ``ChatHaruhiChatModel(bot=..., timeout=60, ...)`` was refused."""
     from chatharuhi.backends.openai_compat import OpenAIBackend
     from chatharuhi.errors import BackendTimeout
-    from openai_stub import StubOpenAIServer
+    from helpers.openai_stub import StubOpenAIServer
 
     with StubOpenAIServer("春日:「好！」") as stub:
         backend = OpenAIBackend(base_url=stub.base_url, api_key="bot-key", timeout=60, max_retries=0)

@@ -431,7 +431,7 @@ def test_an_imported_manifest_never_chooses_the_upstream_model_or_a_path_outside
 def test_serve_never_asks_the_upstream_for_a_model_an_imported_card_names(tmp_path):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx2")
-    from test_server import make_app, running
+    from server.test_server import make_app, running
 
     from helpers.openai_stub import StubOpenAIServer
 

@@ -278,7 +278,7 @@ print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_m
 
 def png_bomb_scenario(repos: list[Path]) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
-    from test_interop_cards import b64, bomb_png, v2_card
+    from interop.test_cards import b64, bomb_png, v2_card
 
     bomb = Path(tempfile.mkdtemp(prefix="chatharuhi-bomb-")) / "bomb.png"
     bomb_png(bomb, 13_000, 13_000, {"chara": b64(v2_card(name="Bomb"))}, rgb=True)

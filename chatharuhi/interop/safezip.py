@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -53,6 +54,7 @@ class SafeZip:
         if len(infos) > MAX_ZIP_ENTRIES:
             raise CharacterImportError(f"{len(infos)} entries in the zip, more than {MAX_ZIP_ENTRIES}", self.path)
         total = 0
+        seen: dict[str, str] = {}  # each name case-folded and NFC-normalised -> the name
         self._infos: dict[str, zipfile.ZipInfo] = {}
         for info in infos:
             parts = member_parts(info.filename, self.path)
@@ -65,7 +67,13 @@ class SafeZip:
             total += info.file_size
             if total > max_total:
                 raise CharacterImportError(f"the zip expands to more than {max_total} bytes (zip bomb?)", self.path)
-            self._infos["/".join(parts)] = info
+            name = "/".join(parts)
+            same = seen.setdefault(unicodedata.normalize("NFC", name).casefold(), name)
+            if same != name:  # one file on a case-insensitive or normalising disk (macOS, Windows)
+                raise CharacterImportError(f"the zip holds both {same!r} and {name!r}, which differ only by case or "
+                                           "Unicode normalisation: one would be written over the other; refusing "
+                                           "to import", self.path)
+            self._infos[name] = info
         self.names = sorted(self._infos)
         try:
             archive = self.path.stat().st_size

@@ -32,6 +32,8 @@ MAX_MESSAGE_CHARS = 32_000  # one message's text; longer is refused (400), never
 MAX_STOP_SEQUENCES = 4  # as OpenAI
 MAX_STOP_CHARS = 200  # one stop sequence
 MAX_TITLE_CHARS = 200  # a session's title
+MAX_REPLY_TOKENS = 32_768  # ``max_tokens``: more is refused (400), never passed upstream
+MAX_REPLY_CHARS = 300_000  # a non-streamed reply longer than this (an upstream that ignores max_tokens) is a 502
 MAX_JSON_DEPTH = 32  # nesting of a request body; deeper is refused before validation recurses into it
 _NAME_FORBIDDEN = set("\n\r「」:：\u2028\u2029")
 
@@ -159,8 +161,8 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_REPLY_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_REPLY_TOKENS)
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     user: str | None = Field(None, max_length=MAX_USER_ID_CHARS)  # OpenAI's end-user id: never a story name

@@ -51,7 +51,7 @@ from ..chat.history import History
 from ..errors import BackendUnavailable, ChatHaruhiError, InputError
 from ..types import Turn
 from . import guard
-from .api import ChatRequest, SessionRequest, check_name, parse_request, sse
+from .api import MAX_REPLY_CHARS, ChatRequest, SessionRequest, check_name, parse_request, sse
 from .asgi import _BearerAuth, _disconnect_aware, _RequestId
 from .errors import APIError, error_body, error_status, install_error_handlers, public_message
 from .pool import BotPool, _TimedBackend
@@ -281,8 +281,14 @@ def create_app(
                 for index in range(n):
                     reply, chunks, first = choices[0] if index == 0 else await start(index)
                     parts = [] if first is end else [first]
+                    size = sum(map(len, parts))
                     while (chunk := await next_of(chunks)) is not end:  # cancellable between chunks
                         parts.append(chunk)
+                        size += len(chunk)
+                        if size > MAX_REPLY_CHARS:  # an upstream that ignores max_tokens: held to a bound
+                            raise APIError(502, f"the upstream's reply passed {MAX_REPLY_CHARS:,} characters "
+                                                "without ending (it ignores max_tokens); nothing was kept",
+                                           type="server_error", code="upstream_reply_too_long")
                     await commit(reply)
                     out.append((reply, {"index": index, "logprobs": None, "finish_reason": reply.finish_reason,
                                         "message": {"role": "assistant", "content": "".join(parts), "refusal": None,

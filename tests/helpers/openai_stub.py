@@ -89,6 +89,7 @@ class StubOpenAIServer:
         model: str = "stub-model",
     ):
         self.reply = reply
+        self.ignore_max_tokens = False  # a misbehaving upstream: the whole reply, whatever max_tokens says
         self.mode = mode
         self.status = status
         self.error_message = error_message
@@ -170,7 +171,7 @@ class StubOpenAIServer:
             if stop and stop in text:
                 text = text[: text.index(stop)]
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
-        if limit is not None and len(text) > limit:
+        if limit is not None and len(text) > limit and not self.ignore_max_tokens:
             text, finish = text[:limit], "length"
         return text, finish
 

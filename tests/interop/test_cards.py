@@ -494,3 +494,15 @@ def test_cards_in_compressed_and_international_text_chunks_are_read(tmp_path):
         Image.new("RGB", (8, 8)).save(src, "PNG", pnginfo=info)
         card, _ = read_png_card(src)
         assert card["data"]["name"] == {"zip": "Zipped", "itxt": "长门"}[how]
+
+
+def test_a_charx_with_entries_differing_only_by_case_or_normalisation_is_refused(tmp_path):
+    """Issue 21 §9: on macOS or Windows one would be written over the other."""
+    for a, b in (("assets/Icon.png", "assets/icon.png"), ("assets/caf\u00e9.png", "assets/cafe\u0301.png")):
+        src = tmp_path / "twins.charx"
+        with zipfile.ZipFile(src, "w") as zf:
+            zf.writestr("card.json", json.dumps(v2_card(name="Twins")))
+            zf.writestr(a, b"one")
+            zf.writestr(b, b"two")
+        with pytest.raises(CharacterImportError, match="differ only by case or Unicode normalisation"):
+            import_character(src, tmp_path / "chars")

@@ -437,3 +437,21 @@ def test_serve_exits_within_five_seconds_on_sigterm_with_work_in_flight():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# -- issue 21, item 9: max_tokens and a runaway upstream reply -------------------------------------------------
+def test_max_tokens_is_bounded_and_a_runaway_non_streamed_reply_is_an_error(stub_module, tmp_path):
+    from chatharuhi.server.api import MAX_REPLY_CHARS, MAX_REPLY_TOKENS
+
+    before = sum(q.method == "POST" for q in stub_module.requests)
+    with running(make_app(stub_module, sessions=SessionStore(tmp_path / "s.sqlite3"))) as url:
+        r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", max_tokens=10**12), timeout=30)
+        assert r.status_code == 400 and error_of(r)["param"] == "max_tokens" and str(MAX_REPLY_TOKENS) in r.text
+        assert sum(q.method == "POST" for q in stub_module.requests) == before  # never passed upstream
+    with StubOpenAIServer("春日:「" + "啊" * (MAX_REPLY_CHARS + 1000) + "」", chunk_size=20_000) as runaway:
+        runaway.ignore_max_tokens = True
+        store = SessionStore(tmp_path / "t.sqlite3")
+        with running(make_app(runaway, sessions=store)) as url:
+            r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", max_tokens=100), timeout=60)
+            assert r.status_code == 502 and error_of(r)["code"] == "upstream_reply_too_long"
+        assert store.list() == []

@@ -27,7 +27,7 @@ from ..character.folder import detect_language
 from ..config import IMAGE_MAX_PIXELS
 from ..errors import CharacterImportError
 from ..prompting.templates import load_template
-from .folder import CharacterDraft
+from .folder import CharacterDraft, plain_name
 
 V2, V3 = "chara_card_v2", "chara_card_v3"
 CARD_FILE = "card.json"
@@ -227,7 +227,7 @@ def card_to_draft(card: dict[str, Any], source: object = None, *, name: str | No
     """Map a card (any version) to a character folder draft; the card itself goes into ``card.json``."""
     norm = normalize_card(card, source)
     data = norm["data"]
-    char = _text(data, "name", source).strip()
+    char = plain_name(_text(data, "name", source)).strip()  # no direction overrides or invisible characters
     if not char:
         raise CharacterImportError("the card's name is empty; give the character a name (name=, --name)", source)
     fields = {k: _text(data, k, source) for k in TEXT_FIELDS}
@@ -235,7 +235,8 @@ def card_to_draft(card: dict[str, Any], source: object = None, *, name: str | No
     ours = ext.get("chatharuhi") if isinstance(ext.get("chatharuhi"), dict) else {}
     language = detect_language(" ".join(fields[k] for k in ("description", "personality", "first_mes",
                                                             "mes_example"))[:5000])
-    speaker = ours.get("speaker") if isinstance(ours.get("speaker"), str) and ours["speaker"].strip() else char
+    speaker = plain_name(ours["speaker"]).strip() if isinstance(ours.get("speaker"), str) and \
+        plain_name(ours["speaker"]).strip() else char
     manifest: dict[str, Any] = {"display_name": char, "speaker": speaker, "language": language}
     if ours.get("prompt") == "description" and fields["description"].strip():  # a card we exported
         system_prompt = fields["description"]

@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import time
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,15 @@ _TEMP_FOLDER = re.compile(r"^\..*\.(import|old)-[A-Za-z0-9_]+$")  # what write_d
 STALE_TEMP_S = 3600.0  # an import temp folder untouched this long was left by a killed import: removed
 
 
+def plain_name(text: str) -> str:
+    """``text`` without invisible format characters: direction overrides (``Evil\u202egnp.exe`` shows as
+    ``Evilexe.png``) and zero-width ones, which make a name look like another."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
 def safe_name(text: str, fallback: str = "") -> str:
-    """A file or folder name from free text: no separators or control characters, no leading dots."""
-    name = _UNSAFE.sub("_", text or "").strip().strip(".").strip()
+    """A file or folder name from free text: no separators, control or invisible characters, no leading dots."""
+    name = _UNSAFE.sub("_", plain_name(text or "")).strip().strip(".").strip()
     name = re.sub(r"\s+", " ", name)[:MAX_NAME_CHARS].strip()
     return name or fallback
 
@@ -92,6 +99,9 @@ def manifest_toml(manifest: dict[str, Any]) -> str:
     return plain + tables
 
 
+_NAME_FIELDS = ("name", "display_name", "speaker", "user_role", "aliases", "narrators")
+
+
 def _outside(folder: Path, value: str) -> bool:
     """Whether a path written in an imported manifest leads out of ``folder`` (absolute, ``~``, ``..``)."""
     path = Path(value)
@@ -105,10 +115,15 @@ def _outside(folder: Path, value: str) -> bool:
 
 def imported_manifest(manifest: dict[str, Any], folder: Path) -> tuple[dict[str, Any], list[str]]:
     """An imported manifest without the operator's settings, and what was removed (one line each)."""
+    names = {k: plain_name(v) if isinstance(v, str) else [plain_name(a) if isinstance(a, str) else a for a in v]
+             for k, v in manifest.items() if k in _NAME_FIELDS and isinstance(v, (str, list))}
+    changed = [k for k, v in names.items() if v != manifest[k]]
+    manifest = {**manifest, **names}
+    removed = [f"invisible characters (direction overrides, zero-width) from {k}" for k in changed]
     adapter = manifest.get("adapter")
     if not isinstance(adapter, dict):
-        return manifest, []
-    removed, adapter = [], dict(adapter)
+        return manifest, removed
+    adapter = dict(adapter)
     if adapter.pop("served_name", None) is not None:
         removed.append("[adapter] served_name: which model the upstream is asked for is the operator's choice")
     paths = [(k, adapter[k]) for k in ("path", "gguf", "base") if isinstance(adapter.get(k), str)

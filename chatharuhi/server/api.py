@@ -49,10 +49,11 @@ def check_name(value: Any, param: str) -> str | None:
     if len(value) > MAX_NAME_CHARS:
         raise APIError(400, f"Invalid value for '{param}': the in-story name is {len(value)} characters; "
                        f"the limit is {MAX_NAME_CHARS}", param=param)
-    bad = next((c for c in value if c in _NAME_FORBIDDEN or unicodedata.category(c) in ("Cc", "Cs")), None)
-    if bad is not None:
+    bad = next((c for c in value if c in _NAME_FORBIDDEN or unicodedata.category(c) in ("Cc", "Cs", "Cf")), None)
+    if bad is not None:  # Cf: direction overrides and zero-width characters make a name look like another
         raise APIError(400, f"Invalid value for '{param}': the in-story name must be one line without ':' or "
-                       f"'「」' or control characters (found {bad!r})", param=param)
+                       f"'「」', control characters, direction overrides or invisible characters (found {bad!r})",
+                       param=param)
     return value or None
 
 

@@ -506,3 +506,18 @@ def test_a_charx_with_entries_differing_only_by_case_or_normalisation_is_refused
             zf.writestr(b, b"two")
         with pytest.raises(CharacterImportError, match="differ only by case or Unicode normalisation"):
             import_character(src, tmp_path / "chars")
+
+
+def test_names_lose_direction_overrides_and_invisible_characters(tmp_path):
+    """Issue 21 §9: a card called ``Evil\u202egnp.exe`` showed as "Evilexe.png", folder name included."""
+    src = tmp_path / "evil.json"
+    src.write_text(json.dumps(v2_card(name="Evil\u202egnp.exe\u200b")), encoding="utf-8")
+    c = load_character(import_character(src, tmp_path / "chars"))
+    assert c.display_name == "Evilgnp.exe" and c.path.name == "Evilgnp.exe"
+    from chatharuhi.interop.folder import CharacterDraft, write_draft
+
+    toml = 'display_name = "Ha\u200bruhi"\naliases = ["\u202eiuhrah"]\n'.encode()
+    draft = CharacterDraft("zw", "You are Z.", [("a.txt", "Z:「好」")], files={"character.toml": toml})
+    with pytest.warns(RuntimeWarning, match="invisible characters"):
+        z = load_character(write_draft(draft, tmp_path / "chars"))
+    assert z.display_name == "Haruhi" and z.manifest.aliases == ["iuhrah"]

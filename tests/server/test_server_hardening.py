@@ -455,3 +455,10 @@ def test_max_tokens_is_bounded_and_a_runaway_non_streamed_reply_is_an_error(stub
             r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", max_tokens=100), timeout=60)
             assert r.status_code == 502 and error_of(r)["code"] == "upstream_reply_too_long"
         assert store.list() == []
+
+
+@pytest.mark.parametrize("name", ["Evil\u202egnp.exe", "阿\u200b虚", "\u2066阿虚\u2069"])
+def test_an_in_story_name_with_a_direction_override_or_an_invisible_character_is_refused(hard_server, name):
+    url = hard_server[0]
+    r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", user_role=name), timeout=30)
+    assert r.status_code == 400 and "direction overrides or invisible characters" in error_of(r)["message"]

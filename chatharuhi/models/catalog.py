@@ -116,7 +116,7 @@ def _user_entries(path: Path) -> list[ModelEntry]:
         return []
     from typing import Literal
 
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
     if sys.version_info >= (3, 11):
         import tomllib
@@ -128,6 +128,14 @@ def _user_entries(path: Path) -> list[ModelEntry]:
         filename: str = Field(min_length=1, pattern=r"^[^/\\]+$")  # files land side by side in one folder
         sha256: str | None = Field(default=None, pattern=SHA256_RE.pattern)
         size: int | None = Field(default=None, gt=0)
+
+        @field_validator("filename")
+        @classmethod
+        def _a_file(cls, value: str) -> str:
+            if value in (".", "..") or any(ord(c) < 32 or c == "\x7f" for c in value):
+                raise ValueError(f"{value!r} is not a file name: name the file in the repository (e.g. "
+                                 "model.Q4_K_M.gguf), without '.', '..', NUL or control characters")
+            return value
 
     class _Entry(BaseModel):
         model_config = ConfigDict(extra="forbid")

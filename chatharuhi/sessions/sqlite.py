@@ -128,6 +128,10 @@ class SQLiteSessionStore(SQLSessionStore):
                 hint = "the file (or its folder) is read-only; make it writable or set CHATHARUHI_HOME elsewhere"
             elif "unable to open" in text:
                 hint = "check that the file and its folder exist and are readable and writable"
+            elif getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "is full" in text:
+                hint = (f"the disk (or your quota) under {self.path.parent} is full: free some space there, or keep "
+                        "the sessions on a larger disk (CHATHARUHI_HOME or --store); the file is fine and what was "
+                        "stored before is kept")
             else:
                 hint = "the file may be damaged; move it aside to start a new one (nothing was deleted)"
             raise SessionError(f"{self.path}: cannot {action} ({text}): {hint}") from None
@@ -142,9 +146,15 @@ class SQLiteSessionStore(SQLSessionStore):
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite has already rolled back after some errors (SQLITE_FULL)
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:  # a failed COMMIT leaves it open: the next write must not find it
+                    self._db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _reading(self, action: str) -> Iterator[sqlite3.Connection]:

@@ -52,6 +52,19 @@ def test_user_entries_are_merged_and_checked():
         catalog()
 
 
+@pytest.mark.parametrize("filename", [".", "..", "a\\u0000b.gguf", "tab\\tname.gguf"])
+def test_a_filename_that_names_no_file_is_a_clear_error_not_a_traceback(filename):
+    """Issue 21 §9: '.' and '..' crashed with a traceback; a NUL said "run again to resume"."""
+    from chatharuhi.models import pull_model
+
+    home = Path(os.environ["CHATHARUHI_HOME"])
+    home.mkdir(parents=True)
+    (home / "models.toml").write_text(f'[[model]]\nname = "mine"\nrepo = "me/mine-GGUF"\n'
+                                      f'files = [{{filename = "{filename}"}}]\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"models.toml: model.0.files.0.filename: .* is not a file name"):
+        pull_model("mine", progress=False, log=None)
+
+
 def test_a_model_that_is_not_pulled_says_how_to_pull_it():
     with pytest.raises(ModelError, match=r"not pulled yet: run `chatharuhi models pull qwen2.5-3b` \(2.1 GB\)"):
         store.model_path("qwen2.5-3b")

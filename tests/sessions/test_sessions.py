@@ -381,3 +381,20 @@ def test_choose_edit_and_delete_any_turn_lose_nothing(store):
     with pytest.raises(SessionError, match="empty"):
         store.edit_turn(s.id, 0, text="  ")
     assert {"问1", "问1改", "答0", "答1b"} <= raw_texts(store, "turns") | raw_texts(store, "replies")  # all kept
+
+
+def test_a_full_disk_is_called_full_not_damaged(tmp_path):
+    """Issue 21 §9: SQLITE_FULL said "the file may be damaged"."""
+    from chatharuhi.errors import SessionError
+    from chatharuhi.sessions import SessionStore
+
+    store = SessionStore(tmp_path / "s.sqlite3")
+    kept = store.create("haruhi", "阿虚", title="kept")
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk had no room for another page
+    with pytest.raises(SessionError, match="is full: free some space there") as caught:
+        for n in range(10_000):
+            store.create("haruhi", "阿虚", title="x" * 200 + str(n))
+    assert "damaged" not in str(caught.value)
+    assert store.get(kept.id).title == "kept"  # what was stored before is all there
+    store.close()

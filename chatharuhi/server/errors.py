@@ -29,6 +29,7 @@ from ..errors import (
     SessionNotFound,
 )
 
+INSTALL_HINT = "pip install 'chatharuhi[web]'"  # what the server needs (FastAPI, uvicorn)
 logger = logging.getLogger("chatharuhi.server")
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|.*\[.*\])$")
 

@@ -14,13 +14,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, InputError
+from .errors import INSTALL_HINT
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 ENV_API_KEY = "CHATHARUHI_API_KEY"
 SHUTDOWN_GRACE_S = 2.0  # on SIGTERM/Ctrl-C, open requests get this long to finish...
 SHUTDOWN_DEADLINE_S = 4.0  # ...and the process exits by this time whatever is still running
-INSTALL_HINT = "pip install 'chatharuhi[web]'"
 
 logger = logging.getLogger("chatharuhi.server")
 

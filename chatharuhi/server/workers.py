@@ -15,24 +15,11 @@ import os
 from typing import Any
 
 from ..errors import InputError
-from ..sessions.pg_schema import is_postgres_url
+from .state import open_shared_store
 
 ENV_SERVE_OPTIONS = "CHATHARUHI_SERVE_OPTIONS"  # set by the parent for its worker processes only
 ENV_SERVE_LIMITS = "CHATHARUHI_SERVE_LIMITS"  # the slow-client limits, likewise (server.connections.Limits)
 MAX_WORKERS = 64
-
-
-def open_shared_store(target: Any) -> Any:
-    """The PostgreSQL store for a ``postgresql://`` target (None: ``$CHATHARUHI_STORE``), opened and migrated
-    now; None for a SQLite file."""
-    from ..sessions.base import default_target
-
-    target = default_target() if target is None else target
-    if not is_postgres_url(os.fspath(target) if isinstance(target, os.PathLike) else target):
-        return None  # SQLite: opened on first use, as before
-    from ..sessions import SessionStore
-
-    return SessionStore(target)
 
 
 def serve_workers(workers: int, *, host: str, port: int, log_level: str, limits: Any = None,

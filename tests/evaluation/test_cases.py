@@ -15,8 +15,8 @@ from chatharuhi.types import Turn
 def test_counts_on_the_haruhi_fixture_are_pinned(fixtures_dir):
     haruhi = load_character(fixtures_dir / "haruhi")
     assert haruhi.speaker == "春日"
-    everything = build_cases(haruhi)
-    assert (everything.usable_scenes, everything.candidates, len(everything.cases)) == (138, 283, 138)  # ChatHaruhi's 名字:(动作)「台词」 lines count as speech
+    everything = build_cases(haruhi)  # ChatHaruhi's 名字:(动作)「台词」 lines count as speech
+    assert (everything.usable_scenes, everything.candidates, len(everything.cases)) == (138, 283, 138)
     assert len({c.scene_id for c in everything.cases}) == 138  # at most one case per scene
     drawn = build_cases(haruhi, 30, seed=0)
     assert len(drawn.cases) == 30

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..config import DEFAULT_NARRATORS, WINDOW_OVERLAP_LINES, WINDOW_TOKENS
 from ..types import Scene
+from .lines import parse_scene
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 _WORD = re.compile(r"[A-Za-z0-9]+")
@@ -41,8 +42,6 @@ def window_id(scene_id: str, first: int, last: int) -> str:
 
 def cut(scene: Scene, first: int, last: int, narrators: Iterable[str] = DEFAULT_NARRATORS) -> Scene:
     """The window of ``scene`` from line ``first`` to ``last`` of its text, as a scene of its own."""
-    from .folder import parse_scene
-
     raw = scene.text.split("\n")
     body = parse_scene(scene.id, "\n".join(raw[first - 1:last]), frozenset(narrators))
     return Scene(window_id(scene.id, first, last), body.text, body.lines, source=scene.id, span=(first, last))

@@ -134,6 +134,12 @@ async def commit(state: ServerState, call: Call, reply: Any) -> None:
         await state.run(record, state, call, reply)
 
 
+def runaway_reply() -> APIError:
+    """The error for an upstream reply that passed ``MAX_REPLY_CHARS`` without ending (it ignores max_tokens)."""
+    return APIError(502, f"the upstream's reply passed {MAX_REPLY_CHARS:,} characters without ending (it ignores "
+                         "max_tokens); nothing was kept", type="server_error", code="upstream_reply_too_long")
+
+
 def usage(call: Call, replies: list[Any]) -> tuple[dict[str, int], str]:
     """The upstream's figures summed over the choices when every call reported them, else ours."""
     if all(r.usage for r in replies):
@@ -187,9 +193,7 @@ async def _answer(request: Request, state: ServerState, call: Call, upstream: Up
                 parts.append(chunk)
                 size += len(chunk)
                 if size > MAX_REPLY_CHARS:  # an upstream that ignores max_tokens: held to a bound
-                    raise APIError(502, f"the upstream's reply passed {MAX_REPLY_CHARS:,} characters "
-                                        "without ending (it ignores max_tokens); nothing was kept",
-                                   type="server_error", code="upstream_reply_too_long")
+                    raise runaway_reply()
             await commit(state, call, reply)
             out.append((reply, {"index": index, "logprobs": None, "finish_reason": reply.finish_reason,
                                 "message": {"role": "assistant", "content": "".join(parts), "refusal": None,
@@ -226,7 +230,11 @@ async def _events(state: ServerState, call: Call, upstream: Upstream, first: tup
         for index in range(call.req.n or 1):  # the choices one after another, each with its own index
             reply, chunks, chunk = first if index == 0 else await upstream.start(index)
             pending += event(index, {"role": "assistant", "content": ""})
+            size = 0
             while chunk is not END:
+                size += len(chunk)
+                if size > MAX_REPLY_CHARS:  # the same bound as a non-streamed reply: stop, keep nothing
+                    raise runaway_reply()
                 yield pending + event(index, {"content": chunk})
                 pending = b""
                 chunk = await upstream.next(chunks)
@@ -239,7 +247,7 @@ async def _events(state: ServerState, call: Call, upstream: Upstream, first: tup
             pending += sse({"id": ident, "object": "chat.completion.chunk", "created": created,
                             "model": call.model_id, "system_fingerprint": None, "choices": [], "usage": totals})
         yield pending + b"data: [DONE]\n\n"
-    except ChatHaruhiError as exc:  # headers are sent: the error goes in the stream, as OpenAI does
+    except (ChatHaruhiError, APIError) as exc:  # headers are sent: the error goes in the stream, as OpenAI does
         logger.warning("stream failed: %s", exc)
         yield pending + sse(error_body(public_message(exc, state.secrets), *error_status(exc)[1:]))
     finally:

@@ -440,7 +440,7 @@ def test_serve_exits_within_five_seconds_on_sigterm_with_work_in_flight():
 
 
 # -- issue 21, item 9: max_tokens and a runaway upstream reply -------------------------------------------------
-def test_max_tokens_is_bounded_and_a_runaway_non_streamed_reply_is_an_error(stub_module, tmp_path):
+def test_max_tokens_is_bounded_and_a_runaway_reply_is_an_error_streamed_or_not(stub_module, tmp_path):
     from chatharuhi.server.api import MAX_REPLY_CHARS, MAX_REPLY_TOKENS
 
     before = sum(q.method == "POST" for q in stub_module.requests)
@@ -454,7 +454,17 @@ def test_max_tokens_is_bounded_and_a_runaway_non_streamed_reply_is_an_error(stub
         with running(make_app(runaway, sessions=store)) as url:
             r = httpx.post(f"{url}/v1/chat/completions", json=chat_body("你好", max_tokens=100), timeout=60)
             assert r.status_code == 502 and error_of(r)["code"] == "upstream_reply_too_long"
-        assert store.list() == []
+            # streamed, in a session: the stream stops at the same bound with an error event, and no turn is kept
+            made = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}, timeout=30).json()
+            sid = made["id"]
+            with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60, json=chat_body(
+                    "你好", max_tokens=100, stream=True, session_id=sid, session_token=made["owner_token"])) as s:
+                events = [line for line in s.iter_lines() if line.startswith("data: ")]
+            streamed = sum(len(json.loads(e[6:])["choices"][0]["delta"].get("content") or "") for e in events
+                           if e != "data: [DONE]" and json.loads(e[6:]).get("choices"))
+            assert "upstream_reply_too_long" in events[-1] and "data: [DONE]" not in events
+            assert streamed <= MAX_REPLY_CHARS
+        assert store.turns(sid) == []
 
 
 @pytest.mark.parametrize("name", ["Evil\u202egnp.exe", "阿\u200b虚", "\u2066阿虚\u2069"])

@@ -9,6 +9,7 @@ from typing import Any
 from ..config import BUILD_THRESHOLD
 from ..errors import ChatHaruhiError, InputError
 from .characters import MAX_UPLOAD_BYTES
+from .render import literal, toast
 
 SOURCE_TYPES = [".txt", ".epub", ".srt", ".ass", ".ssa"]
 MAX_FILES = 20
@@ -47,11 +48,12 @@ def find_cast(files: Any, cast_text: str, threshold: float | None):
     counts = analysis.counts()
     ranked = sorted(analysis.cast.members, key=lambda m: -counts.get(m.name, 0))
     rows = ["| lines | character | also called |", "|---:|---|---|"]
-    rows += [f"| {counts.get(m.name, 0)} | {m.name} | {', '.join(m.aliases)} |" for m in ranked[:CAST_ROWS]]
+    rows += [f"| {counts.get(m.name, 0)} | {_cell(m.name)} | {_cell(', '.join(m.aliases))} |"
+             for m in ranked[:CAST_ROWS]]
     unsure = sum(1 for line in analysis.lines if analysis.speaker(line) is None)
-    merges = f"\n\nMerged names (give a cast to undo one): {'; '.join(analysis.cast.merges)}" if analysis.cast.merges \
-        else ""
-    read = "; ".join(f"{Path(s.path).name}: {s.kind}, {s.encoding}" for s in analysis.sources)
+    merges = f"\n\nMerged names (give a cast to undo one): {literal('; '.join(analysis.cast.merges))}" \
+        if analysis.cast.merges else ""
+    read = literal("; ".join(f"{Path(s.path).name}: {s.kind}, {s.encoding}" for s in analysis.sources))
     table = "\n".join(rows) + f"\n\n{unsure} quotations not sure enough stay narration. Read: {read}.{merges}"
     choices = [m.name for m in ranked if counts.get(m.name, 0)]
     return table, choices, analysis
@@ -68,14 +70,18 @@ def preview(analysis: Any, name: str) -> str:
         raise InputError("pick a character")
     member = find_member(analysis, name)
     scenes = cut_scenes(analysis, member)
-    shown = "\n\n".join(f"**{s.name}**\n```\n{s.text}\n```" for s in scenes[:PREVIEW_SCENES])
+    shown = "\n\n".join(f"**{literal(s.name)}**\n\n{literal(s.text)}" for s in scenes[:PREVIEW_SCENES])
     return f"{len(scenes)} scenes, {analysis.counts().get(analysis.cast.members[member].name, 0)} lines.\n\n{shown}"
 
 
-def save(analysis: Any, name: str, folder: str, min_lines: int | None) -> str:
-    """Write the character into the user's characters folder; returns the folder name."""
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell, shown literally (a ``|`` in a name does not split the row)."""
+    return literal(text).replace("|", "\\|")
+
+
+def save(analysis: Any, name: str, folder: str, min_lines: int | None, shelf: Any, owner: str) -> str:
+    """Write the character as the browser ``owner``'s own, as imports are (``Shelf``); returns the folder name."""
     from ..building.build import build_character
-    from ..character.discovery import user_characters_dir
     from ..interop.folder import safe_name
 
     if analysis is None:
@@ -86,12 +92,12 @@ def save(analysis: Any, name: str, folder: str, min_lines: int | None) -> str:
     if safe_name(folder) != folder or folder.startswith("."):
         raise InputError(f"the folder name {folder!r} has characters a folder name cannot have: use letters, "
                          "digits, - or _")
-    dest = user_characters_dir() / folder
-    if dest.exists():
+    to = shelf.destination(owner)
+    if shelf.free_name(folder) != folder:
         raise InputError(f"a character called {folder!r} already exists: pick another folder name")
-    result = build_character([], name, out=dest, analysis=analysis, threshold=analysis.threshold,
+    result = build_character([], name, out=to / folder, analysis=analysis, threshold=analysis.threshold,
                              min_lines=int(min_lines or 5))
-    return result.path.name
+    return shelf.added(result.path, owner)
 
 
 def build_section(gr, demo, c: dict) -> None:
@@ -118,26 +124,26 @@ def build_section(gr, demo, c: dict) -> None:
         try:
             tbl, choices, analysis = find_cast(f, text, thr)
         except ChatHaruhiError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(toast(str(exc))) from None
         return tbl, gr.update(choices=choices, value=choices[0] if choices else None), analysis, ""
 
     def on_preview(analysis, name):
         try:
             return preview(analysis, name)
         except ChatHaruhiError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(toast(str(exc))) from None
 
-    def on_save(analysis, name, fold, least):
+    def on_save(analysis, name, fold, least, tab):
+        owner = tab.owner if tab is not None else ""
         try:
-            saved = save(analysis, name, fold, least)
+            saved = save(analysis, name, fold, least, demo.shelf, owner)
         except ChatHaruhiError as exc:
-            raise gr.Error(str(exc)) from None
-        demo.shelf.refresh()
-        return (f"Saved as **{saved}**: pick it under Character. Its system prompt is a draft: edit it.",
-                gr.update(choices=demo.choices()))
+            raise gr.Error(toast(str(exc))) from None
+        return (f"Saved as **{literal(saved)}**: pick it under Character. Its system prompt is a draft: edit it.",
+                gr.update(choices=demo.choices(owner)))
 
     find.click(on_find, inputs=[files, cast_text, threshold], outputs=[table, pick, state, status],
                api_name="build_find_cast")
     show.click(on_preview, inputs=[state, pick], outputs=[scenes], api_name="build_preview")
-    go.click(on_save, inputs=[state, pick, folder, min_lines], outputs=[status, c["character"]],
+    go.click(on_save, inputs=[state, pick, folder, min_lines, c["tab"]], outputs=[status, c["character"]],
              api_name="build_save")

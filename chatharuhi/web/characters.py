@@ -210,7 +210,8 @@ class Shelf:
         return thumb, ""
 
     # -- adding characters -----------------------------------------------------------------------
-    def _destination(self, owner: str) -> Path:
+    def destination(self, owner: str) -> Path:
+        """Where a character the browser ``owner`` adds is written (its own folder, unless imports are shared)."""
         from ..character.discovery import user_characters_dir
 
         if self.shared_imports:
@@ -219,7 +220,8 @@ class Shelf:
             raise InputError("this page has no browser token yet: reload the page")
         return self.private_dir()
 
-    def _added(self, dest: Path, owner: str) -> str:
+    def added(self, dest: Path, owner: str) -> str:
+        """Record a character just written for ``owner`` (as theirs, unless imports are shared); its folder name."""
         if not self.shared_imports:
             self.owners.claim_character(dest.name, owner)  # type: ignore[union-attr]
         self.refresh()
@@ -237,7 +239,7 @@ class Shelf:
         if path.stat().st_size > MAX_UPLOAD_BYTES:
             raise InputError(f"{path.name} is {path.stat().st_size / 2**20:.0f} MB; the limit for an import is "
                              f"{MAX_UPLOAD_BYTES // 2**20} MB")
-        to = self._destination(owner)
+        to = self.destination(owner)
         asked = (name or "").strip()
         if asked and self.free_name(safe_name(asked, "character")) != safe_name(asked, "character"):
             raise InputError(f"could not import {path.name}: {asked} already exists; give it another folder name")
@@ -251,7 +253,7 @@ class Shelf:
         except RecursionError:
             raise InputError(f"could not import {path.name}: it is nested too deeply to be a character") from None
         self._check_avatar(dest)
-        return self._added(dest, owner)
+        return self.added(dest, owner)
 
     def create(self, name: str, display_name: str, prompt: str, scenes_text: str,
                scene_files: Iterable[str | Path] = (), avatar: str | Path | None = None, owner: str = "") -> str:
@@ -276,7 +278,7 @@ class Shelf:
                 raise InputError(f"cannot read the scene file {Path(file).name} as UTF-8 text: {exc}") from None
         if not any(scenes):
             raise InputError("no scenes: paste at least one scene (lines like 名字:「台词」), or upload .txt files")
-        to = self._destination(owner)
+        to = self.destination(owner)
         if self.free_name(name) != name:
             raise InputError(f"a character called {name!r} already exists: pick another name")
         files = {}
@@ -301,7 +303,7 @@ class Shelf:
             dest = write_draft(draft, to)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return self._added(dest, owner)
+        return self.added(dest, owner)
 
     def _check_avatar(self, folder: Path) -> None:
         """An imported card's image becomes the avatar only if it is a sane size (the character is kept anyway)."""

@@ -46,6 +46,7 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.97  # cosine above which a candidate counts as a
 DEFAULT_EMBED_BATCH = 32  # texts per embedding call when building an index
 EMBED_MAX_CHARS = 510  # a scene is embedded from its first 510 characters, as ChatHaruhi does (e5 reads
 # at most 512 tokens anyway); the lexical score still sees the whole scene
+IMPORT_SCENE_TOKENS = 400  # an imported card's example block longer than this is cut between messages into parts
 WINDOW_TOKENS = 500  # a longer scene is indexed as windows of whole lines (ChatHaruhi: <= ~500 tokens a passage)
 STORY_CAP_MARGIN = 8  # tokens kept free when a window is cut to fit a small story budget (separators)
 WINDOW_OVERLAP_LINES = 2  # each window repeats the last lines of the one before, so no exchange is cut in two

@@ -40,6 +40,10 @@ class Manifest(BaseModel):
     user_role: str | None = None  # default in-story name of the user
     narrators: list[str] = Field(default_factory=lambda: list(DEFAULT_NARRATORS))
     greeting: str | None = None
+    # texts/ holds examples of how the character speaks (a card's example dialogue), not scenes of a story: the
+    # prompt introduces them as such (prompts/<lang>/examples_header.txt), so the model does not talk about "the
+    # original scene" or "the first chapter"
+    examples: bool = False
     alternate_greetings: list[str] = Field(default_factory=list)
     post_history_instructions: str | None = None  # appended to the user's message (a card's field)
     description: str | None = None

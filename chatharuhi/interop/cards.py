@@ -7,7 +7,9 @@ Card -> character folder: ``description``, ``personality`` and ``scenario`` go i
 through ``prompts/<lang>/card_*.txt``; the card's ``system_prompt`` replaces the default main prompt
 (``{{original}}`` inside it stands for the default); ``post_history_instructions`` is kept in the
 manifest; ``{{char}}``/``<BOT>`` become the name, ``<USER>`` becomes ``{{user}}`` (filled per
-session from the persona); ``mes_example`` blocks (split at ``<START>``) become scenes; ``first_mes``
+session from the persona); ``mes_example`` blocks (split at ``<START>``, and between messages when longer than
+``IMPORT_SCENE_TOKENS``) become scenes, marked in the manifest as examples of how the character speaks
+(``examples = true``: the prompt never calls them scenes of an original work); ``first_mes``
 is the greeting; ``creator_notes`` never enters a prompt. The card itself is kept as ``card.json``, so
 exporting it again gives back every field, ``extensions`` and unknown keys included.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..character.folder import detect_language
-from ..config import IMAGE_MAX_PIXELS
+from ..config import IMAGE_MAX_PIXELS, IMPORT_SCENE_TOKENS
 from ..errors import CharacterImportError
 from ..prompting.templates import load_template
 from .folder import CharacterDraft, plain_name
@@ -197,8 +199,9 @@ _LABEL = re.compile(r"^\s*(\{\{char\}\}|\{\{user\}\}|<BOT>|<USER>|[^:：*\"“�
                     r"\s*[:：]\s*(.*)$", re.IGNORECASE)
 
 
-def mes_example_scenes(mes_example: str, name: str) -> list[str]:
-    """``mes_example`` blocks as scene texts in our ``名字:「台词」`` line format.
+def mes_example_scenes(mes_example: str, name: str, max_tokens: int = IMPORT_SCENE_TOKENS) -> list[str]:
+    """``mes_example`` blocks as scene texts in our ``名字:「台词」`` line format, each at most about
+    ``max_tokens`` (a longer block is cut between messages, so every part fits a story budget).
 
     A line starting with ``{{char}}:``, ``{{user}}:`` or a short name and a colon starts a message; other
     lines continue the message before them."""
@@ -216,10 +219,26 @@ def mes_example_scenes(mes_example: str, name: str) -> list[str]:
                     lines[-1][1] = f"{lines[-1][1]} {raw.strip()}".strip()  # a message over several lines
                 else:
                     lines.append([raw.strip()])
-        text = "\n".join(f"{ln[0]}:「{ln[1]}」" if len(ln) == 2 else ln[0] for ln in lines if ln[-1])
-        if text.strip():
-            scenes.append(fill_card_macros(text, name))
+        rendered = [f"{ln[0]}:「{ln[1]}」" if len(ln) == 2 else ln[0] for ln in lines if ln[-1]]
+        scenes += [fill_card_macros(part, name) for part in _parts(rendered, max_tokens)]
     return scenes
+
+
+def _parts(lines: list[str], max_tokens: int) -> list[str]:
+    """Consecutive whole lines joined into texts of at most ``max_tokens`` (estimated); a longer line stands alone."""
+    from ..character.windows import estimate_tokens
+
+    parts, current, size = [], [], 0
+    for line in lines:
+        tokens = estimate_tokens(line) + 1
+        if current and size + tokens > max_tokens:
+            parts.append("\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += tokens
+    if current:
+        parts.append("\n".join(current))
+    return [p for p in parts if p.strip()]
 
 
 def card_to_draft(card: dict[str, Any], source: object = None, *, name: str | None = None,
@@ -237,9 +256,12 @@ def card_to_draft(card: dict[str, Any], source: object = None, *, name: str | No
                                                             "mes_example"))[:5000])
     speaker = plain_name(ours["speaker"]).strip() if isinstance(ours.get("speaker"), str) and \
         plain_name(ours["speaker"]).strip() else char
-    manifest: dict[str, Any] = {"display_name": char, "speaker": speaker, "language": language}
-    if ours.get("prompt") == "description" and fields["description"].strip():  # a card we exported
+    # a card's texts are examples of how the character speaks, never scenes of an "original work"
+    manifest: dict[str, Any] = {"display_name": char, "speaker": speaker, "language": language, "examples": True}
+    ours_card = ours.get("prompt") == "description" and bool(fields["description"].strip())  # a card we exported
+    if ours_card:  # our character comes back as it was: its own scenes, uncut, and its own manifest
         system_prompt = fields["description"]
+        manifest["examples"] = False
         if isinstance(ours.get("manifest"), dict):
             manifest = {**manifest, **ours["manifest"]}
         language = manifest.get("language", language)
@@ -251,7 +273,7 @@ def card_to_draft(card: dict[str, Any], source: object = None, *, name: str | No
     manifest["alternate_greetings"] = alternates
     phi = fill_card_macros(fields["post_history_instructions"].replace("{{original}}", ""), char).strip()
     manifest["post_history_instructions"] = phi or None
-    scenes = mes_example_scenes(fields["mes_example"], speaker)
+    scenes = mes_example_scenes(fields["mes_example"], speaker, max_tokens=10**9 if ours_card else IMPORT_SCENE_TOKENS)
     if not scenes and greeting:
         scenes = ["\n".join(f"{char}:「{p.strip()}」" for p in greeting.split("\n") if p.strip())]
     if not scenes and fields["description"].strip():

@@ -32,7 +32,7 @@ class PromptBuilder:
         """``layout``: the backend's native prompt layout; ``story_reuse``: keep a turn's story for the next while
         it serves (None: when the layout is ``stable_story`` and the story budget is large enough)."""
         self.character, self.counter, self.budget = character, counter, budget
-        self.prompts = PromptSet.load(character.language)
+        self.prompts = PromptSet.load(character.language, examples=character.manifest.examples)
         self.header = self.prompts.story_header.render(character=character.display_name)
         self._setup_persona(persona, user_role)
         self._setup_lore(lorebook, lore_tokens)

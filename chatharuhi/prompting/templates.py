@@ -57,6 +57,8 @@ class PromptSet:
     line: Template
 
     @classmethod
-    def load(cls, language: str = "zh", root: Path | None = None) -> "PromptSet":
-        """The templates for a language."""
-        return cls(*(load_template(n, language, root) for n in ("story_header", "scene", "line")))
+    def load(cls, language: str = "zh", root: Path | None = None, examples: bool = False) -> "PromptSet":
+        """The templates for a language; with ``examples`` the retrieved texts are introduced as examples of how
+        the character speaks (a card's example dialogue), not as scenes of a work (``examples_header.txt``)."""
+        header = "examples_header" if examples else "story_header"
+        return cls(*(load_template(n, language, root) for n in (header, "scene", "line")))

@@ -171,3 +171,26 @@ def clean_reply(
     f.feed(raw)
     f.finish()
     return f.text
+
+
+_SENTENCE_END = "。！？!?…」』\"”)）~～"
+_CLAUSE_END = "，、；;：:,"
+CUT_KEEP_SHARE = 0.5  # a cut reply is trimmed back to a sentence end only when that keeps at least half of it
+
+
+def trim_cut_reply(text: str) -> str:
+    """A reply cut at the length limit, ended cleanly: at the last sentence end when that keeps at least half of
+    it, else at the last clause end or word boundary, never mid-word ("" stays "")."""
+    text = text.rstrip()
+    if not text or text[-1] in _SENTENCE_END or (text[-1] == "." and not text.endswith("..")):
+        return text
+    floor = int(len(text) * CUT_KEEP_SHARE)
+    ends = [i for i, c in enumerate(text) if c in _SENTENCE_END or (c == "." and text[i + 1:i + 2] in (" ", ""))]
+    if ends and ends[-1] + 1 >= floor:
+        return text[: ends[-1] + 1]
+    for i in range(len(text) - 1, floor - 1, -1):
+        if text[i] in _CLAUSE_END:
+            return text[:i].rstrip()
+        if text[i].isspace():
+            return text[:i].rstrip()
+    return text  # one long word (or CJK with no punctuation near the end): nothing better to cut at

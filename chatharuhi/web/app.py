@@ -21,14 +21,16 @@ import secrets
 import sys
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..config import ENV_DEMO_PASSWORD, home_dir
+from ..config import ENV_DEMO_PASSWORD, RECOMMENDED_MODEL, home_dir
 from ..errors import BackendUnavailable, InputError
+from .better_model import BetterModel
 from .characters import Shelf
 from .chats import ChatListHandlers
 from .edit import EditHandlers
+from .manage import CharacterPanel
 from .owners import Owners, owner_key, owners_path_for, valid_token
 from .render import bubble, literal
 from .state import (
@@ -38,6 +40,7 @@ from .state import (
     REGENERATE_MIN_TEMPERATURE,
     SECRET_FILE,
     WEB_INSTALL,
+    Live,
     Settings,
     Tab,
     View,
@@ -57,23 +60,15 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Tab", "WebDemo", "build_app", "check
 logger = logging.getLogger("chatharuhi")
 
 
-@dataclass
-class Live:
-    """A reply being streamed, kept so Stop can show it and the user may keep it."""
-
-    kind: str  # "send" or "regenerate"
-    text: str
-    role: str
-    trace: dict
-    reply: str = ""
-    done: bool = False
-
-
 class WebDemo(EditHandlers, ChatListHandlers):
     """The demo's handlers without Gradio: each takes plain values and returns (or yields) a ``View``."""
 
     def __init__(self, backend: Any = None, characters_dir: Any = None, sessions: "SessionStore | None" = None,
-                 embedder: Any = None, owners: Owners | None = None, shared_imports: bool = False, **llm_options: Any):
+                 embedder: Any = None, owners: Owners | None = None, shared_imports: bool = False, *,
+                 terminal_chats: bool = False, better_model: str = RECOMMENDED_MODEL, **llm_options: Any):
+        """``shared_imports``: characters visitors add are listed for everyone; ``terminal_chats``: the chats made
+        with ``chatharuhi chat`` are listed too, and the user's own characters may be changed (the demo on one's own
+        machine); ``better_model``: the model "Get a better model" pulls (a catalogue name)."""
         from ..backends.registry import resolve_backend
         from ..retrieval.embeddings import get_embedder
 
@@ -89,7 +84,29 @@ class WebDemo(EditHandlers, ChatListHandlers):
         self._bots: OrderedDict[tuple, Chatbot] = OrderedDict()
         self._settings: dict[Any, Settings] = {}  # session id -> its panel settings (this server's lifetime)
         self._live: dict[Any, Live] = {}  # session id -> the reply being streamed (or just stopped)
+        self._cut: dict[Any, int] = {}  # session id -> the length limit that cut its last reply (shown, not stored)
         self._lock = threading.Lock()
+        self.terminal_chats = terminal_chats
+        self.better = BetterModel(self, better_model)
+        self.panel = CharacterPanel(self)
+
+    def default_character(self) -> str:
+        """The character a page opens on: one the model can speak (the embedded model: an English one)."""
+        entry = getattr(self.backend, "model_entry", None)
+        speaks = entry.speaks if entry is not None and entry.languages else None
+        return self.shelf.default(speaks)
+
+    def switch_backend(self, model: str) -> None:
+        """Answer with the local model ``model`` from now on (after "Get a better model"); chatbots are rebuilt."""
+        from ..backends.registry import resolve_backend
+
+        self.backend = resolve_backend("llama_cpp", model=model)
+        self.forget_bots()
+
+    def forget_bots(self) -> None:
+        """Drop the cached chatbots (the backend or a character changed); they are rebuilt from the store."""
+        with self._lock:
+            self._bots.clear()
 
     # -- characters (delegated to the shelf) -------------------------------------------------------
     def choices(self, owner: str = "") -> list[tuple[str, str]]:
@@ -156,6 +173,10 @@ class WebDemo(EditHandlers, ChatListHandlers):
             for t in self.sessions.turns(tab.session_id):
                 msgs += [{"role": "user", "content": bubble(t.user_role, t.text)},
                          {"role": "assistant", "content": bubble(name, t.reply)}]
+            limit = self._cut.get(tab.session_id)
+            if limit and len(msgs) > self.greeting_offset(tab):
+                msgs[-1]["content"] += f" …\n\n<em>(cut at the maximum reply length, {limit} tokens: press Continue " \
+                                       "to go on)</em>"
         return msgs
 
     def greeting_offset(self, tab: Tab) -> int:
@@ -170,14 +191,25 @@ class WebDemo(EditHandlers, ChatListHandlers):
 
     # -- the browser and its chats ---------------------------------------------------------------
     def start(self, token: Any = "", name: str | None = None) -> View:
-        """A page opened: the default character, its greeting, and this browser's chats (a token if it has none)."""
+        """A page opened: the chat this browser had open last (after a reload or a restart), else the default
+        character and its greeting; this browser's chats with that character (a token if it has none)."""
         token = token if valid_token(token) else _new_token()
         owner = owner_key(token)
-        view = self.pick(name or self.shelf.default(), "", Tab(owner=owner))
-        view.update(browser=token, sessions=(self.session_choices(token), None), choices=self.choices(owner))
+        last = self.owners.last_open(token) if name is None else None
+        if last is not None and self.owners.owns(last, token, terminal=self.terminal_chats):
+            try:
+                view = self.resume(last, token)
+                view.update(browser=token, choices=self.choices(owner), model_line=self.better.line(),
+                            better_visible=self.better.offered())
+                return view
+            except InputError:  # its character is gone: open as new
+                pass
+        view = self.pick(name or self.default_character(), "", Tab(owner=owner), token)
+        view.update(browser=token, choices=self.choices(owner), model_line=self.better.line(),
+                    better_visible=self.better.offered())
         return view
 
-    def pick(self, name: str, user_role: str, tab: Tab | None) -> View:
+    def pick(self, name: str, user_role: str, tab: Tab | None, token: Any = None) -> View:
         """Pick a character: a fresh chat that opens with its greeting; the user's typed name is kept."""
         owner = tab.owner if tab else ""
         self.shelf.check_visible(name, owner)  # another visitor's own character is not there for this one
@@ -187,12 +219,13 @@ class WebDemo(EditHandlers, ChatListHandlers):
         typed = (user_role or "").strip()
         role = typed if typed and typed != old_default else self.shelf.default_role(name)
         new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings(), owner=owner)
-        return {"tab": new, **self.character_view(name), "user_role": role, "chat": self.messages(new),
+        return {"tab": new, **self.character_view(name), **self.panel.view(name, owner), "user_role": role,
+                "chat": self.messages(new), "sessions": (self.session_choices(token, name), None), "search": "",
                 "status": "", "partial": False, "swipes": "", **trace_view(None, None)}
 
     def new_chat(self, user_role: str, tab: Tab | None) -> View:
         """Start over with the same character; the old chat stays in the chat list."""
-        name = tab.character if tab and tab.character else self.shelf.default()
+        name = tab.character if tab and tab.character else self.default_character()
         role = (user_role or "").strip() or self.shelf.default_role(name)
         new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings(),
                   owner=tab.owner if tab else "")
@@ -203,7 +236,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
     def send(self, text: str, user_role: str, tab: Tab | None, token: Any) -> Iterator[View]:
         """Send a message: stream the reply into the chat; the turn is stored when the reply completes."""
         text = (text or "").strip()
-        tab = tab or Tab(character=self.shelf.default())
+        tab = tab or Tab(character=self.default_character())
         if not text:
             raise InputError("empty message: type something first")
         if not valid_token(token):
@@ -215,7 +248,9 @@ class WebDemo(EditHandlers, ChatListHandlers):
             self._settings[session.id] = tab.settings
             tab = replace(tab, session_id=session.id)
         else:
-            self.owners.check(tab.session_id, token)
+            self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
+        self.owners.opened(tab.session_id, token)
+        self._cut.pop(tab.session_id, None)
         tab = replace(tab, user_role=role)
         name = self.shelf.display_name(tab.character)
         shown = self.messages(tab) + [{"role": "user", "content": bubble(role, text)}]
@@ -226,14 +261,15 @@ class WebDemo(EditHandlers, ChatListHandlers):
         bot = self.bot(tab.session_id)  # the first chat with a character may build its index first
         reply = bot.stream(text, role=role, **self._sampling(tab))
         yield from self._stream(reply, live, shown, tab)
-        yield self._after_reply(bot, tab, token)
+        yield self._after_reply(bot, tab, token, reply)
 
     def regenerate(self, tab: Tab | None, token: Any = None) -> Iterator[View]:
         """Answer the last message again, sampled anew; the earlier replies stay as swipes."""
         if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
             raise InputError("nothing to regenerate yet: send a message first")
-        self.owners.check(tab.session_id, token)
+        self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
         self._fresh(tab)  # the reply to regenerate must be the one this tab shows
+        self._cut.pop(tab.session_id, None)
         bot = self.bot(tab.session_id)
         last = bot.history[-1]
         shown = self.messages(tab)[:-1]  # everything but the reply being replaced
@@ -243,7 +279,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
                "partial": False}
         reply = bot.regenerate(**self._sampling(tab, anew=True))
         yield from self._stream(reply, live, shown, tab)
-        yield self._after_reply(bot, tab, token)
+        yield self._after_reply(bot, tab, token, reply)
 
     def _sampling(self, tab: Tab, anew: bool = False) -> dict[str, Any]:
         """Per-reply options: the panel's temperature; a regenerated reply gets a fresh seed and is never greedy."""
@@ -256,6 +292,8 @@ class WebDemo(EditHandlers, ChatListHandlers):
                 options["seed"] = random.randrange(2**31)
         if temperature is not None:
             options["temperature"] = float(temperature)
+        if tab.settings.max_reply_tokens is not None:
+            options["max_tokens"] = tab.settings.max_reply_tokens
         return options
 
     def _stream(self, reply: "Reply", live: Live, shown: list[dict], tab: Tab) -> Iterator[View]:
@@ -266,20 +304,33 @@ class WebDemo(EditHandlers, ChatListHandlers):
             yield {"chat": shown + [{"role": "assistant", "content": bubble(name, live.reply)}]}
         live.done = True
 
-    def _after_reply(self, bot: "Chatbot", tab: Tab, token: Any) -> View:
+    def _after_reply(self, bot: "Chatbot", tab: Tab, token: Any, reply: "Reply | None" = None) -> View:
         self._live.pop(tab.session_id, None)
+        if reply is not None and reply.finish_reason == "length":  # cut mid-word at max_tokens: end it cleanly
+            from ..prompting.postprocess import trim_cut_reply
+
+            text = reply.text()
+            kept = trim_cut_reply(text)
+            if kept and kept != text:
+                self.sessions.edit_turn(tab.session_id, len(self.sessions.turns(tab.session_id)) - 1, reply=kept)
+            self._cut[tab.session_id] = reply.options.get("max_tokens") or 0
         view = trace_view(bot.last_trace.as_dict() if bot.last_trace else None, bot.character)
         reason = no_scene_reason(view["trace"]) if view["trace"] else ""
         tab = self.seen(tab)
-        return {"tab": tab, "sessions": (self.session_choices(token), tab.session_id), "chat": self.messages(tab),
-                "status": f"⚠ {literal(reason)}" if reason else "", "swipes": self.swipe_label(tab), **view}
+        cut = self._cut.get(tab.session_id)
+        status = f"⚠ {literal(reason)}" if reason else (
+            f"the reply reached the maximum reply length ({cut} tokens): press **Continue** to go on, or raise the "
+            "length in Settings" if cut else "")
+        return {"tab": tab, "sessions": (self.session_choices(token, tab.character), tab.session_id),
+                "chat": self.messages(tab), "status": status, "swipes": self.swipe_label(tab), **view}
 
     # -- resuming ----------------------------------------------------------------------------------
     def resume(self, session_id: Any, token: Any, tab: Tab | None = None) -> View:
         """Open one of this browser's chats where it left off."""
         if session_id is None or session_id == "":
             return {}
-        self.owners.check(session_id, token)
+        self.owners.check(session_id, token, terminal=self.terminal_chats)
+        self.owners.opened(session_id, token)
         s = self.sessions.get(session_id)
         name = self.shelf.folder_of(s.character)
         turns = self.sessions.turns(s.id)
@@ -287,7 +338,8 @@ class WebDemo(EditHandlers, ChatListHandlers):
         new = self.seen(Tab(character=name, session_id=s.id, user_role=turns[-1].user_role if turns else s.user_role,
                             settings=settings, owner=owner_key(token)))
         trace = self.sessions.trace(s.id, -1) if turns else None
-        return {"tab": new, **self.character_view(name), "user_role": new.user_role, "chat": self.messages(new),
+        return {"tab": new, **self.character_view(name), **self.panel.view(name, new.owner), "user_role": new.user_role,
+                "sessions": (self.session_choices(token, name), s.id), "chat": self.messages(new),
                 "message": "", "status": f"resumed: {literal(s.title or '(untitled)')}", "partial": False,
                 "swipes": self.swipe_label(new), "title": s.title or "", **self.settings_view(new),
                 **trace_view(trace, self.character(name))}

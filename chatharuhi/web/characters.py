@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..config import IMAGE_MAX_PIXELS, SYSTEM_PROMPT_FILE, cache_dir, cache_home, home_dir
 from ..errors import CharacterError, InputError
@@ -60,6 +60,65 @@ def read_avatar(path: Path, what: str = "avatar"):
         raise InputError(f"the {what} {path.name} is not an image Pillow can read ({exc}); use a PNG or JPEG") from None
     small.thumbnail((AVATAR_SIZE, AVATAR_SIZE))
     return small
+
+
+PLACEHOLDER_FONTS = ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                     "/System/Library/Fonts/PingFang.ttc", "C:/Windows/Fonts/msyh.ttc", "C:/Windows/Fonts/arial.ttf")
+
+
+def placeholder_avatar(name: str, display_name: str) -> Path | None:
+    """A generated avatar for a folder without one: the name's first character on a colour of its own."""
+    import hashlib
+
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:  # pragma: no cover - Pillow comes with the web extra
+        return None
+    digest = hashlib.sha256(f"{name}\0{display_name}".encode()).hexdigest()
+    thumb = cache_home() / THUMB_DIR / f"placeholder-{_safe_file(name)}-{digest[:12]}.png"
+    if thumb.is_file():
+        return thumb
+    hue = int(digest[:4], 16) / 0xFFFF
+    import colorsys
+
+    r, g, b = (int(255 * c) for c in colorsys.hls_to_rgb(hue, 0.42, 0.45))
+    image = Image.new("RGB", (AVATAR_SIZE, AVATAR_SIZE), (r, g, b))
+    draw = ImageDraw.Draw(image)
+    letter = (display_name.strip() or name)[:1].upper()
+    font = None
+    for candidate in PLACEHOLDER_FONTS:
+        if Path(candidate).is_file():
+            try:
+                font = ImageFont.truetype(candidate, AVATAR_SIZE // 2)
+                break
+            except OSError:
+                continue
+    if font is None:
+        font = ImageFont.load_default(size=AVATAR_SIZE // 2)
+        letter = (name[:1] or "?").upper()  # the built-in font has no CJK glyphs
+    draw.text((AVATAR_SIZE / 2, AVATAR_SIZE / 2), letter, fill=(255, 255, 255), font=font, anchor="mm")
+    thumb.parent.mkdir(parents=True, exist_ok=True)
+    tmp = thumb.with_suffix(".tmp")
+    image.save(tmp, "PNG")
+    tmp.replace(thumb)
+    return thumb
+
+
+def _safe_file(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+
+
+AUTO_LANGUAGE = "auto"  # the form's "detect it from the scenes"
+LANGUAGES = (AUTO_LANGUAGE, "zh", "en")
+
+
+class ImportClash(InputError):
+    """An import whose folder name is taken: the existing character can be opened, or the import made a copy."""
+
+    def __init__(self, existing: str, free: str, file: str):
+        self.existing, self.free, self.file = existing, free, file
+        super().__init__(f"a character called {existing!r} is already here: open it, or import {file} as a copy "
+                         f"called {free!r}")
 
 
 class Shelf:
@@ -160,10 +219,39 @@ class Shelf:
         shown = {name: self.display_name(name) for name in self.entries if self.visible(name, owner)}
         return [(label if label == name else f"{label} ({name})", name) for name, label in shown.items()]
 
-    def default(self) -> str:
-        """The character shown when a page opens (never one a visitor added)."""
+    def default(self, speaks: "Callable[[str], bool] | None" = None) -> str:
+        """The character shown when a page opens (never one a visitor added): 凉宫春日, unless the model cannot speak
+        her language (the embedded English model): then the first English one (sherlock among the built-ins)."""
         public = self.public()
-        return "haruhi" if "haruhi" in public else public[0]
+        first = "haruhi" if "haruhi" in public else public[0]
+        if speaks is None or speaks(self.language(first)):
+            return first
+        preferred = [n for n in ("sherlock", *public) if n in public and speaks(self.language(n))]
+        return preferred[0] if preferred else first
+
+    def language(self, name: str) -> str:
+        """The character's language: its manifest's, else detected from its scenes."""
+        m = self.entry(name).manifest
+        if m is not None and "language" in m.model_fields_set:
+            return m.language
+        try:
+            return self.character(name).language
+        except CharacterError:
+            return "zh"
+
+    def shadowed(self, name: str) -> list[Path]:
+        """Other folders of this name that this one hides (later folders in the search path win)."""
+        return list(self.entry(name).shadowed)
+
+    def editable(self, name: str, owner: str = "", local: bool = False) -> bool:
+        """Whether the browser with owner digest ``owner`` may change or delete the character: one it added, or
+        (``local``: the demo is this machine's own) one in the user's characters folder."""
+        from ..character.discovery import user_characters_dir
+
+        if name in self.private:
+            return bool(owner) and self.private[name] == owner
+        return (local or self.shared_imports) and \
+            self.entry(name).path.parent.resolve() == user_characters_dir().resolve()
 
     def display_name(self, name: str) -> str:
         """The human-facing name of a character folder."""
@@ -181,11 +269,12 @@ class Shelf:
         return f"### {literal(self.display_name(name))}\n\n{markup((m.description if m else None) or '')}".strip()
 
     def default_role(self, name: str) -> str:
-        """The user's default in-story name for a character."""
+        """The user's default in-story name for a character (in its language, detected from its scenes when the
+        manifest does not say)."""
         m = self.entry(name).manifest
         if m and m.user_role:
             return m.user_role
-        return "User" if m and m.language and not m.language.startswith("zh") else "用户"
+        return "用户" if self.language(name).startswith("zh") else "User"
 
     # -- avatars ---------------------------------------------------------------------------------
     def avatar(self, name: str) -> tuple[Path | None, str]:
@@ -193,7 +282,7 @@ class Shelf:
         folder = self.entry(name).path
         file = next((folder / f for f in AVATAR_FILES if (folder / f).is_file()), None)
         if file is None:
-            return None, ""
+            return placeholder_avatar(name, self.display_name(name)), ""
         stat = file.stat()
         thumb = cache_home() / THUMB_DIR / f"{name}-{stat.st_size}-{int(stat.st_mtime)}.png"
         if thumb.is_file():
@@ -227,9 +316,12 @@ class Shelf:
         self.refresh()
         return dest.name
 
-    def import_file(self, path: str | Path, name: str | None = None, owner: str = "") -> str:
+    def import_file(self, path: str | Path, name: str | None = None, owner: str = "", as_copy: bool = False) -> str:
         """Import a card (PNG/JSON/CHARX), a ChatHaruhi role (zip/JSONL) or a folder zip for the browser with
-        owner digest ``owner``; returns the folder name (a free one: see the module's docstring)."""
+        owner digest ``owner``; returns the folder name (a free one: see the module's docstring).
+
+        When the card's own name is that of a character this browser sees, ``ImportClash`` names it and the free
+        name, so the page can offer to open that one; ``as_copy`` imports under the free name."""
         from ..interop import read_draft
         from ..interop.folder import safe_name, write_draft
 
@@ -245,7 +337,13 @@ class Shelf:
             raise InputError(f"could not import {path.name}: {asked} already exists; give it another folder name")
         try:
             draft = read_draft(path, name=asked or None)
-            draft.name = self.free_name(safe_name(draft.name, "character"))  # the card's own name: made free
+            wanted = safe_name(draft.name, "character")
+            free = self.free_name(wanted)
+            seen = next((n for n in self.entries if n.casefold() == wanted.casefold() and self.visible(n, owner)),
+                        None)
+            if free != wanted and seen is not None and not asked and not as_copy:
+                raise ImportClash(seen, free, path.name)
+            draft.name = free  # the card's own name: made free
             dest = write_draft(draft, to)
         except CharacterError as exc:
             reason = _without_paths(str(exc), path, to / "x").removeprefix(f"{path.name}: ")
@@ -255,8 +353,63 @@ class Shelf:
         self._check_avatar(dest)
         return self.added(dest, owner)
 
+    # -- changing one's own characters ---------------------------------------------------------------
+    def _own(self, name: str, owner: str = "", local: bool = False) -> Path:
+        if not self.editable(name, owner, local):
+            where = "built in" if self.entry(name).builtin else f"in {self.entry(name).path.parent}"
+            raise InputError(f"{self.display_name(name)} is {where}, not one of your characters: export it as a card "
+                             "and import that to have a copy you can change")
+        return self.entry(name).path
+
+    def update(self, name: str, display_name: str, greeting: str, language: str, system_prompt: str, *,
+               owner: str = "", local: bool = False) -> None:
+        """Change one's own character's display name, greeting, language and system prompt (checked by loading)."""
+        from ..character.folder import Manifest
+        from ..config import MANIFEST_FILE
+        from ..interop.folder import manifest_toml
+
+        folder = self._own(name, owner, local)
+        if not (system_prompt or "").strip():
+            raise InputError("the system prompt is empty: say who the character is and how they speak")
+        data = self.entry(name).manifest.model_dump(exclude_unset=True) if self.entry(name).manifest else {}
+        for key, value in (("display_name", display_name), ("greeting", greeting)):
+            if (value or "").strip():
+                data[key] = value.strip()
+            else:
+                data.pop(key, None)
+        data.pop("language", None)
+        if language and language != AUTO_LANGUAGE:
+            data["language"] = language
+        try:
+            Manifest.model_validate(data)
+        except ValueError as exc:
+            raise InputError(f"the character was not changed: {exc}") from None
+        toml = manifest_toml({k: v for k, v in data.items() if v not in (None, [], {})})
+        for file, text in ((MANIFEST_FILE, toml), (SYSTEM_PROMPT_FILE, system_prompt.strip() + "\n")):
+            tmp = folder / f".{file}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(folder / file)
+        self.refresh()
+
+    def export_card(self, name: str) -> Path:
+        """The character as a SillyTavern V2 PNG card (its greeting as first_mes), in a fresh temporary folder."""
+        from ..interop import export_character
+
+        out = Path(tempfile.mkdtemp(prefix="export-", dir=_tmp_dir())) / f"{_safe_file(name)}.card.png"
+        return export_character(self.character(name), "v2", out, png=True)
+
+    def delete(self, name: str, *, owner: str = "", local: bool = False) -> Path:
+        """Delete one's own character folder for good; returns where it was."""
+        folder = self._own(name, owner, local)
+        shutil.rmtree(folder)
+        with self._lock:
+            self._loaded.pop(name, None)
+        self.refresh()
+        return folder
+
     def create(self, name: str, display_name: str, prompt: str, scenes_text: str,
-               scene_files: Iterable[str | Path] = (), avatar: str | Path | None = None, owner: str = "") -> str:
+               scene_files: Iterable[str | Path] = (), avatar: str | Path | None = None, owner: str = "",
+               language: str = AUTO_LANGUAGE, greeting: str = "") -> str:
         """Write a new character folder from the form, validated before it appears, for the browser with owner
         digest ``owner``; returns its folder name."""
         from ..character.validate import validate_folder
@@ -286,7 +439,11 @@ class Shelf:
             out = io.BytesIO()
             read_avatar(Path(avatar)).save(out, "PNG")
             files["avatar.png"] = out.getvalue()
-        manifest = {"name": name, **({"display_name": display_name.strip()} if (display_name or "").strip() else {})}
+        if language not in LANGUAGES:
+            raise InputError(f"language {language!r}: choose one of {', '.join(LANGUAGES)}")
+        manifest = {"name": name, **({"display_name": display_name.strip()} if (display_name or "").strip() else {}),
+                    **({"language": language} if language != AUTO_LANGUAGE else {}),
+                    **({"greeting": greeting.strip()} if (greeting or "").strip() else {})}
         draft = CharacterDraft(name, prompt.strip(), [(f"{i:03d}.txt", s) for i, s in enumerate(scenes, 1) if s],
                                manifest, files, source="the form")
         staging = Path(tempfile.mkdtemp(prefix="create-", dir=_tmp_dir()))

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ..chat.history import History
 from ..errors import InputError
 from ..types import Turn
-from .render import bubble
-from .state import Tab, View
+from .render import bubble, literal, unbubble
+from .state import Live, Tab, View
 from .trace import trace_view
 
 if TYPE_CHECKING:
@@ -63,10 +63,13 @@ class EditHandlers:
         live = self._live.pop(tab.session_id, None) if tab and tab.session_id is not None else None
         if live is None or live.done or not live.reply.strip():
             return {"status": "there is no stopped reply to keep", "partial": False}
-        self.owners.check(tab.session_id, token)
+        self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
         stored = History(store=self.sessions, session_id=tab.session_id)
         if live.kind == "send":
             stored.commit(Turn(live.role, live.text, live.reply.strip()), live.trace)
+        elif live.kind == "continue":
+            last = len(self.sessions.turns(tab.session_id)) - 1
+            self.sessions.edit_turn(tab.session_id, last, reply=live.reply.strip())
         else:
             stored.commit_alternative(live.reply.strip(), live.trace)
         tab = self.seen(tab)
@@ -85,7 +88,7 @@ class EditHandlers:
         """Show the previous (-1) or next (+1) alternative of the last reply; past the newest, regenerate."""
         if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
             raise InputError("no reply to swipe yet: send a message first")
-        self.owners.check(tab.session_id, token)
+        self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
         self._fresh(tab)
         alts = self.sessions.alternatives(tab.session_id, -1)
         n = self.sessions.chosen(tab.session_id, -1) + step
@@ -106,20 +109,70 @@ class EditHandlers:
         trace = self.sessions.trace(tab.session_id, -1) if turns else None
         return trace_view(trace, self.character(tab.character) if trace else None)
 
+    # -- continue ------------------------------------------------------------------------------
+    def continue_reply(self: "WebDemo", tab: Tab | None, token: Any = None) -> Iterator[View]:
+        """Extend the last reply where it stopped (a reply cut by the length limit, say): the model goes on from
+        its own text (a local model's prefill); the longer reply replaces the stored one."""
+        from ..chat.reply import Reply
+
+        if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
+            raise InputError("nothing to continue yet: send a message first")
+        self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
+        self._fresh(tab)
+        if not getattr(self.backend, "supports_prefill", False):
+            raise InputError(f"the {self.backend.name} backend cannot go on from a reply's own text: press "
+                             "Regenerate for a new reply, or raise the maximum reply length in Settings")
+        bot = self.bot(tab.session_id)
+        history = bot.history
+        last, index, sid = history[-1], len(history) - 1, tab.session_id
+        plan = bot.prepare(last.text, last.user_role, history=history[:-1])
+        options = bot._options(plan, self._sampling(tab))
+        options["prefill"] = options.get("prefill", "") + last.reply
+
+        def commit(_plan, text: str) -> None:
+            self.sessions.edit_turn(sid, index, reply=text.strip() or last.reply)
+            bot._set_history(self.sessions.turns(sid))
+
+        self._cut.pop(sid, None)
+        shown = self.messages(tab)[:-1]
+        name = self.shelf.display_name(tab.character)
+        live = self._live[sid] = Live("continue", last.text, last.user_role, {})
+        yield {"chat": shown + [{"role": "assistant", "content": bubble(name, last.reply)}],
+               "status": f"{literal(name)} goes on…", "partial": False}
+        reply = Reply(bot, plan, options, commit=commit)
+        yield from self._stream(reply, live, shown, tab)
+        yield self._after_reply(bot, tab, token, reply)
+
     # -- edit and delete -------------------------------------------------------------------------
     def select_message(self: "WebDemo", index: Any, tab: Tab | None) -> View:
-        """A bubble was clicked: put its stored text in the edit box."""
+        """A bubble was clicked: put its stored text in the edit box (numbered as the status line counts)."""
         turn, side = self._locate(index, tab)
         t = self.sessions.turns(tab.session_id)[turn]
+        who = "your line" if side == "user" else "the reply"
         return {"edit_index": int(index), "edit_text": t.text if side == "user" else t.reply,
-                "edit_box": True, "status": f"editing message {int(index) + 1}"}
+                "edit_box": True, "edit_label": f"Message {int(index) + 1} ({who}): change it and save, or delete "
+                                                f"exchange {turn + 1}",
+                "status": f"editing message {int(index) + 1}"}
+
+    def edit_in_place(self: "WebDemo", index: Any, value: str, tab: Tab | None, token: Any = None) -> View:
+        """A bubble edited in place (its pencil): store the new text; a refused edit puts the chat back."""
+        text = unbubble(value, self.shelf.display_name(tab.character) if tab and tab.character else "")
+        try:
+            turn, side = self._locate(index, tab)
+            if side == "user":  # the user's bubble carries their in-story name
+                text = unbubble(value, self.sessions.turns(tab.session_id)[turn].user_role)
+            return self.edit_message(index, text, tab, token)
+        except InputError as exc:
+            if isinstance(exc, Stale):
+                raise
+            return {"chat": self.messages(tab) if tab else [], "warning": str(exc)}
 
     def edit_message(self: "WebDemo", index: Any, text: str, tab: Tab | None, token: Any = None) -> View:
         """Replace the text of message ``index`` (a bubble's position); the messages after it stay."""
         turn, side = self._locate(index, tab)
         if not (text or "").strip():
             raise InputError("the edited message is empty: type the new text, or use Delete to remove it")
-        self.owners.check(tab.session_id, token)
+        self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
         self._fresh(tab)
         if side == "user":
             self.sessions.edit_turn(tab.session_id, turn, text=text)
@@ -135,7 +188,7 @@ class EditHandlers:
     def delete_message(self: "WebDemo", index: Any, tab: Tab | None, token: Any = None) -> View:
         """Delete message ``index`` with its exchange (the user's line and its reply); later ones move up."""
         turn, _ = self._locate(index, tab)
-        self.owners.check(tab.session_id, token)
+        self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
         self._fresh(tab)
         self.sessions.delete_turn(tab.session_id, turn)
         tab = self.seen(tab)

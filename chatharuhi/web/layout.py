@@ -12,9 +12,8 @@ import hmac
 from typing import Any, Callable, Iterator
 
 from ..errors import ChatHaruhiError, InputError
-from ..models.selection import model_line
 from .app import WebDemo
-from .characters import SCENE_SEPARATOR
+from .characters import AUTO_LANGUAGE, LANGUAGES, SCENE_SEPARATOR
 from .chats import EXPORT_FORMATS
 from .edit import Stale
 from .render import toast
@@ -30,8 +29,11 @@ CSS = """
 #swipe-row > *, #swipe-row #swipes { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important; }
 #swipes { text-align: center; padding: 0 6px; }
 #regenerate { margin-left: auto; }
+#pull-progress progress { width: 60%; vertical-align: middle; }
 """
-FORM = ("new_name", "new_display", "new_prompt", "new_scenes", "new_files", "new_avatar")
+FORM = ("new_name", "new_display", "new_prompt", "new_scenes", "new_files", "new_avatar", "new_language",
+        "new_greeting")
+PANEL = ("char_display", "char_greeting", "char_language", "char_prompt")
 
 
 def login_check(password: str) -> Callable[[str, str], bool]:
@@ -55,9 +57,11 @@ def layout(gr, demo: WebDemo, secret: str) -> Any:
         c["tab"] = gr.State(Tab())
         c["browser"] = gr.BrowserState("", storage_key=STORAGE_KEY, secret=secret)  # this browser's random token
         gr.Markdown(f"## {TITLE} — chat with a character, grounded in its own scenes")
-        languages = {e.manifest.language for e in demo.shelf.entries.values()
-                     if e.manifest and "language" in e.manifest.model_fields_set}  # declared, not defaulted
-        gr.Markdown(model_line(demo.backend, languages), elem_id="model-in-use")
+        with gr.Row(equal_height=True):
+            c["model_line"] = gr.Markdown(demo.better.line(), elem_id="model-in-use")
+            c["better"] = gr.Button("Get a better model", variant="primary", scale=0, min_width=180,
+                                    visible=demo.better.offered(), elem_id="better-model")
+        c["pull_progress"] = gr.HTML("", elem_id="pull-progress")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 _left_column(gr, demo, c)
@@ -75,7 +79,10 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
     c["user_role"] = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="user-role")
     c["new_chat"] = gr.Button("New chat", elem_id="new-chat")
     with gr.Accordion("Your chats", open=True, elem_id="chats"):
-        c["sessions"] = gr.Dropdown([], label="Earlier chats (pick one to resume)", value=None, elem_id="sessions")
+        c["search"] = gr.Textbox(show_label=False, placeholder="Search your chats (all characters)", max_lines=1,
+                                 elem_id="chat-search")
+        c["sessions"] = gr.Dropdown([], label="Chats with this character, newest first (pick one to resume)",
+                                    value=None, elem_id="sessions")
         with gr.Row():
             c["title"] = gr.Textbox(show_label=False, placeholder="New title", max_lines=1, scale=3, elem_id="title")
             c["rename"] = gr.Button("Rename", scale=1, min_width=70, elem_id="rename")
@@ -87,6 +94,21 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
         c["delete_chat"] = gr.Button("Delete this chat", variant="stop", size="sm", elem_id="delete-chat")
     with gr.Accordion("Your persona", open=False, elem_id="persona-panel"):
         c["persona"] = gr.Textbox(label="Who you are (the character is told)", lines=2, elem_id="persona")
+    with gr.Accordion("This character", open=False, elem_id="character-panel"):
+        c["char_where"] = gr.Markdown(elem_id="char-where")
+        c["char_display"] = gr.Textbox(label="Display name", max_lines=1, elem_id="char-display")
+        c["char_greeting"] = gr.Textbox(label="Greeting (the first message of a chat)", lines=2,
+                                        elem_id="char-greeting")
+        c["char_language"] = gr.Dropdown(list(LANGUAGES), value=AUTO_LANGUAGE, elem_id="char-language",
+                                         label="Language (auto: detected from the scenes)")
+        c["char_prompt"] = gr.Textbox(label="System prompt", lines=4, elem_id="char-prompt")
+        with gr.Row():
+            c["save_character"] = gr.Button("Save changes", size="sm", variant="primary", elem_id="save-character")
+            c["export_card"] = gr.Button("Export as a card", size="sm", elem_id="export-card")
+            c["delete_character"] = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-character")
+        c["confirm_delete"] = gr.Button("Delete for good", size="sm", variant="stop", visible=False,
+                                        elem_id="confirm-delete")
+        c["card_file"] = gr.File(label="Card", visible=False, interactive=False, elem_id="card-file")
     with gr.Accordion("Settings", open=False, elem_id="settings-panel"):
         c["backend_info"] = gr.Markdown(demo.backend_info(), elem_id="backend-info")
         c["temperature"] = gr.Number(label="Temperature (the value in use; clear it for the backend's default)",
@@ -98,11 +120,20 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
         c["history_tokens"] = gr.Number(label="History budget, tokens (the value in use; clear it for the default)",
                                         precision=0, minimum=0, elem_id="history-tokens",
                                         value=demo.setting_defaults()["history_tokens"])
+        c["max_reply_tokens"] = gr.Number(label="Maximum reply length, tokens (a longer reply stops at a word and "
+                                                "offers Continue)", precision=0, minimum=16, maximum=4096,
+                                          elem_id="max-reply-tokens",
+                                          value=demo.setting_defaults()["max_reply_tokens"])
     c["save_settings"] = gr.Button("Save persona and settings", size="sm", elem_id="save-settings")
     with gr.Accordion("Add a character", open=False, elem_id="add-character"):
         c["import_file"] = gr.File(label="Drop a card (PNG/JSON/CHARX) or a ChatHaruhi zip here",
                                    file_types=[".png", ".json", ".charx", ".zip", ".jsonl"], elem_id="import-file")
         c["import_name"] = gr.Textbox(label="Folder name (optional)", max_lines=1, elem_id="import-name")
+        with gr.Group(visible=False, elem_id="import-clash") as c["clash_box"]:
+            c["clash_name"] = gr.Textbox(visible=False, elem_id="clash-name")
+            with gr.Row():
+                c["open_existing"] = gr.Button("Open the existing one", size="sm", elem_id="open-existing")
+                c["import_copy"] = gr.Button("Import as a copy", size="sm", variant="primary", elem_id="import-copy")
         gr.Markdown("**…or create one**")
         c["new_name"] = gr.Textbox(label="Folder name (letters, digits, - or _)", max_lines=1, elem_id="new-name")
         c["new_display"] = gr.Textbox(label="Display name", max_lines=1, elem_id="new-display")
@@ -113,8 +144,12 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
                                            f"a line of {SCENE_SEPARATOR} between scenes")
         c["new_files"] = gr.File(label="…or scene .txt files", file_count="multiple", file_types=[".txt"],
                                  elem_id="new-files")
-        c["new_avatar"] = gr.File(label="Avatar image (optional, at most 5 MB)", file_types=["image"],
-                                  elem_id="new-avatar")
+        c["new_avatar"] = gr.File(label="Avatar image (optional, at most 5 MB; else one is drawn)",
+                                  file_types=["image"], elem_id="new-avatar")
+        c["new_language"] = gr.Dropdown(list(LANGUAGES), value=AUTO_LANGUAGE, elem_id="new-language",
+                                        label="Language (auto: detected from the scenes)")
+        c["new_greeting"] = gr.Textbox(label="Greeting (optional: the first message of a chat)", lines=2,
+                                       elem_id="new-greeting")
         c["create"] = gr.Button("Create character", variant="primary", elem_id="create")
     from .build import build_section
 
@@ -122,7 +157,7 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
 
 
 def _chat_column(gr, c: dict) -> None:
-    c["chat"] = gr.Chatbot(label="Chat", height=500, elem_id="chat", feedback_options=None,
+    c["chat"] = gr.Chatbot(label="Chat", height=500, elem_id="chat", feedback_options=None, editable="all",
                            buttons=["copy", "copy_all"], avatar_images=(None, None), group_consecutive_messages=False)
     c["status"] = gr.Markdown(elem_id="status")
     with gr.Row(elem_id="swipe-row", equal_height=True):
@@ -130,6 +165,7 @@ def _chat_column(gr, c: dict) -> None:
         c["swipes"] = gr.Markdown("", elem_id="swipes", container=False, min_height=0)
         c["next"] = gr.Button("▶", size="sm", min_width=40, scale=0, elem_id="swipe-next")
         c["regenerate"] = gr.Button("Regenerate", size="sm", scale=0, min_width=100, elem_id="regenerate")
+        c["continue"] = gr.Button("Continue", size="sm", scale=0, min_width=90, elem_id="continue")
         c["stop"] = gr.Button("Stop", size="sm", variant="stop", scale=0, min_width=70, elem_id="stop")
         c["keep"] = gr.Button("Keep partial reply", size="sm", scale=0, min_width=140, visible=False, elem_id="keep")
     with gr.Row():
@@ -137,8 +173,9 @@ def _chat_column(gr, c: dict) -> None:
                                   elem_id="message")
         c["send"] = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
     with gr.Group(visible=False, elem_id="edit-box") as c["edit_box"]:
-        c["edit_index"] = gr.Number(label="Message number (from 0)", precision=0, elem_id="edit-index")
-        c["edit_text"] = gr.Textbox(label="Edit the message (click a bubble to pick it)", lines=2, elem_id="edit-text")
+        c["edit_index"] = gr.Number(precision=0, visible=False, elem_id="edit-index")  # the bubble's position
+        c["edit_label"] = gr.Markdown(elem_id="edit-label")
+        c["edit_text"] = gr.Textbox(show_label=False, lines=2, elem_id="edit-text")
         with gr.Row():
             c["save_edit"] = gr.Button("Save edit", variant="primary", size="sm", elem_id="save-edit")
             c["delete_message"] = gr.Button("Delete message", variant="stop", size="sm", elem_id="delete-message")
@@ -151,14 +188,18 @@ def _chat_column(gr, c: dict) -> None:
 
 
 # view fields that are not components of their own
-SPECIAL = {"sessions", "choices", "avatar", "partial", "edit_box", "warning", "form_clear", "export_file"}
+SPECIAL = {"sessions", "choices", "avatar", "partial", "edit_box", "warning", "form_clear", "export_file", "clash",
+           "better_visible", "confirm_delete", "char_editable", "card_file"}
 
 
 def _wire(gr, app, demo: WebDemo, c: dict) -> None:
     targets = [k for k in ("tab", "browser", "character", "avatar", "card", "user_role", "sessions", "chat", "status",
                            "message", "summary", "scenes", "scene_texts", "trace", "swipes", "keep", "edit_box",
                            "edit_index", "edit_text", "title", "export_file", "persona", "temperature", "story_tokens",
-                           "history_tokens", "backend_info", "import_file", "import_name", *FORM)]
+                           "history_tokens", "backend_info", "import_file", "import_name", *FORM, "model_line",
+                           "better", "pull_progress", "search", "max_reply_tokens", "clash_box", "clash_name",
+                           "open_existing", "import_copy", *PANEL, "char_where", "save_character", "delete_character",
+                           "confirm_delete", "card_file", "edit_label")]
     outputs = [c[k] for k in targets]
 
     def to_gradio(view: View) -> dict | tuple:
@@ -185,6 +226,26 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
                 out.update({c[k]: None for k in FORM})
             elif name == "export_file":
                 out[c["export_file"]] = gr.File(value=value, visible=True)
+            elif name == "card_file":
+                out[c["card_file"]] = gr.File(value=value, visible=True)
+            elif name == "clash":
+                existing, free = value or ("", "")
+                out[c["clash_box"]] = gr.Group(visible=value is not None)
+                out[c["clash_name"]] = existing
+                out[c["open_existing"]] = gr.Button(f"Open the existing “{existing}”" if value else "Open")
+                out[c["import_copy"]] = gr.Button(f"Import as a copy: “{free}”" if value else "Import as a copy")
+            elif name == "better_visible":
+                out[c["better"]] = gr.Button(visible=bool(value))
+            elif name == "confirm_delete":
+                out[c["confirm_delete"]] = gr.Button(visible=bool(value))
+            elif name == "char_editable":
+                out.update({c[k]: gr.update(interactive=bool(value)) for k in PANEL if k not in view})
+                out[c["save_character"]] = gr.Button(visible=bool(value))
+                out[c["delete_character"]] = gr.Button(visible=bool(value))
+                if not value:
+                    out[c["confirm_delete"]] = gr.Button(visible=False)
+            elif name in PANEL and "char_editable" in view:
+                out[c[name]] = gr.update(value=value, interactive=bool(view["char_editable"]))
             elif name == "scenes":
                 out[c["scenes"]] = gr.Dataframe(value=value or None, headers=SCENE_HEADERS)
             elif name in c and name not in SPECIAL:
@@ -229,8 +290,20 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
     reply = {**quiet, "concurrency_limit": CONCURRENCY, "concurrency_id": "reply"}
     tab, browser = c["tab"], c["browser"]
     app.load(handler(demo.start), inputs=[browser], **quiet, api_name="start")
-    c["character"].input(handler(demo.pick), inputs=[c["character"], c["user_role"], tab], **quiet,
+    c["character"].input(handler(demo.pick), inputs=[c["character"], c["user_role"], tab, browser], **quiet,
                          api_name="pick")
+    c["search"].input(handler(demo.search_chats), inputs=[c["search"], tab, browser], **quiet, api_name="search_chats",
+                      trigger_mode="always_last")
+    c["better"].click(streaming(demo.better.pull), **reply, api_name="get_better_model")
+    c["save_character"].click(handler(demo.panel.save), inputs=[*(c[k] for k in PANEL), tab], **quiet,
+                              api_name="save_character")
+    c["export_card"].click(handler(demo.panel.export), inputs=[tab], **quiet, api_name="export_card")
+    c["delete_character"].click(handler(demo.panel.ask_delete), inputs=[tab], **quiet, api_name=False)
+    c["confirm_delete"].click(handler(demo.panel.delete), inputs=[tab], **quiet, api_name="delete_character")
+    c["open_existing"].click(handler(demo.panel.open_existing), inputs=[c["clash_name"], tab], **quiet,
+                             api_name="open_existing")
+    c["import_copy"].click(handler(demo.panel.import_copy), inputs=[c["import_file"], c["import_name"], tab],
+                           **quiet, api_name="import_copy")
     c["new_chat"].click(handler(demo.new_chat), inputs=[c["user_role"], tab], **quiet, api_name="new_chat")
     c["chat"].clear(handler(demo.new_chat), inputs=[c["user_role"], tab], **quiet, api_name=False)
     c["sessions"].input(handler(demo.resume), inputs=[c["sessions"], browser, tab], **quiet,
@@ -239,7 +312,9 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
     running = [c["send"].click(streaming(demo.send), inputs=send_inputs, api_name="send", **reply),
                c["message"].submit(streaming(demo.send), inputs=send_inputs, api_name=False, **reply),
                c["regenerate"].click(streaming(demo.regenerate), inputs=[tab, browser], api_name="regenerate",
-                                     **reply)]
+                                     **reply),
+               c["continue"].click(streaming(demo.continue_reply), inputs=[tab, browser], api_name="continue_reply",
+                                   **reply)]
 
     def swipe_prev(tab, token):
         """Show the previous alternative of the last reply."""
@@ -262,6 +337,12 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
     select.__annotations__ = {"evt": gr.SelectData}  # Gradio finds the event data by this annotation
 
     c["chat"].select(select, inputs=[tab], **quiet, api_name=False)
+
+    def edited(t, token, evt):
+        return handler(demo.edit_in_place)(evt.index, evt.value, t, token)
+
+    edited.__annotations__ = {"evt": gr.EditData}
+    c["chat"].edit(edited, inputs=[tab, browser], **quiet, api_name=False)
     c["save_edit"].click(handler(demo.edit_message), inputs=[c["edit_index"], c["edit_text"], tab, browser],
                          **quiet, api_name="edit_message")
     c["delete_message"].click(handler(demo.delete_message), inputs=[c["edit_index"], tab, browser], **quiet,
@@ -272,7 +353,7 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
     c["delete_chat"].click(handler(demo.delete_chat), inputs=[tab, browser], **quiet, api_name="delete_chat")
     c["export"].click(handler(demo.export_chat), inputs=[c["export_format"], tab, browser], **quiet,
                       api_name="export_chat")
-    settings = [c["persona"], c["temperature"], c["story_tokens"], c["history_tokens"], tab]
+    settings = [c["persona"], c["temperature"], c["story_tokens"], c["history_tokens"], tab, c["max_reply_tokens"]]
     c["save_settings"].click(handler(demo.save_settings), inputs=settings, **quiet, api_name="save_settings")
     c["import_file"].upload(handler(demo.import_character), inputs=[c["import_file"], c["import_name"], tab],
                             **quiet, api_name="import_character")

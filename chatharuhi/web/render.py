@@ -78,3 +78,19 @@ def bubble(name: str, text: str) -> str:
 def toast(text: str) -> str:
     """A message for a Gradio toast (``gr.Warning``, ``gr.Error``), which renders HTML: shown as text."""
     return html.escape(str(text), quote=False)
+
+
+_OUR_TAGS = re.compile(r"</?(?:em|strong)>")
+_CUT_NOTE = re.compile(r" …\n\n<em>\(cut at the maximum reply length[^<]*\)</em>$")
+
+
+def unbubble(content: str, name: str) -> str:
+    """The text a bubble shows, back from its content after an edit in place: no name line, no markup of ours,
+    character references read back (what the person typed stays exactly as typed)."""
+    text = _CUT_NOTE.sub("", str(content))
+    head = f"**{literal(name)}**\n"
+    if name and text.startswith(head):
+        text = text[len(head):]
+    elif name and text.startswith(f"**{name}**\n"):
+        text = text[len(name) + 5:]
+    return html.unescape(_OUR_TAGS.sub("", text)).strip()

@@ -19,6 +19,7 @@ SCENE_HEADERS = ["scene", "score", "tokens", "in prompt", "note"]
 REGENERATE_MIN_TEMPERATURE = 0.7  # a regenerated reply is sampled anew: never greedy, a fresh seed if supported
 MIN_BUDGET_TOKENS, MAX_BUDGET_TOKENS = 0, 32_000
 WEB_IMPORTS_DIR = "web_characters"  # under the home folder: characters a visitor added, seen by that browser only
+MIN_REPLY_TOKENS, MAX_REPLY_TOKENS = 16, 4096  # the settings' maximum reply length
 
 View = dict[str, Any]  # named view fields -> values; the layout maps the names onto components
 
@@ -31,10 +32,23 @@ class Settings:
     temperature: float | None = None
     story_tokens: int | None = None
     history_tokens: int | None = None
+    max_reply_tokens: int | None = None  # passed per reply as max_tokens (None: the backend's reply reserve)
 
     def bot_key(self) -> tuple:
         """What a chatbot is built with (temperature is passed per reply instead)."""
         return (self.persona.strip(), self.story_tokens, self.history_tokens)
+
+
+@dataclass
+class Live:
+    """A reply being streamed, kept so Stop can show it and the user may keep it."""
+
+    kind: str  # "send", "regenerate" or "continue"
+    text: str
+    role: str
+    trace: dict
+    reply: str = ""
+    done: bool = False
 
 
 @dataclass(frozen=True)

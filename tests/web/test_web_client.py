@@ -109,10 +109,12 @@ def test_a_script_drives_the_demo_through_named_endpoints(served, tmp_path):
     assert value(imported, where, "character") == "Mikuru" and "I made tea" in last_bubble(imported, where)
     scenes = "阿虚:「早」\n长门:「……早。」"
     with pytest.raises(AppError, match="looks like a path"):
-        alice.predict("../nagato", "长门有希", "你是长门有希。", scenes, None, None, api_name="/create_character")
+        alice.predict("../nagato", "长门有希", "你是长门有希。", scenes, None, None, "auto", "",
+                      api_name="/create_character")
     with pytest.raises(AppError, match="system prompt is empty"):
-        alice.predict("nagato", "长门有希", " ", scenes, None, None, api_name="/create_character")
-    created = alice.predict("nagato", "长门有希", "你是长门有希。", scenes, None, None, api_name="/create_character")
+        alice.predict("nagato", "长门有希", " ", scenes, None, None, "auto", "", api_name="/create_character")
+    created = alice.predict("nagato", "长门有希", "你是长门有希。", scenes, None, None, "auto", "",
+                            api_name="/create_character")
     assert value(created, where, "character") == "nagato" and "created 长门有希" in created[where["status"]]
     assert chat(alice.predict("你好", "阿虚", token, api_name="/send"), where)[-1].startswith("**长门有希**")
 

@@ -296,11 +296,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
     password = args.password or os.environ.get(ENV_DEMO_PASSWORD) or None
     web.check_exposure(args.host, password, args.no_auth)  # before anything is loaded
+    # the terminal's chats are listed too when the demo is this machine's own (loopback, or behind a password)
+    from .config import better_model
     from .server.run import is_loopback
 
-    # the terminal's chats are listed too when the demo is this machine's own (loopback, or behind a password)
     app = web.build_app(backend=args.backend, characters_dir=args.characters_dir, embedder=args.embedder,
                         shared_imports=args.shared_imports, terminal_chats=is_loopback(args.host) or bool(password),
+                        better_model=better_model(),
                         **options)
     from .models.selection import describe
 

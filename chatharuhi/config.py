@@ -22,6 +22,7 @@ ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
 ENV_SESSION_SECRET = "CHATHARUHI_SESSION_SECRET"  # the key the server makes session owner tokens with
 ENV_STORE = "CHATHARUHI_STORE"  # session store: a SQLite file path or a postgresql:// URL
 ENV_DEMO_PASSWORD = "CHATHARUHI_DEMO_PASSWORD"  # the web demo's login password (required off loopback)
+ENV_BETTER_MODEL = "CHATHARUHI_BETTER_MODEL"  # what "Get a better model" and the chat's /better pull (a catalogue name)
 ENV_OPENAI_API_BASE = "OPENAI_API_BASE"  # the older name (openai<1, ChatHaruhi): read when OPENAI_BASE_URL is unset
 
 # -- packing (token budget) ------------------------------------------------------------------------
@@ -145,7 +146,9 @@ ENV_HF_OFFLINE = "HF_HUB_OFFLINE"  # set: pulls are refused with a clear error
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 MODELS_DIR = "models"  # under the home folder: <name>/ (verified files + manifest.json), .partial/, .locks/
 USER_CATALOG_FILE = "models.toml"  # in the home folder: extra [[model]] entries, merged with the built-in table
-RECOMMENDED_MODEL = "qwen2.5-3b"  # named by the notice line and the language warning
+# The model "Get a better model" and the notices recommend: Apache-2.0 (usable commercially, unlike qwen2.5-3b's
+# Qwen Research licence), 1.1 GB, speaks Chinese and English, runs on a laptop CPU.
+RECOMMENDED_MODEL = "qwen2.5-1.5b"
 DEFAULT_HUB_TIMEOUT_S = 20.0  # for the metadata request that starts a pull
 PULL_LOCK_POLL_S = 0.5  # how often a waiting pull checks the lock held by another process
 DISK_MARGIN_BYTES = 64 << 20  # free space kept beyond the file being downloaded
@@ -264,6 +267,12 @@ def migrate_data(old: Path, new: Path) -> list[str]:
         print(f"chatharuhi: {', '.join(kept)} exist in both {old} and {new}; using {new} (the copies in {old} were "
               "left as they are: merge or delete them yourself)", file=sys.stderr)
     return moved
+
+
+def better_model() -> str:
+    """The model "Get a better model" (demo) and ``/better`` (chat) pull: ``$CHATHARUHI_BETTER_MODEL``, else
+    ``RECOMMENDED_MODEL`` (an organisation may point it at its own entry in ``models.toml``)."""
+    return os.environ.get(ENV_BETTER_MODEL, "").strip() or RECOMMENDED_MODEL
 
 
 def where() -> str:

@@ -25,7 +25,9 @@ COMMANDS_HELP = """commands:
   /save FILE     write this chat to a JSON file (it is also kept in the chat list automatically)
   /reset         start a new chat (the old one stays in the list)
   /trace         why the last reply looked that way (scenes and tokens, as JSON)
+  /better        on the tiny embedded model: download the recommended model and go on with it
   /quit          leave (so does Ctrl-D); Ctrl-C stops a reply without keeping it"""
+OFFERED_FILE = "better-model-offered"  # in the data folder: the first-run question is asked once
 CHAT_HINT = "type /help for commands"
 LOAD_LIST_SIZE = 10
 TITLE_CHARS = 30
@@ -63,6 +65,7 @@ class TerminalChat:
             self._open(resume)
         c = self.bot.character
         self.out(f"[{c.display_name}] — {CHAT_HINT}; this chat is kept in {self.store_where()}")
+        self._offer_better()
         if c.manifest.greeting and not self.bot.history:
             self.out(f"{c.speaker}: {c.manifest.greeting}")
         while True:
@@ -106,14 +109,71 @@ class TerminalChat:
                 self.out(f"(saved to {path}; /load {arg} opens it again)")
         elif name == "/load":
             self._load(arg)
+        elif name == "/better":
+            self.better()
         else:
             import difflib
 
-            known = ["/help", "/load", "/save", "/reset", "/trace", "/quit"]
+            known = ["/help", "/load", "/save", "/reset", "/trace", "/better", "/quit"]
             close = difflib.get_close_matches(name, known, n=1)
             self.out(f"unknown command {name}" + (f"; did you mean {close[0]}?" if close else "") +
                      f" ({CHAT_HINT}; to say something starting with /, put a space before it)")
         return None
+
+    def _on_embedded(self) -> bool:
+        from .models.catalog import BUILTIN
+
+        entry = getattr(self.bot.backend, "model_entry", None)
+        return entry is not None and entry.name == BUILTIN.name
+
+    def _offer_better(self) -> None:
+        """The first run on the embedded model, in a terminal: offer the recommended model once."""
+        from .config import better_model, home_dir
+        from .models.catalog import find_model
+        from .models.store import format_size
+
+        if not self._on_embedded():
+            return
+        e = find_model(better_model())
+        pitch = (f"you are on the tiny embedded model (English only, short replies); {e.title} ({format_size(e.size)}, "
+                 f"licence {e.licence}) speaks Chinese and English and stays in character")
+        marker = home_dir() / OFFERED_FILE
+        if not sys.stdin.isatty() or marker.exists():
+            self.out(f"({pitch}: /better downloads it)")
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(e.name, encoding="utf-8")
+        try:
+            answer = self.ask(f"{pitch}. Download it now? [y/N] ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+        if answer in ("y", "yes"):
+            self.better()
+        else:
+            self.out("(not now: /better downloads it whenever you like)")
+
+    def better(self) -> None:
+        """Pull the recommended model (resumable, with a progress bar) and go on with it in this chat."""
+        from .backends.registry import resolve_backend
+        from .config import better_model
+        from .models.download import pull_model
+
+        name = better_model()
+        if not self._on_embedded():
+            self.out("(this chat already uses a model other than the embedded one)")
+            return
+        try:
+            pull_model(name, progress=True)
+        except KeyboardInterrupt:
+            self.out("\n(download stopped; /better resumes it where it stopped)")
+            return
+        except ChatHaruhiError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return
+        session = self.bot.session
+        self.bot = self.make_bot(llm=resolve_backend("llama_cpp", model=name), embedder=self.bot.embedder,
+                                 **({"session": session, "user_role": session.user_role} if session else {}))
+        self.out(f"(now chatting with {name}; it is the default from now on)")
 
     def _load(self, arg: str) -> None:
         chats = terminal_chats(self.store, self.bot.character.name)
@@ -178,6 +238,8 @@ class TerminalChat:
             reply = self.bot.stream(text)
             for chunk in reply:
                 self.out_raw(chunk)
+            if reply.finish_reason == "length":  # never a silent stop mid-word
+                self.out_raw(f" … (cut at the maximum reply length, {reply.options.get('max_tokens')} tokens)")
             self.out("")
         except KeyboardInterrupt:
             self.out("\n(reply stopped; not kept in the conversation)")

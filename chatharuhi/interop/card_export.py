@@ -59,7 +59,23 @@ def character_to_card(character: Character, version: str = "v2") -> dict[str, An
     else:
         data = copy.deepcopy(normalize_card(original)["data"])
         card = {k: copy.deepcopy(v) for k, v in original.items() if k not in ("spec", "spec_version", "data")}
+    if original is not None:
+        _edits_since_import(character, data)
     return {"spec": spec, "spec_version": "3.0" if spec == V3 else "2.0", "data": spec_data(data, spec), **card}
+
+
+def _edits_since_import(character: Character, data: dict[str, Any]) -> None:
+    """The greeting and name the character has now (changed in the demo, say), where they differ from the card's
+    own (the card's macros filled in the same way the importer fills them)."""
+    from .cards import fill_card_macros
+
+    m = character.manifest
+    name = str(data.get("name") or character.display_name)
+    greeting = (m.greeting or "").strip()
+    if greeting != fill_card_macros(str(data.get("first_mes") or ""), name).strip().replace("\r\n", "\n"):
+        data["first_mes"] = greeting
+    if m.display_name and m.display_name != name:
+        data["name"] = m.display_name
 
 
 def _data_from_folder(character: Character) -> dict[str, Any]:

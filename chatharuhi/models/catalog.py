@@ -90,14 +90,14 @@ CATALOG: tuple[ModelEntry, ...] = (
         revision="91cad51170dc346986eccefdc2dd33a9da36ead9",
         files=(ModelFile("qwen2.5-1.5b-instruct-q4_k_m.gguf",
                          "6a1a2eb6d15622bf3c96857206351ba97e1af16c30d7a74ee38970e434e9407e", 1_117_320_736),),
-        licence="apache-2.0", languages=QWEN_LANGUAGES, notes="fastest that speaks Chinese",
+        licence="apache-2.0", languages=QWEN_LANGUAGES, notes="recommended: Apache-2.0, runs on a laptop CPU",
     ),
     ModelEntry(
         name="qwen2.5-3b", title="Qwen2.5-3B-Instruct Q4_K_M", repo="Qwen/Qwen2.5-3B-Instruct-GGUF",
         revision="7dabda4d13d513e3e842b20f0d435c732f172cbe",
         files=(ModelFile("qwen2.5-3b-instruct-q4_k_m.gguf",
                          "626b4a6678b86442240e33df819e00132d3ba7dddfe1cdc4fbb18e0a9615c62d", 2_104_932_768),),
-        licence="qwen-research (non-commercial)", languages=QWEN_LANGUAGES, notes="recommended on a laptop",
+        licence="qwen-research (non-commercial)", languages=QWEN_LANGUAGES, notes="non-commercial licence",
     ),
     ModelEntry(
         name="qwen2.5-7b", title="Qwen2.5-7B-Instruct Q4_K_M", repo="Qwen/Qwen2.5-7B-Instruct-GGUF",

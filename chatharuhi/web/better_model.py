@@ -55,7 +55,7 @@ class BetterModel:
         e = self.entry()
         return (f"{line} — a 135M-parameter demo model: short English replies that drift and repeat, and no "
                 f"Chinese. **{literal(e.title)}** ({format_size(e.size)}, licence {literal(e.licence)}, runs on this "
-                "CPU) speaks Chinese and English and stays in character: press **Get a better model**.")
+                f"CPU) {literal(_speaks(e.languages))} and stays in character: press **Get a better model**.")
 
     def pull(self) -> Iterator[View]:
         """Pull the model (a progress bar while it downloads), then switch the demo to it."""
@@ -108,6 +108,16 @@ class BetterModel:
         finally:
             with self._lock:
                 self._running = False
+
+
+LANGUAGE_NAMES = {"zh": "Chinese", "en": "English", "ja": "Japanese", "ko": "Korean", "fr": "French", "de": "German"}
+
+
+def _speaks(languages: tuple[str, ...]) -> str:
+    """``speaks Chinese, English and 11 more`` from language codes."""
+    named = [LANGUAGE_NAMES.get(code, code) for code in languages[:2]]
+    more = f" and {len(languages) - 2} more" if len(languages) > 2 else ""
+    return "speaks " + (" and ".join(named) if not more else ", ".join(named) + more) if named else "is larger"
 
 
 def _got(entry, total: int) -> int:

@@ -389,6 +389,8 @@ class Shelf:
             tmp = folder / f".{file}.tmp"
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(folder / file)
+        with self._lock:
+            self._loaded.pop(name, None)  # parsed again with the new manifest and prompt
         self.refresh()
 
     def export_card(self, name: str) -> Path:

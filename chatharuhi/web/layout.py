@@ -214,8 +214,9 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
                 out[c["character"]] = gr.Dropdown(choices=value, value=view.get("character"))
             elif name == "avatar":
                 out[c["avatar"]] = gr.Image(value=str(value) if value else None, visible=value is not None)
-                out[c["chat"]] = gr.Chatbot(value=view["chat"] if "chat" in view else gr.skip(),
-                                            avatar_images=(None, str(value) if value else None))
+                images = (None, str(value) if value else None)
+                out[c["chat"]] = gr.Chatbot(value=view["chat"], avatar_images=images) if "chat" in view else \
+                    gr.Chatbot(avatar_images=images)
             elif name == "chat" and "avatar" in view:
                 continue
             elif name == "partial":

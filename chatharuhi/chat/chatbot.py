@@ -240,6 +240,26 @@ class Chatbot:
 
         return self._reply(plan, options, replace_last)
 
+    def continue_reply(self, **options: Any) -> Reply:
+        """Go on with the last reply from where it stopped (one cut by ``max_tokens``, say): the model reads its own
+        text as the start of its answer (a local model's prefill), and the longer reply replaces the last one."""
+        turns = self.dialogue.turns
+        if not turns:
+            raise InputError("nothing to continue: the conversation has no turns yet")
+        if not self.backend.supports_prefill:
+            raise InputError(f"the {self.backend.name} backend cannot go on from a reply's own text: regenerate "
+                             "instead, or raise max_tokens")
+        last = turns[-1]
+        plan = self.prepare(last.text, last.user_role, history=turns[:-1])
+        options = self.call_options(plan, options)
+        options["prefill"] = options.get("prefill", "") + last.reply  # the filter strips the tag, keeps the text
+
+        def extend_last(plan: Plan, reply: str) -> None:
+            self.dialogue.extend_last(reply.strip() or last.reply, expect=len(turns))
+            self.last_trace = plan.trace
+
+        return Reply(self.backend, plan, options, filter=self.reply_filter, commit=extend_last)
+
     def alternatives(self, index: int = -1) -> list[str]:
         """Every reply turn ``index`` has had, oldest first; the last one is current."""
         return self.dialogue.alternatives(index)

@@ -118,6 +118,22 @@ class History:
             self._turns[-1], self._rendered[-1] = turn, self._render_one(n - 1, turn)
             self._alternatives.setdefault(n - 1, [old.reply]).append(reply)
 
+    def extend_last(self, reply: str, *, expect: int | None = None) -> None:
+        """The last reply, continued (``Chatbot.continue_reply``): replaced in place by its longer self.
+
+        ``expect``: the number of turns the caller saw; if the conversation changed since, nothing is kept."""
+        with self.lock:
+            n = len(self._turns)
+            if not n or (expect is not None and n != expect):
+                raise InputError("the conversation changed while the reply went on; the longer reply was not kept")
+            if self.store is not None and self._session_id is not None:
+                self.store.edit_turn(self._session_id, n - 1, reply=reply)
+            old = self._turns[-1]
+            turn = Turn(old.user_role, old.text, reply)
+            self._turns[-1], self._rendered[-1] = turn, self._render_one(n - 1, turn)
+            if n - 1 in self._alternatives:
+                self._alternatives[n - 1][-1] = reply
+
     def alternatives(self, index: int = -1) -> list[str]:
         """Every reply turn ``index`` has had, oldest first; the last one is current."""
         with self.lock:

@@ -99,8 +99,13 @@ class Reply:
         return self._new_filter()
 
     def _finish(self, filt: Any) -> None:
-        """Keep the finished text and hand it to the commit callback."""
+        """Keep the finished text and hand it to the commit callback; a reply cut at ``max_tokens`` is kept up to
+        its last sentence or word end, never mid-word (``finish_reason`` still says ``"length"``)."""
+        from ..prompting.postprocess import trim_cut_reply
+
         self._text = filt.text
+        if self.finish_reason == "length":
+            self._text = trim_cut_reply(self._text) or self._text
         if self._commit is not None:
             self._commit(self.plan, self._text)
 

@@ -306,13 +306,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
 
     def _after_reply(self, bot: "Chatbot", tab: Tab, token: Any, reply: "Reply | None" = None) -> View:
         self._live.pop(tab.session_id, None)
-        if reply is not None and reply.finish_reason == "length":  # cut mid-word at max_tokens: end it cleanly
-            from ..prompting.postprocess import trim_cut_reply
-
-            text = reply.text()
-            kept = trim_cut_reply(text)
-            if kept and kept != text:
-                self.sessions.edit_turn(tab.session_id, len(self.sessions.turns(tab.session_id)) - 1, reply=kept)
+        if reply is not None and reply.finish_reason == "length":  # kept up to a word end (Reply): say so
             self._cut[tab.session_id] = reply.options.get("max_tokens") or 0
         view = trace_view(bot.last_trace.as_dict() if bot.last_trace else None, bot.character)
         reason = no_scene_reason(view["trace"]) if view["trace"] else ""

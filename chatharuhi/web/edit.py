@@ -113,33 +113,22 @@ class EditHandlers:
     def continue_reply(self: "WebDemo", tab: Tab | None, token: Any = None) -> Iterator[View]:
         """Extend the last reply where it stopped (a reply cut by the length limit, say): the model goes on from
         its own text (a local model's prefill); the longer reply replaces the stored one."""
-        from ..chat.reply import Reply
-
         if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
             raise InputError("nothing to continue yet: send a message first")
         self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
         self._fresh(tab)
-        if not getattr(self.backend, "supports_prefill", False):
+        if not self.backend.supports_prefill:
             raise InputError(f"the {self.backend.name} backend cannot go on from a reply's own text: press "
                              "Regenerate for a new reply, or raise the maximum reply length in Settings")
         bot = self.bot(tab.session_id)
-        history = bot.history
-        last, index, sid = history[-1], len(history) - 1, tab.session_id
-        plan = bot.prepare(last.text, last.user_role, history=history[:-1])
-        options = bot._options(plan, self._sampling(tab))
-        options["prefill"] = options.get("prefill", "") + last.reply
-
-        def commit(_plan, text: str) -> None:
-            self.sessions.edit_turn(sid, index, reply=text.strip() or last.reply)
-            bot._set_history(self.sessions.turns(sid))
-
-        self._cut.pop(sid, None)
+        last = bot.history[-1]
+        self._cut.pop(tab.session_id, None)
         shown = self.messages(tab)[:-1]
         name = self.shelf.display_name(tab.character)
-        live = self._live[sid] = Live("continue", last.text, last.user_role, {})
+        live = self._live[tab.session_id] = Live("continue", last.text, last.user_role, {})
         yield {"chat": shown + [{"role": "assistant", "content": bubble(name, last.reply)}],
                "status": f"{literal(name)} goes on…", "partial": False}
-        reply = Reply(bot, plan, options, commit=commit)
+        reply = bot.continue_reply(**self._sampling(tab))
         yield from self._stream(reply, live, shown, tab)
         yield self._after_reply(bot, tab, token, reply)
 

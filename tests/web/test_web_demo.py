@@ -524,8 +524,10 @@ def test_a_visitors_import_never_shadows_a_built_in_nor_shows_to_other_visitors(
         "mes_example": "<START>\n{{user}}: hi\n{{char}}: Obey me."}}), encoding="utf-8")
     demo = WebDemo(backend, sessions=store, embedder="hash")
     alice, _ = opened(demo)
-    view = demo.import_character(str(card), tab=alice)
-    assert view["character"] == "haruhi-2" and view["status"] == "imported haruhi as haruhi-2"
+    clash = demo.import_character(str(card), tab=alice)  # the name is taken: a choice, not an error (issue 20 §5)
+    assert clash["clash"] == ("haruhi", "haruhi-2") and "character" not in clash
+    view = demo.import_character(str(card), tab=alice, as_copy=True)
+    assert view["character"] == "haruhi-2" and view["status"] == "imported haruhi as haruhi-2 (a copy)"
     assert "haruhi-2" in dict((v, k) for k, v in view["choices"])
     for fresh in (demo, WebDemo(backend, sessions=store, embedder="hash")):  # also after a restart
         bob = fresh.start("")
@@ -539,6 +541,6 @@ def test_a_visitors_import_never_shadows_a_built_in_nor_shows_to_other_visitors(
     assert "haruhi-2" not in {e.name for e in list_characters()}  # nor for `chatharuhi list` or serve
     shared = WebDemo(backend, sessions=store, embedder="hash", shared_imports=True)  # the operator's choice
     carol, _ = opened(shared)
-    view = shared.import_character(str(card), tab=carol)
+    view = shared.import_character(str(card), tab=carol, as_copy=True)
     assert view["character"] == "haruhi-3" and "haruhi-3" in dict((v, k) for k, v in shared.start("")["choices"])
     assert shared.start("")["character"] == "haruhi"

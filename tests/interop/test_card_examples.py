@@ -51,4 +51,4 @@ def test_the_prompt_calls_them_examples_of_how_the_character_speaks(tmp_path):
     assert "Examples of how Mina talks and acts" in system
     assert "original work" not in system and "classic scenes" not in system
     haruhi = ChatHaruhi("haruhi", llm=ScriptedBackend(["春日:「好」"]), embedder="hash")
-    assert "原作中的经典桥段" in haruhi._header  # a character made of scenes keeps its story header
+    assert "原作中的经典桥段" in haruhi.prompt.header  # a character made of scenes keeps its story header

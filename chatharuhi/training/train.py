@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from ..errors import BackendUnavailable, InputError
 from .dataset import read_samples, split_paths
+from .early_stopping import check_validation, make_callback
 
 INSTALL_HINT = "pip install 'chatharuhi[local]' torch"
 IGNORE_INDEX = -100  # the label that transformers' cross-entropy skips
@@ -59,6 +60,9 @@ class TrainConfig:
     max_val_samples: int = 0  # > 0: evaluate on the first N validation samples only (a bounded CPU run)
     save_total_limit: int = 2
     max_steps: int = -1  # > 0 overrides epochs (smoke runs, tests)
+    early_stopping: int = 0  # > 0: stop after this many evaluations without a lower validation loss (epochs: the most)
+    min_epochs: float = 1.0  # early stopping never stops before this many epochs of the training split
+    min_delta: float = 0.0  # a validation loss must fall by more than this to count as better
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
     extra: dict[str, Any] = field(default_factory=dict)  # passed through to TrainingArguments
@@ -163,6 +167,9 @@ def train(base: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLi
         val_set = val_set[: config.max_val_samples]
     if not train_set:
         raise InputError(f"every training sample is longer than --max-length {config.max_length}; raise it")
+    if config.early_stopping > 0:
+        check_validation(val_samples, len(val_set), val_skipped, config.max_length,
+                         capped=config.max_val_samples if len(val_set) == config.max_val_samples else 0)
     print(f"train: {len(train_set)} samples ({skipped} longer than {config.max_length} skipped); "
           f"validation: {len(val_set)} ({val_skipped} skipped); dtype {str(dtype).replace('torch.', '')}", flush=True)
 
@@ -183,26 +190,38 @@ def train(base: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLi
                                target_modules=sorted(saved["target_modules"]), task_type="CAUSAL_LM")
     model = peft.get_peft_model(model, lora)
 
+    every = "steps" if config.eval_steps > 0 else "epoch"
+    saving: dict[str, Any] = {"save_strategy": "steps", "save_steps": config.save_steps}
+    if config.early_stopping > 0:  # every evaluation is a checkpoint, so the best one can be kept
+        saving = {"save_strategy": every, **({"save_steps": config.eval_steps} if every == "steps" else {}),
+                  "load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False}
     args = transformers.TrainingArguments(
         output_dir=str(out), num_train_epochs=config.epochs, max_steps=config.max_steps,
         learning_rate=config.lr, lr_scheduler_type=config.scheduler, warmup_steps=config.warmup,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, bf16=bf16, fp16=cuda and not bf16,
         **_checkpointing(transformers, config.gradient_checkpointing),
-        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy=("steps" if config.eval_steps > 0 else "epoch") if val_set else "no",
+        logging_steps=config.logging_steps, **saving, save_total_limit=config.save_total_limit,
+        eval_strategy=every if val_set else "no",
         **({"eval_steps": config.eval_steps} if val_set and config.eval_steps > 0 else {}),
         report_to="none", remove_unused_columns=False, seed=config.seed, use_cpu=not cuda,
         **config.extra)
     collator = transformers.DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+    callbacks = [_make_loss_log()(out / LOSS_LOG)]
+    stopper = None
+    if config.early_stopping > 0:
+        stopper = make_callback(config.early_stopping, config.min_epochs, config.min_delta)
+        callbacks.append(stopper)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set or None,
-                                   data_collator=collator, processing_class=tokenizer,
-                                   callbacks=[_make_loss_log()(out / LOSS_LOG)])
+                                   data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     metrics = dict(result.metrics)
+    if stopper is not None:
+        metrics["best_eval_loss"] = trainer.state.best_metric
+        metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
+        metrics["stopped_early"] = stopper.stopped_at
     if val_set:
         metrics.update(trainer.evaluate())
     (out / "training_config.json").write_text(json.dumps(

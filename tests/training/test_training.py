@@ -195,3 +195,65 @@ def test_resume_continues_from_the_last_checkpoint(tiny_setup, tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "loss.jsonl").read_text().splitlines()]
     assert (out / "checkpoint-6").is_dir() and max(steps) == 6
     assert [s for s in steps if s > 4] and 5 in steps  # steps 5 and 6 came from the resumed run
+
+
+def _with_validation(root, samples, n_val):
+    """data.train.jsonl (the samples) and data.val.jsonl (``n_val`` of them again, marked val) under ``root``."""
+    stem = root / f"val{n_val}"
+    stem.mkdir()
+    (stem / "data.train.jsonl").write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples),
+                                           encoding="utf-8")
+    val = [{**s, "meta": {**s["meta"], "split": "val"}} for s in (samples * 4)[:n_val]]
+    (stem / "data.val.jsonl").write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in val),
+                                         encoding="utf-8")
+    return stem / "data.jsonl"
+
+
+def test_early_stopping_refuses_a_validation_split_too_small(tiny_setup, tmp_path):
+    root, samples = tiny_setup
+    data = _with_validation(tmp_path, samples, 3)
+    with pytest.raises(InputError, match=r"at least 8 validation samples .* there are 3 \(3 validation sample\(s\) "
+                                         r"from \d scene\(s\)\).*--val-fraction"):
+        train(root / "base", data, tmp_path / "adapter", TrainConfig(epochs=2, early_stopping=1, **FAST))
+    assert not (tmp_path / "adapter").exists()  # refused before the model was loaded
+    data = _with_validation(tmp_path, samples, 10)
+    with pytest.raises(InputError, match=r"there are 4 .*--max-val-samples 4 keeps 4"):
+        train(root / "base", data, tmp_path / "adapter", TrainConfig(epochs=2, early_stopping=1, max_val_samples=4,
+                                                                     **FAST))
+
+
+def test_early_stopping_stops_after_the_patience_and_keeps_the_best(tiny_setup, tmp_path):
+    root, samples = tiny_setup
+    data = _with_validation(tmp_path, samples, 8)
+    out = tmp_path / "adapter"
+    # min_delta so large that no evaluation after the first counts as better: the second one stops the run
+    metrics = train(root / "base", data, out, TrainConfig(epochs=6, early_stopping=1, min_epochs=1.0,
+                                                          min_delta=1e9, **FAST))
+    log = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    evals = [e for e in log if "eval_loss" in e]
+    assert [round(e["epoch"]) for e in evals[:2]] == [1, 2] and max(e["epoch"] for e in log) < 6
+    assert metrics["stopped_early"]["epoch"] == pytest.approx(2.0)
+    best = min(evals[:2], key=lambda e: e["eval_loss"])  # min_delta decides when to stop, not which one is kept
+    assert metrics["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    assert metrics["best_eval_loss"] == pytest.approx(best["eval_loss"])
+    from safetensors.torch import load_file
+
+    kept, chosen = load_file(out / "adapter_model.safetensors"), load_file(f"{metrics['best_checkpoint']}/"
+                                                                           "adapter_model.safetensors")
+    assert kept.keys() == chosen.keys() and all(torch.equal(kept[k], chosen[k]) for k in kept)  # the best is kept
+
+
+def test_early_stopping_waits_for_min_epochs_and_counts_from_the_log_history():
+    from types import SimpleNamespace
+
+    from chatharuhi.training.early_stopping import best_so_far, make_callback
+
+    history = [{"loss": 3.0}, {"eval_loss": 2.0}, {"eval_loss": 1.5}, {"eval_loss": 1.6}, {"eval_loss": 1.55}]
+    assert best_so_far(history, 0.0) == (1.5, 2)
+    assert best_so_far(history, 0.6) == (2.0, 3)  # 1.5 is not 0.6 better than 2.0
+    stopper = make_callback(patience=2, min_epochs=3.0)
+    for epoch, should_stop in ((2.0, False), (3.0, True)):  # two evaluations without gain, but only at epoch 3
+        control = SimpleNamespace(should_training_stop=False)
+        stopper.on_evaluate(None, SimpleNamespace(log_history=history, epoch=epoch, global_step=9), control)
+        assert control.should_training_stop is should_stop
+    assert stopper.stopped_at == {"step": 9, "epoch": 3.0, "evaluations_without_gain": 2}

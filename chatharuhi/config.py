@@ -31,6 +31,25 @@ DEFAULT_HISTORY_TOKENS = 1200  # share of the prompt for earlier turns (ChatHaru
 DEFAULT_CONTEXT_WINDOW = 8192  # tokens the model can see, prompt + reply
 DEFAULT_REPLY_RESERVE = 512  # tokens kept free for the reply
 DEFAULT_LORE_TOKENS = 500  # share of the prompt for triggered lorebook entries (only when a lorebook fires)
+DEFAULT_MEMORY_TOKENS = 400  # share of the prompt for memory: pinned facts, the summary, recalled turns (when any)
+
+# -- long-term memory (chat/memory.py) --------------------------------------------------------------
+# Turns that left the history window are searched like scenes (same embedder, hybrid score); a turn's vector is
+# its user message's query vector, embedded anyway to retrieve that turn's scenes, so memory costs no embedding.
+MEMORY_TOP_K = 4  # earlier turns recalled into one prompt, at most (they must also fit the memory share)
+MEMORY_REPEATS = 2  # earlier asks of the same message (cosine >= DEFAULT_DUPLICATE_THRESHOLD) recalled besides:
+# a question asked again finds its first asking best, which would push out the turn that answered it
+MEMORY_SUMMARY_EVERY = 8  # summarize=True: a new rolling summary once this many turns have left the window
+MEMORY_SUMMARY_TOKENS = 200  # the longest summary the backend is asked for
+MEMORY_SUMMARY_TIMEOUT_S = 120.0  # a summary call still running after this is given up (noted in the trace)
+MEMORY_VECTOR_MEMO = 4096  # query vectors remembered per process (a stateless caller's turns are not embedded twice)
+
+# -- group chats (chat/group.py) --------------------------------------------------------------------
+MAX_GROUP_SIZE = 10  # characters in one group: each has its own index and prompt, and each round names them all
+DEFAULT_GROUP_REPLIES = 3  # characters who answer one user message, at most
+DEFAULT_TALKATIVENESS = 0.5  # the chance that a character not addressed joins in (a manifest's talkativeness wins)
+GROUP_ORDERS = ("natural", "list", "manual")  # who speaks: addressed + talkativeness; everyone in turn; only whom
+# the user picks
 
 # -- lorebooks (a card's keys are hostile input) -----------------------------------------------------------
 LORE_SCAN_BUDGET_S = 0.05  # the whole lorebook scan of one turn; keys not reached by then are skipped (warned)

@@ -76,6 +76,37 @@ class Turn:
 
 @strict
 @dataclass(frozen=True)
+class Said:
+    """One character's words in a group chat: ``speaker`` is the character's name (its folder's)."""
+
+    speaker: str
+    text: str
+
+
+@strict
+@dataclass(frozen=True)
+class Round:
+    """A group chat's round: the user's message ("" when a character was asked to speak unprompted), the replies
+    it got in order, and who was present (the characters who heard it)."""
+
+    user_role: str
+    text: str
+    replies: tuple[Said, ...]
+    present: tuple[str, ...]
+
+
+@strict
+@dataclass(frozen=True)
+class Fact:
+    """A fact the user pinned to a conversation's memory; ``character`` "" means everyone in it (a group)."""
+
+    id: str
+    text: str
+    character: str = ""
+
+
+@strict
+@dataclass(frozen=True)
 class ScoredScene:
     """A retrieved scene with its hybrid score and the two scores it was made of."""
 
@@ -94,7 +125,7 @@ class PartTrace:
     included: bool
     reason: str = ""  # why it was dropped: "over budget", "near-duplicate", ...
     score: float | None = None
-    key: str = ""  # lorebook entries: the key that fired it ("constant" for constant entries)
+    key: str = ""  # lorebook entries: the key that fired it ("constant" for constant entries); memory: its kind
 
 
 @strict
@@ -111,6 +142,8 @@ class Trace:
     turns: list[PartTrace] = field(default_factory=list)
     lore_budget: int = 0
     lore: list[PartTrace] = field(default_factory=list)  # lorebook entries that fired, kept or dropped
+    memory_budget: int = 0
+    memory: list[PartTrace] = field(default_factory=list)  # pinned facts, the summary, recalled turns (and notes)
     timings_ms: dict[str, float] = field(default_factory=dict)  # embed / retrieve / pack (+ prefill, first_token)
     reused_tokens: int | None = None  # prompt tokens a local model's KV cache still held: not read again
     model_prompt_tokens: int | None = None  # what a local model was given: the packed prompt + the reply's prefill

@@ -1,4 +1,4 @@
-"""Pack a prompt under a token budget: system prompt, lorebook entries, retrieved scenes, history, query.
+"""Pack a prompt under a token budget: system prompt, memory, lorebook entries, retrieved scenes, history, query.
 
 ``pack`` is a pure function. It counts everything that is sent, with the chat format's overhead,
 and returns the messages and a ``Trace`` of where every token went. Scenes that do not fit are
@@ -10,6 +10,10 @@ concatenation of units that each end in a newline and start with a non-space cha
 tiktoken splits at every unit boundary and the count of the whole is the sum of the units.
 Lorebook entries (``lore``) that fired are units too, placed after the system prompt and before the
 story block, with their own share (``Budget.lore_tokens``, claimed only when some entry fired).
+Memory (``memory``: pinned facts, a summary, earlier turns recalled from the conversation) is a block of
+units too, with its own share (``Budget.memory_tokens``, claimed only when there is some): in the system
+message before the lore, or with the query in the cached-prefix layouts. A recalled turn still in the
+history window is left out (it is there already).
 Counters that are not additive that way (``counter.additive`` false) get one exact count of the
 packed messages, and the lowest-ranked parts are dropped until it fits.
 """
@@ -24,6 +28,7 @@ from ..config import (
     DEFAULT_CONTEXT_WINDOW,
     DEFAULT_HISTORY_TOKENS,
     DEFAULT_LORE_TOKENS,
+    DEFAULT_MEMORY_TOKENS,
     DEFAULT_REPLY_RESERVE,
     DEFAULT_STORY_TOKENS,
     HISTORY_REBASE_SHARE,
@@ -53,6 +58,7 @@ class Budget:
     story_tokens: int = DEFAULT_STORY_TOKENS
     history_tokens: int = DEFAULT_HISTORY_TOKENS
     lore_tokens: int = DEFAULT_LORE_TOKENS
+    memory_tokens: int = DEFAULT_MEMORY_TOKENS
 
     @property
     def prompt_tokens(self) -> int:
@@ -89,8 +95,26 @@ class LoreUnit:
 
 
 @dataclass(frozen=True)
+class MemoryUnit:
+    """Something the conversation remembers, in budget order: a pinned fact, the summary, or an earlier turn.
+
+    ``turns``: the history turns a recalled one repeats; it is left out while any of them is in the history.
+    ``order`` sets its place in the prompt (facts, the summary, then recalled turns oldest first)."""
+
+    id: str
+    text: str
+    kind: str = "recalled"  # "fact" | "summary" | "recalled"
+    turns: tuple[str, ...] = ()
+    score: float | None = None
+    order: int = 0
+
+
+@dataclass(frozen=True)
 class HistoryTurn:
-    """An earlier exchange, rendered: the user's message and the character's reply."""
+    """An earlier exchange, rendered: the user's message and the character's reply.
+
+    An empty ``assistant`` is a stretch of others' lines the character did not answer (a group chat): it joins
+    the next user message."""
 
     id: str
     user: str
@@ -144,18 +168,20 @@ def _unit(text: str) -> str:
     return text.strip() + "\n"
 
 
-def _shares(budget: Budget, available: int, lore: bool = False) -> tuple[int, int, int]:
-    """Story, history and lore caps, scaled down together when the window is too small for all."""
+def _shares(budget: Budget, available: int, lore: bool = False, memory: bool = False) -> tuple[int, int, int, int]:
+    """Story, history, lore and memory caps, scaled down together when the window is too small for all."""
     story, history = max(0, budget.story_tokens), max(0, budget.history_tokens)
     lore_want = max(0, budget.lore_tokens) if lore else 0
-    total = story + history + lore_want
+    memory_want = max(0, budget.memory_tokens) if memory else 0
+    total = story + history + lore_want + memory_want
     if total <= available:
-        return story, history, lore_want
+        return story, history, lore_want, memory_want
     if total == 0:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     story_cap = available * story // total
     lore_cap = available * lore_want // total
-    return story_cap, available - story_cap - lore_cap, lore_cap
+    memory_cap = available * memory_want // total
+    return story_cap, available - story_cap - lore_cap - memory_cap, lore_cap, memory_cap
 
 
 def _fill(items, cap: int, opening: int, counter: TokenCounter, traces: list[PartTrace], part: str,
@@ -196,11 +222,13 @@ def pack(
     layout: str = "system",
     history_from: str | None = None,
     fresh_scenes: Sequence[SceneUnit] = (),
+    memory: Sequence[MemoryUnit] = (),
+    memory_header: str = "",
 ) -> Packed:
-    """Fill the budget: mandatory parts first, then lore entries, the best scenes, the newest whole turns.
+    """Fill the budget: mandatory parts first, then the newest whole turns, memory, lore entries, the best scenes.
 
-    ``layout`` (one of ``LAYOUTS``) says where the scenes and lore go; layouts other than "system" are always
-    recounted exactly. ``history_from`` (the id of a turn) keeps the history starting at that turn while
+    ``layout`` (one of ``LAYOUTS``) says where the scenes, lore and memory go; layouts other than "system" are
+    always recounted exactly. ``history_from`` (the id of a turn) keeps the history starting at that turn while
     it fits, so that the prompt's prefix stays the same across turns; when it no longer fits, the newest
     turns are kept up to ``HISTORY_REBASE_SHARE`` of the history budget, leaving room to grow again."""
     if layout not in LAYOUTS:
@@ -234,22 +262,37 @@ def pack(
             "shorten the message or raise context_window",
             part="query", tokens=query_tokens, budget=room,
         )
-    story_cap, history_cap, lore_cap = _shares(budget, limit - mandatory, bool(lore))
-    trace = Trace(budget=limit, story_budget=story_cap, history_budget=history_cap, lore_budget=lore_cap)
+    trace = Trace(budget=limit)
+    # Memory claims its share only when something in it is not in the history window already.
+    for claim in (True, False) if memory else (False,):
+        shares = _shares(budget, limit - mandatory, bool(lore), claim)
+        trace.turns.clear()
+        history_used, kept = _history(history, shares[1], costs, trace, history_from)
+        recallable = _not_in_window(memory, kept)
+        if recallable or not claim:
+            break
+    story_cap, history_cap, lore_cap, memory_cap = shares
+    trace.story_budget, trace.history_budget, trace.lore_budget, trace.memory_budget = shares
+    window = {t.id for t in kept}
+    trace.memory.extend(PartTrace(u.id, 0, False, "still in the history window", u.score, u.kind)
+                        for u in memory if window.intersection(u.turns))
 
-    # Lore: entries in budget order; the first one kept brings the separator and the lore header.
+    # Memory, then lore: blocks of units; the first block kept brings the separator after the system prompt.
     head = system_plain + SYSTEM_SEPARATOR
     separator = counter.count(head) - sys_tokens
+    memory_head = _unit(memory_header) if memory_header.strip() else ""
+    memory_used, memory_kept = _fill(recallable, memory_cap,
+                                     separator + (counter.count(memory_head) if memory_head else 0), counter,
+                                     trace.memory, "memory", lambda m: {"score": m.score, "key": m.kind})
     lore_head = _unit(lore_header) if lore_header.strip() else ""
-    lore_opening = separator + (counter.count(lore_head) if lore_head else 0)
+    lore_opening = (0 if memory_kept else separator) + (counter.count(lore_head) if lore_head else 0)
     lore_used, lore_kept = _fill(lore, lore_cap, lore_opening, counter, trace.lore, "lore",
                                  lambda e: {"key": e.key}, stop_when_full=True)
     lore_kept.sort(key=lambda pair: pair[0].order)  # prompt order is insertion order, not budget order
-    lore_block = (lore_head + "".join(u for _, u in lore_kept)) if lore_kept else ""
 
-    # Story: the system unit gains a separator (unless the lore paid it) and a header with the first scene.
+    # Story: the system unit gains a separator (unless a block before it paid) and a header with the first scene.
     header = _unit(story_header) if story_header.strip() else ""  # a bare "\n" would merge with the separator
-    opening = (0 if lore_kept and layout == "system" else separator) + counter.count(header)
+    opening = (0 if (memory_kept or lore_kept) and layout == "system" else separator) + counter.count(header)
     stable_cap = story_cap - int(story_cap * STORY_FRESH_SHARE) if fresh_scenes else story_cap
     story_used, included = _fill(scenes, stable_cap, opening, counter, trace.scenes, "story",
                                  lambda s: {"score": s.score})
@@ -260,34 +303,62 @@ def pack(
     fresh_ids = {s.id for s, _ in fresh_kept}
     included += fresh_kept
 
-    history_used, kept = _history(history, history_cap, costs, trace, history_from)
+    def assemble() -> list[Message]:
+        in_order = sorted(memory_kept, key=lambda pair: pair[0].order)  # memory_kept stays in budget order
+        blocks = _block(memory_head, in_order) + _block(lore_head, lore_kept)
+        return _assemble(system_plain, head, header, included, kept, query, blocks, layout, fresh_ids)
 
-    messages = _assemble(system_plain, head, header, included, kept, query, lore_block, layout, fresh_ids)
-    total = mandatory + lore_used + story_used + history_used
-    if not getattr(counter, "additive", False) or layout != "system":
-        total = _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace,
-                             lore_kept, lore_head, layout, fresh_ids)
+    messages = assemble()
+    total = mandatory + memory_used + lore_used + story_used + history_used
+    if not getattr(counter, "additive", False) or layout != "system" or any(not t.assistant for t in kept):
+        droppable = [(included, trace.scenes, lambda items: items.pop()[0]),
+                     (lore_kept, trace.lore, lambda items: _pop_worst(items, trace.lore)),
+                     (memory_kept, trace.memory, lambda items: items.pop()[0]),
+                     (kept, trace.turns, lambda items: items.pop(0))]
+        messages, total = _fit_exactly(counter, limit, assemble, droppable)
         story_used = sum(t.tokens for t in trace.scenes if t.included)
         history_used = sum(t.tokens for t in trace.turns if t.included)
         lore_used = sum(t.tokens for t in trace.lore if t.included)
+        memory_used = sum(t.tokens for t in trace.memory if t.included)
     trace.total_tokens = total
     trace.parts = {
         "system_prompt": sys_tokens,
         "story": story_used,
         "history": history_used,
         "query": query_tokens,
-        "overhead": total - sys_tokens - story_used - history_used - query_tokens - lore_used,
+        "overhead": total - sys_tokens - story_used - history_used - query_tokens - lore_used - memory_used,
     }
     if lore:
         trace.parts["lore"] = lore_used
+    if memory:
+        trace.parts["memory"] = memory_used
     return Packed(messages, trace, [s.id for s, _ in included], [s.id for s, _ in included if s.id in fresh_ids])
+
+
+def _not_in_window(memory: Sequence[MemoryUnit], kept: Sequence[HistoryTurn]) -> list[MemoryUnit]:
+    """The memory units to fill: a recalled turn still in the history window is left out."""
+    window = {t.id for t in kept}
+    return [unit for unit in memory if not window.intersection(unit.turns)]
+
+
+def _block(head: str, kept: Sequence[tuple[object, str]]) -> str:
+    """A header and its kept units, or nothing when none was kept."""
+    return (head + "".join(u for _, u in kept)) if kept else ""
+
+
+def _pop_worst(lore_kept: list, traces: list[PartTrace]) -> LoreUnit:
+    """Remove and return the kept lore entry that came last in budget order."""
+    order = [t.id for t in traces]
+    worst = max(range(len(lore_kept)), key=lambda i: order.index(lore_kept[i][0].id))
+    return lore_kept.pop(worst)[0]
 
 
 def _history(history: Sequence[HistoryTurn], cap: int, costs: _Costs, trace: Trace,
              start: str | None) -> tuple[int, list[HistoryTurn]]:
     """The turns kept: from turn ``start`` to the newest when they fit, else the newest whole turns up to
     ``cap`` (or, when ``start`` no longer fits, up to ``HISTORY_REBASE_SHARE`` of it), oldest first."""
-    cost = [costs.message("user", t.user) + costs.message("assistant", t.assistant) for t in history]
+    cost = [costs.message("user", t.user) + (costs.message("assistant", t.assistant) if t.assistant else 0)
+            for t in history]
     ids = [t.id for t in history]
     first = ids.index(start) if start in ids else None
     if first is not None and sum(cost[first:]) <= cap:
@@ -304,46 +375,46 @@ def _history(history: Sequence[HistoryTurn], cap: int, costs: _Costs, trace: Tra
     return sum(cost[first:]), list(history[first:])
 
 
-def _assemble(system_plain, head, header, included, kept, query, lore_block="", layout="system",
+def _assemble(system_plain, head, header, included, kept, query, blocks="", layout="system",
               fresh_ids=frozenset()) -> list[Message]:
+    """The messages: ``blocks`` (memory and lore) and the story where ``layout`` puts them; a history turn with
+    no reply joins the next user message."""
     def block(units: list[str]) -> str:
         return header + "".join(units) if units else ""
 
     story = block([unit for s, unit in included if s.id not in fresh_ids])
     fresh = block([unit for s, unit in included if s.id in fresh_ids])
-    in_system = {"system": lore_block + story, "stable_prefix": "", "stable_story": story}[layout]
-    with_query = {"system": "", "stable_prefix": lore_block + story, "stable_story": lore_block + fresh}[layout]
+    in_system = {"system": blocks + story, "stable_prefix": "", "stable_story": story}[layout]
+    with_query = {"system": "", "stable_prefix": blocks + story, "stable_story": blocks + fresh}[layout]
     messages = [Message("system", head + in_system if in_system else system_plain)]
+    waiting: list[str] = []  # lines no reply followed yet
     for turn in kept:
-        messages += [Message("user", turn.user), Message("assistant", turn.assistant)]
-    messages.append(Message("user", with_query + "\n" + query if with_query else query))
+        waiting.append(turn.user)
+        if turn.assistant:
+            messages += [Message("user", "\n".join(waiting)), Message("assistant", turn.assistant)]
+            waiting = []
+    last = with_query + "\n" + query if with_query else query
+    messages.append(Message("user", "\n".join([*waiting, last])))
     return messages
 
 
-def _fit_exactly(messages, counter, limit, system_plain, head, header, included, kept, query, trace,
-                 lore_kept=(), lore_head="", layout="system", fresh_ids=frozenset()) -> int:
-    """Recount exactly; drop the lowest-ranked scene, then lore, then the oldest turn, until the prompt fits."""
-    lore_kept = list(lore_kept)
-
-    def block() -> str:
-        return (lore_head + "".join(u for _, u in lore_kept)) if lore_kept else ""
-
+def _fit_exactly(counter, limit, assemble, droppable) -> tuple[list[Message], int]:
+    """Recount exactly; drop the lowest-ranked scene, then lore, then memory, then the oldest turn (the order of
+    ``droppable``: (kept items, their traces, how to take one out)) until the prompt fits."""
+    messages = assemble()
     total = counter.count_messages(messages)
-    while total > limit and (included or kept or lore_kept):
-        if included:
-            dropped, _ = included.pop()
-            part = next(t for t in reversed(trace.scenes) if t.id == dropped.id and t.included)
-        elif lore_kept:
-            worst = max(range(len(lore_kept)), key=lambda i: [t.id for t in trace.lore].index(lore_kept[i][0].id))
-            dropped, _ = lore_kept.pop(worst)
-            part = next(t for t in trace.lore if t.id == dropped.id and t.included)
+    while total > limit:
+        for items, traces, take in droppable:
+            if items:
+                dropped = take(items)
+                part = next(t for t in reversed(traces) if t.id == dropped.id and t.included)
+                part.included, part.reason = False, "dropped after the exact count"
+                break
         else:
-            dropped = kept.pop(0)
-            part = next(t for t in trace.turns if t.id == dropped.id and t.included)
-        part.included, part.reason = False, "dropped after the exact count"
-        messages[:] = _assemble(system_plain, head, header, included, kept, query, block(), layout, fresh_ids)
+            break
+        messages = assemble()
         total = counter.count_messages(messages)
     if total > limit:
         raise BudgetError(f"the mandatory parts are {total} tokens by the exact count, over the budget of {limit}",
                           part="query", tokens=total, budget=limit)
-    return total
+    return messages, total

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from chatharuhi.character.folder import load_character
 from chatharuhi.errors import BudgetError
-from chatharuhi.prompting.packing import Budget, HistoryTurn, LoreUnit, SceneUnit, pack
+from chatharuhi.prompting.packing import Budget, HistoryTurn, LoreUnit, MemoryUnit, SceneUnit, pack
 from chatharuhi.prompting.tokens import CharCounter, TiktokenCounter
 
 HEADER = "以下是经典桥段："
@@ -202,3 +202,95 @@ def test_non_additive_counter_is_fitted_by_exact_recount():
     assert counter.count_messages(p.messages) <= 300
     assert p.trace.total_tokens == counter.count_messages(p.messages)
     assert any(t.reason == "dropped after the exact count" for t in p.trace.scenes + p.trace.turns)
+
+
+# -- memory ------------------------------------------------------------------------------------------
+def _memory(*items):
+    return [MemoryUnit(i, text, kind, tuple(t)) for i, text, kind, t in items]
+
+
+def test_memory_block_comes_before_lore_and_story_with_facts_first():
+    mem = _memory(("fact:1", "阿虚的名字是小林。", "fact", ()), ("turn:0", "阿虚:「我的猫叫豆豆」", "recalled", ("0",)))
+    p = pack("你是春日。", HEADER, units("甲:「一」"), [], "阿虚:「猫叫什么？」", CharCounter(),
+             Budget(4000, 100, 500, 500, 200, 300), lore=[LoreUnit("l0", "北高是县立高中。")], lore_header="设定：",
+             memory=mem, memory_header="记忆：")
+    system = p.messages[0].content
+    assert system.index("记忆：") < system.index("阿虚的名字是小林。") < system.index("豆豆") < system.index("设定：")
+    assert system.index("设定：") < system.index(HEADER)
+    assert [t.id for t in p.trace.memory if t.included] == ["fact:1", "turn:0"]
+    assert [t.key for t in p.trace.memory] == ["fact", "recalled"]
+    assert p.trace.parts["memory"] > 0 and p.trace.memory_budget == 300
+    assert p.trace.total_tokens == CharCounter().count_messages(p.messages)
+
+
+def test_a_recalled_turn_still_in_the_history_window_is_left_out():
+    hist = turns(("阿虚:「我的猫叫豆豆」", "春日:「哦」"))
+    mem = _memory(("turn:0", "阿虚:「我的猫叫豆豆」\n春日:「哦」", "recalled", ("0",)))
+    p = pack("你是春日。", HEADER, [], hist, "阿虚:「猫叫什么？」", CharCounter(), memory=mem, memory_header="记忆：")
+    assert "记忆：" not in p.messages[0].content
+    (part,) = p.trace.memory
+    assert not part.included and part.reason == "still in the history window"
+    p = pack("你是春日。", HEADER, [], hist, "阿虚:「猫叫什么？」", CharCounter(), Budget(history_tokens=0),
+             memory=mem, memory_header="记忆：")
+    assert "豆豆" in p.messages[0].content and p.trace.memory[0].included  # out of the window: recalled
+
+
+def test_memory_over_its_share_is_skipped_and_a_smaller_unit_still_fits():
+    mem = _memory(("a", "长" * 80, "recalled", ()), ("b", "短", "recalled", ()))
+    p = pack("系统", HEADER, [], [], "问", CharCounter(), Budget(4000, 0, 100, 100, 100, 40), memory=mem)
+    assert [(t.id, t.included) for t in p.trace.memory] == [("a", False), ("b", True)]
+    assert p.trace.memory[0].reason == "larger than the memory budget"
+
+
+def test_memory_goes_with_the_query_in_the_cached_prefix_layouts():
+    mem = _memory(("fact:1", "阿虚的名字是小林。", "fact", ()))
+    for layout in ("stable_prefix", "stable_story"):
+        p = pack("你是春日。", HEADER, units("甲:「一」"), turns(("阿虚:「早」", "春日:「早！」")), "阿虚:「我是谁」",
+                 TiktokenCounter(), memory=mem, memory_header="记忆：", layout=layout)
+        assert "小林" not in p.messages[0].content and "小林" in p.messages[-1].content
+        assert p.messages[-1].content.endswith("阿虚:「我是谁」")
+        assert p.trace.total_tokens == TiktokenCounter().count_messages(p.messages)
+
+
+def test_a_turn_without_a_reply_joins_the_next_user_message():
+    hist = [HistoryTurn("0", "阿虚:「大家好」", "春日:「哼」"), HistoryTurn("0.1", "悟空:「俺老孙来也」", ""),
+            HistoryTurn("1", "阿虚:「悟空好」", "")]
+    p = pack("你是春日。", HEADER, [], hist, "悟空:「春日你好」", TiktokenCounter())
+    assert [m.role for m in p.messages] == ["system", "user", "assistant", "user"]
+    assert p.messages[-1].content == "悟空:「俺老孙来也」\n阿虚:「悟空好」\n悟空:「春日你好」"
+    assert p.trace.total_tokens == TiktokenCounter().count_messages(p.messages)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    system=_part.filter(str.strip),
+    memory=st.lists(st.tuples(_part.filter(str.strip), st.sampled_from(["fact", "summary", "recalled"]),
+                              st.integers(0, 5)), max_size=6),
+    memory_header=_part,
+    lore=st.lists(_part.filter(str.strip), max_size=3),
+    scenes=st.lists(_part.filter(str.strip), max_size=5),
+    history=st.lists(st.tuples(_part, _part), max_size=5),
+    query=_part.filter(str.strip),
+    window=st.integers(80, 3000),
+    layout=st.sampled_from(["system", "stable_prefix", "stable_story"]),
+)
+def test_trace_total_is_the_exact_count_with_memory(system, memory, memory_header, lore, scenes, history, query,
+                                                    window, layout):
+    counter = TiktokenCounter()
+    budget = Budget(window, 20, 300, 300, 150, 200)
+    try:
+        p = pack(system, HEADER, [SceneUnit(str(i), s) for i, s in enumerate(scenes)],
+                 [HistoryTurn(str(i), u, a) for i, (u, a) in enumerate(history)], query, counter, budget,
+                 lore=[LoreUnit(f"l{i}", t) for i, t in enumerate(lore)], lore_header="设定：",
+                 memory=[MemoryUnit(f"m{i}", t, k, (str(n),)) for i, (t, k, n) in enumerate(memory)],
+                 memory_header=memory_header, layout=layout)
+    except BudgetError as exc:
+        assert exc.part in {"query", "system_prompt"}
+        return
+    exact = counter.count_messages(p.messages)
+    assert p.trace.total_tokens == exact <= budget.prompt_tokens
+    assert sum(p.trace.parts.values()) == exact
+    assert p.trace.parts.get("memory", 0) <= p.trace.memory_budget
+    window_ids = {t.id for t in p.trace.turns if t.included}
+    turn_of = {f"m{i}": str(n) for i, (_, _, n) in enumerate(memory)}
+    assert not any(part.included and turn_of[part.id] in window_ids for part in p.trace.memory)

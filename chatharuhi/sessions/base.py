@@ -21,7 +21,7 @@ from typing import Any, Literal
 from ..config import ENV_STORE
 from ..errors import SessionError
 from ..options import strict
-from ..types import Turn
+from ..types import Fact, Turn
 
 SESSION_FORMAT = "chatharuhi.session/1"
 POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
@@ -143,14 +143,55 @@ class SessionStore(ABC):
     def export_records(self, session_id: str) -> list[dict[str, Any]]:
         """The live turns as export records: index, user_role, text, reply, alternatives, created, trace."""
 
+    # -- memory (chat/memory.py): pinned facts, rolling summaries, the vectors of the turns' messages ---------
+    @abstractmethod
+    def facts(self, session_id: str) -> list[Fact]:
+        """The session's pinned facts, oldest first (``character`` "" : everyone's)."""
+
+    @abstractmethod
+    def add_fact(self, session_id: str, text: str, character: str = "") -> Fact:
+        """Pin a fact to the session (for one character of a group, or "" for everyone)."""
+
+    @abstractmethod
+    def edit_fact(self, session_id: str, fact_id: str, text: str) -> Fact:
+        """Replace a pinned fact's text."""
+
+    @abstractmethod
+    def delete_fact(self, session_id: str, fact_id: str) -> None:
+        """Unpin a fact."""
+
+    @abstractmethod
+    def summaries(self, session_id: str) -> dict[str, tuple[str, int]]:
+        """Each character's rolling summary: ``{character: (text, turns it covers)}``."""
+
+    @abstractmethod
+    def set_summary(self, session_id: str, character: str, text: str, upto: int) -> None:
+        """Keep ``character``'s newest summary, covering the session's first ``upto`` turns."""
+
+    @abstractmethod
+    def memory_vectors(self, session_id: str, embedder_id: str) -> dict[str, bytes]:
+        """The stored vectors of the session's messages, by the hash of the text they embed (raw float32 bytes)."""
+
+    @abstractmethod
+    def add_memory_vectors(self, session_id: str, embedder_id: str, vectors: dict[str, bytes]) -> None:
+        """Store message vectors (one already stored is kept)."""
+
+    @abstractmethod
+    def clear_memory_vectors(self, session_id: str, embedder_id: str) -> None:
+        """Forget the session's message vectors for one embedder (a damaged index, before it is rebuilt)."""
+
     # -- export --------------------------------------------------------------------------------------
     def export(self, session_id: str, format: Literal["json", "jsonl"] = "json") -> str:
-        """The session and its live turns (with alternatives and traces) as JSON, or JSONL (header line first)."""
+        """The session, its memory (pinned facts, summaries) and its live turns (with alternatives and traces) as
+        JSON, or JSONL (header line first)."""
         if format not in ("json", "jsonl"):
             raise SessionError(f"unknown export format {format!r}: use 'json' or 'jsonl'")
         session = self.get(session_id)
         records = self.export_records(session_id)
-        header = {"format": SESSION_FORMAT, "session": session.as_dict()}
+        memory = {"facts": [asdict(f) for f in self.facts(session_id)],
+                  "summaries": [{"character": c, "text": t, "turns": n}
+                                for c, (t, n) in sorted(self.summaries(session_id).items())]}
+        header = {"format": SESSION_FORMAT, "session": session.as_dict(), "memory": memory}
         if format == "json":
             return json.dumps({**header, "turns": records}, ensure_ascii=False, indent=1)
         return "\n".join(json.dumps(x, ensure_ascii=False) for x in [header, *records]) + "\n"

@@ -9,6 +9,9 @@ its commit and then find nothing to do. A database written by a newer chatharuhi
     replies(id, turn_id, text, trace, created)           -- newest reply of a turn is its current one
     scene_vectors(embedder_id, hash, dim, vector)        -- float32 bytes, searched in process
     settings(name, value)                                -- e.g. the session owner-token secret (v2)
+    memory_facts(id, session_id, character, text, created, updated)   -- pinned facts (v3)
+    memory_summaries(session_id, character, text, upto, created)      -- rolling summaries (v3)
+    memory_vectors(session_id, embedder_id, hash, vector)              -- the messages' vectors (v3)
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..config import DEFAULT_PG_CONNECT_TIMEOUT_S, DEFAULT_PG_POOL_MAX
 from ..errors import BackendUnavailable, SessionError
 from .base import POSTGRES_URL_PREFIXES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 INSTALL_HINT = "pip install 'chatharuhi[postgres]'"
 MIGRATION_LOCK = 0x6368617468617275  # pg_advisory lock key ("chatharu"): one migrating process at a time
 URL_PREFIXES = POSTGRES_URL_PREFIXES
@@ -65,6 +68,29 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     2: [
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+    3: [
+        """CREATE TABLE memory_facts (
+            id BIGSERIAL PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            character TEXT NOT NULL,
+            text TEXT NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            updated DOUBLE PRECISION NOT NULL)""",
+        "CREATE INDEX memory_facts_session ON memory_facts(session_id)",
+        """CREATE TABLE memory_summaries (
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            character TEXT NOT NULL,
+            text TEXT NOT NULL,
+            upto INTEGER NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (session_id, character))""",
+        """CREATE TABLE memory_vectors (
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            embedder_id TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            vector BYTEA NOT NULL,
+            PRIMARY KEY (session_id, embedder_id, hash))""",
     ],
 }
 

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import InputError, SessionError, SessionNotFound
-from ..types import Turn
+from ..types import Fact, Turn
 from .base import Session, SessionStore, check_edit
 
 
@@ -255,6 +255,99 @@ class SQLSessionStore(SessionStore):
             if reply is not None:
                 self._add_reply(conn, turn_id, reply.strip(), self._last_trace(conn, turn_id), now)
             self._touch(conn, session_id, now)
+
+    # -- memory ------------------------------------------------------------------------------------------
+    def facts(self, session_id: str) -> list[Fact]:
+        """The session's pinned facts, oldest first (``character`` "" : everyone's)."""
+        with self._reading("read pinned facts") as conn:
+            self._check(conn, session_id)
+            rows = self._run(conn, "SELECT id, character, text FROM memory_facts WHERE session_id = ? ORDER BY id",
+                             (session_id,)).fetchall()
+        return [Fact(str(r["id"]), r["text"], r["character"]) for r in rows]
+
+    def add_fact(self, session_id: str, text: str, character: str = "") -> Fact:
+        """Pin a fact to the session (for one character of a group, or "" for everyone)."""
+        self._storable(text, character)
+        now = time.time()
+        with self._writing("pin a fact") as conn:
+            self._check(conn, session_id, lock=True)
+            self._run(conn, "INSERT INTO memory_facts (session_id, character, text, created, updated) "
+                      "VALUES (?, ?, ?, ?, ?)", (session_id, character, text, now, now))
+            row = self._run(conn, "SELECT MAX(id) AS id FROM memory_facts WHERE session_id = ?",
+                            (session_id,)).fetchone()
+            self._touch(conn, session_id, now)
+        return Fact(str(row["id"]), text, character)
+
+    def _fact_row(self, conn: Any, session_id: str, fact_id: str) -> Any:
+        row = None
+        if str(fact_id).isdigit():
+            row = self._run(conn, "SELECT * FROM memory_facts WHERE session_id = ? AND id = ?",
+                            (session_id, int(fact_id))).fetchone()
+        if row is None:
+            raise SessionError(f"session {session_id!r} has no pinned fact {fact_id!r}")
+        return row
+
+    def edit_fact(self, session_id: str, fact_id: str, text: str) -> Fact:
+        """Replace a pinned fact's text."""
+        self._storable(text)
+        now = time.time()
+        with self._writing("edit a pinned fact") as conn:
+            self._check(conn, session_id, lock=True)
+            row = self._fact_row(conn, session_id, fact_id)
+            self._run(conn, "UPDATE memory_facts SET text = ?, updated = ? WHERE id = ?", (text, now, row["id"]))
+            self._touch(conn, session_id, now)
+        return Fact(str(row["id"]), text, row["character"])
+
+    def delete_fact(self, session_id: str, fact_id: str) -> None:
+        """Unpin a fact."""
+        with self._writing("unpin a fact") as conn:
+            self._check(conn, session_id, lock=True)
+            row = self._fact_row(conn, session_id, fact_id)
+            self._run(conn, "DELETE FROM memory_facts WHERE id = ?", (row["id"],))
+            self._touch(conn, session_id, time.time())
+
+    def summaries(self, session_id: str) -> dict[str, tuple[str, int]]:
+        """Each character's rolling summary: ``{character: (text, turns it covers)}``."""
+        with self._reading("read summaries") as conn:
+            self._check(conn, session_id)
+            rows = self._run(conn, "SELECT character, text, upto FROM memory_summaries WHERE session_id = ?",
+                             (session_id,)).fetchall()
+        return {r["character"]: (r["text"], r["upto"]) for r in rows}
+
+    def set_summary(self, session_id: str, character: str, text: str, upto: int) -> None:
+        """Keep ``character``'s newest summary, covering the session's first ``upto`` turns."""
+        self._storable(text, character)
+        with self._writing("keep a summary") as conn:
+            self._check(conn, session_id, lock=True)
+            self._run(conn, "INSERT INTO memory_summaries (session_id, character, text, upto, created) "
+                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id, character) DO UPDATE SET text = excluded.text, "
+                      "upto = excluded.upto, created = excluded.created",
+                      (session_id, character, text, int(upto), time.time()))
+
+    def memory_vectors(self, session_id: str, embedder_id: str) -> dict[str, bytes]:
+        """The stored vectors of the session's messages, by the hash of the text they embed (raw float32 bytes)."""
+        with self._reading("read the memory index") as conn:
+            self._check(conn, session_id)
+            rows = self._run(conn, "SELECT hash, vector FROM memory_vectors WHERE session_id = ? AND embedder_id = ?",
+                             (session_id, embedder_id)).fetchall()
+        return {r["hash"]: bytes(r["vector"]) for r in rows}
+
+    def add_memory_vectors(self, session_id: str, embedder_id: str, vectors: dict[str, bytes]) -> None:
+        """Store message vectors (one already stored is kept)."""
+        if not vectors:
+            return
+        with self._writing("store the memory index") as conn:
+            self._check(conn, session_id)
+            for digest, blob in vectors.items():
+                self._run(conn, "INSERT INTO memory_vectors (session_id, embedder_id, hash, vector) "
+                          "VALUES (?, ?, ?, ?) ON CONFLICT (session_id, embedder_id, hash) DO NOTHING",
+                          (session_id, embedder_id, digest, blob))
+
+    def clear_memory_vectors(self, session_id: str, embedder_id: str) -> None:
+        """Forget the session's message vectors for one embedder (a damaged index, before it is rebuilt)."""
+        with self._writing("clear the memory index") as conn:
+            self._run(conn, "DELETE FROM memory_vectors WHERE session_id = ? AND embedder_id = ?",
+                      (session_id, embedder_id))
 
     # -- export --------------------------------------------------------------------------------------
     def export_records(self, session_id: str) -> list[dict[str, Any]]:

@@ -7,6 +7,9 @@ was being streamed. This module opens the file, runs the transactions and explai
     sessions(id, character, user_role, title, created, updated)
     turns(id, session_id, idx, user_role, text, created, deleted, superseded_by)
     replies(id, turn_id, text, trace, created)          -- newest reply of a turn is its current one
+    memory_facts(id, session_id, character, text, created, updated)        -- pinned facts (v2)
+    memory_summaries(session_id, character, text, upto, created)           -- rolling summaries (v2)
+    memory_vectors(session_id, embedder_id, hash, vector)                   -- the messages' vectors (v2)
 
 Times are seconds since the epoch (UTC floats). Deleting a *session* removes its rows for real: the
 user asked for the data to go.
@@ -29,7 +32,7 @@ from .sql import SQLSessionStore
 
 SESSIONS_FILE = "sessions.sqlite3"
 DEFAULT_LOCK_TIMEOUT_S = 5.0  # how long a write waits for another writer before giving up
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -62,6 +65,35 @@ CREATE TABLE IF NOT EXISTS replies (
 );
 CREATE INDEX IF NOT EXISTS replies_turn ON replies(turn_id);
 """
+# Each version's statements, run in order on a file written by an older chatharuhi (in one transaction).
+_MIGRATIONS = {
+    2: """
+CREATE TABLE IF NOT EXISTS memory_facts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    character TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memory_facts_session ON memory_facts(session_id);
+CREATE TABLE IF NOT EXISTS memory_summaries (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    character TEXT NOT NULL,
+    text TEXT NOT NULL,
+    upto INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (session_id, character)
+);
+CREATE TABLE IF NOT EXISTS memory_vectors (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    embedder_id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (session_id, embedder_id, hash)
+);
+""",
+}
 
 
 def default_sessions_path() -> Path:
@@ -99,8 +131,11 @@ class SQLiteSessionStore(SQLSessionStore):
                 self._setup()
             elif version > _SCHEMA_VERSION:
                 raise SessionError(f"{self.path}: written by a newer chatharuhi (schema {version}); upgrade chatharuhi")
-            elif self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                self._db.execute("PRAGMA journal_mode = WAL")
+            else:
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                if version < _SCHEMA_VERSION:
+                    self._migrate(version)
             self._db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a committed turn survives a crash
 
     def _setup(self) -> None:
@@ -111,6 +146,17 @@ class SQLiteSessionStore(SQLSessionStore):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            db.execute("PRAGMA user_version = 1")
+        self._migrate(1)
+
+    def _migrate(self, found: int) -> None:
+        """Bring a file of schema ``found`` up to ``_SCHEMA_VERSION`` (a concurrent opener waits, then finds it)."""
+        with self._writing("upgrade the session database") as db:
+            found = db.execute("PRAGMA user_version").fetchone()[0]  # read again inside the write lock
+            for version in range(found + 1, _SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     # -- plumbing ----------------------------------------------------------------------------------

@@ -166,7 +166,8 @@ def test_an_older_schema_is_migrated_in_place_and_keeps_its_data(pg_url):
         s = store.create("haruhi", "阿虚")
         store.append_turn(s.id, Turn("阿虚", "一", "好"))
     with psycopg.connect(pg_url) as conn:  # as a chatharuhi of schema 1 left it
-        conn.execute("DROP TABLE settings")
+        for table in ("settings", "memory_facts", "memory_summaries", "memory_vectors"):
+            conn.execute(f"DROP TABLE {table}")
         conn.execute("UPDATE chatharuhi_schema SET version = 1")
     with SessionStore(pg_url) as store:
         assert store.turns(s.id) == [Turn("阿虚", "一", "好")]

@@ -28,6 +28,7 @@ from ..config import (
     DEFAULT_HISTORY_TOKENS,
     DEFAULT_LEXICAL_WEIGHT,
     DEFAULT_LORE_TOKENS,
+    DEFAULT_MEMORY_TOKENS,
     DEFAULT_REPLY_RESERVE,
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
@@ -36,13 +37,16 @@ from ..errors import AdapterError, InputError, SessionError, UnknownOption
 from ..models.selection import language_warning
 from ..options import parameter_names
 from ..prompting.builder import PromptBuilder
-from ..prompting.packing import Budget
+from ..prompting.packing import Budget, HistoryTurn
 from ..prompting.persona import Persona
 from ..prompting.postprocess import PassThrough, ReplyFilter
 from ..retrieval.embeddings import Embedder, get_embedder
+from ..retrieval.index import query_window
+from ..retrieval.turns import query_vectors
 from ..sessions import open_session
 from ..types import PartTrace, Trace, Turn
 from .history import History
+from .memory import Entry, Memory
 from .reply import Plan, Reply
 
 if TYPE_CHECKING:
@@ -90,9 +94,16 @@ class Chatbot:
         vector_cache: Any = None,
         use_adapter: bool | None = None,
         story_reuse: bool | None = None,
+        memory: bool = True,
+        memory_tokens: int | None = None,
+        summarize: bool = False,
         **llm_options: Any,
     ):
         """``llm_options`` go to the backend and are checked against what it accepts (``UnknownOption``).
+
+        ``memory``: turns that left the history window come back when they match the message, and pinned facts
+        are in every prompt, under ``memory_tokens`` (memory.py); ``summarize``: the backend also keeps a rolling
+        summary of what left the window, in the background (summary.py).
 
         ``index``: the scene index, or a function ``(character, embedder) -> index`` (default: the character's
         shared index, its vectors cached on disk or in ``vector_cache``). ``story_reuse`` keeps a turn's story for
@@ -124,7 +135,7 @@ class Chatbot:
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
         self.index = self._index(index, vector_cache)
-        if top_k > 0:
+        if top_k > 0 or memory:
             _warm_in_background(self.embedder)  # the first turn should not pay for loading the model
         self.top_k = top_k
         self.weights = {"dense_weight": dense_weight, "lexical_weight": lexical_weight,
@@ -136,6 +147,7 @@ class Chatbot:
             story_tokens if story_tokens is not None else hint.get("story_tokens", DEFAULT_STORY_TOKENS),
             history_tokens if history_tokens is not None else hint.get("history_tokens", DEFAULT_HISTORY_TOKENS),
             lore_tokens if lore_tokens is not None else DEFAULT_LORE_TOKENS,
+            memory_tokens if memory_tokens is not None else hint.get("memory_tokens", DEFAULT_MEMORY_TOKENS),
         )
         self.postprocess = postprocess
         language_warning(character.language, self.backend.model_entry, character.display_name)
@@ -145,14 +157,47 @@ class Chatbot:
                                     story_reuse=story_reuse)
         self.user_role = self.prompt.user_role
         self._own_names = {character.speaker, character.display_name, *character.aliases}
+        self.others: tuple[str, ...] = ()  # who else speaks here (a group chat's speaker tags): their lines end a reply
         self.dialogue = History(self.prompt.render_turn, store=store, session=saved, character=character.name,
                                 user_role=self.user_role)
         self.last_trace: Trace | None = None
+        for name, value in (("memory", memory), ("summarize", summarize)):
+            if value not in (True, False):
+                raise InputError(f"{name}={value!r}: use True or False")
+        if summarize and not memory:
+            raise InputError("summarize=True needs memory=True: the summary is part of the conversation's memory")
+        self._summarize = summarize
+        self.memory: Memory | None = self._new_memory(summarize) if memory else None
+        self._window: list[str] = []  # the history turns the last prompt held
         if saved is not None:
             if saved.character != character.name:
                 raise SessionError(f"session {saved.id} is a conversation with {saved.character!r}, "
                                    f"not {character.name!r}: leave out role= to resume it")
             self.dialogue.reload()
+            if self.memory is not None:
+                self.memory.load()
+
+    def _new_memory(self, summarize: bool, *, stateless: bool = False) -> Memory:
+        """The conversation's memory; ``stateless``: for a caller's own history (no store, no embedding, no summary)."""
+        c = self.character
+        return Memory(self.index.embedder, self.counter, lambda: self.budget.memory_tokens, language=c.language,
+                      character=c.name, link=None if stateless else self._memory_link,
+                      dense_weight=self.weights["dense_weight"], lexical_weight=self.weights["lexical_weight"],
+                      summarize_with=self.backend if summarize and not stateless else None,
+                      names=(c.display_name, self.prompt.user_name), embed_missing=not stateless)
+
+    def _memory_link(self, create: bool) -> "tuple[SessionStore, str] | None":
+        """Where the memory is kept: the conversation's session (started now, when ``create``, if none yet)."""
+        if self.dialogue.store is None:
+            return None
+        session_id = self.dialogue.ensure_session() if create else self.dialogue.session_id
+        return (self.dialogue.store, session_id) if session_id else None
+
+    def _entry(self, i: int, turn: Turn) -> Entry:
+        """A turn as the memory holds it."""
+        lines = self.prompt.render_turn(i, turn)
+        return Entry(str(i), query_window(turn.text), f"{lines.user}\n{lines.assistant}",
+                     f"{turn.text}\n{turn.reply}", (str(i),), i)
 
     def _index(self, index: "SceneIndex | IndexFactory | None", vector_cache: Any) -> "SceneIndex":
         if index is None:
@@ -222,21 +267,34 @@ class Chatbot:
         """Forget the conversation (with a store, the next turn starts a new session; the old one is kept)."""
         self.dialogue.reset()
         self.last_trace = None
+        self._window = []
+        if self.memory is not None:  # a new conversation remembers nothing of the old one
+            self.memory = self._new_memory(self._summarize)
 
     def _commit(self, plan: Plan, reply: str) -> None:
         self.dialogue.commit(Turn(plan.user_role, plan.text, reply), plan.trace.as_dict())
         self.last_trace = plan.trace
+        self._remember(plan)
+
+    def _remember(self, plan: Plan) -> None:
+        """After a commit: keep the message's vector with the session, and maybe summarize what left the window."""
+        if self.memory is None:
+            return
+        self.memory.keep_vector(query_window(plan.text))
+        kept = [int(t.id) for t in plan.trace.turns if t.included and t.id.isdigit()]
+        self.memory.turn_done(kept[0] if kept else len(plan.trace.turns))
 
     def regenerate(self, **options: Any) -> Reply:
         """Answer the last user message again; the old reply is kept as an alternative ("swipe")."""
         turns = self.dialogue.turns
         if not turns:
             raise InputError("nothing to regenerate: the conversation has no turns yet")
-        plan = self.prepare(turns[-1].text, turns[-1].user_role, history=turns[:-1])
+        plan = self._plan(turns[-1].text, turns[-1].user_role, (), turns[:-1], own=True)
 
         def replace_last(plan: Plan, reply: str) -> None:
             self.dialogue.commit_alternative(reply, plan.trace.as_dict(), expect=len(turns))
             self.last_trace = plan.trace
+            self._remember(plan)
 
         return self._reply(plan, options, replace_last)
 
@@ -278,30 +336,71 @@ class Chatbot:
         """Retrieve and pack: the messages a turn would send, with their trace (no model call).
 
         ``history`` replaces the chatbot's own history for this turn (a stateless caller such as the
-        HTTP server passes the conversation it received)."""
+        HTTP server passes the conversation it received; its memory is then what that conversation holds)."""
+        return self._plan(text, role, tuple(exclude), history, own=history is None)
+
+    def _plan(self, text: str, role: str | None, exclude: tuple[str, ...], history: Sequence[Turn] | None,
+              own: bool) -> Plan:
+        """``prepare``; ``own``: ``history`` is this chatbot's conversation (cut short to regenerate its last turn),
+        so its own memory answers."""
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"empty message: type something for {self.character.display_name} to answer")
-        text, exclude = text.strip(), tuple(exclude)
+        text = text.strip()
         user_role = (role or self.user_role).strip() or self.user_role
-        t0 = perf_counter()
-        hits = []
-        if self.top_k > 0:
-            vector = self.index.embed_query(text)
-            t1 = perf_counter()
-            hits = self.index.search(text, self.top_k, exclude=exclude, query_vector=vector, **self.weights)
-        else:
-            t1 = t0
-        t2 = perf_counter()
+        turns = self.dialogue.turns if history is None else list(history)
+        memory, remembered = None, ()
+        if self.memory is not None:
+            if own:
+                memory, remembered = self.memory, self._window
+            else:  # a caller's own conversation: recalled from it alone, from vectors already made (else lexically)
+                memory = self._new_memory(False, stateless=True)
+            memory.sync(turns, self._entry)
         rendered = self.dialogue.rendered if history is None else self.dialogue.render(history)
-        line = self.prompt.line(user_role, text)
-        packed, overlapping = self.prompt.pack(hits, text, rendered, line, self.prompt.query(line),
-                                               recall=not exclude)
+        plan = self.compose(text, rendered, self.prompt.line(user_role, text), user_role=user_role, text=text,
+                            memory=memory, remembered=remembered, exclude=exclude)
+        if memory is not None and own:
+            self._window = [t.id for t in plan.trace.turns if t.included]
+        return plan
+
+    def compose(self, search: str, rendered: list[HistoryTurn], line: str, *, user_role: str, text: str,
+                memory: Memory | None = None, remembered: Sequence[str] = (), exclude: tuple[str, ...] = ()) -> Plan:
+        """A turn's plan (no model call): retrieve scenes for ``search`` and earlier turns from ``memory`` (none
+        of ``remembered``: still in the window), then pack them with ``rendered`` as the history and ``line`` as
+        the newest message. ``text`` is what the turn commits as the user's words."""
+        t0 = perf_counter()
+        hits, vector = [], None
+        if self.top_k > 0 or memory is not None:
+            vector = self.query_vector(search)
+        t1 = perf_counter()
+        if self.top_k > 0:
+            hits = self.index.search(search, self.top_k, exclude=exclude, query_vector=vector, **self.weights)
+        t2 = perf_counter()
+        units, notes = [], []
+        if memory is not None:
+            units = memory.recall(search, vector, user=self.prompt.user_name, exclude=remembered)
+            notes = memory.notes()
         t3 = perf_counter()
+        packed, overlapping = self.prompt.pack(hits, search, rendered, line, self.prompt.query(line),
+                                               recall=not exclude, memory=units)
+        t4 = perf_counter()
         for dropped, kept in getattr(hits, "duplicates", ()):
             packed.trace.scenes.append(PartTrace(dropped, 0, False, f"near-duplicate of {kept}"))
         packed.trace.scenes.extend(overlapping)
-        packed.trace.timings_ms = {"embed": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "pack": (t3 - t2) * 1e3}
+        packed.trace.memory.extend(notes)
+        packed.trace.timings_ms = {"embed": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3, "pack": (t4 - t3) * 1e3}
+        if memory is not None:
+            packed.trace.timings_ms["memory"] = (t3 - t2) * 1e3
         return Plan(packed.messages, packed.trace, user_role, text)
+
+    def query_vector(self, text: str) -> Any:
+        """The message's query vector (from the last ``QUERY_EMBED_MAX_CHARS`` characters), embedded once: the
+        scenes' retrieval and, later, the conversation's memory both use it."""
+        key, embedder_id = query_window(text), self.index.embedder.id
+        vector = query_vectors.get(embedder_id, key)
+        if vector is None:
+            vector = self.index.embed_query(text)
+            query_vectors.put(embedder_id, key, vector)
+        return vector
 
     def call_options(self, plan: Plan, options: dict[str, Any]) -> dict[str, Any]:
         """The backend's options for ``plan``: the caller's (checked), the character's adapter, the reply's length,
@@ -312,7 +411,7 @@ class Chatbot:
         options.setdefault("max_tokens", self.budget.reply_reserve)
         # a caller's stop strings come first and add to the character's own (a transcript backend gets none)
         if self.postprocess and not self.backend.transcript:
-            own = [f"\n{plan.user_role}:", f"\n{plan.user_role}："]
+            own = [f"\n{name}{colon}" for name in (plan.user_role, *self.others) for colon in (":", "：")]
             given = [options["stop"]] if isinstance(options.get("stop"), str) else list(options.get("stop") or [])
             options["stop"] = list(dict.fromkeys([*given, *own]))
             if self.backend.supports_prefill and "prefill" not in options:
@@ -328,7 +427,7 @@ class Chatbot:
         if not self.postprocess or self.backend.transcript:
             return PassThrough()
         c = self.character
-        return ReplyFilter(self._own_names, c.speakers | {self.user_role}, c.manifest.narrators)
+        return ReplyFilter(self._own_names, c.speakers | {self.user_role, *self.others}, c.manifest.narrators)
 
     def _reply(self, plan: Plan, options: dict[str, Any], commit: Callable[[Plan, str], None] | None) -> Reply:
         return Reply(self.backend, plan, self.call_options(plan, options), filter=self.reply_filter, commit=commit)

@@ -88,15 +88,21 @@ class History:
             self.session, self._session_id = None, None
 
     # -- writing -----------------------------------------------------------------------------------
+    def ensure_session(self, user_role: str | None = None) -> str | None:
+        """The stored conversation's id, started now (with no turns) if there is a store and none yet."""
+        with self.lock:
+            if self.store is not None and self._session_id is None:
+                if self.character is None:
+                    raise SessionError("cannot start a stored conversation without its character's name")
+                self.session = self.store.create(self.character, self.user_role or user_role or "user")
+                self._session_id = self.session.id
+            return self._session_id
+
     def commit(self, turn: Turn, trace: dict | None = None) -> None:
         """Append a finished turn: to the store first (creating the session on the first turn), then to memory."""
         with self.lock:
             if self.store is not None:
-                if self._session_id is None:
-                    if self.character is None:
-                        raise SessionError("cannot start a stored conversation without its character's name")
-                    self.session = self.store.create(self.character, self.user_role or turn.user_role)
-                    self._session_id = self.session.id
+                self.ensure_session(turn.user_role)
                 self.store.append_turn(self._session_id, turn, trace)
             self._rendered.append(self._render_one(len(self._turns), turn))
             self._turns.append(turn)

@@ -15,7 +15,7 @@ from ..character.folder import Character, own_file
 from ..config import STORY_FRESH_SHARE, STORY_REUSE_MIN_TOKENS
 from ..errors import InputError
 from ..types import PartTrace, Turn
-from .packing import Budget, HistoryTurn, LoreUnit, Packed, SceneUnit, pack
+from .packing import Budget, HistoryTurn, LoreUnit, MemoryUnit, Packed, SceneUnit, pack
 from .persona import Persona, fill_macros
 from .reuse import StoryMemory, relevant
 from .story import StoryUnits
@@ -38,6 +38,8 @@ class PromptBuilder:
         self._setup_lore(lorebook, lore_tokens)
         self.layout, self.stories = self._story_layout(layout, story_reuse)
         self.scenes = StoryUnits(self.prompts, character, self.user_name, counter, self.header)
+        self.memory_header = load_template("memory_header", character.language).text
+        self.presence = ""  # a group chat's line naming who else is present (see ``presence_line``)
 
     # -- set-up --------------------------------------------------------------------------------------
     def _setup_persona(self, persona: Persona | None, user_role: str) -> None:
@@ -82,6 +84,14 @@ class PromptBuilder:
             return "stable_prefix", StoryMemory()
         return native, None
 
+    def presence_line(self, others: Sequence[str]) -> str:
+        """The line that tells the character who else is present (a group chat); "" when nobody is."""
+        if not others:
+            return ""
+        separator = "、" if self.character.language.lower().startswith("zh") else ", "
+        return load_template("group_presence", self.character.language).render(
+            others=separator.join(others), character=self.character.display_name)
+
     # -- lines ---------------------------------------------------------------------------------------
     def line(self, role: str, text: str) -> str:
         """``role:「text」`` in the character's language's line template."""
@@ -111,14 +121,17 @@ class PromptBuilder:
                 for a in self.lorebook.activate(messages)]
 
     def pack(self, hits: Sequence[Any], text: str, rendered: list[HistoryTurn], line: str, query: str,
-             recall: bool = True) -> tuple[Packed, list[PartTrace]]:
-        """Pack the turn. For a backend that caches the prompt's prefix, keep the turn the previous turn's history
-        started at and, with story reuse, its story while they serve (not when ``recall`` is false: a story kept
-        from before could hold scenes this turn excludes)."""
+             recall: bool = True, memory: Sequence[MemoryUnit] = ()) -> tuple[Packed, list[PartTrace]]:
+        """Pack the turn, with ``memory`` (facts, the summary, recalled turns) under the memory share. For a
+        backend that caches the prompt's prefix, keep the turn the previous turn's history started at and, with
+        story reuse, its story while they serve (not when ``recall`` is false: a story kept from before could hold
+        scenes this turn excludes)."""
+        system = f"{self.system_prompt.rstrip()}\n\n{self.presence}" if self.presence else self.system_prompt
+
         def packed_with(scenes, fresh=(), start=None) -> Packed:
-            return pack(self.system_prompt, self.header, scenes, rendered, query, self.counter, self.budget,
+            return pack(system, self.header, scenes, rendered, query, self.counter, self.budget,
                         lore=self.lore(query, rendered), lore_header=self.lore_header, layout=self.layout,
-                        history_from=start, fresh_scenes=fresh)
+                        history_from=start, fresh_scenes=fresh, memory=memory, memory_header=self.memory_header)
 
         kept = self.stories.recall(rendered) if self.stories is not None and recall else None
         if self.layout != "stable_story":  # no story reuse; the history still keeps its start when cached

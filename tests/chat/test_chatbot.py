@@ -82,7 +82,7 @@ def test_trace_shows_scenes_and_tokens():
     b.chat("棒球比赛")
     t = b.last_trace
     assert t.included_scenes and t.total_tokens == sum(t.parts.values())
-    assert set(t.timings_ms) == {"embed", "retrieve", "pack"}
+    assert set(t.timings_ms) == {"embed", "retrieve", "memory", "pack"}
     assert all(s.score is not None for s in t.scenes)
 
 

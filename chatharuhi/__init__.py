@@ -35,6 +35,8 @@ _EXPORTS = {
     "ChatHaruhiError": ".errors",
     "Embedder": ".retrieval.embeddings",
     "EmbedderError": ".errors",
+    "Fact": ".types",
+    "GroupChat": ".chat.group",
     "InputError": ".errors",
     "InvalidCharacter": ".errors",
     "Line": ".types",
@@ -47,6 +49,8 @@ _EXPORTS = {
     "Persona": ".prompting.persona",
     "Plan": ".chat.reply",
     "Reply": ".chat.reply",
+    "Round": ".types",
+    "Said": ".types",
     "Scene": ".types",
     "ScoredScene": ".types",
     "Session": ".sessions",
@@ -93,6 +97,8 @@ __all__ = [
     "Chatbot",
     "Embedder",
     "EmbedderError",
+    "Fact",
+    "GroupChat",
     "InputError",
     "InvalidCharacter",
     "Line",
@@ -105,6 +111,8 @@ __all__ = [
     "Persona",
     "Plan",
     "Reply",
+    "Round",
+    "Said",
     "Scene",
     "ScoredScene",
     "Session",
@@ -150,6 +158,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .character.discovery import find_character, list_characters
     from .character.folder import Character, Manifest, load_character
     from .chat.chatbot import Chatbot
+    from .chat.group import GroupChat
     from .chat.reply import Plan, Reply
     from .compat.api import ChatHaruhi
     from .errors import (
@@ -187,8 +196,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .retrieval.embeddings import Embedder, get_embedder
     from .sessions import Session, SessionStore
     from .types import (
+        Fact,
         Line,
         Message,
+        Round,
+        Said,
         Scene,
         ScoredScene,
         Trace,

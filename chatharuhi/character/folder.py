@@ -46,6 +46,7 @@ class Manifest(BaseModel):
     examples: bool = False
     alternate_greetings: list[str] = Field(default_factory=list)
     post_history_instructions: str | None = None  # appended to the user's message (a card's field)
+    talkativeness: float | None = Field(default=None, ge=0.0, le=1.0)  # a group chat: the chance to join in unasked
     description: str | None = None
     source: str | None = None
     license: str | None = None

@@ -46,6 +46,16 @@ class Reply:
         """The packing trace of this turn."""
         return self.plan.trace
 
+    @property
+    def started(self) -> bool:
+        """Whether the reply has begun streaming (a reply streams once; a finished one replays)."""
+        return self._started
+
+    @property
+    def done(self) -> bool:
+        """Whether the whole reply is in (and was handed to the commit callback)."""
+        return self._text is not None
+
     def __iter__(self) -> Iterator[str]:
         if self._text is not None:  # replay a finished reply
             yield self._text

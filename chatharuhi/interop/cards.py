@@ -273,6 +273,7 @@ def card_to_draft(card: dict[str, Any], source: object = None, *, name: str | No
     manifest["alternate_greetings"] = alternates
     phi = fill_card_macros(fields["post_history_instructions"].replace("{{original}}", ""), char).strip()
     manifest["post_history_instructions"] = phi or None
+    manifest["talkativeness"] = _talkativeness(ext.get("talkativeness"))
     scenes = mes_example_scenes(fields["mes_example"], speaker, max_tokens=10**9 if ours_card else IMPORT_SCENE_TOKENS)
     if not scenes and greeting:
         scenes = ["\n".join(f"{char}:「{p.strip()}」" for p in greeting.split("\n") if p.strip())]
@@ -353,3 +354,12 @@ def _as_png(image: bytes) -> bytes | None:
             return out.getvalue()
     except Exception:  # noqa: BLE001 - an unreadable icon just gives no avatar; the asset itself is kept
         return None
+
+
+def _talkativeness(value: Any) -> float | None:
+    """SillyTavern's ``extensions.talkativeness`` (a number or a numeric string, 0 to 1), else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 <= number <= 1.0 else None

@@ -1,0 +1,571 @@
+"""``GroupChat``: several characters and the user in one conversation, each speaker grounded in its own scenes.
+
+    group = GroupChat(["haruhi", "wukong"], llm="openai", user_role="阿虚")
+    for said in group.chat("大家好，今天去哪儿？"):
+        print(said.speaker, said.text)
+
+Who answers a message is the turn order's call (turn_order.py). Each speaker's prompt is its own chatbot's: its
+own system prompt and its own scenes, retrieved for the round so far under its own budget; the shared
+conversation rendered with every speaker's name (its own lines as the assistant's, everyone else's as the
+user's); a line naming who else is present. Nothing of another character's prompt or scenes is in it. Its
+reply is cut where it starts speaking for someone else. All members share one backend (one model and its cache
+on a local runtime) and one embedder. Each member remembers the rounds it was present for (memory.py). Rounds
+are committed when the last speaker of the round is done (or the stream stops: the replies that finished stay).
+A group of one is a one-to-one chat: the same prompts, stored the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from ..backends.registry import resolve_backend
+from ..character.discovery import find_character
+from ..character.folder import Character, load_character
+from ..config import DEFAULT_GROUP_REPLIES, DEFAULT_TALKATIVENESS, DEFAULT_TOP_K, MAX_GROUP_SIZE
+from ..errors import InputError, SessionError, UnknownOption
+from ..options import parameter_names
+from ..prompting.packing import HistoryTurn
+from ..prompting.templates import load_template
+from ..retrieval.embeddings import get_embedder
+from ..retrieval.index import query_window
+from ..sessions import open_session
+from ..types import Fact, Round, Said, Trace
+from .chatbot import Chatbot
+from .memory import Entry, Memory
+from .reply import Reply
+from .rounds import Rounds, group_key, round_from
+from .turn_order import Speaker, TurnOrder
+
+GROUP_FORMAT = "chatharuhi.group/1"
+
+
+@dataclass
+class Member:
+    """One character of a group: its chatbot (prompt, index; the group's backend) and its memory of the group."""
+
+    bot: Chatbot
+    memory: Memory | None
+    window: list[str] = field(default_factory=list)  # the history turns its last prompt held
+
+    @property
+    def name(self) -> str:
+        """The character's name (its folder's)."""
+        return self.bot.character.name
+
+
+class Speaking:
+    """One character's reply as the group streams it: iterate it for chunks (or ``text()``)."""
+
+    def __init__(self, speaker: str, display_name: str, reply: Reply):
+        self.speaker, self.display_name, self.reply = speaker, display_name, reply
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.reply)
+
+    def text(self) -> str:
+        """The whole reply."""
+        return self.reply.text()
+
+    def __repr__(self) -> str:
+        return f"Speaking({self.speaker!r})"
+
+
+class GroupChat:
+    """A conversation between the user and several characters."""
+
+    def __init__(
+        self,
+        characters: Sequence[str | os.PathLike | Character] | None = None,
+        llm: Any = None,
+        embedder: Any = None,
+        characters_dir: Any = None,
+        *,
+        user_role: str | None = None,
+        order: str = "natural",
+        max_replies: int = DEFAULT_GROUP_REPLIES,
+        talkativeness: dict[str, float] | None = None,
+        seed: int | None = None,
+        muted: Iterable[str] = (),
+        session: Any = None,
+        sessions: Any = None,
+        memory: bool = True,
+        summarize: bool = False,
+        memory_tokens: int | None = None,
+        top_k: int = DEFAULT_TOP_K,
+        story_tokens: int | None = None,
+        history_tokens: int | None = None,
+        context_window: int | None = None,
+        reply_reserve: int | None = None,
+        postprocess: bool = True,
+        persona: Any = None,
+        **llm_options: Any,
+    ):
+        """``characters``: names, aliases, folders or loaded ``Character``s (1 to ``MAX_GROUP_SIZE``); left out to
+        resume ``session``. ``order``: "natural", "list" or "manual" (turn_order.py); ``max_replies``: replies to one
+        message, at most; ``talkativeness``: {name: 0..1} over the characters' own; ``seed``: makes who speaks
+        reproducible. The other keywords are the ``Chatbot``'s, for every member; ``llm_options`` go to the one
+        backend they share."""
+        store, saved = open_session(session, sessions)
+        if saved is not None:
+            characters = self._resumed(saved, characters, store)
+        if not characters:
+            raise InputError("no characters given: pass GroupChat(['haruhi', 'wukong'], ...)")
+        if isinstance(characters, (str, os.PathLike, Character)):
+            characters = [characters]
+        if len(characters) > MAX_GROUP_SIZE:
+            raise InputError(f"a group holds at most {MAX_GROUP_SIZE} characters; {len(characters)} were given: "
+                             "leave some out (each one answers with its own prompt and index)")
+        try:
+            self.backend = resolve_backend(llm, **llm_options)
+        except UnknownOption as exc:
+            own = parameter_names(GroupChat.__init__)[0]
+            raise UnknownOption(exc.name, "GroupChat()", [*exc.valid, *own],
+                                hint=f"(keywords the group does not know go to the backend: {exc})") from None
+        self.embedder = get_embedder(embedder)
+        self._settings = {"top_k": top_k, "story_tokens": story_tokens, "history_tokens": history_tokens,
+                          "memory_tokens": memory_tokens, "context_window": context_window,
+                          "reply_reserve": reply_reserve, "postprocess": postprocess, "persona": persona}
+        self.characters_dir, self._memory_on, self._summarize = characters_dir, memory, summarize
+        if summarize and not memory:
+            raise InputError("summarize=True needs memory=True: the summary is part of the conversation's memory")
+        loaded = [self._load(c) for c in characters]
+        names = [c.name for c in loaded]
+        for name in names:
+            if names.count(name) > 1:
+                raise InputError(f"{name!r} is in the group twice (names and aliases of one character count once)")
+        first = loaded[0]
+        self.user_role = (user_role or (saved.user_role if saved else None) or first.user_role or "user").strip()
+        self._members: dict[str, Member] = {}
+        self._tags: dict[str, str] = {}  # every character that spoke here: its speaker tag
+        for character in loaded:
+            self._join(character)
+        self._talkativeness = self._checked_talkativeness(talkativeness or {})
+        self.order = TurnOrder(self._speakers(), order=order, max_replies=max_replies,
+                               seed=random.randrange(2**32) if seed is None else seed)
+        self._muted: set[str] = set()
+        for name in muted:
+            self.mute(name)
+        self.dialogue = Rounds(self._transcript, store=store, session=saved, key=group_key(names),
+                               user_role=self.user_role)
+        self.memory = GroupMemory(self) if memory else None
+        self.last_traces: dict[str, Trace] = {}
+        if saved is not None:
+            self.dialogue.reload()
+            for member in self._members.values():
+                if member.memory is not None:
+                    member.memory.load()
+
+    # -- set-up --------------------------------------------------------------------------------------
+    @staticmethod
+    def _resumed(saved: Any, characters: Any, store: Any) -> list[str]:
+        """The members of a stored conversation: those present in its last round (else the session's name; a
+        one-to-one chat resumes as a group of one)."""
+        records = store.export_records(saved.id)
+        last = records[-1] if records else None
+        names = list(round_from(last, saved.character).present) if last else saved.character.split("+")
+        if characters:
+            given = sorted(c.name if isinstance(c, Character) else str(c) for c in characters)
+            if given != sorted(names):
+                raise SessionError(f"session {saved.id} is a conversation with {'+'.join(names)!r}, not "
+                                   f"{'+'.join(given)!r}: leave out the characters to resume it")
+        return names
+
+    def _load(self, spec: str | os.PathLike | Character) -> Character:
+        if isinstance(spec, Character):
+            return spec
+        if isinstance(spec, os.PathLike):
+            return load_character(spec)
+        if not isinstance(spec, str) or not spec.strip():
+            raise InputError(f"not a character: {spec!r}; give a name such as 'haruhi', or a folder")
+        return find_character(spec.strip(), self.characters_dir)
+
+    def _join(self, character: Character) -> Member:
+        s = self._settings
+        bot = Chatbot(character=character, llm=self.backend, embedder=self.embedder, user_role=self.user_role,
+                      memory=False, top_k=s["top_k"], story_tokens=s["story_tokens"],
+                      history_tokens=s["history_tokens"], memory_tokens=s["memory_tokens"],
+                      context_window=s["context_window"], reply_reserve=s["reply_reserve"],
+                      postprocess=s["postprocess"], persona=s["persona"])
+        memory = None
+        if self._memory_on:
+            memory = Memory(bot.index.embedder, bot.counter, lambda: bot.budget.memory_tokens,
+                            language=character.language, character=character.name, link=self._link,
+                            dense_weight=bot.weights["dense_weight"], lexical_weight=bot.weights["lexical_weight"],
+                            summarize_with=self.backend if self._summarize else None,
+                            names=(character.display_name, bot.prompt.user_name))
+        member = Member(bot, memory)
+        self._members[character.name] = member
+        self._tags[character.name] = character.speaker
+        return member
+
+    def _speakers(self) -> list[Speaker]:
+        out = []
+        for m in self._members.values():
+            c = m.bot.character
+            level = self._talkativeness.get(c.name, c.manifest.talkativeness)
+            out.append(Speaker(c.name, (c.name, c.display_name, c.speaker, *c.aliases),
+                               DEFAULT_TALKATIVENESS if level is None else level))
+        return out
+
+    def _checked_talkativeness(self, given: dict[str, float]) -> dict[str, float]:
+        out = {}
+        for name, level in given.items():
+            member = self._member(name)
+            if not isinstance(level, (int, float)) or not 0 <= level <= 1:
+                raise InputError(f"talkativeness[{name!r}]={level!r}: use a number from 0 (never unasked) to 1")
+            out[member.name] = float(level)
+        return out
+
+    def _member(self, name: str) -> Member:
+        """A member by name or alias; anyone else is an error naming the members."""
+        if isinstance(name, str):
+            if name in self._members:
+                return self._members[name]
+            for m in self._members.values():
+                c = m.bot.character
+                if name.strip().casefold() in {n.casefold() for n in (c.display_name, c.speaker, *c.aliases)}:
+                    return m
+        raise InputError(f"{name!r} is not in this group ({', '.join(self._members)}): add it first "
+                         f"(group.add({name!r}))")
+
+    def _link(self, create: bool) -> Any:
+        if self.dialogue.store is None:
+            return None
+        session_id = self.dialogue.ensure_session() if create else self.dialogue.session_id
+        return (self.dialogue.store, session_id) if session_id else None
+
+    # -- who is here ---------------------------------------------------------------------------------
+    @property
+    def characters(self) -> list[str]:
+        """The members' names, in order."""
+        return list(self._members)
+
+    @property
+    def bots(self) -> dict[str, Chatbot]:
+        """Each member's chatbot (its prompt, index and budget), by name."""
+        return {name: m.bot for name, m in self._members.items()}
+
+    @property
+    def muted(self) -> set[str]:
+        """The members who speak only when asked by name (``speakers=``)."""
+        return set(self._muted)
+
+    def mute(self, name: str) -> None:
+        """Keep a member from speaking unless asked by name; it still hears everything."""
+        self._muted.add(self._member(name).name)
+
+    def unmute(self, name: str) -> None:
+        """Let a muted member speak again."""
+        self._muted.discard(self._member(name).name)
+
+    def add(self, character: str | os.PathLike | Character) -> str:
+        """A character joins (it remembers the rounds from now on); returns its name."""
+        loaded = self._load(character)
+        if loaded.name in self._members:
+            raise InputError(f"{loaded.name!r} is in the group already")
+        if len(self._members) >= MAX_GROUP_SIZE:
+            raise InputError(f"a group holds at most {MAX_GROUP_SIZE} characters: remove one first")
+        member = self._join(loaded)
+        if self.memory is not None and member.memory is not None:
+            for fact in self.memory.facts:
+                if fact.character == "":
+                    member.memory.adopt(fact)
+        self.order.set_speakers(self._speakers())
+        return loaded.name
+
+    def remove(self, name: str) -> None:
+        """A member leaves (its lines stay in the conversation)."""
+        member = self._member(name)
+        if len(self._members) == 1:
+            raise InputError("a group needs one character at least")
+        del self._members[member.name]
+        self._muted.discard(member.name)
+        self.order.set_speakers(self._speakers())
+
+    # -- the conversation ----------------------------------------------------------------------------
+    @property
+    def history(self) -> list[Round]:
+        """The committed rounds, oldest first (a copy)."""
+        return self.dialogue.rounds
+
+    @property
+    def session(self) -> Any:
+        """The stored conversation (None before the first round, or without a store)."""
+        return self.dialogue.session
+
+    def _last_speaker(self) -> str | None:
+        rounds = self.dialogue.rounds
+        return rounds[-1].replies[-1].speaker if rounds else None
+
+    def stream(self, text: str | None = None, *, speakers: Sequence[str] | None = None, role: str | None = None,
+               **options: Any) -> Iterator[Speaking]:
+        """Start a round: yields one ``Speaking`` per speaker, in order (iterate each for its chunks; one left
+        unread is read to the end before the next speaker starts). ``speakers`` names who speaks ("let X speak",
+        muted or not; with no ``text``, they go on unprompted)."""
+        text = text.strip() if isinstance(text, str) else text
+        if text is not None and not isinstance(text, str):
+            raise InputError(f"the message must be text, not {type(text).__name__}")
+        if not text and not speakers:
+            raise InputError("empty message: type something, or name who speaks (speakers=['haruhi'])")
+        if isinstance(speakers, str):
+            speakers = [speakers]
+        user_role = ((role or self.user_role).strip() or self.user_role) if text else ""
+        present = tuple(self._members)
+        if speakers:
+            queue = [self._member(n).name for n in speakers][: self.order.max_replies]
+        else:
+            queue = self.order.plan(text, len(self.dialogue), last=self._last_speaker(), muted=self._muted)
+        return self._round(text or "", user_role, queue, present, dict(options), chained=not speakers)
+
+    def chat(self, text: str | None = None, *, speakers: Sequence[str] | None = None, role: str | None = None,
+             **options: Any) -> list[Said]:
+        """One round: who spoke and what, in order."""
+        out = []
+        rounds = self.stream(text, speakers=speakers, role=role, **options)
+        try:
+            for speaking in rounds:
+                out.append(Said(speaking.speaker, speaking.text()))
+        finally:
+            rounds.close()
+        return out
+
+    def _round(self, text: str, user_role: str, queue: list[str], present: tuple[str, ...],
+               options: dict[str, Any], chained: bool) -> Iterator[Speaking]:
+        replies: list[Said] = []
+        traces: dict[str, Trace] = {}
+        try:
+            while queue:
+                name = queue.pop(0)
+                member = self._members[name]
+                plan = self._plan(member, Round(user_role, text, tuple(replies), present))
+                done: list[str] = []
+                reply = Reply(self.backend, plan, member.bot.call_options(plan, dict(options)),
+                              filter=member.bot.reply_filter, commit=lambda _plan, said, done=done: done.append(said))
+                yield Speaking(name, member.bot.character.display_name, reply)
+                if not reply.started:
+                    reply.text()
+                if not done:  # the consumer stopped mid-reply: the round ends with what was finished
+                    break
+                replies.append(Said(name, done[0]))
+                traces[name] = plan.trace
+                member.window = [t.id for t in plan.trace.turns if t.included]
+                if chained:
+                    queue = self.order.after(done[0], name, queue, len(replies), muted=self._muted)
+        finally:
+            if replies:
+                self._commit(Round(user_role, text, tuple(replies), present), traces)
+
+    def _commit(self, rnd: Round, traces: dict[str, Trace]) -> None:
+        self.dialogue.commit(rnd, {name: t.as_dict() for name, t in traces.items()})
+        self.last_traces = dict(traces)
+        key = query_window(rnd.text or rnd.replies[0].text)
+        for name in rnd.present:
+            member = self._members.get(name)
+            if member is None or member.memory is None:
+                continue
+            member.memory.keep_vector(key)
+            first = min((int(t.split(".")[0]) for t in member.window), default=len(self.dialogue))
+            member.memory.turn_done(sum(1 for e in member.memory.entries if e.order < first))
+
+    # -- one speaker's prompt ------------------------------------------------------------------------
+    def _segments(self, member: Member, r: int, rnd: Round) -> list[HistoryTurn]:
+        """Round ``r`` as ``member``'s history reads it: cut after each of its own lines (its replies are the
+        assistant's); the lines after its last reply wait, with no reply, for the next user message."""
+        line = member.bot.prompt.line
+        out: list[HistoryTurn] = []
+        waiting = [line(rnd.user_role, rnd.text)] if rnd.text else []
+        for said in rnd.replies:
+            mine = line(self._tags.get(said.speaker, said.speaker), said.text)
+            if said.speaker != member.name:
+                waiting.append(mine)
+            elif not waiting and out and out[-1].assistant:  # it went on unprompted: one longer reply
+                out[-1] = HistoryTurn(out[-1].id, out[-1].user, f"{out[-1].assistant}\n{mine}")
+            else:
+                out.append(HistoryTurn(f"{r}" if not out else f"{r}.{len(out)}", "\n".join(waiting), mine))
+                waiting = []
+        if waiting:
+            out.append(HistoryTurn(f"{r}" if not out else f"{r}.{len(out)}", "\n".join(waiting), ""))
+        return out
+
+    def _rendered(self, member: Member, rounds: Sequence[Round]) -> list[HistoryTurn]:
+        return [h for r, rnd in enumerate(rounds) if member.name in rnd.present
+                for h in self._segments(member, r, rnd)]
+
+    def _entry(self, member: Member) -> Any:
+        def entry(_: int, source: tuple[int, Round]) -> Entry:
+            r, rnd = source
+            segments = self._segments(member, r, rnd)
+            lines = [part for h in segments for part in (h.user, h.assistant) if part]
+            words = "\n".join([rnd.text, *(s.text for s in rnd.replies)])
+            return Entry(f"r{r}", query_window(rnd.text or rnd.replies[0].text), "\n".join(lines), words,
+                         tuple(h.id for h in segments), r)
+        return entry
+
+    def _plan(self, member: Member, current: Round) -> Any:
+        """``member``'s prompt for its turn in the round ``current`` (what was said in it so far)."""
+        bot = member.bot
+        others = [self._members[n].bot.character for n in current.present if n != member.name and n in self._members]
+        bot.others = tuple(dict.fromkeys(n for c in others for n in (c.speaker, c.display_name)))
+        bot.prompt.presence = bot.prompt.presence_line([c.display_name for c in others])
+        rounds = self.dialogue.rounds
+        rendered = self._rendered(member, [*rounds, current])
+        if rendered and not rendered[-1].assistant and rendered[-1].id.split(".")[0] == str(len(rounds)):
+            line = rendered.pop().user  # the round so far, since it last spoke: what it answers
+            search = "\n".join([current.text, *(s.text for s in current.replies)]).strip()
+        else:  # asked to go on with nothing new said
+            line = load_template("group_continue", bot.character.language).render(
+                character=bot.character.display_name)
+            search = current.replies[-1].text if current.replies else (
+                rounds[-1].replies[-1].text if rounds else line)
+        memory, remembered = member.memory, ()
+        if memory is not None:
+            memory.sync([(r, rnd) for r, rnd in enumerate(rounds) if member.name in rnd.present],
+                        self._entry(member))
+            remembered = tuple(dict.fromkeys(f"r{t.split('.')[0]}" for t in member.window))
+        return bot.compose(search, rendered, line, user_role=current.user_role or self.user_role,
+                           text=current.text, memory=memory, remembered=remembered)
+
+    def _transcript(self, rnd: Round) -> str:
+        """A round's replies as its stored turn reads (a group of one: the reply itself, as a one-to-one chat)."""
+        if len(rnd.present) == 1:
+            return "\n".join(s.text for s in rnd.replies)
+        lines = []
+        for said in rnd.replies:
+            member = self._members.get(said.speaker)
+            tag = self._tags.get(said.speaker, said.speaker)
+            lines.append(member.bot.prompt.line(tag, said.text) if member else f"{tag}:「{said.text}」")
+        return "\n".join(lines)
+
+    # -- editing -------------------------------------------------------------------------------------
+    def undo(self) -> Round:
+        """Delete the last round and return it."""
+        rnd = self.dialogue.undo()
+        self.last_traces = {}
+        return rnd
+
+    def reset(self) -> None:
+        """Forget the conversation (with a store, the next round starts a new session; the old one is kept)."""
+        self.dialogue.reset()
+        self.last_traces = {}
+        for member in self._members.values():
+            member.window = []
+            if member.memory is not None:
+                member.memory = Memory(member.memory.embedder, member.bot.counter,
+                                       member.memory.budget, language=member.bot.character.language,
+                                       character=member.name, link=self._link,
+                                       summarize_with=self.backend if self._summarize else None,
+                                       names=(member.bot.character.display_name, member.bot.prompt.user_name))
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the conversation to a JSON file (atomically), with its pinned facts."""
+        path = Path(path).expanduser()
+        data = {"format": GROUP_FORMAT, "characters": self.characters, "user_role": self.user_role,
+                "rounds": [{"user_role": r.user_role, "text": r.text, "present": list(r.present),
+                            "replies": [asdict(s) for s in r.replies]} for r in self.history],
+                "facts": [asdict(f) for f in (self.memory.facts if self.memory else [])]}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kwargs: Any) -> "GroupChat":
+        """Resume a conversation saved with ``save``; keyword arguments configure the new group."""
+        path = Path(path).expanduser()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != GROUP_FORMAT:
+                raise ValueError(f"format is {data.get('format')!r}, expected {GROUP_FORMAT!r}")
+            rounds = [Round(r["user_role"], r["text"], tuple(Said(**s) for s in r["replies"]), tuple(r["present"]))
+                      for r in data["rounds"]]
+            facts = [Fact(**f) for f in data.get("facts", [])]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SessionError(f"{path}: cannot read the saved group conversation: {exc}") from None
+        kwargs.setdefault("characters", data["characters"])
+        kwargs.setdefault("user_role", data.get("user_role"))
+        group = cls(**kwargs)
+        group.dialogue.replace(rounds)
+        if group.memory is not None:
+            for fact in facts:
+                group.memory.restore(fact)
+        return group
+
+
+class GroupMemory:
+    """A group's pinned facts: for everyone (stored once) or for one member; each member holds its own memory."""
+
+    def __init__(self, group: GroupChat):
+        self._group = group
+
+    def of(self, name: str) -> Memory:
+        """A member's memory (its facts, summary and the rounds it was present for)."""
+        memory = self._group._member(name).memory
+        if memory is None:
+            raise InputError("this group was made with memory=False")
+        return memory
+
+    def _memories(self) -> list[Memory]:
+        return [m.memory for m in self._group._members.values() if m.memory is not None]
+
+    @property
+    def facts(self) -> list[Fact]:
+        """Every pinned fact, oldest first (once each)."""
+        seen: dict[str, Fact] = {}
+        for memory in self._memories():
+            for fact in memory.facts:
+                seen.setdefault(fact.id, fact)
+        return sorted(seen.values(), key=lambda f: (len(f.id), f.id))
+
+    def pin(self, text: str, character: str | None = None) -> Fact:
+        """Pin a fact for everyone (or one member): it is in every prompt of theirs from now on."""
+        if character is not None:
+            name = self._group._member(character).name
+            return self.of(name).pin(text, character=name)
+        memories = self._memories()
+        for memory in memories:
+            memory.check_fact(text)
+        where = self._group._link(True)
+        fact = where[0].add_fact(where[1], text.strip(), "") if where else Fact(self._next_id(), text.strip(), "")
+        for memory in memories:
+            memory.adopt(fact)
+        return fact
+
+    def restore(self, fact: Fact) -> None:
+        """Hold a fact read back from a file (stored again if the group has a store)."""
+        if fact.character and fact.character in self._group._members:
+            self.of(fact.character).pin(fact.text, character=fact.character)
+        elif not fact.character:
+            self.pin(fact.text)
+
+    def _next_id(self) -> str:
+        return str(1 + max((int(f.id) for f in self.facts if f.id.isdigit()), default=0))
+
+    def _holders(self, fact_id: str) -> list[Memory]:
+        holders = [m for m in self._memories() if any(f.id == str(fact_id) for f in m.facts)]
+        if not holders:
+            listing = ", ".join(f"{f.id} ({f.text[:20]})" for f in self.facts) or "none"
+            raise InputError(f"no pinned fact {fact_id!r}; the facts are: {listing}")
+        return holders
+
+    def edit(self, fact_id: str, text: str) -> Fact:
+        """Replace a pinned fact's text (checked against every holder's memory budget)."""
+        holders = self._holders(fact_id)
+        for memory in holders:
+            memory.check_fact(text, replacing=str(fact_id))
+        new = holders[0].edit(fact_id, text)
+        for memory in holders[1:]:
+            memory.edit(fact_id, text, store=False)
+        return new
+
+    def forget(self, fact_id: str) -> Fact:
+        """Unpin a fact; returns it."""
+        holders = self._holders(fact_id)
+        fact = holders[0].forget(fact_id)
+        for memory in holders[1:]:
+            memory.forget(fact_id, store=False)
+        return fact

@@ -11,9 +11,11 @@ from typing import Sequence
 
 from .building import commands as _building_commands
 from .config import (
+    DEFAULT_GROUP_REPLIES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_S,
     ENV_DEMO_PASSWORD,
+    GROUP_ORDERS,
     SERVER_BODY_TIMEOUT_S,
     SERVER_HEAD_TIMEOUT_S,
     SERVER_MAX_CONNECTIONS,
@@ -56,10 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the characters that can be found (broken ones are marked)")
     p.add_argument("--paths", action="store_true", help="show where each character's folder is")
     _add_character_dir(p)
-    p = sub.add_parser("chat", help="chat with a character in the terminal (streaming; /help lists commands)")
-    p.add_argument("name")
+    p = sub.add_parser("chat", help="chat with a character, or several (a group), in the terminal (streaming; /help "
+                       "lists commands)")
+    p.add_argument("names", nargs="+", metavar="name", help="a character; two or more make a group chat")
     p.add_argument("--resume", nargs="?", const=True, metavar="ID",
                    help="go on with your newest chat with this character (or the chat ID); /load lists them")
+    p.add_argument("--no-memory", action="store_true", help="forget what leaves the history window (no recall, "
+                   "no pinned facts)")
+    p.add_argument("--summarize", action="store_true", help="the model also keeps a rolling summary of what left "
+                   "the window (one extra call every few turns, in the background)")
+    p.add_argument("--order", choices=GROUP_ORDERS, default="natural", help="a group's turn order (default natural: "
+                   "whom you address first, then each character's talkativeness)")
+    p.add_argument("--max-replies", type=int, default=DEFAULT_GROUP_REPLIES,
+                   help=f"a group's replies to one message, at most (default {DEFAULT_GROUP_REPLIES})")
+    p.add_argument("--seed", type=int, help="makes who speaks in a group reproducible")
     _add_bot_options(p)
     p = sub.add_parser("ask", help="ask a character one question and print the reply")
     p.add_argument("name")
@@ -218,15 +230,40 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    """An interactive, streaming conversation, kept in the session store (``--resume``, ``/load``)."""
+    """An interactive, streaming conversation, kept in the session store (``--resume``, ``/load``); with two or
+    more characters, a group chat."""
     from .sessions import SessionStore
-    from .terminal import run_chat
+    from .terminal import run_chat, run_group_chat
 
     store = SessionStore()
+    memory = {"memory": not args.no_memory, "summarize": args.summarize}
     try:
-        return run_chat(lambda **extra: _bot(args, sessions=store, **extra), store, args.resume)
+        if len(args.names) > 1:
+            return run_group_chat(lambda **extra: _group(args, sessions=store, **memory, **extra), store,
+                                  args.resume)
+        args.name = args.names[0]
+        return run_chat(lambda **extra: _bot(args, sessions=store, **memory, **extra), store, args.resume)
     finally:
         store.close()
+
+
+def _group(args: argparse.Namespace, **extra):
+    """The group chat the options describe; ``extra`` (a resumed chat's session, backend, embedder) wins."""
+    from .chat.group import GroupChat
+    from .retrieval.embeddings import get_embedder
+
+    budget = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
+    if extra.get("llm") is None:
+        given = {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}
+        extra.update({"llm": args.backend, **{k: v for k, v in given.items() if v}})
+    if extra.get("embedder") is None:
+        extra["embedder"] = get_embedder(args.embedder)
+        for name in args.names:
+            args.name = name
+            _index_first(args, extra["embedder"])
+    characters = None if extra.get("session") is not None else args.names
+    return GroupChat(characters, characters_dir=args.characters_dir, user_role=args.user_role, order=args.order,
+                     max_replies=args.max_replies, seed=args.seed, **budget, **extra)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

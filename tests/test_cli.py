@@ -132,3 +132,42 @@ def test_version_prints_the_package_version(capsys):
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"chatharuhi {chatharuhi.__version__}"
+
+
+def _chat(*args, stdin):
+    return subprocess.run([sys.executable, "-m", "chatharuhi", "chat", *args, "--backend", "scripted", "--embedder",
+                           "hash"], input=stdin, capture_output=True, text=True, timeout=180, env=dict(os.environ))
+
+
+def test_chat_remembers_pinned_facts_across_a_resume():
+    first = _chat("haruhi", stdin="/remember 我叫小林\n/memory\n你好\n/quit\n")
+    assert first.returncode == 0, first.stderr
+    assert "(pinned as fact 1" in first.stdout and "  1. 我叫小林" in first.stdout
+    resumed = _chat("haruhi", "--resume", stdin="/memory\n/fact 1 我叫小林，十六岁\n/forget 2\n/forget 1\n"
+                                                "/memory\n/quit\n")
+    assert "  1. 我叫小林" in resumed.stdout and "(fact 1 changed)" in resumed.stdout
+    assert "error: no pinned fact '2'" in resumed.stdout and "(fact 1 unpinned)" in resumed.stdout
+    assert "(no pinned facts" in resumed.stdout
+
+
+def test_chat_with_two_characters_is_a_group_chat():
+    r = _chat("haruhi", "wukong", "--seed", "1", stdin="春日，悟空，大家好\n/who\n/speak wukong\n/mute 春日\n"
+                                                      "悟空你好\n/speak sherlock\n/remember @wukong 俺是师弟\n"
+                                                      "/memory\n/quit\n")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("阿虚> 春日: echo:") for line in lines)
+    assert any(line.startswith("悟空: echo: 阿虚:「春日，悟空，大家好」") for line in lines)
+    assert "here: haruhi, wukong; muted: nobody; order: natural" in r.stdout
+    assert "error: 'sherlock' is not in this group (haruhi, wukong)" in r.stderr
+    assert "  1. 俺是师弟   (only wukong)" in r.stdout
+    from chatharuhi.sessions import SessionStore
+
+    with SessionStore() as store:
+        (session,) = store.list()
+        assert session.character == "haruhi+wukong" and session.title == "春日，悟空，大家好"
+        rounds = store.export_records(session.id)
+        assert [r["text"] for r in rounds] == ["春日，悟空，大家好", "", "悟空你好"]
+        assert [s["speaker"] for s in rounds[2]["trace"]["group"]["replies"]] == ["wukong"]  # 春日 was muted
+    resumed = _chat("haruhi", "wukong", "--resume", stdin="/load\n/quit\n")
+    assert "1. 春日，悟空，大家好 · 3 rounds" in resumed.stdout, resumed.stdout + resumed.stderr

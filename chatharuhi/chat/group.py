@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..backends.registry import resolve_backend
 from ..character.discovery import find_character
 from ..character.folder import Character, load_character
-from ..config import DEFAULT_GROUP_REPLIES, DEFAULT_TALKATIVENESS, DEFAULT_TOP_K, MAX_GROUP_SIZE
+from ..config import DEFAULT_GROUP_REPLIES, DEFAULT_TALKATIVENESS, DEFAULT_TOP_K, GROUP_ORDERS, MAX_GROUP_SIZE
 from ..errors import InputError, SessionError, UnknownOption
 from ..options import parameter_names
 from ..prompting.packing import HistoryTurn
@@ -262,6 +262,12 @@ class GroupChat:
     def unmute(self, name: str) -> None:
         """Let a muted member speak again."""
         self._muted.discard(self._member(name).name)
+
+    def set_order(self, order: str) -> None:
+        """Change the turn order: "natural", "list" or "manual" (turn_order.py)."""
+        if order not in GROUP_ORDERS:
+            raise UnknownOption(order, "order=", GROUP_ORDERS, kind="value")
+        self.order.order = order
 
     def add(self, character: str | os.PathLike | Character) -> str:
         """A character joins (it remembers the rounds from now on); returns its name."""
@@ -511,6 +517,18 @@ class GroupMemory:
 
     def _memories(self) -> list[Memory]:
         return [m.memory for m in self._group._members.values() if m.memory is not None]
+
+    @property
+    def summary(self) -> str | None:
+        """The members' rolling summaries, each after its name (None before any was written)."""
+        parts = [f"{name}: {m.memory.summary}" for name, m in self._group._members.items()
+                 if m.memory is not None and m.memory.summary]
+        return "\n".join(parts) or None
+
+    @property
+    def entries(self) -> list[Entry]:
+        """The rounds the longest-present member remembers (each member holds those it was present for)."""
+        return max((m.entries for m in self._memories()), key=len, default=[])
 
     @property
     def facts(self) -> list[Fact]:

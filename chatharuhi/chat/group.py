@@ -103,6 +103,7 @@ class GroupChat:
         reply_reserve: int | None = None,
         postprocess: bool = True,
         persona: Any = None,
+        vector_cache: Any = None,
         **llm_options: Any,
     ):
         """``characters``: names, aliases, folders or loaded ``Character``s (1 to ``MAX_GROUP_SIZE``); left out to
@@ -129,7 +130,8 @@ class GroupChat:
         self.embedder = get_embedder(embedder)
         self._settings = {"top_k": top_k, "story_tokens": story_tokens, "history_tokens": history_tokens,
                           "memory_tokens": memory_tokens, "context_window": context_window,
-                          "reply_reserve": reply_reserve, "postprocess": postprocess, "persona": persona}
+                          "reply_reserve": reply_reserve, "postprocess": postprocess, "persona": persona,
+                          "vector_cache": vector_cache}
         self.characters_dir, self._memory_on, self._summarize = characters_dir, memory, summarize
         if summarize and not memory:
             raise InputError("summarize=True needs memory=True: the summary is part of the conversation's memory")
@@ -190,7 +192,7 @@ class GroupChat:
                       memory=False, top_k=s["top_k"], story_tokens=s["story_tokens"],
                       history_tokens=s["history_tokens"], memory_tokens=s["memory_tokens"],
                       context_window=s["context_window"], reply_reserve=s["reply_reserve"],
-                      postprocess=s["postprocess"], persona=s["persona"])
+                      postprocess=s["postprocess"], persona=s["persona"], vector_cache=s["vector_cache"])
         memory = None
         if self._memory_on:
             memory = Memory(bot.index.embedder, bot.counter, lambda: bot.budget.memory_tokens,
@@ -232,6 +234,10 @@ class GroupChat:
                     return m
         raise InputError(f"{name!r} is not in this group ({', '.join(self._members)}): add it first "
                          f"(group.add({name!r}))")
+
+    def member_name(self, name: str) -> str:
+        """The name of the member ``name`` (a name, display name, speaker tag or alias) stands for."""
+        return self._member(name).name
 
     def _link(self, create: bool) -> Any:
         if self.dialogue.store is None:
@@ -304,15 +310,13 @@ class GroupChat:
         """The stored conversation (None before the first round, or without a store)."""
         return self.dialogue.session
 
-    def _last_speaker(self) -> str | None:
-        rounds = self.dialogue.rounds
-        return rounds[-1].replies[-1].speaker if rounds else None
-
     def stream(self, text: str | None = None, *, speakers: Sequence[str] | None = None, role: str | None = None,
-               **options: Any) -> Iterator[Speaking]:
+               history: Sequence[Round] | None = None, **options: Any) -> Iterator[Speaking]:
         """Start a round: yields one ``Speaking`` per speaker, in order (iterate each for its chunks; one left
         unread is read to the end before the next speaker starts). ``speakers`` names who speaks ("let X speak",
-        muted or not; with no ``text``, they go on unprompted)."""
+        muted or not; with no ``text``, they go on unprompted). ``history``: the round runs on that conversation
+        (a stateless caller's, such as the HTTP server's) and nothing is committed; each member then remembers
+        what it holds."""
         text = text.strip() if isinstance(text, str) else text
         if text is not None and not isinstance(text, str):
             raise InputError(f"the message must be text, not {type(text).__name__}")
@@ -322,17 +326,20 @@ class GroupChat:
             speakers = [speakers]
         user_role = ((role or self.user_role).strip() or self.user_role) if text else ""
         present = tuple(self._members)
+        rounds = self.dialogue.rounds if history is None else list(history)
         if speakers:
             queue = [self._member(n).name for n in speakers][: self.order.max_replies]
         else:
-            queue = self.order.plan(text, len(self.dialogue), last=self._last_speaker(), muted=self._muted)
-        return self._round(text or "", user_role, queue, present, dict(options), chained=not speakers)
+            last = rounds[-1].replies[-1].speaker if rounds and rounds[-1].replies else None
+            queue = self.order.plan(text, len(rounds), last=last, muted=self._muted)
+        return self._round(text or "", user_role, queue, present, dict(options), chained=not speakers,
+                           rounds=None if history is None else rounds)
 
     def chat(self, text: str | None = None, *, speakers: Sequence[str] | None = None, role: str | None = None,
-             **options: Any) -> list[Said]:
+             history: Sequence[Round] | None = None, **options: Any) -> list[Said]:
         """One round: who spoke and what, in order."""
         out = []
-        rounds = self.stream(text, speakers=speakers, role=role, **options)
+        rounds = self.stream(text, speakers=speakers, role=role, history=history, **options)
         try:
             for speaking in rounds:
                 out.append(Said(speaking.speaker, speaking.text()))
@@ -341,14 +348,16 @@ class GroupChat:
         return out
 
     def _round(self, text: str, user_role: str, queue: list[str], present: tuple[str, ...],
-               options: dict[str, Any], chained: bool) -> Iterator[Speaking]:
+               options: dict[str, Any], chained: bool, rounds: list[Round] | None) -> Iterator[Speaking]:
+        """The round's speakers in turn; ``rounds``: a caller's conversation (None: the group's own, committed)."""
         replies: list[Said] = []
         traces: dict[str, Trace] = {}
+        own = rounds is None
         try:
             while queue:
                 name = queue.pop(0)
                 member = self._members[name]
-                plan = self._plan(member, Round(user_role, text, tuple(replies), present))
+                plan = self._plan(member, Round(user_role, text, tuple(replies), present), rounds)
                 done: list[str] = []
                 reply = Reply(self.backend, plan, member.bot.call_options(plan, dict(options)),
                               filter=member.bot.reply_filter, commit=lambda _plan, said, done=done: done.append(said))
@@ -359,11 +368,12 @@ class GroupChat:
                     break
                 replies.append(Said(name, done[0]))
                 traces[name] = plan.trace
-                member.window = [t.id for t in plan.trace.turns if t.included]
+                if own:
+                    member.window = [t.id for t in plan.trace.turns if t.included]
                 if chained:
                     queue = self.order.after(done[0], name, queue, len(replies), muted=self._muted)
         finally:
-            if replies:
+            if replies and own:
                 self._commit(Round(user_role, text, tuple(replies), present), traces)
 
     def _commit(self, rnd: Round, traces: dict[str, Trace]) -> None:
@@ -412,13 +422,14 @@ class GroupChat:
                          tuple(h.id for h in segments), r)
         return entry
 
-    def _plan(self, member: Member, current: Round) -> Any:
-        """``member``'s prompt for its turn in the round ``current`` (what was said in it so far)."""
+    def _plan(self, member: Member, current: Round, history: list[Round] | None = None) -> Any:
+        """``member``'s prompt for its turn in the round ``current`` (what was said in it so far), after the
+        group's rounds (or a caller's ``history``: then its memory is what that history holds)."""
         bot = member.bot
         others = [self._members[n].bot.character for n in current.present if n != member.name and n in self._members]
         bot.others = tuple(dict.fromkeys(n for c in others for n in (c.speaker, c.display_name)))
         bot.prompt.presence = bot.prompt.presence_line([c.display_name for c in others])
-        rounds = self.dialogue.rounds
+        rounds = self.dialogue.rounds if history is None else history
         rendered = self._rendered(member, [*rounds, current])
         if rendered and not rendered[-1].assistant and rendered[-1].id.split(".")[0] == str(len(rounds)):
             line = rendered.pop().user  # the round so far, since it last spoke: what it answers
@@ -429,10 +440,15 @@ class GroupChat:
             search = current.replies[-1].text if current.replies else (
                 rounds[-1].replies[-1].text if rounds else line)
         memory, remembered = member.memory, ()
+        if memory is not None and history is not None:  # recalled from that conversation alone, no embedding
+            memory = Memory(bot.index.embedder, bot.counter, lambda: bot.budget.memory_tokens,
+                            language=bot.character.language, character=member.name, embed_missing=False,
+                            dense_weight=bot.weights["dense_weight"], lexical_weight=bot.weights["lexical_weight"])
+        elif memory is not None:
+            remembered = tuple(dict.fromkeys(f"r{t.split('.')[0]}" for t in member.window))
         if memory is not None:
             memory.sync([(r, rnd) for r, rnd in enumerate(rounds) if member.name in rnd.present],
                         self._entry(member))
-            remembered = tuple(dict.fromkeys(f"r{t.split('.')[0]}" for t in member.window))
         return bot.compose(search, rendered, line, user_role=current.user_role or self.user_role,
                            text=current.text, memory=memory, remembered=remembered)
 

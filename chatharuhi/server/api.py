@@ -247,7 +247,8 @@ class ChatRequest(BaseModel):
                 raise APIError(400, f"messages[{i}].content is {len(text)} characters; the limit is "
                                f"{MAX_MESSAGE_CHARS} per message: send a shorter message",
                                param=f"messages.{i}.content", code="message_too_long")
-            name = check_name(m.name, f"messages.{i}.name") if m.role == "user" else None
+            # a user message's name is the user's in-story name; an assistant's, in a group, who spoke
+            name = check_name(m.name, f"messages.{i}.name") if m.role in ("user", "assistant") else None
             out.append(Incoming(m.role, text, name))
         return out
 

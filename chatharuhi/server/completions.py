@@ -156,6 +156,10 @@ async def chat_completions(request: Request):
     state = state_of(request)
     req: ChatRequest = await parse_request(request, ChatRequest)
     req.refuse_what_we_cannot_honour()
+    from .groups import group_completions, is_group_model  # groups.py builds on this module
+
+    if is_group_model(req.model):
+        return await group_completions(request, state, req)
     call = await read_call(state, request, req)
     upstream = Upstream(state, call)
     try:  # embedding, retrieval and the first chunk, cancelled if the client leaves meanwhile

@@ -81,6 +81,29 @@ class BotPool:
     _names: dict[str, str] = field(default_factory=dict)  # requested name (casefolded) -> folder name
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _building: dict[str, threading.Lock] = field(default_factory=dict)
+    _groups: dict[str, Any] = field(default_factory=dict)  # "haruhi+wukong" -> its GroupChat
+
+    def group(self, model: str):
+        """The ``GroupChat`` for ``model`` (members' names or aliases joined by "+"), built on first use."""
+        from ..chat.group import GroupChat
+        from ..config import MAX_GROUP_SIZE
+
+        parts = [p.strip() for p in model.split("+")]
+        if len(parts) > MAX_GROUP_SIZE:
+            raise APIError(400, f"a group holds at most {MAX_GROUP_SIZE} characters; {len(parts)} were named",
+                           param="model", code="group_too_large")
+        if not all(parts):
+            raise APIError(404, f"Unknown group {model[:100]!r}: join members' names with '+' (haruhi+wukong)",
+                           param="model", code="model_not_found")
+        characters = [self.get(p).character for p in parts]  # an unknown member is a 404 naming it
+        key = "+".join(c.name for c in characters)
+        with self._lock:
+            build_lock = self._building.setdefault(key, threading.Lock())
+        with build_lock:
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = GroupChat(characters, llm=self.backend, **self.bot_options)
+        return group
 
     def cached(self, model: str):
         """The chatbot for ``model`` if it was built already (no lookup, no thread), else None."""

@@ -332,28 +332,43 @@ class Chatbot:
 
     # -- one turn ----------------------------------------------------------------------------------
     def prepare(self, text: str, role: str | None = None, *, exclude: Iterable[str] = (),
-                history: Sequence[Turn] | None = None) -> Plan:
+                history: Sequence[Turn] | None = None, memory: Memory | None = None) -> Plan:
         """Retrieve and pack: the messages a turn would send, with their trace (no model call).
 
         ``history`` replaces the chatbot's own history for this turn (a stateless caller such as the
-        HTTP server passes the conversation it received; its memory is then what that conversation holds)."""
-        return self._plan(text, role, tuple(exclude), history, own=history is None)
+        HTTP server passes the conversation it received; its memory is then what that conversation holds, or
+        ``memory``: that conversation's stored one, from ``session_memory``)."""
+        return self._plan(text, role, tuple(exclude), history, own=history is None, given=memory)
+
+    def session_memory(self, store: "SessionStore", session_id: str) -> Memory:
+        """The memory of one of this character's stored conversations (its pinned facts, summary and vectors), for
+        a caller that passes the conversation's turns itself (``prepare(history=..., memory=...)``)."""
+        c = self.character
+        memory = Memory(self.index.embedder, self.counter, lambda: self.budget.memory_tokens, language=c.language,
+                        character=c.name, link=lambda create: (store, session_id),
+                        dense_weight=self.weights["dense_weight"], lexical_weight=self.weights["lexical_weight"],
+                        names=(c.display_name, self.prompt.user_name))
+        memory.load()
+        return memory
 
     def _plan(self, text: str, role: str | None, exclude: tuple[str, ...], history: Sequence[Turn] | None,
-              own: bool) -> Plan:
+              own: bool, given: Memory | None = None) -> Plan:
         """``prepare``; ``own``: ``history`` is this chatbot's conversation (cut short to regenerate its last turn),
-        so its own memory answers."""
+        so its own memory answers; ``given``: the memory of the caller's conversation."""
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"empty message: type something for {self.character.display_name} to answer")
         text = text.strip()
         user_role = (role or self.user_role).strip() or self.user_role
         turns = self.dialogue.turns if history is None else list(history)
         memory, remembered = None, ()
-        if self.memory is not None:
+        if given is not None:
+            memory = given
+        elif self.memory is not None:
             if own:
                 memory, remembered = self.memory, self._window
             else:  # a caller's own conversation: recalled from it alone, from vectors already made (else lexically)
                 memory = self._new_memory(False, stateless=True)
+        if memory is not None:
             memory.sync(turns, self._entry)
         rendered = self.dialogue.rendered if history is None else self.dialogue.render(history)
         plan = self.compose(text, rendered, self.prompt.line(user_role, text), user_role=user_role, text=text,
@@ -433,11 +448,12 @@ class Chatbot:
         return Reply(self.backend, plan, self.call_options(plan, options), filter=self.reply_filter, commit=commit)
 
     def stream(self, text: str | None = None, role: str | None = None, *, history: Sequence[Turn] | None = None,
-               **options: Any) -> Reply:
+               memory: Memory | None = None, **options: Any) -> Reply:
         """Start a turn and return the streaming ``Reply`` (iterate it for chunks; ``async for`` works too).
 
-        With ``history=`` the turn runs on that conversation and is not committed to the chatbot's own."""
-        plan = self.prepare(text, role, history=history)
+        With ``history=`` the turn runs on that conversation and is not committed to the chatbot's own
+        (``memory=``: that conversation's memory, see ``session_memory``)."""
+        plan = self.prepare(text, role, history=history, memory=memory)
         return self._reply(plan, options, self._commit if history is None else None)
 
     def chat(self, text: str | None = None, role: str | None = None, *, history: Sequence[Turn] | None = None,

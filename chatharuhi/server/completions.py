@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ..chat.conversation import read_conversation
 from ..chat.history import History
 from ..errors import ChatHaruhiError, InputError
+from ..retrieval.index import query_window
 from ..types import Turn
 from . import guard
 from .api import MAX_REPLY_CHARS, ChatRequest, check_name, parse_request, sse
@@ -58,6 +59,7 @@ class Call:
     role: str | None
     session: Any = None
     timing: dict[str, float] = field(default_factory=dict)
+    memory: Any = None  # a session's memory
 
 
 async def read_call(state: ServerState, request: Request, req: ChatRequest) -> Call:
@@ -79,6 +81,8 @@ async def read_call(state: ServerState, request: Request, req: ChatRequest) -> C
                              f"not {bot.character.name!r}")
         call.turns = await state.run(state.store().turns, call.session.id)
         call.role = call.role or call.session.user_role
+        if bot.memory is not None:  # its pinned facts, summary and vectors (chat/memory.py)
+            call.memory = await state.run(bot.session_memory, state.store(), call.session.id)
     return call
 
 
@@ -92,7 +96,7 @@ class Upstream:
     async def start(self, index: int) -> tuple[Any, Any, Any]:
         """One choice: the reply, its chunk iterator and its first chunk (before any header is sent)."""
         c = self.call
-        reply = await self.state.run(c.bot.stream, c.text, c.role, history=c.turns,
+        reply = await self.state.run(c.bot.stream, c.text, c.role, history=c.turns, memory=c.memory,
                                      _timing=c.timing if index == 0 else None, **c.req.options())
         chunks = reply.__aiter__() if self.state.upstream == "async" else iter(reply)
         self.opened.append(chunks)
@@ -124,6 +128,8 @@ def record(state: ServerState, call: Call, reply: Any) -> None:
         turn = Turn(reply.plan.user_role, call.text, reply.text())
         trace = reply.trace.as_dict()
         guard.commit_with_retry(lambda: History(store=state.store(), session=call.session).commit(turn, trace))
+        if call.memory is not None:
+            call.memory.keep_vector(query_window(call.text))
 
 
 async def commit(state: ServerState, call: Call, reply: Any) -> None:

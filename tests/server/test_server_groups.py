@@ -1,5 +1,6 @@
 """A group as a model over real HTTP: the ``openai`` SDK asks ``haruhi+wukong``; each choice is one speaker, its
-message carrying the speaker's ``name``; the conversation comes back as rounds; bad group requests are 4xx."""
+message carrying the speaker's ``name``; the conversation comes back as rounds; bad group requests are 4xx. And a
+stored session brings its memory (pinned facts, vectors)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,24 @@ def test_bad_group_requests_are_clear_4xx(group_server, body, status, words):
     r = httpx.post(f"{url}/v1/chat/completions", json=payload, timeout=30)
     assert r.status_code == status, r.text
     assert words in error_of(r)["message"]
+
+
+def test_a_server_session_brings_its_memory(tmp_path):
+    """A stored session's pinned facts are in its prompts, and its messages' vectors are kept with it."""
+    import httpx2 as httpx
+
+    from chatharuhi.sessions import SessionStore
+
+    store = SessionStore(tmp_path / "s.db")
+    with StubOpenAIServer(in_character) as stub, running(make_app(stub, sessions=store)) as url:
+        http = httpx.Client(base_url=url, timeout=30)
+        created = http.post("/v1/sessions", json={"model": "haruhi", "user_role": "阿虚"}).json()
+        sid, token = created["id"], created["owner_token"]
+        store.add_fact(sid, "我叫小林")  # pinned with the Python API, the terminal or the web app
+        for q in ("一", "二"):
+            r = http.post("/v1/chat/completions", json={"model": "haruhi", "session_id": sid, "session_token": token,
+                                                        "messages": [{"role": "user", "content": q}]})
+            assert r.status_code == 200, r.text
+        assert "阿虚请你记住：我叫小林" in stub.requests[-1].body["messages"][0]["content"]
+        assert len(store.memory_vectors(sid, "hash:64")) == 2  # the hash embedder's id
+    store.close()

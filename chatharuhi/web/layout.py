@@ -30,6 +30,8 @@ CSS = """
 #swipes { text-align: center; padding: 0 6px; }
 #regenerate { margin-left: auto; }
 #pull-progress progress { width: 60%; vertical-align: middle; }
+#group-chat-log .message img { width: 28px !important; height: 28px !important; max-width: 28px !important;
+  display: inline-block !important; border-radius: 50%; vertical-align: middle; margin: 0 6px 0 0 !important; }
 """
 FORM = ("new_name", "new_display", "new_prompt", "new_scenes", "new_files", "new_avatar", "new_language",
         "new_greeting")
@@ -67,6 +69,9 @@ def layout(gr, demo: WebDemo, secret: str) -> Any:
                 _left_column(gr, demo, c)
             with gr.Column(scale=3):
                 _chat_column(gr, c)
+        from .group import group_section
+
+        group_section(gr, demo, c, app)  # several characters at once (chat/group.py)
         _wire(gr, app, demo, c)
     return app
 
@@ -92,6 +97,9 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
             c["export"] = gr.Button("Export", min_width=70, elem_id="export")
         c["export_file"] = gr.File(label="Download", visible=False, interactive=False, elem_id="export-file")
         c["delete_chat"] = gr.Button("Delete this chat", variant="stop", size="sm", elem_id="delete-chat")
+    from .group import memory_section
+
+    memory_section(gr, demo, c)  # pinned facts (chat/memory.py)
     with gr.Accordion("Your persona", open=False, elem_id="persona-panel"):
         c["persona"] = gr.Textbox(label="Who you are (the character is told)", lines=2, elem_id="persona")
     with gr.Accordion("This character", open=False, elem_id="character-panel"):

@@ -1,0 +1,490 @@
+"""The web app's group chat and memory panels (chat/group.py, chat/memory.py), apart from the one-to-one chat.
+
+"Group chat": pick several characters, the turn order and the most replies a message gets; each reply is a
+bubble with its speaker's avatar and name; "Let … speak" has one go on (muted or not), "Muted" keeps some
+quiet unless asked. "Memory" (under either chat): the pinned facts, numbered, to add, change and remove, and
+how many earlier turns can come back. ``GroupPanel`` holds the handlers as plain Python (values in, a dict of
+named view fields out); ``group_section`` and ``memory_section`` lay them out, one call each from layout.py.
+Group chats are this browser's like its other chats (the owners table), and resumed from the panel's own list.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..chat.rounds import is_group_key
+from ..config import DEFAULT_GROUP_REPLIES, GROUP_ORDERS
+from ..errors import ChatHaruhiError, InputError
+from .owners import owner_key, valid_token
+from .render import bubble, literal, toast
+from .state import BOT_CACHE_SIZE, title_of
+
+if TYPE_CHECKING:
+    from ..chat.group import GroupChat
+    from .app import WebDemo
+
+View = dict[str, Any]
+AVATAR_PX = 28
+
+
+@dataclass(frozen=True)
+class GroupTab:
+    """What one browser tab's group panel is doing: who is in the group, how they take turns, its session."""
+
+    characters: tuple[str, ...] = ()
+    session_id: Any = None  # None until the first round is stored
+    user_role: str = ""
+    order: str = "natural"
+    max_replies: int = DEFAULT_GROUP_REPLIES
+    muted: tuple[str, ...] = ()
+    owner: str = ""
+
+
+@dataclass
+class GroupPanel:
+    """The group chat's and the memory panel's handlers, over the demo's backend, embedder, store and owners."""
+
+    demo: "WebDemo"
+    _groups: "OrderedDict[Any, GroupChat]" = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- the group ---------------------------------------------------------------------------------------
+    def group(self, gtab: GroupTab) -> "GroupChat":
+        """The tab's group: its stored session's (cached, read again), or a new one not stored yet."""
+        from ..chat.group import GroupChat
+
+        d = self.demo
+        key = gtab.session_id if gtab.session_id is not None else ("new", gtab.characters, gtab.owner)
+        with self._lock:
+            group = self._groups.get(key)
+            if group is not None:
+                self._groups.move_to_end(key)
+        if group is None:
+            if gtab.session_id is not None:
+                group = GroupChat(session=gtab.session_id, sessions=d.sessions, llm=d.backend, embedder=d.embedder)
+            else:
+                group = GroupChat([d.character(n) for n in gtab.characters], llm=d.backend, embedder=d.embedder,
+                                  sessions=d.sessions, user_role=gtab.user_role or None)
+            with self._lock:
+                group = self._groups.setdefault(key, group)
+                while len(self._groups) > BOT_CACHE_SIZE:
+                    self._groups.popitem(last=False)
+        elif gtab.session_id is not None:
+            group.dialogue.reload()  # another tab may have added a round
+        group.set_order(gtab.order)
+        group.order.max_replies = gtab.max_replies
+        for name in group.characters:
+            (group.mute if name in gtab.muted else group.unmute)(name)
+        return group
+
+    def start(self, names: list[str] | None, user_role: str, order: str, max_replies: Any, gtab: GroupTab | None,
+              token: Any) -> View:
+        """A new group chat with the characters picked (1 to 10; one is a one-to-one chat)."""
+        names = [n for n in (names or []) if n]
+        if not names:
+            raise InputError("pick the characters of the group first")
+        owner = owner_key(token) if valid_token(token) else ""
+        for name in names:
+            self.demo.shelf.check_visible(name, owner)
+        if order not in GROUP_ORDERS:
+            raise InputError(f"unknown turn order {order!r}: use one of {', '.join(GROUP_ORDERS)}")
+        new = GroupTab(tuple(names), None, (user_role or "").strip(), order, _replies(max_replies), (), owner)
+        group = self.group(new)  # checks the group now (a name twice, too many) rather than at the first message
+        new = replace(new, user_role=group.user_role)
+        return {"g_tab": new, "g_chat": [], "g_status": f"a new group: {literal(self._names(group))}",
+                "g_user_role": group.user_role, **self._controls(group, new), **self._memory_view(group.memory)}
+
+    def open(self, session_id: Any, token: Any) -> View:
+        """Open one of this browser's group chats where it left off."""
+        if not session_id:
+            return {}
+        self.demo.owners.check(session_id, token)
+        session = self.demo.sessions.get(session_id)
+        if not is_group_key(session.character):
+            raise InputError("that chat is a one-to-one chat: open it under Your chats")
+        gtab = GroupTab(session_id=session_id, user_role=session.user_role, owner=owner_key(token))
+        group = self.group(gtab)
+        gtab = replace(gtab, characters=tuple(group.characters))
+        return {"g_tab": gtab, "g_chat": self.bubbles(group), "g_user_role": group.user_role,
+                "g_status": f"resumed: {literal(session.title or '(untitled)')}",
+                **self._controls(group, gtab), **self._memory_view(group.memory)}
+
+    def chats(self, token: Any) -> list[tuple[str, Any]]:
+        """This browser's group chats, newest first, as (label, id)."""
+        found = []
+        for sid in self.demo.owners.sessions(token):
+            try:
+                session = self.demo.sessions.get(sid)
+            except (ChatHaruhiError, LookupError):
+                continue
+            if is_group_key(session.character):
+                found.append(session)
+        found.sort(key=lambda s: s.updated, reverse=True)
+        return [(f"{s.character} · {s.title or '(untitled)'}", s.id) for s in found]
+
+    def _names(self, group: "GroupChat") -> str:
+        return "、".join(b.character.display_name for b in group.bots.values())
+
+    def _controls(self, group: "GroupChat", gtab: GroupTab) -> View:
+        members = [(b.character.display_name, name) for name, b in group.bots.items()]
+        return {"g_speak": {"choices": members, "value": None}, "g_mute": {"choices": members,
+                                                                           "value": list(gtab.muted)},
+                "g_order": gtab.order, "g_max_replies": gtab.max_replies}
+
+    # -- bubbles -----------------------------------------------------------------------------------------
+    def bubble(self, speaker: str, text: str) -> str:
+        """A member's bubble: its avatar (our own small picture, the only markup it holds), name and words."""
+        shelf = self.demo.shelf
+        try:
+            avatar, _ = shelf.avatar(speaker)
+            name = shelf.display_name(speaker)
+        except ChatHaruhiError:  # a member that has left the folder since
+            avatar, name = None, speaker
+        image = (f'<img src="/gradio_api/file={html.escape(str(avatar), quote=True)}" width="{AVATAR_PX}" '
+                 f'height="{AVATAR_PX}" alt="" style="border-radius:50%;vertical-align:middle;margin-right:6px">'
+                 if avatar else "")
+        return image + bubble(name, text)
+
+    def bubbles(self, group: "GroupChat") -> list[dict]:
+        """The group's rounds as the page shows them: the user's bubble, then one per reply."""
+        out = []
+        for rnd in group.history:
+            if rnd.text:
+                out.append({"role": "user", "content": bubble(rnd.user_role, rnd.text)})
+            out += [{"role": "assistant", "content": self.bubble(s.speaker, s.text)} for s in rnd.replies]
+        return out
+
+    # -- a round -----------------------------------------------------------------------------------------
+    def send(self, text: str, gtab: GroupTab | None, token: Any) -> Iterator[View]:
+        """Send a message: each speaker's reply streams into its own bubble; the round is stored at its end."""
+        text = (text or "").strip()
+        if not text:
+            raise InputError("empty message: type something first")
+        yield from self._round(text, None, gtab, token)
+
+    def speak(self, name: str | None, gtab: GroupTab | None, token: Any) -> Iterator[View]:
+        """Let one member speak now, unprompted (muted or not)."""
+        if not name:
+            raise InputError("pick who speaks first")
+        yield from self._round(None, [name], gtab, token)
+
+    def _round(self, text: str | None, speakers: list[str] | None, gtab: GroupTab | None,
+               token: Any) -> Iterator[View]:
+        if gtab is None or not gtab.characters:
+            raise InputError("start a group first: pick its characters and press Start")
+        if not valid_token(token):
+            raise InputError("this page has no browser token yet: reload the page")
+        if gtab.session_id is not None:
+            self.demo.owners.check(gtab.session_id, token)
+        group = self.group(gtab)
+        shown = self.bubbles(group) + ([{"role": "user", "content": bubble(group.user_role, text)}] if text else [])
+        yield {"g_message": "", "g_chat": shown, "g_status": "…"}
+        rounds = group.stream(text, speakers=speakers)
+        try:
+            for speaking in rounds:
+                said = ""
+                yield {"g_chat": shown + [{"role": "assistant", "content": self.bubble(speaking.speaker, "")}],
+                       "g_status": f"{literal(speaking.display_name)} is replying…"}
+                for chunk in speaking:
+                    said += chunk
+                    yield {"g_chat": shown + [{"role": "assistant", "content": self.bubble(speaking.speaker, said)}]}
+                shown = shown + [{"role": "assistant", "content": self.bubble(speaking.speaker, said)}]
+        finally:
+            rounds.close()
+        yield self._after_round(group, gtab, token, text)
+
+    def _after_round(self, group: "GroupChat", gtab: GroupTab, token: Any, text: str | None) -> View:
+        session = group.session
+        if session is not None and gtab.session_id is None:  # the first round: the chat is this browser's now
+            self.demo.owners.claim(session.id, token)
+            self.demo.sessions.rename(session.id, title_of(text or group.history[0].replies[0].text))
+            with self._lock:  # cached from now on under its session
+                self._groups.pop(("new", gtab.characters, gtab.owner), None)
+                self._groups[session.id] = group
+            gtab = replace(gtab, session_id=session.id)
+        return {"g_tab": gtab, "g_chat": self.bubbles(group), "g_status": "",
+                "g_chats": {"choices": self.chats(token), "value": gtab.session_id},
+                **self._memory_view(group.memory)}
+
+    # -- settings ------------------------------------------------------------------------------------------
+    def settings(self, order: str, max_replies: Any, muted: list[str] | None, gtab: GroupTab | None) -> View:
+        """The turn order, the most replies a message gets, and who is muted."""
+        if gtab is None or not gtab.characters:
+            raise InputError("start a group first")
+        if order not in GROUP_ORDERS:
+            raise InputError(f"unknown turn order {order!r}: use one of {', '.join(GROUP_ORDERS)}")
+        new = replace(gtab, order=order, max_replies=_replies(max_replies), muted=tuple(muted or ()))
+        self.group(new)
+        quiet = ", ".join(new.muted) or "nobody"
+        return {"g_tab": new, "g_status": f"turn order {order}, at most {new.max_replies} replies; muted: {quiet}"}
+
+    # -- memory (a group's, or the one-to-one chat's) -----------------------------------------------------------
+    def _memory_view(self, memory: Any, prefix: str = "g_") -> View:
+        if memory is None:
+            return {f"{prefix}memory": "*(memory is off for this chat)*"}
+        facts = memory.facts
+        lines = [f"**{f.id}** · {literal(f.text)}" + (f" *(only {literal(f.character)})*" if f.character else "")
+                 for f in facts] or ["*(no pinned facts yet)*"]  # "1. x" would be a list whose numbers are styling
+        lines = ["  \n".join(lines)]
+        summary = memory.summary
+        tail = [f"**Summary:** {literal(summary)}"] if summary else []
+        count = f"*{len(memory.entries)} earlier turns can come back when they match what is said.*"
+        return {f"{prefix}memory": "\n\n".join(["\n".join(lines), *tail, count]), f"{prefix}fact_text": ""}
+
+    def remember(self, text: str, who: str | None, gtab: GroupTab | None, token: Any) -> View:
+        """Pin a fact to the group (for everyone, or one member)."""
+        group = self._owned(gtab, token)
+        group.memory.pin(text, character=who or None)
+        return self._after_memory(group, gtab, token)
+
+    def change(self, fact_id: Any, text: str, gtab: GroupTab | None, token: Any) -> View:
+        """Change pinned fact ``fact_id`` (its number in the list)."""
+        group = self._owned(gtab, token)
+        group.memory.edit(_fact_id(fact_id), text)
+        return self._after_memory(group, gtab, token)
+
+    def forget(self, fact_id: Any, gtab: GroupTab | None, token: Any) -> View:
+        """Unpin fact ``fact_id``."""
+        group = self._owned(gtab, token)
+        group.memory.forget(_fact_id(fact_id))
+        return self._after_memory(group, gtab, token)
+
+    def _owned(self, gtab: GroupTab | None, token: Any) -> "GroupChat":
+        if gtab is None or not gtab.characters:
+            raise InputError("start a group first")
+        if gtab.session_id is not None:
+            self.demo.owners.check(gtab.session_id, token)
+        group = self.group(gtab)
+        if group.memory is None:
+            raise InputError("memory is off for this chat")
+        return group
+
+    def _after_memory(self, group: "GroupChat", gtab: GroupTab, token: Any) -> View:
+        view = self._memory_view(group.memory)
+        if group.session is not None and gtab.session_id is None:  # pinning started the stored chat
+            self.demo.owners.claim(group.session.id, token)
+            with self._lock:
+                self._groups.pop(("new", gtab.characters, gtab.owner), None)
+                self._groups[group.session.id] = group
+            view.update(g_tab=replace(gtab, session_id=group.session.id),
+                        g_chats={"choices": self.chats(token), "value": group.session.id})
+        return view
+
+    # the one-to-one chat's memory: the tab's stored chat (the first fact starts it, as a first message does)
+    def chat_memory(self, tab: Any, token: Any) -> View:
+        """The memory panel of the one-to-one chat the tab shows."""
+        if tab is None or tab.session_id is None:
+            return {"memory": "*(no pinned facts yet: they go into every prompt of this chat)*", "fact_text": ""}
+        self.demo.owners.check(tab.session_id, token)
+        return self._memory_view(self.demo.bot(tab.session_id).memory, prefix="")
+
+    def chat_remember(self, text: str, tab: Any, token: Any) -> View:
+        """Pin a fact to the one-to-one chat (starting its stored chat if no message was sent yet)."""
+        view: View = {}
+        if tab is None or not tab.character:
+            raise InputError("pick a character first")
+        if not (text or "").strip():
+            raise InputError("empty fact: type what the character should remember")
+        if tab.session_id is None:
+            if not valid_token(token):
+                raise InputError("this page has no browser token yet: reload the page")
+            d = self.demo
+            role = tab.user_role or d.shelf.default_role(tab.character)
+            session = d.sessions.create(d.character(tab.character).name, role, title=title_of(text))
+            d.owners.claim(session.id, token)
+            tab = replace(tab, session_id=session.id, user_role=role)
+            view.update(tab=tab, sessions=(d.session_choices(token), session.id))
+        return {**view, **self._chat_memory_op(tab, token, lambda m: m.pin(text))}
+
+    def chat_change(self, fact_id: Any, text: str, tab: Any, token: Any) -> View:
+        """Change one of the one-to-one chat's pinned facts."""
+        return self._chat_memory_op(tab, token, lambda m: m.edit(_fact_id(fact_id), text))
+
+    def chat_forget(self, fact_id: Any, tab: Any, token: Any) -> View:
+        """Unpin one of the one-to-one chat's facts."""
+        return self._chat_memory_op(tab, token, lambda m: m.forget(_fact_id(fact_id)))
+
+    def _chat_memory_op(self, tab: Any, token: Any, op: Any) -> View:
+        if tab is None or tab.session_id is None:
+            raise InputError("no chat yet: send a message or pin a fact first")
+        self.demo.owners.check(tab.session_id, token)
+        bot = self.demo.bot(tab.session_id)
+        if bot.memory is None:
+            raise InputError("memory is off for this chat")
+        op(bot.memory)
+        return self._memory_view(bot.memory, prefix="")
+
+
+def _replies(value: Any) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"most replies a message gets: a whole number from 1, not {value!r}") from None
+    if n < 1:
+        raise InputError("most replies a message gets: 1 at least")
+    return n
+
+
+def _fact_id(value: Any) -> str:
+    if value is None or str(value).strip() == "":
+        raise InputError("give the fact's number (the memory list shows them)")
+    try:
+        return str(int(float(value)))
+    except (TypeError, ValueError):
+        raise InputError(f"{value!r} is not a fact's number") from None
+
+
+# -- layout ---------------------------------------------------------------------------------------------------
+def _handlers(gr: Any, fn: Any, outputs: dict[str, Any], streaming: bool = False) -> Any:
+    """``fn`` as a Gradio event: its view mapped onto ``outputs``; a library error is a toast, nothing changes."""
+    import functools
+
+    def to_gradio(view: View) -> dict:
+        out = {}
+        for name, value in view.items():
+            if name not in outputs:
+                continue
+            out[outputs[name]] = gr.update(**value) if isinstance(value, dict) else value
+        return out or {outputs["g_status"]: gr.skip()}
+
+    if streaming:
+        @functools.wraps(fn)
+        def run_stream(*args):
+            try:
+                for view in fn(*args):
+                    yield to_gradio(view)
+            except ChatHaruhiError as exc:
+                raise gr.Error(toast(exc)) from None
+        return run_stream
+
+    @functools.wraps(fn)
+    def run(*args):
+        try:
+            return to_gradio(fn(*args))
+        except ChatHaruhiError as exc:
+            raise gr.Error(toast(exc)) from None
+    return run
+
+
+def _panel(demo: "WebDemo", c: dict) -> GroupPanel:
+    """The handlers both panels share (made once per page layout)."""
+    if "group_panel" not in c:
+        c["group_panel"] = GroupPanel(demo)
+    return c["group_panel"]
+
+
+def group_section(gr: Any, demo: "WebDemo", c: dict, app: Any) -> None:
+    """The "Group chat" panel and its events (called inside the Blocks, after the one-to-one chat)."""
+    panel = _panel(demo, c)
+    g: dict[str, Any] = {}
+    with gr.Accordion("Group chat: several characters at once", open=False, elem_id="group-chat"):
+        g["g_tab"] = gr.State(GroupTab())
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                g["g_characters"] = gr.Dropdown(demo.choices(), multiselect=True, label="Characters",
+                                                value=None, elem_id="group-characters")
+                g["g_user_role"] = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="group-user-role")
+                g["g_order"] = gr.Radio(list(GROUP_ORDERS), value="natural", label="Turn order",
+                                        info="natural: whom you address first, then talkativeness; list: everyone "
+                                             "in turn; manual: only whom you address or let speak",
+                                        elem_id="group-order")
+                g["g_max_replies"] = gr.Number(DEFAULT_GROUP_REPLIES, precision=0, minimum=1,
+                                               label="Most replies a message gets", elem_id="group-max-replies")
+                g["g_start"] = gr.Button("Start the group", variant="primary", elem_id="group-start")
+                g["g_chats"] = gr.Dropdown([], label="Your group chats (pick one to resume)", value=None,
+                                           elem_id="group-chats")
+                g["g_mute"] = gr.Dropdown([], multiselect=True, label="Muted (speak only when let)", value=None,
+                                          elem_id="group-mute")
+                g["g_apply"] = gr.Button("Apply order and muting", size="sm", elem_id="group-apply")
+                with gr.Accordion("Memory", open=False, elem_id="group-memory-panel"):
+                    g["g_memory"] = gr.Markdown(elem_id="group-memory")
+                    g["g_fact_text"] = gr.Textbox(label="A fact to pin (or the new text of fact N)", max_lines=2,
+                                                  elem_id="group-fact-text")
+                    g["g_fact_who"] = gr.Textbox(label="Only for (a member's name; empty: everyone)", max_lines=1,
+                                                 elem_id="group-fact-who")
+                    g["g_fact_id"] = gr.Number(label="Fact N", precision=0, elem_id="group-fact-id")
+                    with gr.Row():
+                        g["g_pin"] = gr.Button("Pin", size="sm", elem_id="group-pin")
+                        g["g_change"] = gr.Button("Change N", size="sm", elem_id="group-change")
+                        g["g_forget"] = gr.Button("Unpin N", size="sm", variant="stop", elem_id="group-forget")
+            with gr.Column(scale=3):
+                g["g_chat"] = gr.Chatbot(label="Group", height=460, elem_id="group-chat-log", feedback_options=None,
+                                         group_consecutive_messages=False, buttons=["copy"])
+                g["g_status"] = gr.Markdown(elem_id="group-status")
+                with gr.Row():
+                    g["g_message"] = gr.Textbox(show_label=False, placeholder="Say something to the group… "
+                                                "(Enter sends)", scale=6, max_lines=4, elem_id="group-message")
+                    g["g_send"] = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="group-send")
+                with gr.Row():
+                    g["g_speak"] = gr.Dropdown([], label="Let … speak", value=None, scale=3, elem_id="group-speak")
+                    g["g_speak_go"] = gr.Button("Let them speak", scale=1, elem_id="group-speak-go")
+    outputs = {k: v for k, v in g.items() if not k.endswith(("_start", "_apply", "_pin", "_change", "_forget",
+                                                                "_send", "_go"))}
+    targets = list(outputs.values())
+    quiet = {"outputs": targets, "show_progress": "hidden"}
+    browser, tab = c["browser"], g["g_tab"]
+    g["g_start"].click(_handlers(gr, panel.start, outputs),
+                       inputs=[g["g_characters"], g["g_user_role"], g["g_order"], g["g_max_replies"], tab, browser],
+                       api_name="group_start", **quiet)
+    g["g_chats"].input(_handlers(gr, panel.open, outputs), inputs=[g["g_chats"], browser], api_name="group_open",
+                       **quiet)
+    for event in (g["g_send"].click, g["g_message"].submit):
+        event(_handlers(gr, panel.send, outputs, streaming=True), inputs=[g["g_message"], tab, browser],
+              api_name="group_send" if event == g["g_send"].click else False, concurrency_id="reply", **quiet)
+    g["g_speak_go"].click(_handlers(gr, panel.speak, outputs, streaming=True), inputs=[g["g_speak"], tab, browser],
+                          api_name="group_speak", concurrency_id="reply", **quiet)
+    g["g_apply"].click(_handlers(gr, panel.settings, outputs),
+                       inputs=[g["g_order"], g["g_max_replies"], g["g_mute"], tab], api_name="group_settings", **quiet)
+    g["g_pin"].click(_handlers(gr, panel.remember, outputs), inputs=[g["g_fact_text"], g["g_fact_who"], tab, browser],
+                     api_name="group_pin", **quiet)
+    g["g_change"].click(_handlers(gr, panel.change, outputs), inputs=[g["g_fact_id"], g["g_fact_text"], tab, browser],
+                        api_name="group_change_fact", **quiet)
+    g["g_forget"].click(_handlers(gr, panel.forget, outputs), inputs=[g["g_fact_id"], tab, browser],
+                        api_name="group_forget_fact", **quiet)
+    app.load(lambda token: gr.update(choices=panel.chats(token)), inputs=[browser], outputs=[g["g_chats"]],
+             api_name=False, show_progress="hidden")
+
+
+def memory_section(gr: Any, demo: "WebDemo", c: dict) -> None:
+    """The one-to-one chat's "Memory" panel (pinned facts) and its events (called in the left column)."""
+    panel = _panel(demo, c)
+    m: dict[str, Any] = {}
+    with gr.Accordion("Memory: facts the character always keeps in mind", open=False,
+                      elem_id="memory-panel") as accordion:
+        m["memory"] = gr.Markdown(elem_id="memory")
+        m["refresh"] = gr.Button("Show this chat's memory", size="sm", elem_id="memory-refresh")
+        m["fact_text"] = gr.Textbox(label="A fact to pin (or the new text of fact N)", max_lines=2, elem_id="fact-text")
+        m["fact_id"] = gr.Number(label="Fact N", precision=0, elem_id="fact-id")
+        with gr.Row():
+            m["pin"] = gr.Button("Pin", size="sm", elem_id="pin-fact")
+            m["change"] = gr.Button("Change N", size="sm", elem_id="change-fact")
+            m["forget"] = gr.Button("Unpin N", size="sm", variant="stop", elem_id="forget-fact")
+    outputs = {"memory": m["memory"], "fact_text": m["fact_text"], "tab": c["tab"], "sessions": c["sessions"],
+               "g_status": m["memory"]}
+    targets = [m["memory"], m["fact_text"], c["tab"], c["sessions"]]
+
+    def with_sessions(fn: Any) -> Any:
+        def run(*args):
+            view = fn(*args)
+            if "sessions" in view:
+                choices, value = view["sessions"]
+                view["sessions"] = {"choices": choices, "value": value}
+            return view
+        run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+        return run
+
+    quiet = {"outputs": targets, "show_progress": "hidden"}
+    tab, browser = c["tab"], c["browser"]
+    m["pin"].click(_handlers(gr, with_sessions(panel.chat_remember), outputs), inputs=[m["fact_text"], tab, browser],
+                   api_name="pin_fact", **quiet)
+    m["change"].click(_handlers(gr, panel.chat_change, outputs), inputs=[m["fact_id"], m["fact_text"], tab, browser],
+                      api_name="change_fact", **quiet)
+    m["forget"].click(_handlers(gr, panel.chat_forget, outputs), inputs=[m["fact_id"], tab, browser],
+                      api_name="forget_fact", **quiet)
+    refresh = _handlers(gr, panel.chat_memory, outputs)
+    m["refresh"].click(refresh, inputs=[tab, browser], api_name="chat_memory", **quiet)
+    accordion.expand(refresh, inputs=[tab, browser], api_name=False, **quiet)

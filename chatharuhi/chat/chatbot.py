@@ -308,13 +308,14 @@ class Chatbot:
             raise InputError(f"the {self.backend.name} backend cannot go on from a reply's own text: regenerate "
                              "instead, or raise max_tokens")
         last = turns[-1]
-        plan = self.prepare(last.text, last.user_role, history=turns[:-1])
+        plan = self._plan(last.text, last.user_role, (), turns[:-1], own=True)  # its own memory answers
         options = self.call_options(plan, options)
         options["prefill"] = options.get("prefill", "") + last.reply  # the filter strips the tag, keeps the text
 
         def extend_last(plan: Plan, reply: str) -> None:
             self.dialogue.extend_last(reply.strip() or last.reply, expect=len(turns))
             self.last_trace = plan.trace
+            self._remember(plan)
 
         return Reply(self.backend, plan, options, filter=self.reply_filter, commit=extend_last)
 

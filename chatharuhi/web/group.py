@@ -61,6 +61,9 @@ class GroupPanel:
         key = gtab.session_id if gtab.session_id is not None else ("new", gtab.characters, gtab.owner)
         with self._lock:
             group = self._groups.get(key)
+            if group is not None and group.backend is not d.backend:  # "Get a better model" switched it
+                del self._groups[key]
+                group = None
             if group is not None:
                 self._groups.move_to_end(key)
         if group is None:

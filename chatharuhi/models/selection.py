@@ -13,6 +13,9 @@ logger = logging.getLogger("chatharuhi")
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
 
+MODEL_HELP = ("a pulled local model (e.g. qwen2.5-1.5b: see `chatharuhi models list`), a .gguf path, or the "
+              "backend's model name")  # the command line's --model
+
 
 def default_pulled() -> ModelEntry | None:
     """The pulled model to use when nothing is configured: the largest one pulled, or None."""

@@ -10,7 +10,7 @@ __all__ = ["build_app", "launch"]
 def __getattr__(name: str) -> Any:
     # gradio loads only when the demo is built, not when a submodule such as ``web.state`` is imported
     if name in __all__:
-        from . import app
+        from . import demo
 
-        return getattr(app, name)
+        return getattr(demo, name)
     raise AttributeError(f"module 'chatharuhi.web' has no attribute {name!r}")

@@ -17,9 +17,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ..config import IMAGE_MAX_PIXELS, SYSTEM_PROMPT_FILE, cache_dir, cache_home, home_dir
+from ..config import SYSTEM_PROMPT_FILE, cache_dir, home_dir
 from ..errors import CharacterError, InputError
 from ..interop.folder import MAX_NAME_CHARS
+from .avatars import AVATAR_FILES, read_avatar, safe_file, thumbnail
 from .render import literal, markup
 from .state import WEB_IMPORTS_DIR
 
@@ -28,84 +29,9 @@ if TYPE_CHECKING:
     from ..character.folder import Character
     from .owners import Owners
 
-AVATAR_FILES = ("avatar.png", "avatar.jpg", "avatar.jpeg", "avatar.webp", "avatar.gif")
-AVATAR_MAX_BYTES = 5 * 1024 * 1024  # an avatar file larger than this is refused (a 20 MB photo is a mistake)
-AVATAR_MAX_PIXELS = IMAGE_MAX_PIXELS
-AVATAR_SIZE = 256  # avatars are stored and shown at most this many pixels wide
-THUMB_DIR = "web_avatars"  # under the home folder: small copies Gradio can serve in chat bubbles
+logger = logging.getLogger("chatharuhi")
 SCENE_SEPARATOR = "---"  # pasted scenes are separated by a line holding only this
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-
-logger = logging.getLogger("chatharuhi")
-
-
-def read_avatar(path: Path, what: str = "avatar"):
-    """The image at ``path`` as a small RGBA PIL image; a clear ``InputError`` if it is too big or not an image."""
-    from PIL import Image
-
-    size = path.stat().st_size
-    if size > AVATAR_MAX_BYTES:
-        raise InputError(f"the {what} {path.name} is {size / 2**20:.1f} MB; the limit is {AVATAR_MAX_BYTES // 2**20} "
-                         f"MB: save it smaller ({AVATAR_SIZE}×{AVATAR_SIZE} pixels is plenty)")
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > AVATAR_MAX_PIXELS:
-                raise InputError(f"the {what} {path.name} is {img.width}×{img.height} pixels; the limit is "
-                                 f"{AVATAR_MAX_PIXELS // 1_000_000} megapixels: scale it down")
-            img.load()
-            small = img.convert("RGBA")
-    except InputError:
-        raise
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise InputError(f"the {what} {path.name} is not an image Pillow can read ({exc}); use a PNG or JPEG") from None
-    small.thumbnail((AVATAR_SIZE, AVATAR_SIZE))
-    return small
-
-
-PLACEHOLDER_FONTS = ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                     "/System/Library/Fonts/PingFang.ttc", "C:/Windows/Fonts/msyh.ttc", "C:/Windows/Fonts/arial.ttf")
-
-
-def placeholder_avatar(name: str, display_name: str) -> Path | None:
-    """A generated avatar for a folder without one: the name's first character on a colour of its own."""
-    import hashlib
-
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:  # pragma: no cover - Pillow comes with the web extra
-        return None
-    digest = hashlib.sha256(f"{name}\0{display_name}".encode()).hexdigest()
-    thumb = cache_home() / THUMB_DIR / f"placeholder-{_safe_file(name)}-{digest[:12]}.png"
-    if thumb.is_file():
-        return thumb
-    hue = int(digest[:4], 16) / 0xFFFF
-    import colorsys
-
-    r, g, b = (int(255 * c) for c in colorsys.hls_to_rgb(hue, 0.42, 0.45))
-    image = Image.new("RGB", (AVATAR_SIZE, AVATAR_SIZE), (r, g, b))
-    draw = ImageDraw.Draw(image)
-    letter = (display_name.strip() or name)[:1].upper()
-    font = None
-    for candidate in PLACEHOLDER_FONTS:
-        if Path(candidate).is_file():
-            try:
-                font = ImageFont.truetype(candidate, AVATAR_SIZE // 2)
-                break
-            except OSError:
-                continue
-    if font is None:
-        font = ImageFont.load_default(size=AVATAR_SIZE // 2)
-        letter = (name[:1] or "?").upper()  # the built-in font has no CJK glyphs
-    draw.text((AVATAR_SIZE / 2, AVATAR_SIZE / 2), letter, fill=(255, 255, 255), font=font, anchor="mm")
-    thumb.parent.mkdir(parents=True, exist_ok=True)
-    tmp = thumb.with_suffix(".tmp")
-    image.save(tmp, "PNG")
-    tmp.replace(thumb)
-    return thumb
-
-
-def _safe_file(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
 
 
 AUTO_LANGUAGE = "auto"  # the form's "detect it from the scenes"
@@ -279,24 +205,7 @@ class Shelf:
     # -- avatars ---------------------------------------------------------------------------------
     def avatar(self, name: str) -> tuple[Path | None, str]:
         """A small PNG copy of the folder's avatar that Gradio may serve, and a note if it cannot be shown."""
-        folder = self.entry(name).path
-        file = next((folder / f for f in AVATAR_FILES if (folder / f).is_file()), None)
-        if file is None:
-            return placeholder_avatar(name, self.display_name(name)), ""
-        stat = file.stat()
-        thumb = cache_home() / THUMB_DIR / f"{name}-{stat.st_size}-{int(stat.st_mtime)}.png"
-        if thumb.is_file():
-            return thumb, ""
-        try:
-            image = read_avatar(file, f"avatar of {name}")
-        except InputError as exc:
-            logger.warning("chatharuhi demo: %s", exc)
-            return None, f"(no avatar shown: {exc})"
-        thumb.parent.mkdir(parents=True, exist_ok=True)
-        tmp = thumb.with_suffix(".tmp")
-        image.save(tmp, "PNG")
-        tmp.replace(thumb)
-        return thumb, ""
+        return thumbnail(self.entry(name).path, name, self.display_name(name))
 
     # -- adding characters -----------------------------------------------------------------------
     def destination(self, owner: str) -> Path:
@@ -397,7 +306,7 @@ class Shelf:
         """The character as a SillyTavern V2 PNG card (its greeting as first_mes), in a fresh temporary folder."""
         from ..interop import export_character
 
-        out = Path(tempfile.mkdtemp(prefix="export-", dir=_tmp_dir())) / f"{_safe_file(name)}.card.png"
+        out = Path(tempfile.mkdtemp(prefix="export-", dir=_tmp_dir())) / f"{safe_file(name)}.card.png"
         return export_character(self.character(name), "v2", out, png=True)
 
     def delete(self, name: str, *, owner: str = "", local: bool = False) -> Path:

@@ -51,7 +51,7 @@ def login_check(password: str) -> Callable[[str, str], bool]:
 def layout(gr, demo: WebDemo, secret: str) -> Any:
     """Build the Blocks for ``demo``; every visitor's state is per tab (``gr.State``) or per browser."""
     from ..config import cache_home
-    from .characters import THUMB_DIR
+    from .avatars import THUMB_DIR
 
     gr.set_static_paths([str(cache_home() / THUMB_DIR)])  # the avatars shown in chat bubbles
     c: dict[str, Any] = {}

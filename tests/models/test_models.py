@@ -181,7 +181,7 @@ def test_the_demo_shows_the_model_in_use(tmp_path, capsys, monkeypatch):
     pytest.importorskip("gradio")
     from chatharuhi import cli
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app
+    from chatharuhi.web.demo import build_app
 
     backend = ScriptedBackend()
     backend.model_entry = find_model("qwen2.5-3b")
@@ -197,7 +197,7 @@ def test_the_demo_shows_the_model_in_use(tmp_path, capsys, monkeypatch):
                             "demo model") and "no Chinese" in shown and "Qwen2.5-1.5B-Instruct Q4_K_M" in shown
     assert "licence apache-2.0" in shown and "**Get a better model**" in shown  # the button beside it pulls it
     launched = {}
-    monkeypatch.setattr("chatharuhi.web.app.launch", lambda *a, **k: launched.update(k))
+    monkeypatch.setattr("chatharuhi.web.demo.launch", lambda *a, **k: launched.update(k))
     assert cli.main(["demo", "--backend", "scripted", "--embedder", "hash", "--port", "7999"]) == 0
     assert "chatharuhi demo on http://127.0.0.1:7999 with scripted" in launched["banner"]
 

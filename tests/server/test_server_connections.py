@@ -185,7 +185,7 @@ def test_the_demo_closes_slow_clients_too(tmp_path):
     pytest.importorskip("gradio")
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app, launch
+    from chatharuhi.web.demo import build_app, launch
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

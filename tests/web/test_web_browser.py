@@ -45,7 +45,7 @@ def server(tmp_path):
     """The demo on 127.0.0.1 with a scripted backend that streams slowly enough to watch."""
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app
+    from chatharuhi.web.demo import build_app
 
     class Slow(ScriptedBackend):
         def stream(self, messages, **options):
@@ -60,7 +60,7 @@ def server(tmp_path):
     from chatharuhi.web.layout import CSS
 
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False, quiet=True,
-               css=CSS)  # as chatharuhi.web.app.launch serves it, so the screenshot shows the real page
+               css=CSS)  # as chatharuhi.web.demo.launch serves it, so the screenshot shows the real page
     yield f"http://127.0.0.1:{port}/", store
     app.close()
     store.close()

@@ -52,7 +52,7 @@ def test_names_and_scenes_from_an_upload_are_shown_as_text(tmp_path):
 
 def test_the_section_is_in_the_app(tmp_path):
     from chatharuhi.backends.scripted import ScriptedBackend
-    from chatharuhi.web.app import build_app
+    from chatharuhi.web.demo import build_app
 
     app = build_app(backend=ScriptedBackend(replies=["ok"]), embedder="hash")
     config = app.config if hasattr(app, "config") else app.blocks.config

@@ -21,7 +21,7 @@ def served(tmp_path):
     """The demo on 127.0.0.1 with a slow scripted backend, and where each endpoint's outputs are."""
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app
+    from chatharuhi.web.demo import build_app
 
     class Slow(ScriptedBackend):
         def stream(self, messages, **options):
@@ -151,7 +151,7 @@ def test_off_loopback_the_demo_asks_for_the_password(tmp_path):
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.errors import InputError
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app, launch
+    from chatharuhi.web.demo import build_app, launch
 
     with SessionStore(tmp_path / "s.sqlite3") as store:
         app = build_app(backend=ScriptedBackend(), sessions=store, embedder="hash")

@@ -13,7 +13,8 @@ pytest.importorskip("gradio", reason="the web demo needs the [web] extra: pip in
 from chatharuhi.backends.scripted import ScriptedBackend  # noqa: E402
 from chatharuhi.errors import BackendUnavailable, InputError  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
-from chatharuhi.web.app import Tab, WebDemo, build_app  # noqa: E402
+from chatharuhi.web.app import Tab, WebDemo
+from chatharuhi.web.demo import build_app  # noqa: E402
 from chatharuhi.web.edit import Stale  # noqa: E402
 from chatharuhi.web.owners import NotYourChat, owner_key  # noqa: E402
 from chatharuhi.web.render import bubble, literal  # noqa: E402
@@ -445,7 +446,7 @@ def test_cli_demo_binds_to_loopback_and_needs_a_password_or_a_flag_elsewhere(mon
     def fake_launch(app, host, port, block=True, password=None, open_access=False, banner=None):
         seen.update(host=host, port=port, demo=app.demo, password=password, open_access=open_access)
 
-    monkeypatch.setattr("chatharuhi.web.app.launch", fake_launch)
+    monkeypatch.setattr("chatharuhi.web.demo.launch", fake_launch)
     base = ["demo", "--backend", "scripted", "--embedder", "hash"]
     assert cli.main([*base, "--port", "7999"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 7999 and seen["password"] is None
@@ -499,7 +500,7 @@ def test_launch_prints_one_line_and_never_suggests_share(capsys, tmp_path):
     machine. The demo prints its own one line instead."""
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app, launch
+    from chatharuhi.web.demo import build_app, launch
 
     app = build_app(backend=ScriptedBackend(), sessions=SessionStore(tmp_path / "s.sqlite3"), embedder="hash")
     import socket

@@ -72,7 +72,7 @@ def mirror(monkeypatch):
 
 
 def launch(backend, store, port: int | None = None):
-    from chatharuhi.web.app import build_app
+    from chatharuhi.web.demo import build_app
     from chatharuhi.web.layout import CSS
 
     app = build_app(backend=backend, sessions=store, embedder="hash", better_model=STAND_IN)
@@ -173,7 +173,7 @@ def server(tmp_path):
     paths are shown, as with ``chatharuhi demo``)."""
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app
+    from chatharuhi.web.demo import build_app
     from chatharuhi.web.layout import CSS
 
     store = SessionStore(tmp_path / "sessions.sqlite3")

@@ -99,7 +99,7 @@ def remote():
 def test_a_hostile_card_and_reply_show_as_text_and_fetch_nothing_in_chromium(tmp_path, remote, browser):  # noqa: F811
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app
+    from chatharuhi.web.demo import build_app
     from chatharuhi.web.layout import CSS
 
     base, seen = remote

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import ChatHaruhiError, InputError
+from ..errors import ChatHaruhiError, InputError
 
 if TYPE_CHECKING:
-    from .chat.chatbot import Chatbot
-    from .sessions import SessionStore
+    from ..sessions import SessionStore
+    from .chatbot import Chatbot
 
 COMMANDS_HELP = """commands:
   /help          this list
@@ -39,7 +39,7 @@ TITLE_CHARS = 30
 
 def terminal_owners(store: "SessionStore"):
     """The demo's table of chat owners beside ``store`` (terminal chats are marked there)."""
-    from .web.owners import Owners, owners_path_for
+    from ..web.owners import Owners, owners_path_for
 
     return Owners(owners_path_for(store))
 
@@ -127,16 +127,16 @@ class TerminalChat:
         return None
 
     def _on_embedded(self) -> bool:
-        from .models.catalog import BUILTIN
+        from ..models.catalog import BUILTIN
 
         entry = getattr(self.bot.backend, "model_entry", None)
         return entry is not None and entry.name == BUILTIN.name
 
     def _offer_better(self) -> None:
         """The first run on the embedded model, in a terminal: offer the recommended model once."""
-        from .config import better_model, home_dir
-        from .models.catalog import find_model
-        from .models.store import format_size
+        from ..config import better_model, home_dir
+        from ..models.catalog import find_model
+        from ..models.store import format_size
 
         if not self._on_embedded():
             return
@@ -160,9 +160,9 @@ class TerminalChat:
 
     def better(self) -> None:
         """Pull the recommended model (resumable, with a progress bar) and go on with it in this chat."""
-        from .backends.registry import resolve_backend
-        from .config import better_model
-        from .models.download import pull_model
+        from ..backends.registry import resolve_backend
+        from ..config import better_model
+        from ..models.download import pull_model
 
         name = better_model()
         if not self._on_embedded():
@@ -208,7 +208,7 @@ class TerminalChat:
 
     def _import_saved(self, path: Path) -> str:
         """A ``/save`` file becomes a stored chat (so it is in the lists from now on); returns its id."""
-        from .chat.chatbot import Chatbot
+        from .chatbot import Chatbot
 
         saved = Chatbot.load(path, llm=self.bot.backend, embedder=self.bot.embedder)
         if saved.character.name != self.bot.character.name:

@@ -5,18 +5,16 @@ is closed at the next chunk) and nothing is saved. How the incoming messages are
 """
 
 # no "from __future__ import annotations": FastAPI reads the handlers' annotations at runtime
-import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
-from urllib.parse import unquote
 
 import anyio
 import anyio.lowlevel
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from ..chat.conversation import read_conversation
 from ..chat.history import History
@@ -25,26 +23,11 @@ from ..retrieval.index import query_window
 from ..types import Turn
 from . import guard
 from .api import MAX_REPLY_CHARS, ChatRequest, check_name, parse_request, sse
-from .asgi import _disconnect_aware
 from .errors import APIError, error_body, error_status, public_message
+from .groups import group_completions, is_group_model
 from .routes import state_of
 from .state import ServerState
-
-USER_ROLE_HEADER = "x-chatharuhi-user-role"
-END = object()  # the end of a choice's chunks
-logger = logging.getLogger("chatharuhi.server")
-_DisconnectAwareStream = _disconnect_aware(StreamingResponse, anyio)
-
-
-def header_text(value: str | None) -> str | None:
-    """A header value as the client meant it: raw UTF-8 bytes or percent-encoding both work."""
-    if not value:
-        return None
-    try:
-        value = value.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        pass
-    return unquote(value).strip() or None
+from .streaming import END, USER_ROLE_HEADER, DisconnectAwareStream, header_text, logger
 
 
 @dataclass
@@ -162,8 +145,6 @@ async def chat_completions(request: Request):
     state = state_of(request)
     req: ChatRequest = await parse_request(request, ChatRequest)
     req.refuse_what_we_cannot_honour()
-    from .groups import group_completions, is_group_model  # groups.py builds on this module
-
     if is_group_model(req.model):
         return await group_completions(request, state, req)
     call = await read_call(state, request, req)
@@ -186,7 +167,7 @@ async def chat_completions(request: Request):
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if not req.stream:
         return await _answer(request, state, call, upstream, first, headers, ident, created)
-    return _DisconnectAwareStream(_events(state, call, upstream, first, ident, created), media_type="text/event-stream",
+    return DisconnectAwareStream(_events(state, call, upstream, first, ident, created), media_type="text/event-stream",
                                   headers={**headers, "Cache-Control": "no-cache"})
 
 

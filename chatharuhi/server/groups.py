@@ -22,9 +22,9 @@ from ..errors import ChatHaruhiError, InputError
 from ..types import Round, Said
 from . import guard
 from .api import ChatRequest, check_name, sse
-from .completions import END, USER_ROLE_HEADER, _DisconnectAwareStream, header_text, logger
 from .errors import APIError, error_body, error_status, public_message
 from .state import ServerState
+from .streaming import END, USER_ROLE_HEADER, DisconnectAwareStream, header_text, logger
 
 
 def is_group_model(model: str) -> bool:
@@ -85,7 +85,7 @@ async def group_completions(request: Request, state: ServerState, req: ChatReque
     headers = {"X-Chatharuhi-Character": model}
     if not req.stream:
         return await _answer(request, state, speakers, ident, created, model, headers, group)
-    return _DisconnectAwareStream(_events(state, speakers, ident, created, model, req, group),
+    return DisconnectAwareStream(_events(state, speakers, ident, created, model, req, group),
                                   media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
 
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(SKIP, reason="CHATHARUHI_SKIP_BROWSER=1")
 def server(tmp_path):
     from chatharuhi.backends.scripted import ScriptedBackend
     from chatharuhi.sessions import SessionStore
-    from chatharuhi.web.app import build_app
+    from chatharuhi.web.demo import build_app
     from chatharuhi.web.layout import CSS
 
     class Slow(ScriptedBackend):

@@ -9,11 +9,9 @@ stream closed early leaves history unchanged. Many chatbots for one character sh
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -48,12 +46,12 @@ from ..types import PartTrace, Trace, Turn
 from .history import History
 from .memory import Entry, Memory
 from .reply import Plan, Reply
+from .saved import conversation_data, read_conversation_file, write_saved
 
 if TYPE_CHECKING:
     from ..retrieval.index import SceneIndex
     from ..sessions import Session, SessionStore
 
-CONVERSATION_FORMAT = "chatharuhi.conversation/1"
 IndexFactory = Callable[[Character, Embedder], "SceneIndex"]
 
 
@@ -476,25 +474,12 @@ class Chatbot:
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the conversation to a JSON file (atomically)."""
-        path = Path(path).expanduser()
-        data = {"format": CONVERSATION_FORMAT, "character": self.character.name,
-                "character_path": str(self.character.path), "user_role": self.user_role,
-                "history": [asdict(t) for t in self.history]}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_saved(path, conversation_data(self.character, self.user_role, self.history))
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kwargs: Any) -> "Chatbot":
         """Resume a conversation saved with ``save``; keyword arguments configure the new chatbot."""
-        path = Path(path).expanduser()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != CONVERSATION_FORMAT:
-                raise ValueError(f"format is {data.get('format')!r}, expected {CONVERSATION_FORMAT!r}")
-            history = [Turn(**t) for t in data["history"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SessionError(f"{path}: cannot read the saved conversation: {exc}") from None
+        data, history = read_conversation_file(path)
         if "role" not in kwargs and "character" not in kwargs:
             saved = Path(data.get("character_path", ""))
             kwargs["role"] = saved if saved.is_dir() else data["character"]

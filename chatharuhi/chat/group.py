@@ -16,11 +16,9 @@ A group of one is a one-to-one chat: the same prompts, stored the same way.
 
 from __future__ import annotations
 
-import json
 import os
 import random
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..backends.registry import resolve_backend
@@ -39,9 +37,8 @@ from .chatbot import Chatbot
 from .memory import Entry, Memory
 from .reply import Reply
 from .rounds import Rounds, group_key, round_from
+from .saved import group_data, read_group_file, write_saved
 from .turn_order import Speaker, TurnOrder
-
-GROUP_FORMAT = "chatharuhi.group/1"
 
 
 @dataclass
@@ -486,28 +483,13 @@ class GroupChat:
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the conversation to a JSON file (atomically), with its pinned facts."""
-        path = Path(path).expanduser()
-        data = {"format": GROUP_FORMAT, "characters": self.characters, "user_role": self.user_role,
-                "rounds": [{"user_role": r.user_role, "text": r.text, "present": list(r.present),
-                            "replies": [asdict(s) for s in r.replies]} for r in self.history],
-                "facts": [asdict(f) for f in (self.memory.facts if self.memory else [])]}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_saved(path, group_data(self.characters, self.user_role, self.history,
+                                     self.memory.facts if self.memory else []))
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kwargs: Any) -> "GroupChat":
         """Resume a conversation saved with ``save``; keyword arguments configure the new group."""
-        path = Path(path).expanduser()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != GROUP_FORMAT:
-                raise ValueError(f"format is {data.get('format')!r}, expected {GROUP_FORMAT!r}")
-            rounds = [Round(r["user_role"], r["text"], tuple(Said(**s) for s in r["replies"]), tuple(r["present"]))
-                      for r in data["rounds"]]
-            facts = [Fact(**f) for f in data.get("facts", [])]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SessionError(f"{path}: cannot read the saved group conversation: {exc}") from None
+        data, rounds, facts = read_group_file(path)
         kwargs.setdefault("characters", data["characters"])
         kwargs.setdefault("user_role", data.get("user_role"))
         group = cls(**kwargs)

@@ -44,7 +44,7 @@ from ..retrieval.turns import query_vectors
 from ..sessions import open_session
 from ..types import PartTrace, Trace, Turn
 from .history import History
-from .memory import Entry, Memory
+from .memory import Entry, Link, Memory
 from .reply import Plan, Reply
 from .saved import conversation_data, read_conversation_file, write_saved
 
@@ -165,7 +165,7 @@ class Chatbot:
         if summarize and not memory:
             raise InputError("summarize=True needs memory=True: the summary is part of the conversation's memory")
         self._summarize = summarize
-        self.memory: Memory | None = self._new_memory(summarize) if memory else None
+        self.memory: Memory | None = self.new_memory(self._memory_link, summarize=summarize) if memory else None
         self._window: list[str] = []  # the history turns the last prompt held
         if saved is not None:
             if saved.character != character.name:
@@ -175,14 +175,15 @@ class Chatbot:
             if self.memory is not None:
                 self.memory.load()
 
-    def _new_memory(self, summarize: bool, *, stateless: bool = False) -> Memory:
-        """The conversation's memory; ``stateless``: for a caller's own history (no store, no embedding, no summary)."""
+    def new_memory(self, link: Link | None, *, summarize: bool = False, embed_missing: bool = True) -> Memory:
+        """A memory of one of this character's conversations, measured and searched as this chatbot's prompts are:
+        kept where ``link`` says (None: nowhere); ``summarize``: this backend keeps its rolling summary;
+        ``embed_missing=False``: a caller's own turns, recalled from the vectors already made (else lexically)."""
         c = self.character
         return Memory(self.index.embedder, self.counter, lambda: self.budget.memory_tokens, language=c.language,
-                      character=c.name, link=None if stateless else self._memory_link,
-                      dense_weight=self.weights["dense_weight"], lexical_weight=self.weights["lexical_weight"],
-                      summarize_with=self.backend if summarize and not stateless else None,
-                      names=(c.display_name, self.prompt.user_name), embed_missing=not stateless)
+                      character=c.name, link=link, dense_weight=self.weights["dense_weight"],
+                      lexical_weight=self.weights["lexical_weight"], summarize_with=self.backend if summarize else None,
+                      names=(c.display_name, self.prompt.user_name), embed_missing=embed_missing)
 
     def _memory_link(self, create: bool) -> "tuple[SessionStore, str] | None":
         """Where the memory is kept: the conversation's session (started now, when ``create``, if none yet)."""
@@ -267,7 +268,7 @@ class Chatbot:
         self.last_trace = None
         self._window = []
         if self.memory is not None:  # a new conversation remembers nothing of the old one
-            self.memory = self._new_memory(self._summarize)
+            self.memory = self.new_memory(self._memory_link, summarize=self._summarize)
 
     def _commit(self, plan: Plan, reply: str) -> None:
         self.dialogue.commit(Turn(plan.user_role, plan.text, reply), plan.trace.as_dict())
@@ -342,11 +343,7 @@ class Chatbot:
     def session_memory(self, store: "SessionStore", session_id: str) -> Memory:
         """The memory of one of this character's stored conversations (its pinned facts, summary and vectors), for
         a caller that passes the conversation's turns itself (``prepare(history=..., memory=...)``)."""
-        c = self.character
-        memory = Memory(self.index.embedder, self.counter, lambda: self.budget.memory_tokens, language=c.language,
-                        character=c.name, link=lambda create: (store, session_id),
-                        dense_weight=self.weights["dense_weight"], lexical_weight=self.weights["lexical_weight"],
-                        names=(c.display_name, self.prompt.user_name))
+        memory = self.new_memory(lambda create: (store, session_id))
         memory.load()
         return memory
 
@@ -366,7 +363,7 @@ class Chatbot:
             if own:
                 memory, remembered = self.memory, self._window
             else:  # a caller's own conversation: recalled from it alone, from vectors already made (else lexically)
-                memory = self._new_memory(False, stateless=True)
+                memory = self.new_memory(None, embed_missing=False)
         if memory is not None:
             memory.sync(turns, self._entry)
         rendered = self.dialogue.rendered if history is None else self.dialogue.render(history)

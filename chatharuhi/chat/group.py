@@ -190,13 +190,7 @@ class GroupChat:
                       history_tokens=s["history_tokens"], memory_tokens=s["memory_tokens"],
                       context_window=s["context_window"], reply_reserve=s["reply_reserve"],
                       postprocess=s["postprocess"], persona=s["persona"], vector_cache=s["vector_cache"])
-        memory = None
-        if self._memory_on:
-            memory = Memory(bot.index.embedder, bot.counter, lambda: bot.budget.memory_tokens,
-                            language=character.language, character=character.name, link=self._link,
-                            dense_weight=bot.weights["dense_weight"], lexical_weight=bot.weights["lexical_weight"],
-                            summarize_with=self.backend if self._summarize else None,
-                            names=(character.display_name, bot.prompt.user_name))
+        memory = bot.new_memory(self._link, summarize=self._summarize) if self._memory_on else None
         member = Member(bot, memory)
         self._members[character.name] = member
         self._tags[character.name] = character.speaker
@@ -438,9 +432,7 @@ class GroupChat:
                 rounds[-1].replies[-1].text if rounds else line)
         memory, remembered = member.memory, ()
         if memory is not None and history is not None:  # recalled from that conversation alone, no embedding
-            memory = Memory(bot.index.embedder, bot.counter, lambda: bot.budget.memory_tokens,
-                            language=bot.character.language, character=member.name, embed_missing=False,
-                            dense_weight=bot.weights["dense_weight"], lexical_weight=bot.weights["lexical_weight"])
+            memory = bot.new_memory(None, embed_missing=False)
         elif memory is not None:
             remembered = tuple(dict.fromkeys(f"r{t.split('.')[0]}" for t in member.window))
         if memory is not None:
@@ -474,11 +466,7 @@ class GroupChat:
         for member in self._members.values():
             member.window = []
             if member.memory is not None:
-                member.memory = Memory(member.memory.embedder, member.bot.counter,
-                                       member.memory.budget, language=member.bot.character.language,
-                                       character=member.name, link=self._link,
-                                       summarize_with=self.backend if self._summarize else None,
-                                       names=(member.bot.character.display_name, member.bot.prompt.user_name))
+                member.memory = member.bot.new_memory(self._link, summarize=self._summarize)
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -9,50 +9,34 @@ own system prompt and its own scenes, retrieved for the round so far under its o
 conversation rendered with every speaker's name (its own lines as the assistant's, everyone else's as the
 user's); a line naming who else is present. Nothing of another character's prompt or scenes is in it. Its
 reply is cut where it starts speaking for someone else. All members share one backend (one model and its cache
-on a local runtime) and one embedder. Each member remembers the rounds it was present for (memory.py). Rounds
-are committed when the last speaker of the round is done (or the stream stops: the replies that finished stay).
-A group of one is a one-to-one chat: the same prompts, stored the same way.
+on a local runtime) and one embedder. Each member remembers the rounds it was present for (members.py reads
+the rounds as its history and its memory, memory.py). Rounds are committed when the last speaker of the round is
+done (or the stream stops: the replies that finished stay). A group of one is a one-to-one chat: the same prompts,
+stored the same way.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..backends.registry import resolve_backend
 from ..character.discovery import find_character
 from ..character.folder import Character, load_character
-from ..config import DEFAULT_GROUP_REPLIES, DEFAULT_TALKATIVENESS, DEFAULT_TOP_K, GROUP_ORDERS, MAX_GROUP_SIZE
-from ..errors import InputError, SessionError, UnknownOption
+from ..config import DEFAULT_GROUP_REPLIES, DEFAULT_TOP_K, GROUP_ORDERS, MAX_GROUP_SIZE
+from ..errors import InputError, UnknownOption
 from ..options import parameter_names
-from ..prompting.packing import HistoryTurn
-from ..prompting.templates import load_template
 from ..retrieval.embeddings import get_embedder
 from ..retrieval.index import query_window
 from ..sessions import open_session
-from ..types import Fact, Round, Said, Trace
+from ..types import Round, Said, Trace
 from .chatbot import Chatbot
-from .memory import Entry, Memory
-from .reply import Reply
-from .rounds import Rounds, group_key, round_from
+from .members import GroupMemory, Member
+from .reply import Plan, Reply
+from .rounds import Rounds, group_key, members_of
 from .saved import group_data, read_group_file, write_saved
 from .turn_order import Speaker, TurnOrder
-
-
-@dataclass
-class Member:
-    """One character of a group: its chatbot (prompt, index; the group's backend) and its memory of the group."""
-
-    bot: Chatbot
-    memory: Memory | None
-    window: list[str] = field(default_factory=list)  # the history turns its last prompt held
-
-    @property
-    def name(self) -> str:
-        """The character's name (its folder's)."""
-        return self.bot.character.name
 
 
 class Speaking:
@@ -109,15 +93,7 @@ class GroupChat:
         reproducible. The other keywords are the ``Chatbot``'s, for every member; ``llm_options`` go to the one
         backend they share."""
         store, saved = open_session(session, sessions)
-        if saved is not None:
-            characters = self._resumed(saved, characters, store)
-        if not characters:
-            raise InputError("no characters given: pass GroupChat(['haruhi', 'wukong'], ...)")
-        if isinstance(characters, (str, os.PathLike, Character)):
-            characters = [characters]
-        if len(characters) > MAX_GROUP_SIZE:
-            raise InputError(f"a group holds at most {MAX_GROUP_SIZE} characters; {len(characters)} were given: "
-                             "leave some out (each one answers with its own prompt and index)")
+        characters = _given(members_of(store, saved, characters) if saved is not None else characters)
         try:
             self.backend = resolve_backend(llm, **llm_options)
         except UnknownOption as exc:
@@ -132,13 +108,9 @@ class GroupChat:
         self.characters_dir, self._memory_on, self._summarize = characters_dir, memory, summarize
         if summarize and not memory:
             raise InputError("summarize=True needs memory=True: the summary is part of the conversation's memory")
-        loaded = [self._load(c) for c in characters]
+        loaded = self._loaded(characters)
         names = [c.name for c in loaded]
-        for name in names:
-            if names.count(name) > 1:
-                raise InputError(f"{name!r} is in the group twice (names and aliases of one character count once)")
-        first = loaded[0]
-        self.user_role = (user_role or (saved.user_role if saved else None) or first.user_role or "user").strip()
+        self.user_role = (user_role or (saved.user_role if saved else None) or loaded[0].user_role or "user").strip()
         self._members: dict[str, Member] = {}
         self._tags: dict[str, str] = {}  # every character that spoke here: its speaker tag
         for character in loaded:
@@ -151,7 +123,7 @@ class GroupChat:
             self.mute(name)
         self.dialogue = Rounds(self._transcript, store=store, session=saved, key=group_key(names),
                                user_role=self.user_role)
-        self.memory = GroupMemory(self) if memory else None
+        self.memory = GroupMemory(self._members, self._member, self._link) if memory else None
         self.last_traces: dict[str, Trace] = {}
         if saved is not None:
             self.dialogue.reload()
@@ -160,19 +132,14 @@ class GroupChat:
                     member.memory.load()
 
     # -- set-up --------------------------------------------------------------------------------------
-    @staticmethod
-    def _resumed(saved: Any, characters: Any, store: Any) -> list[str]:
-        """The members of a stored conversation: those present in its last round (else the session's name; a
-        one-to-one chat resumes as a group of one)."""
-        records = store.export_records(saved.id)
-        last = records[-1] if records else None
-        names = list(round_from(last, saved.character).present) if last else saved.character.split("+")
-        if characters:
-            given = sorted(c.name if isinstance(c, Character) else str(c) for c in characters)
-            if given != sorted(names):
-                raise SessionError(f"session {saved.id} is a conversation with {'+'.join(names)!r}, not "
-                                   f"{'+'.join(given)!r}: leave out the characters to resume it")
-        return names
+    def _loaded(self, characters: Sequence[str | os.PathLike | Character]) -> list[Character]:
+        """The members' characters, loaded; one named twice (by any of its names) is an error."""
+        loaded = [self._load(c) for c in characters]
+        names = [c.name for c in loaded]
+        for name in names:
+            if names.count(name) > 1:
+                raise InputError(f"{name!r} is in the group twice (names and aliases of one character count once)")
+        return loaded
 
     def _load(self, spec: str | os.PathLike | Character) -> Character:
         if isinstance(spec, Character):
@@ -184,12 +151,8 @@ class GroupChat:
         return find_character(spec.strip(), self.characters_dir)
 
     def _join(self, character: Character) -> Member:
-        s = self._settings
         bot = Chatbot(character=character, llm=self.backend, embedder=self.embedder, user_role=self.user_role,
-                      memory=False, top_k=s["top_k"], story_tokens=s["story_tokens"],
-                      history_tokens=s["history_tokens"], memory_tokens=s["memory_tokens"],
-                      context_window=s["context_window"], reply_reserve=s["reply_reserve"],
-                      postprocess=s["postprocess"], persona=s["persona"], vector_cache=s["vector_cache"])
+                      memory=False, **self._settings)
         memory = bot.new_memory(self._link, summarize=self._summarize) if self._memory_on else None
         member = Member(bot, memory)
         self._members[character.name] = member
@@ -197,13 +160,7 @@ class GroupChat:
         return member
 
     def _speakers(self) -> list[Speaker]:
-        out = []
-        for m in self._members.values():
-            c = m.bot.character
-            level = self._talkativeness.get(c.name, c.manifest.talkativeness)
-            out.append(Speaker(c.name, (c.name, c.display_name, c.speaker, *c.aliases),
-                               DEFAULT_TALKATIVENESS if level is None else level))
-        return out
+        return [Speaker.of(m.bot.character, self._talkativeness.get(m.name)) for m in self._members.values()]
 
     def _checked_talkativeness(self, given: dict[str, float]) -> dict[str, float]:
         out = {}
@@ -373,73 +330,17 @@ class GroupChat:
         key = query_window(rnd.text or rnd.replies[0].text)
         for name in rnd.present:
             member = self._members.get(name)
-            if member is None or member.memory is None:
-                continue
-            member.memory.keep_vector(key)
-            first = min((int(t.split(".")[0]) for t in member.window), default=len(self.dialogue))
-            member.memory.turn_done(sum(1 for e in member.memory.entries if e.order < first))
+            if member is not None:
+                member.round_done(key, len(self.dialogue))
 
     # -- one speaker's prompt ------------------------------------------------------------------------
-    def _segments(self, member: Member, r: int, rnd: Round) -> list[HistoryTurn]:
-        """Round ``r`` as ``member``'s history reads it: cut after each of its own lines (its replies are the
-        assistant's); the lines after its last reply wait, with no reply, for the next user message."""
-        line = member.bot.prompt.line
-        out: list[HistoryTurn] = []
-        waiting = [line(rnd.user_role, rnd.text)] if rnd.text else []
-        for said in rnd.replies:
-            mine = line(self._tags.get(said.speaker, said.speaker), said.text)
-            if said.speaker != member.name:
-                waiting.append(mine)
-            elif not waiting and out and out[-1].assistant:  # it went on unprompted: one longer reply
-                out[-1] = HistoryTurn(out[-1].id, out[-1].user, f"{out[-1].assistant}\n{mine}")
-            else:
-                out.append(HistoryTurn(f"{r}" if not out else f"{r}.{len(out)}", "\n".join(waiting), mine))
-                waiting = []
-        if waiting:
-            out.append(HistoryTurn(f"{r}" if not out else f"{r}.{len(out)}", "\n".join(waiting), ""))
-        return out
-
-    def _rendered(self, member: Member, rounds: Sequence[Round]) -> list[HistoryTurn]:
-        return [h for r, rnd in enumerate(rounds) if member.name in rnd.present
-                for h in self._segments(member, r, rnd)]
-
-    def _entry(self, member: Member) -> Any:
-        def entry(_: int, source: tuple[int, Round]) -> Entry:
-            r, rnd = source
-            segments = self._segments(member, r, rnd)
-            lines = [part for h in segments for part in (h.user, h.assistant) if part]
-            words = "\n".join([rnd.text, *(s.text for s in rnd.replies)])
-            return Entry(f"r{r}", query_window(rnd.text or rnd.replies[0].text), "\n".join(lines), words,
-                         tuple(h.id for h in segments), r)
-        return entry
-
-    def _plan(self, member: Member, current: Round, history: list[Round] | None = None) -> Any:
+    def _plan(self, member: Member, current: Round, history: list[Round] | None = None) -> Plan:
         """``member``'s prompt for its turn in the round ``current`` (what was said in it so far), after the
         group's rounds (or a caller's ``history``: then its memory is what that history holds)."""
-        bot = member.bot
         others = [self._members[n].bot.character for n in current.present if n != member.name and n in self._members]
-        bot.others = tuple(dict.fromkeys(n for c in others for n in (c.speaker, c.display_name)))
-        bot.prompt.presence = bot.prompt.presence_line([c.display_name for c in others])
         rounds = self.dialogue.rounds if history is None else history
-        rendered = self._rendered(member, [*rounds, current])
-        if rendered and not rendered[-1].assistant and rendered[-1].id.split(".")[0] == str(len(rounds)):
-            line = rendered.pop().user  # the round so far, since it last spoke: what it answers
-            search = "\n".join([current.text, *(s.text for s in current.replies)]).strip()
-        else:  # asked to go on with nothing new said
-            line = load_template("group_continue", bot.character.language).render(
-                character=bot.character.display_name)
-            search = current.replies[-1].text if current.replies else (
-                rounds[-1].replies[-1].text if rounds else line)
-        memory, remembered = member.memory, ()
-        if memory is not None and history is not None:  # recalled from that conversation alone, no embedding
-            memory = bot.new_memory(None, embed_missing=False)
-        elif memory is not None:
-            remembered = tuple(dict.fromkeys(f"r{t.split('.')[0]}" for t in member.window))
-        if memory is not None:
-            memory.sync([(r, rnd) for r, rnd in enumerate(rounds) if member.name in rnd.present],
-                        self._entry(member))
-        return bot.compose(search, rendered, line, user_role=current.user_role or self.user_role,
-                           text=current.text, memory=memory, remembered=remembered)
+        return member.plan(current, rounds, others, self._tags, user_role=current.user_role or self.user_role,
+                           own=history is None)
 
     def _transcript(self, rnd: Round) -> str:
         """A round's replies as its stored turn reads (a group of one: the reply itself, as a one-to-one chat)."""
@@ -488,88 +389,13 @@ class GroupChat:
         return group
 
 
-class GroupMemory:
-    """A group's pinned facts: for everyone (stored once) or for one member; each member holds its own memory."""
-
-    def __init__(self, group: GroupChat):
-        self._group = group
-
-    def of(self, name: str) -> Memory:
-        """A member's memory (its facts, summary and the rounds it was present for)."""
-        memory = self._group._member(name).memory
-        if memory is None:
-            raise InputError("this group was made with memory=False")
-        return memory
-
-    def _memories(self) -> list[Memory]:
-        return [m.memory for m in self._group._members.values() if m.memory is not None]
-
-    @property
-    def summary(self) -> str | None:
-        """The members' rolling summaries, each after its name (None before any was written)."""
-        parts = [f"{name}: {m.memory.summary}" for name, m in self._group._members.items()
-                 if m.memory is not None and m.memory.summary]
-        return "\n".join(parts) or None
-
-    @property
-    def entries(self) -> list[Entry]:
-        """The rounds the longest-present member remembers (each member holds those it was present for)."""
-        return max((m.entries for m in self._memories()), key=len, default=[])
-
-    @property
-    def facts(self) -> list[Fact]:
-        """Every pinned fact, oldest first (once each)."""
-        seen: dict[str, Fact] = {}
-        for memory in self._memories():
-            for fact in memory.facts:
-                seen.setdefault(fact.id, fact)
-        return sorted(seen.values(), key=lambda f: (len(f.id), f.id))
-
-    def pin(self, text: str, character: str | None = None) -> Fact:
-        """Pin a fact for everyone (or one member): it is in every prompt of theirs from now on."""
-        if character is not None:
-            name = self._group._member(character).name
-            return self.of(name).pin(text, character=name)
-        memories = self._memories()
-        for memory in memories:
-            memory.check_fact(text)
-        where = self._group._link(True)
-        fact = where[0].add_fact(where[1], text.strip(), "") if where else Fact(self._next_id(), text.strip(), "")
-        for memory in memories:
-            memory.adopt(fact)
-        return fact
-
-    def restore(self, fact: Fact) -> None:
-        """Hold a fact read back from a file (stored again if the group has a store)."""
-        if fact.character and fact.character in self._group._members:
-            self.of(fact.character).pin(fact.text, character=fact.character)
-        elif not fact.character:
-            self.pin(fact.text)
-
-    def _next_id(self) -> str:
-        return str(1 + max((int(f.id) for f in self.facts if f.id.isdigit()), default=0))
-
-    def _holders(self, fact_id: str) -> list[Memory]:
-        holders = [m for m in self._memories() if any(f.id == str(fact_id) for f in m.facts)]
-        if not holders:
-            listing = ", ".join(f"{f.id} ({f.text[:20]})" for f in self.facts) or "none"
-            raise InputError(f"no pinned fact {fact_id!r}; the facts are: {listing}")
-        return holders
-
-    def edit(self, fact_id: str, text: str) -> Fact:
-        """Replace a pinned fact's text (checked against every holder's memory budget)."""
-        holders = self._holders(fact_id)
-        for memory in holders:
-            memory.check_fact(text, replacing=str(fact_id))
-        new = holders[0].edit(fact_id, text)
-        for memory in holders[1:]:
-            memory.edit(fact_id, text, store=False)
-        return new
-
-    def forget(self, fact_id: str) -> Fact:
-        """Unpin a fact; returns it."""
-        holders = self._holders(fact_id)
-        fact = holders[0].forget(fact_id)
-        for memory in holders[1:]:
-            memory.forget(fact_id, store=False)
-        return fact
+def _given(characters: Any) -> list:
+    """The characters asked for, as a list of 1 to ``MAX_GROUP_SIZE``."""
+    if not characters:
+        raise InputError("no characters given: pass GroupChat(['haruhi', 'wukong'], ...)")
+    if isinstance(characters, (str, os.PathLike, Character)):
+        characters = [characters]
+    if len(characters) > MAX_GROUP_SIZE:
+        raise InputError(f"a group holds at most {MAX_GROUP_SIZE} characters; {len(characters)} were given: "
+                         "leave some out (each one answers with its own prompt and index)")
+    return characters

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..character.folder import Character
 from ..errors import InputError, SessionError
 from ..types import Round, Said, Turn
 
@@ -51,6 +52,20 @@ def round_from(record: dict, character: str = "") -> Round:
         raise SessionError(f"turn {record.get('index')} of the group session has no readable round ({exc!r}); "
                            "it was not written by a group chat") from None
     return Round(record["user_role"], record["text"], replies, present)
+
+
+def members_of(store: "SessionStore", saved: "Session", characters: Any = None) -> list[str]:
+    """The members of a stored conversation: those present in its last round (else the session's name; a
+    one-to-one chat resumes as a group of one). ``characters``, when given, must be those."""
+    records = store.export_records(saved.id)
+    last = records[-1] if records else None
+    names = list(round_from(last, saved.character).present) if last else saved.character.split("+")
+    if characters:
+        given = sorted(c.name if isinstance(c, Character) else str(c) for c in characters)
+        if given != sorted(names):
+            raise SessionError(f"session {saved.id} is a conversation with {'+'.join(names)!r}, not "
+                               f"{'+'.join(given)!r}: leave out the characters to resume it")
+    return names
 
 
 class Rounds:

@@ -15,10 +15,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..config import DEFAULT_GROUP_REPLIES, GROUP_ORDERS
+from ..config import DEFAULT_GROUP_REPLIES, DEFAULT_TALKATIVENESS, GROUP_ORDERS
 from ..errors import InputError, UnknownOption
+
+if TYPE_CHECKING:
+    from ..character.folder import Character
 
 _LATIN = re.compile(r"[A-Za-z0-9]")
 
@@ -30,6 +33,14 @@ class Speaker:
     name: str
     names: tuple[str, ...]
     talkativeness: float
+
+    @classmethod
+    def of(cls, character: "Character", talkativeness: float | None = None) -> "Speaker":
+        """A character as a member: every name it answers to; ``talkativeness`` (None: its own, else the default)."""
+        c = character
+        level = c.manifest.talkativeness if talkativeness is None else talkativeness
+        return cls(c.name, (c.name, c.display_name, c.speaker, *c.aliases),
+                   DEFAULT_TALKATIVENESS if level is None else level)
 
 
 def _pattern(names: Iterable[str]) -> re.Pattern[str] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -31,7 +30,7 @@ from ..config import (
     DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
 )
-from ..errors import AdapterError, InputError, SessionError, UnknownOption
+from ..errors import InputError, SessionError, UnknownOption
 from ..models.selection import language_warning
 from ..options import parameter_names
 from ..prompting.builder import PromptBuilder
@@ -43,6 +42,7 @@ from ..retrieval.index import query_window
 from ..retrieval.turns import query_vectors
 from ..sessions import open_session
 from ..types import PartTrace, Trace, Turn
+from .adapter import attach_adapter, with_adapter_options
 from .history import History
 from .memory import Entry, Link, Memory
 from .reply import Plan, Reply
@@ -116,20 +116,14 @@ class Chatbot:
             character = load_character(role) if isinstance(role, os.PathLike) else find_character(str(role),
                                                                                                  characters_dir)
         self.character = character
-        if use_adapter not in (None, True, False):
-            raise InputError(f"use_adapter={use_adapter!r}: use None (the character's adapter when the backend can "
-                             "apply it), True (required) or False (the base model)")
-        if use_adapter is not False and character.adapter is not None:
-            from ..models.adapters import llama_adapter_options
-
-            llm_options = llama_adapter_options(character.adapter, llm, llm_options)
+        llm_options = with_adapter_options(character, llm, llm_options, use_adapter)
         try:
             self.backend = resolve_backend(llm, **llm_options)
         except UnknownOption as exc:  # suggest among our own keywords too: it may be a misspelt one
             own = parameter_names(Chatbot.__init__)[0] | parameter_names(type(self).__init__)[0]
             raise UnknownOption(exc.name, f"{type(self).__name__}()", [*exc.valid, *own],
                                 hint=f"(keywords the chatbot does not know go to the backend: {exc})") from None
-        self._adapter_options = self._attach_adapter(use_adapter)
+        self._adapter_options = attach_adapter(character, self.backend, use_adapter)
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
         self.index = self._index(index, vector_cache)
@@ -206,25 +200,6 @@ class Chatbot:
         if vector_cache is not None:
             raise InputError("index= and vector_cache= both choose where the vectors live: pass one")
         return index(self.character, self.embedder) if callable(index) else index
-
-    def _attach_adapter(self, mode: bool | None) -> dict[str, Any]:
-        """Load the character's adapter into the backend now (a bad one fails here, not at the first reply)."""
-        spec = self.character.adapter
-        if spec is None or mode is False:
-            if mode is True:
-                raise InputError(f"use_adapter=True but {self.character.name!r} names no adapter: add an [adapter] "
-                                 "table to its character.toml")
-            return {}
-        options = self.backend.use_adapter(spec)
-        if options is None:
-            message = (f"character {self.character.name!r} names a LoRA adapter, but the {self.backend.name} backend "
-                       "cannot apply it: use the transformers backend with its base (path), llama_cpp or embedded "
-                       "with its base (gguf), or an OpenAI-compatible server (served_name)")
-            if mode is True:
-                raise AdapterError(message)
-            warnings.warn(message + "; replying with the base model (use_adapter=False silences this)", stacklevel=3)
-            return {}
-        return options
 
     # -- the parts' settings, read where they live -------------------------------------------------
     @property

@@ -44,7 +44,7 @@ from ..sessions import open_session
 from ..types import PartTrace, Trace, Turn
 from .adapter import attach_adapter, with_adapter_options
 from .history import History
-from .memory import Entry, Link, Memory
+from .memory import ChatMemory, Link, Memory
 from .reply import Plan, Reply
 from .saved import conversation_data, read_conversation_file, write_saved
 
@@ -158,9 +158,8 @@ class Chatbot:
                 raise InputError(f"{name}={value!r}: use True or False")
         if summarize and not memory:
             raise InputError("summarize=True needs memory=True: the summary is part of the conversation's memory")
-        self._summarize = summarize
-        self.memory: Memory | None = self.new_memory(self._memory_link, summarize=summarize) if memory else None
-        self._window: list[str] = []  # the history turns the last prompt held
+        self.memories = ChatMemory(self.new_memory, self.dialogue, self.prompt.render_turn, on=memory,
+                                   summarize=summarize)
         if saved is not None:
             if saved.character != character.name:
                 raise SessionError(f"session {saved.id} is a conversation with {saved.character!r}, "
@@ -179,19 +178,6 @@ class Chatbot:
                       lexical_weight=self.weights["lexical_weight"], summarize_with=self.backend if summarize else None,
                       names=(c.display_name, self.prompt.user_name), embed_missing=embed_missing)
 
-    def _memory_link(self, create: bool) -> "tuple[SessionStore, str] | None":
-        """Where the memory is kept: the conversation's session (started now, when ``create``, if none yet)."""
-        if self.dialogue.store is None:
-            return None
-        session_id = self.dialogue.ensure_session() if create else self.dialogue.session_id
-        return (self.dialogue.store, session_id) if session_id else None
-
-    def _entry(self, i: int, turn: Turn) -> Entry:
-        """A turn as the memory holds it."""
-        lines = self.prompt.render_turn(i, turn)
-        return Entry(str(i), query_window(turn.text), f"{lines.user}\n{lines.assistant}",
-                     f"{turn.text}\n{turn.reply}", (str(i),), i)
-
     def _index(self, index: "SceneIndex | IndexFactory | None", vector_cache: Any) -> "SceneIndex":
         if index is None:
             from ..retrieval.index import index_for
@@ -202,6 +188,11 @@ class Chatbot:
         return index(self.character, self.embedder) if callable(index) else index
 
     # -- the parts' settings, read where they live -------------------------------------------------
+    @property
+    def memory(self) -> Memory | None:
+        """The conversation's memory (its pinned facts, summary and earlier turns); None with ``memory=False``."""
+        return self.memories.current
+
     @property
     def budget(self) -> Budget:
         """How the model's window is shared (the prompt builder's; assignable)."""
@@ -241,22 +232,15 @@ class Chatbot:
         """Forget the conversation (with a store, the next turn starts a new session; the old one is kept)."""
         self.dialogue.reset()
         self.last_trace = None
-        self._window = []
-        if self.memory is not None:  # a new conversation remembers nothing of the old one
-            self.memory = self.new_memory(self._memory_link, summarize=self._summarize)
+        self.memories.reset()
 
     def _commit(self, plan: Plan, reply: str) -> None:
         self.dialogue.commit(Turn(plan.user_role, plan.text, reply), plan.trace.as_dict())
-        self.last_trace = plan.trace
-        self._remember(plan)
+        self._committed(plan)
 
-    def _remember(self, plan: Plan) -> None:
-        """After a commit: keep the message's vector with the session, and maybe summarize what left the window."""
-        if self.memory is None:
-            return
-        self.memory.keep_vector(query_window(plan.text))
-        kept = [int(t.id) for t in plan.trace.turns if t.included and t.id.isdigit()]
-        self.memory.turn_done(kept[0] if kept else len(plan.trace.turns))
+    def _committed(self, plan: Plan) -> None:
+        self.last_trace = plan.trace
+        self.memories.kept(plan.text, plan.trace)
 
     def regenerate(self, **options: Any) -> Reply:
         """Answer the last user message again; the old reply is kept as an alternative ("swipe")."""
@@ -267,8 +251,7 @@ class Chatbot:
 
         def replace_last(plan: Plan, reply: str) -> None:
             self.dialogue.commit_alternative(reply, plan.trace.as_dict(), expect=len(turns))
-            self.last_trace = plan.trace
-            self._remember(plan)
+            self._committed(plan)
 
         return self._reply(plan, options, replace_last)
 
@@ -288,8 +271,7 @@ class Chatbot:
 
         def extend_last(plan: Plan, reply: str) -> None:
             self.dialogue.extend_last(reply.strip() or last.reply, expect=len(turns))
-            self.last_trace = plan.trace
-            self._remember(plan)
+            self._committed(plan)
 
         return Reply(self.backend, plan, options, filter=self.reply_filter, commit=extend_last)
 
@@ -318,9 +300,7 @@ class Chatbot:
     def session_memory(self, store: "SessionStore", session_id: str) -> Memory:
         """The memory of one of this character's stored conversations (its pinned facts, summary and vectors), for
         a caller that passes the conversation's turns itself (``prepare(history=..., memory=...)``)."""
-        memory = self.new_memory(lambda create: (store, session_id))
-        memory.load()
-        return memory
+        return self.memories.of_session(store, session_id)
 
     def _plan(self, text: str, role: str | None, exclude: tuple[str, ...], history: Sequence[Turn] | None,
               own: bool, given: Memory | None = None) -> Plan:
@@ -331,21 +311,12 @@ class Chatbot:
         text = text.strip()
         user_role = (role or self.user_role).strip() or self.user_role
         turns = self.dialogue.turns if history is None else list(history)
-        memory, remembered = None, ()
-        if given is not None:
-            memory = given
-        elif self.memory is not None:
-            if own:
-                memory, remembered = self.memory, self._window
-            else:  # a caller's own conversation: recalled from it alone, from vectors already made (else lexically)
-                memory = self.new_memory(None, embed_missing=False)
-        if memory is not None:
-            memory.sync(turns, self._entry)
+        memory, remembered = self.memories.for_turn(turns, own=own, given=given)
         rendered = self.dialogue.rendered if history is None else self.dialogue.render(history)
         plan = self.compose(text, rendered, self.prompt.line(user_role, text), user_role=user_role, text=text,
                             memory=memory, remembered=remembered, exclude=exclude)
         if memory is not None and own:
-            self._window = [t.id for t in plan.trace.turns if t.included]
+            self.memories.held(plan.trace)
         return plan
 
     def compose(self, search: str, rendered: list[HistoryTurn], line: str, *, user_role: str, text: str,

@@ -14,7 +14,6 @@ stored turns with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import warnings
 from dataclasses import dataclass
@@ -32,14 +31,17 @@ from ..config import (
 from ..errors import BudgetError, InputError
 from ..prompting.packing import MemoryUnit
 from ..prompting.templates import load_template
-from ..retrieval.turns import TurnIndex, query_vectors
-from ..types import Fact, PartTrace
+from ..retrieval.index import query_window
+from ..retrieval.turns import TurnIndex, key_hash, query_vectors, read_vector, vector_bytes
+from ..types import Fact, PartTrace, Trace, Turn
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
+    from ..prompting.packing import HistoryTurn
     from ..prompting.tokens import TokenCounter
     from ..retrieval.embeddings import Embedder
     from ..sessions import SessionStore
+    from .history import History
 
 # ``link(create)``: the store and session the memory is kept in (creating the session when asked), or None.
 Link = Callable[[bool], "tuple[SessionStore, str] | None"]
@@ -55,11 +57,6 @@ class Entry:
     words: str  # what the lexical score reads
     turns: tuple[str, ...]  # the rendered history turns it repeats
     order: int  # its place in the conversation
-
-
-def key_hash(text: str) -> str:
-    """The stored name of a message's vector."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 class Memory:
@@ -212,7 +209,7 @@ class Memory:
         stored, bad = {}, 0
         blobs = store.memory_vectors(session_id, self.embedder.id)
         for digest, blob in blobs.items():
-            vector = _vector(blob, self.embedder.dim)
+            vector = read_vector(blob, self.embedder.dim)
             if vector is None:
                 bad += 1
             else:
@@ -238,7 +235,7 @@ class Memory:
     def _save(self, where: "tuple[SessionStore, str]", vectors: dict[str, np.ndarray]) -> None:
         try:
             where[0].add_memory_vectors(where[1], self.embedder.id,
-                                        {h: np.asarray(v, dtype="<f4").tobytes() for h, v in vectors.items()})
+                                        {h: vector_bytes(v) for h, v in vectors.items()})
         except Exception as exc:  # noqa: BLE001 - derived data: a failed write only costs a re-embedding later
             warnings.warn(f"could not store the memory index: {exc}", RuntimeWarning, stacklevel=3)
             return
@@ -330,12 +327,68 @@ class Memory:
             self.summarizer.maybe_start(entries, upto, window_start, previous)
 
 
-def _vector(blob: bytes, dim: int) -> np.ndarray | None:
-    """A stored vector, or None when the row is damaged (wrong size, not finite, not of unit length)."""
-    if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) != 4 * dim:
-        return None
-    vector = np.frombuffer(bytes(blob), dtype="<f4").astype(np.float32)
-    if not np.isfinite(vector).all():
-        return None
-    norm = float(np.linalg.norm(vector))
-    return vector if norm == 0.0 or abs(norm - 1.0) < 1e-3 else None
+class ChatMemory:
+    """A chatbot's memory of its own conversation (a new one after a reset) and the turns its last prompt held;
+    which memory a turn reads, and what a committed turn leaves in it."""
+
+    def __init__(self, make: Callable[..., Memory], history: "History", render: Callable[[int, Turn], "HistoryTurn"],
+                 *, on: bool, summarize: bool):
+        """``make(link, summarize=, embed_missing=)``: a new memory (``Chatbot.new_memory``); ``history``: the
+        conversation it remembers; ``render``: a turn as the prompt reads it; ``on``: False for none at all."""
+        self._make, self._history, self._render, self._summarize = make, history, render, summarize
+        self.current: Memory | None = make(self.link, summarize=summarize) if on else None
+        self.window: list[str] = []  # the history turns the last prompt held
+
+    def link(self, create: bool) -> "tuple[SessionStore, str] | None":
+        """Where the memory is kept: the conversation's session (started now, when ``create``, if none yet)."""
+        if self._history.store is None:
+            return None
+        session_id = self._history.ensure_session() if create else self._history.session_id
+        return (self._history.store, session_id) if session_id else None
+
+    def entry(self, i: int, turn: Turn) -> Entry:
+        """A turn as the memory holds it."""
+        lines = self._render(i, turn)
+        return Entry(str(i), query_window(turn.text), f"{lines.user}\n{lines.assistant}",
+                     f"{turn.text}\n{turn.reply}", (str(i),), i)
+
+    def for_turn(self, turns: Sequence[Turn], *, own: bool,
+                 given: Memory | None) -> tuple[Memory | None, Sequence[str]]:
+        """The memory a turn after ``turns`` reads, synced with them, and the turns it leaves out (still in the
+        window). ``own``: they are the chatbot's conversation; ``given``: the memory of a caller's conversation;
+        else, for a caller's own turns, one recalled from them alone (from vectors already made, else lexically)."""
+        memory, remembered = None, ()
+        if given is not None:
+            memory = given
+        elif self.current is not None:
+            if own:
+                memory, remembered = self.current, self.window
+            else:
+                memory = self._make(None, embed_missing=False)
+        if memory is not None:
+            memory.sync(turns, self.entry)
+        return memory, remembered
+
+    def held(self, trace: Trace) -> None:
+        """The chatbot's own turn was packed: the history turns its prompt holds are the window now."""
+        self.window = [t.id for t in trace.turns if t.included]
+
+    def kept(self, text: str, trace: Trace) -> None:
+        """After a commit: keep the message's vector with the session, and maybe summarize what left the window."""
+        if self.current is None:
+            return
+        self.current.keep_vector(query_window(text))
+        kept = [int(t.id) for t in trace.turns if t.included and t.id.isdigit()]
+        self.current.turn_done(kept[0] if kept else len(trace.turns))
+
+    def reset(self) -> None:
+        """A new conversation remembers nothing of the old one."""
+        self.window = []
+        if self.current is not None:
+            self.current = self._make(self.link, summarize=self._summarize)
+
+    def of_session(self, store: "SessionStore", session_id: str) -> Memory:
+        """The memory of one of the character's stored conversations (its facts, summary and vectors), loaded."""
+        memory = self._make(lambda create: (store, session_id))
+        memory.load()
+        return memory

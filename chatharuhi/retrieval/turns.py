@@ -9,6 +9,7 @@ already, and e5-style embedders compare two queries as well as a query and a pas
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from collections import Counter
@@ -160,3 +161,25 @@ def embed_queries(embedder: object, texts: Sequence[str]) -> np.ndarray:
             query_vectors.put(embedder.id, text, vector)  # type: ignore[attr-defined]
         out[i] = vector
     return out
+
+
+# -- a message's vector as a session stores it ------------------------------------------------------------
+def key_hash(text: str) -> str:
+    """The stored name of a message's vector."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    """A vector as it is stored (little-endian float32)."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def read_vector(blob: bytes, dim: int) -> np.ndarray | None:
+    """A stored vector, or None when the row is damaged (wrong size, not finite, not of unit length)."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) != 4 * dim:
+        return None
+    vector = np.frombuffer(bytes(blob), dtype="<f4").astype(np.float32)
+    if not np.isfinite(vector).all():
+        return None
+    norm = float(np.linalg.norm(vector))
+    return vector if norm == 0.0 or abs(norm - 1.0) < 1e-3 else None

@@ -10,7 +10,6 @@ stream closed early leaves history unchanged. Many chatbots for one character sh
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -22,23 +21,18 @@ from ..character.folder import Character, load_character
 from ..config import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_DUPLICATE_THRESHOLD,
-    DEFAULT_HISTORY_TOKENS,
     DEFAULT_LEXICAL_WEIGHT,
-    DEFAULT_LORE_TOKENS,
-    DEFAULT_MEMORY_TOKENS,
-    DEFAULT_REPLY_RESERVE,
-    DEFAULT_STORY_TOKENS,
     DEFAULT_TOP_K,
 )
 from ..errors import InputError, SessionError, UnknownOption
 from ..models.selection import language_warning
 from ..options import parameter_names
-from ..prompting.builder import PromptBuilder
+from ..prompting.builder import PromptBuilder, budget_for
 from ..prompting.packing import Budget, HistoryTurn
 from ..prompting.persona import Persona
 from ..prompting.postprocess import PassThrough, ReplyFilter
-from ..retrieval.embeddings import Embedder, get_embedder
-from ..retrieval.index import query_window
+from ..retrieval.embeddings import Embedder, get_embedder, warm_in_background
+from ..retrieval.index import IndexFactory, chosen_index, query_window
 from ..retrieval.turns import query_vectors
 from ..sessions import open_session
 from ..types import PartTrace, Trace, Turn
@@ -51,16 +45,6 @@ from .saved import conversation_data, read_conversation_file, write_saved
 if TYPE_CHECKING:
     from ..retrieval.index import SceneIndex
     from ..sessions import Session, SessionStore
-
-IndexFactory = Callable[[Character, Embedder], "SceneIndex"]
-
-
-def _warm_in_background(embedder: Embedder) -> None:
-    """Load the embedder's model in a daemon thread, if it loads lazily (its lock prevents a double load)."""
-    warm = getattr(embedder, "warm", None)
-    if callable(warm) and getattr(embedder, "_model", True) is None:
-        threading.Thread(target=warm, name="chatharuhi-warm-embedder", daemon=True).start()
-
 
 class Chatbot:
     """A role-play chatbot that speaks as one character, grounded in the character's scenes."""
@@ -126,21 +110,15 @@ class Chatbot:
         self._adapter_options = attach_adapter(character, self.backend, use_adapter)
         self.counter = self.backend.token_counter()
         self.embedder = get_embedder(embedder)
-        self.index = self._index(index, vector_cache)
+        self.index = chosen_index(character, self.embedder, index, vector_cache)
         if top_k > 0 or memory:
-            _warm_in_background(self.embedder)  # the first turn should not pay for loading the model
+            warm_in_background(self.embedder)  # the first turn should not pay for loading the model
         self.top_k = top_k
         self.weights = {"dense_weight": dense_weight, "lexical_weight": lexical_weight,
                         "duplicate_threshold": duplicate_threshold}
-        hint = self.backend.budget_hint  # small local models want a short prompt
-        budget = Budget(
-            context_window or self.backend.context_window,
-            reply_reserve if reply_reserve is not None else hint.get("reply_reserve", DEFAULT_REPLY_RESERVE),
-            story_tokens if story_tokens is not None else hint.get("story_tokens", DEFAULT_STORY_TOKENS),
-            history_tokens if history_tokens is not None else hint.get("history_tokens", DEFAULT_HISTORY_TOKENS),
-            lore_tokens if lore_tokens is not None else DEFAULT_LORE_TOKENS,
-            memory_tokens if memory_tokens is not None else hint.get("memory_tokens", DEFAULT_MEMORY_TOKENS),
-        )
+        budget = budget_for(context_window or self.backend.context_window, self.backend.budget_hint,
+                            reply_reserve=reply_reserve, story_tokens=story_tokens, history_tokens=history_tokens,
+                            lore_tokens=lore_tokens, memory_tokens=memory_tokens)
         self.postprocess = postprocess
         language_warning(character.language, self.backend.model_entry, character.display_name)
         user_role = user_role or (saved.user_role if saved else None) or character.user_role
@@ -177,15 +155,6 @@ class Chatbot:
                       character=c.name, link=link, dense_weight=self.weights["dense_weight"],
                       lexical_weight=self.weights["lexical_weight"], summarize_with=self.backend if summarize else None,
                       names=(c.display_name, self.prompt.user_name), embed_missing=embed_missing)
-
-    def _index(self, index: "SceneIndex | IndexFactory | None", vector_cache: Any) -> "SceneIndex":
-        if index is None:
-            from ..retrieval.index import index_for
-
-            return index_for(self.character, self.embedder, cache=vector_cache, whole_scenes=True)
-        if vector_cache is not None:
-            raise InputError("index= and vector_cache= both choose where the vectors live: pass one")
-        return index(self.character, self.embedder) if callable(index) else index
 
     # -- the parts' settings, read where they live -------------------------------------------------
     @property

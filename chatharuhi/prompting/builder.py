@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..character.folder import Character, own_file
-from ..config import STORY_FRESH_SHARE, STORY_REUSE_MIN_TOKENS
+from ..config import (
+    DEFAULT_HISTORY_TOKENS,
+    DEFAULT_LORE_TOKENS,
+    DEFAULT_MEMORY_TOKENS,
+    DEFAULT_REPLY_RESERVE,
+    DEFAULT_STORY_TOKENS,
+    STORY_FRESH_SHARE,
+    STORY_REUSE_MIN_TOKENS,
+)
 from ..errors import InputError
 from ..types import PartTrace, Turn
 from .packing import Budget, HistoryTurn, LoreUnit, MemoryUnit, Packed, SceneUnit, pack
@@ -21,6 +29,21 @@ from .reuse import StoryMemory, relevant
 from .story import StoryUnits
 from .templates import PromptSet, load_template
 from .tokens import TokenCounter
+
+
+def budget_for(context_window: int, hint: dict[str, int], *, reply_reserve: int | None = None,
+               story_tokens: int | None = None, history_tokens: int | None = None, lore_tokens: int | None = None,
+               memory_tokens: int | None = None) -> Budget:
+    """How a model's window is shared: each share as given, else the backend's ``hint`` (small local models want a
+    short prompt), else the default."""
+    return Budget(
+        context_window,
+        reply_reserve if reply_reserve is not None else hint.get("reply_reserve", DEFAULT_REPLY_RESERVE),
+        story_tokens if story_tokens is not None else hint.get("story_tokens", DEFAULT_STORY_TOKENS),
+        history_tokens if history_tokens is not None else hint.get("history_tokens", DEFAULT_HISTORY_TOKENS),
+        lore_tokens if lore_tokens is not None else DEFAULT_LORE_TOKENS,
+        memory_tokens if memory_tokens is not None else hint.get("memory_tokens", DEFAULT_MEMORY_TOKENS),
+    )
 
 
 class PromptBuilder:

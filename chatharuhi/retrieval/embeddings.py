@@ -360,3 +360,10 @@ def get_embedder(spec: Embedder | str | None = None) -> Embedder:
         if embedder is None:
             embedder = _shared[spec] = _create(spec)
         return embedder
+
+
+def warm_in_background(embedder: Embedder) -> None:
+    """Load the embedder's model in a daemon thread, if it loads lazily (its lock prevents a double load)."""
+    warm = getattr(embedder, "warm", None)
+    if callable(warm) and getattr(embedder, "_model", True) is None:
+        threading.Thread(target=warm, name="chatharuhi-warm-embedder", daemon=True).start()

@@ -33,7 +33,7 @@ from ..config import (
     QUERY_EMBED_MAX_CHARS,
     cache_dir,
 )
-from ..errors import EmbedderError
+from ..errors import EmbedderError, InputError
 from ..types import Scene, ScoredScene
 from .embeddings import Embedder
 from .lexical import BM25
@@ -355,6 +355,20 @@ def index_for(character: Any, embedder: Embedder, *, progress: bool = False,
         passages = windows(character.scenes, narrators=narrators)
     where = cache if cache is not None else default_cache_file(key, embedder.id)
     return shared_index(key, passages, embedder, where, progress=progress, announce=announce)
+
+
+IndexFactory = Callable[[Any, Embedder], "SceneIndex"]  # (character, embedder) -> its index
+
+
+def chosen_index(character: Any, embedder: Embedder, index: "SceneIndex | IndexFactory | None" = None,
+                 vector_cache: Any = None) -> "SceneIndex":
+    """A chatbot's scene index: ``index`` (an index, or a factory of one), else the character's shared index (its
+    vectors cached on disk, or in ``vector_cache``)."""
+    if index is None:
+        return index_for(character, embedder, cache=vector_cache, whole_scenes=True)
+    if vector_cache is not None:
+        raise InputError("index= and vector_cache= both choose where the vectors live: pass one")
+    return index(character, embedder) if callable(index) else index
 
 
 def clear_shared_indexes() -> None:

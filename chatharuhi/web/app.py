@@ -1,8 +1,11 @@
 """The Gradio web demo (``chatharuhi demo``): pick a character, chat with streaming, see why it replied.
 
 Two layers. ``WebDemo`` holds the handlers as plain Python (values in, a dict of named view fields
-out), so tests call them without a browser; its handlers are spread over ``edit.py`` (stop, swipes,
-edit, delete) and ``chats.py`` (chat list, export, settings, new characters). ``layout.py`` lays
+out), so tests call them without a browser. It answers (pick, send, regenerate, continue, resume) and owns
+the parts that handle the rest, each given what it needs: ``transcript`` (the chat as the page shows it,
+transcript.py), ``edits`` (stop, swipes, edit, delete: edit.py), ``chats`` (the chat list, rename, export:
+chats.py), ``settings`` (the persona and settings panels: settings.py), ``add`` (import, create: add.py),
+``panel`` (this character: manage.py) and ``better`` (a better model: better_model.py). ``layout.py`` lays
 out the Gradio Blocks and maps the fields onto components; ``demo.py`` builds and serves the app (Gradio is
 imported only there, after analytics are switched off).
 
@@ -23,13 +26,15 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..config import RECOMMENDED_MODEL
 from ..errors import InputError
+from .add import AddCharacter
 from .better_model import BetterModel
 from .characters import Shelf
-from .chats import ChatListHandlers
-from .edit import EditHandlers
+from .chats import ChatList
+from .edit import Edits
 from .manage import CharacterPanel
 from .owners import Owners, owner_key, owners_path_for, valid_token
 from .render import bubble, literal
+from .settings import SettingsPanel
 from .state import (
     BOT_CACHE_SIZE,
     DEFAULT_HOST,
@@ -42,6 +47,7 @@ from .state import (
     title_of,
 )
 from .trace import no_scene_reason, trace_view
+from .transcript import Transcript
 
 if TYPE_CHECKING:
 
@@ -53,7 +59,7 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Tab", "WebDemo"]
 logger = logging.getLogger("chatharuhi")
 
 
-class WebDemo(EditHandlers, ChatListHandlers):
+class WebDemo:
     """The demo's handlers without Gradio: each takes plain values and returns (or yields) a ``View``."""
 
     def __init__(self, backend: Any = None, characters_dir: Any = None, sessions: "SessionStore | None" = None,
@@ -75,11 +81,16 @@ class WebDemo(EditHandlers, ChatListHandlers):
         self.owners = owners or Owners(owners_path_for(sessions))
         self.shelf = Shelf(characters_dir, self.owners, shared_imports)  # visitors' own characters: theirs
         self._bots: OrderedDict[tuple, Chatbot] = OrderedDict()
-        self._settings: dict[Any, Settings] = {}  # session id -> its panel settings (this server's lifetime)
         self._live: dict[Any, Live] = {}  # session id -> the reply being streamed (or just stopped)
-        self._cut: dict[Any, int] = {}  # session id -> the length limit that cut its last reply (shown, not stored)
         self._lock = threading.Lock()
         self.terminal_chats = terminal_chats
+        self.transcript = Transcript(sessions, self.shelf)
+        self.settings = SettingsPanel(lambda: self.backend, self.default_character)
+        self.edits = Edits(sessions, self.owners, self.shelf, self.transcript, self._live, self.regenerate,
+                           terminal=terminal_chats)
+        self.chats = ChatList(sessions, self.owners, self.shelf, self.transcript, self.forget_chat, self.new_chat,
+                              terminal=terminal_chats)
+        self.add = AddCharacter(self.shelf, self.pick)
         self.better = BetterModel(self, better_model)
         self.panel = CharacterPanel(self)
 
@@ -100,6 +111,13 @@ class WebDemo(EditHandlers, ChatListHandlers):
         """Drop the cached chatbots (the backend or a character changed); they are rebuilt from the store."""
         with self._lock:
             self._bots.clear()
+
+    def forget_chat(self, session_id: Any) -> None:
+        """Drop what the demo holds of a deleted chat: its settings and its cached chatbots."""
+        self.settings.forget(session_id)
+        with self._lock:
+            for key in [k for k in self._bots if k[0] == session_id]:
+                del self._bots[key]
 
     # -- characters (delegated to the shelf) -------------------------------------------------------
     def choices(self, owner: str = "") -> list[tuple[str, str]]:
@@ -133,7 +151,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
         from ..chat.chatbot import Chatbot
         from ..prompting.persona import Persona
 
-        settings = settings or self._settings.get(session_id) or Settings()
+        settings = settings or self.settings.of(session_id) or Settings()
         key = (session_id, settings.bot_key())
         with self._lock:
             bot = self._bots.get(key)
@@ -154,33 +172,6 @@ class WebDemo(EditHandlers, ChatListHandlers):
         else:
             bot.dialogue.reload()  # another tab may have changed the chat
         return bot
-
-    def messages(self, tab: Tab) -> list[dict]:
-        """The chat as the page shows it: greeting, then each turn as two named bubbles."""
-        if not tab.character:
-            return []
-        name = self.shelf.display_name(tab.character)
-        greeting = self.shelf.greeting(tab.character)
-        msgs = [{"role": "assistant", "content": bubble(name, greeting)}] if greeting else []
-        if tab.session_id is not None:
-            for t in self.sessions.turns(tab.session_id):
-                msgs += [{"role": "user", "content": bubble(t.user_role, t.text)},
-                         {"role": "assistant", "content": bubble(name, t.reply)}]
-            limit = self._cut.get(tab.session_id)
-            if limit and len(msgs) > self.greeting_offset(tab):
-                msgs[-1]["content"] += f" …\n\n<em>(cut at the maximum reply length, {limit} tokens: press Continue " \
-                                       "to go on)</em>"
-        return msgs
-
-    def greeting_offset(self, tab: Tab) -> int:
-        """How many bubbles come before the first turn (1 with a greeting)."""
-        return 1 if tab.character and self.shelf.greeting(tab.character) else 0
-
-    def seen(self, tab: Tab) -> Tab:
-        """The tab, marked as showing the session as it is stored now."""
-        if tab.session_id is None:
-            return tab
-        return replace(tab, seen=self.sessions.get(tab.session_id).updated)
 
     # -- the browser and its chats ---------------------------------------------------------------
     def start(self, token: Any = "", name: str | None = None) -> View:
@@ -213,8 +204,8 @@ class WebDemo(EditHandlers, ChatListHandlers):
         role = typed if typed and typed != old_default else self.shelf.default_role(name)
         new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings(), owner=owner)
         return {"tab": new, **self.character_view(name), **self.panel.view(name, owner), "user_role": role,
-                "chat": self.messages(new), "sessions": (self.session_choices(token, name), None), "search": "",
-                "status": "", "partial": False, "swipes": "", **trace_view(None, None)}
+                "chat": self.transcript.messages(new), "sessions": (self.chats.session_choices(token, name), None),
+                "search": "", "status": "", "partial": False, "swipes": "", **trace_view(None, None)}
 
     def new_chat(self, user_role: str, tab: Tab | None) -> View:
         """Start over with the same character; the old chat stays in the chat list."""
@@ -222,7 +213,7 @@ class WebDemo(EditHandlers, ChatListHandlers):
         role = (user_role or "").strip() or self.shelf.default_role(name)
         new = Tab(character=name, user_role=role, settings=tab.settings if tab else Settings(),
                   owner=tab.owner if tab else "")
-        return {"tab": new, "chat": self.messages(new), "status": "", "message": "", "partial": False,
+        return {"tab": new, "chat": self.transcript.messages(new), "status": "", "message": "", "partial": False,
                 "swipes": "", **trace_view(None, None)}
 
     # -- replies ---------------------------------------------------------------------------------
@@ -238,15 +229,15 @@ class WebDemo(EditHandlers, ChatListHandlers):
         if tab.session_id is None:
             session = self.sessions.create(self.character(tab.character).name, role, title=title_of(text))
             self.owners.claim(session.id, token)
-            self._settings[session.id] = tab.settings
+            self.settings.keep(session.id, tab.settings)
             tab = replace(tab, session_id=session.id)
         else:
             self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
         self.owners.opened(tab.session_id, token)
-        self._cut.pop(tab.session_id, None)
+        self.transcript.cut.pop(tab.session_id, None)
         tab = replace(tab, user_role=role)
         name = self.shelf.display_name(tab.character)
-        shown = self.messages(tab) + [{"role": "user", "content": bubble(role, text)}]
+        shown = self.transcript.messages(tab) + [{"role": "user", "content": bubble(role, text)}]
         live = self._live[tab.session_id] = Live("send", text, role, {})  # from now on Stop can find it
         yield {"tab": tab, "message": "", "partial": False, "swipes": "",
                "chat": shown + [{"role": "assistant", "content": bubble(name, "")}],
@@ -261,16 +252,38 @@ class WebDemo(EditHandlers, ChatListHandlers):
         if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
             raise InputError("nothing to regenerate yet: send a message first")
         self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
-        self._fresh(tab)  # the reply to regenerate must be the one this tab shows
-        self._cut.pop(tab.session_id, None)
+        self.transcript.fresh(tab)  # the reply to regenerate must be the one this tab shows
+        self.transcript.cut.pop(tab.session_id, None)
         bot = self.bot(tab.session_id)
         last = bot.history[-1]
-        shown = self.messages(tab)[:-1]  # everything but the reply being replaced
+        shown = self.transcript.messages(tab)[:-1]  # everything but the reply being replaced
         name = self.shelf.display_name(tab.character)
         live = self._live[tab.session_id] = Live("regenerate", last.text, last.user_role, {})
         yield {"chat": shown + [{"role": "assistant", "content": bubble(name, "")}], "status": "regenerating…",
                "partial": False}
         reply = bot.regenerate(**self._sampling(tab, anew=True))
+        yield from self._stream(reply, live, shown, tab)
+        yield self._after_reply(bot, tab, token, reply)
+
+    def continue_reply(self, tab: Tab | None, token: Any = None) -> Iterator[View]:
+        """Extend the last reply where it stopped (a reply cut by the length limit, say): the model goes on from
+        its own text (a local model's prefill); the longer reply replaces the stored one."""
+        if tab is None or tab.session_id is None or not self.sessions.turns(tab.session_id):
+            raise InputError("nothing to continue yet: send a message first")
+        self.owners.check(tab.session_id, token, terminal=self.terminal_chats)
+        self.transcript.fresh(tab)
+        if not self.backend.supports_prefill:
+            raise InputError(f"the {self.backend.name} backend cannot go on from a reply's own text: press "
+                             "Regenerate for a new reply, or raise the maximum reply length in Settings")
+        bot = self.bot(tab.session_id)
+        last = bot.history[-1]
+        self.transcript.cut.pop(tab.session_id, None)
+        shown = self.transcript.messages(tab)[:-1]
+        name = self.shelf.display_name(tab.character)
+        live = self._live[tab.session_id] = Live("continue", last.text, last.user_role, {})
+        yield {"chat": shown + [{"role": "assistant", "content": bubble(name, last.reply)}],
+               "status": f"{literal(name)} goes on…", "partial": False}
+        reply = bot.continue_reply(**self._sampling(tab))
         yield from self._stream(reply, live, shown, tab)
         yield self._after_reply(bot, tab, token, reply)
 
@@ -300,16 +313,17 @@ class WebDemo(EditHandlers, ChatListHandlers):
     def _after_reply(self, bot: "Chatbot", tab: Tab, token: Any, reply: "Reply | None" = None) -> View:
         self._live.pop(tab.session_id, None)
         if reply is not None and reply.finish_reason == "length":  # kept up to a word end (Reply): say so
-            self._cut[tab.session_id] = reply.options.get("max_tokens") or 0
+            self.transcript.cut[tab.session_id] = reply.options.get("max_tokens") or 0
         view = trace_view(bot.last_trace.as_dict() if bot.last_trace else None, bot.character)
         reason = no_scene_reason(view["trace"]) if view["trace"] else ""
-        tab = self.seen(tab)
-        cut = self._cut.get(tab.session_id)
+        tab = self.transcript.seen(tab)
+        cut = self.transcript.cut.get(tab.session_id)
         status = f"⚠ {literal(reason)}" if reason else (
             f"the reply reached the maximum reply length ({cut} tokens): press **Continue** to go on, or raise the "
             "length in Settings" if cut else "")
-        return {"tab": tab, "sessions": (self.session_choices(token, tab.character), tab.session_id),
-                "chat": self.messages(tab), "status": status, "swipes": self.swipe_label(tab), **view}
+        return {"tab": tab, "sessions": (self.chats.session_choices(token, tab.character), tab.session_id),
+                "chat": self.transcript.messages(tab), "status": status, "swipes": self.transcript.swipe_label(tab),
+                **view}
 
     # -- resuming ----------------------------------------------------------------------------------
     def resume(self, session_id: Any, token: Any, tab: Tab | None = None) -> View:
@@ -321,14 +335,15 @@ class WebDemo(EditHandlers, ChatListHandlers):
         s = self.sessions.get(session_id)
         name = self.shelf.folder_of(s.character)
         turns = self.sessions.turns(s.id)
-        settings = self._settings.get(s.id) or Settings()
-        new = self.seen(Tab(character=name, session_id=s.id, user_role=turns[-1].user_role if turns else s.user_role,
-                            settings=settings, owner=owner_key(token)))
+        settings = self.settings.of(s.id) or Settings()
+        role = turns[-1].user_role if turns else s.user_role
+        new = self.transcript.seen(Tab(character=name, session_id=s.id, user_role=role, settings=settings,
+                                       owner=owner_key(token)))
         trace = self.sessions.trace(s.id, -1) if turns else None
         return {"tab": new, **self.character_view(name), **self.panel.view(name, new.owner), "user_role": new.user_role,
-                "sessions": (self.session_choices(token, name), s.id), "chat": self.messages(new),
+                "sessions": (self.chats.session_choices(token, name), s.id), "chat": self.transcript.messages(new),
                 "message": "", "status": f"resumed: {literal(s.title or '(untitled)')}", "partial": False,
-                "swipes": self.swipe_label(new), "title": s.title or "", **self.settings_view(new),
+                "swipes": self.transcript.swipe_label(new), "title": s.title or "", **self.settings.settings_view(new),
                 **trace_view(trace, self.character(name))}
 
 

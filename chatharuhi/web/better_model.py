@@ -101,7 +101,8 @@ class BetterModel:
             yield {"pull_progress": progress_bar(total, total, f"{entry.title}: downloaded and checked"),
                    "status": f"loading {literal(entry.name)}…"}
             self.demo.switch_backend(entry.name)
-            yield {"model_line": self.line(), "better_visible": False, "backend_info": self.demo.backend_info(),
+            yield {"model_line": self.line(), "better_visible": False,
+                   "backend_info": self.demo.settings.backend_info(),
                    "pull_progress": progress_bar(total, total, f"Now chatting with {entry.title}"),
                    "status": f"switched to {literal(entry.title)}: your next message is answered by it (no restart; "
                              "it stays the default next time)"}

@@ -300,7 +300,7 @@ class GroupPanel:
             session = d.sessions.create(d.character(tab.character).name, role, title=title_of(text))
             d.owners.claim(session.id, token)
             tab = replace(tab, session_id=session.id, user_role=role)
-            view.update(tab=tab, sessions=(d.session_choices(token), session.id))
+            view.update(tab=tab, sessions=(d.chats.session_choices(token), session.id))
         return {**view, **self._chat_memory_op(tab, token, lambda m: m.pin(text))}
 
     def chat_change(self, fact_id: Any, text: str, tab: Any, token: Any) -> View:

@@ -118,20 +118,20 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
                                         elem_id="confirm-delete")
         c["card_file"] = gr.File(label="Card", visible=False, interactive=False, elem_id="card-file")
     with gr.Accordion("Settings", open=False, elem_id="settings-panel"):
-        c["backend_info"] = gr.Markdown(demo.backend_info(), elem_id="backend-info")
+        c["backend_info"] = gr.Markdown(demo.settings.backend_info(), elem_id="backend-info")
         c["temperature"] = gr.Number(label="Temperature (the value in use; clear it for the backend's default)",
                                      minimum=0, maximum=2, step=0.1, elem_id="temperature",
-                                     value=demo.setting_defaults()["temperature"])
+                                     value=demo.settings.setting_defaults()["temperature"])
         c["story_tokens"] = gr.Number(label="Story budget, tokens (the value in use; clear it for the default)",
                                       precision=0, minimum=0, elem_id="story-tokens",
-                                      value=demo.setting_defaults()["story_tokens"])
+                                      value=demo.settings.setting_defaults()["story_tokens"])
         c["history_tokens"] = gr.Number(label="History budget, tokens (the value in use; clear it for the default)",
                                         precision=0, minimum=0, elem_id="history-tokens",
-                                        value=demo.setting_defaults()["history_tokens"])
+                                        value=demo.settings.setting_defaults()["history_tokens"])
         c["max_reply_tokens"] = gr.Number(label="Maximum reply length, tokens (a longer reply stops at a word and "
                                                 "offers Continue)", precision=0, minimum=16, maximum=4096,
                                           elem_id="max-reply-tokens",
-                                          value=demo.setting_defaults()["max_reply_tokens"])
+                                          value=demo.settings.setting_defaults()["max_reply_tokens"])
     c["save_settings"] = gr.Button("Save persona and settings", size="sm", elem_id="save-settings")
     with gr.Accordion("Add a character", open=False, elem_id="add-character"):
         c["import_file"] = gr.File(label="Drop a card (PNG/JSON/CHARX) or a ChatHaruhi zip here",
@@ -289,7 +289,7 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
             except InputError as exc:  # refused before anything was stored (no session is ever NotYourChat'd here)
                 raise gr.Error(toast(exc)) from None
             except Exception as exc:  # a failed reply is not kept: show the chat as stored
-                restore = {"chat": demo.messages(tab_value), "status": ""} if tab_value else {}
+                restore = {"chat": demo.transcript.messages(tab_value), "status": ""} if tab_value else {}
                 yield to_gradio(restore)
                 raise gr.Error(toast(f"the reply failed and was not kept: {exc}")) from None
         return run
@@ -301,8 +301,8 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
     app.load(handler(demo.start), inputs=[browser], **quiet, api_name="start")
     c["character"].input(handler(demo.pick), inputs=[c["character"], c["user_role"], tab, browser], **quiet,
                          api_name="pick")
-    c["search"].input(handler(demo.search_chats), inputs=[c["search"], tab, browser], **quiet, api_name="search_chats",
-                      trigger_mode="always_last")
+    c["search"].input(handler(demo.chats.search_chats), inputs=[c["search"], tab, browser], **quiet,
+                      api_name="search_chats", trigger_mode="always_last")
     c["better"].click(streaming(demo.better.pull), **reply, api_name="get_better_model")
     c["save_character"].click(handler(demo.panel.save), inputs=[*(c[k] for k in PANEL), tab], **quiet,
                               api_name="save_character")
@@ -327,44 +327,44 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
 
     def swipe_prev(tab, token):
         """Show the previous alternative of the last reply."""
-        yield from demo.swipe(-1, tab, token)
+        yield from demo.edits.swipe(-1, tab, token)
 
     def swipe_next(tab, token):
         """Show the next alternative of the last reply; past the newest, generate one."""
-        yield from demo.swipe(+1, tab, token)
+        yield from demo.edits.swipe(+1, tab, token)
 
     c["prev"].click(streaming(swipe_prev), inputs=[tab, browser], api_name="swipe_prev", **reply)
     running.append(c["next"].click(streaming(swipe_next), inputs=[tab, browser], api_name="swipe_next", **reply))
     # cancel first, then show what had streamed (run in one event, the cancelled stream's last frame could win)
-    c["stop"].click(None, cancels=running, api_name=False).then(handler(demo.stop), inputs=[tab], **quiet,
+    c["stop"].click(None, cancels=running, api_name=False).then(handler(demo.edits.stop), inputs=[tab], **quiet,
                                                                 api_name="stop")
-    c["keep"].click(handler(demo.keep_partial), inputs=[tab, browser], **quiet, api_name="keep_partial")
+    c["keep"].click(handler(demo.edits.keep_partial), inputs=[tab, browser], **quiet, api_name="keep_partial")
 
     def select(t, evt):
-        return handler(demo.select_message)(evt.index, t)
+        return handler(demo.edits.select_message)(evt.index, t)
 
     select.__annotations__ = {"evt": gr.SelectData}  # Gradio finds the event data by this annotation
 
     c["chat"].select(select, inputs=[tab], **quiet, api_name=False)
 
     def edited(t, token, evt):
-        return handler(demo.edit_in_place)(evt.index, evt.value, t, token)
+        return handler(demo.edits.edit_in_place)(evt.index, evt.value, t, token)
 
     edited.__annotations__ = {"evt": gr.EditData}
     c["chat"].edit(edited, inputs=[tab, browser], **quiet, api_name=False)
-    c["save_edit"].click(handler(demo.edit_message), inputs=[c["edit_index"], c["edit_text"], tab, browser],
+    c["save_edit"].click(handler(demo.edits.edit_message), inputs=[c["edit_index"], c["edit_text"], tab, browser],
                          **quiet, api_name="edit_message")
-    c["delete_message"].click(handler(demo.delete_message), inputs=[c["edit_index"], tab, browser], **quiet,
+    c["delete_message"].click(handler(demo.edits.delete_message), inputs=[c["edit_index"], tab, browser], **quiet,
                               api_name="delete_message")
     c["cancel_edit"].click(lambda: to_gradio({"edit_box": False, "edit_text": ""}), **quiet, api_name=False)
-    c["rename"].click(handler(demo.rename_chat), inputs=[c["title"], tab, browser], **quiet,
+    c["rename"].click(handler(demo.chats.rename_chat), inputs=[c["title"], tab, browser], **quiet,
                       api_name="rename_chat")
-    c["delete_chat"].click(handler(demo.delete_chat), inputs=[tab, browser], **quiet, api_name="delete_chat")
-    c["export"].click(handler(demo.export_chat), inputs=[c["export_format"], tab, browser], **quiet,
+    c["delete_chat"].click(handler(demo.chats.delete_chat), inputs=[tab, browser], **quiet, api_name="delete_chat")
+    c["export"].click(handler(demo.chats.export_chat), inputs=[c["export_format"], tab, browser], **quiet,
                       api_name="export_chat")
     settings = [c["persona"], c["temperature"], c["story_tokens"], c["history_tokens"], tab, c["max_reply_tokens"]]
-    c["save_settings"].click(handler(demo.save_settings), inputs=settings, **quiet, api_name="save_settings")
-    c["import_file"].upload(handler(demo.import_character), inputs=[c["import_file"], c["import_name"], tab],
+    c["save_settings"].click(handler(demo.settings.save_settings), inputs=settings, **quiet, api_name="save_settings")
+    c["import_file"].upload(handler(demo.add.import_character), inputs=[c["import_file"], c["import_name"], tab],
                             **quiet, api_name="import_character")
-    c["create"].click(handler(demo.create_character), inputs=[*(c[k] for k in FORM), tab], **quiet,
+    c["create"].click(handler(demo.add.create_character), inputs=[*(c[k] for k in FORM), tab], **quiet,
                       api_name="create_character")

@@ -98,7 +98,7 @@ class CharacterPanel:
 
     def import_copy(self, file: Any, name: str, tab: Tab | None) -> View:
         """An import clashed: import it as a copy under a free name."""
-        return self.demo.import_character(file, name, tab, as_copy=True)
+        return self.demo.add.import_character(file, name, tab, as_copy=True)
 
     def _name(self, tab: Tab | None) -> str:
         if tab is None or not tab.character:

@@ -174,12 +174,12 @@ def test_regenerate_samples_anew_and_swipes_browse_the_alternatives(demo, backen
     sid = last["tab"].session_id
     assert store.alternatives(sid, 0) == [answer(1), answer(2)]
     tab = views[-1]["tab"]
-    back = list(demo.swipe(-1, tab, token))[-1]  # ◀: the first reply is shown and is what history keeps
+    back = list(demo.edits.swipe(-1, tab, token))[-1]  # ◀: the first reply is shown and is what history keeps
     assert back["swipes"] == "1/2" and store.turns(sid)[0].reply == answer(1)
-    assert list(demo.swipe(-1, back["tab"], token))[-1]["status"] == "this is the first reply"
-    fwd = list(demo.swipe(+1, back["tab"], token))[-1]
+    assert list(demo.edits.swipe(-1, back["tab"], token))[-1]["status"] == "this is the first reply"
+    fwd = list(demo.edits.swipe(+1, back["tab"], token))[-1]
     assert fwd["swipes"] == "2/2" and store.turns(sid)[0].reply == answer(2)
-    new = list(demo.swipe(+1, fwd["tab"], token))[-1]  # ▶ past the newest: a third reply is generated
+    new = list(demo.edits.swipe(+1, fwd["tab"], token))[-1]  # ▶ past the newest: a third reply is generated
     assert new["swipes"] == "3/3" and store.turns(sid)[0].reply == answer(3)
     _, cont = send(demo, "好", new["tab"], token)
     assert answer(3) in backend.calls[-1][-1].content or any(answer(3) in m.content for m in backend.calls[-1])
@@ -189,7 +189,7 @@ def test_regenerate_samples_anew_and_swipes_browse_the_alternatives(demo, backen
 
 def test_the_settings_panel_temperature_and_budgets_reach_the_model(demo, backend, store):
     tab, token = opened(demo)
-    view = demo.save_settings("我是新来的转学生。", 0.3, 400, 300, tab)
+    view = demo.settings.save_settings("我是新来的转学生。", 0.3, 400, 300, tab)
     assert view["tab"].settings == Settings("我是新来的转学生。", 0.3, 400, 300)
     _, last = send(demo, "你好", view["tab"], token)
     assert backend.options[-1]["temperature"] == 0.3
@@ -198,27 +198,27 @@ def test_the_settings_panel_temperature_and_budgets_reach_the_model(demo, backen
     assert "我是新来的转学生。" in backend.calls[-1][0].content  # the persona reached the system prompt
     assert last["trace"]["story_budget"] == 400
     with pytest.raises(InputError, match="temperature must be between 0.0 and 2.0"):
-        demo.save_settings("", 5, None, None, tab)
-    assert "backend **scripted**" in demo.backend_info()
+        demo.settings.save_settings("", 5, None, None, tab)
+    assert "backend **scripted**" in demo.settings.backend_info()
 
 
 def test_the_settings_panel_shows_the_values_in_use_and_saving_them_unchanged_keeps_the_defaults(demo, backend):
     """The fields used to show 0 for "default": a user who saved only a persona got a history budget of 0
     and a character that forgot the conversation. 设置面板显示实际使用的值。"""
     tab, token = opened(demo)
-    shown = demo.settings_view(tab)
-    default = demo.setting_defaults()
+    shown = demo.settings.settings_view(tab)
+    default = demo.settings.setting_defaults()
     assert shown["story_tokens"] == default["story_tokens"] > 0
     assert shown["history_tokens"] == default["history_tokens"] > 0
-    view = demo.save_settings("我是新来的转学生。", shown["temperature"], shown["story_tokens"],
+    view = demo.settings.save_settings("我是新来的转学生。", shown["temperature"], shown["story_tokens"],
                               shown["history_tokens"], tab)
     assert view["tab"].settings == Settings("我是新来的转学生。", None, None, None)
     _, last = send(demo, "你好", view["tab"], token)
     bot = demo.bot(last["tab"].session_id)
     assert bot.budget.history_tokens == default["history_tokens"] and last["trace"]["history_budget"] > 0
-    chosen = demo.save_settings("", None, 0, 250, last["tab"])["tab"]  # 0 is a real choice: no scenes
+    chosen = demo.settings.save_settings("", None, 0, 250, last["tab"])["tab"]  # 0 is a real choice: no scenes
     assert (chosen.settings.story_tokens, chosen.settings.history_tokens) == (0, 250)
-    assert demo.settings_view(chosen)["story_tokens"] == 0
+    assert demo.settings.settings_view(chosen)["story_tokens"] == 0
 
 
 def test_stop_shows_the_partial_reply_and_keeps_it_only_on_request(demo, backend, store):
@@ -229,20 +229,20 @@ def test_stop_shows_the_partial_reply_and_keeps_it_only_on_request(demo, backend
     stream.close()  # Gradio cancels the generator: the reply is never completed
     sid = first["tab"].session_id
     assert store.turns(sid) == []
-    view = demo.stop(first["tab"])
+    view = demo.edits.stop(first["tab"])
     assert view["partial"] is True and "not kept unless" in view["status"]
     shown = texts(view)[-1][1]
     assert shown.endswith(" …") and answer(1).startswith(shown[:-2].replace("<em>", ""))
     assert store.turns(sid) == []  # stopping stores nothing
-    kept = demo.keep_partial(first["tab"], token)
+    kept = demo.edits.keep_partial(first["tab"], token)
     assert kept["partial"] is False and len(store.turns(sid)) == 1
     assert answer(1).startswith(store.turns(sid)[0].reply) and store.turns(sid)[0].reply != answer(1)
-    assert demo.keep_partial(first["tab"], token)["status"] == "there is no stopped reply to keep"
+    assert demo.edits.keep_partial(first["tab"], token)["status"] == "there is no stopped reply to keep"
     # stopped before anything came: the typed text goes back into the box
     stream = demo.send("再来一个", "阿虚", kept["tab"], token)
     next(stream)
     stream.close()
-    again = demo.stop(kept["tab"])
+    again = demo.edits.stop(kept["tab"])
     assert again["message"] == "再来一个" and again["partial"] is False and len(store.turns(sid)) == 1
 
 
@@ -253,28 +253,28 @@ def test_edit_and_delete_any_message_and_a_stale_tab_is_refused(demo, store):
     _, c = send(demo, "第三句", b["tab"], token)
     tab, sid = c["tab"], c["tab"].session_id
     # bubbles: 0 greeting, 1 user, 2 reply, 3 user, 4 reply, ...
-    assert demo.select_message(3, tab)["edit_text"] == "第二句"
-    assert demo.select_message(4, tab)["edit_text"] == answer(2)
-    view = demo.edit_message(3, "第二句（改）", tab, token)
+    assert demo.edits.select_message(3, tab)["edit_text"] == "第二句"
+    assert demo.edits.select_message(4, tab)["edit_text"] == answer(2)
+    view = demo.edits.edit_message(3, "第二句（改）", tab, token)
     assert [t.text for t in store.turns(sid)] == ["第一句", "第二句（改）", "第三句"]  # later turns stay
-    view = demo.edit_message(2, "春日改过的回答", view["tab"], token)
+    view = demo.edits.edit_message(2, "春日改过的回答", view["tab"], token)
     assert store.turns(sid)[0].reply == "春日改过的回答" and store.alternatives(sid, 0)[0] == answer(1)
-    view = demo.delete_message(4, view["tab"], token)
+    view = demo.edits.delete_message(4, view["tab"], token)
     assert [t.text for t in store.turns(sid)] == ["第一句", "第三句"] and "deleted exchange 2" in view["status"]
     with pytest.raises(InputError, match="greeting"):
-        demo.edit_message(0, "x", view["tab"], token)
+        demo.edits.edit_message(0, "x", view["tab"], token)
     with pytest.raises(InputError, match="no message 9"):
-        demo.delete_message(8, view["tab"], token)
+        demo.edits.delete_message(8, view["tab"], token)
     with pytest.raises(InputError, match="empty"):
-        demo.edit_message(1, "  ", view["tab"], token)
+        demo.edits.edit_message(1, "  ", view["tab"], token)
     # two tabs on one chat: the second one edits after the first changed it -> refused, reloaded, nothing lost
     other = demo.resume(sid, token)["tab"]
-    after = demo.edit_message(1, "第一句，甲改", view["tab"], token)
+    after = demo.edits.edit_message(1, "第一句，甲改", view["tab"], token)
     with pytest.raises(Stale) as info:
-        demo.edit_message(1, "第一句，乙改", other, token)
+        demo.edits.edit_message(1, "第一句，乙改", other, token)
     assert [t.text for t in store.turns(sid)] == ["第一句，甲改", "第三句"]
     assert ("阿虚", "第一句，甲改") in texts(info.value.view) and "another tab" in str(info.value)
-    demo.edit_message(1, "第一句，乙改", info.value.view["tab"], token)  # after the reload it applies
+    demo.edits.edit_message(1, "第一句，乙改", info.value.view["tab"], token)  # after the reload it applies
     with pytest.raises(Stale):  # regenerating from a stale view would replace a reply this tab never saw
         list(demo.regenerate(other, token))
     assert store.turns(sid)[0].text == "第一句，乙改" and after["status"].startswith("message 2 edited")
@@ -286,18 +286,18 @@ def test_rename_delete_and_export_a_chat(demo, store, tmp_path):
     tab, token = opened(demo)
     _, last = send(demo, "你好", tab, token)
     tab, sid = last["tab"], last["tab"].session_id
-    view = demo.rename_chat("  周末的  计划 ", tab, token)
+    view = demo.chats.rename_chat("  周末的  计划 ", tab, token)
     assert store.get(sid).title == "周末的 计划" and view["sessions"][0][0][0].split(" · ")[1] == "周末的 计划"
-    md = demo.export_chat("markdown", view["tab"], token)["export_file"]
+    md = demo.chats.export_chat("markdown", view["tab"], token)["export_file"]
     text = open(md, encoding="utf-8").read()
     assert text.startswith(f"# {HARUHI} — 周末的 计划") and "**阿虚**: 你好" in text
     assert f"**{HARUHI}**: {answer(1)}" in text
-    jl = demo.export_chat("jsonl", view["tab"], token)["export_file"]
+    jl = demo.chats.export_chat("jsonl", view["tab"], token)["export_file"]
     lines = [json.loads(x) for x in open(jl, encoding="utf-8")]
     assert lines[0]["session"]["id"] == sid and lines[1]["reply"] == answer(1) and lines[1]["trace"]
     with pytest.raises(InputError, match="unknown export format 'pdf'"):
-        demo.export_chat("pdf", view["tab"], token)
-    gone = demo.delete_chat(view["tab"], token)
+        demo.chats.export_chat("pdf", view["tab"], token)
+    gone = demo.chats.delete_chat(view["tab"], token)
     assert gone["tab"].session_id is None and gone["sessions"] == ([], None) and store.list() == []
     assert demo.owners.sessions(token) == []
 
@@ -308,16 +308,16 @@ def test_another_browser_can_neither_open_nor_change_a_chat_by_its_id(demo, stor
     _, last = send(demo, "我的秘密", tab, alice)
     sid = last["tab"].session_id
     _, mallory = opened(demo)
-    assert demo.session_choices(mallory) == []
+    assert demo.chats.session_choices(mallory) == []
     for attempt in (lambda: demo.resume(sid, mallory), lambda: demo.resume(sid, ""),
                     lambda: demo.resume(sid, [sid]),  # the old client-side list of ids is no credential
                     lambda: list(demo.send("我也来", "m", Tab("haruhi", sid, "m"), mallory)),
                     lambda: list(demo.regenerate(Tab("haruhi", sid, "m"), mallory)),
-                    lambda: demo.edit_message(1, "改掉", Tab("haruhi", sid, "m"), mallory),
-                    lambda: demo.delete_message(1, Tab("haruhi", sid, "m"), mallory),
-                    lambda: demo.rename_chat("x", Tab("haruhi", sid, "m"), mallory),
-                    lambda: demo.delete_chat(Tab("haruhi", sid, "m"), mallory),
-                    lambda: demo.export_chat("jsonl", Tab("haruhi", sid, "m"), mallory)):
+                    lambda: demo.edits.edit_message(1, "改掉", Tab("haruhi", sid, "m"), mallory),
+                    lambda: demo.edits.delete_message(1, Tab("haruhi", sid, "m"), mallory),
+                    lambda: demo.chats.rename_chat("x", Tab("haruhi", sid, "m"), mallory),
+                    lambda: demo.chats.delete_chat(Tab("haruhi", sid, "m"), mallory),
+                    lambda: demo.chats.export_chat("jsonl", Tab("haruhi", sid, "m"), mallory)):
         with pytest.raises(NotYourChat, match="not one of this browser's chats"):
             attempt()
     assert [(t.text, t.reply) for t in store.turns(sid)] == [("我的秘密", answer(1))] and store.get(sid).title
@@ -353,7 +353,7 @@ def test_trace_panel_shows_scenes_and_says_plainly_when_none_fitted(demo):
     assert f"**{literal(included[0][0])}** — score {included[0][1]:.4f}" in last["scene_texts"]
     assert f"Prompt: {trace['total_tokens']} of {trace['budget']} tokens" in last["summary"]
     assert "No scene" not in last["summary"] and last["status"] == ""
-    small = demo.save_settings("", None, 20, None, last["tab"])["tab"]  # a story budget no scene fits in
+    small = demo.settings.save_settings("", None, 20, None, last["tab"])["tab"]  # a story budget no scene fits in
     _, tight = send(demo, "再说一次", small, token)
     assert tight["trace"]["included_scenes"] == []
     assert "No scene went into the prompt: all" in tight["summary"] and "larger than the story budget of 20" \
@@ -367,22 +367,22 @@ def test_create_a_character_from_the_form_and_bad_forms_are_refused(demo, tmp_pa
     mine, token = opened(demo)
 
     with pytest.raises(InputError, match="looks like a path"):
-        demo.create_character("../evil", "", "你是谁", "甲:「好」", tab=mine)
+        demo.add.create_character("../evil", "", "你是谁", "甲:「好」", tab=mine)
     with pytest.raises(InputError, match="system prompt is empty"):
-        demo.create_character("nagato", "长门", "  ", "长门:「……」", tab=mine)
+        demo.add.create_character("nagato", "长门", "  ", "长门:「……」", tab=mine)
     with pytest.raises(InputError, match="no scenes"):
-        demo.create_character("nagato", "长门", "你是长门有希。", "  ", tab=mine)
+        demo.add.create_character("nagato", "长门", "你是长门有希。", "  ", tab=mine)
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + b"\0" * (20 * 2**20))
     with pytest.raises(InputError, match="20.0 MB; the limit is 5 MB"):
-        demo.create_character("nagato", "长门", "你是长门有希。", "长门:「……」", avatar=str(big), tab=mine)
+        demo.add.create_character("nagato", "长门", "你是长门有希。", "长门:「……」", avatar=str(big), tab=mine)
     assert "nagato" not in demo.shelf.entries
     avatar = tmp_path / "a.png"
     Image.new("RGB", (600, 400), (10, 20, 200)).save(avatar)
     scene2 = tmp_path / "s2.txt"
     scene2.write_text("阿虚:「你在看什么书？」\n长门:「……海伯利安。」\n", encoding="utf-8")
     scenes = "阿虚:「早」\n长门:「……早。」\n---\n朝仓:「你好」\n长门:「……」"
-    view = demo.create_character("nagato", "长门有希", "你是长门有希，话很少。", scenes, [str(scene2)], str(avatar),
+    view = demo.add.create_character("nagato", "长门有希", "你是长门有希，话很少。", scenes, [str(scene2)], str(avatar),
                                  tab=mine)
     assert view["character"] == "nagato" and ("长门有希 (nagato)", "nagato") in view["choices"]
     assert view["form_clear"] is True and view["avatar"] is not None
@@ -393,7 +393,7 @@ def test_create_a_character_from_the_form_and_bad_forms_are_refused(demo, tmp_pa
     _, last = send(demo, "你在看什么书？", view["tab"], token)
     assert last["trace"]["included_scenes"]
     with pytest.raises(InputError, match="already exists"):
-        demo.create_character("nagato", "", "p", "长门:「……」", tab=mine)
+        demo.add.create_character("nagato", "", "p", "长门:「……」", tab=mine)
 
 
 def test_import_a_card_and_a_png_with_no_card_is_a_clear_message(demo, tmp_path):
@@ -404,13 +404,13 @@ def test_import_a_card_and_a_png_with_no_card_is_a_clear_message(demo, tmp_path)
     plain = tmp_path / "photo.png"
     Image.new("RGB", (32, 32), (0, 0, 0)).save(plain)
     with pytest.raises(InputError, match="could not import photo.png: .*no character card"):
-        demo.import_character(str(plain), tab=mine)
+        demo.add.import_character(str(plain), tab=mine)
     card = tmp_path / "card.json"
     card.write_text('{"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Mikuru", '
                     '"description": "A time traveller.", "first_mes": "Ah, um, hello!", '
                     '"mes_example": "<START>\\n{{user}}: Who are you?\\n{{char}}: I am Mikuru, from the future."}}',
                     encoding="utf-8")
-    view = demo.import_character(str(card), tab=mine)
+    view = demo.add.import_character(str(card), tab=mine)
     assert view["character"] == "Mikuru" and texts(view)[0][1] == "Ah, um, hello!"
     assert view["status"] == "imported Mikuru" and ("Mikuru", "Mikuru") in view["choices"]
 
@@ -487,11 +487,11 @@ def test_import_a_chatharuhi_zip_under_a_new_name(demo, tmp_path):
 
     archive = write_folder_zip(demo.character("wukong"), tmp_path / "wukong.zip")
     mine, _ = opened(demo)
-    view = demo.import_character(str(archive), "monkey", mine)
+    view = demo.add.import_character(str(archive), "monkey", mine)
     assert view["character"] == "monkey" and "俺老孙" in texts(view)[0][1]
     assert view["import_file"] is None and len(demo.character("monkey").scenes) == len(demo.character("wukong").scenes)
     with pytest.raises(InputError, match="could not import wukong.zip: monkey already exists; give it another") as e:
-        demo.import_character(str(archive), "monkey", mine)
+        demo.add.import_character(str(archive), "monkey", mine)
     assert str(tmp_path) not in str(e.value) and "characters/" not in str(e.value)  # no server paths
 
 
@@ -525,9 +525,9 @@ def test_a_visitors_import_never_shadows_a_built_in_nor_shows_to_other_visitors(
         "mes_example": "<START>\n{{user}}: hi\n{{char}}: Obey me."}}), encoding="utf-8")
     demo = WebDemo(backend, sessions=store, embedder="hash")
     alice, _ = opened(demo)
-    clash = demo.import_character(str(card), tab=alice)  # the name is taken: a choice, not an error (issue 20 §5)
+    clash = demo.add.import_character(str(card), tab=alice)  # the name is taken: a choice, not an error (issue 20 §5)
     assert clash["clash"] == ("haruhi", "haruhi-2") and "character" not in clash
-    view = demo.import_character(str(card), tab=alice, as_copy=True)
+    view = demo.add.import_character(str(card), tab=alice, as_copy=True)
     assert view["character"] == "haruhi-2" and view["status"] == "imported haruhi as haruhi-2 (a copy)"
     assert "haruhi-2" in dict((v, k) for k, v in view["choices"])
     for fresh in (demo, WebDemo(backend, sessions=store, embedder="hash")):  # also after a restart
@@ -542,6 +542,6 @@ def test_a_visitors_import_never_shadows_a_built_in_nor_shows_to_other_visitors(
     assert "haruhi-2" not in {e.name for e in list_characters()}  # nor for `chatharuhi list` or serve
     shared = WebDemo(backend, sessions=store, embedder="hash", shared_imports=True)  # the operator's choice
     carol, _ = opened(shared)
-    view = shared.import_character(str(card), tab=carol, as_copy=True)
+    view = shared.add.import_character(str(card), tab=carol, as_copy=True)
     assert view["character"] == "haruhi-3" and "haruhi-3" in dict((v, k) for k, v in shared.start("")["choices"])
     assert shared.start("")["character"] == "haruhi"

@@ -154,7 +154,7 @@ def test_continue_after_a_reply_cut_by_the_maximum_length(tmp_path):
         demo = WebDemo(backend="embedded", sessions=store, embedder="hash")
         token = demo.start("")["browser"]
         tab = demo.pick("sherlock", "", Tab())["tab"]
-        tab = demo.save_settings("", None, None, None, tab, 24)["tab"]
+        tab = demo.settings.save_settings("", None, None, None, tab, 24)["tab"]
         last = list(demo.send("Tell me everything about the case of the speckled band.", "Watson", tab, token))[-1]
         sid = last["tab"].session_id
         cut = store.turns(sid)[0].reply

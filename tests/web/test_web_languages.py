@@ -38,12 +38,12 @@ def test_a_chatharuhi_folder_with_english_scenes_is_english_whatever_its_prompt(
 def test_the_create_form_sets_the_language_and_the_greeting(demo):
     token = demo.start("")["browser"]
     tab = demo.start(token)["tab"]
-    made = demo.create_character("potions", "Professor Snape", "你正在扮演斯内普。", SNAPE_SCENES, None, None,
+    made = demo.add.create_character("potions", "Professor Snape", "你正在扮演斯内普。", SNAPE_SCENES, None, None,
                                  "auto", "Sit down. Open your books.", tab)
     assert made["user_role"] == "User" and made["chat"][0]["content"].endswith("Sit down. Open your books.")
-    chinese = demo.create_character("potions-zh", "斯内普", "你正在扮演斯内普。", SNAPE_SCENES, None, None, "zh", "",
-                                    made["tab"])
+    chinese = demo.add.create_character("potions-zh", "斯内普", "你正在扮演斯内普。", SNAPE_SCENES, None, None,
+                                        "zh", "", made["tab"])
     assert chinese["user_role"] == "用户" and chinese["char_language"] == "zh"
     assert demo.character("potions-zh").language == "zh" and demo.character("potions").language == "en"
     with pytest.raises(Exception, match="language 'fr'"):
-        demo.create_character("potions-fr", "", "p", SNAPE_SCENES, None, None, "fr", "", made["tab"])
+        demo.add.create_character("potions-fr", "", "p", SNAPE_SCENES, None, None, "fr", "", made["tab"])

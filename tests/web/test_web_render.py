@@ -59,7 +59,7 @@ def test_the_demo_hands_gradio_only_inert_text_for_a_hostile_card(tmp_path):
     reply = HOSTILE.format(u=base).replace("\n", " ")
     demo = WebDemo(ScriptedBackend([f"Evil:「{reply}」"]), sessions=SessionStore(tmp_path / "s.sqlite3"),
                    embedder="hash")
-    view = demo.import_character(str(hostile_card(tmp_path, base)), "evil", demo.start("")["tab"])
+    view = demo.add.import_character(str(hostile_card(tmp_path, base)), "evil", demo.start("")["tab"])
     assert inert(view["card"]) and all(inert(m["content"]) for m in view["chat"]) and inert(view["status"])
     token = "t" * 43
     views = list(demo.send(f"<img src='{base}/mine.png'>", "", view["tab"], token))

@@ -7,17 +7,14 @@ Kept apart from the handlers so they stay plain Python; this module only runs wi
 
 from __future__ import annotations
 
-import functools
 import hmac
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from ..errors import ChatHaruhiError, InputError
 from .app import WebDemo
 from .characters import AUTO_LANGUAGE, LANGUAGES, SCENE_SEPARATOR
 from .chats import EXPORT_FORMATS
-from .edit import Stale
-from .render import toast
-from .state import SCENE_HEADERS, STORAGE_KEY, Tab, View
+from .events import FORM, PANEL, PageEvents
+from .state import SCENE_HEADERS, STORAGE_KEY, Tab
 
 TITLE = "ChatHaruhi"
 CONCURRENCY = 8  # replies streamed at once; local backends serialise generation themselves
@@ -33,9 +30,6 @@ CSS = """
 #group-chat-log .message img { width: 28px !important; height: 28px !important; max-width: 28px !important;
   display: inline-block !important; border-radius: 50%; vertical-align: middle; margin: 0 6px 0 0 !important; }
 """
-FORM = ("new_name", "new_display", "new_prompt", "new_scenes", "new_files", "new_avatar", "new_language",
-        "new_greeting")
-PANEL = ("char_display", "char_greeting", "char_language", "char_prompt")
 
 
 def login_check(password: str) -> Callable[[str, str], bool]:
@@ -77,12 +71,34 @@ def layout(gr, demo: WebDemo, secret: str) -> Any:
 
 
 def _left_column(gr, demo: WebDemo, c: dict) -> None:
+    """The character and this browser's chats with it, then the panels: memory, persona, this character, settings,
+    adding a character (imported, created, or built from a book)."""
+    from .build import build_section
+    from .group import memory_section
+
+    _picker(gr, demo, c)
+    _your_chats(gr, c)
+    memory_section(gr, demo, c)  # pinned facts (chat/memory.py)
+    with gr.Accordion("Your persona", open=False, elem_id="persona-panel"):
+        c["persona"] = gr.Textbox(label="Who you are (the character is told)", lines=2, elem_id="persona")
+    _character_panel(gr, c)
+    _settings_panel(gr, demo, c)
+    _add_character(gr, c)
+    build_section(gr, demo, c)  # novels, subtitles and scripts in (chatharuhi.building)
+
+
+def _picker(gr, demo: WebDemo, c: dict) -> None:
+    """The character, its card and avatar, the user's name in the story, and New chat."""
     c["character"] = gr.Dropdown(demo.choices(), label="Character", value=None, elem_id="character")
     c["avatar"] = gr.Image(show_label=False, type="filepath", interactive=False, height=180, visible=False,
                            elem_id="avatar", buttons=[])
     c["card"] = gr.Markdown(elem_id="card")
     c["user_role"] = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="user-role")
     c["new_chat"] = gr.Button("New chat", elem_id="new-chat")
+
+
+def _your_chats(gr, c: dict) -> None:
+    """This browser's chats: search, pick one to resume, rename, export, delete."""
     with gr.Accordion("Your chats", open=True, elem_id="chats"):
         c["search"] = gr.Textbox(show_label=False, placeholder="Search your chats (all characters)", max_lines=1,
                                  elem_id="chat-search")
@@ -97,11 +113,10 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
             c["export"] = gr.Button("Export", min_width=70, elem_id="export")
         c["export_file"] = gr.File(label="Download", visible=False, interactive=False, elem_id="export-file")
         c["delete_chat"] = gr.Button("Delete this chat", variant="stop", size="sm", elem_id="delete-chat")
-    from .group import memory_section
 
-    memory_section(gr, demo, c)  # pinned facts (chat/memory.py)
-    with gr.Accordion("Your persona", open=False, elem_id="persona-panel"):
-        c["persona"] = gr.Textbox(label="Who you are (the character is told)", lines=2, elem_id="persona")
+
+def _character_panel(gr, c: dict) -> None:
+    """The "This character" panel: where it lives, its settings to change (one's own), export as a card, delete."""
     with gr.Accordion("This character", open=False, elem_id="character-panel"):
         c["char_where"] = gr.Markdown(elem_id="char-where")
         c["char_display"] = gr.Textbox(label="Display name", max_lines=1, elem_id="char-display")
@@ -117,22 +132,31 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
         c["confirm_delete"] = gr.Button("Delete for good", size="sm", variant="stop", visible=False,
                                         elem_id="confirm-delete")
         c["card_file"] = gr.File(label="Card", visible=False, interactive=False, elem_id="card-file")
+
+
+def _settings_panel(gr, demo: WebDemo, c: dict) -> None:
+    """The backend in one line, the sampling and budget settings (the values in use), and the save button."""
+    defaults = demo.settings.setting_defaults()
     with gr.Accordion("Settings", open=False, elem_id="settings-panel"):
         c["backend_info"] = gr.Markdown(demo.settings.backend_info(), elem_id="backend-info")
         c["temperature"] = gr.Number(label="Temperature (the value in use; clear it for the backend's default)",
                                      minimum=0, maximum=2, step=0.1, elem_id="temperature",
-                                     value=demo.settings.setting_defaults()["temperature"])
+                                     value=defaults["temperature"])
         c["story_tokens"] = gr.Number(label="Story budget, tokens (the value in use; clear it for the default)",
                                       precision=0, minimum=0, elem_id="story-tokens",
-                                      value=demo.settings.setting_defaults()["story_tokens"])
+                                      value=defaults["story_tokens"])
         c["history_tokens"] = gr.Number(label="History budget, tokens (the value in use; clear it for the default)",
                                         precision=0, minimum=0, elem_id="history-tokens",
-                                        value=demo.settings.setting_defaults()["history_tokens"])
+                                        value=defaults["history_tokens"])
         c["max_reply_tokens"] = gr.Number(label="Maximum reply length, tokens (a longer reply stops at a word and "
                                                 "offers Continue)", precision=0, minimum=16, maximum=4096,
                                           elem_id="max-reply-tokens",
-                                          value=demo.settings.setting_defaults()["max_reply_tokens"])
+                                          value=defaults["max_reply_tokens"])
     c["save_settings"] = gr.Button("Save persona and settings", size="sm", elem_id="save-settings")
+
+
+def _add_character(gr, c: dict) -> None:
+    """The "Add a character" panel: a dropped card imported (a taken name offers a choice), or a character created."""
     with gr.Accordion("Add a character", open=False, elem_id="add-character"):
         c["import_file"] = gr.File(label="Drop a card (PNG/JSON/CHARX) or a ChatHaruhi zip here",
                                    file_types=[".png", ".json", ".charx", ".zip", ".jsonl"], elem_id="import-file")
@@ -159,9 +183,6 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
         c["new_greeting"] = gr.Textbox(label="Greeting (optional: the first message of a chat)", lines=2,
                                        elem_id="new-greeting")
         c["create"] = gr.Button("Create character", variant="primary", elem_id="create")
-    from .build import build_section
-
-    build_section(gr, demo, c)  # novels, subtitles and scripts in (chatharuhi.building)
 
 
 def _chat_column(gr, c: dict) -> None:
@@ -195,135 +216,61 @@ def _chat_column(gr, c: dict) -> None:
         c["trace"] = gr.JSON(label="Trace (tokens per part, every candidate scene and turn)", elem_id="trace-json")
 
 
-# view fields that are not components of their own
-SPECIAL = {"sessions", "choices", "avatar", "partial", "edit_box", "warning", "form_clear", "export_file", "clash",
-           "better_visible", "confirm_delete", "char_editable", "card_file"}
-
-
 def _wire(gr, app, demo: WebDemo, c: dict) -> None:
-    targets = [k for k in ("tab", "browser", "character", "avatar", "card", "user_role", "sessions", "chat", "status",
-                           "message", "summary", "scenes", "scene_texts", "trace", "swipes", "keep", "edit_box",
-                           "edit_index", "edit_text", "title", "export_file", "persona", "temperature", "story_tokens",
-                           "history_tokens", "backend_info", "import_file", "import_name", *FORM, "model_line",
-                           "better", "pull_progress", "search", "max_reply_tokens", "clash_box", "clash_name",
-                           "open_existing", "import_copy", *PANEL, "char_where", "save_character", "delete_character",
-                           "confirm_delete", "card_file", "edit_label")]
-    outputs = [c[k] for k in targets]
+    """Every event of the one-to-one page, in the order Gradio numbers them."""
+    on = PageEvents(gr, c, demo.transcript.messages, CONCURRENCY)
+    _wire_opening(app, demo, c, on)
+    _wire_character(demo, c, on)
+    _wire_chats(demo, c, on)
+    _wire_replies(demo, c, on)
+    _wire_edits(demo, c, on)
+    _wire_chat_panels(demo, c, on)
 
-    def to_gradio(view: View) -> dict | tuple:
-        if view.get("warning"):
-            gr.Warning(toast(view["warning"]))
-        out: dict = {}
-        for name, value in view.items():
-            if name == "sessions":
-                choices, selected = value
-                out[c["sessions"]] = gr.Dropdown(choices=choices, value=selected)
-            elif name == "choices":
-                out[c["character"]] = gr.Dropdown(choices=value, value=view.get("character"))
-            elif name == "avatar":
-                out[c["avatar"]] = gr.Image(value=str(value) if value else None, visible=value is not None)
-                images = (None, str(value) if value else None)
-                out[c["chat"]] = gr.Chatbot(value=view["chat"], avatar_images=images) if "chat" in view else \
-                    gr.Chatbot(avatar_images=images)
-            elif name == "chat" and "avatar" in view:
-                continue
-            elif name == "partial":
-                out[c["keep"]] = gr.Button(visible=bool(value))
-            elif name == "edit_box":
-                out[c["edit_box"]] = gr.Group(visible=bool(value))
-            elif name == "form_clear":
-                out.update({c[k]: None for k in FORM})
-            elif name == "export_file":
-                out[c["export_file"]] = gr.File(value=value, visible=True)
-            elif name == "card_file":
-                out[c["card_file"]] = gr.File(value=value, visible=True)
-            elif name == "clash":
-                existing, free = value or ("", "")
-                out[c["clash_box"]] = gr.Group(visible=value is not None)
-                out[c["clash_name"]] = existing
-                out[c["open_existing"]] = gr.Button(f"Open the existing “{existing}”" if value else "Open")
-                out[c["import_copy"]] = gr.Button(f"Import as a copy: “{free}”" if value else "Import as a copy")
-            elif name == "better_visible":
-                out[c["better"]] = gr.Button(visible=bool(value))
-            elif name == "confirm_delete":
-                out[c["confirm_delete"]] = gr.Button(visible=bool(value))
-            elif name == "char_editable":
-                out.update({c[k]: gr.update(interactive=bool(value)) for k in PANEL if k not in view})
-                out[c["save_character"]] = gr.Button(visible=bool(value))
-                out[c["delete_character"]] = gr.Button(visible=bool(value))
-                if not value:
-                    out[c["confirm_delete"]] = gr.Button(visible=False)
-            elif name in PANEL and "char_editable" in view:
-                out[c[name]] = gr.update(value=value, interactive=bool(view["char_editable"]))
-            elif name == "scenes":
-                out[c["scenes"]] = gr.Dataframe(value=value or None, headers=SCENE_HEADERS)
-            elif name in c and name not in SPECIAL:
-                out[c[name]] = value
-        if not out:
-            return tuple(gr.skip() for _ in outputs)  # Gradio reads an empty dict as one value
-        return out
 
-    def handler(fn: Callable[..., View]) -> Callable[..., Any]:
-        @functools.wraps(fn)  # gradio_client sees the handler's own parameter names
-        def run(*args):
-            try:
-                return to_gradio(fn(*args))
-            except Stale as exc:  # nothing failed: the page catches up, and the user's text stays
-                gr.Warning(toast(exc))
-                return to_gradio(exc.view)
-            except ChatHaruhiError as exc:  # bad input too: an error a script driving the API sees, shown
-                raise gr.Error(toast(exc)) from None  # in the page; the components keep what was typed
-        return run
-
-    def streaming(fn: Callable[..., Iterator[View]]) -> Callable[..., Iterator[Any]]:
-        @functools.wraps(fn)
-        def run(*args):
-            tab_value = next((a for a in args if isinstance(a, Tab)), None)
-            try:
-                for view in fn(*args):
-                    tab_value = view.get("tab", tab_value)
-                    yield to_gradio(view)
-            except Stale as exc:
-                gr.Warning(toast(exc))
-                yield to_gradio(exc.view)
-            except InputError as exc:  # refused before anything was stored (no session is ever NotYourChat'd here)
-                raise gr.Error(toast(exc)) from None
-            except Exception as exc:  # a failed reply is not kept: show the chat as stored
-                restore = {"chat": demo.transcript.messages(tab_value), "status": ""} if tab_value else {}
-                yield to_gradio(restore)
-                raise gr.Error(toast(f"the reply failed and was not kept: {exc}")) from None
-        return run
-
-    # no progress or error overlay on the ~30 outputs: the status line and toasts say what happens
-    quiet = {"outputs": outputs, "show_progress": "hidden"}
-    reply = {**quiet, "concurrency_limit": CONCURRENCY, "concurrency_id": "reply"}
-    tab, browser = c["tab"], c["browser"]
-    app.load(handler(demo.start), inputs=[browser], **quiet, api_name="start")
-    c["character"].input(handler(demo.pick), inputs=[c["character"], c["user_role"], tab, browser], **quiet,
+def _wire_opening(app, demo: WebDemo, c: dict, on: PageEvents) -> None:
+    """The page opening, a character picked, the chat list searched."""
+    tab, browser, quiet = c["tab"], c["browser"], on.quiet
+    app.load(on.handler(demo.start), inputs=[browser], **quiet, api_name="start")
+    c["character"].input(on.handler(demo.pick), inputs=[c["character"], c["user_role"], tab, browser], **quiet,
                          api_name="pick")
-    c["search"].input(handler(demo.chats.search_chats), inputs=[c["search"], tab, browser], **quiet,
+    c["search"].input(on.handler(demo.chats.search_chats), inputs=[c["search"], tab, browser], **quiet,
                       api_name="search_chats", trigger_mode="always_last")
-    c["better"].click(streaming(demo.better.pull), **reply, api_name="get_better_model")
-    c["save_character"].click(handler(demo.panel.save), inputs=[*(c[k] for k in PANEL), tab], **quiet,
+
+
+def _wire_character(demo: WebDemo, c: dict, on: PageEvents) -> None:
+    """A better model, the "This character" panel, and the choice after an import's name clashed."""
+    tab, quiet = c["tab"], on.quiet
+    c["better"].click(on.streaming(demo.better.pull), **on.reply, api_name="get_better_model")
+    c["save_character"].click(on.handler(demo.panel.save), inputs=[*(c[k] for k in PANEL), tab], **quiet,
                               api_name="save_character")
-    c["export_card"].click(handler(demo.panel.export), inputs=[tab], **quiet, api_name="export_card")
-    c["delete_character"].click(handler(demo.panel.ask_delete), inputs=[tab], **quiet, api_name=False)
-    c["confirm_delete"].click(handler(demo.panel.delete), inputs=[tab], **quiet, api_name="delete_character")
-    c["open_existing"].click(handler(demo.panel.open_existing), inputs=[c["clash_name"], tab], **quiet,
+    c["export_card"].click(on.handler(demo.panel.export), inputs=[tab], **quiet, api_name="export_card")
+    c["delete_character"].click(on.handler(demo.panel.ask_delete), inputs=[tab], **quiet, api_name=False)
+    c["confirm_delete"].click(on.handler(demo.panel.delete), inputs=[tab], **quiet, api_name="delete_character")
+    c["open_existing"].click(on.handler(demo.panel.open_existing), inputs=[c["clash_name"], tab], **quiet,
                              api_name="open_existing")
-    c["import_copy"].click(handler(demo.panel.import_copy), inputs=[c["import_file"], c["import_name"], tab],
+    c["import_copy"].click(on.handler(demo.panel.import_copy), inputs=[c["import_file"], c["import_name"], tab],
                            **quiet, api_name="import_copy")
-    c["new_chat"].click(handler(demo.new_chat), inputs=[c["user_role"], tab], **quiet, api_name="new_chat")
-    c["chat"].clear(handler(demo.new_chat), inputs=[c["user_role"], tab], **quiet, api_name=False)
-    c["sessions"].input(handler(demo.resume), inputs=[c["sessions"], browser, tab], **quiet,
+
+
+def _wire_chats(demo: WebDemo, c: dict, on: PageEvents) -> None:
+    """A new chat (the button, or the chat's own clear), and one of this browser's chats resumed."""
+    tab, browser, quiet = c["tab"], c["browser"], on.quiet
+    c["new_chat"].click(on.handler(demo.new_chat), inputs=[c["user_role"], tab], **quiet, api_name="new_chat")
+    c["chat"].clear(on.handler(demo.new_chat), inputs=[c["user_role"], tab], **quiet, api_name=False)
+    c["sessions"].input(on.handler(demo.resume), inputs=[c["sessions"], browser, tab], **quiet,
                         api_name="resume")
+
+
+def _wire_replies(demo: WebDemo, c: dict, on: PageEvents) -> None:
+    """Send, regenerate, continue and the swipes stream a reply; Stop cancels them; Keep keeps what had streamed."""
+    tab, browser, reply = c["tab"], c["browser"], on.reply
     send_inputs = [c["message"], c["user_role"], tab, browser]
-    running = [c["send"].click(streaming(demo.send), inputs=send_inputs, api_name="send", **reply),
-               c["message"].submit(streaming(demo.send), inputs=send_inputs, api_name=False, **reply),
-               c["regenerate"].click(streaming(demo.regenerate), inputs=[tab, browser], api_name="regenerate",
+    running = [c["send"].click(on.streaming(demo.send), inputs=send_inputs, api_name="send", **reply),
+               c["message"].submit(on.streaming(demo.send), inputs=send_inputs, api_name=False, **reply),
+               c["regenerate"].click(on.streaming(demo.regenerate), inputs=[tab, browser], api_name="regenerate",
                                      **reply),
-               c["continue"].click(streaming(demo.continue_reply), inputs=[tab, browser], api_name="continue_reply",
-                                   **reply)]
+               c["continue"].click(on.streaming(demo.continue_reply), inputs=[tab, browser],
+                                   api_name="continue_reply", **reply)]
 
     def swipe_prev(tab, token):
         """Show the previous alternative of the last reply."""
@@ -333,38 +280,49 @@ def _wire(gr, app, demo: WebDemo, c: dict) -> None:
         """Show the next alternative of the last reply; past the newest, generate one."""
         yield from demo.edits.swipe(+1, tab, token)
 
-    c["prev"].click(streaming(swipe_prev), inputs=[tab, browser], api_name="swipe_prev", **reply)
-    running.append(c["next"].click(streaming(swipe_next), inputs=[tab, browser], api_name="swipe_next", **reply))
+    c["prev"].click(on.streaming(swipe_prev), inputs=[tab, browser], api_name="swipe_prev", **reply)
+    running.append(c["next"].click(on.streaming(swipe_next), inputs=[tab, browser], api_name="swipe_next", **reply))
     # cancel first, then show what had streamed (run in one event, the cancelled stream's last frame could win)
-    c["stop"].click(None, cancels=running, api_name=False).then(handler(demo.edits.stop), inputs=[tab], **quiet,
-                                                                api_name="stop")
-    c["keep"].click(handler(demo.edits.keep_partial), inputs=[tab, browser], **quiet, api_name="keep_partial")
+    c["stop"].click(None, cancels=running, api_name=False).then(on.handler(demo.edits.stop), inputs=[tab],
+                                                                **on.quiet, api_name="stop")
+    c["keep"].click(on.handler(demo.edits.keep_partial), inputs=[tab, browser], **on.quiet, api_name="keep_partial")
+
+
+def _wire_edits(demo: WebDemo, c: dict, on: PageEvents) -> None:
+    """A bubble clicked or edited in place, the edit box's save, delete and cancel."""
+    gr, tab, browser, quiet = on.gr, c["tab"], c["browser"], on.quiet
 
     def select(t, evt):
-        return handler(demo.edits.select_message)(evt.index, t)
+        return on.handler(demo.edits.select_message)(evt.index, t)
 
     select.__annotations__ = {"evt": gr.SelectData}  # Gradio finds the event data by this annotation
 
     c["chat"].select(select, inputs=[tab], **quiet, api_name=False)
 
     def edited(t, token, evt):
-        return handler(demo.edits.edit_in_place)(evt.index, evt.value, t, token)
+        return on.handler(demo.edits.edit_in_place)(evt.index, evt.value, t, token)
 
     edited.__annotations__ = {"evt": gr.EditData}
     c["chat"].edit(edited, inputs=[tab, browser], **quiet, api_name=False)
-    c["save_edit"].click(handler(demo.edits.edit_message), inputs=[c["edit_index"], c["edit_text"], tab, browser],
+    c["save_edit"].click(on.handler(demo.edits.edit_message), inputs=[c["edit_index"], c["edit_text"], tab, browser],
                          **quiet, api_name="edit_message")
-    c["delete_message"].click(handler(demo.edits.delete_message), inputs=[c["edit_index"], tab, browser], **quiet,
+    c["delete_message"].click(on.handler(demo.edits.delete_message), inputs=[c["edit_index"], tab, browser], **quiet,
                               api_name="delete_message")
-    c["cancel_edit"].click(lambda: to_gradio({"edit_box": False, "edit_text": ""}), **quiet, api_name=False)
-    c["rename"].click(handler(demo.chats.rename_chat), inputs=[c["title"], tab, browser], **quiet,
+    c["cancel_edit"].click(lambda: on.to_gradio({"edit_box": False, "edit_text": ""}), **quiet, api_name=False)
+
+
+def _wire_chat_panels(demo: WebDemo, c: dict, on: PageEvents) -> None:
+    """The chat's rename, delete and export, the persona and settings panels, and adding a character."""
+    tab, browser, quiet = c["tab"], c["browser"], on.quiet
+    c["rename"].click(on.handler(demo.chats.rename_chat), inputs=[c["title"], tab, browser], **quiet,
                       api_name="rename_chat")
-    c["delete_chat"].click(handler(demo.chats.delete_chat), inputs=[tab, browser], **quiet, api_name="delete_chat")
-    c["export"].click(handler(demo.chats.export_chat), inputs=[c["export_format"], tab, browser], **quiet,
+    c["delete_chat"].click(on.handler(demo.chats.delete_chat), inputs=[tab, browser], **quiet, api_name="delete_chat")
+    c["export"].click(on.handler(demo.chats.export_chat), inputs=[c["export_format"], tab, browser], **quiet,
                       api_name="export_chat")
     settings = [c["persona"], c["temperature"], c["story_tokens"], c["history_tokens"], tab, c["max_reply_tokens"]]
-    c["save_settings"].click(handler(demo.settings.save_settings), inputs=settings, **quiet, api_name="save_settings")
-    c["import_file"].upload(handler(demo.add.import_character), inputs=[c["import_file"], c["import_name"], tab],
+    c["save_settings"].click(on.handler(demo.settings.save_settings), inputs=settings, **quiet,
+                             api_name="save_settings")
+    c["import_file"].upload(on.handler(demo.add.import_character), inputs=[c["import_file"], c["import_name"], tab],
                             **quiet, api_name="import_character")
-    c["create"].click(handler(demo.add.create_character), inputs=[*(c[k] for k in FORM), tab], **quiet,
+    c["create"].click(on.handler(demo.add.create_character), inputs=[*(c[k] for k in FORM), tab], **quiet,
                       api_name="create_character")

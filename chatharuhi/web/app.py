@@ -5,7 +5,8 @@ out), so tests call them without a browser. It answers (pick, send, regenerate, 
 the parts that handle the rest, each given what it needs: ``transcript`` (the chat as the page shows it,
 transcript.py), ``edits`` (stop, swipes, edit, delete: edit.py), ``chats`` (the chat list, rename, export:
 chats.py), ``settings`` (the persona and settings panels: settings.py), ``add`` (import, create: add.py),
-``panel`` (this character: manage.py) and ``better`` (a better model: better_model.py). ``layout.py`` lays
+``memory`` (the chat's pinned facts: memory.py), ``panel`` (this character: manage.py) and ``better`` (a better
+model: better_model.py). ``layout.py`` lays
 out the Gradio Blocks and maps the fields onto components; ``demo.py`` builds and serves the app (Gradio is
 imported only there, after analytics are switched off).
 
@@ -32,6 +33,7 @@ from .characters import Shelf
 from .chats import ChatList
 from .edit import Edits
 from .manage import CharacterPanel
+from .memory import ChatMemoryPanel
 from .owners import Owners, owner_key, owners_path_for, valid_token
 from .render import bubble, literal
 from .settings import SettingsPanel
@@ -91,6 +93,7 @@ class WebDemo:
         self.chats = ChatList(sessions, self.owners, self.shelf, self.transcript, self.forget_chat, self.new_chat,
                               terminal=terminal_chats)
         self.add = AddCharacter(self.shelf, self.pick)
+        self.memory = ChatMemoryPanel(sessions, self.owners, self.shelf, self.bot, self.chats.session_choices)
         self.better = BetterModel(self, better_model)
         self.panel = CharacterPanel(self)
 

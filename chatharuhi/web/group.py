@@ -1,11 +1,11 @@
-"""The web app's group chat and memory panels (chat/group.py, chat/memory.py), apart from the one-to-one chat.
+"""The web app's group chat panel (chat/group.py), apart from the one-to-one chat.
 
 "Group chat": pick several characters, the turn order and the most replies a message gets; each reply is a
 bubble with its speaker's avatar and name; "Let … speak" has one go on (muted or not), "Muted" keeps some
-quiet unless asked. "Memory" (under either chat): the pinned facts, numbered, to add, change and remove, and
-how many earlier turns can come back. ``GroupPanel`` holds the handlers as plain Python (values in, a dict of
-named view fields out); ``group_section`` and ``memory_section`` lay them out, one call each from layout.py.
-Group chats are this browser's like its other chats (the owners table), and resumed from the panel's own list.
+quiet unless asked; the group's own "Memory" (pinned facts, shown as memory.py shows the one-to-one chat's).
+``GroupPanel`` holds the handlers as plain Python (values in, a dict of named view fields out);
+``group_section`` lays them out, one call from layout.py. Group chats are this browser's like its other chats
+(the owners table), and resumed from the panel's own list.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ..chat.rounds import is_group_key
 from ..config import DEFAULT_GROUP_REPLIES, GROUP_ORDERS
 from ..errors import ChatHaruhiError, InputError
+from .events import panel_event
+from .memory import fact_number, memory_view
 from .owners import owner_key, valid_token
-from .render import bubble, literal, toast
+from .render import bubble, literal
 from .state import BOT_CACHE_SIZE, title_of
 
 if TYPE_CHECKING:
@@ -99,7 +101,7 @@ class GroupPanel:
         group = self.group(new)  # checks the group now (a name twice, too many) rather than at the first message
         new = replace(new, user_role=group.user_role)
         return {"g_tab": new, "g_chat": [], "g_status": f"a new group: {literal(self._names(group))}",
-                "g_user_role": group.user_role, **self._controls(group, new), **self._memory_view(group.memory)}
+                "g_user_role": group.user_role, **self._controls(group, new), **memory_view(group.memory)}
 
     def open(self, session_id: Any, token: Any) -> View:
         """Open one of this browser's group chats where it left off."""
@@ -114,7 +116,7 @@ class GroupPanel:
         gtab = replace(gtab, characters=tuple(group.characters))
         return {"g_tab": gtab, "g_chat": self.bubbles(group), "g_user_role": group.user_role,
                 "g_status": f"resumed: {literal(session.title or '(untitled)')}",
-                **self._controls(group, gtab), **self._memory_view(group.memory)}
+                **self._controls(group, gtab), **memory_view(group.memory)}
 
     def chats(self, token: Any) -> list[tuple[str, Any]]:
         """This browser's group chats, newest first, as (label, id)."""
@@ -211,7 +213,7 @@ class GroupPanel:
             gtab = replace(gtab, session_id=session.id)
         return {"g_tab": gtab, "g_chat": self.bubbles(group), "g_status": "",
                 "g_chats": {"choices": self.chats(token), "value": gtab.session_id},
-                **self._memory_view(group.memory)}
+                **memory_view(group.memory)}
 
     # -- settings ------------------------------------------------------------------------------------------
     def settings(self, order: str, max_replies: Any, muted: list[str] | None, gtab: GroupTab | None) -> View:
@@ -225,19 +227,7 @@ class GroupPanel:
         quiet = ", ".join(new.muted) or "nobody"
         return {"g_tab": new, "g_status": f"turn order {order}, at most {new.max_replies} replies; muted: {quiet}"}
 
-    # -- memory (a group's, or the one-to-one chat's) -----------------------------------------------------------
-    def _memory_view(self, memory: Any, prefix: str = "g_") -> View:
-        if memory is None:
-            return {f"{prefix}memory": "*(memory is off for this chat)*"}
-        facts = memory.facts
-        lines = [f"**{f.id}** · {literal(f.text)}" + (f" *(only {literal(f.character)})*" if f.character else "")
-                 for f in facts] or ["*(no pinned facts yet)*"]  # "1. x" would be a list whose numbers are styling
-        lines = ["  \n".join(lines)]
-        summary = memory.summary
-        tail = [f"**Summary:** {literal(summary)}"] if summary else []
-        count = f"*{len(memory.entries)} earlier turns can come back when they match what is said.*"
-        return {f"{prefix}memory": "\n\n".join(["\n".join(lines), *tail, count]), f"{prefix}fact_text": ""}
-
+    # -- the group's memory ------------------------------------------------------------------------------------
     def remember(self, text: str, who: str | None, gtab: GroupTab | None, token: Any) -> View:
         """Pin a fact to the group (for everyone, or one member)."""
         group = self._owned(gtab, token)
@@ -247,13 +237,13 @@ class GroupPanel:
     def change(self, fact_id: Any, text: str, gtab: GroupTab | None, token: Any) -> View:
         """Change pinned fact ``fact_id`` (its number in the list)."""
         group = self._owned(gtab, token)
-        group.memory.edit(_fact_id(fact_id), text)
+        group.memory.edit(fact_number(fact_id), text)
         return self._after_memory(group, gtab, token)
 
     def forget(self, fact_id: Any, gtab: GroupTab | None, token: Any) -> View:
         """Unpin fact ``fact_id``."""
         group = self._owned(gtab, token)
-        group.memory.forget(_fact_id(fact_id))
+        group.memory.forget(fact_number(fact_id))
         return self._after_memory(group, gtab, token)
 
     def _owned(self, gtab: GroupTab | None, token: Any) -> "GroupChat":
@@ -267,7 +257,7 @@ class GroupPanel:
         return group
 
     def _after_memory(self, group: "GroupChat", gtab: GroupTab, token: Any) -> View:
-        view = self._memory_view(group.memory)
+        view = memory_view(group.memory)
         if group.session is not None and gtab.session_id is None:  # pinning started the stored chat
             self.demo.owners.claim(group.session.id, token)
             with self._lock:
@@ -276,50 +266,6 @@ class GroupPanel:
             view.update(g_tab=replace(gtab, session_id=group.session.id),
                         g_chats={"choices": self.chats(token), "value": group.session.id})
         return view
-
-    # the one-to-one chat's memory: the tab's stored chat (the first fact starts it, as a first message does)
-    def chat_memory(self, tab: Any, token: Any) -> View:
-        """The memory panel of the one-to-one chat the tab shows."""
-        if tab is None or tab.session_id is None:
-            return {"memory": "*(no pinned facts yet: they go into every prompt of this chat)*", "fact_text": ""}
-        self.demo.owners.check(tab.session_id, token)
-        return self._memory_view(self.demo.bot(tab.session_id).memory, prefix="")
-
-    def chat_remember(self, text: str, tab: Any, token: Any) -> View:
-        """Pin a fact to the one-to-one chat (starting its stored chat if no message was sent yet)."""
-        view: View = {}
-        if tab is None or not tab.character:
-            raise InputError("pick a character first")
-        if not (text or "").strip():
-            raise InputError("empty fact: type what the character should remember")
-        if tab.session_id is None:
-            if not valid_token(token):
-                raise InputError("this page has no browser token yet: reload the page")
-            d = self.demo
-            role = tab.user_role or d.shelf.default_role(tab.character)
-            session = d.sessions.create(d.character(tab.character).name, role, title=title_of(text))
-            d.owners.claim(session.id, token)
-            tab = replace(tab, session_id=session.id, user_role=role)
-            view.update(tab=tab, sessions=(d.chats.session_choices(token), session.id))
-        return {**view, **self._chat_memory_op(tab, token, lambda m: m.pin(text))}
-
-    def chat_change(self, fact_id: Any, text: str, tab: Any, token: Any) -> View:
-        """Change one of the one-to-one chat's pinned facts."""
-        return self._chat_memory_op(tab, token, lambda m: m.edit(_fact_id(fact_id), text))
-
-    def chat_forget(self, fact_id: Any, tab: Any, token: Any) -> View:
-        """Unpin one of the one-to-one chat's facts."""
-        return self._chat_memory_op(tab, token, lambda m: m.forget(_fact_id(fact_id)))
-
-    def _chat_memory_op(self, tab: Any, token: Any, op: Any) -> View:
-        if tab is None or tab.session_id is None:
-            raise InputError("no chat yet: send a message or pin a fact first")
-        self.demo.owners.check(tab.session_id, token)
-        bot = self.demo.bot(tab.session_id)
-        if bot.memory is None:
-            raise InputError("memory is off for this chat")
-        op(bot.memory)
-        return self._memory_view(bot.memory, prefix="")
 
 
 def _replies(value: Any) -> int:
@@ -332,162 +278,88 @@ def _replies(value: Any) -> int:
     return n
 
 
-def _fact_id(value: Any) -> str:
-    if value is None or str(value).strip() == "":
-        raise InputError("give the fact's number (the memory list shows them)")
-    try:
-        return str(int(float(value)))
-    except (TypeError, ValueError):
-        raise InputError(f"{value!r} is not a fact's number") from None
-
-
 # -- layout ---------------------------------------------------------------------------------------------------
-def _handlers(gr: Any, fn: Any, outputs: dict[str, Any], streaming: bool = False) -> Any:
-    """``fn`` as a Gradio event: its view mapped onto ``outputs``; a library error is a toast, nothing changes."""
-    import functools
-
-    def to_gradio(view: View) -> dict:
-        out = {}
-        for name, value in view.items():
-            if name not in outputs:
-                continue
-            out[outputs[name]] = gr.update(**value) if isinstance(value, dict) else value
-        return out or {outputs["g_status"]: gr.skip()}
-
-    if streaming:
-        @functools.wraps(fn)
-        def run_stream(*args):
-            try:
-                for view in fn(*args):
-                    yield to_gradio(view)
-            except ChatHaruhiError as exc:
-                raise gr.Error(toast(exc)) from None
-        return run_stream
-
-    @functools.wraps(fn)
-    def run(*args):
-        try:
-            return to_gradio(fn(*args))
-        except ChatHaruhiError as exc:
-            raise gr.Error(toast(exc)) from None
-    return run
-
-
-def _panel(demo: "WebDemo", c: dict) -> GroupPanel:
-    """The handlers both panels share (made once per page layout)."""
-    if "group_panel" not in c:
-        c["group_panel"] = GroupPanel(demo)
-    return c["group_panel"]
-
-
 def group_section(gr: Any, demo: "WebDemo", c: dict, app: Any) -> None:
     """The "Group chat" panel and its events (called inside the Blocks, after the one-to-one chat)."""
-    panel = _panel(demo, c)
     g: dict[str, Any] = {}
     with gr.Accordion("Group chat: several characters at once", open=False, elem_id="group-chat"):
         g["g_tab"] = gr.State(GroupTab())
         with gr.Row():
-            with gr.Column(scale=1, min_width=280):
-                g["g_characters"] = gr.Dropdown(demo.choices(), multiselect=True, label="Characters",
-                                                value=None, elem_id="group-characters")
-                g["g_user_role"] = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="group-user-role")
-                g["g_order"] = gr.Radio(list(GROUP_ORDERS), value="natural", label="Turn order",
-                                        info="natural: whom you address first, then talkativeness; list: everyone "
-                                             "in turn; manual: only whom you address or let speak",
-                                        elem_id="group-order")
-                g["g_max_replies"] = gr.Number(DEFAULT_GROUP_REPLIES, precision=0, minimum=1,
-                                               label="Most replies a message gets", elem_id="group-max-replies")
-                g["g_start"] = gr.Button("Start the group", variant="primary", elem_id="group-start")
-                g["g_chats"] = gr.Dropdown([], label="Your group chats (pick one to resume)", value=None,
-                                           elem_id="group-chats")
-                g["g_mute"] = gr.Dropdown([], multiselect=True, label="Muted (speak only when let)", value=None,
-                                          elem_id="group-mute")
-                g["g_apply"] = gr.Button("Apply order and muting", size="sm", elem_id="group-apply")
-                with gr.Accordion("Memory", open=False, elem_id="group-memory-panel"):
-                    g["g_memory"] = gr.Markdown(elem_id="group-memory")
-                    g["g_fact_text"] = gr.Textbox(label="A fact to pin (or the new text of fact N)", max_lines=2,
-                                                  elem_id="group-fact-text")
-                    g["g_fact_who"] = gr.Textbox(label="Only for (a member's name; empty: everyone)", max_lines=1,
-                                                 elem_id="group-fact-who")
-                    g["g_fact_id"] = gr.Number(label="Fact N", precision=0, elem_id="group-fact-id")
-                    with gr.Row():
-                        g["g_pin"] = gr.Button("Pin", size="sm", elem_id="group-pin")
-                        g["g_change"] = gr.Button("Change N", size="sm", elem_id="group-change")
-                        g["g_forget"] = gr.Button("Unpin N", size="sm", variant="stop", elem_id="group-forget")
-            with gr.Column(scale=3):
-                g["g_chat"] = gr.Chatbot(label="Group", height=460, elem_id="group-chat-log", feedback_options=None,
-                                         group_consecutive_messages=False, buttons=["copy"])
-                g["g_status"] = gr.Markdown(elem_id="group-status")
-                with gr.Row():
-                    g["g_message"] = gr.Textbox(show_label=False, placeholder="Say something to the group… "
-                                                "(Enter sends)", scale=6, max_lines=4, elem_id="group-message")
-                    g["g_send"] = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="group-send")
-                with gr.Row():
-                    g["g_speak"] = gr.Dropdown([], label="Let … speak", value=None, scale=3, elem_id="group-speak")
-                    g["g_speak_go"] = gr.Button("Let them speak", scale=1, elem_id="group-speak-go")
+            _group_controls(gr, demo, g)
+            _group_chat(gr, g)
+    _wire_group(gr, app, GroupPanel(demo), g, c["browser"])
+
+
+def _group_controls(gr: Any, demo: "WebDemo", g: dict) -> None:
+    """The left column: who is in the group, how they take turns, the group's chats, muting, its memory."""
+    with gr.Column(scale=1, min_width=280):
+        g["g_characters"] = gr.Dropdown(demo.choices(), multiselect=True, label="Characters",
+                                        value=None, elem_id="group-characters")
+        g["g_user_role"] = gr.Textbox(label="Your name in the story", max_lines=1, elem_id="group-user-role")
+        g["g_order"] = gr.Radio(list(GROUP_ORDERS), value="natural", label="Turn order",
+                                info="natural: whom you address first, then talkativeness; list: everyone "
+                                     "in turn; manual: only whom you address or let speak",
+                                elem_id="group-order")
+        g["g_max_replies"] = gr.Number(DEFAULT_GROUP_REPLIES, precision=0, minimum=1,
+                                       label="Most replies a message gets", elem_id="group-max-replies")
+        g["g_start"] = gr.Button("Start the group", variant="primary", elem_id="group-start")
+        g["g_chats"] = gr.Dropdown([], label="Your group chats (pick one to resume)", value=None,
+                                   elem_id="group-chats")
+        g["g_mute"] = gr.Dropdown([], multiselect=True, label="Muted (speak only when let)", value=None,
+                                  elem_id="group-mute")
+        g["g_apply"] = gr.Button("Apply order and muting", size="sm", elem_id="group-apply")
+        with gr.Accordion("Memory", open=False, elem_id="group-memory-panel"):
+            g["g_memory"] = gr.Markdown(elem_id="group-memory")
+            g["g_fact_text"] = gr.Textbox(label="A fact to pin (or the new text of fact N)", max_lines=2,
+                                          elem_id="group-fact-text")
+            g["g_fact_who"] = gr.Textbox(label="Only for (a member's name; empty: everyone)", max_lines=1,
+                                         elem_id="group-fact-who")
+            g["g_fact_id"] = gr.Number(label="Fact N", precision=0, elem_id="group-fact-id")
+            with gr.Row():
+                g["g_pin"] = gr.Button("Pin", size="sm", elem_id="group-pin")
+                g["g_change"] = gr.Button("Change N", size="sm", elem_id="group-change")
+                g["g_forget"] = gr.Button("Unpin N", size="sm", variant="stop", elem_id="group-forget")
+
+
+def _group_chat(gr: Any, g: dict) -> None:
+    """The right column: the group's bubbles, the message box, and "Let … speak"."""
+    with gr.Column(scale=3):
+        g["g_chat"] = gr.Chatbot(label="Group", height=460, elem_id="group-chat-log", feedback_options=None,
+                                 group_consecutive_messages=False, buttons=["copy"])
+        g["g_status"] = gr.Markdown(elem_id="group-status")
+        with gr.Row():
+            g["g_message"] = gr.Textbox(show_label=False, placeholder="Say something to the group… "
+                                        "(Enter sends)", scale=6, max_lines=4, elem_id="group-message")
+            g["g_send"] = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="group-send")
+        with gr.Row():
+            g["g_speak"] = gr.Dropdown([], label="Let … speak", value=None, scale=3, elem_id="group-speak")
+            g["g_speak_go"] = gr.Button("Let them speak", scale=1, elem_id="group-speak-go")
+
+
+def _wire_group(gr: Any, app: Any, panel: GroupPanel, g: dict, browser: Any) -> None:
+    """The group panel's events; its chats are listed when the page opens."""
     outputs = {k: v for k, v in g.items() if not k.endswith(("_start", "_apply", "_pin", "_change", "_forget",
                                                                 "_send", "_go"))}
     targets = list(outputs.values())
     quiet = {"outputs": targets, "show_progress": "hidden"}
-    browser, tab = c["browser"], g["g_tab"]
-    g["g_start"].click(_handlers(gr, panel.start, outputs),
+    tab = g["g_tab"]
+    g["g_start"].click(panel_event(gr, panel.start, outputs),
                        inputs=[g["g_characters"], g["g_user_role"], g["g_order"], g["g_max_replies"], tab, browser],
                        api_name="group_start", **quiet)
-    g["g_chats"].input(_handlers(gr, panel.open, outputs), inputs=[g["g_chats"], browser], api_name="group_open",
+    g["g_chats"].input(panel_event(gr, panel.open, outputs), inputs=[g["g_chats"], browser], api_name="group_open",
                        **quiet)
     for event in (g["g_send"].click, g["g_message"].submit):
-        event(_handlers(gr, panel.send, outputs, streaming=True), inputs=[g["g_message"], tab, browser],
+        event(panel_event(gr, panel.send, outputs, streaming=True), inputs=[g["g_message"], tab, browser],
               api_name="group_send" if event == g["g_send"].click else False, concurrency_id="reply", **quiet)
-    g["g_speak_go"].click(_handlers(gr, panel.speak, outputs, streaming=True), inputs=[g["g_speak"], tab, browser],
+    g["g_speak_go"].click(panel_event(gr, panel.speak, outputs, streaming=True), inputs=[g["g_speak"], tab, browser],
                           api_name="group_speak", concurrency_id="reply", **quiet)
-    g["g_apply"].click(_handlers(gr, panel.settings, outputs),
+    g["g_apply"].click(panel_event(gr, panel.settings, outputs),
                        inputs=[g["g_order"], g["g_max_replies"], g["g_mute"], tab], api_name="group_settings", **quiet)
-    g["g_pin"].click(_handlers(gr, panel.remember, outputs), inputs=[g["g_fact_text"], g["g_fact_who"], tab, browser],
+    g["g_pin"].click(panel_event(gr, panel.remember, outputs), inputs=[g["g_fact_text"], g["g_fact_who"], tab, browser],
                      api_name="group_pin", **quiet)
-    g["g_change"].click(_handlers(gr, panel.change, outputs), inputs=[g["g_fact_id"], g["g_fact_text"], tab, browser],
+    g["g_change"].click(panel_event(gr, panel.change, outputs), inputs=[g["g_fact_id"], g["g_fact_text"], tab, browser],
                         api_name="group_change_fact", **quiet)
-    g["g_forget"].click(_handlers(gr, panel.forget, outputs), inputs=[g["g_fact_id"], tab, browser],
+    g["g_forget"].click(panel_event(gr, panel.forget, outputs), inputs=[g["g_fact_id"], tab, browser],
                         api_name="group_forget_fact", **quiet)
     app.load(lambda token: gr.update(choices=panel.chats(token)), inputs=[browser], outputs=[g["g_chats"]],
              api_name=False, show_progress="hidden")
-
-
-def memory_section(gr: Any, demo: "WebDemo", c: dict) -> None:
-    """The one-to-one chat's "Memory" panel (pinned facts) and its events (called in the left column)."""
-    panel = _panel(demo, c)
-    m: dict[str, Any] = {}
-    with gr.Accordion("Memory: facts the character always keeps in mind", open=False,
-                      elem_id="memory-panel") as accordion:
-        m["memory"] = gr.Markdown(elem_id="memory")
-        m["refresh"] = gr.Button("Show this chat's memory", size="sm", elem_id="memory-refresh")
-        m["fact_text"] = gr.Textbox(label="A fact to pin (or the new text of fact N)", max_lines=2, elem_id="fact-text")
-        m["fact_id"] = gr.Number(label="Fact N", precision=0, elem_id="fact-id")
-        with gr.Row():
-            m["pin"] = gr.Button("Pin", size="sm", elem_id="pin-fact")
-            m["change"] = gr.Button("Change N", size="sm", elem_id="change-fact")
-            m["forget"] = gr.Button("Unpin N", size="sm", variant="stop", elem_id="forget-fact")
-    outputs = {"memory": m["memory"], "fact_text": m["fact_text"], "tab": c["tab"], "sessions": c["sessions"],
-               "g_status": m["memory"]}
-    targets = [m["memory"], m["fact_text"], c["tab"], c["sessions"]]
-
-    def with_sessions(fn: Any) -> Any:
-        def run(*args):
-            view = fn(*args)
-            if "sessions" in view:
-                choices, value = view["sessions"]
-                view["sessions"] = {"choices": choices, "value": value}
-            return view
-        run.__name__, run.__doc__ = fn.__name__, fn.__doc__
-        return run
-
-    quiet = {"outputs": targets, "show_progress": "hidden"}
-    tab, browser = c["tab"], c["browser"]
-    m["pin"].click(_handlers(gr, with_sessions(panel.chat_remember), outputs), inputs=[m["fact_text"], tab, browser],
-                   api_name="pin_fact", **quiet)
-    m["change"].click(_handlers(gr, panel.chat_change, outputs), inputs=[m["fact_id"], m["fact_text"], tab, browser],
-                      api_name="change_fact", **quiet)
-    m["forget"].click(_handlers(gr, panel.chat_forget, outputs), inputs=[m["fact_id"], tab, browser],
-                      api_name="forget_fact", **quiet)
-    refresh = _handlers(gr, panel.chat_memory, outputs)
-    m["refresh"].click(refresh, inputs=[tab, browser], api_name="chat_memory", **quiet)
-    accordion.expand(refresh, inputs=[tab, browser], api_name=False, **quiet)

@@ -74,7 +74,7 @@ def _left_column(gr, demo: WebDemo, c: dict) -> None:
     """The character and this browser's chats with it, then the panels: memory, persona, this character, settings,
     adding a character (imported, created, or built from a book)."""
     from .build import build_section
-    from .group import memory_section
+    from .memory import memory_section
 
     _picker(gr, demo, c)
     _your_chats(gr, c)

@@ -124,19 +124,19 @@ def test_bad_groups_are_refused(panel):
 
 
 def test_the_one_to_one_chat_has_a_memory_panel(panel, store):
-    token = new_token()
+    token, memory = new_token(), panel.demo.memory
     tab = Tab(character="haruhi", user_role="阿虚", owner=owner_key(token))
-    view = panel.chat_remember("我叫小林", tab, token)  # before any message: the chat starts now, as this browser's
+    view = memory.chat_remember("我叫小林", tab, token)  # before any message: the chat starts now, as this browser's
     tab = view["tab"]
     assert tab.session_id is not None and "**1** · 我叫小林" in view["memory"]
     assert view["sessions"][1] == tab.session_id
     list(panel.demo.send("你好", "阿虚", tab, token))
     prompt = panel.demo.backend.calls[-1][0].content
     assert "阿虚请你记住：我叫小林" in prompt
-    assert "我叫小林，今年十六" in panel.chat_change(1, "我叫小林，今年十六", tab, token)["memory"]
-    assert "no pinned facts" in panel.chat_forget(1, tab, token)["memory"]
+    assert "我叫小林，今年十六" in memory.chat_change(1, "我叫小林，今年十六", tab, token)["memory"]
+    assert "no pinned facts" in memory.chat_forget(1, tab, token)["memory"]
     with pytest.raises(NotYourChat):
-        panel.chat_memory(tab, new_token())
+        memory.chat_memory(tab, new_token())
 
 
 def test_the_page_builds_with_both_panels(store):

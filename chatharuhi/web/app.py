@@ -5,10 +5,10 @@ out), so tests call them without a browser. It answers (pick, send, regenerate, 
 the parts that handle the rest, each given what it needs: ``transcript`` (the chat as the page shows it,
 transcript.py), ``edits`` (stop, swipes, edit, delete: edit.py), ``chats`` (the chat list, rename, export:
 chats.py), ``settings`` (the persona and settings panels: settings.py), ``add`` (import, create: add.py),
-``memory`` (the chat's pinned facts: memory.py), ``panel`` (this character: manage.py) and ``better`` (a better
-model: better_model.py). ``layout.py`` lays
-out the Gradio Blocks and maps the fields onto components; ``demo.py`` builds and serves the app (Gradio is
-imported only there, after analytics are switched off).
+``memory`` (the chat's pinned facts: memory.py), ``panel`` (this character: manage.py), ``better`` (a better
+model: better_model.py) and ``group`` (the group chat: group.py). ``layout.py`` lays out the Gradio Blocks and
+maps the fields onto components (events.py); ``demo.py`` builds and serves the app (Gradio is imported only
+there, after analytics are switched off).
 
 Isolation: each browser tab keeps its own ``Tab`` in ``gr.State`` (server-side). Each browser holds a
 random token; which chats belong to which token is kept on the server (``owners.py``), and every
@@ -32,6 +32,7 @@ from .better_model import BetterModel
 from .characters import Shelf
 from .chats import ChatList
 from .edit import Edits
+from .group import GroupPanel
 from .manage import CharacterPanel
 from .memory import ChatMemoryPanel
 from .owners import Owners, owner_key, owners_path_for, valid_token
@@ -94,8 +95,10 @@ class WebDemo:
                               terminal=terminal_chats)
         self.add = AddCharacter(self.shelf, self.pick)
         self.memory = ChatMemoryPanel(sessions, self.owners, self.shelf, self.bot, self.chats.session_choices)
-        self.better = BetterModel(self, better_model)
-        self.panel = CharacterPanel(self)
+        self.better = BetterModel(lambda: self.backend, self.switch_backend, self.settings.backend_info, better_model)
+        self.panel = CharacterPanel(self.shelf, self.pick, self.character_view, self.default_character,
+                                    self.forget_bots, self.add.import_character, terminal=terminal_chats)
+        self.group = GroupPanel(sessions, self.owners, self.shelf, lambda: self.backend, self.embedder)
 
     def default_character(self) -> str:
         """The character a page opens on: one the model can speak (the embedded model: an English one)."""

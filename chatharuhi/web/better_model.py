@@ -10,24 +10,25 @@ it is done the demo's backend becomes that model, the chatbots are rebuilt on it
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..config import RECOMMENDED_MODEL
 from ..errors import ChatHaruhiError, InputError
 from .render import literal
 from .state import View
 
-if TYPE_CHECKING:
-    from .app import WebDemo
-
 PROGRESS_POLL_S = 0.25  # how often the progress bar is updated while a pull runs
 
 
 class BetterModel:
-    """Offers and runs the pull of ``name`` (the recommended Apache-2.0 model) for one demo."""
+    """Offers and runs the pull of ``name`` (the recommended Apache-2.0 model) for one demo.
 
-    def __init__(self, demo: "WebDemo", name: str = RECOMMENDED_MODEL):
-        self.demo, self.name = demo, name
+    ``backend``: returns the backend that answers now; ``switch``: the demo answers with the pulled model from
+    now on; ``backend_info``: the settings panel's line about the backend, shown again after the switch."""
+
+    def __init__(self, backend: Callable[[], Any], switch: Callable[[str], None], backend_info: Callable[[], str],
+                 name: str = RECOMMENDED_MODEL):
+        self.backend, self.switch, self.backend_info, self.name = backend, switch, backend_info, name
         self._lock = threading.Lock()
         self._running = False
 
@@ -41,7 +42,7 @@ class BetterModel:
         """Whether the demo runs the embedded model (or one that cannot speak a character's language)."""
         from ..models.catalog import BUILTIN
 
-        entry = getattr(self.demo.backend, "model_entry", None)
+        entry = getattr(self.backend(), "model_entry", None)
         return entry is not None and entry.name == BUILTIN.name
 
     def line(self) -> str:
@@ -49,7 +50,7 @@ class BetterModel:
         from ..models.selection import describe
         from ..models.store import format_size
 
-        line = f"Model: {literal(describe(self.demo.backend))}"
+        line = f"Model: {literal(describe(self.backend()))}"
         if not self.offered():
             return line
         e = self.entry()
@@ -100,9 +101,8 @@ class BetterModel:
                 return
             yield {"pull_progress": progress_bar(total, total, f"{entry.title}: downloaded and checked"),
                    "status": f"loading {literal(entry.name)}…"}
-            self.demo.switch_backend(entry.name)
-            yield {"model_line": self.line(), "better_visible": False,
-                   "backend_info": self.demo.settings.backend_info(),
+            self.switch(entry.name)
+            yield {"model_line": self.line(), "better_visible": False, "backend_info": self.backend_info(),
                    "pull_progress": progress_bar(total, total, f"Now chatting with {entry.title}"),
                    "status": f"switched to {literal(entry.title)}: your next message is answered by it (no restart; "
                              "it stays the default next time)"}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import html
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..chat.rounds import is_group_key
 from ..config import DEFAULT_GROUP_REPLIES, GROUP_ORDERS
@@ -27,7 +27,10 @@ from .state import BOT_CACHE_SIZE, title_of
 
 if TYPE_CHECKING:
     from ..chat.group import GroupChat
+    from ..sessions import SessionStore
     from .app import WebDemo
+    from .characters import Shelf
+    from .owners import Owners
 
 View = dict[str, Any]
 AVATAR_PX = 28
@@ -46,34 +49,37 @@ class GroupTab:
     owner: str = ""
 
 
-@dataclass
 class GroupPanel:
-    """The group chat's and the memory panel's handlers, over the demo's backend, embedder, store and owners."""
+    """The group chat's handlers and its groups (cached), over the store, the owners table and the shelf;
+    ``backend``: returns the backend that answers now ("Get a better model" switches it)."""
 
-    demo: "WebDemo"
-    _groups: "OrderedDict[Any, GroupChat]" = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, sessions: "SessionStore", owners: "Owners", shelf: "Shelf", backend: Callable[[], Any],
+                 embedder: Any):
+        self.sessions, self.owners, self.shelf, self.backend, self.embedder = sessions, owners, shelf, backend, embedder
+        self._groups: OrderedDict[Any, GroupChat] = OrderedDict()
+        self._lock = threading.Lock()
 
     # -- the group ---------------------------------------------------------------------------------------
     def group(self, gtab: GroupTab) -> "GroupChat":
         """The tab's group: its stored session's (cached, read again), or a new one not stored yet."""
         from ..chat.group import GroupChat
 
-        d = self.demo
+        backend = self.backend()
         key = gtab.session_id if gtab.session_id is not None else ("new", gtab.characters, gtab.owner)
         with self._lock:
             group = self._groups.get(key)
-            if group is not None and group.backend is not d.backend:  # "Get a better model" switched it
+            if group is not None and group.backend is not backend:  # "Get a better model" switched it
                 del self._groups[key]
                 group = None
             if group is not None:
                 self._groups.move_to_end(key)
         if group is None:
             if gtab.session_id is not None:
-                group = GroupChat(session=gtab.session_id, sessions=d.sessions, llm=d.backend, embedder=d.embedder)
+                group = GroupChat(session=gtab.session_id, sessions=self.sessions, llm=backend,
+                                  embedder=self.embedder)
             else:
-                group = GroupChat([d.character(n) for n in gtab.characters], llm=d.backend, embedder=d.embedder,
-                                  sessions=d.sessions, user_role=gtab.user_role or None)
+                group = GroupChat([self.shelf.character(n) for n in gtab.characters], llm=backend,
+                                  embedder=self.embedder, sessions=self.sessions, user_role=gtab.user_role or None)
             with self._lock:
                 group = self._groups.setdefault(key, group)
                 while len(self._groups) > BOT_CACHE_SIZE:
@@ -94,7 +100,7 @@ class GroupPanel:
             raise InputError("pick the characters of the group first")
         owner = owner_key(token) if valid_token(token) else ""
         for name in names:
-            self.demo.shelf.check_visible(name, owner)
+            self.shelf.check_visible(name, owner)
         if order not in GROUP_ORDERS:
             raise InputError(f"unknown turn order {order!r}: use one of {', '.join(GROUP_ORDERS)}")
         new = GroupTab(tuple(names), None, (user_role or "").strip(), order, _replies(max_replies), (), owner)
@@ -107,8 +113,8 @@ class GroupPanel:
         """Open one of this browser's group chats where it left off."""
         if not session_id:
             return {}
-        self.demo.owners.check(session_id, token)
-        session = self.demo.sessions.get(session_id)
+        self.owners.check(session_id, token)
+        session = self.sessions.get(session_id)
         if not is_group_key(session.character):
             raise InputError("that chat is a one-to-one chat: open it under Your chats")
         gtab = GroupTab(session_id=session_id, user_role=session.user_role, owner=owner_key(token))
@@ -121,9 +127,9 @@ class GroupPanel:
     def chats(self, token: Any) -> list[tuple[str, Any]]:
         """This browser's group chats, newest first, as (label, id)."""
         found = []
-        for sid in self.demo.owners.sessions(token):
+        for sid in self.owners.sessions(token):
             try:
-                session = self.demo.sessions.get(sid)
+                session = self.sessions.get(sid)
             except (ChatHaruhiError, LookupError):
                 continue
             if is_group_key(session.character):
@@ -143,7 +149,7 @@ class GroupPanel:
     # -- bubbles -----------------------------------------------------------------------------------------
     def bubble(self, speaker: str, text: str) -> str:
         """A member's bubble: its avatar (our own small picture, the only markup it holds), name and words."""
-        shelf = self.demo.shelf
+        shelf = self.shelf
         try:
             avatar, _ = shelf.avatar(speaker)
             name = shelf.display_name(speaker)
@@ -184,7 +190,7 @@ class GroupPanel:
         if not valid_token(token):
             raise InputError("this page has no browser token yet: reload the page")
         if gtab.session_id is not None:
-            self.demo.owners.check(gtab.session_id, token)
+            self.owners.check(gtab.session_id, token)
         group = self.group(gtab)
         shown = self.bubbles(group) + ([{"role": "user", "content": bubble(group.user_role, text)}] if text else [])
         yield {"g_message": "", "g_chat": shown, "g_status": "…"}
@@ -205,8 +211,8 @@ class GroupPanel:
     def _after_round(self, group: "GroupChat", gtab: GroupTab, token: Any, text: str | None) -> View:
         session = group.session
         if session is not None and gtab.session_id is None:  # the first round: the chat is this browser's now
-            self.demo.owners.claim(session.id, token)
-            self.demo.sessions.rename(session.id, title_of(text or group.history[0].replies[0].text))
+            self.owners.claim(session.id, token)
+            self.sessions.rename(session.id, title_of(text or group.history[0].replies[0].text))
             with self._lock:  # cached from now on under its session
                 self._groups.pop(("new", gtab.characters, gtab.owner), None)
                 self._groups[session.id] = group
@@ -250,7 +256,7 @@ class GroupPanel:
         if gtab is None or not gtab.characters:
             raise InputError("start a group first")
         if gtab.session_id is not None:
-            self.demo.owners.check(gtab.session_id, token)
+            self.owners.check(gtab.session_id, token)
         group = self.group(gtab)
         if group.memory is None:
             raise InputError("memory is off for this chat")
@@ -259,7 +265,7 @@ class GroupPanel:
     def _after_memory(self, group: "GroupChat", gtab: GroupTab, token: Any) -> View:
         view = memory_view(group.memory)
         if group.session is not None and gtab.session_id is None:  # pinning started the stored chat
-            self.demo.owners.claim(group.session.id, token)
+            self.owners.claim(group.session.id, token)
             with self._lock:
                 self._groups.pop(("new", gtab.characters, gtab.owner), None)
                 self._groups[group.session.id] = group
@@ -287,7 +293,7 @@ def group_section(gr: Any, demo: "WebDemo", c: dict, app: Any) -> None:
         with gr.Row():
             _group_controls(gr, demo, g)
             _group_chat(gr, g)
-    _wire_group(gr, app, GroupPanel(demo), g, c["browser"])
+    _wire_group(gr, app, demo.group, g, c["browser"])
 
 
 def _group_controls(gr: Any, demo: "WebDemo", g: dict) -> None:

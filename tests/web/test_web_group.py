@@ -12,7 +12,7 @@ from chatharuhi.errors import BudgetError, InputError  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
 from chatharuhi.web.app import Tab, WebDemo  # noqa: E402
 from chatharuhi.web.demo import build_app  # noqa: E402
-from chatharuhi.web.group import GroupPanel, GroupTab  # noqa: E402
+from chatharuhi.web.group import GroupTab  # noqa: E402
 from chatharuhi.web.owners import NotYourChat, new_token, owner_key  # noqa: E402
 
 
@@ -32,9 +32,13 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def panel(store):
-    return GroupPanel(WebDemo(backend=ScriptedBackend([in_character], chunk_size=2), sessions=store,
-                              embedder="hash"))
+def demo(store):
+    return WebDemo(backend=ScriptedBackend([in_character], chunk_size=2), sessions=store, embedder="hash")
+
+
+@pytest.fixture
+def panel(demo):
+    return demo.group
 
 
 def last(views):
@@ -123,15 +127,15 @@ def test_bad_groups_are_refused(panel):
         panel.start(["haruhi", "wukong"], "", "natural", 0, None, token)
 
 
-def test_the_one_to_one_chat_has_a_memory_panel(panel, store):
-    token, memory = new_token(), panel.demo.memory
+def test_the_one_to_one_chat_has_a_memory_panel(demo, store):
+    token, memory = new_token(), demo.memory
     tab = Tab(character="haruhi", user_role="阿虚", owner=owner_key(token))
     view = memory.chat_remember("我叫小林", tab, token)  # before any message: the chat starts now, as this browser's
     tab = view["tab"]
     assert tab.session_id is not None and "**1** · 我叫小林" in view["memory"]
     assert view["sessions"][1] == tab.session_id
-    list(panel.demo.send("你好", "阿虚", tab, token))
-    prompt = panel.demo.backend.calls[-1][0].content
+    list(demo.send("你好", "阿虚", tab, token))
+    prompt = demo.backend.calls[-1][0].content
     assert "阿虚请你记住：我叫小林" in prompt
     assert "我叫小林，今年十六" in memory.chat_change(1, "我叫小林，今年十六", tab, token)["memory"]
     assert "no pinned facts" in memory.chat_forget(1, tab, token)["memory"]

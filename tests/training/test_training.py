@@ -257,3 +257,32 @@ def test_early_stopping_waits_for_min_epochs_and_counts_from_the_log_history():
         stopper.on_evaluate(None, SimpleNamespace(log_history=history, epoch=epoch, global_step=9), control)
         assert control.should_training_stop is should_stop
     assert stopper.stopped_at == {"step": 9, "epoch": 3.0, "evaluations_without_gain": 2}
+
+
+def test_an_interrupted_early_stopping_run_resumes_and_stops_where_it_would_have(tiny_setup, tmp_path, monkeypatch):
+    import chatharuhi.training.train as train_module
+
+    root, samples = tiny_setup
+    data = _with_validation(tmp_path, samples, 8)
+    config = dict(epochs=6, early_stopping=2, min_delta=1e9, **FAST)  # stops at the third evaluation (epoch 3)
+    whole = train(root / "base", data, tmp_path / "whole", TrainConfig(**config))
+    real = train_module.make_callback
+
+    def interrupted(*args, **kwargs):
+        callback = real(*args, **kwargs)
+
+        def on_step_end(args, state, control, **kw):
+            if state.global_step == len(samples) + 2:  # mid-way through epoch 2: the last checkpoint is epoch 1's
+                raise KeyboardInterrupt
+        callback.on_step_end = on_step_end
+        return callback
+
+    monkeypatch.setattr(train_module, "make_callback", interrupted)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train(root / "base", data, out, TrainConfig(**config))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{len(samples)}"]
+    monkeypatch.setattr(train_module, "make_callback", real)
+    resumed = train(root / "base", data, out, TrainConfig(**config), resume=True)
+    assert whole["stopped_early"]["step"] == 3 * len(samples)
+    assert resumed["stopped_early"] == whole["stopped_early"]  # the epoch-1 evaluation counted after the resume

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from attribution import NOVELS, pdnc_cast  # noqa: E402
 
 from chatharuhi.evaluation import CONFIGS, run_eval  # noqa: E402
-from chatharuhi.evaluation.report import intervals  # noqa: E402
-from chatharuhi.evaluation.stats import cell, excludes_zero  # noqa: E402
+from chatharuhi.evaluation.report import case_scores, intervals  # noqa: E402
+from chatharuhi.evaluation.stats import cell, excludes_zero, holm, sign_flip  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "chatharuhi"
 NOVEL, NOVEL_CHARACTER = "OliverTwist", "Fagin"
@@ -102,13 +102,23 @@ def main(argv: list[str] | None = None) -> int:
         own = [r for r in records if r["character"] == name]
         by_character[name] = intervals(own, CONFIGS, SEED)
         lines += table(*by_character[name], f"{name} ({runs[name]['cases']} cases)")
-    real = {label: [m for m, v in row.items() if excludes_zero(v)] for label, row in pairs.items()}
+    real = {label: [m for m, v in row.items() if m in METRICS and excludes_zero(v)] for label, row in pairs.items()}
+    pvalues = {}  # the family read in the pooled table: 3 differences x 5 metrics
+    for other in (c for c in CONFIGS if c != "full"):
+        for m in METRICS:
+            full = case_scores([r for r in records if r["config"] == "full"], m)
+            pvalues[f"full - {other}: {m}"] = sign_flip(full, case_scores([r for r in records if r["config"] == other], m))
+    adjusted = holm({k: v for k, v in pvalues.items() if v is not None})
+    lines += ["Paired sign-flip permutation p-values, and Holm-adjusted over these 15 (pooled):", ""]
+    lines += [f"- {k}: p = {pvalues[k]:.4f}, Holm {adjusted[k]:.3f}" for k in sorted(adjusted, key=adjusted.get)[:5]]
+    lines.append("")
     text = "\n".join(lines)
     print(text)
     wall = round(time.perf_counter() - start, 1)
     out = {"backend": BACKEND, "cases": CASES, "seed": SEED, "runs": runs, "intervals": per, "paired": pairs,
            "by_character": {k: {"intervals": v[0], "paired": v[1]} for k, v in by_character.items()},
-           "real_differences": real, "table": text, "wall_s": wall}
+           "real_differences": real, "p_values": pvalues, "holm": adjusted, "table": text,
+           "wall_s": wall}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -48,7 +48,7 @@ def _field(metric: str) -> str:
     return "rule_pass" if metric == "rule_pass_rate" else metric
 
 
-def _values(records: Sequence[dict], metric: str) -> dict[tuple[str, str], float]:
+def case_scores(records: Sequence[dict], metric: str) -> dict[tuple[str, str], float]:
     """(character, case id) -> score, for the records that produced one."""
     field = _field(metric)
     return {(r["character"], r["case_id"]): float(r[field]) for r in records
@@ -65,7 +65,7 @@ def _by_character(values: dict[tuple[str, str], float]) -> dict[str, list[float]
 def intervals(records: Sequence[dict], configs: Sequence[str], seed: int = 0) -> tuple[dict, dict]:
     """(per configuration and metric the mean's 95 % interval, per ``full - other`` the paired difference's)."""
     per: dict[str, dict[str, Any]] = {}
-    values = {cfg: {m: _values([r for r in records if r["config"] == cfg], m) for m in METRICS} for cfg in configs}
+    values = {cfg: {m: case_scores([r for r in records if r["config"] == cfg], m) for m in METRICS} for cfg in configs}
     for cfg in configs:
         per[cfg] = {m: stats.bootstrap(_by_character(v), seed=seed) for m, v in values[cfg].items() if v}
     pairs: dict[str, dict[str, Any]] = {}

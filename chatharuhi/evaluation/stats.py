@@ -4,7 +4,8 @@ Cases are resampled within each character (a stratified bootstrap), so a pooled 
 character's share of the cases in every resample. A paired difference is the mean over cases of
 (score under A − score under B) for the same case: the case's own difficulty cancels, so it is much
 tighter than the difference of two unpaired means. An interval that excludes 0 is what the docs call a
-real difference.
+real difference. Reading many such intervals at once, some exclude 0 by chance: ``sign_flip`` gives a
+paired difference's two-sided permutation p-value and ``holm`` adjusts a family of them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,30 @@ def paired(a: Mapping[tuple[str, str], float], b: Mapping[tuple[str, str], float
     for key in sorted(set(a) & set(b)):
         groups.setdefault(key[0], []).append(a[key] - b[key])
     return bootstrap(groups, resamples, seed)
+
+
+def sign_flip(a: Mapping[tuple[str, str], float], b: Mapping[tuple[str, str], float], resamples: int = 20000,
+              seed: int = 0) -> float | None:
+    """Two-sided p-value of the mean paired difference ``a − b``: how often flipping the sign of each case's
+    difference at random gives a mean at least as far from 0 (None without common cases)."""
+    diffs = np.asarray([a[k] - b[k] for k in sorted(set(a) & set(b))], dtype=float)
+    if not len(diffs):
+        return None
+    observed = abs(diffs.mean())
+    if observed == 0:
+        return 1.0
+    signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(resamples, len(diffs)))
+    return float(((np.abs((signs * diffs).mean(axis=1)) >= observed - 1e-12).sum() + 1) / (resamples + 1))
+
+
+def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
+    """Holm–Bonferroni adjusted p-values of a family of tests (keys kept)."""
+    ordered = sorted(pvalues.items(), key=lambda kv: kv[1])
+    out, running = {}, 0.0
+    for i, (key, p) in enumerate(ordered):
+        running = max(running, min(1.0, p * (len(ordered) - i)))
+        out[key] = round(running, 4)
+    return out
 
 
 def excludes_zero(interval: Mapping[str, float] | None) -> bool:

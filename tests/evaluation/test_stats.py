@@ -45,3 +45,14 @@ def test_summary_reports_intervals_and_paired_differences():
     diff = summary["paired"]["full - none"]["voice"]
     assert diff["mean"] == 0.5 and diff["low"] > 0.3 and diff["n"] == 40
     assert "| full - none |" in markdown(summary)
+
+
+def test_sign_flip_and_holm():
+    from chatharuhi.evaluation.stats import holm, sign_flip
+
+    a = {("x", str(i)): 1.0 for i in range(30)}
+    b = {("x", str(i)): 0.0 for i in range(30)}
+    assert sign_flip(a, b) < 0.001  # 30 cases, all better: never reached by chance
+    noise = {("x", str(i)): float(i % 2) for i in range(30)}
+    assert sign_flip(noise, {k: 0.5 for k in noise}) == 1.0  # the mean difference is exactly 0
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == {"a": 0.03, "c": 0.06, "b": 0.06}

@@ -118,8 +118,15 @@ def curves(work: Path) -> dict:
     out = {}
     for name in RUNS:
         log = [json.loads(x) for x in (work / "adapters" / name / "loss.jsonl").read_text().splitlines() if x.strip()]
-        seen, rows = set(), []
+        seen, rows, final = set(), [], None
         for e in log:  # a resumed run logs some steps twice: the later entry wins
+            if "train_runtime" in e:
+                final = True  # what follows is the evaluation of the best checkpoint, reloaded
+                continue
+            if final and "eval_loss" in e:
+                final = e["eval_loss"]
+                continue
+            final = None if final is True else final
             key = (e["step"], "eval_loss" in e, "loss" in e)
             if key in seen:
                 rows = [r for r in rows if (r["step"], "eval_loss" in r, "loss" in r) != key]
@@ -127,7 +134,8 @@ def curves(work: Path) -> dict:
             rows.append(e)
         out[name] = {"train_loss": [[e["step"], round(e["epoch"], 3), round(e["loss"], 4)] for e in rows if "loss" in e],
                      "val_loss": [[e["step"], round(e["epoch"], 3), round(e["eval_loss"], 4)]
-                                  for e in rows if "eval_loss" in e]}
+                                  for e in rows if "eval_loss" in e],
+                     "best_reloaded_val_loss": None if final in (None, True) else round(final, 4)}
     return out
 
 

@@ -14,16 +14,18 @@ this character; ``chatharuhi.evaluation.voice``); both judges are fitted on trai
 runs' characters plus ``--judge`` (default: the built-in sherlock and the Sheldon fixture), each character
 once. Means come with 95 % bootstrap intervals (cases resampled within each character), plus paired
 differences: the adapter at equal prompts (``lora - base``, ``lora+retrieval - base+retrieval``) and
-retrieval at equal weights (``base+retrieval - base``). ``reference`` scores the original lines themselves
-(the judges' ceiling on these cases).
+retrieval at equal weights (``base+retrieval - base``), with sign-flip p-values Holm-adjusted over the pooled
+ones. ``reference`` scores the original lines themselves (the judges' ceiling on these cases). ``shape``
+says what the replies look like (median words, distinct share, the commonest opening, the share of their word
+3-grams found in the adapter's training lines), the original lines alongside.
 
     python benchmarks/finetune_gain.py \\
         --run sherlock,DATA/sherlock-test.jsonl,ADAPTERS/sherlock \\
         --run ../shared/fixtures/chatharuhi/Sheldon,DATA/Sheldon-test.jsonl,ADAPTERS/Sheldon \\
         --cases 0 --out docs/finetune/gain.json
 
-``--engine llama_cpp`` (default) runs the adapter as a GGUF LoRA on the embedded GGUF (exported when
-the adapter folder has no ``adapter.gguf``); ``--engine transformers`` runs the PEFT adapter itself.
+``--engine llama_cpp`` (default) runs the adapter as a GGUF LoRA on the embedded GGUF (exported to
+``ADAPTER/adapter.gguf`` when the adapter folder has none); ``--engine transformers`` runs the PEFT adapter itself.
 Finished generations are appended to ``<out>.records.jsonl``; a rerun resumes.
 """
 
@@ -32,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -48,7 +52,7 @@ from chatharuhi.evaluation.contrast import same_character  # noqa: E402
 from chatharuhi.evaluation.judges import judge_lines  # noqa: E402
 from chatharuhi.evaluation.runner import case_excludes  # noqa: E402
 from chatharuhi.evaluation.stats import bootstrap as stratified  # noqa: E402
-from chatharuhi.evaluation.stats import cell, paired  # noqa: E402
+from chatharuhi.evaluation.stats import cell, holm, paired, sign_flip  # noqa: E402
 from chatharuhi.evaluation.voice import VoiceModel  # noqa: E402
 from chatharuhi.training.dataset import read_samples, split_paths  # noqa: E402
 
@@ -67,7 +71,31 @@ MAX_TOKENS = 64
 MAX_CENTROID_LINES = 100  # per judge character (bounded for a shared machine)
 
 
-def backends(engine: str, adapter: Path, out_dir: Path):
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    w = _words(text)
+    return {tuple(w[i:i + 3]) for i in range(len(w) - 2)}
+
+
+def shape(replies: list[tuple[str, set]]) -> dict:
+    """What (text, its character's training 3-grams) replies look like: median words, the share of distinct
+    ones, the commonest opening (two words), and the share of their word 3-grams found in the training lines."""
+    if not replies:
+        return {"n": 0}
+    texts = [t for t, _ in replies]
+    openers = [" ".join(_words(t)[:2]) for t in texts]
+    top = max(set(openers), key=lambda o: (openers.count(o), o))
+    grams = [g in trained for t, trained in replies for g in _trigrams(t)]
+    return {"n": len(texts), "median_words": statistics.median([len(t.split()) for t in texts]),
+            "distinct": round(len(set(texts)) / len(texts), 3), "top_opener": top,
+            "top_opener_share": round(openers.count(top) / len(texts), 3),
+            "trigrams_from_training": round(sum(grams) / max(1, len(grams)), 3)}
+
+
+def backends(engine: str, adapter: Path):
     """(base backend, adapter backend, adapter-call options) for one character."""
     if engine == "transformers":
         from chatharuhi.backends.transformers.backend import TransformersBackend
@@ -77,9 +105,9 @@ def backends(engine: str, adapter: Path, out_dir: Path):
     from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend
     from chatharuhi.training.gguf_export import export_gguf
 
-    gguf = adapter / "adapter.gguf"
+    gguf = adapter / "adapter.gguf"  # beside the adapter (what ``chatharuhi train --gguf`` writes), never in docs/
     if not gguf.is_file():
-        gguf = export_gguf(adapter, out_dir / f"{adapter.parent.name}-{adapter.name}.gguf", "embedded")
+        export_gguf(adapter, gguf, "embedded")
     return LlamaCppBackend(temperature=0), LlamaCppBackend(lora_path=gguf, temperature=0), {"base": {}, "lora": {}}
 
 
@@ -106,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             if line.strip():
                 r = json.loads(line)
                 done[(r["character"], r["case"], r["config"])] = r
-    runs = []
+    runs, trained = [], {}
     for spec in args.run:
         ref, data, adapter = spec.split(",")
         character = resolve_character(ref)
@@ -119,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             cases = rng.sample(cases, args.cases)
         cases = sorted(cases, key=lambda c: c.id)
         runs.append((character, val_scenes, cases, Path(adapter)))
+        taught = json.loads((Path(adapter) / "training_config.json").read_text(encoding="utf-8"))["data"]
+        trained[character.name] = set().union(*[_trigrams(t["messages"][-1]["content"])  # the adapter's own
+                                                 for t in read_samples(split_paths(taught)["train"])])
         print(f"{character.name}: {len(cases)} cases from {len(val_scenes)} validation scenes", file=sys.stderr)
 
     # judges, fitted on training scenes only (a character's validation scenes are left out of its own lines)
@@ -140,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with records_file.open("a", encoding="utf-8") as sink:
         for character, val_scenes, cases, adapter in runs:
-            base, tuned, options = backends(args.engine, adapter, args.out.parent)
+            if all((character.name, case.id, cfg) in done for case in cases for cfg in CONFIGS):
+                continue  # every reply recorded: no model needed
+            base, tuned, options = backends(args.engine, adapter)
             bots = {}
             for cfg in CONFIGS:
                 llm = tuned if cfg.startswith("lora") else base
@@ -159,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     reply = Reply(bot.backend, plan, bot.call_options(plan, call), filter=bot.reply_filter).text().strip()
                     rec = {"character": character.name, "case": case.id, "config": cfg, "reply": reply,
-                           "answer": case.answer, "seconds": round(time.perf_counter() - t0, 2),
+                           "seconds": round(time.perf_counter() - t0, 2),  # the true line stays in the fixture
                            "scenes": [s.id for s in plan.trace.scenes if s.included]}
                     sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     sink.flush()
@@ -181,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = done[(character.name, case.id, cfg)]
                 vec = lines.embed([r["reply"] or " "])[0]
                 ident, _ = metrics.identity(vec, centroids[character.name], others)
-                scored.append({**r, "rouge_l": metrics.rouge_l(r["reply"], case.answer, character.language),
+                scored.append({**r, "answer": case.answer, "rouge_l": metrics.rouge_l(r["reply"], case.answer, character.language),
                                "cosine": metrics.cosine(vec, answer_vec), "identity": ident,
                                "voice": float(voice.log_odds(r["reply"] or " ", character.name) > 0)})
         reference[character.name] = {m: stratified([r[m] for r in ref_rows], seed=args.seed)
@@ -191,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                      "retrieval_budget": RETRIEVAL_BUDGET, "judges": [c.name for c in judged],
                      "max_tokens": MAX_TOKENS, "bootstrap": "stratified by character, 2000 resamples",
                      "groups": {}, "reference": reference}
+    pvalues: dict = {}  # the pooled paired differences' sign-flip p-values, Holm-adjusted as one family
     groups = {"all": scored, **{c.name: [s for s in scored if s["character"] == c.name] for c, *_ in runs}}
     for group, rows in groups.items():
         g = summary["groups"][group] = {}
@@ -205,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
             values = {cfg: {m: {(r["character"], r["case"]): r[m] for r in rows if r["config"] == cfg}
                             for m in METRICS} for cfg in (a, b)}
             g[f"{a} - {b}"] = {m: paired(values[a][m], values[b][m], seed=args.seed) for m in METRICS}
+            if group == "all":
+                pvalues.update({f"{a} - {b}: {m}": sign_flip(values[a][m], values[b][m], seed=args.seed)
+                                for m in METRICS})
+        g["shape"] = {cfg: shape([(r["reply"], trained[r["character"]]) for r in rows if r["config"] == cfg])
+                      for cfg in CONFIGS}
+        g["shape"]["reference"] = shape([(r["answer"], trained[r["character"]]) for r in rows if r["config"] == "base"])
+    summary["p_values"] = pvalues
+    summary["holm"] = holm({k: v for k, v in pvalues.items() if v is not None})
 
     table = []
     for group, g in summary["groups"].items():
@@ -213,7 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         table += [f"| {cfg} | " + " | ".join(cell(g[cfg][m]) for m in METRICS) + " |" for cfg in CONFIGS]
         table += [f"| {a} - {b} | " + " | ".join(cell(g[f"{a} - {b}"][m], signed=True) for m in METRICS) + " |"
                   for a, b in DIFFERENCES]
+        table += ["", "| replies | median words | distinct | commonest opening | 3-grams from training |",
+                  "|---|---|---|---|---|"]
+        table += [f"| {k} | {v['median_words']} | {v['distinct']:.2f} | \"{v['top_opener']}\" "
+                  f"({v['top_opener_share']:.0%}) | {v['trigrams_from_training']:.3f} |" for k, v in g["shape"].items()]
         table.append("")
+    table += ["Paired sign-flip permutation p-values (pooled), Holm-adjusted over these "
+              f"{len(summary['holm'])}:", "", "| difference | p | Holm |", "|---|---|---|"]
+    table += [f"| {k} | {v:.4f} | {summary['holm'][k]:.4f} |" for k, v in pvalues.items() if v is not None]
     summary["table"] = "\n".join(table)
     summary["wall_s"] = round(time.perf_counter() - start, 1)
     args.out.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -5,13 +5,14 @@ For each character in ``RUNS`` (the built-in ``sherlock`` and the ``Sheldon`` fi
 1. ``build_dataset`` (``chatharuhi build-dataset``) with the embedded model's token counter and the budget below;
    its validation scenes are split again, by scene: ``STOP_SHARE`` of them for early stopping, the rest held out
    as the gain table's test cases (no training sample, no early-stopping decision and no prompt ever saw them).
-   Sheldon's training split is cut to ``train_limit`` samples (a seeded draw): a full epoch of its 985 would take
+   Sheldon's training split is cut to ``train_limit`` samples (a seeded draw): a full epoch of its 983 would take
    about two hours on this shared 2-core machine, and convergence needs several.
 2. ``train`` (``chatharuhi train``) on the embedded SmolLM2-135M-Instruct weights (the pinned GGUF, de-quantized
    by transformers) with early stopping: validation loss every half epoch, stop after ``PATIENCE`` evaluations
    without a lower one (never before one full epoch), the best checkpoint kept; checkpointed, so a rerun resumes.
 3. The adapter as a llama.cpp LoRA GGUF (``training/gguf_export.py``), and ``benchmarks/finetune_gain.py`` on
-   every test case: base, base + retrieval, LoRA, LoRA + retrieval, with paired intervals.
+   every test case: base, base + retrieval, LoRA, LoRA + retrieval, with paired intervals; the judges tell
+   sherlock, Sheldon and Fagin (built from Oliver Twist, as in ``fidelity_table.py``) apart.
 4. One conversation with the trained sherlock through the normal local path: a copy of the character folder
    whose ``character.toml`` names the adapter (``[adapter] base = "embedded", gguf = ...``), ``llm="embedded"``.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
@@ -212,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {counts}", file=sys.stderr)
         trained = train_one(name, args.work, counts)
         seconds = json.loads((args.work / f"{name}.train-seconds.json").read_text())["seconds"]
-        report["runs"][name] = {**spec, "counts": counts, "train_seconds": seconds,
-                                "metrics": trained["metrics"]}
+        metrics = {**trained["metrics"]}
+        if metrics.get("best_checkpoint"):  # the folder's name: the work dir is this machine's
+            metrics["best_checkpoint"] = Path(metrics["best_checkpoint"]).name
+        ref = spec["ref"] if spec["ref"] in RUNS else os.path.relpath(spec["ref"], ROOT)
+        report["runs"][name] = {**spec, "ref": ref, "counts": counts, "train_seconds": seconds, "metrics": metrics}
     loss = curves(args.work)
     (args.docs / "loss_curves.json").write_text(json.dumps({"base": "embedded SmolLM2-135M-Instruct (Q4_1 GGUF "
                                                             "de-quantized to float32 by transformers)", **report,
@@ -221,11 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     plot(loss, args.docs / "loss_curves.png")
     if not args.skip_gain:
         import finetune_gain
+        from fidelity_table import build_novel_character
 
         runs = []
         for name, spec in RUNS.items():
             runs += ["--run", f"{spec['ref']},{args.work / 'data' / f'{name}-test.jsonl'},{args.work / 'adapters' / name}"]
-        finetune_gain.main([*runs, "--cases", "0", "--out", str(args.docs / "gain.json")])
+        judges = [x for ref in (*(spec["ref"] for spec in RUNS.values()), build_novel_character(args.work))
+                  for x in ("--judge", str(ref))]  # the generation table's three English characters
+        finetune_gain.main([*runs, *judges, "--cases", "0", "--out", str(args.docs / "gain.json")])
         print(serve(args.work, args.docs))
     report["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps({k: {"counts": v["counts"], "train_seconds": v["train_seconds"],

@@ -209,13 +209,16 @@ def _with_validation(root, samples, n_val):
     return stem / "data.jsonl"
 
 
-def test_early_stopping_refuses_a_validation_split_too_small(tiny_setup, tmp_path):
+def test_early_stopping_refuses_a_validation_split_too_small(tiny_setup, tmp_path, capsys):
     root, samples = tiny_setup
     data = _with_validation(tmp_path, samples, 3)
     with pytest.raises(InputError, match=r"at least 8 validation samples .* there are 3 \(3 validation sample\(s\) "
                                          r"from \d scene\(s\)\).*--val-fraction"):
         train(root / "base", data, tmp_path / "adapter", TrainConfig(epochs=2, early_stopping=1, **FAST))
     assert not (tmp_path / "adapter").exists()  # refused before the model was loaded
+    assert main(["train", "--base", str(root / "base"), "--data", str(data), "--out", str(tmp_path / "cli"),
+                 "--early-stopping", "2", "--device", "cpu"]) == 2  # the command line: the same counts, exit 2
+    assert "there are 3 (3 validation sample(s)" in capsys.readouterr().err and not (tmp_path / "cli").exists()
     data = _with_validation(tmp_path, samples, 10)
     with pytest.raises(InputError, match=r"there are 4 .*--max-val-samples 4 keeps 4"):
         train(root / "base", data, tmp_path / "adapter", TrainConfig(epochs=2, early_stopping=1, max_val_samples=4,

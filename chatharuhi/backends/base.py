@@ -7,7 +7,7 @@ A backend also says how it counts tokens and how large its
 context window is, so the packer can fill the prompt exactly.
 
 Declared options (nothing is silently ignored): a backend's constructor accepts its named
-parameters plus ``extra_options`` (what it forwards through ``**kwargs``, e.g. to llama-cpp's
+parameters plus ``extra_options`` (what it forwards through ``**kwargs``, e.g. to llama.cpp's
 ``Llama``); any other keyword is ``UnknownOption`` naming the closest one, checked before the
 constructor runs, for every subclass (third-party ones too). ``call_options`` lists what
 ``stream(messages, **options)`` honours; ``check_call_options`` refuses the rest.
@@ -34,10 +34,13 @@ class StreamInfo:
     """How a streamed reply ended, as far as the backend knows: filled when the stream is exhausted.
 
     ``finish_reason``: ``"stop"``, ``"length"`` (cut at ``max_tokens``), ... or None when unknown;
-    ``usage``: the upstream's own ``prompt_tokens``/``completion_tokens``/``total_tokens``, or None."""
+    ``usage``: the upstream's own ``prompt_tokens``/``completion_tokens``/``total_tokens``, or None;
+    ``timings``: the upstream's own figures when it reports them (a llama.cpp server: ``cache_n`` prompt
+    tokens reused from its cache, ``prompt_n``/``prompt_ms`` read, ``predicted_n``/``predicted_ms``), or None."""
 
     finish_reason: str | None = None
     usage: dict[str, int] | None = None
+    timings: dict[str, Any] | None = None
 
 
 def _checked_init(cls: type, init: Any) -> Any:

@@ -102,6 +102,8 @@ def _translate(exc: Exception, base_url: str, timeout: float, streaming: bool = 
     if isinstance(exc, openai.APIError):
         return BackendResponseError(f"{early}{base_url} reported an error: {exc.message}")
     if _is_transport_error(exc):
+        if "Timeout" in type(exc).__name__:  # httpx's ReadTimeout escapes from a stream being read
+            return BackendTimeout(f"{early}{base_url} sent nothing for {timeout} s; raise timeout= or check it")
         return BackendConnectionError(f"{early}{base_url}: {type(exc).__name__}: {exc}")
     return BackendError(f"{base_url}: {exc}") if isinstance(exc, openai.OpenAIError) else None
 
@@ -110,7 +112,7 @@ class OpenAIBackend(Backend):
     """Streams chat replies from an OpenAI-compatible API (OpenAI, vLLM, Ollama, llama.cpp server)."""
 
     name = "openai"
-    call_options = frozenset({*_OPTION_KEYS, *_REQUEST_KEYS, "model"})
+    call_options = frozenset({*_OPTION_KEYS, *_REQUEST_KEYS, "model", "extra_body"})
 
     def __init__(
         self,
@@ -127,6 +129,7 @@ class OpenAIBackend(Backend):
         async_client: Any = None,
         extra_body: dict[str, Any] | None = None,
         stream_usage: bool = True,
+        max_stop: int | None = MAX_STOP,
     ):
         self.model = model or os.environ.get(ENV_MODEL) or DEFAULT_OPENAI_MODEL
         self.base_url = (base_url or openai_base_url_from_env() or OPENAI_BASE_URL).rstrip("/")
@@ -137,6 +140,7 @@ class OpenAIBackend(Backend):
         self.temperature, self.max_tokens, self.top_p = temperature, max_tokens, top_p
         self.timeout, self.max_retries = timeout, max_retries
         self.extra_body = dict(extra_body or {})
+        self.max_stop = max_stop  # stop strings sent (OpenAI takes 4); None: all of them (a llama.cpp server)
         # ask for the usage chunk (stream_options.include_usage); False for an old server that refuses it
         self.stream_usage = stream_usage
         self.context_window = context_window or known_context_window(self.model)
@@ -194,12 +198,13 @@ class OpenAIBackend(Backend):
             value = options.get(key, getattr(self, key, None))
             if value is not None:
                 params[key] = value
-        if len(params.get("stop") or ()) > MAX_STOP:
+        if self.max_stop is not None and len(params.get("stop") or ()) > self.max_stop:
             # OpenAI takes at most 4: the caller's come first; a character's own stops beyond them are
             # its user's line starts, which the reply filter cuts at anyway
-            params["stop"] = params["stop"][:MAX_STOP]
-        if self.extra_body:
-            params["extra_body"] = self.extra_body
+            params["stop"] = params["stop"][:self.max_stop]
+        extra = {**self.extra_body, **(options.get("extra_body") or {})}  # this call's fields win
+        if extra:
+            params["extra_body"] = extra
         return params
 
     @staticmethod
@@ -225,6 +230,9 @@ class OpenAIBackend(Backend):
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             info.usage = _usage(usage)
+        timings = getattr(chunk, "timings", None)  # a llama.cpp server's own figures (an extra field)
+        if isinstance(timings, dict):
+            info.timings = timings
         choice = next((c for c in chunk.choices or () if c.index in (0, None)), None)
         if choice is None:  # e.g. the usage chunk at the end
             return "", False
@@ -239,6 +247,8 @@ class OpenAIBackend(Backend):
             return "", False
         if isinstance(chunk.get("usage"), dict):
             info.usage = _usage(SimpleNamespace(**chunk["usage"]))
+        if isinstance(chunk.get("timings"), dict):
+            info.timings = chunk["timings"]
         choice = next((c for c in chunk.get("choices") or () if isinstance(c, dict) and c.get("index") in (0, None)),
                       None)
         if choice is None:  # e.g. the usage chunk at the end
@@ -250,7 +260,8 @@ class OpenAIBackend(Backend):
         return (text if isinstance(text, str) else ""), bool(choice.get("finish_reason"))
 
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
-        """Yield the reply as the server streams it. Options: temperature, max_tokens, stop, top_p, model, and
+        """Yield the reply as the server streams it. Options: temperature, max_tokens, stop, top_p, model,
+        extra_body (fields added to this request's JSON body, over the backend's own ``extra_body``), and
         the request's own timeout, max_retries and api_key."""
         return self.stream_with_info(messages, StreamInfo(), **options)
 

@@ -4,7 +4,7 @@ Selection when the user names no backend: an explicit argument, then ``CHATHARUH
 ``model=`` that names a local model (a catalogue name such as ``qwen2.5-3b``, or a ``.gguf`` path:
 the ``llama_cpp`` backend), then ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` (the ``openai`` backend), then
 the largest model pulled with ``chatharuhi models pull``, then the embedded offline model
-(``embedded``: llama-cpp-python + the pinned SmolLM2 GGUF, when both are installed); the last two
+(``embedded``: xllamacpp + the pinned SmolLM2 GGUF, when both are installed); the last two
 with a one-line notice on stderr. Else a clear error that says how to install it or configure another.
 
 Built-in names: ``openai``, ``scripted``, ``debug`` (echoes the prompt), ``llama_cpp`` (any GGUF file:
@@ -90,7 +90,7 @@ def _builtin_factories() -> dict[str, BackendFactory]:
             if entry is None or entry.builtin:
                 raise
             raise ModelError(f"the pulled model {entry.name}: {exc} Its bytes matched their sha256 when pulled, so "
-                             "this llama-cpp-python may not know its architecture: pip install -U llama-cpp-python, "
+                             "this llama.cpp may not know its architecture: pip install -U xllamacpp, "
                              f"or choose another model (`chatharuhi models list`)") from None
         backend.model_entry = entry  # for the language warning and the demo's "model in use"
         if entry is BUILTIN:

@@ -39,15 +39,15 @@ def embedded_model_path() -> Path | None:
 
 
 def llama_cpp_installed() -> bool:
-    """Whether llama-cpp-python can be imported (checked without importing it)."""
+    """Whether llama.cpp's runtime (the xllamacpp wheel) can be imported (checked without importing it)."""
     try:
-        return find_spec("llama_cpp") is not None
+        return find_spec("xllamacpp") is not None
     except (ImportError, ValueError):
         return False
 
 
 def embedded_available() -> bool:
-    """Whether the embedded default can run: llama-cpp-python and the pinned model file are installed."""
+    """Whether the embedded default can run: xllamacpp and the pinned model file are installed."""
     return llama_cpp_installed() and embedded_model_path() is not None
 
 

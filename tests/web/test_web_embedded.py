@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("gradio", reason="the web demo needs the [web] extra: pip install 'chatharuhi[web]'")
-pytest.importorskip("llama_cpp")
+pytest.importorskip("xllamacpp")
 
 from chatharuhi.models import embedded  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402

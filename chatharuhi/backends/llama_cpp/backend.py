@@ -1,130 +1,106 @@
-"""The ``llama_cpp`` backend: any GGUF file, in process, through llama-cpp-python (the ``[local]`` extra).
+"""The ``llama_cpp`` backend: any GGUF file, served by llama.cpp's own server in a worker process (xllamacpp).
 
-Prompts are rendered by llama-cpp-python's own chat handler (the GGUF's chat template, or a named
-``chat_format``): we call that handler with a recorder standing in for the model, so the token ids
-we count, and then generate from, are exactly those ``create_chat_completion`` would send. That
-gives an exact token counter and lets a reply be *prefilled*: ``stream(..., prefill="Holmes:「",
-stop=["」"])`` appends the prefill to the assistant turn, yields it as the first chunk, and lets
-the model continue from there. Small models stay in character far better that way.
+The worker (``worker.py``) is llama.cpp's C++ server from the prebuilt xllamacpp wheel, bound to 127.0.0.1
+with a random API key and CORS closed. We talk to it with the client the ``openai`` backend uses, so
+local and remote models share one wire protocol. The server does what this module once did itself:
+``n_parallel`` slots decode several chats at once (continuous batching), each slot keeps its prompt's KV
+cache and a request goes to the slot whose prompt shares the longest prefix with it, and a host-memory
+prompt cache (``cache_ram_mib``) keeps prompts that lost their slot. A native crash is a ``WorkerCrashed``
+error for the requests in flight; the next one starts a fresh worker.
 
-The model runs in a worker process (``backends/worker.py``): a native crash (a segfault in ggml, an
-OOM kill) is a ``WorkerCrashed`` error for that request, and the next one starts a fresh worker.
-The parent keeps a vocabulary-only copy of the model (no weights, no matrix code) to render and count
-prompts, loaded only after the worker has loaded the same file without trouble.
+Prompts are counted exactly with the server's own chat template and tokenizer (``/apply-template``,
+``/tokenize``), so the packer fills a window that is really that size, and an over-long prompt is a
+``BudgetError`` before it is sent. A reply can be *prefilled*: ``stream(..., prefill="Holmes:「",
+stop=["」"])`` ends the messages with an assistant turn that the server continues; the prefill is yielded
+first. Small models stay in character far better that way.
 
-GGUF LoRA adapters load onto the one model in the worker (``add_adapter``; ``lora_path=`` is the
-default adapter) and a call picks one with the ``adapter`` option, so characters with their own
-adapters share one base model (``use_adapter``).
+GGUF LoRA adapters are loaded once when the worker starts, all at scale 0, and every request sends the
+scale of *every* adapter (the chosen one at its scale, the others at 0): a request that left the list out
+would reuse KV computed under whatever adapter the slot last ran (garbage). ``adapter=`` picks one per
+call; ``lora_path=`` is the default. Characters with their own adapters share one base model
+(``use_adapter``); an adapter added later restarts the worker (its caches go with it), so pass
+``adapters=`` up front when the characters are known.
 
-With no ``model_path`` the backend runs the embedded default (``backends/embedded.py``), which is
-registered as ``embedded``.
+With no ``model_path`` the backend runs the embedded default (``models/embedded.py``), registered as
+``embedded``.
 """
 
 from __future__ import annotations
 
-import ctypes
-from functools import lru_cache
+import asyncio
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from time import perf_counter
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 from ...config import (
+    DEFAULT_LOCAL_CACHE_RAM_MIB,
     DEFAULT_LOCAL_CONTEXT_WINDOW,
     DEFAULT_LOCAL_START_TIMEOUT_S,
     DEFAULT_LOCAL_TEMPERATURE,
     DEFAULT_LOCAL_THREADS,
     DEFAULT_LOCAL_TIMEOUT_S,
     DEFAULT_REPEAT_PENALTY,
-    LLAMA_CPP_INSTALL,
 )
-from ...errors import AdapterError, BackendError, BackendUnavailable, BudgetError, InputError, ModelError
-from ...options import parameter_names
+from ...errors import (
+    AdapterError,
+    AdapterMismatch,
+    BackendConnectionError,
+    BackendError,
+    BackendResponseError,
+    BackendTimeout,
+    BackendUnavailable,
+    BudgetError,
+    InputError,
+    ModelError,
+)
 from ...types import Message
 from ..base import Backend, StreamInfo
 from ..serial import Chunks
-from .render import CONSTRAINING_SETTINGS, LlamaCppCounter, _Captured, _Recorder
-from .worker import Worker, physical_cores
+from .render import LlamaCppCounter
+from .server_main import PASSTHROUGH
+from .sizing import default_parallel, gguf_header
+from .worker import Child, Worker, physical_cores
 
-INSTALL_HINT = f"{LLAMA_CPP_INSTALL} && pip install 'chatharuhi[embedded]'  (builds from source: 5-30 minutes)"
+INSTALL_HINT = "pip install 'chatharuhi[embedded]' (a prebuilt wheel: no compiler)"
 DEFAULT_SEED = 0
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
 
 
-@lru_cache(maxsize=1)
-def llama_parameter_names() -> frozenset[str] | None:
-    """``llama_cpp.Llama.__init__``'s keywords, read from its source (llama-cpp is not imported); None if absent."""
-    import ast
-    from importlib.util import find_spec
-
-    try:
-        spec = find_spec("llama_cpp")
-        folder = Path(spec.origin).parent if spec and spec.origin else None
-        tree = ast.parse((folder / "llama.py").read_text(encoding="utf-8")) if folder else None
-    except (ImportError, ValueError, OSError, SyntaxError):
-        return None
-    for node in ast.walk(tree) if tree else ():
-        if isinstance(node, ast.ClassDef) and node.name == "Llama":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    args = item.args
-                    return frozenset(a.arg for a in [*args.args, *args.kwonlyargs] if a.arg != "self")
-    return None
-
-
-def _import_llama():
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise BackendUnavailable(f"the llama_cpp backend needs llama-cpp-python: {INSTALL_HINT} ({exc})") from None
-    return llama_cpp
-
-
-def _drop_log(level: int, text: bytes, user_data: Any) -> None:
-    """A llama.cpp log callback that drops everything."""
-
-
-_quiet_log = None
-
-
-def _install_quiet_log() -> None:
-    global _quiet_log
-    if _quiet_log is None:
-        import llama_cpp
-
-        _quiet_log = llama_cpp.llama_log_callback(_drop_log)
-
-
-# Completion arguments a chat handler may set that change what may be generated (not merely how it is sampled).
 def thread_count(name: str, value: Any) -> int | None:
     """A thread option checked: a positive int, or None for ``"auto"``/unset; anything else is ``InputError``."""
     if value is None or value == "auto":
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name}={value!r}: pass a number of threads (1 or more) or 'auto' (the physical cores "
-                         "other programs leave free, chosen before each generation)")
+        raise InputError(f"{name}={value!r}: pass a number of threads (1 or more) or 'auto' (the physical cores)")
+    return value
+
+
+def _whole(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InputError(f"{name}={value!r}: pass a whole number, {least} or more")
     return value
 
 
 class LlamaCppBackend(Backend):
-    """A GGUF model run in process by llama-cpp-python; streams, honours stop strings and prefill."""
+    """A GGUF model served by llama.cpp's server in a worker process; streams, honours stop strings and prefill."""
 
     name = "llama_cpp"
     supports_prefill = True
     prompt_layout = "stable_story"  # a story kept across turns, then history: llama.cpp keeps them cached
     call_options = frozenset({"max_tokens", "stop", "prefill", "adapter", *_SAMPLING_KEYS})
-
-    @classmethod
-    def accepted_options(cls) -> frozenset[str] | None:
-        """Our parameters plus every ``llama_cpp.Llama`` parameter (forwarded to it); None without llama-cpp."""
-        names, _ = parameter_names(cls.__init__)
-        llama = llama_parameter_names()
-        return None if llama is None else names | llama
+    # forwarded to llama.cpp's server settings (PASSTHROUGH), and default sampling settings
+    extra_options = frozenset({*PASSTHROUGH, "top_p", "top_k", "min_p", "repeat_penalty"})
 
     def __init__(
         self,
         model_path: str | Path | None = None,
         n_ctx: int | None = None,
         n_threads: int | str | None = None,
-        chat_format: str | None = None,
+        n_threads_batch: int | str | None = None,
+        n_parallel: int | None = None,
+        cache_ram_mib: int | None = None,
+        chat_template: str | None = None,
         seed: int = DEFAULT_SEED,
         verbose: bool = False,
         temperature: float | None = None,
@@ -134,19 +110,23 @@ class LlamaCppBackend(Backend):
         timeout: float | None = None,
         lora_path: str | Path | None = None,
         lora_scale: float = 1.0,
+        adapters: Sequence[str | Path] = (),
+        port: int | None = None,
         **options: Any,
     ):
-        """Load ``model_path`` (default: the embedded model) in a worker process; ``sha256`` pins any file.
+        """Start ``model_path`` (default: the embedded model) in a worker process; ``sha256`` pins any file.
 
-        ``lora_path`` is a GGUF LoRA adapter (at ``lora_scale``) that every call without an ``adapter``
-        option applies.
-        ``n_threads`` (default ``"auto"``): before each generation, the physical cores other programs leave
-        free (at least 1; ``n_threads_batch`` follows it unless given); a number fixes it. ``timeout``
-        (seconds) is how long the worker may stay silent (no token, no prefill progress) before it
-        counts as hung. Other keyword arguments go
-        to ``llama_cpp.Llama`` (``n_gpu_layers``, ``n_batch``, ...); one that neither accepts is
-        ``UnknownOption`` (see ``accepted_options``).
+        ``n_ctx`` is each chat's window (default 4096); ``n_parallel`` chats are served at once (default: as
+        many windows as a quarter of the free memory holds, up to 4). ``n_threads`` (default ``"auto"``: the
+        physical cores) and ``n_threads_batch`` (prompt reading; default ``n_threads``) are llama.cpp's.
+        ``cache_ram_mib`` bounds the host-memory prompt cache (0: off; off whenever adapters are loaded).
+        ``adapters`` are GGUF LoRA files loaded at start (``lora_path`` among them, at ``lora_scale``, applied
+        when a call names no adapter). ``timeout`` (seconds) is how long the worker may stay silent before it
+        counts as hung. ``port``: the worker's loopback port (default: one the OS picks). Other keyword
+        arguments: ``n_gpu_layers``, ``main_gpu``, ``n_batch``, ``n_ubatch``, ``rope_freq_base``,
+        ``rope_freq_scale``, ``n_keep`` (llama.cpp's), and default ``top_p``/``top_k``/``min_p``/``repeat_penalty``.
         """
+        self.worker: Worker | None = None
         model_path = model_path or model
         if model_path is None:
             from ...models.embedded import embedded_model
@@ -160,90 +140,111 @@ class LlamaCppBackend(Backend):
                 from ...models.embedded import verify_file
 
                 verify_file(self.model_path, sha256, "download the file again")
-        self.lora_path = Path(lora_path).expanduser() if lora_path else None
-        if self.lora_path is not None:
-            _adapter_file(self.lora_path, "lora_path=")  # before the model loads
+        if find_spec("xllamacpp") is None:  # a clear error here, not a dead worker
+            raise BackendUnavailable(f"the llama_cpp backend needs xllamacpp: {INSTALL_HINT}")
         self.temperature = DEFAULT_LOCAL_TEMPERATURE if temperature is None else temperature
-        self.max_tokens = max_tokens
-        self.seed = seed
-        self.llm = None
-        for key in ("base_url", "api_key", "max_retries", "extra_body", "client"):
-            options.pop(key, None)
+        self.max_tokens, self.seed = max_tokens, seed
         self._sampling = {k: options.pop(k) for k in _SAMPLING_KEYS if k in options}
-        _import_llama()  # a missing llama-cpp-python is a clear error here, not a dead worker
-        auto = thread_count("n_threads", DEFAULT_LOCAL_THREADS if n_threads is None else n_threads)
-        batch = thread_count("n_threads_batch", options.pop("n_threads_batch", None))
-        threads = physical_cores() if auto is None else auto
-        spec = {"model_path": str(self.model_path), "n_ctx": n_ctx or DEFAULT_LOCAL_CONTEXT_WINDOW,
-                "n_threads": threads, "n_threads_batch": batch or threads,
-                "chat_format": chat_format, "seed": seed, "verbose": verbose, **options}
-        self.worker = Worker(spec, self.model_path.name, DEFAULT_LOCAL_TIMEOUT_S if timeout is None else timeout,
-                             DEFAULT_LOCAL_START_TIMEOUT_S, verbose, auto_threads=auto is None,
-                             auto_threads_batch=auto is None and batch is None)
-        info = self.worker.start()  # loads the model in the child: a bad file fails there, not here
-        self.context_window = int(info["n_ctx"])
-        self.llm = self._vocabulary(spec)
+        self.context_window = _whole("n_ctx", n_ctx, 16) if n_ctx is not None else DEFAULT_LOCAL_CONTEXT_WINDOW
+        threads = thread_count("n_threads", DEFAULT_LOCAL_THREADS if n_threads is None else n_threads)
+        threads = threads or physical_cores()
+        batch = thread_count("n_threads_batch", n_threads_batch) or threads
+        parallel = (_whole("n_parallel", n_parallel, 1) if n_parallel is not None
+                    else default_parallel(self.model_path, self.context_window))
+        self._cache_ram = None if cache_ram_mib is None else _whole("cache_ram_mib", cache_ram_mib, 0)
+        self._scales: dict[str, float] = {}  # adapter id (the file's resolved path) -> its scale when chosen
+        self.adapters: dict[str, Path] = {}  # adapter id -> file, in the order llama.cpp numbers them
+        for path in [*adapters, *([lora_path] if lora_path else [])]:
+            self._check_adapter(Path(path).expanduser(), "adapters=" if path != lora_path else "lora_path=")
+            adapter_id = str(Path(path).expanduser().resolve())
+            self.adapters[adapter_id] = Path(path).expanduser()
+            self._scales[adapter_id] = lora_scale if path == lora_path else 1.0
+        self.lora_path = Path(lora_path).expanduser() if lora_path else None
+        self.default_adapter = str(self.lora_path.resolve()) if self.lora_path else None
+        self.spec: dict[str, Any] = {
+            "model_path": str(self.model_path), "n_ctx": self.context_window, "n_parallel": parallel,
+            "n_threads": threads, "n_threads_batch": batch, "port": 0 if port is None else _whole("port", port, 1),
+            "seed": seed, "verbose": verbose, "chat_template": chat_template,
+            **{k: v for k, v in options.items() if k in PASSTHROUGH}}
+        self.spec.update(cache_ram_mib=self._cache_ram_mib(), lora=[str(p) for p in self.adapters.values()])
+        self.worker = Worker(self.spec, self.model_path.name, DEFAULT_LOCAL_TIMEOUT_S if timeout is None else timeout,
+                             DEFAULT_LOCAL_START_TIMEOUT_S, verbose)
+        self.worker.start()  # loads the model in the child: a bad file or adapter fails there, not here
         self._counter: LlamaCppCounter | None = None
-        self._stop_ids: list[int] | None = None
-        self._forget = False
-        self.adapters: dict[str, Path] = {}  # adapter id (the file's resolved path) -> file, loaded in the worker
-        self.default_adapter: str | None = None  # what a call without ``adapter=`` applies
-        if self.lora_path is not None:
-            try:
-                self.default_adapter = self.add_adapter(self.lora_path, lora_scale)
-            except BaseException:
-                self.close()
-                raise
+        self._cold = False
 
-    def _vocabulary(self, spec: dict) -> Any:
-        """A weightless copy of the model for the chat template and the tokenizer (safe: no matrix code runs)."""
-        llama_cpp = _import_llama()
-        from llama_cpp import _logger
+    @property
+    def n_parallel(self) -> int:
+        """Chats the worker serves at once (its slots)."""
+        return int(self.spec["n_parallel"])
 
-        # A weightless model "trained" on 0 tokens makes llama.cpp warn about n_ctx on stderr, and
-        # llama-cpp-python shows warnings even when not verbose: keep them out while it loads.
-        _install_quiet_log()
-        llama_cpp.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+    @property
+    def timeout(self) -> float:
+        """Seconds the worker may stay silent (no token, no prompt progress) before it counts as hung."""
+        return self.worker.timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self.worker.timeout = value  # the next request's (each request sends its own)
+
+    def _cache_ram_mib(self) -> int:
+        if not self.adapters:
+            return DEFAULT_LOCAL_CACHE_RAM_MIB if self._cache_ram is None else self._cache_ram
+        if self._cache_ram:  # llama.cpp issue 30129
+            raise InputError(f"cache_ram_mib={self._cache_ram} with LoRA adapters loaded: llama.cpp's host-memory "
+                             "prompt cache does not record which adapter computed an entry and restores it under "
+                             "another (wrong replies: llama.cpp issue 30129); leave cache_ram_mib out or pass 0")
+        return 0
+
+    def _check_adapter(self, path: Path, what: str) -> None:
+        """A GGUF LoRA file for this model's architecture; else ``ModelError``/``AdapterMismatch`` naming both."""
+        if not path.is_file():
+            raise ModelError(f"LoRA adapter file not found: {path}; pass {what} a GGUF adapter "
+                             "(chatharuhi train --gguf writes one)")
         try:
-            return llama_cpp.Llama(model_path=spec["model_path"], vocab_only=True, n_ctx=spec["n_ctx"],
-                                   chat_format=spec["chat_format"], verbose=False)
-        except ValueError as exc:
-            self.worker.close()
-            raise ModelError(f"{self.model_path}: llama.cpp cannot read its vocabulary ({exc})") from None
-        finally:
-            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+            header = gguf_header(path)
+        except (OSError, ValueError) as exc:
+            raise AdapterError(f"{path}: not a GGUF LoRA adapter ({exc})") from None
+        if header.get("general.type") != "adapter" or header.get("adapter.type") != "lora":
+            raise AdapterError(f"{path}: a GGUF file but not a LoRA adapter (general.type="
+                               f"{header.get('general.type')!r}); chatharuhi export-gguf writes one")
+        try:
+            arch = gguf_header(self.model_path).get("general.architecture")
+        except (OSError, ValueError):
+            return  # the worker says what is wrong with the model
+        if header.get("general.architecture") != arch:
+            raise AdapterMismatch(f"{path}: a LoRA adapter for a {header.get('general.architecture')!r} model, but "
+                                  f"{self.model_path.name} is {arch!r}; load the base it was trained for",
+                                  adapter_base=str(header.get("general.architecture")), loaded_base=str(arch))
 
     # -- prompt ---------------------------------------------------------------------------------
-    def _handler(self) -> Any:
-        llm = self.llm
-        if llm.chat_handler is not None:
-            return llm.chat_handler
-        handler = llm._chat_handlers.get(llm.chat_format)
-        if handler is None:
-            from llama_cpp import llama_chat_format
-
-            handler = llama_chat_format.get_chat_completion_handler(llm.chat_format)
-        return handler
-
-    def render(self, messages: Sequence[Message]) -> _Captured:
-        """The prompt token ids, stop strings and stopping criteria llama-cpp's chat handler would use."""
-        payload = [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages]
+    def _call(self, path: str, body: dict[str, Any], stage: str) -> Any:
+        """POST ``body`` to the worker's ``path`` (``/tokenize``, ``/apply-template``); a crash is ``WorkerCrashed``."""
+        child = self.worker.acquire()
         try:
-            self._handler()(llama=_Recorder(self.llm), messages=payload)
-        except _Captured as captured:
-            constraints = sorted(k for k in CONSTRAINING_SETTINGS if captured.settings.get(k) is not None)
-            if constraints:  # the worker samples freely: a chat format that constrains output cannot be honoured
-                raise BackendError(f"{self.model_path.name}: its chat format ({self.llm.chat_format}) constrains "
-                                   f"generation with {', '.join(constraints)}, which chatharuhi does not apply; "
-                                   "pass chat_format= naming a plain chat template") from None
-            return captured
-        except Exception as exc:  # a template's raise_exception, a jinja error
-            raise BackendError(f"{self.model_path.name}: the chat template rejected the messages: {exc}") from exc
-        raise BackendError(f"{self.model_path.name}: the chat handler did not call create_completion")
+            with child.wire._errors():
+                return child.wire.client.post(path, cast_to=object, body=body)
+        except BackendResponseError as exc:
+            if exc.status_code is not None and exc.status_code < 500:
+                raise BackendError(f"{self.model_path.name}: the chat template or tokenizer rejected the "
+                                   f"request: {exc}") from None
+            raise self._failure(child, exc, stage) from None
+        except BackendError as exc:
+            raise self._failure(child, exc, stage) from None
+        finally:
+            self.worker.release(child)
+
+    def render(self, messages: Sequence[Message]) -> list[int]:
+        """The prompt's token ids exactly as the server reads them: its chat template, then its tokenizer."""
+        payload = [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages]
+        prompt = self._call("/apply-template", {"messages": payload}, "applying the chat template")["prompt"]
+        return self._call("/tokenize", {"content": prompt, "add_special": True, "parse_special": True},
+                          "tokenizing")["tokens"]
 
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of a bare text."""
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        """Token ids of a bare text (no BOS, special tokens read as text)."""
+        return self._call("/tokenize", {"content": text, "add_special": False, "parse_special": False},
+                          "tokenizing")["tokens"]
 
     def token_counter(self) -> LlamaCppCounter:
         """The exact counter for this model and chat template."""
@@ -253,68 +254,97 @@ class LlamaCppBackend(Backend):
 
     # -- generation -----------------------------------------------------------------------------
     def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
-        """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, seed, prefill, adapter
-        (an id from ``add_adapter``; None: the base model; left out: ``lora_path``'s, if any)."""
-        return self._generation(messages, None, **options)
+        """Yield the reply. Options: max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop, seed,
+        prefill, adapter (an id from ``add_adapter``; None: the base model; left out: ``lora_path``'s, if any)."""
+        return self.stream_with_info(messages, StreamInfo(), **options)
 
-    def _generation(self, messages: Sequence[Message], info: StreamInfo | None, **options: Any) -> "Generation":
+    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> "Generation":
+        """``stream``, filling ``info`` (finish reason, usage, the server's timings) when it ends."""
+        body, wire_options, prefill, stats = self._request(messages, options)
+        return Generation(_chunks(self, body, wire_options, prefill, stats, info), stats)
+
+    async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo,
+                                **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream_with_info``: the reply streams on the event loop (no thread per request)."""
+        body, wire_options, prefill, stats = await asyncio.to_thread(self._request, messages, options)
+        async for piece in _achunks(self, body, wire_options, prefill, stats, info):
+            yield piece
+
+    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream``."""
+        return self.astream_with_info(messages, StreamInfo(), **options)
+
+    def _request(self, messages: Sequence[Message], options: dict[str, Any]) -> tuple:
+        """What to send (messages with the prefill, the OpenAI options, llama.cpp's own fields), checked."""
         self.check_call_options(options)
         adapter = options["adapter"] if "adapter" in options else self.default_adapter
         if adapter is not None and adapter not in self.adapters:
             loaded = ", ".join(self.adapters) or "none"
             raise AdapterError(f"adapter={adapter!r} is not loaded in this llama_cpp backend (loaded: {loaded}); "
                                "load it first with add_adapter(path), or pass adapter=None for the base model")
-        prompt = self.render(messages)
         prefill = options.get("prefill") or ""
-        tokens = prompt.tokens + (self.tokenize(prefill) if prefill else [])
-        room = self.context_window - len(tokens)
+        sent = [m.as_dict() if isinstance(m, Message) else dict(m) for m in messages]
+        if prefill:  # the server continues a final assistant turn
+            sent.append({"role": "assistant", "content": prefill})
+        tokens = len(self.render(sent))
+        room = self.context_window - tokens
         if room <= 0:
             raise BudgetError(
-                f"the prompt is {len(tokens)} tokens but the model's window (n_ctx) is {self.context_window}; "
-                "raise n_ctx= or send less", part="prompt", tokens=len(tokens), budget=self.context_window)
-        max_tokens = options.get("max_tokens") or self.max_tokens or room
+                f"the prompt is {tokens} tokens but each chat's window (n_ctx) is {self.context_window}; "
+                "raise n_ctx= or send less", part="prompt", tokens=tokens, budget=self.context_window)
+        max_tokens = min(options.get("max_tokens") or self.max_tokens or room, room)
         stop = options.get("stop") or []
-        stop = [stop] if isinstance(stop, str) else list(stop)
-        params = {"temperature": self.temperature, "repeat_penalty": DEFAULT_REPEAT_PENALTY, "seed": self.seed,
-                  **self._sampling, **{k: options[k] for k in _SAMPLING_KEYS if options.get(k) is not None}}
-        request = {"tokens": tokens, "max_tokens": min(max_tokens, room), "stop": stop + prompt.stop,
-                   "stop_ids": self._stop_token_ids(prompt.stopping_criteria), "params": params,
-                   "reset": self._forget, "adapter": adapter}
-        self._forget = False
-        return Generation(self.worker, request, prefill, info)
-
-    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Iterator[str]:
-        """``stream``, filling ``info.finish_reason`` ("stop" or "length") from the worker when it ends."""
-        return self._generation(messages, info, **options)
+        sampling = {"temperature": self.temperature, "repeat_penalty": DEFAULT_REPEAT_PENALTY, "seed": self.seed,
+                    **self._sampling, **{k: options[k] for k in _SAMPLING_KEYS if options.get(k) is not None}}
+        extra = {k: v for k, v in sampling.items() if k not in ("temperature", "top_p")}
+        extra.update(return_progress=True, cache_prompt=not self._cold, timings_per_token=False)
+        if self.adapters:  # every adapter, every time: an omitted one would keep a slot's last scale
+            extra["lora"] = [{"id": i, "scale": self._scales[a] if a == adapter else 0.0}
+                             for i, a in enumerate(self.adapters)]
+        self._cold = False
+        wire_options = {"max_tokens": max_tokens, "temperature": sampling["temperature"], "extra_body": extra,
+                        "timeout": self.timeout}
+        if sampling.get("top_p") is not None:
+            wire_options["top_p"] = sampling["top_p"]
+        if stop:
+            wire_options["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        stats: dict[str, Any] = {"prompt_tokens": tokens, "adapter": adapter}
+        return sent, wire_options, prefill, stats
 
     def reset_cache(self) -> None:
-        """Forget the KV cache: the next prompt is read in full (benchmarks measure cold prefill with it)."""
-        self._forget = True
+        """Read the next prompt in full, reusing no cached prefix (benchmarks measure cold prefill with it)."""
+        self._cold = True
 
-    def _stop_token_ids(self, criteria: Any) -> list[int]:
-        """The token ids at which the chat handler's stopping criteria end a reply (probed once per backend)."""
-        if not criteria:
-            return []
-        if self._stop_ids is None:
-            try:
-                self._stop_ids = [t for t in range(self.llm.n_vocab()) if any(c([t], None) for c in criteria)]
-            except Exception as exc:  # a custom handler whose criteria read the logits
-                raise BackendError(f"{self.model_path.name}: the chat handler's stopping criteria cannot run in "
-                                   f"the model's worker process ({exc})") from exc
-        return self._stop_ids
+    def _failure(self, child: Child, exc: BackendError, stage: str) -> BackendError:
+        """What a failed request on ``child`` means: a crash, a hang, or the error as it came."""
+        if isinstance(exc, BackendTimeout):
+            return self.worker.hung(child, self.timeout, stage)
+        if isinstance(exc, (BackendConnectionError, BackendResponseError)):
+            return self.worker.failed(child, stage) or exc
+        return exc
 
+    # -- adapters -------------------------------------------------------------------------------
     def add_adapter(self, path: str | Path, scale: float = 1.0) -> str:
-        """Load a GGUF LoRA adapter onto the model (once per file) and return its id, for ``adapter=``.
+        """Load a GGUF LoRA adapter (once per file) and return its id, for ``adapter=``.
 
-        A missing file, or one llama.cpp rejects (another architecture, other shapes), is ``ModelError``
-        quoting llama.cpp. The worker loads it again if it has to restart.
-        """
+        A file that is not a LoRA for this model's architecture is refused here (naming both); one llama.cpp
+        rejects (other shapes) is ``AdapterError`` quoting it. An adapter not given at start restarts the
+        worker with it: requests in flight finish on the old worker, and the prompt caches start empty."""
         path = Path(path).expanduser()
-        _adapter_file(path, "add_adapter()")
+        self._check_adapter(path, "add_adapter()")
         adapter_id = str(path.resolve())
-        if adapter_id not in self.adapters:
-            self.worker.load_adapter(adapter_id, adapter_id, scale)  # in turn with generations in flight
-            self.adapters[adapter_id] = path
+        if adapter_id in self.adapters:
+            return adapter_id
+        adapters, scales = {**self.adapters, adapter_id: path}, {**self._scales, adapter_id: scale}
+        old = self.adapters
+        self.adapters = adapters
+        try:
+            spec = {**self.spec, "cache_ram_mib": self._cache_ram_mib(), "lora": [str(p) for p in adapters.values()]}
+            self.worker.restart(spec)
+        except BaseException:
+            self.adapters = old
+            raise
+        self.spec, self._scales = spec, scales
         return adapter_id
 
     def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
@@ -334,41 +364,75 @@ class LlamaCppBackend(Backend):
     @property
     def closed(self) -> bool:
         """True once ``close()`` ran (a crashed worker is not closed: the next request starts a fresh one)."""
-        worker = getattr(self, "worker", None)
-        return worker is None or worker.closed
+        return self.worker is None or self.worker.closed
 
     def close(self) -> None:
-        """Stop the worker and free the vocabulary copy."""
-        worker = getattr(self, "worker", None)
-        if worker is not None:
-            worker.close()
-        llm, self.llm = getattr(self, "llm", None), None
-        if llm is not None and hasattr(llm, "close"):
-            llm.close()
+        """Stop the worker."""
+        if self.worker is not None:
+            self.worker.close()
 
 
-def _adapter_file(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise ModelError(f"LoRA adapter file not found: {path}; pass {what} a GGUF adapter "
-                         "(chatharuhi train --gguf writes one)")
+def _record(stats: dict[str, Any], info: StreamInfo, started: float) -> None:
+    """The server's own figures for this reply, under the names the chatbot's trace reads."""
+    t = info.timings or {}
+    if "cache_n" in t:
+        stats.update(reused_tokens=int(t["cache_n"]), prefill_tokens=int(t.get("prompt_n", 0)),
+                     prompt_tokens=int(t["cache_n"]) + int(t.get("prompt_n", 0)),
+                     prefill_s=float(t.get("prompt_ms", 0.0)) / 1e3, decode_tokens=int(t.get("predicted_n", 0)),
+                     decode_s=float(t.get("predicted_ms", 0.0)) / 1e3)
+    stats["finish_reason"] = info.finish_reason
+    stats["total_s"] = perf_counter() - started
 
 
-def _chunks(worker: Worker, request: dict, prefill: str, stats: dict[str, Any],
-            info: StreamInfo | None) -> Iterator[str]:
-    if prefill:
-        yield prefill
-    yield from worker.results(worker.submit(request, stats=stats))
-    if info is not None:  # usage stays None: llama-cpp's streamed chunks do not report it
-        info.finish_reason = stats.get("finish_reason")
+def _chunks(backend: LlamaCppBackend, body: list, options: dict, prefill: str, stats: dict[str, Any],
+            info: StreamInfo) -> Iterator[str]:
+    started = perf_counter()
+    child = backend.worker.acquire()
+    stage = "reading the prompt"
+    try:
+        if prefill:
+            yield prefill
+        stream = child.wire.stream_with_info(body, info, **options)
+        try:
+            for piece in stream:
+                if stage != "generating":
+                    stage, stats["first_token_s"] = "generating", perf_counter() - started
+                yield piece
+        finally:
+            stream.close()
+        _record(stats, info, started)
+    except BackendError as exc:
+        raise backend._failure(child, exc, stage) from None
+    finally:
+        backend.worker.release(child)
+
+
+async def _achunks(backend: LlamaCppBackend, body: list, options: dict, prefill: str, stats: dict[str, Any],
+                   info: StreamInfo) -> AsyncIterator[str]:
+    started = perf_counter()
+    child = await asyncio.to_thread(backend.worker.acquire)  # may start a fresh worker
+    stage = "reading the prompt"
+    try:
+        if prefill:
+            yield prefill
+        stream = child.wire.astream_with_info(body, info, **options)
+        try:
+            async for piece in stream:
+                if stage != "generating":
+                    stage, stats["first_token_s"] = "generating", perf_counter() - started
+                yield piece
+        finally:
+            await stream.aclose()
+        _record(stats, info, started)
+    except BackendError as exc:
+        raise await asyncio.to_thread(backend._failure, child, exc, stage) from None
+    finally:
+        backend.worker.release(child)
 
 
 class Generation(Chunks):
-    """A reply being generated in the worker: iterate it for chunks; ``stats`` holds the worker's figures.
+    """A reply being generated in the worker: iterate it for chunks; ``stats`` holds the server's figures.
 
-    ``stats`` (filled as it streams): prompt_tokens, reused_tokens (read from llama.cpp's KV cache, not
-    re-read), prefill_tokens, prefill_s, decode_tokens, first_token_s, total_s.
+    ``stats`` (complete when it ends): prompt_tokens, reused_tokens (read from llama.cpp's prompt cache, not
+    re-read), prefill_tokens, prefill_s, decode_tokens, decode_s, first_token_s, total_s, finish_reason, adapter.
     """
-
-    def __init__(self, worker: Worker, request: dict, prefill: str, info: StreamInfo | None = None):
-        stats: dict[str, Any] = {}
-        super().__init__(_chunks(worker, request, prefill, stats, info), stats)

@@ -1,54 +1,51 @@
 """A local model in its own process, so that a native crash is a typed error and not the end of the program.
 
-``Worker`` starts ``python -m chatharuhi.backends.llama_cpp.worker_main`` and talks to it over a socket pair.
-One owner thread per worker (``serial.Serial``) takes requests from a queue and runs them one at a
-time; each request has its own queue of chunks, so a caller may resume its generator on any thread
-(the server and Gradio do) and no lock is held across a ``yield``. If the child dies (SIGSEGV inside ggml, an OOM
-kill, an abort), the request in flight raises ``WorkerCrashed`` naming the signal, the likely cause
-and the fix, and the next request starts a fresh child. A child that sends nothing (no token, no
-prefill progress) for ``timeout`` seconds is killed and the request raises ``BackendTimeout``.
-GGUF LoRA adapters loaded with ``load_adapter`` are remembered and loaded again into a fresh child.
+``Worker`` starts ``python -m chatharuhi.backends.llama_cpp.server_main``: llama.cpp's own server, bound to
+127.0.0.1 on a port the OS picks, with a random API key (handed over on the child's stdin) and CORS closed.
+The backend talks to it over HTTP (``Child.wire``, the ``openai`` backend pointed at it). If the child dies
+(SIGSEGV inside ggml, an OOM kill, an abort), the requests in flight raise ``WorkerCrashed`` naming the
+signal, the likely cause and the fix, and the next request starts a fresh child. A child that sends nothing
+for ``timeout`` seconds (no token, no prompt progress) is killed and the request raises ``BackendTimeout``.
+``restart`` (a new set of adapters) starts a new child for new requests and stops the old one when its last
+request ends.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import json
 import os
+import re
+import secrets
+import selectors
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from ...config import LLAMA_CPP_INSTALL
-from ...errors import BackendError, BackendTimeout, BackendUnavailable, ModelError, WorkerCrashed
-from ..serial import Job, Serial
-from .threads import load_at_start, omp_env, user_omp
+from ...config import XLLAMACPP_INSTALL
+from ...errors import AdapterError, BackendError, BackendTimeout, BackendUnavailable, ModelError, WorkerCrashed
 
-CHILD_MODULE = "chatharuhi.backends.llama_cpp.worker_main"
-STDERR_LINES = 30  # the child's last stderr lines, quoted in crash messages
-_POLL_S = 0.05
-_request_ids = itertools.count(1)  # what the child's cancel message names
+CHILD_MODULE = "chatharuhi.backends.llama_cpp.server_main"
+STDERR_LINES = 60  # the child's last stderr lines, quoted in crash and start-up messages
+STOP_GRACE_S = 1.0  # a child asked to stop (stdin closed) is killed after this
+_ERROR_LINE = re.compile(r"^\S+ E (?:\S+\s+)?(.*)$")  # llama.cpp's log: "0.00.102.297 E srv  load_model: ..."
 
 # Why a worker dies, by signal: (likely cause, fix).
 CAUSES = {
-    "SIGSEGV": ("llama.cpp was built for CPU features this machine does not grant (AMX on a VM that advertises "
-                "it, AVX-512 from a native build), or the model file is damaged",
-                f"reinstall llama-cpp-python with the portable flags: {LLAMA_CPP_INSTALL}"),
-    "SIGILL": ("llama.cpp was built for instructions this CPU lacks (a native build copied from another machine)",
-               f"reinstall llama-cpp-python with the portable flags: {LLAMA_CPP_INSTALL}"),
+    "SIGSEGV": ("the model file is damaged, or llama.cpp was built for CPU features this machine does not grant "
+                "(a source build with AMX or AVX-512 on a VM that advertises them)",
+                f"reinstall the portable prebuilt wheel: {XLLAMACPP_INSTALL}; or download the model again"),
+    "SIGILL": ("llama.cpp was built for instructions this CPU lacks (a source build copied from another machine)",
+               f"reinstall the portable prebuilt wheel: {XLLAMACPP_INSTALL}"),
     "SIGBUS": ("the model file changed or was truncated while mapped", "download the model again"),
     "SIGKILL": ("out of memory: the kernel's OOM killer (or another process) killed it",
-                "free memory, lower n_ctx=, or use a smaller or more quantised model"),
+                "free memory, lower n_ctx= or n_parallel=, or use a smaller or more quantised model"),
     "SIGABRT": ("llama.cpp aborted (a failed GGML_ASSERT: often a model of an architecture this llama.cpp "
                 "does not support, or a context it cannot allocate)",
-                "check the model's architecture and n_ctx=; upgrade llama-cpp-python if the model is newer"),
+                "check the model's architecture and n_ctx=; upgrade xllamacpp if the model is newer"),
 }
 
 
@@ -83,24 +80,94 @@ def crash_error(label: str, code: int | None, stage: str, stderr: list[str]) -> 
                          f"The next request starts a fresh worker.{tail}", exit_code=code)
 
 
-class Worker:
-    """A child process that loads ``spec`` (keyword arguments for ``llama_cpp.Llama``) and serves requests."""
+def llama_errors(lines: list[str], limit: int = 3) -> list[str]:
+    """llama.cpp's own error messages among ``lines`` (its log), first ones first, each once."""
+    said: list[str] = []
+    for line in lines:
+        m = _ERROR_LINE.match(line)
+        if m and m.group(1).strip() and m.group(1).strip() not in said:
+            said.append(m.group(1).strip())
+    return said[:limit]
 
-    def __init__(self, spec: dict, label: str, timeout: float, start_timeout: float, verbose: bool = False,
-                 auto_threads: bool = False, auto_threads_batch: bool = False):
+
+class Child:
+    """One worker process: its server's address and key, the HTTP client for it, and its last stderr lines."""
+
+    def __init__(self, proc: subprocess.Popen, api_key: str, label: str, timeout: float, verbose: bool):
+        self.proc, self.api_key, self.label = proc, api_key, label
+        self.address = ""
+        self.stderr: deque[str] = deque(maxlen=STDERR_LINES)
+        self.users = 0  # requests in flight on it
+        self.retiring = False  # replaced by a newer child: stopped when its last request ends
+        self.timeout, self.verbose = timeout, verbose
+        self.wire: Any = None
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc.poll() is None else None
+
+    def _drain(self) -> None:
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.stderr.append(line)
+            if self.verbose:
+                sys.stderr.write(line + "\n")
+
+    def connect(self, address: str) -> None:
+        """Point the OpenAI-protocol client at this child's server (the same client the openai backend uses)."""
+        from ..openai_compat import OpenAIBackend
+
+        self.address = address
+        self.wire = OpenAIBackend(model=self.label, base_url=address, api_key=self.api_key, timeout=self.timeout,
+                                  max_retries=0, max_stop=None)
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        """The child's exit status (negative: a signal), waiting up to ``wait`` s; None while it runs."""
+        try:
+            return self.proc.wait(timeout=wait) if wait else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def lines(self) -> list[str]:
+        """Its stderr so far (after the reader has caught up with a child that ended)."""
+        if self.proc.poll() is not None:
+            self._drainer.join(timeout=2)
+        return list(self.stderr)
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """End the child: close its stdin (it exits), kill it after ``grace`` s; close the client."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.wire is not None:
+            self.wire.close()
+
+
+class Worker:
+    """Starts and supervises the child that serves ``spec`` (the settings ``server_main`` reads)."""
+
+    def __init__(self, spec: dict[str, Any], label: str, timeout: float, start_timeout: float, verbose: bool = False):
         self.spec, self.label = spec, label
-        self.auto_threads, self.auto_threads_batch = auto_threads, auto_threads_batch  # fewer threads when busy
         self.timeout, self.start_timeout, self.verbose = timeout, start_timeout, verbose
+        self.starts = 0  # children started (a crash makes the next request start one more)
         self.info: dict[str, Any] = {}
-        self.starts = 0  # how many children were started (a crash makes the next request start one more)
-        self.omp_env: dict[str, str] = {}  # the OpenMP variables the live child got from us (not the user's)
-        self.load_at_start: float | None = None  # other programs' load, in cores, when it started
-        self._proc: subprocess.Popen | None = None
-        self._conn: Connection | None = None
-        self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
-        self._serial = Serial(label, stall_s=math.inf)  # no stall limit there: _recv's timeout stops a silent child
+        self._child: Child | None = None
+        self._lock = threading.Lock()  # around starting and swapping children, never held by a request
         self._closed = False
-        self.adapters: dict[str, tuple[str, float]] = {}  # id -> (GGUF path, scale): loaded into every child
 
     @property
     def closed(self) -> bool:
@@ -110,168 +177,134 @@ class Worker:
     @property
     def pid(self) -> int | None:
         """The live child's process id, or None."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        child = self._child
+        return child.pid if child is not None else None
 
-    # -- the child ------------------------------------------------------------------------------
-    def start(self) -> dict[str, Any]:
-        """Start the child and load the model now; errors (a bad file, a crash while loading) raise here."""
-        if self._proc is None or self._proc.poll() is not None:
-            self._spawn()
-        return self.info
+    @property
+    def child(self) -> Child | None:
+        """The child new requests go to (None before the first start or after a crash)."""
+        return self._child
 
-    def _spawn(self) -> None:
-        self._stop_child()
-        ours, theirs = socket.socketpair()
+    def start(self) -> Child:
+        """The running child, started now if there is none; a bad file or setting raises here."""
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"{self.label}: the backend was closed")
+            child = self._child
+            if child is None or child.proc.poll() is not None:
+                child = self._child = self._spawn(self.spec)
+            return child
+
+    def acquire(self) -> Child:
+        """The child to send a request to, counted as in use until ``release``."""
+        while True:
+            child = self.start()
+            with self._lock:
+                if child is self._child:
+                    child.users += 1
+                    return child
+
+    def release(self, child: Child) -> None:
+        """A request on ``child`` ended; a retired child with no request left stops."""
+        with self._lock:
+            child.users -= 1
+            done = child.retiring and child.users <= 0
+        if done:
+            child.stop()
+
+    def restart(self, spec: dict[str, Any]) -> None:
+        """Serve ``spec`` from a new child; the old one finishes its requests, then stops."""
+        with self._lock:
+            new = self._spawn(spec)  # a bad spec raises here and leaves the running child as it was
+            old, self._child, self.spec = self._child, new, spec
+            if old is not None:
+                old.retiring = True
+                idle = old.users <= 0
+        if old is not None and idle:
+            old.stop()
+
+    def failed(self, child: Child, stage: str) -> BackendError | None:
+        """The crash error if ``child`` died (it is then forgotten: the next request starts a fresh one)."""
+        code = child.exit_code(wait=0.0 if self._closed else 2.0)  # a killed child may still be on its way out
+        if code is None:
+            return None
+        self._forget(child)
+        if self._closed:
+            return BackendError(f"{self.label}: the backend was closed while {stage}")
+        return crash_error(self.label, code, stage, child.lines())
+
+    def hung(self, child: Child, limit: float, stage: str) -> BackendTimeout:
+        """Kill a child that sent nothing for ``limit`` s; the next request starts a fresh one."""
+        child.proc.kill()
+        child.exit_code(wait=5.0)
+        self._forget(child)
+        return BackendTimeout(
+            f"{self.label}: the model worker sent nothing for {limit:g} s while {stage}; it was stopped and "
+            "the next request starts a fresh one (raise timeout= for very long prompts on slow machines)")
+
+    def _forget(self, child: Child) -> None:
+        with self._lock:
+            if self._child is child:
+                self._child = None
+        child.stop(grace=0)
+
+    def _spawn(self, spec: dict[str, Any]) -> Child:
+        key = secrets.token_urlsafe(24)
         root = str(Path(__file__).resolve().parents[3])  # so the child imports this very chatharuhi
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-        # OpenMP reads its settings once, when the child starts: the user's own win, else the load decides.
-        self.load_at_start, logical = (None, 0) if user_omp(os.environ) else load_at_start(physical_cores())
-        self.omp_env = omp_env(os.environ, self.load_at_start, logical)
-        env.update(self.omp_env)
+        proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+        child = Child(proc, key, self.label, self.timeout, self.verbose)
+        self.starts += 1
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", CHILD_MODULE, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        finally:
-            theirs.close()
-        self._proc, self._conn, self.starts = proc, Connection(ours.detach()), self.starts + 1
-        self._stderr = lines = deque(maxlen=STDERR_LINES)
-        self._drainer = threading.Thread(target=self._drain, args=(proc, lines), daemon=True)
-        self._drainer.start()
-        try:
-            threads = {"auto_threads": self.auto_threads, "auto_threads_batch": self.auto_threads_batch}
-            self._conn.send(("load", self.spec, threads))
-            reply = self._recv(self.start_timeout, "loading the model")
+            proc.stdin.write((json.dumps({**spec, "api_key": key}) + "\n").encode("utf-8"))
+            proc.stdin.flush()
+            reply = self._first_line(child)
         except BaseException:
-            self._stop_child()
+            child.stop(grace=0)
             raise
-        if reply[0] == "ready":
-            self.info = reply[1]
-            try:
-                for adapter_id, (path, scale) in self.adapters.items():  # a fresh child after a crash
-                    self._load_adapter(adapter_id, path, scale)
-            except BaseException:
-                self._stop_child()
-                raise
-            return
-        self._stop_child()
-        self._drainer.join(timeout=2)
-        kind, message = reply[1], reply[2]
-        if kind == "refused":
-            raise BackendUnavailable(message)
-        if kind == "model":
-            raise ModelError(message)
-        raise BackendError(message)
+        if "address" in reply:
+            child.connect(reply["address"])
+            self.info = {"address": reply["address"], "system_info": reply.get("system_info", "")}
+            return child
+        child.stop(grace=2)
+        raise self._start_error(spec, reply, child.lines())
 
-    def _load_adapter(self, adapter_id: str, path: str, scale: float) -> None:
-        self._send(("adapter", {"id": adapter_id, "path": path, "scale": scale}), "loading a LoRA adapter")
-        reply = self._recv(self.start_timeout, "loading a LoRA adapter")
-        if reply[0] == "error":
-            raise ModelError(reply[2]) if reply[1] == "model" else BackendError(f"{self.label}: {reply[-1]}")
+    def _first_line(self, child: Child) -> dict[str, Any]:
+        """The child's answer to its settings, within ``start_timeout``; a crash or silence is the typed error."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(child.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(self.start_timeout):
+                child.proc.kill()
+                raise BackendTimeout(f"{self.label}: the model worker did not start within {self.start_timeout:g} s "
+                                     "(loading the model); raise the backend's start timeout on a slow disk")
+        line = child.proc.stdout.readline()
+        if not line:  # it died before answering
+            raise crash_error(self.label, child.exit_code(wait=5.0), "loading the model", child.lines())
+        return json.loads(line)
 
-    def _drain(self, proc: subprocess.Popen, lines: deque) -> None:
-        for raw in iter(proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace")
-            lines.append(line.rstrip("\n"))
-            if self.verbose:
-                sys.stderr.write(line)
-
-    def _recv(self, timeout: float | None, stage: str, job: Job | None = None, request_id: int = 0) -> tuple:
-        """The child's next message; a crash or silence (``timeout``, else ``self.timeout``) is the typed error."""
-        conn = self._conn
-        since = time.monotonic()
-        while True:
-            if job is not None and job.cancelled.is_set() and not job.stats.get("cancel_sent"):
-                job.stats["cancel_sent"] = True
-                self._send(("cancel", request_id), stage)
-            try:
-                if conn.poll(_POLL_S):
-                    return conn.recv()
-            except (EOFError, OSError):
-                raise self._crashed(stage) from None
-            limit = self.timeout if timeout is None else timeout
-            if time.monotonic() - since > limit:
-                self._stop_child()
-                raise BackendTimeout(
-                    f"{self.label}: the model worker sent nothing for {limit:g} s while {stage}; it was stopped "
-                    "and the next request starts a fresh one (raise timeout= for very long prompts on slow machines)")
-
-    def _send(self, message: tuple, stage: str) -> None:
-        try:
-            self._conn.send(message)
-        except (OSError, ValueError):
-            raise self._crashed(stage) from None
-
-    def _crashed(self, stage: str) -> BackendError:
-        proc = self._proc
-        if proc is None or self._closed:
-            return BackendError(f"{self.label}: the backend was closed while {stage}")
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # the socket broke but the child lingers: end it
-            proc.kill()
-            code = proc.wait()
-        self._drainer.join(timeout=2)  # the last lines the child wrote
-        error = crash_error(self.label, code, stage, list(self._stderr))
-        self._stop_child()
-        return error
-
-    def _stop_child(self) -> None:
-        proc, conn = self._proc, self._conn
-        self._proc = self._conn = None
-        if conn is not None:
-            conn.close()
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
-
-    # -- requests -------------------------------------------------------------------------------
-    def submit(self, request: dict, stats: dict[str, Any] | None = None) -> Job:
-        """Queue a generation; read its chunks with ``results(job)``; ``job.stats`` (``stats``) fills as it runs."""
-        if self._closed:
-            raise BackendError(f"{self.label}: the backend was closed")
-        request = {**request, "id": next(_request_ids)}
-        return self._serial.submit(lambda job: self._run(job, request), stats=stats)
-
-    def load_adapter(self, adapter_id: str, path: str, scale: float = 1.0) -> None:
-        """Load a GGUF LoRA adapter into the child under ``adapter_id`` (in turn with generations); a file
-        llama.cpp rejects is ``ModelError`` quoting it. Generations select it with ``request["adapter"]``."""
-        job = self.submit({"op": "adapter", "adapter_id": adapter_id, "path": path, "scale": scale})
-        for _ in self.results(job):
-            pass
-
-    def results(self, job: Job) -> Iterator[str]:
-        """The chunks of ``job``; closing this generator cancels the job."""
-        return self._serial.results(job)
-
-    def _run(self, job: Job, request: dict) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            self._spawn()
-        if request.get("op") == "adapter":
-            if request["adapter_id"] not in self.adapters:
-                self._load_adapter(request["adapter_id"], request["path"], request["scale"])
-                self.adapters[request["adapter_id"]] = (request["path"], request["scale"])
-            return
-        self._send(("generate", request), "starting a generation")
-        stage = "reading the prompt"
-        while True:
-            kind, *payload = self._recv(None, stage, job, request["id"])
-            if kind == "chunk":
-                stage = "generating"
-                job.put(payload[0])
-            elif kind in ("start", "progress", "done"):
-                job.stats.update(payload[0])
-                if kind == "done":
-                    return
-            elif kind == "error":
-                raise BackendError(f"{self.label}: {payload[0]}")
+    def _start_error(self, spec: dict[str, Any], reply: dict[str, Any], lines: list[str]) -> BackendError:
+        said = llama_errors(lines)
+        why = f" llama.cpp said: {' / '.join(said)}" if said else ""
+        if reply.get("error") == "refused":
+            return BackendUnavailable(f"{self.label}: {reply.get('message')}. Reinstall the portable prebuilt wheel: "
+                                      f"{XLLAMACPP_INSTALL}")
+        if any("bind" in s for s in said):
+            return BackendUnavailable(f"{self.label}: port {spec['port']} on 127.0.0.1 is taken by another program; "
+                                      f"pass another port= or leave it out (the OS then picks a free one).{why}")
+        if any("lora" in s.lower() or "adapter" in s.lower() for s in said):
+            named = re.search(r"failed to load lora adapter '([^']+)'", " ".join(llama_errors(lines, limit=20)))
+            adapter = named.group(1) if named else "a LoRA adapter"
+            return AdapterError(f"{adapter}: llama.cpp cannot load it onto the model {spec['model_path']}: a LoRA made "
+                                "for another base model? Load the base it was trained for, or train one for this "
+                                f"base (chatharuhi train --gguf, chatharuhi export-gguf).{why}")
+        return ModelError(f"{spec['model_path']}: llama.cpp cannot load it; is it a complete GGUF file of an "
+                          f"architecture this llama.cpp supports?{why}")
 
     def close(self) -> None:
-        """Stop the owner thread and the child."""
-        self._closed = True
-        self._serial.close(timeout=0)
-        self._stop_child()
+        """Stop the child; no request is taken any more."""
+        with self._lock:
+            self._closed = True
+            child, self._child = self._child, None
+        if child is not None:
+            child.stop(grace=0.2)

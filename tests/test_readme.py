@@ -25,19 +25,30 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "# 2\\. install and run the tests" in ci and "README.md" in ci
 
 
-def test_both_setup_commands_make_a_venv_in_the_clone_and_build_llama_cpp_portable():
-    from chatharuhi.config import LLAMA_CPP_CMAKE_ARGS, LLAMA_CPP_VERSION
+def test_both_setup_commands_make_a_venv_in_the_clone_and_install_wheels_only():
+    from chatharuhi.config import XLLAMACPP_VERSION
 
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert f'"llama-cpp-python=={LLAMA_CPP_VERSION}"' in pyproject
+    assert f'"xllamacpp=={XLLAMACPP_VERSION}"' in pyproject and "llama-cpp-python" not in pyproject
     for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S)[:2]:
         comment, clone, command = block.strip().split("\n")
         assert clone == "git clone https://github.com/chatharuhi/chatharuhi && cd chatharuhi"
-        assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
-        build = (f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install --no-cache-dir '
-                 f'llama-cpp-python=={LLAMA_CPP_VERSION} && ')
-        assert build in command and command.index(build) < command.index("'.[")
-        assert "GGML_NATIVE=OFF" in build and "GGML_AMX_INT8=OFF" in build and "GGML_AVX512=OFF" in build
+        assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install --only-binary=xllamacpp ")
+        assert "CMAKE_ARGS" not in command and "--no-cache-dir" not in command and "llama-cpp-python" not in command
+
+
+def test_ci_refuses_a_readme_command_two_that_builds_from_source(tmp_path):
+    """.ci/run's check of README command 2 fails on the old source-build command and passes on the current one."""
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    extract = ci[ci.index("block=$("):ci.index('echo "+ $cmd"')]
+    current = re.findall(r"```bash\n(.*?)```", README, flags=re.S)[1]
+    old = current.replace("pip install --only-binary=xllamacpp -e", 'CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install '
+                          "--no-cache-dir llama-cpp-python==0.3.36 && pip install --only-binary=xllamacpp -e")
+    for text, ok in ((current, True), (old, False)):
+        (tmp_path / "README.md").write_text(f"```bash\n{text}```\n", encoding="utf-8")
+        r = subprocess.run(["bash", "-c", f"set -euo pipefail\n{extract}"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=30)
+        assert (r.returncode == 0) is ok, (text, r.stderr)
 
 
 def test_ci_runs_readme_command_two_as_written():

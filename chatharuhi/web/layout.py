@@ -17,7 +17,7 @@ from .events import FORM, PANEL, PageEvents
 from .state import SCENE_HEADERS, STORAGE_KEY, Tab
 
 TITLE = "ChatHaruhi"
-CONCURRENCY = 8  # replies streamed at once; local backends serialise generation themselves
+CONCURRENCY = 8  # replies streamed at once; a local model decodes n_parallel of them together, the rest queue there
 CSS = """
 #scene-texts blockquote { white-space: pre-wrap; margin: 0.2em 0 0.8em; }
 #card h3 { margin-top: 0; }

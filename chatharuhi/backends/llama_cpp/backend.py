@@ -56,7 +56,6 @@ from ...errors import (
 )
 from ...types import Message
 from ..base import Backend, StreamInfo
-from ..serial import Chunks
 from .render import LlamaCppCounter
 from .server_main import PASSTHROUGH
 from .sizing import default_parallel, gguf_header
@@ -430,9 +429,22 @@ async def _achunks(backend: LlamaCppBackend, body: list, options: dict, prefill:
         backend.worker.release(child)
 
 
-class Generation(Chunks):
-    """A reply being generated in the worker: iterate it for chunks; ``stats`` holds the server's figures.
-
-    ``stats`` (complete when it ends): prompt_tokens, reused_tokens (read from llama.cpp's prompt cache, not
-    re-read), prefill_tokens, prefill_s, decode_tokens, decode_s, first_token_s, total_s, finish_reason, adapter.
+class Generation:
+    """A reply being generated in the worker: iterate it (from any thread) for chunks; ``close()``, or dropping
+    it, ends the request, and the server stops generating. ``stats`` holds the server's figures when it ends:
+    prompt_tokens, reused_tokens (read from llama.cpp's prompt cache, not re-read), prefill_tokens, prefill_s,
+    decode_tokens, decode_s, first_token_s, total_s, finish_reason, adapter.
     """
+
+    def __init__(self, chunks: Iterator[str], stats: dict[str, Any]):
+        self.stats, self._chunks = stats, chunks
+
+    def __iter__(self) -> "Generation":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop early: the HTTP request is closed, and the server frees the slot."""
+        self._chunks.close()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chatharuhi.backends.serial import Job, Serial
+from chatharuhi.backends.transformers.serial import Job, Serial
 from chatharuhi.errors import BackendError, BackendTimeout
 from helpers.waiting import WAIT_S, in_thread, wait_until
 

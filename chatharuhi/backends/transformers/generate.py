@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Sequen
 
 from ...errors import BackendError, ChatHaruhiError
 from ..base import StreamInfo
-from ..serial import Chunks, Job, Serial
+from .serial import Chunks, Job, Serial
 
 if TYPE_CHECKING:
     from .backend import TransformersBackend

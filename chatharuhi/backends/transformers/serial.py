@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, AsyncIterator, Callable, Iterator
 
-from ..errors import BackendError, BackendTimeout
+from ...errors import BackendError, BackendTimeout
 
 _DONE = object()
 _POLL_S = 1.0  # how often a waiting consumer checks that the thread still makes progress

@@ -192,7 +192,7 @@ def rates(runs: list[dict]) -> dict:
 def start(kind: str, tree: Path, home: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATHARUHI_"))}
     env.update(PYTHONPATH=str(tree), CHATHARUHI_HOME=str(home), GRADIO_ANALYTICS_ENABLED="False")
-    proc = subprocess.Popen([sys.executable, "-m", "chatharuhi.cli", kind, "--port", str(port)], cwd=tree, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "chatharuhi", kind, "--port", str(port)], cwd=tree, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import httpx
 

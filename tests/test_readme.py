@@ -33,7 +33,8 @@ def test_both_setup_commands_make_a_venv_in_the_clone_and_install_wheels_only():
     for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S)[:2]:
         comment, clone, command = block.strip().split("\n")
         assert clone == "git clone https://github.com/chatharuhi/chatharuhi && cd chatharuhi"
-        assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install --only-binary=xllamacpp ")
+        assert command.startswith("python3 -m venv .venv && . .venv/bin/activate && "
+                                  "pip install --only-binary=xllamacpp ")
         assert "CMAKE_ARGS" not in command and "--no-cache-dir" not in command and "llama-cpp-python" not in command
 
 

@@ -8,7 +8,7 @@ context window is, so the packer can fill the prompt exactly.
 
 Declared options (nothing is silently ignored): a backend's constructor accepts its named
 parameters plus ``extra_options`` (what it forwards through ``**kwargs``, e.g. to llama.cpp's
-``Llama``); any other keyword is ``UnknownOption`` naming the closest one, checked before the
+server settings); any other keyword is ``UnknownOption`` naming the closest one, checked before the
 constructor runs, for every subclass (third-party ones too). ``call_options`` lists what
 ``stream(messages, **options)`` honours; ``check_call_options`` refuses the rest.
 """

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 from importlib.util import find_spec
 from pathlib import Path
-from time import perf_counter
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 from ...config import (
@@ -59,6 +58,7 @@ from ..base import Backend, StreamInfo
 from .render import LlamaCppCounter
 from .server_main import PASSTHROUGH
 from .sizing import default_parallel, gguf_header
+from .stream import Generation, achunks, chunks
 from .worker import Child, Worker, physical_cores
 
 INSTALL_HINT = "pip install 'chatharuhi[embedded]' (a prebuilt wheel: no compiler)"
@@ -260,13 +260,13 @@ class LlamaCppBackend(Backend):
     def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> "Generation":
         """``stream``, filling ``info`` (finish reason, usage, the server's timings) when it ends."""
         body, wire_options, prefill, stats = self._request(messages, options)
-        return Generation(_chunks(self, body, wire_options, prefill, stats, info), stats)
+        return Generation(chunks(self, body, wire_options, prefill, stats, info), stats)
 
     async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo,
                                 **options: Any) -> AsyncIterator[str]:
         """Async twin of ``stream_with_info``: the reply streams on the event loop (no thread per request)."""
         body, wire_options, prefill, stats = await asyncio.to_thread(self._request, messages, options)
-        async for piece in _achunks(self, body, wire_options, prefill, stats, info):
+        async for piece in achunks(self, body, wire_options, prefill, stats, info):
             yield piece
 
     def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
@@ -369,82 +369,3 @@ class LlamaCppBackend(Backend):
         """Stop the worker."""
         if self.worker is not None:
             self.worker.close()
-
-
-def _record(stats: dict[str, Any], info: StreamInfo, started: float) -> None:
-    """The server's own figures for this reply, under the names the chatbot's trace reads."""
-    t = info.timings or {}
-    if "cache_n" in t:
-        stats.update(reused_tokens=int(t["cache_n"]), prefill_tokens=int(t.get("prompt_n", 0)),
-                     prompt_tokens=int(t["cache_n"]) + int(t.get("prompt_n", 0)),
-                     prefill_s=float(t.get("prompt_ms", 0.0)) / 1e3, decode_tokens=int(t.get("predicted_n", 0)),
-                     decode_s=float(t.get("predicted_ms", 0.0)) / 1e3)
-    stats["finish_reason"] = info.finish_reason
-    stats["total_s"] = perf_counter() - started
-
-
-def _chunks(backend: LlamaCppBackend, body: list, options: dict, prefill: str, stats: dict[str, Any],
-            info: StreamInfo) -> Iterator[str]:
-    started = perf_counter()
-    child = backend.worker.acquire()
-    stage = "reading the prompt"
-    try:
-        if prefill:
-            yield prefill
-        stream = child.wire.stream_with_info(body, info, **options)
-        try:
-            for piece in stream:
-                if stage != "generating":
-                    stage, stats["first_token_s"] = "generating", perf_counter() - started
-                yield piece
-        finally:
-            stream.close()
-        _record(stats, info, started)
-    except BackendError as exc:
-        raise backend._failure(child, exc, stage) from None
-    finally:
-        backend.worker.release(child)
-
-
-async def _achunks(backend: LlamaCppBackend, body: list, options: dict, prefill: str, stats: dict[str, Any],
-                   info: StreamInfo) -> AsyncIterator[str]:
-    started = perf_counter()
-    child = await asyncio.to_thread(backend.worker.acquire)  # may start a fresh worker
-    stage = "reading the prompt"
-    try:
-        if prefill:
-            yield prefill
-        stream = child.wire.astream_with_info(body, info, **options)
-        try:
-            async for piece in stream:
-                if stage != "generating":
-                    stage, stats["first_token_s"] = "generating", perf_counter() - started
-                yield piece
-        finally:
-            await stream.aclose()
-        _record(stats, info, started)
-    except BackendError as exc:
-        raise await asyncio.to_thread(backend._failure, child, exc, stage) from None
-    finally:
-        backend.worker.release(child)
-
-
-class Generation:
-    """A reply being generated in the worker: iterate it (from any thread) for chunks; ``close()``, or dropping
-    it, ends the request, and the server stops generating. ``stats`` holds the server's figures when it ends:
-    prompt_tokens, reused_tokens (read from llama.cpp's prompt cache, not re-read), prefill_tokens, prefill_s,
-    decode_tokens, decode_s, first_token_s, total_s, finish_reason, adapter.
-    """
-
-    def __init__(self, chunks: Iterator[str], stats: dict[str, Any]):
-        self.stats, self._chunks = stats, chunks
-
-    def __iter__(self) -> "Generation":
-        return self
-
-    def __next__(self) -> str:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        """Stop early: the HTTP request is closed, and the server frees the slot."""
-        self._chunks.close()

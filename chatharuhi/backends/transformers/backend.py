@@ -34,9 +34,9 @@ from ...config import (
 from ...errors import AdapterError, BackendError, BackendUnavailable, BudgetError, ChatHaruhiError, ModelError
 from ...types import Message
 from ..base import Backend, StreamInfo
-from .serial import Serial
 from .generate import Generation, Request, achunks, generation_work
 from .load import INSTALL_HINT, check_adapter_folder, import_torch, locate_base, pick_device, pick_dtype
+from .serial import Serial
 
 
 class TransformersCounter:

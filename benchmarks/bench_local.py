@@ -19,8 +19,9 @@ The model is the embedded one (SmolLM2-135M-Instruct Q4_1), greedy. In one run i
    one generation at a time) in the same run: p50/p95 time to first token and the replies' total throughput.
    The old side is the package as it was before the change (``git archive`` of the commit before the one that
    deleted ``worker_main.py``) run from a temporary folder; it needs llama-cpp-python installed.
-3. ``kept``: four ``ChatHaruhi`` users on one embedded backend at the full budgets, turns interleaved
-   (user 1, 2, 3, 4, then turn 2 of each...): time to first token of a turn that kept its story against turn 1.
+3. ``kept``: four ``ChatHaruhi`` users on one embedded backend at the full budgets, each its own conversation,
+   turns interleaved (user 1, 2, 3, 4, then turn 2 of each...): time to first token of a turn that kept its
+   story against turn 1.
 4. ``adapters``: two characters with their own LoRA (real GGUFs from tests/helpers/smol_lora.py; needs torch and
    peft), interleaved: time to first token when going back to a character whose prompt was read before, against
    its first read, ours and the old worker's (which re-read the prompt after every switch).
@@ -338,7 +339,7 @@ def kept(backend, users: int, turns: int, max_tokens: int) -> dict:
     for turn in range(turns):
         for u, bot in enumerate(bots):
             t0 = time.perf_counter()
-            reply = bot.stream(QUERIES[turn % len(QUERIES)], role="Watson", max_tokens=max_tokens)
+            reply = bot.stream(QUERIES[(turn + u) % len(QUERIES)], role="Watson", max_tokens=max_tokens)
             chunks = iter(reply)
             next(chunks)
             ttft = time.perf_counter() - t0
@@ -367,7 +368,7 @@ def adapters(trees: dict[str, Path], turns: int, max_tokens: int) -> dict:
     for side, tree in trees.items():
         env = {**os.environ, "PYTHONPATH": str(tree), "CHATHARUHI_HOME": tempfile.mkdtemp(prefix="bench-home-")}
         r = subprocess.run([sys.executable, "-c", ADAPTER_CHILD], input=json.dumps(cfg), capture_output=True,
-                           text=True, env=env, timeout=1800)
+                           text=True, env=env, cwd=tree, timeout=1800)  # cwd: `-c` puts it first on sys.path
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])
         rows = json.loads(r.stdout.strip().splitlines()[-1])

@@ -28,6 +28,7 @@ With no ``model_path`` the backend runs the embedded default (``models/embedded.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Sequence
@@ -168,6 +169,7 @@ class LlamaCppBackend(Backend):
         self.spec.update(cache_ram_mib=self._cache_ram_mib(), lora=[str(p) for p in self.adapters.values()])
         self.worker = Worker(self.spec, self.model_path.name, DEFAULT_LOCAL_TIMEOUT_S if timeout is None else timeout,
                              DEFAULT_LOCAL_START_TIMEOUT_S, verbose)
+        weakref.finalize(self, self.worker.close)  # a backend dropped without close() stops its worker too
         self.worker.start()  # loads the model in the child: a bad file or adapter fails there, not here
         self._counter: LlamaCppCounter | None = None
         self._cold = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("llama_cpp")
+pytest.importorskip("xllamacpp")
 
 from chatharuhi.backends.llama_cpp.backend import LlamaCppBackend  # noqa: E402
 from chatharuhi.models import embedded  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("gradio", reason="the web demo needs the [web] extra: pip install 'chatharuhi[web]'")
 pytest.importorskip("huggingface_hub")
-pytest.importorskip("llama_cpp")
+pytest.importorskip("xllamacpp")
 
 from chatharuhi.models import embedded  # noqa: E402
 from helpers.browser import (  # noqa: E402, F401 - browser is a fixture, used by name

@@ -119,8 +119,10 @@ def test_notices_are_one_line_and_say_how_to_get_a_better_model():
     assert "\n" not in pulled and "pulled model qwen2.5-3b" in pulled and "models list" in pulled
 
 
-def test_a_chinese_character_on_an_english_only_model_is_warned_once(caplog):
+def test_a_chinese_character_on_an_english_only_model_is_warned_once(caplog, monkeypatch):
     from chatharuhi import ChatHaruhi
+
+    monkeypatch.setattr(selection, "_warned", set())  # once per process: an earlier test may have warned already
 
     backend = ScriptedBackend(["春日:「嗯」"])
     backend.model_entry = BUILTIN

@@ -204,6 +204,27 @@ def test_a_worker_ends_when_its_program_is_killed(tmp_path):
     pytest.fail("the worker outlived the program that started it")
 
 
+def test_a_worker_started_on_a_thread_that_ends_keeps_serving(tmp_path, monkeypatch):
+    """The demo's "Get a better model" starts the new model on a short-lived thread: the worker must outlive the
+    thread (prctl's PR_SET_PDEATHSIG, tied to the thread, SIGKILLed it mid-reply)."""
+    import threading
+
+    monkeypatch.setenv("CHATHARUHI_HOME", str(tmp_path))
+    made: dict = {}
+    starter = threading.Thread(target=lambda: made.update(backend=LlamaCppBackend(n_ctx=512, n_parallel=1,
+                                                                                   temperature=0, timeout=120)))
+    starter.start()
+    starter.join()
+    backend = made["backend"]
+    try:
+        time.sleep(1.0)  # what a dead thread would have done to the worker by now
+        pid = backend.worker.pid
+        assert "".join(backend.stream(MESSAGES, max_tokens=4))
+        assert backend.worker.pid == pid and backend.worker.starts == 1
+    finally:
+        backend.close()
+
+
 def test_the_build_guard_refuses_amx_that_the_kernel_does_not_grant():
     amx_build = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 |"
     assert build_features(amx_build) >= {"AVX2", "AVX512", "AMX_INT8"}

@@ -16,6 +16,8 @@ import os
 import re
 import signal
 import sys
+import threading
+import time
 from typing import Any
 
 # llama.cpp's system info names the CPU features the build uses; these are /proc/cpuinfo's names for them.
@@ -25,7 +27,7 @@ CPU_FLAGS = {
     "AMX_INT8": "amx_int8",
 }
 _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
-_PR_SET_PDEATHSIG = 1
+PARENT_POLL_S = 0.5  # how often the worker checks that the program that started it is alive
 # Settings passed through to llama.cpp's CommonParams by name (the parent checked them).
 PASSTHROUGH = ("n_gpu_layers", "main_gpu", "n_batch", "n_ubatch", "rope_freq_base", "rope_freq_scale", "n_keep")
 
@@ -72,11 +74,18 @@ def unsupported(system_info: str, flags: set[str] | None, granted: bool) -> list
 
 
 def _die_with_parent() -> None:
-    """Linux: end this process when the parent dies, even if stdin were somehow kept open."""
-    try:
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    """End this process when the parent dies, even if stdin were somehow kept open: a thread watches for this
+    process being handed to another parent. (Not prctl's PR_SET_PDEATHSIG: that fires when the *thread* that
+    started us ends, so a model started from a short-lived thread, say the demo's "Get a better model", was
+    SIGKILLed mid-reply.)"""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _params(spec: dict[str, Any]) -> Any:

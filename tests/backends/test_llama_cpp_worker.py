@@ -275,6 +275,6 @@ def test_ctrl_c_is_the_callers_business_not_the_workers(backend):
     assert os.getsid(pid) == os.getsid(0)  # same session: nice and scheduling groups apply to the worker too
 
 
-def test_threads_default_to_the_physical_cores(backend):
+def test_threads_default_to_the_physical_cores_but_one(backend):
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
-    assert backend.spec["n_threads"] == backend.spec["n_threads_batch"] == physical_cores()
+    assert backend.spec["n_threads"] == backend.spec["n_threads_batch"] == max(1, physical_cores() - 1)

@@ -60,7 +60,7 @@ from .render import LlamaCppCounter
 from .server_main import PASSTHROUGH
 from .sizing import default_parallel, gguf_header
 from .stream import Generation, achunks, chunks
-from .worker import Child, Worker, physical_cores
+from .worker import Child, Worker, auto_threads
 
 INSTALL_HINT = "pip install 'chatharuhi[embedded]' (a prebuilt wheel: no compiler)"
 DEFAULT_SEED = 0
@@ -72,7 +72,8 @@ def thread_count(name: str, value: Any) -> int | None:
     if value is None or value == "auto":
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name}={value!r}: pass a number of threads (1 or more) or 'auto' (the physical cores)")
+        raise InputError(f"{name}={value!r}: pass a number of threads (1 or more) or 'auto' "
+                         "(the physical cores but one)")
     return value
 
 
@@ -118,7 +119,7 @@ class LlamaCppBackend(Backend):
 
         ``n_ctx`` is each chat's window (default 4096); ``n_parallel`` chats are served at once (default: as
         many windows as a quarter of the free memory holds, up to 4). ``n_threads`` (default ``"auto"``: the
-        physical cores) and ``n_threads_batch`` (prompt reading; default ``n_threads``) are llama.cpp's.
+        physical cores but one) and ``n_threads_batch`` (prompt reading; default ``n_threads``) are llama.cpp's.
         ``cache_ram_mib`` bounds the host-memory prompt cache (0: off; off whenever adapters are loaded).
         ``adapters`` are GGUF LoRA files loaded at start (``lora_path`` among them, at ``lora_scale``, applied
         when a call names no adapter). ``timeout`` (seconds) is how long the worker may stay silent before it
@@ -147,7 +148,7 @@ class LlamaCppBackend(Backend):
         self._sampling = {k: options.pop(k) for k in _SAMPLING_KEYS if k in options}
         self.context_window = _whole("n_ctx", n_ctx, 16) if n_ctx is not None else DEFAULT_LOCAL_CONTEXT_WINDOW
         threads = thread_count("n_threads", DEFAULT_LOCAL_THREADS if n_threads is None else n_threads)
-        threads = threads or physical_cores()
+        threads = threads or auto_threads()
         batch = thread_count("n_threads_batch", n_threads_batch) or threads
         parallel = (_whole("n_parallel", n_parallel, 1) if n_parallel is not None
                     else default_parallel(self.model_path, self.context_window))

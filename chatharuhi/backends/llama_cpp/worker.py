@@ -49,6 +49,14 @@ CAUSES = {
 }
 
 
+def auto_threads() -> int:
+    """``n_threads="auto"``: one physical core fewer than this process may use, at least 1. llama.cpp's threads
+    spin while they wait for each other, so a thread that loses its core to the program itself (the demo, the
+    embedder) or to anything else running stalls every token: on 2 busy cores, 32 tokens took 37-76 s on 2
+    threads against 7-8 s on 1 (docs/local-models.md)."""
+    return max(1, physical_cores() - 1)
+
+
 def physical_cores() -> int:
     """Physical cores this process may run on (SMT siblings counted once); llama.cpp's best thread count."""
     try:

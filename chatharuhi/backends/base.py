@@ -1,10 +1,11 @@
-"""The backend contract: one required method, ``stream(messages, **options) -> Iterator[str]``.
+"""The backend contract: one required method, ``stream(messages, *, info=None, **options) -> Iterator[str]``.
 
 A blocking reply is the join of the stream; the async twin runs the stream in a worker thread
 unless a backend overrides it. A backend that learns how a reply ended (the upstream's finish reason,
-its token usage) reports it through ``stream_with_info``; the default reports nothing.
-A backend also says how it counts tokens and how large its
-context window is, so the packer can fill the prompt exactly.
+its token usage) fills the ``info`` it is given (a ``StreamInfo``); one whose ``stream`` takes no ``info``
+is given none (it reports nothing). A backend also says how it counts tokens and how large its
+context window is, so the packer can fill the prompt exactly. Everything the rest of the package reads off a
+backend is declared on ``Backend`` below, with its default; nothing is set on a backend from outside.
 
 Declared options (nothing is silently ignored): a backend's constructor accepts its named
 parameters plus ``extra_options`` (what it forwards through ``**kwargs``, e.g. to llama.cpp's
@@ -41,6 +42,26 @@ class StreamInfo:
     finish_reason: str | None = None
     usage: dict[str, int] | None = None
     timings: dict[str, Any] | None = None
+
+
+def _without_info(method: Any) -> Any:
+    """``method`` (a ``stream`` or ``astream`` that takes no ``info``) called with ``info`` dropped."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapped(self: Any, messages: Sequence[Message], *, info: StreamInfo | None = None, **options: Any) -> Any:
+        return method(self, messages, **options)
+
+    wrapped.__takes_info__ = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _takes_info(method: Any) -> bool:
+    import inspect
+
+    if getattr(method, "__takes_info__", False):
+        return True
+    return "info" in inspect.signature(method).parameters
 
 
 def _checked_init(cls: type, init: Any) -> Any:
@@ -80,12 +101,24 @@ class Backend(ABC):
     extra_options: frozenset[str] = frozenset()
     # Options ``stream`` honours; None: not declared (the caller cannot check them).
     call_options: frozenset[str] | None = None
+    # The default sampling temperature (None: the upstream's own), shown in the demo's settings.
+    temperature: float | None = None
+    # The fixed seed a local model samples with (None: unseeded); a regenerated reply is given a fresh one.
+    seed: int | None = None
+    # The upstream's address (remote backends): never shown in a server's error bodies.
+    base_url: str | None = None
+    # Whether ``close()`` has released this backend (a registry's cached one is then built again).
+    closed: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "__strict__", False):
             cls.__init__ = _checked_init(cls, init)  # type: ignore[method-assign]
+        for name in ("stream", "astream"):  # a backend written without ``info`` is simply given none
+            method = cls.__dict__.get(name)
+            if method is not None and not _takes_info(method):
+                setattr(cls, name, _without_info(method))
 
     @classmethod
     def accepted_options(cls) -> frozenset[str] | None:
@@ -102,18 +135,16 @@ class Backend(ABC):
             check_options(options, self.call_options, f"{type(self).__name__}.stream()")
 
     @abstractmethod
-    def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
-        """Yield the reply in chunks. Options: temperature, max_tokens, stop (list of strings)."""
-
-    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Iterator[str]:
-        """``stream``, filling ``info`` when it ends; backends that know nothing more leave it empty."""
-        return self.stream(messages, **options)
+    def stream(self, messages: Sequence[Message], *, info: StreamInfo | None = None, **options: Any) -> Iterator[str]:
+        """Yield the reply in chunks, filling ``info`` when it ends (if given and known). Options: temperature,
+        max_tokens, stop (list of strings)."""
 
     def complete(self, messages: Sequence[Message], **options: Any) -> str:
         """The whole reply: the join of the stream."""
         return "".join(self.stream(messages, **options))
 
-    async def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
+    async def astream(self, messages: Sequence[Message], *, info: StreamInfo | None = None,
+                      **options: Any) -> AsyncIterator[str]:
         """Async twin of ``stream``: runs the blocking stream in a worker thread."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -121,7 +152,7 @@ class Backend(ABC):
 
         def pump() -> None:
             try:
-                for chunk in self.stream(messages, **options):
+                for chunk in self.stream(messages, info=info, **options):
                     if stop.is_set():
                         break
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
@@ -142,10 +173,6 @@ class Backend(ABC):
         finally:
             stop.set()
 
-    def astream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> AsyncIterator[str]:
-        """Async twin of ``stream_with_info``; the default reports nothing."""
-        return self.astream(messages, **options)
-
     async def acomplete(self, messages: Sequence[Message], **options: Any) -> str:
         """Async twin of ``complete``."""
         return "".join([chunk async for chunk in self.astream(messages, **options)])
@@ -154,6 +181,12 @@ class Backend(ABC):
         """Make a character's LoRA adapter (``chatharuhi.models.adapters.CharacterAdapter``) ready and return the
         per-call options that select it; ``None``: this backend cannot apply adapters."""
         return None
+
+    def describe(self) -> str:
+        """A short human label of the model this backend runs (the demo's and the CLI's "Model: ..." line)."""
+        if self.model_entry is not None:
+            return f"{self.model_entry.name} ({self.model_entry.title}, local)"
+        return self.name
 
     def token_counter(self) -> TokenCounter:
         """The counter that matches what this backend is sent (tiktoken unless overridden)."""

@@ -259,14 +259,16 @@ class OpenAIBackend(Backend):
         text = delta.get("content") if isinstance(delta, dict) else None
         return (text if isinstance(text, str) else ""), bool(choice.get("finish_reason"))
 
-    def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
-        """Yield the reply as the server streams it. Options: temperature, max_tokens, stop, top_p, model,
-        extra_body (fields added to this request's JSON body, over the backend's own ``extra_body``), and
-        the request's own timeout, max_retries and api_key."""
-        return self.stream_with_info(messages, StreamInfo(), **options)
+    def describe(self) -> str:
+        """``gpt-4o-mini via https://api.openai.com/v1``."""
+        return f"{self.model} via {self.base_url}"
 
-    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Iterator[str]:
-        """``stream``, recording the upstream's finish reason and usage in ``info``."""
+    def stream(self, messages: Sequence[Message], *, info: StreamInfo | None = None,
+               **options: Any) -> Iterator[str]:
+        """Yield the reply as the server streams it, recording the upstream's finish reason and usage in ``info``.
+        Options: temperature, max_tokens, stop, top_p, model, extra_body (fields added to this request's JSON
+        body, over the backend's own ``extra_body``), and the request's own timeout, max_retries and api_key."""
+        info = StreamInfo() if info is None else info
         params = self._params(messages, options)
         if self.stream_usage:
             params["stream_options"] = {"include_usage": True}
@@ -294,19 +296,16 @@ class OpenAIBackend(Backend):
             raise BackendResponseError(f"{self.base_url} answered with no choices")
         return response.choices[0].message.content or ""
 
-    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
-        """Async twin of ``stream`` on ``openai.AsyncOpenAI``."""
-        return self.astream_with_info(messages, StreamInfo(), **options)
-
-    async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo,
-                                **options: Any) -> AsyncIterator[str]:
-        """Async twin of ``stream_with_info``, run on the event loop.
+    async def astream(self, messages: Sequence[Message], *, info: StreamInfo | None = None,
+                      **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream``, run on the event loop.
 
         The request goes through the client's own ``post`` (its connection pool, retries, error types
         and SSE decoding) with the body already in wire form and chunks kept as plain dicts: the SDK's
         per-request parameter transform and per-chunk model building were most of a server's CPU."""
         import openai
 
+        info = StreamInfo() if info is None else info
         params = self._params(messages, options)
         if self.stream_usage:
             params["stream_options"] = {"include_usage": True}

@@ -21,7 +21,6 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Iterable
 
 from ..config import (
-    EMBEDDED_BUDGET,
     EMBEDDED_FILE,
     EMBEDDED_INSTALL,
     ENV_BACKEND,
@@ -80,31 +79,22 @@ def _builtin_factories() -> dict[str, BackendFactory]:
         return ScriptedBackend(**options)
 
     def llama_cpp(**options: Any) -> Backend:
-        from ..models import BUILTIN
         from .llama_cpp.backend import LlamaCppBackend
 
         entry = _local_model(options)
         try:
-            backend = LlamaCppBackend(**options)
+            return LlamaCppBackend(**options, **({"entry": entry} if entry is not None and not entry.builtin else {}))
         except ModelError as exc:
             if entry is None or entry.builtin:
                 raise
             raise ModelError(f"the pulled model {entry.name}: {exc} Its bytes matched their sha256 when pulled, so "
                              "this llama.cpp may not know its architecture: pip install -U xllamacpp, "
                              f"or choose another model (`chatharuhi models list`)") from None
-        backend.model_entry = entry  # for the language warning and the demo's "model in use"
-        if entry is BUILTIN:
-            backend.budget_hint = dict(EMBEDDED_BUDGET)
-        return backend
 
     def embedded(**options: Any) -> Backend:
-        from ..models import BUILTIN
         from .llama_cpp.backend import LlamaCppBackend
 
-        backend = LlamaCppBackend(**options)  # always the pinned default model (_check refuses another)
-        backend.budget_hint = dict(EMBEDDED_BUDGET)
-        backend.model_entry = BUILTIN
-        return backend
+        return LlamaCppBackend(**options)  # always the pinned default model (_check refuses another)
 
     def transformers(**options: Any) -> Backend:
         from .transformers.backend import TransformersBackend
@@ -262,7 +252,7 @@ def _local(name: str, options: dict[str, Any], notice: Callable[[], str] | None 
             logger.warning(notice())
             _announced.add(key)
         backend = _shared.get(key)
-        if backend is None or getattr(backend, "closed", False):
+        if backend is None or backend.closed:
             backend = _shared[key] = get_backend(name, **options)
         return backend
 

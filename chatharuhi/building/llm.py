@@ -184,7 +184,7 @@ def llm_pass(analysis: Analysis, llm: Any, max_calls: int = BUILD_MAX_LLM_CALLS,
 
 
 def _takes_temperature(backend: Any) -> bool:
-    options = getattr(backend, "call_options", None)
+    options = backend.call_options
     return options is not None and "temperature" in options
 
 

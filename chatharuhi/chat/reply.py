@@ -7,6 +7,7 @@ chatbot that made it: a failed or abandoned stream commits nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from ..backends.base import Backend, StreamInfo
@@ -37,6 +38,7 @@ class Reply:
         self.backend, self.plan, self.options = backend, plan, options
         self._new_filter, self._commit = filter, commit
         self.info = StreamInfo()  # filled by the backend when the stream ends
+        self.first_chunk_ms: float | None = None  # from asking the backend to its first chunk (a server's timing)
         self._text: str | None = None
         self._started = False
         self._cut_by_filter = False
@@ -61,9 +63,11 @@ class Reply:
             yield self._text
             return
         filt = self._begin()
-        stream = self.backend.stream_with_info(self.plan.messages, self.info, **self.options)
+        asked = perf_counter()
+        stream = self.backend.stream(self.plan.messages, info=self.info, **self.options)
         try:
             for chunk in stream:
+                self._arrived(asked)
                 if out := filt.feed(chunk):
                     yield out
                 if filt.stopped:
@@ -84,9 +88,11 @@ class Reply:
             yield self._text
             return
         filt = self._begin()
-        stream = self.backend.astream_with_info(self.plan.messages, self.info, **self.options)
+        asked = perf_counter()
+        stream = self.backend.astream(self.plan.messages, info=self.info, **self.options)
         try:
             async for chunk in stream:
+                self._arrived(asked)
                 if out := filt.feed(chunk):
                     yield out
                 if filt.stopped:
@@ -100,6 +106,11 @@ class Reply:
                 await aclose()
             self._record(getattr(stream, "stats", None))
         self._finish(filt)
+
+    def _arrived(self, asked: float) -> None:
+        """Note when the backend's first chunk came (``asked``: when it was asked)."""
+        if self.first_chunk_ms is None:
+            self.first_chunk_ms = (perf_counter() - asked) * 1e3
 
     def _begin(self) -> Any:
         """Mark the reply as streaming (once only) and return a fresh reply filter."""

@@ -117,10 +117,10 @@ class ChatHaruhiChatModel(BaseChatModel):
             if other:
                 raise InputError(f"{other[0]}= makes another bot: pass either bot= or character= with backend "
                                  f"settings, not both (got bot= and {', '.join(other)})")
-            takes = getattr(self.bot.backend, "call_options", None)
+            takes = self.bot.backend.call_options
             for name in (k for k in PER_CALL if k in given):
                 if takes is None or name not in takes:
-                    raise InputError(f"{name}= cannot apply to this bot: its {getattr(self.bot.backend, 'name', '')} "
+                    raise InputError(f"{name}= cannot apply to this bot: its {self.bot.backend.name} "
                                      f"backend does not take {name} per call; leave it out, or give the backend "
                                      f"its own {name} when you build it")
             return self
@@ -139,7 +139,7 @@ class ChatHaruhiChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"character": self.bot.character.name, "backend": getattr(self.bot.backend, "name", ""),
+        return {"character": self.bot.character.name, "backend": self.bot.backend.name,
                 "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:

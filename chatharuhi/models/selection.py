@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from ..config import RECOMMENDED_MODEL
 from .catalog import BUILTIN, ModelEntry, catalog
 from .store import format_size, installed_models
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
 
 logger = logging.getLogger("chatharuhi")
 _warned: set[tuple[str, str]] = set()
@@ -60,10 +64,10 @@ def language_warning(language: str, entry: ModelEntry | None, character: str) ->
     return message
 
 
-def model_line(backend: object, languages: "set[str] | list[str]" = ()) -> str:
+def model_line(backend: Backend, languages: "set[str] | list[str]" = ()) -> str:
     """The demo's "Model: ..." line; it adds what to pull when the model cannot speak some characters' language."""
     line = f"Model: {describe(backend)}"
-    entry = getattr(backend, "model_entry", None)
+    entry = backend.model_entry
     missing = sorted({lang for lang in languages if lang} - {lang for lang in languages if lang and entry
                                                              and entry.speaks(lang)}) if entry else []
     better = catalog().get(RECOMMENDED_MODEL)
@@ -73,15 +77,6 @@ def model_line(backend: object, languages: "set[str] | list[str]" = ()) -> str:
     return line
 
 
-def describe(backend: object) -> str:
-    """A short human label of the model a backend runs, e.g. ``qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M)``."""
-    entry = getattr(backend, "model_entry", None)
-    if isinstance(entry, ModelEntry):
-        return f"{entry.name} ({entry.title}, local)"
-    path = getattr(backend, "model_path", None)
-    if path is not None:
-        return f"{getattr(path, 'name', path)} (local GGUF)"
-    model = getattr(backend, "model", None)
-    base = getattr(backend, "base_url", None)
-    name = getattr(backend, "name", type(backend).__name__)
-    return f"{model} via {base}" if model and base else (f"{model} ({name})" if model else str(name))
+def describe(backend: Backend) -> str:
+    """A short human label of the model a backend runs, e.g. ``qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M, local)``."""
+    return backend.describe()

@@ -44,7 +44,7 @@ from ..backends.base import Backend
 from ..errors import BackendUnavailable, InputError
 from .asgi import _BearerAuth, _RequestId
 from .errors import INSTALL_HINT, install_error_handlers
-from .pool import BotPool, _TimedBackend
+from .pool import BotPool
 
 UPSTREAM_MODES = ("async", "thread")  # how upstream chunks reach the event loop (see the module docstring)
 
@@ -80,7 +80,7 @@ def create_app(
     sessions = sessions if sessions is not None else open_shared_store(sessions_path)
     if getattr(sessions, "vector_cache", None) is not None:  # replicas share one embedding of every scene
         bot_options.setdefault("vector_cache", sessions.vector_cache)
-    backend = _TimedBackend(resolve_backend(llm, **(llm_options or {})))
+    backend = resolve_backend(llm, **(llm_options or {}))
     pool = BotPool(backend, characters_dir, bot_options)
     app = FastAPI(title="chatharuhi", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = ServerState(pool, sessions=sessions, sessions_path=sessions_path,

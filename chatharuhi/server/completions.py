@@ -80,7 +80,7 @@ class Upstream:
         """One choice: the reply, its chunk iterator and its first chunk (before any header is sent)."""
         c = self.call
         reply = await self.state.run(c.bot.stream, c.text, c.role, history=c.turns, memory=c.memory,
-                                     _timing=c.timing if index == 0 else None, **c.req.options())
+                                     **c.req.options())
         chunks = reply.__aiter__() if self.state.upstream == "async" else iter(reply)
         self.opened.append(chunks)
         return reply, chunks, await self.next(chunks)
@@ -158,6 +158,8 @@ async def chat_completions(request: Request):
         await upstream.close()
         return Response(status_code=499)  # nobody reads it: the client is gone, nothing was saved
     trace = first[0].trace
+    if first[0].first_chunk_ms is not None:  # the upstream's own time to its first chunk
+        call.timing["upstream"] = first[0].first_chunk_ms
     call.timing.update({k: round(v, 3) for k, v in trace.timings_ms.items()})
     call.timing["ttfb"] = (perf_counter() - received) * 1e3
     headers = {"Server-Timing": ", ".join(f"{k};dur={v:.3f}" for k, v in call.timing.items()),

@@ -1,73 +1,16 @@
-"""What a server serves: one shared backend (timed) and one ``Chatbot`` per character, built on first use."""
+"""What a server serves: one shared backend and one ``Chatbot`` per character, built on first use."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import perf_counter
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any
 
-from ..backends.base import Backend, StreamInfo
+from ..backends.base import Backend
 from ..errors import InvalidCharacter
-from ..types import Message
 from .api import model_name_problem
 from .errors import APIError
-
-
-class _TimedBackend(Backend):
-    """Wraps the shared backend to measure upstream time to first chunk (reported as ``Server-Timing``)."""
-
-    # What the chatbot, the demo and the model line read off a backend: the wrapper must show the inner
-    # backend's values, or the server would pack an embedded model's prompt at full budgets, without prefill.
-    _BEHAVIOUR = ("name", "context_window", "budget_hint", "prompt_layout", "supports_prefill", "transcript",
-                  "temperature", "seed", "model_entry", "model_path", "model", "base_url")
-
-    def __init__(self, inner: Backend):
-        self.inner = inner
-        for attr in self._BEHAVIOUR:
-            if hasattr(inner, attr):
-                setattr(self, attr, getattr(inner, attr))
-
-    def stream(self, messages: Sequence[Message], _timing: dict | None = None, **options: Any) -> Iterator[str]:
-        return self.stream_with_info(messages, StreamInfo(), _timing, **options)
-
-    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, _timing: dict | None = None,
-                         **options: Any) -> Iterator[str]:
-        start = perf_counter()
-        inner = self.inner.stream_with_info(messages, info, **options)
-        try:
-            for chunk in inner:
-                if _timing is not None and "upstream" not in _timing:
-                    _timing["upstream"] = (perf_counter() - start) * 1e3
-                yield chunk
-        finally:
-            close = getattr(inner, "close", None)
-            if close:
-                close()
-
-    async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo, _timing: dict | None = None,
-                                **options: Any) -> AsyncIterator[str]:
-        start = perf_counter()
-        inner = self.inner.astream_with_info(messages, info, **options)
-        try:
-            async for chunk in inner:
-                if _timing is not None and "upstream" not in _timing:
-                    _timing["upstream"] = (perf_counter() - start) * 1e3
-                yield chunk
-        finally:
-            aclose = getattr(inner, "aclose", None)
-            if aclose:
-                await aclose()
-
-    def token_counter(self):
-        return self.inner.token_counter()
-
-    def use_adapter(self, adapter: Any) -> dict[str, Any] | None:
-        return self.inner.use_adapter(adapter)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @dataclass

@@ -81,7 +81,7 @@ def _secrets(pool: BotPool, sessions: Any, sessions_path: Any) -> list[str]:
     from ..sessions import default_sessions_path
 
     backend = pool.backend
-    found = [str(getattr(getattr(backend, "inner", backend), "base_url", "") or "")]
+    found = [str(backend.base_url or "")]
     db = getattr(sessions, "path", None) or sessions_path or default_sessions_path()
     found += [str(db), str(Path(str(db)).parent)]
     for d in search_dirs(pool.characters_dir):

@@ -59,10 +59,10 @@ def test_the_count_is_what_the_server_reports_reading(backend):
     history = MESSAGES + [Message("assistant", "Holmes:「At the club.」"), Message("user", "Watson:「Why?」")]
     for messages in (MESSAGES, history):
         info = StreamInfo()
-        assert "".join(backend.stream_with_info(messages, info, max_tokens=2))
+        assert "".join(backend.stream(messages, info=info, max_tokens=2))
         assert info.usage["prompt_tokens"] == counter.count_messages(messages)
     info = StreamInfo()
-    "".join(backend.stream_with_info(history, info, max_tokens=2, prefill="Holmes:「"))
+    "".join(backend.stream(history, info=info, max_tokens=2, prefill="Holmes:「"))
     assert info.usage["prompt_tokens"] == len(backend.render([*history, Message("assistant", "Holmes:「")]))
     assert counter.count("Holmes") == len(backend.tokenize("Holmes")) >= 1
 
@@ -80,7 +80,7 @@ def test_a_named_chat_template_reaches_the_server(tmp_path):
 
 def test_a_prompt_longer_than_a_slots_window_is_a_budget_error_before_anything_is_sent(backend, monkeypatch):
     child = backend.worker.child
-    monkeypatch.setattr(child.wire, "stream_with_info", lambda *a, **k: pytest.fail("the prompt was sent"))
+    monkeypatch.setattr(child.wire, "stream", lambda *a, **k: pytest.fail("the prompt was sent"))
     with pytest.raises(BudgetError, match="n_ctx") as err:
         list(backend.stream([Message("user", "word " * 2000)]))
     assert err.value.budget == 1024 and err.value.tokens > 1024
@@ -95,7 +95,7 @@ def test_closing_early_then_streaming_again(backend):
 
 def test_the_finish_reason_and_the_servers_figures_come_back(backend):
     info = StreamInfo()
-    generation = backend.stream_with_info(MESSAGES, info, max_tokens=3)
+    generation = backend.stream(MESSAGES, info=info, max_tokens=3)
     assert "".join(generation) and info.finish_reason == "length"
     stats = generation.stats
     assert stats["decode_tokens"] == 3 and stats["reused_tokens"] + stats["prefill_tokens"] == stats["prompt_tokens"]

@@ -281,22 +281,22 @@ def test_astream_streams_natively_across_event_loops(stub, make):
 
 
 def test_finish_reason_and_usage_reported_sync_and_async(stub, make):
-    """stream_with_info / astream_with_info: the upstream's finish reason (length for a cut) and its usage."""
+    """stream / astream with info=: the upstream's finish reason (length for a cut) and its usage."""
     from chatharuhi.backends.base import StreamInfo
 
     backend, info = make(), StreamInfo()
-    assert "".join(backend.stream_with_info(MESSAGES, info, max_tokens=5)) == REPLY[:5]
+    assert "".join(backend.stream(MESSAGES, info=info, max_tokens=5)) == REPLY[:5]
     assert info.finish_reason == "length" and info.usage["completion_tokens"] == 5
     assert stub.requests[-1].body["stream_options"] == {"include_usage": True}
 
     async def collect(info):
-        return "".join([p async for p in backend.astream_with_info(MESSAGES, info)])
+        return "".join([p async for p in backend.astream(MESSAGES, info=info)])
 
     ainfo = StreamInfo()
     assert asyncio.run(collect(ainfo)) == REPLY
     assert ainfo.finish_reason == "stop" and ainfo.usage["total_tokens"] == ainfo.usage["prompt_tokens"] + len(REPLY)
     quiet = OpenAIBackend(base_url=stub.base_url, max_retries=0, stream_usage=False)
-    "".join(quiet.stream_with_info(MESSAGES, StreamInfo()))
+    "".join(quiet.stream(MESSAGES, info=StreamInfo()))
     assert "stream_options" not in stub.requests[-1].body  # for old servers that refuse the field
 
 

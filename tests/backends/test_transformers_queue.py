@@ -147,7 +147,7 @@ def test_a_stop_string_ends_generation_on_the_models_thread(backend, expected):
 
 def test_finish_reason_reaches_stream_info(backend):
     info = StreamInfo()
-    list(backend.stream_with_info(MESSAGES, info, max_tokens=3))
+    list(backend.stream(MESSAGES, info=info, max_tokens=3))
     assert info.finish_reason == "length"
 
 

@@ -145,10 +145,10 @@ def test_describe_names_the_model_in_use():
     backend.model_entry = find_model("qwen2.5-3b")
     assert describe(backend) == "qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M, local)"
 
-    class Remote:
-        name, model, base_url = "openai", "gpt-4o-mini", "http://localhost:11434/v1"
+    from chatharuhi.backends.openai_compat import OpenAIBackend
 
-    assert describe(Remote()) == "gpt-4o-mini via http://localhost:11434/v1"
+    remote = OpenAIBackend(base_url="http://localhost:11434/v1", api_key="k", model="gpt-4o-mini")
+    assert describe(remote) == "gpt-4o-mini via http://localhost:11434/v1"
 
 
 def test_models_list_shows_the_table_and_what_is_pulled(capsys):

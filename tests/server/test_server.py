@@ -291,29 +291,29 @@ def test_client_disconnect_mid_stream_stops_upstream_and_records_nothing(tmp_pat
     with StubOpenAIServer(long_reply, chunk_size=1) as slow_stub:
         closed = threading.Event()
         backend = OpenAIBackend(base_url=slow_stub.base_url, max_retries=0, timeout=10)
-        real_stream, real_astream = backend.stream_with_info, backend.astream_with_info
+        real_stream, real_astream = backend.stream, backend.astream
 
         # Both note when the server closes the upstream stream; 2 ms a chunk (8 s in all) keeps the reply from
         # finishing before the client's disconnect is seen on a loaded machine.
-        def watched(messages, info, **options):
+        def watched(messages, info=None, **options):
             try:
-                for chunk in real_stream(messages, info, **options):
+                for chunk in real_stream(messages, info=info, **options):
                     time.sleep(0.002)
                     yield chunk
             finally:
                 closed.set()
 
-        async def awatched(messages, info, **options):
+        async def awatched(messages, info=None, **options):
             import asyncio
 
             try:
-                async for chunk in real_astream(messages, info, **options):
+                async for chunk in real_astream(messages, info=info, **options):
                     await asyncio.sleep(0.002)
                     yield chunk
             finally:
                 closed.set()
 
-        backend.stream_with_info, backend.astream_with_info = watched, awatched
+        backend.stream, backend.astream = watched, awatched
         slow_stub.reply = lambda body: (time.sleep(0.001), long_reply)[1]
         with running(create_app(backend, embedder="hash", sessions=store, upstream=upstream)) as url:
             created = httpx.post(f"{url}/v1/sessions", json={"model": "haruhi"}).json()

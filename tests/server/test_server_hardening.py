@@ -307,27 +307,27 @@ def test_an_abandoned_non_streaming_request_commits_nothing_and_stops_the_upstre
     with StubOpenAIServer("春日:「" + "啊" * 3000 + "」", chunk_size=1) as stub:
         closed = threading.Event()
         backend = OpenAIBackend(base_url=stub.base_url, max_retries=0, timeout=10)
-        real_stream = backend.stream_with_info
+        real_stream = backend.stream
 
-        def watched(messages, info, **options):  # a slow upstream (5 ms a chunk: 15 s in all) noting its closing
+        def watched(messages, info=None, **options):  # a slow upstream (5 ms a chunk: 15 s in all) noting its closing
             try:
-                for chunk in real_stream(messages, info, **options):
+                for chunk in real_stream(messages, info=info, **options):
                     time.sleep(0.005)
                     yield chunk
             finally:
                 closed.set()
 
-        real_astream = backend.astream_with_info
+        real_astream = backend.astream
 
-        async def awatched(messages, info, **options):  # the same on the async path
+        async def awatched(messages, info=None, **options):  # the same on the async path
             try:
-                async for chunk in real_astream(messages, info, **options):
+                async for chunk in real_astream(messages, info=info, **options):
                     await asyncio.sleep(0.005)
                     yield chunk
             finally:
                 closed.set()
 
-        backend.stream_with_info, backend.astream_with_info = watched, awatched
+        backend.stream, backend.astream = watched, awatched
         with running(create_app(backend, embedder="hash", sessions=store, upstream=upstream)) as url:
             sid, token = _session(url)
             for _ in range(2):  # the issue: two timed-out retries stored two identical turns

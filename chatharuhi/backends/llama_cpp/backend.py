@@ -31,7 +31,7 @@ import asyncio
 import weakref
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from ...config import (
     DEFAULT_LOCAL_CACHE_RAM_MIB,
@@ -41,6 +41,7 @@ from ...config import (
     DEFAULT_LOCAL_THREADS,
     DEFAULT_LOCAL_TIMEOUT_S,
     DEFAULT_REPEAT_PENALTY,
+    EMBEDDED_BUDGET,
 )
 from ...errors import (
     AdapterError,
@@ -113,6 +114,7 @@ class LlamaCppBackend(Backend):
         lora_scale: float = 1.0,
         adapters: Sequence[str | Path] = (),
         port: int | None = None,
+        entry: Any = None,
         **options: Any,
     ):
         """Start ``model_path`` (default: the embedded model) in a worker process; ``sha256`` pins any file.
@@ -123,16 +125,20 @@ class LlamaCppBackend(Backend):
         ``cache_ram_mib`` bounds the host-memory prompt cache (0: off; off whenever adapters are loaded).
         ``adapters`` are GGUF LoRA files loaded at start (``lora_path`` among them, at ``lora_scale``, applied
         when a call names no adapter). ``timeout`` (seconds) is how long the worker may stay silent before it
-        counts as hung. ``port``: the worker's loopback port (default: one the OS picks). Other keyword
+        counts as hung. ``port``: the worker's loopback port (default: one the OS picks). ``entry``: the catalogue
+        entry (``models.catalog.ModelEntry``) ``model_path`` is, when it is a pulled one. Other keyword
         arguments: ``n_gpu_layers``, ``main_gpu``, ``n_batch``, ``n_ubatch``, ``rope_freq_base``,
         ``rope_freq_scale``, ``n_keep`` (llama.cpp's), and default ``top_p``/``top_k``/``min_p``/``repeat_penalty``.
         """
         self.worker: Worker | None = None
         model_path = model_path or model
         if model_path is None:
+            from ...models import BUILTIN
             from ...models.embedded import embedded_model
 
             self.model_path = embedded_model()
+            entry = BUILTIN
+            self.budget_hint = dict(EMBEDDED_BUDGET)  # the tiny model's own budgets (arguments win)
         else:
             self.model_path = Path(model_path).expanduser()
             if not self.model_path.is_file():
@@ -141,6 +147,7 @@ class LlamaCppBackend(Backend):
                 from ...models.embedded import verify_file
 
                 verify_file(self.model_path, sha256, "download the file again")
+        self.model_entry = entry  # for the language warning and the demo's "model in use"
         if find_spec("xllamacpp") is None:  # a clear error here, not a dead worker
             raise BackendUnavailable(f"the llama_cpp backend needs xllamacpp: {INSTALL_HINT}")
         self.temperature = DEFAULT_LOCAL_TEMPERATURE if temperature is None else temperature
@@ -174,6 +181,10 @@ class LlamaCppBackend(Backend):
         self.worker.start()  # loads the model in the child: a bad file or adapter fails there, not here
         self._counter: LlamaCppCounter | None = None
         self._cold = False
+
+    def describe(self) -> str:
+        """``qwen2.5-3b (Qwen2.5-3B-Instruct Q4_K_M, local)``, or the file's name for a GGUF of one's own."""
+        return super().describe() if self.model_entry is not None else f"{self.model_path.name} (local GGUF)"
 
     @property
     def n_parallel(self) -> int:
@@ -255,26 +266,22 @@ class LlamaCppBackend(Backend):
         return self._counter
 
     # -- generation -----------------------------------------------------------------------------
-    def stream(self, messages: Sequence[Message], **options: Any) -> Iterator[str]:
-        """Yield the reply. Options: max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop, seed,
-        prefill, adapter (an id from ``add_adapter``; None: the base model; left out: ``lora_path``'s, if any)."""
-        return self.stream_with_info(messages, StreamInfo(), **options)
-
-    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> "Generation":
-        """``stream``, filling ``info`` (finish reason, usage, the server's timings) when it ends."""
+    def stream(self, messages: Sequence[Message], *, info: StreamInfo | None = None,
+               **options: Any) -> "Generation":
+        """Yield the reply, filling ``info`` (finish reason, usage, the server's timings) when it ends. Options:
+        max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop, seed, prefill, adapter (an id from
+        ``add_adapter``; None: the base model; left out: ``lora_path``'s, if any)."""
         body, wire_options, prefill, stats = self._request(messages, options)
+        info = StreamInfo() if info is None else info
         return Generation(chunks(self, body, wire_options, prefill, stats, info), stats)
 
-    async def astream_with_info(self, messages: Sequence[Message], info: StreamInfo,
-                                **options: Any) -> AsyncIterator[str]:
-        """Async twin of ``stream_with_info``: the reply streams on the event loop (no thread per request)."""
+    async def astream(self, messages: Sequence[Message], *, info: StreamInfo | None = None,
+                      **options: Any) -> AsyncIterator[str]:
+        """Async twin of ``stream``: the reply streams on the event loop (no thread per request)."""
         body, wire_options, prefill, stats = await asyncio.to_thread(self._request, messages, options)
+        info = StreamInfo() if info is None else info
         async for piece in achunks(self, body, wire_options, prefill, stats, info):
             yield piece
-
-    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
-        """Async twin of ``stream``."""
-        return self.astream_with_info(messages, StreamInfo(), **options)
 
     def _request(self, messages: Sequence[Message], options: dict[str, Any]) -> tuple:
         """What to send (messages with the prefill, the OpenAI options, llama.cpp's own fields), checked."""

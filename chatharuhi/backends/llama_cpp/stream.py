@@ -36,7 +36,7 @@ def chunks(backend: "LlamaCppBackend", body: list, options: dict, prefill: str, 
     try:
         if prefill:
             yield prefill
-        stream = child.wire.stream_with_info(body, info, **options)
+        stream = child.wire.stream(body, info=info, **options)
         try:
             for piece in stream:
                 if stage != "generating":
@@ -60,7 +60,7 @@ async def achunks(backend: "LlamaCppBackend", body: list, options: dict, prefill
     try:
         if prefill:
             yield prefill
-        stream = child.wire.astream_with_info(body, info, **options)
+        stream = child.wire.astream(body, info=info, **options)
         try:
             async for piece in stream:
                 if stage != "generating":

@@ -235,23 +235,20 @@ class TransformersBackend(Backend):
         """The exact counter for this tokenizer and chat template."""
         return TransformersCounter(self)
 
-    # -- generation -----------------------------------------------------------------------------
-    def stream(self, messages: Sequence[Message], **options: Any) -> Generation:
-        """Yield the reply. Options: max_tokens, temperature, top_p, top_k, stop, prefill, adapter, seed."""
-        request, prefill = self._request(messages, options)
-        return Generation(self._serial, generation_work(self, request), prefill)
+    def describe(self) -> str:
+        """The model folder or hub id, and ``transformers``."""
+        return f"{self.model_name} (transformers)"
 
-    def stream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> Generation:
-        """``stream``, filling ``info.finish_reason`` ("stop" or "length") when it ends."""
+    # -- generation -----------------------------------------------------------------------------
+    def stream(self, messages: Sequence[Message], *, info: StreamInfo | None = None, **options: Any) -> Generation:
+        """Yield the reply, filling ``info.finish_reason`` ("stop" or "length") when it ends. Options: max_tokens,
+        temperature, top_p, top_k, stop, prefill, adapter, seed."""
         request, prefill = self._request(messages, options)
         return Generation(self._serial, generation_work(self, request), prefill, info)
 
-    def astream(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[str]:
+    def astream(self, messages: Sequence[Message], *, info: StreamInfo | None = None,
+                **options: Any) -> AsyncIterator[str]:
         """Async twin of ``stream``: the chunks arrive on the running event loop (no thread per call)."""
-        return self.astream_with_info(messages, StreamInfo(), **options)
-
-    def astream_with_info(self, messages: Sequence[Message], info: StreamInfo, **options: Any) -> AsyncIterator[str]:
-        """Async twin of ``stream_with_info``."""
         request, prefill = self._request(messages, options)
         return achunks(self._serial, generation_work(self, request), prefill, info)
 

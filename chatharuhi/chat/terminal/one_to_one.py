@@ -100,7 +100,7 @@ class TerminalChat:
     def _on_embedded(self) -> bool:
         from ...models.catalog import BUILTIN
 
-        entry = getattr(self.bot.backend, "model_entry", None)
+        entry = self.bot.backend.model_entry
         return entry is not None and entry.name == BUILTIN.name
 
     def _offer_better(self) -> None:

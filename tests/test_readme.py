@@ -85,7 +85,7 @@ def test_backend_snippet_builds_without_network(monkeypatch, shared_home):
     monkeypatch.setenv("CHATHARUHI_HOME", str(shared_home))
     namespace = {"ChatHaruhi": ChatHaruhi}
     backends = (ROOT / "docs" / "backends.md").read_text(encoding="utf-8")
-    (snippet,) = re.findall(r"```python\n(.*?)```", backends, flags=re.S)
+    snippet = re.findall(r"```python\n(.*?)```", backends, flags=re.S)[0]
     exec(snippet, namespace)  # builds an openai backend for Ollama; no request is made
     bot = namespace["bot"]
     assert bot.backend.name == "openai" and "11434" in str(bot.backend.base_url)

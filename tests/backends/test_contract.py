@@ -80,3 +80,16 @@ def test_describe_names_the_model_and_where_it_runs():
     backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1", api_key="k", model="gpt-test")
     assert backend.describe() == "gpt-test via http://127.0.0.1:9/v1"
     assert ScriptedBackend(["x"]).describe() == "scripted"
+
+
+def test_the_docs_example_backend_runs_a_chat():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text(encoding="utf-8")
+    section = page.split("## Writing a backend", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "docs/backends.md", "exec"), scope)
+    bot = ChatHaruhi(role="sherlock", llm=scope["Echo"](), embedder="hash", top_k=0)
+    reply = bot.stream("The game is afoot.")
+    assert "The game is afoot." in reply.text() and reply.finish_reason == "stop"

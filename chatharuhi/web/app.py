@@ -102,7 +102,7 @@ class WebDemo:
 
     def default_character(self) -> str:
         """The character a page opens on: one the model can speak (the embedded model: an English one)."""
-        entry = getattr(self.backend, "model_entry", None)
+        entry = self.backend.model_entry
         speaks = entry.speaks if entry is not None and entry.languages else None
         return self.shelf.default(speaks)
 
@@ -298,9 +298,9 @@ class WebDemo:
         options: dict[str, Any] = {}
         temperature = tab.settings.temperature
         if anew:
-            base = temperature if temperature is not None else getattr(self.backend, "temperature", None)
+            base = temperature if temperature is not None else self.backend.temperature
             temperature = max(base if base is not None else REGENERATE_MIN_TEMPERATURE, REGENERATE_MIN_TEMPERATURE)
-            if getattr(self.backend, "seed", None) is not None:  # local models sample with a fixed seed
+            if self.backend.seed is not None:  # local models sample with a fixed seed
                 options["seed"] = random.randrange(2**31)
         if temperature is not None:
             options["temperature"] = float(temperature)

@@ -42,7 +42,7 @@ class BetterModel:
         """Whether the demo runs the embedded model (or one that cannot speak a character's language)."""
         from ..models.catalog import BUILTIN
 
-        entry = getattr(self.backend(), "model_entry", None)
+        entry = self.backend().model_entry
         return entry is not None and entry.name == BUILTIN.name
 
     def line(self) -> str:

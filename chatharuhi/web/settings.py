@@ -4,7 +4,6 @@ backend in one line, and saving the panels for a chat (checked: numbers in range
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable
 
 from ..config import DEFAULT_HISTORY_TOKENS, DEFAULT_REPLY_RESERVE, DEFAULT_STORY_TOKENS
@@ -45,8 +44,8 @@ class SettingsPanel:
     def setting_defaults(self) -> dict[str, Any]:
         """What a chat uses when its settings leave a value unset: the backend's temperature and budgets."""
         backend = self.backend()
-        hint = getattr(backend, "budget_hint", {})
-        return {"temperature": getattr(backend, "temperature", None),
+        hint = backend.budget_hint
+        return {"temperature": backend.temperature,
                 "story_tokens": hint.get("story_tokens", DEFAULT_STORY_TOKENS),
                 "history_tokens": hint.get("history_tokens", DEFAULT_HISTORY_TOKENS),
                 "max_reply_tokens": hint.get("reply_reserve", DEFAULT_REPLY_RESERVE)}
@@ -54,10 +53,8 @@ class SettingsPanel:
     def backend_info(self) -> str:
         """Which backend and model answer, in one line."""
         b = self.backend()
-        model = getattr(b, "model", None) or getattr(b, "model_path", None)
-        model = Path(model).name if isinstance(model, (str, Path)) and "/" in str(model) else model
-        temp = getattr(b, "temperature", None)
-        parts = [f"backend **{b.name}**", f"model **{model}**" if model else "",
+        temp = b.temperature
+        parts = [f"backend **{b.name}**", f"model **{b.describe()}**" if b.describe() != b.name else "",
                  f"context window {b.context_window} tokens", f"default temperature {temp}" if temp is not None else ""]
         return " · ".join(p for p in parts if p)
 

@@ -134,12 +134,14 @@ class Edits:
             raise InputError("the edited message is empty: type the new text, or use Delete to remove it")
         self.owners.check(tab.session_id, token, terminal=self.terminal)
         self.transcript.fresh(tab)
+        last = turn == len(self.sessions.turns(tab.session_id)) - 1
         if side == "user":
             self.sessions.edit_turn(tab.session_id, turn, text=text)
         else:
             self.sessions.edit_turn(tab.session_id, turn, reply=text)
+            if last:  # the user's own words now: no longer a reply the length limit cut
+                self.transcript.cut.pop(tab.session_id, None)
         tab = self.transcript.seen(tab)
-        last = turn == len(self.sessions.turns(tab.session_id)) - 1
         hint = " — press Regenerate to have it answered anew" if side == "user" and last else ""
         return {"tab": tab, "chat": self.transcript.messages(tab), "edit_box": False, "edit_text": "",
                 "swipes": self.transcript.swipe_label(tab), "status": f"message {int(index) + 1} edited{hint}",
@@ -150,6 +152,8 @@ class Edits:
         turn, _ = self._locate(index, tab)
         self.owners.check(tab.session_id, token, terminal=self.terminal)
         self.transcript.fresh(tab)
+        if turn == len(self.sessions.turns(tab.session_id)) - 1:  # the cut reply goes with it
+            self.transcript.cut.pop(tab.session_id, None)
         self.sessions.delete_turn(tab.session_id, turn)
         tab = self.transcript.seen(tab)
         return {"tab": tab, "chat": self.transcript.messages(tab), "edit_box": False, "edit_text": "",

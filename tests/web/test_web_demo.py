@@ -246,6 +246,30 @@ def test_stop_shows_the_partial_reply_and_keeps_it_only_on_request(demo, backend
     assert again["message"] == "再来一个" and again["partial"] is False and len(store.turns(sid)) == 1
 
 
+class CutShort(ScriptedBackend):
+    """Every reply ends at the length limit, as the upstream reports it."""
+
+    def stream(self, messages, *, info=None, **options):
+        yield from super().stream(messages, **options)
+        if info is not None:
+            info.finish_reason = "length"
+
+
+def test_an_edited_or_deleted_cut_reply_loses_its_cut_note(store):
+    demo = WebDemo(backend=CutShort(["外星人今天放假了，因为"]), sessions=store, embedder="hash")
+    tab, token = opened(demo)
+    _, cut = send(demo, "第一句", tab, token)
+    assert "cut at the maximum reply length" in cut["chat"][-1]["content"]
+    view = demo.edits.edit_message(2, "春日自己说完了。", cut["tab"], token)
+    assert "cut at the maximum reply length" not in view["chat"][-1]["content"]
+    assert "cut at the maximum reply length" not in demo.transcript.messages(view["tab"])[-1]["content"]
+    _, again = send(demo, "第二句", view["tab"], token)
+    assert "cut at the maximum reply length" in again["chat"][-1]["content"]
+    view = demo.edits.delete_message(4, again["tab"], token)
+    _, third = send(demo, "第三句", view["tab"], token)
+    assert "cut at the maximum reply length" in third["chat"][-1]["content"]  # each new cut says so again
+
+
 def test_edit_and_delete_any_message_and_a_stale_tab_is_refused(demo, store):
     tab, token = opened(demo)
     _, a = send(demo, "第一句", tab, token)

@@ -152,6 +152,8 @@ def _settings_panel(gr, demo: WebDemo, c: dict) -> None:
                                                 "offers Continue)", precision=0, minimum=16, maximum=4096,
                                           elem_id="max-reply-tokens",
                                           value=defaults["max_reply_tokens"])
+        gr.Markdown("Changes apply when you press **Save persona and settings** below; they stay with this "
+                    "browser tab: this chat and the chats you open next in it.", elem_id="settings-hint")
     c["save_settings"] = gr.Button("Save persona and settings", size="sm", elem_id="save-settings")
 
 

@@ -74,7 +74,8 @@ class SettingsPanel:
         tab = replace(tab, settings=settings)
         if tab.session_id is not None:
             self.keep(tab.session_id, settings)
-        return {"tab": tab, "status": "settings saved for this chat: the next reply uses them"}
+        return {"tab": tab, "status": "settings saved: the next reply uses them, in this chat and in the chats you "
+                                      "open next in this tab"}
 
 
 def _number(what: str, value: Any, low: float, high: float) -> float | None:

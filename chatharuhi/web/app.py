@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..config import RECOMMENDED_MODEL
 from ..errors import InputError
+from ..sessions.owners import Owners, owner_key, owners_path_for, valid_token
 from .add import AddCharacter
 from .better_model import BetterModel
 from .characters import Shelf
@@ -35,7 +36,6 @@ from .edit import Edits
 from .group import GroupPanel
 from .manage import CharacterPanel
 from .memory import ChatMemoryPanel
-from .owners import Owners, owner_key, owners_path_for, valid_token
 from .render import bubble, literal
 from .settings import SettingsPanel
 from .state import (
@@ -354,6 +354,6 @@ class WebDemo:
 
 
 def _new_token() -> str:
-    from .owners import new_token
+    from ..sessions.owners import new_token
 
     return new_token()

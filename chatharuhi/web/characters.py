@@ -27,7 +27,7 @@ from .state import WEB_IMPORTS_DIR
 if TYPE_CHECKING:
     from ..character.discovery import CharacterEntry
     from ..character.folder import Character
-    from .owners import Owners
+    from ..sessions.owners import Owners
 
 logger = logging.getLogger("chatharuhi")
 SCENE_SEPARATOR = "---"  # pasted scenes are separated by a line holding only this

@@ -14,8 +14,8 @@ from .state import MAX_TITLE_CHARS, SESSION_LIST_SIZE, Tab, View
 
 if TYPE_CHECKING:
     from ..sessions import SessionStore
+    from ..sessions.owners import Owners
     from .characters import Shelf
-    from .owners import Owners
     from .transcript import Transcript
 
 EXPORT_FORMATS = ("jsonl", "markdown")

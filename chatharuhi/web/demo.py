@@ -27,7 +27,7 @@ def web_secret() -> str:
     """The key that encrypts each browser's token in its localStorage, kept in the home folder.
 
     Not what protects chats (Gradio hands it to the page): the token itself is random per browser,
-    and the server checks it against its own table of owners (``web/owners.py``)."""
+    and the server checks it against its own table of owners (``sessions/owners.py``)."""
     path = home_dir() / SECRET_FILE
     try:
         return path.read_text(encoding="utf-8").strip()

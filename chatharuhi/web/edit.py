@@ -22,8 +22,8 @@ from .transcript import Stale
 
 if TYPE_CHECKING:
     from ..sessions import SessionStore
+    from ..sessions.owners import Owners
     from .characters import Shelf
-    from .owners import Owners
     from .transcript import Transcript
 
 __all__ = ["Edits", "Stale"]

@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from ..chat.rounds import is_group_key
 from ..config import DEFAULT_GROUP_REPLIES, GROUP_ORDERS
 from ..errors import ChatHaruhiError, InputError
+from ..sessions.owners import owner_key, valid_token
 from .events import panel_event
 from .memory import fact_number, memory_view
-from .owners import owner_key, valid_token
 from .render import bubble, literal
 from .state import BOT_CACHE_SIZE, title_of
 
 if TYPE_CHECKING:
     from ..chat.group import GroupChat
     from ..sessions import SessionStore
+    from ..sessions.owners import Owners
     from .app import WebDemo
     from .characters import Shelf
-    from .owners import Owners
 
 View = dict[str, Any]
 AVATAR_PX = 28

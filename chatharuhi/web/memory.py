@@ -8,17 +8,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InputError
+from ..sessions.owners import valid_token
 from .events import panel_event
-from .owners import valid_token
 from .render import literal
 from .state import View, title_of
 
 if TYPE_CHECKING:
     from ..chat.chatbot import Chatbot
     from ..sessions import SessionStore
+    from ..sessions.owners import Owners
     from .app import WebDemo
     from .characters import Shelf
-    from .owners import Owners
 
 
 def memory_view(memory: Any, prefix: str = "g_") -> View:

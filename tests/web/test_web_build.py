@@ -13,9 +13,9 @@ NOVEL = "\n\n".join(f'"Line number {i}, my friend," said Holmes.\n\n"Indeed, num
 def test_upload_find_the_cast_preview_and_save(tmp_path):
     from chatharuhi.character.discovery import user_characters_dir
     from chatharuhi.errors import InputError
+    from chatharuhi.sessions.owners import Owners
     from chatharuhi.web import build as web_build
     from chatharuhi.web.characters import Shelf
-    from chatharuhi.web.owners import Owners
 
     book = tmp_path / "study.txt"
     book.write_text(NOVEL, encoding="utf-8")

@@ -13,10 +13,10 @@ pytest.importorskip("gradio", reason="the web demo needs the [web] extra: pip in
 from chatharuhi.backends.scripted import ScriptedBackend  # noqa: E402
 from chatharuhi.errors import BackendUnavailable, InputError  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
+from chatharuhi.sessions.owners import NotYourChat, owner_key  # noqa: E402
 from chatharuhi.web.app import Tab, WebDemo
 from chatharuhi.web.demo import build_app  # noqa: E402
 from chatharuhi.web.edit import Stale  # noqa: E402
-from chatharuhi.web.owners import NotYourChat, owner_key  # noqa: E402
 from chatharuhi.web.render import bubble, literal  # noqa: E402
 from chatharuhi.web.state import Settings  # noqa: E402
 from conftest import ROOT  # noqa: E402

@@ -10,10 +10,10 @@ pytest.importorskip("gradio", reason="the web demo needs the [web] extra: pip in
 from chatharuhi.backends.scripted import ScriptedBackend  # noqa: E402
 from chatharuhi.errors import BudgetError, InputError  # noqa: E402
 from chatharuhi.sessions import SessionStore  # noqa: E402
+from chatharuhi.sessions.owners import NotYourChat, new_token, owner_key  # noqa: E402
 from chatharuhi.web.app import Tab, WebDemo  # noqa: E402
 from chatharuhi.web.demo import build_app  # noqa: E402
 from chatharuhi.web.group import GroupTab  # noqa: E402
-from chatharuhi.web.owners import NotYourChat, new_token, owner_key  # noqa: E402
 
 
 def in_character(messages):

@@ -17,7 +17,7 @@ TITLE_CHARS = 30
 
 def terminal_owners(store: "SessionStore"):
     """The demo's table of chat owners beside ``store`` (terminal chats are marked there)."""
-    from ...web.owners import Owners, owners_path_for
+    from ...sessions.owners import Owners, owners_path_for
 
     return Owners(owners_path_for(store))
 

@@ -1,4 +1,4 @@
-"""Who owns which chat in the web demo: a random token per browser, and a server-side table of owners.
+"""Who owns which chat (web visitors; terminal chats the demo lists): a random token per browser, and a table.
 
 Each browser gets a random token on its first visit (kept in its localStorage). The server keeps,
 in its own SQLite file, which session belongs to which token (as a SHA-256 digest, so the file

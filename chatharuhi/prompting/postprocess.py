@@ -44,6 +44,31 @@ def _maybe_meta(line: str) -> bool:
     return bool(head) and any(o.startswith(head) and len(head) < len(o) for o in META_OPENERS)
 
 
+_BEFORE_A_TAG = "。！？.!?…」』\"”)）"  # what ends a sentence before another speaker's tag in mid-line
+
+
+def _mid_line_tag(line: str, others: set[str]) -> int | None:
+    """Where a known other speaker's tag (``Lestrade:``) starts after a sentence end in mid-line, or None."""
+    best = None
+    for name in others:
+        for m in re.finditer(re.escape(name) + r"\s*[:：]", line, flags=re.IGNORECASE):
+            before = line[: m.start()].rstrip()
+            if before and before[-1] in _BEFORE_A_TAG and (best is None or len(before) < best):
+                best = len(before)
+    return best
+
+
+def _held_tail(line: str, others: set[str]) -> int | None:
+    """Where a streamed line's unfinished tail may still become another speaker's tag (``… Lestr``), or None."""
+    cut = max(line.rfind(c) for c in _BEFORE_A_TAG)
+    if cut < 0:
+        return None
+    tail = line[cut + 1 :].lstrip().casefold()
+    if tail and any((n + ":").startswith(tail) or (n + "：").startswith(tail) for n in others):
+        return cut + 1
+    return None
+
+
 def _looks_like_name(name: str) -> bool:
     """Whether the text before a colon reads as a speaker's name (``Mom``, ``Mrs Hudson``, ``妈妈``)."""
     return (0 < len(name) <= MAX_TAG_CHARS and any(c.isalpha() for c in name)
@@ -82,11 +107,23 @@ class ReplyFilter:
                 return "", True
         if not quoted and line.lstrip().startswith(_OPEN):
             line, quoted = line.lstrip()[1:], True
+        if self.others:  # "…so beautiful. Lestrade:It is…": the reply ends where another speaker starts
+            at = _mid_line_tag(line, self.others)
+            if at is not None:
+                return self._unquote(line[:at], quoted, True), "cut"
+            held = None if complete else _held_tail(line, self.others)
+            if held is not None:
+                line = line[:held]
+        return self._unquote(line, quoted, complete), False
+
+    @staticmethod
+    def _unquote(line: str, quoted: bool, complete: bool) -> str:
+        """The line without its closing bracket (a streamed line: up to where that bracket may be)."""
         if quoted:
             close = line.rfind(_CLOSE)
             if close >= 0:
                 line = line[:close] + line[close + 1 :] if complete else line[:close]
-        return line, False
+        return line
 
     def _clean(self, final: bool) -> str:
         lines = self._raw.lstrip().split("\n")
@@ -99,6 +136,10 @@ class ReplyFilter:
                     self.stopped = True
                     break
                 continue
+            if stop == "cut":  # another speaker starts in mid-line: keep what came before, end there
+                out.append(text.strip())
+                self.stopped = True
+                break
             if stop and not any(out):  # a reply that opens as someone else is kept whole, not emptied
                 if not complete:
                     break

@@ -78,3 +78,24 @@ def test_untagged_text_streams_without_waiting_for_a_long_line():
     g = ReplyFilter(OWN, OTHERS)
     out = g.feed("Well then let us go at once and see what")
     assert out.startswith("Well then")  # longer than any tag: emitted at once
+
+
+def _streamed(raw: str, own, others) -> tuple[list[str], ReplyFilter]:
+    f = ReplyFilter(own, others)
+    shown = [f.feed(c) for c in raw] + [f.finish()]
+    return shown, f
+
+
+def test_a_known_speaker_starting_in_mid_line_ends_the_reply_and_is_never_shown():
+    raw = "A lady's got it right. She was so beautiful. Lestrade:It is indeed the lady of the house."
+    shown, f = _streamed(raw, ["Holmes"], ["Lestrade", "Watson"])
+    assert f.text == "A lady's got it right. She was so beautiful." and f.stopped
+    assert "Lestr" not in "".join(shown)  # held back while it could still become the tag, then dropped
+    assert clean_reply("Holmes:「Quite so.」 Watson：「Indeed.」", ["Holmes"], ["Watson"]) == "Quite so."
+
+
+def test_a_name_in_mid_line_that_is_not_a_tag_stays():
+    for raw in ("I met Lestrade: he was late.", "Ask Lestrade, he knows.", "Note: Lestrade is late.",
+                "Elementary. Lestrade said so."):
+        shown, f = _streamed(raw, ["Holmes"], ["Lestrade"])
+        assert f.text == raw and not f.stopped and "".join(shown) == raw

@@ -43,6 +43,9 @@ def cache_sentence(trace: dict) -> str:
     reused, total = trace.get("reused_tokens"), trace.get("model_prompt_tokens") or trace.get("total_tokens")
     if reused is not None and total:
         cached = f"the model had {reused} of the {total} prompt tokens cached and read the other {total - reused}"
+        packed = trace.get("total_tokens")
+        if packed and total > packed:  # the count above is of the packed prompt only
+            cached += f" ({packed} packed, plus {total - packed} of the reply's start it was given: the speaker's tag)"
         return f"{story}; {cached}." if story else f"{cached[0].upper()}{cached[1:]}."
     return f"{story}." if story else ""
 

@@ -29,7 +29,10 @@ def test_the_cached_count_is_out_of_what_the_model_read_and_never_negative():
     """A regenerated reply: the model had the whole prompt cached, and the prompt it read is the packed one
     plus the reply's start (``Holmes:「``); counting against the packed prompt alone gave "read the other -4"."""
     said = cache_sentence({**TRACE, "reused_tokens": 1803, "model_prompt_tokens": 1804})
-    assert said.endswith("1803 of the 1804 prompt tokens cached and read the other 1.")
+    assert "1803 of the 1804 prompt tokens cached and read the other 1 (" in said
+    packed = TRACE["total_tokens"]
+    assert said.endswith(f"({packed} packed, plus {1804 - packed} of the reply's start it was given: "
+                         "the speaker's tag).")
 
 
 def test_counts_agree_with_their_nouns():
